@@ -1,0 +1,58 @@
+"""Errors CitySense raises at its boundaries with InfluxDB and the MQTT broker.
+
+Errors from the lower libraries (httpx, paho, socket) are translated once, where they happen,
+into this tree, so callers decide on meaning (retry or not) rather than on library types:
+
+    CitySenseError
+    ├── ConfigError              - a setting is missing or malformed
+    ├── InfluxError
+    │   ├── InfluxUnavailable    - retryable: refused, timeout, 5xx, 429 (carries retry_after)
+    │   └── InfluxRejected       - permanent: 4xx; the request itself is wrong
+    │       ├── InfluxPartialWrite   - 400 on /write; some lines stored, `dropped` were not
+    │       └── InfluxNotFound       - 404: the database does not exist
+    └── BrokerError              - the MQTT broker refused us or could not be reached
+"""
+
+from __future__ import annotations
+
+
+class CitySenseError(Exception):
+    """Base of every error CitySense raises on purpose."""
+
+
+class ConfigError(CitySenseError):
+    pass
+
+
+class InfluxError(CitySenseError):
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InfluxUnavailable(InfluxError):
+    """Worth retrying later: the server is down, overloaded or asked us to wait."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class InfluxRejected(InfluxError):
+    """Never worth retrying as is: the same request will fail the same way."""
+
+
+class InfluxPartialWrite(InfluxRejected):
+    def __init__(self, message: str, *, dropped: int | None) -> None:
+        super().__init__(message, status=400)
+        self.dropped = dropped
+
+
+class InfluxNotFound(InfluxRejected):
+    pass
+
+
+class BrokerError(CitySenseError):
+    pass

@@ -1,0 +1,279 @@
+"""A small InfluxDB client over the v1 HTTP API: line protocol on /write, InfluxQL on /query.
+
+Those two endpoints exist on InfluxDB 1.x, on 2.x (v1 compatibility, virtual DBRP mapping a
+bucket to db/rp, token auth) and on 3.x, so one client serves whatever a city runs. /ping serves
+health on all three. User input reaches InfluxQL only through `params` (bound parameters).
+
+Two clients share request building and response parsing: `InfluxClient` (sync, for the ingest
+writer thread) and `AsyncInfluxClient` (for the API). Both take an optional httpx transport so
+unit tests can fake the server while integration tests talk to a real one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from citysense.errors import (
+    InfluxError,
+    InfluxNotFound,
+    InfluxPartialWrite,
+    InfluxRejected,
+    InfluxUnavailable,
+)
+
+ParamValue = str | int | float | bool
+
+_DROPPED = re.compile(r"dropped=(\d+)")
+# Names we put into InfluxQL ourselves (measurements, fields, tags) are identifiers from the
+# profile contract; quoting still guards against a contract that someday allows more.
+_IDENT_ESCAPE = str.maketrans({'"': r"\"", "\\": r"\\"})
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL double-quoted identifier."""
+    return '"' + name.translate(_IDENT_ESCAPE) + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    name: str
+    tags: Mapping[str, str]
+    columns: tuple[str, ...]
+    values: tuple[tuple[Any, ...], ...]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.values]
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxConfig:
+    url: str = "http://127.0.0.1:8086"
+    database: str = "citysense"
+    token: str | None = None
+    timeout: float = 10.0
+    # Retention policy: empty means the database default (autogen on 1.x, the bucket on 2.x).
+    retention_policy: str = ""
+
+    def headers(self) -> dict[str, str]:
+        if self.token:
+            return {"Authorization": f"Token {self.token}"}
+        return {}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.text[:500]
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"])[:500]
+    return response.text[:500]
+
+
+def check_response(response: httpx.Response, *, writing: bool) -> None:
+    """Translate an HTTP failure into the CitySense error tree; return quietly on 2xx."""
+    status = response.status_code
+    if status < 300:
+        return
+    text = _error_text(response)
+    if status == 429 or status >= 500:
+        raise InfluxUnavailable(
+            f"InfluxDB {status}: {text}", status=status, retry_after=_retry_after(response)
+        )
+    if status == 404:
+        raise InfluxNotFound(f"InfluxDB 404: {text}", status=404)
+    if writing and status == 400 and "partial write" in text:
+        match = _DROPPED.search(text)
+        raise InfluxPartialWrite(
+            f"InfluxDB partial write: {text}", dropped=int(match.group(1)) if match else None
+        )
+    raise InfluxRejected(f"InfluxDB {status}: {text}", status=status)
+
+
+def parse_query(content: bytes) -> list[list[Series]]:
+    """Statement results of a /query response; an error in any statement raises InfluxRejected."""
+    body = orjson.loads(content)
+    out: list[list[Series]] = []
+    for result in body.get("results", []):
+        if "error" in result:
+            raise InfluxRejected(f"InfluxQL error: {result['error']}", status=200)
+        out.append(
+            [
+                Series(
+                    name=s.get("name", ""),
+                    tags=s.get("tags") or {},
+                    columns=tuple(s.get("columns", ())),
+                    values=tuple(tuple(v) for v in s.get("values", ())),
+                )
+                for s in result.get("series", ())
+            ]
+        )
+    return out
+
+
+class _Requests:
+    """Request building shared by the sync and async clients."""
+
+    def __init__(self, config: InfluxConfig) -> None:
+        self.config = config
+
+    def write_params(self, precision: str) -> dict[str, str]:
+        params = {"db": self.config.database, "precision": precision}
+        if self.config.retention_policy:
+            params["rp"] = self.config.retention_policy
+        return params
+
+    def query_data(
+        self, query: str, params: Mapping[str, ParamValue] | None, epoch: str | None
+    ) -> dict[str, str]:
+        data = {"db": self.config.database, "q": query}
+        if params:
+            data["params"] = orjson.dumps(dict(params)).decode()
+        if epoch:
+            data["epoch"] = epoch
+        return data
+
+
+def _transport_error(exc: httpx.TransportError, url: str) -> InfluxUnavailable:
+    return InfluxUnavailable(f"InfluxDB at {url} unreachable: {type(exc).__name__}: {exc}")
+
+
+class InfluxClient:
+    """Synchronous client; one per thread that uses it."""
+
+    def __init__(
+        self, config: InfluxConfig, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._req = _Requests(config)
+        self.config = config
+        self._http = httpx.Client(
+            base_url=config.url,
+            headers=config.headers(),
+            timeout=config.timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> InfluxClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _post(self, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.post(path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, self.config.url) from exc
+
+    def ping(self) -> bool:
+        try:
+            return self._http.get("/ping").status_code == 204
+        except httpx.TransportError:
+            return False
+
+    def write(self, body: bytes, *, precision: str = "ns") -> None:
+        """POST line protocol; raises InfluxUnavailable / InfluxPartialWrite / InfluxRejected."""
+        response = self._post("/write", params=self._req.write_params(precision), content=body)
+        check_response(response, writing=True)
+
+    def query(
+        self,
+        query: str,
+        params: Mapping[str, ParamValue] | None = None,
+        *,
+        epoch: str | None = None,
+    ) -> list[list[Series]]:
+        response = self._post("/query", data=self._req.query_data(query, params, epoch))
+        check_response(response, writing=False)
+        return parse_query(response.content)
+
+    def create_database(self) -> None:
+        """Idempotent on 1.x; on 2.x/3.x the bucket/database is created by the operator."""
+        name = quote_ident(self.config.database)
+        response = self._post("/query", data={"q": f"CREATE DATABASE {name}"})
+        check_response(response, writing=False)
+        parse_query(response.content)
+
+
+class AsyncInfluxClient:
+    """Asynchronous client for the API; share one per process."""
+
+    def __init__(
+        self, config: InfluxConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._req = _Requests(config)
+        self.config = config
+        self._http = httpx.AsyncClient(
+            base_url=config.url,
+            headers=config.headers(),
+            timeout=config.timeout,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return (await self._http.get("/ping")).status_code == 204
+        except httpx.TransportError:
+            return False
+
+    async def query(
+        self,
+        query: str,
+        params: Mapping[str, ParamValue] | None = None,
+        *,
+        epoch: str | None = None,
+    ) -> list[list[Series]]:
+        try:
+            response = await self._http.post(
+                "/query", data=self._req.query_data(query, params, epoch)
+            )
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, self.config.url) from exc
+        check_response(response, writing=False)
+        return parse_query(response.content)
+
+
+def first_series(results: Sequence[Sequence[Series]]) -> list[Series]:
+    """The series of the first statement (the common case of one statement per query)."""
+    return list(results[0]) if results else []
+
+
+__all__ = [
+    "AsyncInfluxClient",
+    "InfluxClient",
+    "InfluxConfig",
+    "InfluxError",
+    "Series",
+    "check_response",
+    "first_series",
+    "parse_query",
+    "quote_ident",
+]

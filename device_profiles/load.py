@@ -1,0 +1,185 @@
+"""Loading profiles (YAML) and the device registry (CSV), with errors that name file, line, field.
+
+Operators edit these files by hand; a message like `water_pipe.yaml:14: fields.pressure.range:
+range [600.0, 100.0] has min above max` gets them to the mistake at once.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from device_profiles.model import Device, Profile
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_PROFILES = PACKAGE_DIR / "profiles"
+DEFAULT_REGISTRY = PACKAGE_DIR / "registry" / "sample_city.csv"
+
+REGISTRY_COLUMNS = ("device_id", "profile", "district", "latitude", "longitude", "address")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int | None
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        line = f":{self.line}" if self.line is not None else ""
+        where = f" {self.where}:" if self.where else ""
+        return f"{self.file}{line}:{where} {self.message}"
+
+
+class ContractError(Exception):
+    """Profiles or registry are invalid; `problems` lists every one found, not just the first."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    devices: Mapping[str, Device]
+    source: str = ""
+    districts: tuple[str, ...] = field(default=())
+
+    def get(self, device_id: str) -> Device | None:
+        return self.devices.get(device_id)
+
+    def of(self, profile: str | None = None, district: str | None = None) -> list[Device]:
+        return [
+            d
+            for d in self.devices.values()
+            if (profile is None or d.profile == profile)
+            and (district is None or d.district == district)
+        ]
+
+
+# --- YAML with line numbers -------------------------------------------------------------------
+
+
+def _line_index(node: yaml.Node, prefix: tuple[str | int, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map every key path in a YAML document to the 1-based line where it starts."""
+    lines: dict[tuple[Any, ...], int] = {prefix: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            lines.update(_line_index(value, (*prefix, key.value)))
+            lines[(*prefix, key.value)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(_line_index(item, (*prefix, i)))
+    return lines
+
+
+def _nearest_line(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        key = tuple(str(p) if not isinstance(p, int) else p for p in loc[:end])
+        if key in lines:
+            return lines[key]
+    return None
+
+
+def load_profile(path: Path) -> Profile:
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ContractError([Problem(path.name, line, "", f"not valid YAML: {exc}")]) from exc
+    if node is None or not isinstance(data, dict):
+        raise ContractError([Problem(path.name, 1, "", "a profile is a YAML mapping")])
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        lines = _line_index(node)
+        raise ContractError(
+            Problem(
+                path.name,
+                _nearest_line(lines, tuple(err["loc"])),
+                ".".join(str(p) for p in err["loc"]),
+                err["msg"].removeprefix("Value error, "),
+            )
+            for err in exc.errors()
+        ) from exc
+    if profile.profile != path.stem:
+        raise ContractError(
+            [Problem(path.name, 1, "profile", f"name {profile.profile!r} differs from file name")]
+        )
+    return profile
+
+
+def load_profiles(folder: Path = DEFAULT_PROFILES) -> dict[str, Profile]:
+    """Every `*.yaml` in `folder`; all problems across all files are reported together."""
+    if not folder.is_dir():
+        raise ContractError([Problem(str(folder), None, "", "profiles folder does not exist")])
+    profiles: dict[str, Profile] = {}
+    problems: list[Problem] = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            profile = load_profile(path)
+        except ContractError as exc:
+            problems.extend(exc.problems)
+            continue
+        profiles[profile.profile] = profile
+    if not profiles and not problems:
+        problems.append(Problem(str(folder), None, "", "no *.yaml profile files"))
+    if problems:
+        raise ContractError(problems)
+    return profiles
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+
+def load_registry(path: Path, profiles: Mapping[str, Profile]) -> Registry:
+    """Devices from a CSV with columns REGISTRY_COLUMNS; every bad row is reported by line."""
+    problems: list[Problem] = []
+    devices: dict[str, Device] = {}
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ContractError([Problem(str(path), None, "", f"cannot read registry: {exc}")]) from exc
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in REGISTRY_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ContractError([Problem(path.name, 1, "", f"missing columns {missing}")])
+        for row in reader:
+            line = reader.line_num
+            problems.extend(_registry_row(path.name, line, row, profiles, devices))
+    if problems:
+        raise ContractError(problems)
+    districts = tuple(sorted({d.district for d in devices.values()}))
+    return Registry(devices=devices, source=str(path), districts=districts)
+
+
+def _registry_row(
+    file: str,
+    line: int,
+    row: Mapping[str, str | None],
+    profiles: Mapping[str, Profile],
+    devices: dict[str, Device],
+) -> list[Problem]:
+    try:
+        device = Device.model_validate({k: row.get(k) or "" for k in REGISTRY_COLUMNS})
+    except ValidationError as exc:
+        return [
+            Problem(file, line, str(err["loc"][0]), err["msg"].removeprefix("Value error, "))
+            for err in exc.errors()
+        ]
+    if device.profile not in profiles:
+        return [Problem(file, line, "profile", f"unknown profile {device.profile!r}")]
+    if device.device_id in devices:
+        return [Problem(file, line, "device_id", f"duplicate device id {device.device_id!r}")]
+    devices[device.device_id] = device
+    return []

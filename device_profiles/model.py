@@ -1,0 +1,202 @@
+"""The device-profile contract shared by ingest, the API and the simulators.
+
+A profile says what one family of devices sends: the topic it publishes on, how often, which
+fields with which type, unit and valid range, and which figures an operator wants summed up per
+district. Profiles are data (YAML files); this module is their schema.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Identifiers that become InfluxDB measurement or field names: letters first, no characters that
+# line protocol or InfluxQL would need to escape, so they can never change the meaning of a line.
+IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from `90`, `90s`, `15m`, `1h`, `30d`; raises ValueError with the offending text."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 1h, 30d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Duration = Annotated[float, Field(ge=0)]
+
+
+class FieldType(StrEnum):
+    NUMBER = "number"  # stored as float, always, so a later fractional value never conflicts
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    STATE = "state"  # one of a closed set of strings
+    TEXT = "text"
+
+
+class FieldKind(StrEnum):
+    GAUGE = "gauge"
+    COUNTER = "counter"  # monotonic; resets to 0 are expected (meter replaced, overflow)
+    STATE = "state"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Strict):
+    type: FieldType
+    unit: str | None = None
+    kind: FieldKind | None = None
+    range: tuple[float, float] | None = None
+    values: tuple[str, ...] | None = None
+    required: bool = False
+    max_length: int = Field(default=256, ge=1, le=4096)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FieldSpec:
+        numeric = self.type in (FieldType.NUMBER, FieldType.INTEGER)
+        if self.range is not None:
+            if not numeric:
+                raise ValueError("range is only for number and integer fields")
+            if self.range[0] > self.range[1]:
+                raise ValueError(f"range {list(self.range)} has min above max")
+        if self.type is FieldType.STATE and not self.values:
+            raise ValueError("a state field lists its allowed values")
+        if self.type is not FieldType.STATE and self.values is not None:
+            raise ValueError("values are only for state fields")
+        if self.kind is FieldKind.COUNTER and not numeric:
+            raise ValueError("a counter is a number or an integer")
+        return self
+
+    @property
+    def effective_kind(self) -> FieldKind:
+        if self.kind is not None:
+            return self.kind
+        numeric = self.type in (FieldType.NUMBER, FieldType.INTEGER)
+        return FieldKind.GAUGE if numeric else FieldKind.STATE
+
+
+class TimestampPolicy(_Strict):
+    field: str = "ts"
+    # Readings further in the future than this are a device clock fault, not data.
+    max_future_skew: Duration = 300.0
+    # Older readings are rejected: buffered uploads after an outage are fine, 1970 is not.
+    max_age: Duration = 30 * 86400.0
+    # A reading without a timestamp: stamp it with the time ingest received it, or reject it.
+    # Receive-time stamping is not idempotent across redelivery (see README).
+    missing: Literal["receive_time", "reject"] = "receive_time"
+
+    @field_validator("max_future_skew", "max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: str | float) -> float:
+        return parse_duration(value)
+
+
+class SummaryOp(StrEnum):
+    SUM = "sum"
+    MEAN = "mean"
+    MIN = "min"
+    MAX = "max"
+    COUNT = "count"  # devices whose latest value equals `equals` (or that have the field at all)
+
+
+class SummarySpec(_Strict):
+    name: str
+    op: SummaryOp
+    field: str
+    equals: str | float | bool | None = None
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"summary name {value!r} must match {IDENTIFIER.pattern}")
+        return value
+
+
+class Profile(_Strict):
+    profile: str
+    description: str = ""
+    reporting_interval: Duration
+    timestamp: TimestampPolicy = TimestampPolicy()
+    fields: dict[str, FieldSpec]
+    summary: tuple[SummarySpec, ...] = ()
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"profile name {value!r} must match {IDENTIFIER.pattern}")
+        return value
+
+    @field_validator("reporting_interval", mode="before")
+    @classmethod
+    def _interval(cls, value: str | float) -> float:
+        return parse_duration(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, value: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        if not value:
+            raise ValueError("a profile declares at least one field")
+        for name in value:
+            if not IDENTIFIER.match(name):
+                raise ValueError(f"field name {name!r} must match {IDENTIFIER.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Profile:
+        if self.timestamp.field in self.fields:
+            raise ValueError(f"timestamp field {self.timestamp.field!r} is also a data field")
+        for item in self.summary:
+            if item.field not in self.fields:
+                raise ValueError(f"summary {item.name!r} names unknown field {item.field!r}")
+        return self
+
+    @property
+    def measurement(self) -> str:
+        """The InfluxDB measurement holding this profile's readings."""
+        return self.profile
+
+
+# Device ids and district names become InfluxDB tag values and MQTT topic levels. Keeping them to
+# a conservative alphabet means no line-protocol metacharacter and no MQTT wildcard can ever reach
+# either; the encoder escapes regardless.
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+DISTRICT = re.compile(r"^[^\W_][\w .'-]{0,63}$")
+
+
+class Device(_Strict):
+    device_id: str
+    profile: str
+    district: str
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    address: str = ""
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        if not DEVICE_ID.match(value):
+            raise ValueError(f"device id {value!r} must match {DEVICE_ID.pattern}")
+        return value
+
+    @field_validator("district")
+    @classmethod
+    def _district(cls, value: str) -> str:
+        if not DISTRICT.match(value) or value != value.strip():
+            raise ValueError(f"district {value!r} must match {DISTRICT.pattern}")
+        return value

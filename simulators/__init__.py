@@ -1,0 +1,1 @@
+"""Simulated fleets of city devices that publish realistic telemetry over MQTT."""

@@ -1,0 +1,54 @@
+"""Fixtures: real Mosquitto and InfluxDB started by the project's own code, on free loopback ports.
+
+One pair of servers serves the whole session; each test gets its own database and its own topic
+tree (`citytest/<random>`), so tests never see each other's data. Tests that kill or restart a
+server ask for `private_servers` instead.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from citysense.influx import InfluxClient, InfluxConfig
+from citysense.servers import LocalServers
+
+TEST_ROOT = "citytest"
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
+    stack = LocalServers.create(tmp_path_factory.mktemp("servers"), root=TEST_ROOT)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def private_servers(tmp_path: Path) -> Iterator[LocalServers]:
+    """Servers of this test alone, for tests that stop, kill or restart them."""
+    stack = LocalServers.create(tmp_path / "servers", root=TEST_ROOT)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def topic_root() -> str:
+    return f"{TEST_ROOT}/{secrets.token_hex(4)}"
+
+
+def make_database(stack: LocalServers) -> InfluxConfig:
+    config = InfluxConfig(url=stack.influxdb.url, database=f"t_{secrets.token_hex(6)}")
+    with InfluxClient(config) as client:
+        client.create_database()
+    return config
+
+
+@pytest.fixture
+def influx(servers: LocalServers) -> InfluxConfig:
+    """A fresh, empty database on the shared InfluxDB."""
+    return make_database(servers)
