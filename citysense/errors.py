@@ -20,7 +20,7 @@ class CitySenseError(Exception):
     """Base of every error CitySense raises on purpose."""
 
 
-class ConfigError(CitySenseError):
+class ConfigError(CitySenseError, ValueError):
     pass
 
 

@@ -1,0 +1,78 @@
+"""Settings every CitySense process shares, from CITYSENSE_* environment variables or a `.env`.
+
+Each process (ingest, api, simulate) extends `CommonSettings` with its own knobs. Defaults match
+what `citysense up` starts, so a newcomer needs to set nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from citysense.influx import InfluxConfig
+from citysense.mqtturl import MqttUrl
+from device_profiles import (
+    DEFAULT_PROFILES,
+    DEFAULT_REGISTRY,
+    Profile,
+    Registry,
+    TopicLayout,
+    load_profiles,
+    load_registry,
+)
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CITYSENSE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # SecretStr: the URL may carry a password and must never be printed or logged as is.
+    mqtt_url: SecretStr = SecretStr("mqtt://127.0.0.1:1883")
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_db: str = "citysense"
+    influx_token: SecretStr | None = None
+    influx_timeout: float = Field(default=10.0, gt=0)
+    profiles: Path = DEFAULT_PROFILES
+    registry: Path = DEFAULT_REGISTRY
+    topic_root: str = "city"
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith(
+            "/"
+        ):
+            raise ValueError("topic root is a plain topic prefix without wildcards, e.g. 'city'")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: SecretStr) -> SecretStr:
+        MqttUrl.parse(value.get_secret_value())  # raises ConfigError with a clear message
+        return value
+
+    @property
+    def mqtt(self) -> MqttUrl:
+        return MqttUrl.parse(self.mqtt_url.get_secret_value())
+
+    @property
+    def influx(self) -> InfluxConfig:
+        token = self.influx_token.get_secret_value() if self.influx_token else None
+        return InfluxConfig(
+            url=self.influx_url,
+            database=self.influx_db,
+            token=token,
+            timeout=self.influx_timeout,
+        )
+
+    @property
+    def topics(self) -> TopicLayout:
+        return TopicLayout(self.topic_root)
+
+    def load_contract(self) -> tuple[dict[str, Profile], Registry]:
+        """Profiles and registry; raises device_profiles.ContractError listing every problem."""
+        profiles = load_profiles(self.profiles)
+        return profiles, load_registry(self.registry, profiles)
