@@ -1,0 +1,35 @@
+"""`citysense profiles check`: validate profile files and the registry, naming file, line, field."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from citysense.settings import CommonSettings
+from device_profiles import ContractError, load_profiles, load_registry
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["check"], help="what to do with the profiles")
+    parser.add_argument("--profiles", type=Path, help="profiles folder (CITYSENSE_PROFILES)")
+    parser.add_argument("--registry", type=Path, help="registry CSV (CITYSENSE_REGISTRY)")
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = CommonSettings()
+    folder = args.profiles or settings.profiles
+    registry_path = args.registry or settings.registry
+    try:
+        profiles = load_profiles(folder)
+        registry = load_registry(registry_path, profiles)
+    except ContractError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}")  # noqa: T201
+        print(f"{len(exc.problems)} problem(s) found")  # noqa: T201
+        return 1
+    for name, profile in sorted(profiles.items()):
+        count = len(registry.of(profile=name))
+        print(f"ok: profile {name}: {len(profile.fields)} fields, {count} devices")  # noqa: T201
+    print(f"ok: registry {registry_path.name}: {len(registry.devices)} devices in "  # noqa: T201
+          f"{len(registry.districts)} districts")
+    return 0

@@ -1,0 +1,127 @@
+"""Consume: a paho-mqtt client with manual acknowledgement and a persistent session.
+
+MQTT 5, clean start off and a session expiry, so the broker keeps our subscription and every
+unacknowledged message while we are away; Receive Maximum tells it how many we may hold
+unacknowledged (the batch being filled plus the one being written). paho reconnects with backoff
+by itself in its loop thread; we resubscribe on every connect. paho's errors are translated here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from citysense.errors import BrokerError
+from citysense.mqtturl import MqttUrl
+from ingest.stages import Received
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Received], None]
+
+
+class Consumer:
+    def __init__(
+        self,
+        url: MqttUrl,
+        *,
+        client_id: str,
+        subscription: str,
+        receive_maximum: int,
+        session_expiry: int,
+        on_received: Handler,
+        on_session: Callable[[bool], None],
+        clock: Callable[[], int],
+    ) -> None:
+        self._url = url
+        self._subscription = subscription
+        self._on_received = on_received
+        self._on_session = on_session
+        self._clock = clock
+        self._receive_maximum = receive_maximum
+        self._session_expiry = session_expiry
+        self.subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if url.username:
+            self._client.username_pw_set(url.username, url.password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._connected
+        self._client.on_disconnect = self._disconnected
+        self._client.on_subscribe = self._subscribed
+        self._client.on_message = self._message
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._session_expiry
+        props.ReceiveMaximum = self._receive_maximum
+        try:
+            self._client.connect_async(
+                self._url.host, self._url.port, keepalive=30, clean_start=False, properties=props
+            )
+        except (OSError, ValueError) as exc:
+            raise BrokerError(f"cannot connect to {self._url.redacted()}: {exc}") from exc
+        self._client.loop_start()
+
+    def ack(self, mid: int, qos: int) -> None:
+        self._client.ack(mid, qos)
+
+    def stop(self) -> None:
+        """Disconnect after the acknowledgements already queued (paho sends in order)."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- paho callbacks (paho's network thread) --------------------------------------------
+
+    def _connected(
+        self, client: mqtt.Client, _ud: Any, flags: mqtt.ConnectFlags, reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            # paho keeps retrying; wrong credentials are an operator's fix, so say it loudly.
+            log.error("broker %s refused the connection: %s", self._url.redacted(), reason)
+            return
+        log.info("connected to %s (session present: %s)", self._url.redacted(),
+                 flags.session_present)
+        self._on_session(flags.session_present)
+        result, _mid = client.subscribe(self._subscription, qos=1)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.error("subscribe to %s failed: %s", self._subscription, result)
+
+    def _subscribed(
+        self, _c: mqtt.Client, _ud: Any, _mid: int, reasons: list[ReasonCode],
+        _props: Properties | None,
+    ) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("broker refused subscription %s: %s", self._subscription, reasons)
+            return
+        log.info("subscribed to %s", self._subscription)
+        self.subscribed.set()
+
+    def _disconnected(
+        self, _c: mqtt.Client, _ud: Any, _flags: mqtt.DisconnectFlags, reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        self.subscribed.clear()
+        if reason.is_failure:
+            log.warning("disconnected from broker: %s; reconnecting", reason)
+
+    def _message(self, _c: mqtt.Client, _ud: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            # MQTT requires UTF-8 topics; keep the message anyway, it becomes a bad_topic letter.
+            topic = message._topic.decode("utf-8", "replace")  # noqa: SLF001
+        self._on_received(Received(topic, message.payload, message.mid, message.qos, self._clock()))

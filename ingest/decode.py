@@ -1,0 +1,117 @@
+"""Decode: topic and payload bytes → (profile, device id, raw reading objects), or a Rejected.
+
+Nothing here trusts the device: the payload may be any bytes. The device id comes from the topic,
+which the broker's ACL ties to the device's credentials, never from the payload alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from device_profiles import Profile, TopicLayout
+from ingest.reasons import Reason
+from ingest.stages import Received, Rejected
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_payload_bytes: int = 64 * 1024
+    max_depth: int = 8  # nesting of objects/arrays; flat readings need 2
+    max_readings: int = 1000  # readings in one array message
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    profile: Profile
+    device_id: str
+    objects: list[dict[str, Any]]
+
+
+def _reject(msg: Received, reason: Reason, detail: str, profile: str, device_id: str) -> Rejected:
+    return Rejected(reason, detail, msg.topic, profile, device_id, msg.payload)
+
+
+def _depth(value: object, limit: int) -> int:
+    """Nesting depth of a JSON value, giving up as soon as it exceeds `limit`."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return 0
+    deepest = 0
+    for child in children:
+        if isinstance(child, dict | list):
+            deepest = max(deepest, _depth(child, limit - 1))
+            if deepest >= limit:
+                break
+    return deepest + 1
+
+
+def _json_failure(payload: bytes) -> tuple[Reason, str]:
+    """Name what is wrong with a payload orjson refused (slow path: bad messages only)."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Reason.INVALID_UTF8, f"payload is not UTF-8 at byte {exc.start}"
+    try:
+        # The standard library accepts NaN and Infinity, which JSON forbids; if it parses what
+        # orjson refused, non-finite numbers are the problem.
+        json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return Reason.INVALID_JSON, f"payload is not JSON: {exc}"[:200]
+    return Reason.NON_FINITE, "payload holds NaN or Infinity, which JSON does not allow"
+
+
+def decode(
+    msg: Received,
+    layout: TopicLayout,
+    profiles: Mapping[str, Profile],
+    limits: DecodeLimits,
+) -> Decoded | Rejected:
+    parsed = layout.parse(msg.topic)
+    if parsed is None:
+        return _reject(msg, Reason.BAD_TOPIC, "topic is not <root>/<profile>/<id>/telemetry",
+                       UNKNOWN, "")
+    profile_name, device_id = parsed
+    profile = profiles.get(profile_name)
+    if profile is None:
+        return _reject(msg, Reason.UNKNOWN_PROFILE, f"no profile {profile_name!r}", UNKNOWN,
+                       device_id)
+    if len(msg.payload) > limits.max_payload_bytes:
+        detail = f"{len(msg.payload)} bytes, limit {limits.max_payload_bytes}"
+        return _reject(msg, Reason.PAYLOAD_TOO_LARGE, detail, profile_name, device_id)
+    try:
+        value = orjson.loads(msg.payload)
+    except orjson.JSONDecodeError:
+        reason, detail = _json_failure(msg.payload)
+        return _reject(msg, reason, detail, profile_name, device_id)
+    if _depth(value, limits.max_depth) > limits.max_depth:
+        detail = f"nested deeper than {limits.max_depth}"
+        return _reject(msg, Reason.TOO_DEEP, detail, profile_name, device_id)
+    objects = _as_objects(value, limits)
+    if isinstance(objects, str):
+        return _reject(msg, Reason.BAD_SHAPE, objects, profile_name, device_id)
+    return Decoded(profile, device_id, objects)
+
+
+def _as_objects(value: object, limits: DecodeLimits) -> list[dict[str, Any]] | str:
+    """One object, or a non-empty array of objects; a string says what is wrong otherwise."""
+    if isinstance(value, dict):
+        return [value]
+    if not isinstance(value, list):
+        return f"payload is a JSON {type(value).__name__}, not an object or array of objects"
+    if not value:
+        return "payload is an empty array"
+    if len(value) > limits.max_readings:
+        return f"{len(value)} readings in one message, limit {limits.max_readings}"
+    if not all(isinstance(item, dict) for item in value):
+        return "array holds something other than reading objects"
+    return value

@@ -1,0 +1,71 @@
+"""Encode: InfluxDB line protocol, escaped so that no value can add a line, a tag or a field.
+
+Escaping rules (InfluxDB 1.x–3.x): measurement — comma and space; tag keys, tag values, field
+keys — comma, equals, space; string field values — double quote and backslash. Newlines cannot be
+escaped at all, so they are refused here: tag values and field keys come from the validated
+contract, string values from validation (no control characters), and dead letters are encoded as
+JSON text, which has none.
+"""
+
+from __future__ import annotations
+
+from ingest.stages import Enriched, FieldValue
+
+_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
+_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
+
+
+class EncodeError(ValueError):
+    """A value that line protocol cannot carry safely (a newline, a trailing backslash)."""
+
+
+def _safe(text: str) -> str:
+    if "\n" in text or "\r" in text:
+        raise EncodeError("newline in an identifier or tag value")
+    return text
+
+
+def tag(text: str) -> str:
+    escaped = _safe(text).translate(_KEY)
+    if escaped.endswith("\\"):
+        # A trailing backslash would escape the separator that follows it.
+        raise EncodeError("tag value ends with a backslash")
+    return escaped
+
+
+def string_value(text: str) -> str:
+    return '"' + _safe(text).translate(_STRING) + '"'
+
+
+def field_value(value: FieldValue) -> str:
+    # Order matters: bool is a subclass of int.
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is float:
+        return repr(value)  # shortest round-trip form; NaN/inf never get here (validated)
+    if type(value) is int:
+        return f"{value}i"
+    return string_value(str(value))
+
+
+def fields(values: dict[str, FieldValue]) -> str:
+    return ",".join(f"{tag(k)}={field_value(v)}" for k, v in values.items())
+
+
+def line(
+    measurement: str, tags: dict[str, str], values: dict[str, FieldValue], time_ns: int
+) -> str:
+    tag_part = "".join(f",{tag(k)}={tag(v)}" for k, v in sorted(tags.items()) if v != "")
+    return f"{_safe(measurement).translate(_MEASUREMENT)}{tag_part} {fields(values)} {time_ns}"
+
+
+def reading_line(reading: Enriched) -> str:
+    return line(
+        reading.measurement,
+        {"device_id": reading.device_id, "district": reading.district},
+        reading.fields,
+        reading.time_ns,
+    )

@@ -1,0 +1,97 @@
+"""One MQTT message through the pure stages: decode → validate → enrich → encode.
+
+`Pipeline.process` never raises: whatever a device sends ends as data lines, dead-letter lines,
+or both, and every rejection is counted. Even a bug of ours becomes an `internal_error` dead
+letter rather than a lost message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from device_profiles import Profile, Registry, TopicLayout
+from ingest.deadletter import DeadLetterEncoder
+from ingest.decode import UNKNOWN, DecodeLimits, Decoded, decode
+from ingest.encode import EncodeError, reading_line
+from ingest.enrich import enrich
+from ingest.reasons import Reason
+from ingest.stages import Outcome, Received, Rejected
+from ingest.stats import Stats
+from ingest.validate import CompiledProfile, Invalid, validate
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        profiles: Mapping[str, Profile],
+        registry: Registry,
+        layout: TopicLayout,
+        stats: Stats,
+        *,
+        limits: DecodeLimits | None = None,
+        dead_letters: DeadLetterEncoder | None = None,
+    ) -> None:
+        self._profiles = profiles
+        self._compiled = {name: CompiledProfile.compile(p) for name, p in profiles.items()}
+        self._registry = registry
+        self._layout = layout
+        self._stats = stats
+        self._limits = limits or DecodeLimits()
+        self._dead = dead_letters or DeadLetterEncoder()
+
+    def process(self, msg: Received) -> Outcome:
+        try:
+            return self._process(msg)
+        except Exception as exc:  # a bug of ours: keep the message as a dead letter, say why
+            log.exception("internal error processing a message on %r", msg.topic)
+            rejected = Rejected(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:300],
+                                msg.topic, UNKNOWN, "", msg.payload)
+            return self._outcome([], 0, [rejected])
+
+    def _process(self, msg: Received) -> Outcome:
+        decoded = decode(msg, self._layout, self._profiles, self._limits)
+        if isinstance(decoded, Rejected):
+            return self._outcome([], 0, [decoded])
+        lines: list[str] = []
+        rejected: list[Rejected] = []
+        single = len(decoded.objects) == 1
+        for obj in decoded.objects:
+            result = self._reading_line(decoded, obj, msg.received_ns)
+            if isinstance(result, str):
+                lines.append(result)
+            else:
+                # A bad reading inside an array is kept on its own, the rest of the array stored.
+                payload = msg.payload if single else orjson.dumps(obj)
+                rejected.append(Rejected(result.reason, result.detail, msg.topic,
+                                         decoded.profile.profile, decoded.device_id, payload))
+        return self._outcome(lines, len(lines), rejected)
+
+    def _reading_line(self, decoded: Decoded, obj: dict[str, Any], received_ns: int) -> str | Invalid:
+        compiled = self._compiled[decoded.profile.profile]
+        reading = validate(compiled, decoded.device_id, obj, received_ns)
+        if isinstance(reading, Invalid):
+            return reading
+        enriched = enrich(reading, self._registry)
+        if isinstance(enriched, Invalid):
+            return enriched
+        try:
+            return reading_line(enriched)
+        except EncodeError as exc:
+            return Invalid(Reason.INVALID_VALUE, str(exc))
+
+    def _outcome(self, lines: list[str], readings: int, rejected: list[Rejected]) -> Outcome:
+        for item in rejected:
+            self._stats.rejected(item.profile, item.reason)
+            lines.append(self._dead.encode(item))
+        return Outcome(lines, readings, rejected)
+
+    def dead_letter_line(self, rejected: Rejected) -> str:
+        """For rejections found after the fact (InfluxDB refused a line)."""
+        self._stats.rejected(rejected.profile, rejected.reason)
+        return self._dead.encode(rejected)

@@ -1,0 +1,37 @@
+"""Why a message or reading was rejected: one stable code each, used in counters and dead letters.
+
+Codes are part of the operator interface (metrics labels, API filters): add, never rename.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # The message as a whole
+    BAD_TOPIC = "bad_topic"  # not <root>/<profile>/<device_id>/telemetry
+    UNKNOWN_PROFILE = "unknown_profile"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NON_FINITE = "non_finite"  # NaN or Infinity, which JSON does not allow
+    TOO_DEEP = "too_deep"
+    BAD_SHAPE = "bad_shape"  # not an object or a non-empty array of objects
+    # The device
+    UNKNOWN_DEVICE = "unknown_device"
+    PROFILE_MISMATCH = "profile_mismatch"  # registry says another profile than the topic
+    DEVICE_ID_MISMATCH = "device_id_mismatch"  # payload claims another device than the topic
+    # One reading
+    MISSING_TIMESTAMP = "missing_timestamp"
+    BAD_TIMESTAMP = "bad_timestamp"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+    WRONG_TYPE = "wrong_type"
+    OUT_OF_RANGE = "out_of_range"
+    INVALID_VALUE = "invalid_value"  # a state outside its allowed values, text with control chars
+    MISSING_FIELD = "missing_field"
+    NO_FIELDS = "no_fields"  # nothing the profile knows
+    # After the fact
+    WRITE_REJECTED = "write_rejected"  # InfluxDB refused the line itself (e.g. field type conflict)
+    INTERNAL_ERROR = "internal_error"  # a bug of ours; the message is kept, not lost

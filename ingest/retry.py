@@ -1,0 +1,37 @@
+"""Backoff for retryable failures: exponential with full jitter, capped, honouring Retry-After.
+
+Only what is worth retrying is retried (InfluxUnavailable: refused, timeout, 5xx, 429); a
+permanent error is never looped on. `RetryPolicy.fast()` makes tests quick.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    initial: float = 0.25
+    maximum: float = 30.0
+    multiplier: float = 2.0
+
+    @classmethod
+    def fast(cls) -> RetryPolicy:
+        return cls(initial=0.01, maximum=0.2)
+
+    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+              ) -> float:
+        """Seconds to wait before attempt `attempt + 1` (attempt counts from 0)."""
+        cap = min(self.maximum, self.initial * self.multiplier**attempt)
+        # Full jitter spreads the retries of many workers that failed at the same moment.
+        jittered = (rng or random).uniform(cap / 2, cap)
+        if retry_after is not None:
+            return max(jittered, min(retry_after, self.maximum * 4))
+        return jittered
+
+
+def sleep(seconds: float, stop: threading.Event) -> bool:
+    """Wait, waking early if `stop` is set; True if stopped."""
+    return stop.wait(seconds)

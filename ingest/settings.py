@@ -1,0 +1,53 @@
+"""Ingest worker settings: CITYSENSE_* environment variables (see CommonSettings) plus these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from citysense.settings import CommonSettings
+from ingest.decode import DecodeLimits
+from ingest.retry import RetryPolicy
+
+
+class IngestSettings(CommonSettings):
+    # A stable client id is what lets the broker keep our session (and our unacknowledged
+    # messages) across a crash or restart. Give each worker of a group its own.
+    client_id: str = Field(default="citysense-ingest", min_length=1, max_length=64)
+    # When set, workers share `$share/<group>/...`: the broker spreads messages over them.
+    share_group: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$")
+    session_expiry: int = Field(default=7 * 86400, ge=0)
+    # Unacknowledged messages we may hold (MQTT 5 Receive Maximum). It bounds memory: while
+    # InfluxDB is down the broker, not this process, keeps the backlog.
+    receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+    batch_size: int = Field(default=5000, ge=1)
+    flush_interval: float = Field(default=0.2, gt=0)
+    drain_timeout: float = Field(default=10.0, gt=0)
+    max_payload_bytes: int = Field(default=64 * 1024, ge=64)
+    max_json_depth: int = Field(default=8, ge=2)
+    max_readings_per_message: int = Field(default=1000, ge=1)
+    dead_letter_max_payload: int = Field(default=8192, ge=64)
+    retry_initial: float = Field(default=0.25, gt=0)
+    retry_max: float = Field(default=30.0, gt=0)
+    create_database: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=9101, ge=0, le=65535)  # 0: no /metrics, /ready endpoint
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(
+            max_payload_bytes=self.max_payload_bytes,
+            max_depth=self.max_json_depth,
+            max_readings=self.max_readings_per_message,
+        )
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(initial=self.retry_initial, maximum=self.retry_max)
+
+    @property
+    def subscription(self) -> str:
+        topic = self.topics.subscription
+        return f"$share/{self.share_group}/{topic}" if self.share_group else topic

@@ -1,0 +1,62 @@
+"""The data each pipeline stage hands to the next: frozen, slotted, cheap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest.reasons import Reason
+
+FieldValue = float | int | bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An MQTT message as consumed, before anything is trusted."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a message, or one reading of it, was not stored as data."""
+
+    reason: Reason
+    detail: str
+    topic: str
+    profile: str  # the topic's profile if known, else "unknown"
+    device_id: str
+    payload: bytes  # the whole message, or the one reading of an array that was rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A validated reading: canonical field names, canonical types."""
+
+    profile: str
+    device_id: str
+    time_ns: int
+    fields: dict[str, FieldValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Enriched:
+    """A reading with its registry metadata: what becomes one line of line protocol."""
+
+    measurement: str
+    device_id: str
+    district: str
+    time_ns: int
+    fields: dict[str, FieldValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one message became: lines to write (data and dead letters) and what was rejected."""
+
+    lines: list[str]
+    readings: int
+    rejected: list[Rejected]

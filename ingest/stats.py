@@ -1,0 +1,74 @@
+"""Counters of the ingest worker, shared by the MQTT thread and the writer thread.
+
+Rendered as Prometheus text on the worker's /metrics and logged as JSON on exit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ingest.reasons import Reason
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    redelivered_skipped: int = 0
+    readings_accepted: int = 0
+    readings_stored: int = 0
+    dead_letters_stored: int = 0
+    messages_acked: int = 0
+    batches_written: int = 0
+    write_retries: int = 0
+    write_seconds: float = 0.0
+    rejections: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Gauges read at render time from the live components (buffer sizes, oldest unacked age).
+    gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: float) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def rejected(self, profile: str, reason: Reason) -> None:
+        with self._lock:
+            self.rejections[(profile, reason.value)] += 1
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            counters = {
+                "received": self.received,
+                "redelivered_skipped": self.redelivered_skipped,
+                "readings_accepted": self.readings_accepted,
+                "readings_stored": self.readings_stored,
+                "dead_letters_stored": self.dead_letters_stored,
+                "messages_acked": self.messages_acked,
+                "batches_written": self.batches_written,
+                "write_retries": self.write_retries,
+                "write_seconds": round(self.write_seconds, 3),
+                "rejected": {f"{p}/{r}": n for (p, r), n in sorted(self.rejections.items())},
+            }
+        counters.update({name: read() for name, read in self.gauges.items()})
+        return counters
+
+    def prometheus(self) -> str:
+        snap = self.snapshot()
+        out: list[str] = []
+        for name, value in snap.items():
+            if name == "rejected":
+                continue
+            kind = "gauge" if name in self.gauges else "counter"
+            metric = f"citysense_ingest_{name}" + ("_total" if kind == "counter" else "")
+            out += [f"# TYPE {metric} {kind}", f"{metric} {value}"]
+        out.append("# TYPE citysense_ingest_rejected_total counter")
+        with self._lock:
+            items = sorted(self.rejections.items())
+        out += [
+            f'citysense_ingest_rejected_total{{profile="{p}",reason="{r}"}} {n}'
+            for (p, r), n in items
+        ]
+        return "\n".join(out) + "\n"

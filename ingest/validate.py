@@ -1,0 +1,207 @@
+"""Validate: one raw reading object + its profile → a canonical Reading, or a Rejected.
+
+A profile is compiled once into per-field checkers, so the per-reading cost is a dict walk and a
+few comparisons. A reading is rejected as a whole at its first bad field: storing the rest would
+quietly hide a firmware fault.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from device_profiles import FieldSpec, FieldType, Profile
+from ingest.reasons import Reason
+from ingest.stages import FieldValue, Reading
+
+# Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
+_MS_THRESHOLD = 100_000_000_000
+_NS_PER_S = 1_000_000_000
+_CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
+
+
+class Invalid(Exception):
+    """Raised inside a field checker; carries the reason code. Only ever caught in this module."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+Checker = Callable[[object], FieldValue]
+
+
+def _is_number(value: object) -> bool:
+    # bool is an int in Python; for a device, true is not 1.
+    return type(value) is int or type(value) is float
+
+
+def _range_check(name: str, spec: FieldSpec, number: float) -> None:
+    if spec.range is not None and not spec.range[0] <= number <= spec.range[1]:
+        lo, hi = spec.range
+        raise Invalid(Reason.OUT_OF_RANGE, f"{name}={number} outside [{lo}, {hi}]")
+
+
+def _number(name: str, spec: FieldSpec) -> Checker:
+    def check(value: object) -> FieldValue:
+        if not _is_number(value):
+            raise Invalid(Reason.WRONG_TYPE, f"{name} must be a number, got {_kind(value)}")
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number):
+            raise Invalid(Reason.NON_FINITE, f"{name} is not finite")
+        _range_check(name, spec, number)
+        return number
+
+    return check
+
+
+def _integer(name: str, spec: FieldSpec) -> Checker:
+    def check(value: object) -> FieldValue:
+        if type(value) is float and value.is_integer():
+            value = int(value)  # 42.0 from a firmware that only has floats is still 42
+        if type(value) is not int:
+            raise Invalid(Reason.WRONG_TYPE, f"{name} must be an integer, got {_kind(value)}")
+        _range_check(name, spec, value)
+        return value
+
+    return check
+
+
+def _boolean(name: str, _spec: FieldSpec) -> Checker:
+    def check(value: object) -> FieldValue:
+        if type(value) is not bool:
+            raise Invalid(Reason.WRONG_TYPE, f"{name} must be true or false, got {_kind(value)}")
+        return value
+
+    return check
+
+
+def _state(name: str, spec: FieldSpec) -> Checker:
+    allowed = frozenset(spec.values or ())
+
+    def check(value: object) -> FieldValue:
+        if type(value) is not str:
+            raise Invalid(Reason.WRONG_TYPE, f"{name} must be a string, got {_kind(value)}")
+        if value not in allowed:
+            raise Invalid(Reason.INVALID_VALUE, f"{name}={value[:40]!r} not in {sorted(allowed)}")
+        return value
+
+    return check
+
+
+def _text(name: str, spec: FieldSpec) -> Checker:
+    def check(value: object) -> FieldValue:
+        if type(value) is not str:
+            raise Invalid(Reason.WRONG_TYPE, f"{name} must be a string, got {_kind(value)}")
+        if len(value) > spec.max_length:
+            raise Invalid(Reason.INVALID_VALUE, f"{name} longer than {spec.max_length}")
+        if any(c in _CONTROL for c in value):
+            raise Invalid(Reason.INVALID_VALUE, f"{name} holds control characters")
+        return value
+
+    return check
+
+
+_CHECKERS: dict[FieldType, Callable[[str, FieldSpec], Checker]] = {
+    FieldType.NUMBER: _number,
+    FieldType.INTEGER: _integer,
+    FieldType.BOOLEAN: _boolean,
+    FieldType.STATE: _state,
+    FieldType.TEXT: _text,
+}
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def parse_timestamp(value: object) -> int:
+    """Epoch seconds, epoch milliseconds (numbers) or RFC 3339 with a zone → ns since the epoch."""
+    if type(value) is int:
+        return value * 1_000_000 if abs(value) >= _MS_THRESHOLD else value * _NS_PER_S
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise Invalid(Reason.BAD_TIMESTAMP, "timestamp is not finite")
+        micros = round(value * 1000) if abs(value) >= _MS_THRESHOLD else round(value * 1_000_000)
+        return micros * 1000
+    if type(value) is str:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise Invalid(Reason.BAD_TIMESTAMP, f"timestamp {value[:40]!r} is not RFC 3339") from None
+        if parsed.tzinfo is None:
+            raise Invalid(Reason.BAD_TIMESTAMP, f"timestamp {value[:40]!r} has no time zone")
+        seconds = int(parsed.timestamp())
+        return seconds * _NS_PER_S + parsed.microsecond * 1000
+    raise Invalid(Reason.BAD_TIMESTAMP, f"timestamp must be a number or string, got {_kind(value)}")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledProfile:
+    profile: Profile
+    checkers: dict[str, Checker]
+    required: tuple[str, ...]
+    ts_field: str
+    max_future_ns: int
+    max_age_ns: int
+    stamp_missing: bool
+
+    @classmethod
+    def compile(cls, profile: Profile) -> CompiledProfile:
+        policy = profile.timestamp
+        return cls(
+            profile=profile,
+            checkers={n: _CHECKERS[s.type](n, s) for n, s in profile.fields.items()},
+            required=tuple(n for n, s in profile.fields.items() if s.required),
+            ts_field=policy.field,
+            max_future_ns=int(policy.max_future_skew * _NS_PER_S),
+            max_age_ns=int(policy.max_age * _NS_PER_S),
+            stamp_missing=policy.missing == "receive_time",
+        )
+
+
+def validate(
+    compiled: CompiledProfile, device_id: str, obj: dict[str, Any], received_ns: int
+) -> Reading | Invalid:
+    """The canonical reading, or the Invalid that says why not (returned, not raised)."""
+    try:
+        time_ns = _time_of(compiled, obj, received_ns)
+        fields: dict[str, FieldValue] = {}
+        checkers = compiled.checkers
+        for key, value in obj.items():
+            checker = checkers.get(key)
+            if checker is not None:
+                fields[key] = checker(value)
+            elif key == "device_id" and value != device_id:
+                # Identity comes from the topic (tied to credentials by the ACL); a payload that
+                # claims another device is a forgery or a misconfigured gateway.
+                raise Invalid(Reason.DEVICE_ID_MISMATCH,
+                              f"payload names device {str(value)[:40]!r}, topic {device_id!r}")
+    except Invalid as invalid:
+        return invalid
+    for name in compiled.required:
+        if name not in fields:
+            return Invalid(Reason.MISSING_FIELD, f"required field {name} is missing")
+    if not fields:
+        return Invalid(Reason.NO_FIELDS, "no field of the profile in the reading")
+    return Reading(compiled.profile.profile, device_id, time_ns, fields)
+
+
+def _time_of(compiled: CompiledProfile, obj: dict[str, Any], received_ns: int) -> int:
+    raw = obj.get(compiled.ts_field)
+    if raw is None:
+        if compiled.stamp_missing:
+            return received_ns
+        raise Invalid(Reason.MISSING_TIMESTAMP, f"no {compiled.ts_field!r} in the reading")
+    time_ns = parse_timestamp(raw)
+    if time_ns > received_ns + compiled.max_future_ns:
+        ahead = (time_ns - received_ns) / _NS_PER_S
+        raise Invalid(Reason.TIMESTAMP_IN_FUTURE, f"timestamp {ahead:.0f}s ahead of ingest's clock")
+    if time_ns < received_ns - compiled.max_age_ns:
+        age = (received_ns - time_ns) / _NS_PER_S
+        raise Invalid(Reason.TIMESTAMP_TOO_OLD, f"timestamp {age:.0f}s old, older than allowed")
+    return time_ns

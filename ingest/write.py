@@ -1,0 +1,90 @@
+"""Write: a batch of lines to InfluxDB, until stored.
+
+- Retryable failures (InfluxDB down, slow, 5xx, 429) are retried with backoff, forever, until the
+  worker is told to stop: nothing is acknowledged meanwhile, so the broker keeps the messages.
+- A 400 means some lines are bad. InfluxDB 1.x may then have stored the good ones ("partial
+  write") or none (a field type conflict rejects the whole request), so the batch is split in
+  halves and rewritten until each bad line stands alone. Rewriting is safe: a point with the same
+  series and timestamp overwrites itself. The bad lines are returned for the dead-letter store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from citysense.errors import InfluxRejected, InfluxUnavailable
+from citysense.influx import InfluxClient
+from ingest.retry import RetryPolicy, sleep
+from ingest.stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """The worker is stopping while the database is still unavailable; nothing was acked."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    line: str
+    error: str
+
+
+class Writer:
+    def __init__(
+        self, client: InfluxClient, stats: Stats, stop: threading.Event,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._client = client
+        self._stats = stats
+        self._stop = stop
+        self._retry = retry or RetryPolicy()
+
+    def write(self, lines: list[str]) -> list[BadLine]:
+        """Store `lines`; return those InfluxDB refuses. Raises Stopped if told to stop first."""
+        if not lines:
+            return []
+        try:
+            self._write_retrying("\n".join(lines).encode())
+        except InfluxRejected as exc:
+            if exc.status != 400:
+                raise
+            if len(lines) == 1:
+                return [BadLine(lines[0], str(exc))]
+            half = len(lines) // 2
+            return self.write(lines[:half]) + self.write(lines[half:])
+        return []
+
+    def _write_retrying(self, body: bytes) -> None:
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                self._client.write(body)
+            except InfluxUnavailable as exc:
+                self._wait(attempt, exc.retry_after, str(exc))
+                attempt += 1
+                continue
+            except InfluxRejected as exc:
+                if exc.status == 400:
+                    raise
+                # 401/403/404: the database or our credentials are wrong. That is an operator's
+                # fix, not the data's fault: keep the data, keep retrying, shout in the log.
+                self._wait(attempt, None, f"InfluxDB refused the write: {exc}")
+                attempt += 1
+                continue
+            self._stats.add(write_seconds=time.perf_counter() - started)
+            if attempt:
+                log.info("InfluxDB write succeeded after %d retries", attempt)
+            return
+
+    def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
+        delay = self._retry.delay(attempt, retry_after)
+        level = logging.WARNING if attempt < 3 or attempt % 20 == 0 else logging.DEBUG
+        log.log(level, "write failed (attempt %d), retrying in %.2fs: %s", attempt + 1, delay, why)
+        self._stats.add(write_retries=1)
+        if sleep(delay, self._stop):
+            raise Stopped(why)
