@@ -24,12 +24,14 @@ def main(args: argparse.Namespace) -> int:
         registry = load_registry(registry_path, profiles)
     except ContractError as exc:
         for problem in exc.problems:
-            print(f"error: {problem}")  # noqa: T201
-        print(f"{len(exc.problems)} problem(s) found")  # noqa: T201
+            print(f"error: {problem}")
+        print(f"{len(exc.problems)} problem(s) found")
         return 1
     for name, profile in sorted(profiles.items()):
         count = len(registry.of(profile=name))
-        print(f"ok: profile {name}: {len(profile.fields)} fields, {count} devices")  # noqa: T201
-    print(f"ok: registry {registry_path.name}: {len(registry.devices)} devices in "  # noqa: T201
-          f"{len(registry.districts)} districts")
+        print(f"ok: profile {name}: {len(profile.fields)} fields, {count} devices")
+    print(
+        f"ok: registry {registry_path.name}: {len(registry.devices)} devices in "
+        f"{len(registry.districts)} districts"
+    )
     return 0

@@ -174,24 +174,31 @@ class Mosquitto(_Child):
         password_file.chmod(0o600)
         # mosquitto_passwd -U hashes a plain `user:password` file in place.
         subprocess.run(
-            [find_binary("mosquitto_passwd", "CITYSENSE_MOSQUITTO_PASSWD_BIN"), "-U",
-             str(password_file)],
+            [
+                find_binary("mosquitto_passwd", "CITYSENSE_MOSQUITTO_PASSWD_BIN"),
+                "-U",
+                str(password_file),
+            ],
             check=True,
             capture_output=True,
         )
         acl_file = self.home / "acl"
         acl_file.write_text((CONF_DIR / "mosquitto.acl").read_text().format(root=self.root))
-        conf = (CONF_DIR / "mosquitto.conf").read_text().format(
-            user=getpass.getuser(),
-            host=self.host,
-            port=self.port,
-            password_file=password_file,
-            acl_file=acl_file,
-            data_dir=data_dir,
-            log_file=self.log_file,
-            max_queued_messages=self.max_queued_messages,
-            max_queued_bytes=self.max_queued_bytes,
-            max_inflight_messages=self.max_inflight_messages,
+        conf = (
+            (CONF_DIR / "mosquitto.conf")
+            .read_text()
+            .format(
+                user=getpass.getuser(),
+                host=self.host,
+                port=self.port,
+                password_file=password_file,
+                acl_file=acl_file,
+                data_dir=data_dir,
+                log_file=self.log_file,
+                max_queued_messages=self.max_queued_messages,
+                max_queued_bytes=self.max_queued_bytes,
+                max_inflight_messages=self.max_inflight_messages,
+            )
         )
         self.conf_file.write_text(conf)
 
@@ -212,8 +219,10 @@ class InfluxDB(_Child):
             self.rpc_port = free_port(self.host)
         data_dir = self.home / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
-        conf = (CONF_DIR / "influxdb.conf").read_text().format(
-            host=self.host, port=self.port, rpc_port=self.rpc_port, data_dir=data_dir
+        conf = (
+            (CONF_DIR / "influxdb.conf")
+            .read_text()
+            .format(host=self.host, port=self.port, rpc_port=self.rpc_port, data_dir=data_dir)
         )
         conf_file = self.home / "influxdb.conf"
         conf_file.write_text(conf)

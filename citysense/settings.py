@@ -42,8 +42,11 @@ class CommonSettings(BaseSettings):
     @field_validator("topic_root")
     @classmethod
     def _root(cls, value: str) -> str:
-        if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith(
-            "/"
+        if (
+            not value
+            or any(c in value for c in "+#\0")
+            or value.startswith("/")
+            or value.endswith("/")
         ):
             raise ValueError("topic root is a plain topic prefix without wildcards, e.g. 'city'")
         return value

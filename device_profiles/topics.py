@@ -24,7 +24,7 @@ class TopicLayout:
         return f"{self.root}/+/+/{TELEMETRY}"
 
     def parse(self, topic: str) -> tuple[str, str] | None:
-        """(profile, device_id) of a telemetry topic under this root, or None for any other shape."""
+        """(profile, device_id) of a telemetry topic under this root; None for any other shape."""
         prefix = self.root + "/"
         if not topic.startswith(prefix):
             return None

@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = IngestSettings(**overrides)
     except ValidationError as exc:
-        print(f"citysense ingest: invalid settings:\n{exc}")  # noqa: T201
+        print(f"citysense ingest: invalid settings:\n{exc}")
         return 2
     configure(settings.log_level)
     try:
@@ -55,12 +55,20 @@ def main(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("starting: %d profiles, %d devices, broker %s, InfluxDB %s db %s",
-             len(profiles), len(registry.devices), settings.mqtt.redacted(),
-             settings.influx_url, settings.influx_db)
+    log.info(
+        "starting: %d profiles, %d devices, broker %s, InfluxDB %s db %s",
+        len(profiles),
+        len(registry.devices),
+        settings.mqtt.redacted(),
+        settings.influx_url,
+        settings.influx_db,
+    )
     worker.start()
     stop.wait()
     clean = worker.stop()
-    log.info("stopped %s: %s", "cleanly" if clean else "with messages left to the broker",
-             orjson.dumps(worker.stats.snapshot()).decode())
+    log.info(
+        "stopped %s: %s",
+        "cleanly" if clean else "with messages left to the broker",
+        orjson.dumps(worker.stats.snapshot()).decode(),
+    )
     return 0 if clean else 1

@@ -64,7 +64,7 @@ class Consumer:
         self._client.on_message = self._message
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry
         props.ReceiveMaximum = self._receive_maximum
         try:
@@ -86,22 +86,31 @@ class Consumer:
     # --- paho callbacks (paho's network thread) --------------------------------------------
 
     def _connected(
-        self, client: mqtt.Client, _ud: Any, flags: mqtt.ConnectFlags, reason: ReasonCode,
+        self,
+        client: mqtt.Client,
+        _ud: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
         _props: Properties | None,
     ) -> None:
         if reason.is_failure:
             # paho keeps retrying; wrong credentials are an operator's fix, so say it loudly.
             log.error("broker %s refused the connection: %s", self._url.redacted(), reason)
             return
-        log.info("connected to %s (session present: %s)", self._url.redacted(),
-                 flags.session_present)
+        log.info(
+            "connected to %s (session present: %s)", self._url.redacted(), flags.session_present
+        )
         self._on_session(flags.session_present)
         result, _mid = client.subscribe(self._subscription, qos=1)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("subscribe to %s failed: %s", self._subscription, result)
 
     def _subscribed(
-        self, _c: mqtt.Client, _ud: Any, _mid: int, reasons: list[ReasonCode],
+        self,
+        _c: mqtt.Client,
+        _ud: Any,
+        _mid: int,
+        reasons: list[ReasonCode],
         _props: Properties | None,
     ) -> None:
         if any(r.is_failure for r in reasons):
@@ -111,7 +120,11 @@ class Consumer:
         self.subscribed.set()
 
     def _disconnected(
-        self, _c: mqtt.Client, _ud: Any, _flags: mqtt.DisconnectFlags, reason: ReasonCode,
+        self,
+        _c: mqtt.Client,
+        _ud: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
         _props: Properties | None,
     ) -> None:
         self.subscribed.clear()
@@ -123,5 +136,6 @@ class Consumer:
             topic = message.topic
         except UnicodeDecodeError:
             # MQTT requires UTF-8 topics; keep the message anyway, it becomes a bad_topic letter.
-            topic = message._topic.decode("utf-8", "replace")  # noqa: SLF001
-        self._on_received(Received(topic, message.payload, message.mid, message.qos, self._clock()))
+            topic = message._topic.decode("utf-8", "replace")
+        payload = bytes(message.payload)
+        self._on_received(Received(topic, payload, message.mid, message.qos, self._clock()))

@@ -78,13 +78,15 @@ def decode(
 ) -> Decoded | Rejected:
     parsed = layout.parse(msg.topic)
     if parsed is None:
-        return _reject(msg, Reason.BAD_TOPIC, "topic is not <root>/<profile>/<id>/telemetry",
-                       UNKNOWN, "")
+        return _reject(
+            msg, Reason.BAD_TOPIC, "topic is not <root>/<profile>/<id>/telemetry", UNKNOWN, ""
+        )
     profile_name, device_id = parsed
     profile = profiles.get(profile_name)
     if profile is None:
-        return _reject(msg, Reason.UNKNOWN_PROFILE, f"no profile {profile_name!r}", UNKNOWN,
-                       device_id)
+        return _reject(
+            msg, Reason.UNKNOWN_PROFILE, f"no profile {profile_name!r}", UNKNOWN, device_id
+        )
     if len(msg.payload) > limits.max_payload_bytes:
         detail = f"{len(msg.payload)} bytes, limit {limits.max_payload_bytes}"
         return _reject(msg, Reason.PAYLOAD_TOO_LARGE, detail, profile_name, device_id)

@@ -31,7 +31,7 @@ class ObserveServer:
                 else:
                     owner._send(self, 404, "not found\n")
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return  # scrapes every few seconds would drown the log
 
         self._metrics = metrics
@@ -47,8 +47,9 @@ class ObserveServer:
         return int(self._server.server_address[1])
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: str, ctype: str = "text/plain"
-              ) -> None:
+    def _send(
+        handler: BaseHTTPRequestHandler, status: int, body: str, ctype: str = "text/plain"
+    ) -> None:
         data = body.encode()
         handler.send_response(status)
         handler.send_header("Content-Type", ctype)

@@ -15,7 +15,7 @@ import orjson
 
 from device_profiles import Profile, Registry, TopicLayout
 from ingest.deadletter import DeadLetterEncoder
-from ingest.decode import UNKNOWN, DecodeLimits, Decoded, decode
+from ingest.decode import UNKNOWN, Decoded, DecodeLimits, decode
 from ingest.encode import EncodeError, reading_line
 from ingest.enrich import enrich
 from ingest.reasons import Reason
@@ -50,8 +50,14 @@ class Pipeline:
             return self._process(msg)
         except Exception as exc:  # a bug of ours: keep the message as a dead letter, say why
             log.exception("internal error processing a message on %r", msg.topic)
-            rejected = Rejected(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:300],
-                                msg.topic, UNKNOWN, "", msg.payload)
+            rejected = Rejected(
+                Reason.INTERNAL_ERROR,
+                f"{type(exc).__name__}: {exc}"[:300],
+                msg.topic,
+                UNKNOWN,
+                "",
+                msg.payload,
+            )
             return self._outcome([], 0, [rejected])
 
     def _process(self, msg: Received) -> Outcome:
@@ -68,11 +74,21 @@ class Pipeline:
             else:
                 # A bad reading inside an array is kept on its own, the rest of the array stored.
                 payload = msg.payload if single else orjson.dumps(obj)
-                rejected.append(Rejected(result.reason, result.detail, msg.topic,
-                                         decoded.profile.profile, decoded.device_id, payload))
+                rejected.append(
+                    Rejected(
+                        result.reason,
+                        result.detail,
+                        msg.topic,
+                        decoded.profile.profile,
+                        decoded.device_id,
+                        payload,
+                    )
+                )
         return self._outcome(lines, len(lines), rejected)
 
-    def _reading_line(self, decoded: Decoded, obj: dict[str, Any], received_ns: int) -> str | Invalid:
+    def _reading_line(
+        self, decoded: Decoded, obj: dict[str, Any], received_ns: int
+    ) -> str | Invalid:
         compiled = self._compiled[decoded.profile.profile]
         reading = validate(compiled, decoded.device_id, obj, received_ns)
         if isinstance(reading, Invalid):

@@ -21,8 +21,9 @@ class RetryPolicy:
     def fast(cls) -> RetryPolicy:
         return cls(initial=0.01, maximum=0.2)
 
-    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
-              ) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
         """Seconds to wait before attempt `attempt + 1` (attempt counts from 0)."""
         cap = min(self.maximum, self.initial * self.multiplier**attempt)
         # Full jitter spreads the retries of many workers that failed at the same moment.

@@ -132,7 +132,9 @@ def parse_timestamp(value: object) -> int:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise Invalid(Reason.BAD_TIMESTAMP, f"timestamp {value[:40]!r} is not RFC 3339") from None
+            raise Invalid(
+                Reason.BAD_TIMESTAMP, f"timestamp {value[:40]!r} is not RFC 3339"
+            ) from None
         if parsed.tzinfo is None:
             raise Invalid(Reason.BAD_TIMESTAMP, f"timestamp {value[:40]!r} has no time zone")
         seconds = int(parsed.timestamp())
@@ -179,8 +181,10 @@ def validate(
             elif key == "device_id" and value != device_id:
                 # Identity comes from the topic (tied to credentials by the ACL); a payload that
                 # claims another device is a forgery or a misconfigured gateway.
-                raise Invalid(Reason.DEVICE_ID_MISMATCH,
-                              f"payload names device {str(value)[:40]!r}, topic {device_id!r}")
+                raise Invalid(
+                    Reason.DEVICE_ID_MISMATCH,
+                    f"payload names device {str(value)[:40]!r}, topic {device_id!r}",
+                )
     except Invalid as invalid:
         return invalid
     for name in compiled.required:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from citysense.errors import InfluxError
 from citysense.influx import InfluxClient
 from device_profiles import Profile, Registry
 from ingest.batch import Batch, Batcher, Pending
@@ -45,7 +46,11 @@ class Worker:
         self.stats = Stats()
         self.batcher = Batcher(settings.batch_size, settings.flush_interval)
         self.pipeline = Pipeline(
-            profiles, registry, settings.topics, self.stats, limits=settings.limits,
+            profiles,
+            registry,
+            settings.topics,
+            self.stats,
+            limits=settings.limits,
             dead_letters=DeadLetterEncoder(settings.dead_letter_max_payload),
         )
         self.influx = InfluxClient(settings.influx, transport=influx_transport)
@@ -82,8 +87,10 @@ class Worker:
             self._create_database()
         if self.settings.http_port:
             self._observe = ObserveServer(
-                self.settings.http_host, self.settings.http_port,
-                metrics=self.stats.prometheus, ready=self.ready,
+                self.settings.http_host,
+                self.settings.http_port,
+                metrics=self.stats.prometheus,
+                ready=self.ready,
             )
             self._observe.start()
         self._writer_thread.start()
@@ -103,8 +110,11 @@ class Worker:
         self._writer_thread.join(self.settings.drain_timeout)
         clean = not self._writer_thread.is_alive()
         if not clean:
-            log.warning("drain did not finish in %.1fs; unacknowledged messages stay with the "
-                        "broker and will be redelivered", self.settings.drain_timeout)
+            log.warning(
+                "drain did not finish in %.1fs; unacknowledged messages stay with the "
+                "broker and will be redelivered",
+                self.settings.drain_timeout,
+            )
             self._abort.set()
             self._writer_thread.join(5.0)
         self.consumer.stop()
@@ -118,9 +128,12 @@ class Worker:
         # this statement is refused, which is fine.
         try:
             self.influx.create_database()
-        except Exception as exc:  # noqa: BLE001 - any refusal here is not fatal, only logged
-            log.warning("could not create database %r (%s); assuming it exists",
-                        self.settings.influx_db, exc)
+        except InfluxError as exc:
+            log.warning(
+                "could not create database %r (%s); assuming it exists",
+                self.settings.influx_db,
+                exc,
+            )
 
     # --- MQTT thread -------------------------------------------------------------------------
 
@@ -150,8 +163,9 @@ class Worker:
             try:
                 self._store(batch)
             except Stopped:
-                log.warning("stopped with %d messages unstored; the broker keeps them",
-                            len(batch.pending))
+                log.warning(
+                    "stopped with %d messages unstored; the broker keeps them", len(batch.pending)
+                )
                 return
 
     def _store(self, batch: Batch) -> None:
@@ -174,8 +188,9 @@ class Worker:
         for item in bad:
             measurement = item.line.split(",", 1)[0]
             log.error("InfluxDB refused a line of %s: %s", measurement, item.error)
-            rejected = Rejected(Reason.WRITE_REJECTED, item.error[:300], "", measurement, "",
-                                item.line.encode())
+            rejected = Rejected(
+                Reason.WRITE_REJECTED, item.error[:300], "", measurement, "", item.line.encode()
+            )
             lines.append(self.pipeline.dead_letter_line(rejected))
         for still_bad in self.writer.write(lines):
             # Cannot happen with lines we encode; if it does, it must not pass silently.

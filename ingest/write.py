@@ -35,7 +35,10 @@ class BadLine:
 
 class Writer:
     def __init__(
-        self, client: InfluxClient, stats: Stats, stop: threading.Event,
+        self,
+        client: InfluxClient,
+        stats: Stats,
+        stop: threading.Event,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._client = client
