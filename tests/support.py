@@ -16,8 +16,9 @@ from citysense.mqtturl import MqttUrl
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1,
-             what: str = "condition") -> T:
+def wait_for(
+    check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> T:
     """Poll until `check()` is truthy; return it, or fail saying what was awaited."""
     deadline = time.monotonic() + timeout
     while True:

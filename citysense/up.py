@@ -1,0 +1,164 @@
+"""`citysense up`: the whole stack on this machine, so a newcomer sees data flowing.
+
+Starts Mosquitto and InfluxDB (data under ./.citysense), an ingest worker, the API and a
+simulated city publishing live, each as a child process with its own MQTT credentials; prints
+where to look; stops everything, in order, on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from citysense.servers import LocalServers
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=Path(".citysense"),
+        help="folder for server data and logs (default ./.citysense)",
+    )
+    parser.add_argument("--mqtt-port", type=int, default=1883)
+    parser.add_argument("--influx-port", type=int, default=8086)
+    parser.add_argument("--api-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=9101, help="ingest /metrics port")
+    parser.add_argument("--devices", type=int, default=600, help="simulated devices")
+    parser.add_argument("--rate", type=float, default=50.0, help="simulated messages per second")
+
+
+def _child(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "citysense.cli", *argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            return False
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def main(args: argparse.Namespace) -> int:
+    home: Path = args.home.resolve()
+    servers = LocalServers.create(home, mqtt_port=args.mqtt_port, influx_port=args.influx_port)
+    print(
+        f"starting Mosquitto on :{args.mqtt_port} and InfluxDB on :{args.influx_port} "  # noqa: T201
+        f"(data and logs in {home})"
+    )
+    try:
+        servers.start()
+    except (RuntimeError, OSError) as exc:
+        print(
+            f"could not start the servers: {exc}\n(is another broker or InfluxDB using these "  # noqa: T201
+            "ports? choose others with --mqtt-port / --influx-port)"
+        )
+        servers.stop()
+        return 1
+    base = {
+        **os.environ,
+        "CITYSENSE_INFLUX_URL": servers.influxdb.url,
+        "CITYSENSE_INFLUX_DB": "citysense",
+        "CITYSENSE_TOPIC_ROOT": "city",
+    }
+
+    def env(user: str, **extra: str) -> dict[str, str]:
+        return {**base, "CITYSENSE_MQTT_URL": servers.mosquitto.url(user), **extra}
+
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ingest = _child(
+        ["ingest", "--http-port", str(args.metrics_port)],
+        env("citysense-ingest"),
+        logs / "ingest.log",
+    )
+    api = _child(["api", "--port", str(args.api_port)], env("citysense-api"), logs / "api.log")
+    children = [ingest, api]
+    api_url = f"http://127.0.0.1:{args.api_port}"
+    if not _wait_healthy(f"{api_url}/health", children, 60):
+        print(f"the API did not become healthy; see {logs}")  # noqa: T201
+        _stop(children, servers)
+        return 1
+    simulate = _child(
+        [
+            "simulate",
+            "--mode",
+            "live",
+            "--devices",
+            str(args.devices),
+            "--rate",
+            str(args.rate),
+            "--duration",
+            "0",
+            "--no-progress",
+        ],
+        env("citysense-simulator"),
+        logs / "simulate.log",
+    )
+    children.insert(0, simulate)
+    _banner(api_url, args.metrics_port, logs)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop.wait(1.0):
+        if ingest.poll() is not None or api.poll() is not None:
+            print(f"a service exited unexpectedly; see {logs}")  # noqa: T201
+            break
+    _stop(children, servers)
+    return 0
+
+
+def _banner(api_url: str, metrics_port: int, logs: Path) -> None:
+    print(f"""
+CitySense is running. A simulated city is publishing live telemetry.
+
+  API docs         {api_url}/docs
+  health           curl -s {api_url}/health
+  one lamppost     curl -s {api_url}/devices/SL-000001
+  a district       curl -s '{api_url}/districts/Xihu/summary?window=1h'
+  pipe pressure    curl -s '{api_url}/devices/WP-000001/history?field=pressure&agg=mean&every=5m'
+  ingest metrics   curl -s http://127.0.0.1:{metrics_port}/metrics
+  logs             {logs}
+
+Press Ctrl-C to stop everything.
+""")  # noqa: T201
+
+
+def _stop(children: list[subprocess.Popen[bytes]], servers: LocalServers) -> None:
+    """Publishers first, then ingest (it drains and acks), then the API, then the servers."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    servers.stop()
+    print("stopped.")  # noqa: T201

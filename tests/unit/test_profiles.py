@@ -1,0 +1,117 @@
+"""The profile contract: the shipped files load, and mistakes are reported with file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from citysense.cli import main
+from device_profiles import (
+    DEFAULT_PROFILES,
+    DEFAULT_REGISTRY,
+    ContractError,
+    FieldType,
+    load_profiles,
+    load_registry,
+)
+
+
+def test_shipped_profiles_and_registry_load() -> None:
+    profiles = load_profiles()
+    assert set(profiles) == {"streetlight", "water_pipe", "power_meter"}
+    registry = load_registry(DEFAULT_REGISTRY, profiles)
+    assert len(registry.devices) >= 2000
+    assert len(registry.districts) >= 4
+    assert {d.profile for d in registry.devices.values()} == set(profiles)
+    # every number field is stored as float, so no profile change can cause a type conflict
+    assert profiles["power_meter"].fields["totalActiveEnergyImport"].type is FieldType.NUMBER
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+BASE = """profile: pipe
+reporting_interval: 5m
+fields:
+  pressure: {type: number, unit: kPa, range: [0, 100]}
+"""
+
+
+def test_error_names_file_line_and_field(tmp_path: Path) -> None:
+    write(tmp_path, "pipe.yaml", BASE.replace("range: [0, 100]", "range: [100, 0]"))
+    with pytest.raises(ContractError) as info:
+        load_profiles(tmp_path)
+    (problem,) = info.value.problems
+    assert problem.file == "pipe.yaml"
+    assert problem.line == 4
+    assert problem.where.startswith("fields.pressure")
+    assert "min above max" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("type: number", "type: colour"), "type"),
+        (("reporting_interval: 5m", "reporting_interval: soon"), "not a duration"),
+        (("pressure:", "pres sure:"), "must match"),
+        (("profile: pipe", "profile: pipe\nsurprise: 1"), "Extra inputs"),
+        (("unit: kPa", "unit: kPa, values: [a]"), "only for state"),
+    ],
+)
+def test_each_mistake_is_caught(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+    write(tmp_path, "pipe.yaml", BASE.replace(*change))
+    with pytest.raises(ContractError) as info:
+        load_profiles(tmp_path)
+    assert expected in str(info.value)
+
+
+def test_unquoted_on_off_states_are_caught(tmp_path: Path) -> None:
+    # YAML 1.1 reads bare on/off as booleans; a state list must say "on" in quotes.
+    write(tmp_path, "pipe.yaml", BASE + "  valve: {type: state, values: [on, off]}\n")
+    with pytest.raises(ContractError) as info:
+        load_profiles(tmp_path)
+    assert info.value.problems[0].line == 5
+
+
+def test_broken_yaml_reports_line(tmp_path: Path) -> None:
+    write(tmp_path, "pipe.yaml", BASE + "  flow: {type: number\n")
+    with pytest.raises(ContractError) as info:
+        load_profiles(tmp_path)
+    assert "not valid YAML" in str(info.value)
+    assert info.value.problems[0].line is not None
+
+
+def test_registry_rows_are_checked(tmp_path: Path) -> None:
+    profiles = load_profiles()
+    path = write(
+        tmp_path,
+        "reg.csv",
+        "device_id,profile,district,latitude,longitude,address\n"
+        "SL-1,streetlight,Xihu,30.1,120.1,ok\n"
+        "SL-1,streetlight,Xihu,30.1,120.1,duplicate\n"
+        "bad id,streetlight,Xihu,30.1,120.1,space in id\n"
+        "SL-2,teapot,Xihu,30.1,120.1,unknown profile\n"
+        'SL-3,streetlight,"Xi,hu",30.1,120.1,comma in district\n'
+        "SL-4,streetlight,Xihu,91,120.1,latitude\n",
+    )
+    with pytest.raises(ContractError) as info:
+        load_registry(path, profiles)
+    lines = sorted(p.line or 0 for p in info.value.problems)
+    assert lines == [3, 4, 5, 6, 7]
+
+
+def test_cli_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "check"]) == 0
+    assert "ok: registry" in capsys.readouterr().out
+    write(tmp_path, "pipe.yaml", BASE.replace("type: number", "type: colour"))
+    assert main(["profiles", "check", "--profiles", str(tmp_path)]) == 1
+    assert "pipe.yaml:4" in capsys.readouterr().out
+
+
+def test_default_folder_is_the_package() -> None:
+    assert (DEFAULT_PROFILES / "streetlight.yaml").exists()

@@ -1,0 +1,156 @@
+"""Batcher bookkeeping and the writer's retry and bisection logic, against a fake InfluxDB."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from citysense.errors import InfluxRejected
+from citysense.influx import InfluxClient, InfluxConfig
+from ingest.batch import Batcher, Pending
+from ingest.retry import RetryPolicy
+from ingest.stats import Stats
+from ingest.write import Stopped, Writer
+
+
+def test_batch_cut_by_size_keeps_messages_whole() -> None:
+    batcher = Batcher(max_lines=3, max_age=60)
+    for mid in range(1, 4):
+        assert batcher.add([f"l{mid}a", f"l{mid}b"], Pending(mid, 1, 0), 2, 0)
+    batch = batcher.take(timeout=0)
+    assert batch is not None
+    # 2 messages make 4 lines >= 3: a message's lines are never split over two batches
+    assert batch.lines == ["l1a", "l1b", "l2a", "l2b"]
+    assert [p.mid for p in batch.pending] == [1, 2]
+
+
+def test_batch_cut_by_age() -> None:
+    batcher = Batcher(max_lines=1000, max_age=0.05)
+    batcher.add(["x"], Pending(1, 1, 0), 1, 0)
+    assert batcher.take(timeout=0) is None  # neither full nor old yet
+    started = time.monotonic()
+    batch = batcher.take(timeout=5)
+    assert batch is not None
+    assert batch.lines == ["x"]
+    assert time.monotonic() - started < 1
+
+
+def test_redelivery_of_held_message_is_skipped_and_acked_once() -> None:
+    batcher = Batcher(max_lines=10, max_age=0)
+    assert batcher.add(["a"], Pending(7, 1, 0), 1, 0)
+    assert not batcher.add(["a"], Pending(7, 1, 0), 1, 0)  # broker resent it after a reconnect
+    batch = batcher.take(timeout=0)
+    assert batch is not None
+    acks: list[tuple[int, int]] = []
+    assert batcher.acknowledge(batch, lambda mid, qos: acks.append((mid, qos))) == 1
+    assert acks == [(7, 1)]
+    # once acked, the id may be reused by the broker for a new message
+    assert batcher.add(["b"], Pending(7, 1, 0), 1, 0)
+
+
+def test_lost_session_voids_old_acks() -> None:
+    batcher = Batcher(max_lines=10, max_age=0)
+    batcher.add(["a"], Pending(1, 1, batcher.epoch), 1, 0)
+    batch = batcher.take(timeout=0)
+    assert batch is not None
+    batcher.new_session()  # the broker forgot us: id 1 now means another message, or nothing
+    acks: list[int] = []
+    assert batcher.acknowledge(batch, lambda mid, qos: acks.append(mid)) == 0
+    assert acks == []
+    assert batch.lines == ["a"]  # the data itself is still written
+
+
+def test_close_flushes_then_ends() -> None:
+    batcher = Batcher(max_lines=100, max_age=60)
+    batcher.add(["a"], None, 1, 0)
+    batcher.close()
+    batch = batcher.take(timeout=1)
+    assert batch is not None
+    assert batch.lines == ["a"]
+    assert batcher.take(timeout=1) is None
+
+
+class FakeInflux:
+    """Answers /write like InfluxDB 1.x would, from a script of statuses; records bodies."""
+
+    def __init__(self, statuses: list[tuple[int, dict[str, str]]], poison: str = "") -> None:
+        self.statuses = statuses
+        self.poison = poison
+        self.bodies: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = request.content.decode()
+        self.bodies.append(body)
+        if self.statuses:
+            status, headers = self.statuses.pop(0)
+            return httpx.Response(status, headers=headers, json={"error": "scripted"})
+        if self.poison and self.poison in body:
+            return httpx.Response(400, json={"error": "field type conflict"})
+        return httpx.Response(204)
+
+
+def make_writer(fake: FakeInflux, stop: threading.Event | None = None) -> tuple[Writer, Stats]:
+    client = InfluxClient(InfluxConfig(), transport=httpx.MockTransport(fake))
+    stats = Stats()
+    return Writer(client, stats, stop or threading.Event(), RetryPolicy.fast()), stats
+
+
+def test_retryable_errors_are_retried_until_stored() -> None:
+    fake = FakeInflux([(503, {}), (429, {"Retry-After": "0"}), (500, {})])
+    writer, stats = make_writer(fake)
+    assert writer.write(["m v=1 1"]) == []
+    assert len(fake.bodies) == 4
+    assert stats.write_retries == 3
+
+
+def test_retry_after_is_honoured() -> None:
+    policy = RetryPolicy(initial=0.01, maximum=1.0)
+    assert policy.delay(0, retry_after=0.8) >= 0.8
+    assert policy.delay(0) <= 0.01
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(initial=0.1, maximum=2.0)
+    delays = [policy.delay(n) for n in range(10)]
+    assert delays[3] >= 0.4  # 0.1 * 2**3 = 0.8, jittered down to half at most
+    assert max(delays) <= 2.0
+
+
+def test_bad_line_is_isolated_by_bisection() -> None:
+    lines = [f"m,n={i} v=1 {i}" for i in range(10)]
+    lines[6] = 'm,n=6 v="text" 6'
+    fake = FakeInflux([], poison='v="text"')
+    writer, _ = make_writer(fake)
+    bad = writer.write(lines)
+    assert [b.line for b in bad] == [lines[6]]
+    stored = {line for body in fake.bodies for line in body.split("\n") if '"text"' not in body}
+    assert stored == set(lines) - {lines[6]}  # every good line was written in a clean request
+
+
+def test_permanent_error_is_never_retried() -> None:
+    fake = FakeInflux([], poison="v=")
+    writer, stats = make_writer(fake)
+    bad = writer.write(["m v=1 1"])
+    assert len(bad) == 1
+    assert len(fake.bodies) == 1
+    assert stats.write_retries == 0
+
+
+def test_stop_interrupts_retrying() -> None:
+    stop = threading.Event()
+    fake = FakeInflux([(503, {})] * 1000)
+    writer, _ = make_writer(fake, stop)
+    threading.Timer(0.2, stop.set).start()
+    with pytest.raises(Stopped):
+        writer.write(["m v=1 1"])
+
+
+def test_rejected_status_tree() -> None:
+    fake = FakeInflux([(404, {})])
+    client = InfluxClient(InfluxConfig(), transport=httpx.MockTransport(fake))
+    with pytest.raises(InfluxRejected) as info:
+        client.query("SHOW DATABASES")
+    assert info.value.status == 404
