@@ -66,14 +66,14 @@ def main(args: argparse.Namespace) -> int:
     home: Path = args.home.resolve()
     servers = LocalServers.create(home, mqtt_port=args.mqtt_port, influx_port=args.influx_port)
     print(
-        f"starting Mosquitto on :{args.mqtt_port} and InfluxDB on :{args.influx_port} "  # noqa: T201
+        f"starting Mosquitto on :{args.mqtt_port} and InfluxDB on :{args.influx_port} "
         f"(data and logs in {home})"
     )
     try:
         servers.start()
     except (RuntimeError, OSError) as exc:
         print(
-            f"could not start the servers: {exc}\n(is another broker or InfluxDB using these "  # noqa: T201
+            f"could not start the servers: {exc}\n(is another broker or InfluxDB using these "
             "ports? choose others with --mqtt-port / --influx-port)"
         )
         servers.stop()
@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
     children = [ingest, api]
     api_url = f"http://127.0.0.1:{args.api_port}"
     if not _wait_healthy(f"{api_url}/health", children, 60):
-        print(f"the API did not become healthy; see {logs}")  # noqa: T201
+        print(f"the API did not become healthy; see {logs}")
         _stop(children, servers)
         return 1
     simulate = _child(
@@ -129,7 +129,7 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     while not stop.wait(1.0):
         if ingest.poll() is not None or api.poll() is not None:
-            print(f"a service exited unexpectedly; see {logs}")  # noqa: T201
+            print(f"a service exited unexpectedly; see {logs}")
             break
     _stop(children, servers)
     return 0
@@ -148,7 +148,7 @@ CitySense is running. A simulated city is publishing live telemetry.
   logs             {logs}
 
 Press Ctrl-C to stop everything.
-""")  # noqa: T201
+""")
 
 
 def _stop(children: list[subprocess.Popen[bytes]], servers: LocalServers) -> None:
@@ -161,4 +161,4 @@ def _stop(children: list[subprocess.Popen[bytes]], servers: LocalServers) -> Non
             except subprocess.TimeoutExpired:
                 child.kill()
     servers.stop()
-    print("stopped.")  # noqa: T201
+    print("stopped.")

@@ -1,4 +1,4 @@
-"""Decode and validate: every rejection reason for the message and for a reading, with fakes only."""
+"""Decode and validate: each rejection reason, for a message and for a reading; fakes only."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from device_profiles import TopicLayout, load_profiles
-from ingest.decode import DecodeLimits, Decoded, decode
+from ingest.decode import Decoded, DecodeLimits, decode
 from ingest.reasons import Reason
 from ingest.stages import Received, Rejected
 from ingest.validate import CompiledProfile, Invalid, parse_timestamp, validate
