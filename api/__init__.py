@@ -1,0 +1,1 @@
+"""CitySense HTTP API: latest device state, field history and district summaries for city apps."""

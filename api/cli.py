@@ -1,0 +1,60 @@
+"""`citysense api`: serve the HTTP API with uvicorn.
+
+Settings come from CITYSENSE_* variables (see api.settings and citysense.settings); the options
+here override the listening address only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from api.main import create_app
+from api.settings import ApiSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default CITYSENSE_API_HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (default CITYSENSE_API_PORT)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="log level (default info)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Serve until interrupted; 0 after a clean shutdown, 2 on bad settings. A contract that does
+    not load stops startup: uvicorn logs why and exits with its startup-failure status (3)."""
+    overrides = {
+        name: value
+        for name, value in (("api_host", args.host), ("api_port", args.port))
+        if value is not None
+    }
+    try:
+        settings = ApiSettings(**overrides)
+    except ValidationError as exc:
+        # Only where and what: pydantic's own message quotes the input, which for the MQTT URL
+        # or the InfluxDB token is a secret.
+        problems = "\n".join(
+            f"  CITYSENSE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"citysense api: invalid settings:\n{problems}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        functools.partial(create_app, settings),
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=args.log_level,
+    )
+    return 0

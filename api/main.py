@@ -1,0 +1,74 @@
+"""The FastAPI application: `create_app()` builds it, its lifespan loads the contract and opens
+the one InfluxDB client the process shares.
+
+    uvicorn --factory api.main:create_app     (settings from CITYSENSE_* variables)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from api import errors
+from api.contract import Contract
+from api.deps import Runtime
+from api.routes import api_router
+from api.settings import ApiSettings
+from citysense import __version__
+from citysense.influx import AsyncInfluxClient
+from device_profiles import ContractError
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Latest state, history and district summaries of a city's IoT devices
+(streetlights, pipe-network sensors, power meters), from the readings CitySense ingests.
+
+Times are RFC 3339 in UTC. Which devices exist, and which fields each kind of device has, come
+from the device-profile contract (YAML profiles and the device registry) the service runs with.
+"""
+
+
+def create_app(
+    settings: ApiSettings | None = None,
+    *,
+    influx_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The app; `influx_transport` replaces the network under the InfluxDB client in tests."""
+    config = settings if settings is not None else ApiSettings()
+    scrub = errors.Scrubber(errors.secrets_of(config))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            profiles, registry = config.load_contract()
+        except ContractError as exc:
+            # Serving with a broken contract would answer 404 for devices that exist, or
+            # query fields that do not: refuse to start and say exactly what is wrong.
+            logger.error("refusing to start, the device contract is invalid:\n%s", exc)
+            raise
+        contract = Contract.build(profiles, registry)
+        influx = AsyncInfluxClient(config.influx, transport=influx_transport)
+        app.state.runtime = Runtime(settings=config, contract=contract, influx=influx)
+        logger.info(
+            "serving %d devices of %d profiles in %d districts; InfluxDB %s, database %s",
+            len(registry.devices),
+            len(profiles),
+            len(registry.districts),
+            scrub(config.influx_url),
+            config.influx_db,
+        )
+        try:
+            yield
+        finally:
+            await influx.aclose()
+
+    app = FastAPI(
+        title="CitySense API", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
+    errors.install(app, scrub)
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,122 @@
+"""InfluxQL statements the API runs, built in one place so their safety can be checked in one place.
+
+Two rules hold for every statement here:
+- identifiers (measurement, field names) come only from the profile contract, and are quoted;
+- every value a client supplies (device id, district, times) travels as a bound parameter
+  (`$name` in the text, the value in `params`), so no input can change a statement's meaning.
+The one exception InfluxQL forces is the GROUP BY time() interval, which takes no parameter: it is
+formatted from an `int` of seconds that the caller computed, never from the client's text.
+"""
+
+# S608 flags every f-string that looks like SQL; in this module each one follows the rules above.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from citysense.influx import AsyncInfluxClient, ParamValue, Series, first_series, quote_ident
+from device_profiles import FieldType, Profile
+
+DEVICE_TAG = quote_ident("device_id")
+DISTRICT_TAG = quote_ident("district")
+
+NUMERIC = (FieldType.NUMBER, FieldType.INTEGER)
+
+
+class Aggregate(StrEnum):
+    """The closed set of InfluxQL functions a history request may name."""
+
+    MEAN = "mean"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+    LAST = "last"
+
+    def accepts(self, field_type: FieldType) -> bool:
+        """count and last take any field; the others need numbers (InfluxDB errors otherwise)."""
+        return self in (Aggregate.COUNT, Aggregate.LAST) or field_type in NUMERIC
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    text: str
+    params: dict[str, ParamValue]
+
+
+async def fetch(influx: AsyncInfluxClient, query: Query) -> list[Series]:
+    """Run one statement; times come back as integer nanoseconds (exact, unlike RFC 3339 text
+    whose format differs between InfluxDB versions)."""
+    return first_series(await influx.query(query.text, query.params, epoch="ns"))
+
+
+def _measurement(profile: Profile) -> str:
+    return quote_ident(profile.measurement)
+
+
+def latest_reading(profile: Profile, device_id: str, since_ns: int) -> Query:
+    """The newest reading of one device at or after `since_ns`."""
+    return Query(
+        f"SELECT * FROM {_measurement(profile)} "
+        f"WHERE {DEVICE_TAG} = $device_id AND time >= $since "
+        "ORDER BY time DESC LIMIT 1",
+        {"device_id": device_id, "since": since_ns},
+    )
+
+
+def latest_readings(
+    profile: Profile,
+    since_ns: int,
+    *,
+    device_ids: Sequence[str] | None = None,
+    district: str | None = None,
+) -> Query:
+    """The newest reading at or after `since_ns` of each device, one series per device_id tag,
+    restricted to the given devices and/or district tag."""
+    conditions = ["time >= $since"]
+    params: dict[str, ParamValue] = {"since": since_ns}
+    if device_ids is not None:
+        if not device_ids:
+            raise ValueError("device_ids, when given, names at least one device")
+        names = [f"d{n}" for n in range(len(device_ids))]
+        conditions.append("(" + " OR ".join(f"{DEVICE_TAG} = ${n}" for n in names) + ")")
+        params.update(zip(names, device_ids, strict=True))
+    if district is not None:
+        conditions.append(f"{DISTRICT_TAG} = $district")
+        params["district"] = district
+    return Query(
+        f"SELECT * FROM {_measurement(profile)} WHERE {' AND '.join(conditions)} "
+        f"GROUP BY {DEVICE_TAG} ORDER BY time DESC LIMIT 1",
+        params,
+    )
+
+
+def history(
+    profile: Profile,
+    field: str,
+    agg: Aggregate,
+    device_id: str,
+    *,
+    start_ns: int,
+    end_ns: int,
+    every_s: int,
+) -> Query:
+    """`agg(field)` of one device over [start, end) in epoch-aligned buckets of `every_s`;
+    buckets without readings are left out (fill(none))."""
+    spec = profile.fields.get(field)
+    if spec is None:
+        raise ValueError(f"{field!r} is not a field of profile {profile.profile!r}")
+    if not agg.accepts(spec.type):
+        raise ValueError(f"{agg.value} does not apply to {spec.type.value} field {field!r}")
+    if every_s < 1:  # `:d` below also refuses anything but an int
+        raise ValueError(f"bucket width must be at least 1s: {every_s!r}")
+    return Query(
+        f"SELECT {agg.value}({quote_ident(field)}) AS {quote_ident('value')} "
+        f"FROM {_measurement(profile)} "
+        f"WHERE {DEVICE_TAG} = $device_id AND time >= $start AND time < $end "
+        f"GROUP BY time({every_s:d}s) fill(none)",
+        {"device_id": device_id, "start": start_ns, "end": end_ns},
+    )

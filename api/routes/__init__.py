@@ -1,0 +1,12 @@
+"""HTTP routes, one module per resource; `api_router` gathers them for api.main."""
+
+from fastapi import APIRouter
+
+from api.routes.devices import router as devices_router
+from api.routes.districts import router as districts_router
+from api.routes.health import router as health_router
+
+api_router = APIRouter()
+api_router.include_router(devices_router)
+api_router.include_router(districts_router)
+api_router.include_router(health_router)

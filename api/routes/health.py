@@ -1,0 +1,50 @@
+"""Health: can this process reach InfluxDB and the MQTT broker right now? No authentication."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+
+from api.broker import check_broker
+from api.deps import InfluxDep, SettingsDep
+from api.schemas import ComponentPublic, HealthPublic
+from api.settings import ApiSettings
+from citysense.influx import AsyncInfluxClient
+
+router = APIRouter(tags=["health"])
+
+UP = ComponentPublic(status="up")
+
+
+async def _influx(influx: AsyncInfluxClient, timeout: float) -> ComponentPublic:
+    try:
+        answered = await asyncio.wait_for(influx.ping(), timeout)
+    except TimeoutError:
+        return ComponentPublic(status="down", detail=f"no answer to /ping within {timeout:g}s")
+    if not answered:
+        return ComponentPublic(status="down", detail="/ping failed: unreachable or not InfluxDB")
+    return UP
+
+
+async def _broker(settings: ApiSettings) -> ComponentPublic:
+    # paho-mqtt blocks; a worker thread keeps the event loop serving other requests meanwhile.
+    problem = await asyncio.to_thread(check_broker, settings.mqtt, settings.api_health_timeout)
+    return UP if problem is None else ComponentPublic(status="down", detail=problem)
+
+
+@router.get(
+    "/health",
+    summary="Reachability of InfluxDB and the MQTT broker",
+    description="InfluxDB must answer /ping; the broker must accept an MQTT CONNECT with the "
+    "configured credentials (a successful CONNACK). 503 names the component that is down.",
+    responses={503: {"model": HealthPublic, "description": "A component is down"}},
+)
+async def health(influx: InfluxDep, settings: SettingsDep, response: Response) -> HealthPublic:
+    influxdb, mqtt = await asyncio.gather(
+        _influx(influx, settings.api_health_timeout), _broker(settings)
+    )
+    ok = influxdb.status == "up" and mqtt.status == "up"
+    if not ok:
+        response.status_code = 503
+    return HealthPublic(status="ok" if ok else "unavailable", influxdb=influxdb, mqtt=mqtt)

@@ -1,0 +1,111 @@
+"""Response models. Times are RFC 3339 strings in UTC (`...Z`) with up to nanosecond precision,
+exactly as stored: JSON has no time type, and a float of epoch seconds would lose nanoseconds."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from api.query import Aggregate
+from api.readings import Value
+from device_profiles import SummaryOp
+
+Rfc3339 = str
+
+
+class ErrorPublic(BaseModel):
+    detail: str = Field(examples=["unknown device 'SL-999999'"])
+
+
+class ReadingPublic(BaseModel):
+    time: Rfc3339 = Field(description="Device timestamp of the reading, RFC 3339 UTC")
+    values: dict[str, Value] = Field(
+        description="Contract fields present in this reading; fields the device did not send "
+        "are absent, never null",
+        examples=[{"powerState": "on", "powerConsumption": 112.5}],
+    )
+
+
+class DevicePublic(BaseModel):
+    device_id: str
+    profile: str
+    district: str
+    latitude: float
+    longitude: float
+    address: str
+    reading: ReadingPublic | None = Field(
+        description="Latest reading within the lookback window, or null if none"
+    )
+
+
+class DeviceListPublic(BaseModel):
+    total: int = Field(description="Devices matching the filters, over all pages")
+    limit: int
+    offset: int
+    items: list[DevicePublic]
+
+
+class BucketPublic(BaseModel):
+    time: Rfc3339 = Field(description="Start of the bucket (buckets align to the epoch)")
+    value: Value
+
+
+class HistoryPublic(BaseModel):
+    device_id: str
+    profile: str
+    field: str
+    unit: str | None = Field(description="Unit from the profile; null for unitless fields")
+    agg: Aggregate
+    every_seconds: int = Field(description="Bucket width")
+    start: Rfc3339 = Field(description="Inclusive start of the window")
+    end: Rfc3339 = Field(description="Exclusive end of the window")
+    points: list[BucketPublic] = Field(description="Buckets with readings, oldest first")
+
+
+class DistrictPublic(BaseModel):
+    district: str
+    devices: int
+    profiles: dict[str, int] = Field(description="Registered devices per profile (every profile)")
+
+
+class DistrictListPublic(BaseModel):
+    items: list[DistrictPublic]
+
+
+class FigurePublic(BaseModel):
+    name: str
+    op: SummaryOp
+    field: str
+    equals: bool | float | str | None
+    unit: str | None = Field(description="Unit of the value; null for counts of devices")
+    value: int | float | None = Field(
+        description="The figure; null for sum/mean/min/max when no device contributed a value"
+    )
+    devices: int = Field(description="Reporting devices whose latest reading had the field")
+
+
+class ProfileSummaryPublic(BaseModel):
+    profile: str
+    devices_registered: int
+    devices_reporting: int = Field(description="Devices with at least one reading in the window")
+    figures: list[FigurePublic]
+
+
+class DistrictSummaryPublic(BaseModel):
+    district: str
+    window_seconds: int
+    start: Rfc3339 = Field(description="Readings at or after this time count")
+    end: Rfc3339 = Field(description="When the summary was computed")
+    profiles: list[ProfileSummaryPublic]
+
+
+class ComponentPublic(BaseModel):
+    status: Literal["up", "down"]
+    detail: str | None = None
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "unavailable"]
+    influxdb: ComponentPublic
+    mqtt: ComponentPublic
