@@ -39,14 +39,12 @@ def string_value(text: str) -> str:
 
 
 def field_value(value: FieldValue) -> str:
-    # Order matters: bool is a subclass of int.
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is float:
+    kind = type(value)  # exact types: bool is a subclass of int, and must not become 1i
+    if kind is float:
         return repr(value)  # shortest round-trip form; NaN/inf never get here (validated)
-    if type(value) is int:
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
         return f"{value}i"
     return string_value(str(value))
 
@@ -62,10 +60,32 @@ def line(
     return f"{_safe(measurement).translate(_MEASUREMENT)}{tag_part} {fields(values)} {time_ns}"
 
 
-def reading_line(reading: Enriched) -> str:
-    return line(
-        reading.measurement,
-        {"device_id": reading.device_id, "district": reading.district},
-        reading.fields,
-        reading.time_ns,
-    )
+class ReadingEncoder:
+    """Lines for readings, escaping each series (measurement + tags) and field key only once.
+
+    Both come from the validated contract and registry, so the caches are bounded by the number
+    of devices and fields; values are escaped every time.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str, str], str] = {}
+        self._keys: dict[str, str] = {}
+
+    def encode(self, reading: Enriched) -> str:
+        key = (reading.measurement, reading.device_id, reading.district)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = line(
+                reading.measurement,
+                {"device_id": reading.device_id, "district": reading.district},
+                {},
+                0,
+            ).split(" ", 1)[0]
+        keys = self._keys
+        parts = []
+        for name, value in reading.fields.items():
+            prefix = keys.get(name)
+            if prefix is None:
+                prefix = keys[name] = tag(name) + "="
+            parts.append(prefix + field_value(value))
+        return f"{series} {','.join(parts)} {reading.time_ns}"

@@ -16,7 +16,7 @@ import orjson
 from device_profiles import Profile, Registry, TopicLayout
 from ingest.deadletter import DeadLetterEncoder
 from ingest.decode import UNKNOWN, Decoded, DecodeLimits, decode
-from ingest.encode import EncodeError, reading_line
+from ingest.encode import EncodeError, ReadingEncoder
 from ingest.enrich import enrich
 from ingest.reasons import Reason
 from ingest.stages import Outcome, Received, Rejected
@@ -44,6 +44,7 @@ class Pipeline:
         self._stats = stats
         self._limits = limits or DecodeLimits()
         self._dead = dead_letters or DeadLetterEncoder()
+        self._encoder = ReadingEncoder()
 
     def process(self, msg: Received) -> Outcome:
         try:
@@ -97,7 +98,7 @@ class Pipeline:
         if isinstance(enriched, Invalid):
             return enriched
         try:
-            return reading_line(enriched)
+            return self._encoder.encode(enriched)
         except EncodeError as exc:
             return Invalid(Reason.INVALID_VALUE, str(exc))
 
