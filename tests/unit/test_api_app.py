@@ -1,0 +1,316 @@
+"""The app over a fake InfluxDB (httpx.MockTransport): what it asks, how it maps the answers,
+how failures become responses. Real-server behaviour is in tests/integration/test_api*.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from api.main import create_app
+from api.settings import ApiSettings
+from device_profiles import DEFAULT_PROFILES, ContractError
+
+REGISTRY = """device_id,profile,district,latitude,longitude,address
+SL-1,streetlight,North,30.1,120.1,1 Lamp Rd
+SL-2,streetlight,North,30.2,120.2,2 Lamp Rd
+SL-3,streetlight,South,30.3,120.3,3 Lamp Rd
+WP-1,water_pipe,North,30.4,120.4,1 Pipe Rd
+PM-1,power_meter,South,30.5,120.5,1 Meter Rd
+"""
+
+# Test secrets that must never appear in a response.
+TOKEN = "influx-token-do-not-print"
+MQTT_PASSWORD = "mqtt-password-do-not-print"
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan entered, and an HTTP client that calls it in-process."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api.test") as client,
+    ):
+        yield client
+
+
+def settings_for(tmp_path: Path, registry: str = REGISTRY) -> ApiSettings:
+    path = tmp_path / "registry.csv"
+    path.write_text(registry)
+    return ApiSettings(
+        _env_file=None,
+        influx_url="http://influx.test:8086",
+        influx_db="city",
+        influx_token=SecretStr(TOKEN),
+        mqtt_url=SecretStr(f"mqtt://citysense-api:{MQTT_PASSWORD}@127.0.0.1:1"),
+        profiles=DEFAULT_PROFILES,
+        registry=path,
+    )
+
+
+class FakeInflux:
+    """Records each /query request; answers a query on a measurement with the result set for it,
+    any other with the next queued answer (a response, or an exception to raise)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        self.answers: list[httpx.Response | Exception] = []
+        self.by_measurement: dict[str, httpx.Response] = {}
+
+    def series(self, *series: dict[str, object], measurement: str | None = None) -> None:
+        body = {"results": [{"statement_id": 0, "series": list(series)}]}
+        response = httpx.Response(200, content=orjson.dumps(body))
+        if measurement is None:
+            self.answers.append(response)
+        else:
+            self.by_measurement[f'FROM "{measurement}"'] = response
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        form["authorization"] = request.headers.get("Authorization", "")
+        self.requests.append(form)
+        for clause, response in self.by_measurement.items():
+            if clause in form["q"]:
+                return response
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def params(self, n: int = -1) -> dict[str, object]:
+        loaded: dict[str, object] = orjson.loads(self.requests[n]["params"])
+        return loaded
+
+
+@pytest.fixture
+def fake() -> FakeInflux:
+    return FakeInflux()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, fake: FakeInflux) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings_for(tmp_path), influx_transport=httpx.MockTransport(fake.handle))
+    async with running(app) as api:
+        yield api
+
+
+async def test_latest_reading_query_and_mapping(
+    client: httpx.AsyncClient, fake: FakeInflux
+) -> None:
+    fake.series(
+        {
+            "name": "streetlight",
+            "columns": ["time", "device_id", "district", "powerConsumption", "powerState", "x"],
+            "values": [[1_714_564_800_000_000_001, "SL-1", "North", 42, "on", 7]],
+        }
+    )
+    response = await client.get("/devices/SL-1")
+    assert response.status_code == 200
+    assert response.json() == {
+        "device_id": "SL-1",
+        "profile": "streetlight",
+        "district": "North",
+        "latitude": 30.1,
+        "longitude": 120.1,
+        "address": "1 Lamp Rd",
+        "reading": {
+            "time": "2024-05-01T12:00:00.000000001Z",
+            "values": {"powerConsumption": 42.0, "powerState": "on"},
+        },
+    }
+    assert isinstance(response.json()["reading"]["values"]["powerConsumption"], float)
+    sent = fake.requests[0]
+    assert sent["db"] == "city"
+    assert sent["epoch"] == "ns"
+    assert sent["authorization"] == f"Token {TOKEN}"
+    assert "SL-1" not in sent["q"]
+    assert fake.params()["device_id"] == "SL-1"
+
+
+async def test_device_that_never_reported(client: httpx.AsyncClient, fake: FakeInflux) -> None:
+    fake.series()
+    response = await client.get("/devices/WP-1")
+    assert response.status_code == 200
+    assert response.json()["reading"] is None
+
+
+async def test_unknown_device_is_404_without_asking_influx(
+    client: httpx.AsyncClient, fake: FakeInflux
+) -> None:
+    response = await client.get("/devices/SL-404")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "unknown device 'SL-404': not in the device registry"}
+    assert fake.requests == []
+
+
+async def test_list_binds_only_the_page_devices(
+    client: httpx.AsyncClient, fake: FakeInflux
+) -> None:
+    fake.series(measurement="water_pipe")
+    fake.series(
+        {
+            "name": "streetlight",
+            "tags": {"device_id": "SL-2"},
+            "columns": ["time", "district", "powerState"],
+            "values": [[0, "North", "off"]],
+        },
+        measurement="streetlight",
+    )
+    response = await client.get("/devices", params={"district": "North", "limit": 2, "offset": 1})
+    assert response.status_code == 200
+    body = response.json()
+    # device-id order: SL-1, SL-2, WP-1; the page is SL-2, WP-1
+    assert (body["total"], body["limit"], body["offset"]) == (3, 2, 1)
+    assert [d["device_id"] for d in body["items"]] == ["SL-2", "WP-1"]
+    assert body["items"][0]["reading"] == {
+        "time": "1970-01-01T00:00:00Z",
+        "values": {"powerState": "off"},
+    }
+    assert body["items"][1]["reading"] is None
+    # one query per profile on the page, each binding exactly that profile's devices
+    assert len(fake.requests) == 2
+    bound = sorted(
+        sorted(v for k, v in orjson.loads(r["params"]).items() if k.startswith("d"))
+        for r in fake.requests
+    )
+    assert bound == [["SL-2"], ["WP-1"]]
+
+
+async def test_empty_page_asks_nothing(client: httpx.AsyncClient, fake: FakeInflux) -> None:
+    response = await client.get("/devices", params={"profile": "power_meter", "offset": 5})
+    assert response.json() == {"total": 1, "limit": 100, "offset": 5, "items": []}
+    assert fake.requests == []
+
+
+async def test_history_mapping(client: httpx.AsyncClient, fake: FakeInflux) -> None:
+    fake.series(
+        {"name": "water_pipe", "columns": ["time", "value"], "values": [[0, 3], [300e9, 4]]}
+    )
+    response = await client.get(
+        "/devices/WP-1/history",
+        params={
+            "field": "rssi",
+            "agg": "mean",
+            "every": "5m",
+            "start": "1970-01-01T00:00:00Z",
+            "end": "1970-01-01T01:00:00Z",
+        },
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "device_id": "WP-1",
+        "profile": "water_pipe",
+        "field": "rssi",
+        "unit": "dBm",
+        "agg": "mean",
+        "every_seconds": 300,
+        "start": "1970-01-01T00:00:00Z",
+        "end": "1970-01-01T01:00:00Z",
+        "points": [
+            {"time": "1970-01-01T00:00:00Z", "value": 3.0},
+            {"time": "1970-01-01T00:05:00Z", "value": 4.0},
+        ],
+    }
+    assert fake.params() == {"device_id": "WP-1", "start": 0, "end": 3600 * 10**9}
+    assert "GROUP BY time(300s)" in fake.requests[0]["q"]
+
+
+async def test_history_defaults_to_the_last_24_hours(
+    client: httpx.AsyncClient, fake: FakeInflux
+) -> None:
+    fake.series()
+    response = await client.get(
+        "/devices/SL-1/history", params={"field": "powerState", "agg": "count"}
+    )
+    assert response.status_code == 200
+    params = fake.params()
+    assert params["end"] - params["start"] == 86400 * 10**9  # type: ignore[operator]
+    assert response.json()["points"] == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "fragment"),
+    [
+        (httpx.ConnectError("connection refused"), 503, "InfluxDB is unavailable"),
+        (httpx.Response(503, text="overloaded", headers={"Retry-After": "7"}), 503, "overloaded"),
+        (
+            httpx.Response(
+                200, content=b'{"results":[{"statement_id":0,"error":"database not found: city"}]}'
+            ),
+            502,
+            "database not found",
+        ),
+    ],
+)
+async def test_influx_failures_become_responses(
+    client: httpx.AsyncClient,
+    fake: FakeInflux,
+    answer: httpx.Response | Exception,
+    status: int,
+    fragment: str,
+) -> None:
+    fake.answers.append(answer)
+    response = await client.get("/devices/SL-1")
+    assert response.status_code == status
+    assert fragment in response.json()["detail"]
+    if isinstance(answer, httpx.Response) and "Retry-After" in answer.headers:
+        assert response.headers["Retry-After"] == "7"
+
+
+async def test_errors_never_carry_secrets(tmp_path: Path, fake: FakeInflux) -> None:
+    settings = settings_for(tmp_path)
+    settings = settings.model_copy(
+        update={"influx_url": "http://reader:url-pass-123@influx.test:8086"}
+    )
+    app = create_app(settings, influx_transport=httpx.MockTransport(fake.handle))
+    fake.answers.append(httpx.ConnectError(f"failed for {settings.influx_url} with {TOKEN}"))
+    async with running(app) as client:
+        response = await client.get("/devices/SL-1")
+    assert response.status_code == 503
+    for secret in ("url-pass-123", TOKEN, MQTT_PASSWORD):
+        assert secret not in response.text
+    assert "***" in response.json()["detail"]
+
+
+async def test_a_broken_contract_stops_startup(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = REGISTRY + "XX-1,lamppost,North,30,120,\nXX-2,streetlight,North,91,120,\n"
+    app = create_app(settings_for(tmp_path, broken))
+    with pytest.raises(ContractError) as raised:
+        async with running(app):
+            pass
+    assert "unknown profile 'lamppost'" in str(raised.value)
+    assert "latitude" in str(raised.value)
+    assert "refusing to start" in caplog.text
+
+
+async def test_openapi_documents_routes_and_errors(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    paths = spec["paths"]
+    assert set(paths) == {
+        "/devices",
+        "/devices/{device_id}",
+        "/devices/{device_id}/history",
+        "/districts",
+        "/districts/{district}/summary",
+        "/health",
+    }
+    for path, item in paths.items():
+        operation = item["get"]
+        assert operation["summary"], path
+        assert "200" in operation["responses"], path
+    assert {"404", "422", "503"} <= set(paths["/devices/{device_id}/history"]["get"]["responses"])
+    assert "503" in paths["/health"]["get"]["responses"]
+    history_params = {p["name"] for p in paths["/devices/{device_id}/history"]["get"]["parameters"]}
+    assert history_params == {"device_id", "field", "agg", "every", "start", "end"}
+    assert (await client.get("/docs")).status_code == 200
