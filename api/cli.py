@@ -50,7 +50,8 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # httpx logs every InfluxDB request at INFO: noise next to uvicorn's access log.
+    # httpx logs every InfluxDB request, URL included, at INFO: noise next to uvicorn's access
+    # log, and a URL that carries credentials must not reach the log.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     uvicorn.run(
         functools.partial(create_app, settings),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Response
 
@@ -18,12 +19,15 @@ UP = ComponentPublic(status="up")
 
 
 async def _influx(influx: AsyncInfluxClient, timeout: float) -> ComponentPublic:
+    # host:port only: the configured URL may carry credentials.
+    parts = urlsplit(influx.config.url)
+    where = f"InfluxDB at {parts.hostname}:{parts.port or 'default port'}"
     try:
         answered = await asyncio.wait_for(influx.ping(), timeout)
     except TimeoutError:
-        return ComponentPublic(status="down", detail=f"no answer to /ping within {timeout:g}s")
+        return ComponentPublic(status="down", detail=f"{where}: no answer to /ping in {timeout:g}s")
     if not answered:
-        return ComponentPublic(status="down", detail="/ping failed: unreachable or not InfluxDB")
+        return ComponentPublic(status="down", detail=f"{where}: unreachable, or /ping not 204")
     return UP
 
 
