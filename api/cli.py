@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from api.main import create_app
 from api.settings import ApiSettings
+from citysense.settings import settings_problems
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +41,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = ApiSettings(**overrides)
     except ValidationError as exc:
-        # Only where and what: pydantic's own message quotes the input, which for the MQTT URL
-        # or the InfluxDB token is a secret.
-        problems = "\n".join(
-            f"  CITYSENSE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
+        problems = settings_problems(exc)
         print(f"citysense api: invalid settings:\n{problems}", file=sys.stderr)
         return 2
     logging.basicConfig(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from citysense.settings import CommonSettings
-from device_profiles import ContractError, load_profiles, load_registry
+from device_profiles import ContractError, load_profiles, load_registry, load_variants
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,8 @@ def main(args: argparse.Namespace) -> int:
     registry_path = args.registry or settings.registry
     try:
         profiles = load_profiles(folder)
-        registry = load_registry(registry_path, profiles)
+        variants = load_variants(folder, profiles)
+        registry = load_registry(registry_path, profiles, variants)
     except ContractError as exc:
         for problem in exc.problems:
             print(f"error: {problem}")
@@ -30,6 +31,12 @@ def main(args: argparse.Namespace) -> int:
     for name, profile in sorted(profiles.items()):
         count = len(registry.of(profile=name))
         print(f"ok: profile {name}: {len(profile.fields)} fields, {count} devices")
+    for (profile_name, variant_name), variant in sorted(variants.items()):
+        count = sum(1 for d in registry.devices.values() if d.variant == variant_name)
+        print(
+            f"ok: variant {variant_name} of {profile_name}: {len(variant.fields)} mapped "
+            f"fields, {count} devices"
+        )
     print(
         f"ok: registry {registry_path.name}: {len(registry.devices)} devices in "
         f"{len(registry.districts)} districts"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from citysense.influx import InfluxConfig
@@ -19,8 +19,10 @@ from device_profiles import (
     Profile,
     Registry,
     TopicLayout,
+    Variant,
     load_profiles,
     load_registry,
+    load_variants,
 )
 
 
@@ -78,4 +80,16 @@ class CommonSettings(BaseSettings):
     def load_contract(self) -> tuple[dict[str, Profile], Registry]:
         """Profiles and registry; raises device_profiles.ContractError listing every problem."""
         profiles = load_profiles(self.profiles)
-        return profiles, load_registry(self.registry, profiles)
+        return profiles, load_registry(self.registry, profiles, self.load_variants(profiles))
+
+    def load_variants(self, profiles: dict[str, Profile]) -> dict[tuple[str, str], Variant]:
+        """Vendor variants, keyed by (profile, variant); raises ContractError on any problem."""
+        return load_variants(self.profiles, profiles)
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """Which setting is wrong and why, one per line, without the value: pydantic's own message
+    quotes the input, and for the MQTT URL or the InfluxDB token that is a secret."""
+    return "\n".join(
+        f"  CITYSENSE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+    )

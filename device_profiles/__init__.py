@@ -9,16 +9,22 @@ from device_profiles.load import (
     load_profile,
     load_profiles,
     load_registry,
+    load_variants,
 )
 from device_profiles.model import (
+    AlarmOp,
+    AlarmRule,
     Device,
     FieldKind,
     FieldSpec,
     FieldType,
     Profile,
+    Severity,
     SummaryOp,
     SummarySpec,
     TimestampPolicy,
+    Variant,
+    VariantField,
     parse_duration,
 )
 from device_profiles.topics import TopicLayout
@@ -26,6 +32,8 @@ from device_profiles.topics import TopicLayout
 __all__ = [
     "DEFAULT_PROFILES",
     "DEFAULT_REGISTRY",
+    "AlarmOp",
+    "AlarmRule",
     "ContractError",
     "Device",
     "FieldKind",
@@ -34,12 +42,16 @@ __all__ = [
     "Problem",
     "Profile",
     "Registry",
+    "Severity",
     "SummaryOp",
     "SummarySpec",
     "TimestampPolicy",
     "TopicLayout",
+    "Variant",
+    "VariantField",
     "load_profile",
     "load_profiles",
     "load_registry",
+    "load_variants",
     "parse_duration",
 ]

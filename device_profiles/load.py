@@ -10,18 +10,22 @@ import csv
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from device_profiles.model import Device, Profile
+from device_profiles.model import Device, FieldType, Profile, Variant
+from device_profiles.units import conversion
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_PROFILES = PACKAGE_DIR / "profiles"
 DEFAULT_REGISTRY = PACKAGE_DIR / "registry" / "sample_city.csv"
 
 REGISTRY_COLUMNS = ("device_id", "profile", "district", "latitude", "longitude", "address")
+OPTIONAL_COLUMNS = ("variant",)
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +91,7 @@ def _nearest_line(lines: Mapping[tuple[Any, ...], int], loc: tuple[Any, ...]) ->
     return None
 
 
-def load_profile(path: Path) -> Profile:
+def _read_yaml(path: Path) -> tuple[yaml.Node, dict[str, Any]]:
     text = path.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -98,8 +102,12 @@ def load_profile(path: Path) -> Profile:
         raise ContractError([Problem(path.name, line, "", f"not valid YAML: {exc}")]) from exc
     if node is None or not isinstance(data, dict):
         raise ContractError([Problem(path.name, 1, "", "a profile is a YAML mapping")])
+    return node, data
+
+
+def _validated(path: Path, node: yaml.Node, data: dict[str, Any], model: type[M]) -> M:
     try:
-        profile = Profile.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         lines = _line_index(node)
         raise ContractError(
@@ -111,6 +119,11 @@ def load_profile(path: Path) -> Profile:
             )
             for err in exc.errors()
         ) from exc
+
+
+def load_profile(path: Path) -> Profile:
+    node, data = _read_yaml(path)
+    profile = _validated(path, node, data, Profile)
     if profile.profile != path.stem:
         raise ContractError(
             [Problem(path.name, 1, "profile", f"name {profile.profile!r} differs from file name")]
@@ -118,13 +131,22 @@ def load_profile(path: Path) -> Profile:
     return profile
 
 
+def _is_variant(path: Path) -> bool:
+    # A variant file says `variant:` at its top; cheap to tell without parsing the whole file.
+    return any(
+        line.startswith("variant:") for line in path.read_text(encoding="utf-8").splitlines()
+    )
+
+
 def load_profiles(folder: Path = DEFAULT_PROFILES) -> dict[str, Profile]:
-    """Every `*.yaml` in `folder`; all problems across all files are reported together."""
+    """Every canonical profile `*.yaml` in `folder`; all problems reported together."""
     if not folder.is_dir():
         raise ContractError([Problem(str(folder), None, "", "profiles folder does not exist")])
     profiles: dict[str, Profile] = {}
     problems: list[Problem] = []
     for path in sorted(folder.glob("*.yaml")):
+        if _is_variant(path):
+            continue
         try:
             profile = load_profile(path)
         except ContractError as exc:
@@ -138,10 +160,64 @@ def load_profiles(folder: Path = DEFAULT_PROFILES) -> dict[str, Profile]:
     return profiles
 
 
+def load_variants(folder: Path, profiles: Mapping[str, Profile]) -> dict[tuple[str, str], Variant]:
+    """Vendor variants in `folder`, keyed by (profile, variant), checked against their profile."""
+    variants: dict[tuple[str, str], Variant] = {}
+    problems: list[Problem] = []
+    for path in sorted(folder.glob("*.yaml")):
+        if not _is_variant(path):
+            continue
+        try:
+            node, data = _read_yaml(path)
+            variant = _validated(path, node, data, Variant)
+        except ContractError as exc:
+            problems.extend(exc.problems)
+            continue
+        found = _variant_problems(variant, profiles, _line_index(node))
+        problems.extend(Problem(path.name, line, where, msg) for line, where, msg in found)
+        if not found:
+            variants[(variant.profile, variant.variant)] = variant
+    if problems:
+        raise ContractError(problems)
+    return variants
+
+
+def _variant_problems(
+    variant: Variant, profiles: Mapping[str, Profile], lines: Mapping[tuple[Any, ...], int]
+) -> list[tuple[int | None, str, str]]:
+    profile = profiles.get(variant.profile)
+    if profile is None:
+        return [(lines.get(("profile",)), "profile", f"unknown profile {variant.profile!r}")]
+    found: list[tuple[int | None, str, str]] = []
+    for name, mapping in variant.fields.items():
+        where = f"fields.{name}"
+        line = lines.get(("fields", name))
+        target = profile.fields.get(mapping.to)
+        if target is None:
+            found.append((line, where, f"{mapping.to!r} is not a field of {profile.profile}"))
+            continue
+        if mapping.unit is not None:
+            if target.type not in (FieldType.NUMBER, FieldType.INTEGER):
+                found.append((line, where, f"unit given for non-numeric field {mapping.to}"))
+            elif target.unit is None or conversion(mapping.unit, target.unit) is None:
+                found.append(
+                    (line, where, f"no conversion from {mapping.unit!r} to {target.unit!r}")
+                )
+        if mapping.values and target.type is FieldType.STATE:
+            bad = [v for v in mapping.values.values() if v not in (target.values or ())]
+            if bad:
+                found.append((line, where, f"values {bad} not allowed for {mapping.to}"))
+    return found
+
+
 # --- registry ---------------------------------------------------------------------------------
 
 
-def load_registry(path: Path, profiles: Mapping[str, Profile]) -> Registry:
+def load_registry(
+    path: Path,
+    profiles: Mapping[str, Profile],
+    variants: Mapping[tuple[str, str], Variant] | None = None,
+) -> Registry:
     """Devices from a CSV with columns REGISTRY_COLUMNS; every bad row is reported by line."""
     problems: list[Problem] = []
     devices: dict[str, Device] = {}
@@ -156,7 +232,9 @@ def load_registry(path: Path, profiles: Mapping[str, Profile]) -> Registry:
             raise ContractError([Problem(path.name, 1, "", f"missing columns {missing}")])
         for row in reader:
             line = reader.line_num
-            problems.extend(_registry_row(path.name, line, row, profiles, devices))
+            problems.extend(
+                _registry_row(path.name, line, row, profiles, variants, devices=devices)
+            )
     if problems:
         raise ContractError(problems)
     districts = tuple(sorted({d.district for d in devices.values()}))
@@ -168,10 +246,13 @@ def _registry_row(
     line: int,
     row: Mapping[str, str | None],
     profiles: Mapping[str, Profile],
+    variants: Mapping[tuple[str, str], Variant] | None,
+    *,
     devices: dict[str, Device],
 ) -> list[Problem]:
+    columns = (*REGISTRY_COLUMNS, *OPTIONAL_COLUMNS)
     try:
-        device = Device.model_validate({k: row.get(k) or "" for k in REGISTRY_COLUMNS})
+        device = Device.model_validate({k: row.get(k) or "" for k in columns})
     except ValidationError as exc:
         return [
             Problem(file, line, str(err["loc"][0]), err["msg"].removeprefix("Value error, "))
@@ -179,6 +260,12 @@ def _registry_row(
         ]
     if device.profile not in profiles:
         return [Problem(file, line, "profile", f"unknown profile {device.profile!r}")]
+    if device.variant and (device.profile, device.variant) not in (variants or {}):
+        return [
+            Problem(
+                file, line, "variant", f"unknown variant {device.variant!r} of {device.profile}"
+            )
+        ]
     if device.device_id in devices:
         return [Problem(file, line, "device_id", f"duplicate device id {device.device_id!r}")]
     devices[device.device_id] = device

@@ -62,6 +62,9 @@ class FieldSpec(_Strict):
     values: tuple[str, ...] | None = None
     required: bool = False
     max_length: int = Field(default=256, ge=1, le=4096)
+    # Values a firmware sends to mean "no data" (-9999, 65535): the field is left out of the
+    # reading and counted, never stored as a measurement.
+    sentinels: tuple[float | str, ...] = ()
     description: str | None = None
 
     @model_validator(mode="after")
@@ -88,8 +91,12 @@ class FieldSpec(_Strict):
         return FieldKind.GAUGE if numeric else FieldKind.STATE
 
 
+TimestampForm = Literal["epoch_s", "epoch_ms", "rfc3339"]
+
+
 class TimestampPolicy(_Strict):
     field: str = "ts"
+    forms: tuple[TimestampForm, ...] = ("epoch_s", "epoch_ms", "rfc3339")
     # Readings further in the future than this are a device clock fault, not data.
     max_future_skew: Duration = 300.0
     # Older readings are rejected: buffered uploads after an outage are fine, 1970 is not.
@@ -127,13 +134,58 @@ class SummarySpec(_Strict):
         return value
 
 
+class AlarmOp(StrEnum):
+    ABOVE = "above"
+    BELOW = "below"
+    EQUALS = "equals"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlarmRule(_Strict):
+    """Raise when `field` is `op` `threshold` for at least `duration`; clear only once it is back
+    past `clear` (hysteresis), so a value hovering at the threshold does not flap."""
+
+    name: str
+    field: str
+    op: AlarmOp
+    threshold: float | str | bool
+    clear: float | None = None
+    duration: Duration = 0.0
+    severity: Severity = Severity.WARNING
+    description: str | None = None
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _duration(cls, value: str | float) -> float:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> AlarmRule:
+        if self.clear is None or not isinstance(self.threshold, int | float):
+            return self
+        if self.op is AlarmOp.ABOVE and self.clear > self.threshold:
+            raise ValueError("an 'above' alarm clears at or below its threshold")
+        if self.op is AlarmOp.BELOW and self.clear < self.threshold:
+            raise ValueError("a 'below' alarm clears at or above its threshold")
+        return self
+
+
 class Profile(_Strict):
     profile: str
     description: str = ""
     reporting_interval: Duration
     timestamp: TimestampPolicy = TimestampPolicy()
+    # A reading with one bad field: reject the whole reading (default), or store the good fields
+    # and dead-letter the bad one. Either way the rejection is recorded with the field's name.
+    on_invalid_field: Literal["reject_reading", "drop_field"] = "reject_reading"
     fields: dict[str, FieldSpec]
     summary: tuple[SummarySpec, ...] = ()
+    alarms: tuple[AlarmRule, ...] = ()
 
     @field_validator("profile")
     @classmethod
@@ -164,6 +216,9 @@ class Profile(_Strict):
         for item in self.summary:
             if item.field not in self.fields:
                 raise ValueError(f"summary {item.name!r} names unknown field {item.field!r}")
+        for rule in self.alarms:
+            if rule.field not in self.fields:
+                raise ValueError(f"alarm {rule.name!r} names unknown field {rule.field!r}")
         return self
 
     @property
@@ -179,6 +234,33 @@ DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 DISTRICT = re.compile(r"^[^\W_][\w .'-]{0,63}$")
 
 
+class VariantField(_Strict):
+    """How one vendor field maps onto the canonical profile."""
+
+    to: str
+    unit: str | None = None  # the vendor's unit; converted to the canonical field's unit
+    values: dict[str, str | float | bool] | None = None  # vendor value → canonical value
+
+
+class Variant(_Strict):
+    """A vendor's firmware dialect of a profile: its field names (or dotted paths into nested
+    objects), units and value spellings. Readings land in the canonical measurement, canonically.
+    Canonical names in a payload are accepted as they are."""
+
+    variant: str
+    profile: str
+    description: str = ""
+    timestamp_field: str | None = None
+    fields: dict[str, VariantField]
+
+    @field_validator("variant")
+    @classmethod
+    def _variant_name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"variant name {value!r} must match {IDENTIFIER.pattern}")
+        return value
+
+
 class Device(_Strict):
     device_id: str
     profile: str
@@ -186,6 +268,7 @@ class Device(_Strict):
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
     address: str = ""
+    variant: str = ""  # a vendor variant of the profile, if the device speaks one
 
     @field_validator("device_id")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -12,6 +13,7 @@ import orjson
 from pydantic import ValidationError
 
 from citysense.logs import configure
+from citysense.settings import settings_problems
 from device_profiles import ContractError
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
@@ -38,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         settings = IngestSettings(**overrides)
     except ValidationError as exc:
-        print(f"citysense ingest: invalid settings:\n{exc}")
+        print(f"citysense ingest: invalid settings:\n{settings_problems(exc)}", file=sys.stderr)
         return 2
     configure(settings.log_level)
     try:

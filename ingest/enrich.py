@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from device_profiles import Registry
+from device_profiles.model import DEVICE_ID
 from ingest.reasons import Reason
 from ingest.stages import Enriched, Reading
 from ingest.validate import Invalid
 
+# District recorded for devices accepted although not in the registry (policy "accept").
+UNASSIGNED = "unassigned"
 
-def enrich(reading: Reading, registry: Registry) -> Enriched | Invalid:
+
+def enrich(
+    reading: Reading, registry: Registry, *, accept_unknown: bool = False
+) -> Enriched | Invalid:
     device = registry.get(reading.device_id)
     if device is None:
-        return Invalid(Reason.UNKNOWN_DEVICE, f"device {reading.device_id!r} is not registered")
+        return _unknown(reading, accept_unknown)
     if device.profile != reading.profile:
         return Invalid(
             Reason.PROFILE_MISMATCH,
@@ -24,3 +30,13 @@ def enrich(reading: Reading, registry: Registry) -> Enriched | Invalid:
         time_ns=reading.time_ns,
         fields=reading.fields,
     )
+
+
+def _unknown(reading: Reading, accept: bool) -> Enriched | Invalid:
+    if not accept:
+        return Invalid(Reason.UNKNOWN_DEVICE, f"device {reading.device_id!r} is not registered")
+    if not DEVICE_ID.match(reading.device_id):
+        # Registered ids were checked when the registry was loaded; this one becomes a tag only
+        # if it is just as safe.
+        return Invalid(Reason.BAD_DEVICE_ID, f"device id {reading.device_id[:64]!r} is not allowed")
+    return Enriched(reading.profile, reading.device_id, UNASSIGNED, reading.time_ns, reading.fields)

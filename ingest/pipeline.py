@@ -1,4 +1,4 @@
-"""One MQTT message through the pure stages: decode → validate → enrich → encode.
+"""One MQTT message through the stages: decode → normalize → validate → enrich → dedupe → encode.
 
 `Pipeline.process` never raises: whatever a device sends ends as data lines, dead-letter lines,
 or both, and every rejection is counted. Even a bug of ours becomes an `internal_error` dead
@@ -8,22 +8,28 @@ letter rather than a lost message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
-from device_profiles import Profile, Registry, TopicLayout
+from device_profiles import Profile, Registry, TopicLayout, Variant
 from ingest.deadletter import DeadLetterEncoder
 from ingest.decode import UNKNOWN, Decoded, DecodeLimits, decode
+from ingest.dedupe import Seen
 from ingest.encode import EncodeError, ReadingEncoder
 from ingest.enrich import enrich
+from ingest.normalize import Normalizer
 from ingest.reasons import Reason
 from ingest.stages import Outcome, Received, Rejected
 from ingest.stats import Stats
 from ingest.validate import CompiledProfile, Invalid, validate
 
 log = logging.getLogger(__name__)
+
+
+def _identity(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj
 
 
 class Pipeline:
@@ -36,8 +42,17 @@ class Pipeline:
         *,
         limits: DecodeLimits | None = None,
         dead_letters: DeadLetterEncoder | None = None,
+        variants: Mapping[tuple[str, str], Variant] | None = None,
+        accept_unknown_devices: bool = False,
+        seen: Seen | None = None,
     ) -> None:
         self._profiles = profiles
+        self._normalizers = {
+            key: Normalizer(variant, profiles[variant.profile])
+            for key, variant in (variants or {}).items()
+        }
+        self._accept_unknown = accept_unknown_devices
+        self.seen = seen or Seen()
         self._compiled = {name: CompiledProfile.compile(p) for name, p in profiles.items()}
         self._registry = registry
         self._layout = layout
@@ -68,39 +83,59 @@ class Pipeline:
         lines: list[str] = []
         rejected: list[Rejected] = []
         single = len(decoded.objects) == 1
+        normalize = self._normalizer(decoded)
         for obj in decoded.objects:
-            result = self._reading_line(decoded, obj, msg.received_ns)
+            result, dropped = self._reading_line(decoded, normalize(obj), msg.received_ns)
             if isinstance(result, str):
                 lines.append(result)
-            else:
-                # A bad reading inside an array is kept on its own, the rest of the array stored.
-                payload = msg.payload if single else orjson.dumps(obj)
-                rejected.append(
-                    Rejected(
-                        result.reason,
-                        result.detail,
-                        msg.topic,
-                        decoded.profile.profile,
-                        decoded.device_id,
-                        payload,
-                    )
+            problems = dropped if isinstance(result, str) else [result]
+            if not problems:
+                continue
+            # A bad reading inside an array is kept on its own, the rest of the array stored.
+            payload = msg.payload if single else orjson.dumps(obj)
+            rejected.extend(
+                Rejected(
+                    p.reason,
+                    p.detail,
+                    msg.topic,
+                    decoded.profile.profile,
+                    decoded.device_id,
+                    payload,
                 )
+                for p in problems
+            )
         return self._outcome(lines, len(lines), rejected)
+
+    def _normalizer(self, decoded: Decoded) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        device = self._registry.get(decoded.device_id)
+        if device is None or not device.variant:
+            return _identity
+        return self._normalizers[(device.profile, device.variant)]
 
     def _reading_line(
         self, decoded: Decoded, obj: dict[str, Any], received_ns: int
-    ) -> str | Invalid:
+    ) -> tuple[str | Invalid, list[Invalid]]:
         compiled = self._compiled[decoded.profile.profile]
         reading = validate(compiled, decoded.device_id, obj, received_ns)
         if isinstance(reading, Invalid):
-            return reading
-        enriched = enrich(reading, self._registry)
+            return reading, []
+        if reading.sentinels:
+            self._stats.add(sentinel_values=reading.sentinels)
+        dropped = [Invalid(reason, detail) for reason, detail in reading.dropped]
+        enriched = enrich(reading, self._registry, accept_unknown=self._accept_unknown)
         if isinstance(enriched, Invalid):
-            return enriched
+            return enriched, []
+        repeat = self.seen.check(enriched)
+        if repeat == "duplicate":
+            return Invalid(Reason.DUPLICATE, "this reading was already accepted"), []
+        if repeat == "conflict":
+            detail = "another reading was already accepted with this device timestamp"
+            return Invalid(Reason.TIMESTAMP_CONFLICT, detail), []
         try:
-            return self._encoder.encode(enriched)
+            return self._encoder.encode(enriched), dropped
         except EncodeError as exc:
-            return Invalid(Reason.INVALID_VALUE, str(exc))
+            self.seen.forget(enriched.measurement, enriched.device_id, enriched.time_ns)
+            return Invalid(Reason.INVALID_VALUE, str(exc)), []
 
     def _outcome(self, lines: list[str], readings: int, rejected: list[Rejected]) -> Outcome:
         for item in rejected:

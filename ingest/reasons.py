@@ -22,6 +22,7 @@ class Reason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     PROFILE_MISMATCH = "profile_mismatch"  # registry says another profile than the topic
     DEVICE_ID_MISMATCH = "device_id_mismatch"  # payload claims another device than the topic
+    BAD_DEVICE_ID = "bad_device_id"  # an unregistered id with characters no device id may hold
     # One reading
     MISSING_TIMESTAMP = "missing_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"
@@ -32,6 +33,8 @@ class Reason(StrEnum):
     INVALID_VALUE = "invalid_value"  # a state outside its allowed values, text with control chars
     MISSING_FIELD = "missing_field"
     NO_FIELDS = "no_fields"  # nothing the profile knows
+    DUPLICATE = "duplicate"  # the same reading again (same device, timestamp and values)
+    TIMESTAMP_CONFLICT = "timestamp_conflict"  # other values under an already used timestamp
     # After the fact
     WRITE_REJECTED = "write_rejected"  # InfluxDB refused the line itself (e.g. field type conflict)
     INTERNAL_ERROR = "internal_error"  # a bug of ours; the message is kept, not lost

@@ -30,6 +30,12 @@ class IngestSettings(CommonSettings):
     dead_letter_max_payload: int = Field(default=8192, ge=64)
     retry_initial: float = Field(default=0.25, gt=0)
     retry_max: float = Field(default=30.0, gt=0)
+    # A device not in the registry: reject it (dead letter `unknown_device`), or accept its
+    # readings under district "unassigned" so a new installation is not lost while the registry
+    # catches up.
+    unknown_devices: Literal["reject", "accept"] = "reject"
+    # Readings remembered to recognise duplicates (about 200 bytes each).
+    dedupe_window: int = Field(default=200_000, ge=0)
     create_database: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=9101, ge=0, le=65535)  # 0: no /metrics, /ready endpoint

@@ -40,6 +40,9 @@ class Reading:
     device_id: str
     time_ns: int
     fields: dict[str, FieldValue]
+    # Fields left out under the profile's drop_field policy: (reason, detail) each.
+    dropped: tuple[tuple[Reason, str], ...] = ()
+    sentinels: int = 0  # "no data" values left out
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ class Stats:
     received: int = 0
     redelivered_skipped: int = 0
     readings_accepted: int = 0
+    sentinel_values: int = 0
     readings_stored: int = 0
     dead_letters_stored: int = 0
     messages_acked: int = 0
@@ -44,6 +45,7 @@ class Stats:
                 "received": self.received,
                 "redelivered_skipped": self.redelivered_skipped,
                 "readings_accepted": self.readings_accepted,
+                "sentinel_values": self.sentinel_values,
                 "readings_stored": self.readings_stored,
                 "dead_letters_stored": self.dead_letters_stored,
                 "messages_acked": self.messages_acked,

@@ -119,16 +119,27 @@ def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def parse_timestamp(value: object) -> int:
+ALL_FORMS = frozenset({"epoch_s", "epoch_ms", "rfc3339"})
+
+
+def _form_allowed(form: str, forms: frozenset[str]) -> None:
+    if form not in forms:
+        raise Invalid(Reason.BAD_TIMESTAMP, f"timestamp form {form} not accepted by the profile")
+
+
+def parse_timestamp(value: object, forms: frozenset[str] = ALL_FORMS) -> int:
     """Epoch seconds, epoch milliseconds (numbers) or RFC 3339 with a zone → ns since the epoch."""
-    if type(value) is int:
-        return value * 1_000_000 if abs(value) >= _MS_THRESHOLD else value * _NS_PER_S
-    if type(value) is float:
+    if type(value) is int or type(value) is float:
         if not math.isfinite(value):
             raise Invalid(Reason.BAD_TIMESTAMP, "timestamp is not finite")
-        micros = round(value * 1000) if abs(value) >= _MS_THRESHOLD else round(value * 1_000_000)
+        millis = abs(value) >= _MS_THRESHOLD
+        _form_allowed("epoch_ms" if millis else "epoch_s", forms)
+        if type(value) is int:
+            return value * 1_000_000 if millis else value * _NS_PER_S
+        micros = round(value * 1000) if millis else round(value * 1_000_000)
         return micros * 1000
     if type(value) is str:
+        _form_allowed("rfc3339", forms)
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -147,7 +158,10 @@ class CompiledProfile:
     profile: Profile
     checkers: dict[str, Checker]
     required: tuple[str, ...]
+    sentinels: dict[str, frozenset[object]]
+    drop_invalid: bool
     ts_field: str
+    ts_forms: frozenset[str]
     max_future_ns: int
     max_age_ns: int
     stamp_missing: bool
@@ -159,7 +173,10 @@ class CompiledProfile:
             profile=profile,
             checkers={n: _CHECKERS[s.type](n, s) for n, s in profile.fields.items()},
             required=tuple(n for n, s in profile.fields.items() if s.required),
+            sentinels={n: frozenset(s.sentinels) for n, s in profile.fields.items() if s.sentinels},
+            drop_invalid=profile.on_invalid_field == "drop_field",
             ts_field=policy.field,
+            ts_forms=frozenset(policy.forms),
             max_future_ns=int(policy.max_future_skew * _NS_PER_S),
             max_age_ns=int(policy.max_age * _NS_PER_S),
             stamp_missing=policy.missing == "receive_time",
@@ -170,14 +187,24 @@ def validate(
     compiled: CompiledProfile, device_id: str, obj: dict[str, Any], received_ns: int
 ) -> Reading | Invalid:
     """The canonical reading, or the Invalid that says why not (returned, not raised)."""
+    fields: dict[str, FieldValue] = {}
+    dropped: list[tuple[Reason, str]] = []
+    sentinels = 0
     try:
         time_ns = _time_of(compiled, obj, received_ns)
-        fields: dict[str, FieldValue] = {}
         checkers = compiled.checkers
         for key, value in obj.items():
             checker = checkers.get(key)
             if checker is not None:
-                fields[key] = checker(value)
+                if key in compiled.sentinels and _is_sentinel(value, compiled.sentinels[key]):
+                    sentinels += 1
+                    continue
+                try:
+                    fields[key] = checker(value)
+                except Invalid as invalid:
+                    if not compiled.drop_invalid:
+                        raise
+                    dropped.append((invalid.reason, f"field {key} dropped: {invalid.detail}"))
             elif key == "device_id" and value != device_id:
                 # Identity comes from the topic (tied to credentials by the ACL); a payload that
                 # claims another device is a forgery or a misconfigured gateway.
@@ -192,7 +219,12 @@ def validate(
             return Invalid(Reason.MISSING_FIELD, f"required field {name} is missing")
     if not fields:
         return Invalid(Reason.NO_FIELDS, "no field of the profile in the reading")
-    return Reading(compiled.profile.profile, device_id, time_ns, fields)
+    return Reading(compiled.profile.profile, device_id, time_ns, fields, tuple(dropped), sentinels)
+
+
+def _is_sentinel(value: object, sentinels: frozenset[object]) -> bool:
+    # True == 1 in Python, so a boolean is never a numeric sentinel; lists are not hashable.
+    return type(value) in (int, float, str) and value in sentinels
 
 
 def _time_of(compiled: CompiledProfile, obj: dict[str, Any], received_ns: int) -> int:
@@ -201,7 +233,7 @@ def _time_of(compiled: CompiledProfile, obj: dict[str, Any], received_ns: int) -
         if compiled.stamp_missing:
             return received_ns
         raise Invalid(Reason.MISSING_TIMESTAMP, f"no {compiled.ts_field!r} in the reading")
-    time_ns = parse_timestamp(raw)
+    time_ns = parse_timestamp(raw, compiled.ts_forms)
     if time_ns > received_ns + compiled.max_future_ns:
         ahead = (time_ns - received_ns) / _NS_PER_S
         raise Invalid(Reason.TIMESTAMP_IN_FUTURE, f"timestamp {ahead:.0f}s ahead of ingest's clock")

@@ -17,11 +17,12 @@ import httpx
 
 from citysense.errors import InfluxError
 from citysense.influx import InfluxClient
-from device_profiles import Profile, Registry
+from device_profiles import Profile, Registry, Variant
 from ingest.batch import Batch, Batcher, Pending
 from ingest.consume import Consumer
 from ingest.deadletter import MEASUREMENT as DEAD_LETTERS
 from ingest.deadletter import DeadLetterEncoder
+from ingest.dedupe import Seen
 from ingest.observe import ObserveServer
 from ingest.pipeline import Pipeline
 from ingest.reasons import Reason
@@ -40,6 +41,7 @@ class Worker:
         profiles: Mapping[str, Profile],
         registry: Registry,
         *,
+        variants: Mapping[tuple[str, str], Variant] | None = None,
         influx_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.settings = settings
@@ -52,6 +54,9 @@ class Worker:
             self.stats,
             limits=settings.limits,
             dead_letters=DeadLetterEncoder(settings.dead_letter_max_payload),
+            variants=variants if variants is not None else settings.load_variants(dict(profiles)),
+            accept_unknown_devices=settings.unknown_devices == "accept",
+            seen=Seen(settings.dedupe_window),
         )
         self.influx = InfluxClient(settings.influx, transport=influx_transport)
         # Set when the drain deadline passes: the writer stops retrying and acks nothing more.
@@ -188,6 +193,7 @@ class Worker:
         for item in bad:
             measurement = item.line.split(",", 1)[0]
             log.error("InfluxDB refused a line of %s: %s", measurement, item.error)
+            self._forget(item.line)
             rejected = Rejected(
                 Reason.WRITE_REJECTED, item.error[:300], "", measurement, "", item.line.encode()
             )
@@ -195,6 +201,13 @@ class Worker:
         for still_bad in self.writer.write(lines):
             # Cannot happen with lines we encode; if it does, it must not pass silently.
             log.critical("could not store a dead letter: %s", still_bad.error)
+
+    def _forget(self, line: str) -> None:
+        """A refused reading was not stored: a resend of it must not count as a duplicate."""
+        series, _fields, time_ns = line.rsplit(" ", 2)
+        tags = dict(part.split("=", 1) for part in series.split(",")[1:] if "=" in part)
+        if "device_id" in tags and time_ns.isdigit():
+            self.pipeline.seen.forget(series.split(",", 1)[0], tags["device_id"], int(time_ns))
 
     def _oldest_unacked(self) -> float:
         if self._writing_since:

@@ -1,0 +1,48 @@
+"""Dedupe: recognise a reading this worker already accepted, by series and device timestamp.
+
+A device resending a reading (firmware retry, gateway replay) gets it dead-lettered as
+`duplicate` instead of silently rewriting the same point; a different reading under an already
+used timestamp is `timestamp_conflict`, since storing it would overwrite the first. The memory is
+a bounded LRU: older readings than the window fall out, and are then rewritten idempotently.
+
+Per worker: with a shared subscription, two copies landing on two workers are both written, to
+the same point, so storage stays exactly once; only the dead letter is missing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from ingest.stages import Enriched
+
+
+class Seen:
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[str, str, int], int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, reading: Enriched) -> str | None:
+        """None for a new reading (now remembered); "duplicate" or "conflict" otherwise."""
+        if self._capacity == 0:
+            return None
+        key = (reading.measurement, reading.device_id, reading.time_ns)
+        digest = hash(tuple(sorted(reading.fields.items())))
+        with self._lock:
+            known = self._entries.get(key)
+            if known is not None:
+                self._entries.move_to_end(key)
+                return "duplicate" if known == digest else "conflict"
+            self._entries[key] = digest
+            if len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        return None
+
+    def forget(self, measurement: str, device_id: str, time_ns: int) -> None:
+        """A reading InfluxDB refused was not stored after all."""
+        with self._lock:
+            self._entries.pop((measurement, device_id, time_ns), None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

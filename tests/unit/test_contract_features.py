@@ -1,0 +1,210 @@
+"""Issue 3's contract features, as pure logic: variants, units, sentinels, partial validity,
+timestamp forms, duplicates and the unknown-device policy."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from device_profiles import (
+    DEFAULT_PROFILES,
+    ContractError,
+    Device,
+    Profile,
+    Registry,
+    TopicLayout,
+    load_profiles,
+    load_variants,
+)
+from device_profiles.units import conversion
+from ingest.pipeline import Pipeline
+from ingest.reasons import Reason
+from ingest.stages import Received
+from ingest.stats import Stats
+
+PROFILES = load_profiles()
+VARIANTS = load_variants(DEFAULT_PROFILES, PROFILES)
+NOW_NS = time.time_ns()
+NOW_MS = NOW_NS // 1_000_000
+
+
+def registry(*devices: tuple[str, str, str]) -> Registry:
+    entries = {
+        d: Device(
+            device_id=d, profile=p, district="Xihu", latitude=30.0, longitude=120.0, variant=v
+        )
+        for d, p, v in devices
+    }
+    return Registry(entries)
+
+
+def run(pipeline: Pipeline, topic: str, payload: Any) -> tuple[list[str], list[Reason]]:
+    raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    outcome = pipeline.process(Received(topic, raw, 1, 1, NOW_NS))
+    data = [line for line in outcome.lines if not line.startswith("dead_letters,")]
+    return data, [r.reason for r in outcome.rejected]
+
+
+def pipeline_for(reg: Registry, profiles: dict[str, Profile] | None = None, **kw: Any) -> Pipeline:
+    variants = VARIANTS if profiles is None else {}
+    return Pipeline(
+        profiles or PROFILES, reg, TopicLayout("city"), Stats(), variants=variants, **kw
+    )
+
+
+def test_vendor_variant_lands_canonically() -> None:
+    p = pipeline_for(registry(("LUM-1", "streetlight", "lumio")))
+    payload = {
+        "time": NOW_MS,
+        "lamp": {"state": 1, "dim_pct": 80},
+        "meter": {"p_w": 120.5, "i_ma": 550, "e_wh": 1234567, "pf_pct": 95},
+        "cabinet": {"door": "open"},
+        "health": "LAMP_FAIL",
+    }
+    lines, rejected = run(p, "city/streetlight/LUM-1/telemetry", payload)
+    assert rejected == []
+    (line,) = lines
+    assert line.startswith("streetlight,device_id=LUM-1,district=Xihu ")
+    assert line.endswith(f" {NOW_MS * 1_000_000}")
+    fields = dict(f.split("=", 1) for f in line.split(" ")[1].split(","))
+    assert fields == {
+        "powerState": '"on"',
+        "illuminanceLevel": "0.8",
+        "powerConsumption": "120.5",
+        "current": "0.55",
+        "lifetimePowerConsumption": "1234.567",
+        "powerFactor": "0.95",
+        "doorOpen": "true",
+        "status": '"defectiveLamp"',
+    }
+
+
+def test_variant_value_outside_its_map_is_rejected_precisely() -> None:
+    p = pipeline_for(registry(("LUM-1", "streetlight", "lumio")))
+    _, rejected = run(p, "city/streetlight/LUM-1/telemetry", {"time": NOW_MS, "lamp": {"state": 7}})
+    assert rejected == [Reason.WRONG_TYPE]  # 7 is not mapped, and powerState is a string
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "value", "expected"),
+    [
+        ("MPa", "kPa", 0.35, 350.0),
+        ("bar", "kPa", 3.5, 350.0),
+        ("kPa", "kPa", 350, 350),
+        ("Wh", "kWh", 1500, 1.5),
+        ("mA", "A", 550, 0.55),
+        ("degF", "Cel", 212, 100.0),
+    ],
+)
+def test_unit_conversions(source: str, target: str, value: float, expected: float) -> None:
+    conv = conversion(source, target)
+    assert conv is not None
+    assert value * conv[0] + conv[1] == pytest.approx(expected)
+
+
+def variant_file(tmp_path: Path, body: str) -> Path:
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "streetlight.yaml").write_text((DEFAULT_PROFILES / "streetlight.yaml").read_text())
+    (folder / "v.yaml").write_text("variant: acme\nprofile: streetlight\nfields:\n" + body)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("  a: {to: nosuch}\n", "not a field"),
+        ("  a: {to: voltage, unit: furlong}\n", "no conversion"),
+        ("  a: {to: powerState, unit: V}\n", "non-numeric"),
+        ("  a: {to: powerState, values: {'1': 'blazing'}}\n", "not allowed"),
+    ],
+)
+def test_bad_variants_are_refused_with_line(tmp_path: Path, body: str, message: str) -> None:
+    folder = variant_file(tmp_path, body)
+    profiles = load_profiles(folder)
+    with pytest.raises(ContractError) as info:
+        load_variants(folder, profiles)
+    (problem,) = info.value.problems
+    assert message in problem.message
+    assert problem.file == "v.yaml"
+    assert problem.line == 4
+
+
+def custom_profile(**changes: Any) -> dict[str, Profile]:
+    data = PROFILES["water_pipe"].model_dump()
+    data["fields"]["batteryLevel"]["sentinels"] = (-9999, 65535)
+    data.update(changes)
+    return {"water_pipe": Profile.model_validate(data)}
+
+
+def test_sentinels_mean_no_data() -> None:
+    p = pipeline_for(registry(("WP-1", "water_pipe", "")), custom_profile())
+    lines, rejected = run(
+        p, "city/water_pipe/WP-1/telemetry", {"ts": NOW_MS, "pressure": 300, "batteryLevel": 65535}
+    )
+    assert rejected == []
+    assert "batteryLevel" not in lines[0]
+    assert "pressure=300.0" in lines[0]
+
+
+def test_drop_field_policy_keeps_good_fields_and_records_the_bad_one() -> None:
+    profiles = custom_profile(on_invalid_field="drop_field")
+    p = pipeline_for(registry(("WP-1", "water_pipe", "")), profiles)
+    outcome = p.process(
+        Received(
+            "city/water_pipe/WP-1/telemetry",
+            orjson.dumps({"ts": NOW_MS, "pressure": 300, "turbidity": -5, "flow": "x"}),
+            1,
+            1,
+            NOW_NS,
+        )
+    )
+    data = [line for line in outcome.lines if line.startswith("water_pipe")]
+    assert len(data) == 1
+    assert "pressure=300.0" in data[0]
+    assert "turbidity" not in data[0]
+    assert sorted((r.reason, r.detail.split(":")[0]) for r in outcome.rejected) == [
+        (Reason.OUT_OF_RANGE, "field turbidity dropped"),
+        (Reason.WRONG_TYPE, "field flow dropped"),
+    ]
+    # under the default policy the same reading is rejected whole
+    strict = pipeline_for(registry(("WP-1", "water_pipe", "")), custom_profile())
+    lines, rejected = run(
+        strict, "city/water_pipe/WP-1/telemetry", {"ts": NOW_MS, "pressure": 300, "turbidity": -5}
+    )
+    assert (lines, rejected) == ([], [Reason.OUT_OF_RANGE])
+
+
+def test_timestamp_forms_a_profile_does_not_accept() -> None:
+    ts = PROFILES["water_pipe"].timestamp.model_copy(update={"forms": ("rfc3339",)})
+    profiles = custom_profile(timestamp=ts.model_dump())
+    p = pipeline_for(registry(("WP-1", "water_pipe", "")), profiles)
+    _, rejected = run(p, "city/water_pipe/WP-1/telemetry", {"ts": NOW_MS, "pressure": 1})
+    assert rejected == [Reason.BAD_TIMESTAMP]
+
+
+def test_duplicates_and_conflicts() -> None:
+    p = pipeline_for(registry(("WP-1", "water_pipe", "")))
+    topic = "city/water_pipe/WP-1/telemetry"
+    assert run(p, topic, {"ts": NOW_MS, "pressure": 300})[1] == []
+    assert run(p, topic, {"ts": NOW_MS, "pressure": 300})[1] == [Reason.DUPLICATE]
+    assert run(p, topic, {"ts": NOW_MS, "pressure": 301})[1] == [Reason.TIMESTAMP_CONFLICT]
+    assert run(p, topic, {"ts": NOW_MS + 1000, "pressure": 300})[1] == []
+
+
+def test_unknown_device_policy() -> None:
+    strict = pipeline_for(registry())
+    assert run(strict, "city/water_pipe/NEW-1/telemetry", {"ts": NOW_MS, "pressure": 1})[1] == [
+        Reason.UNKNOWN_DEVICE
+    ]
+    lenient = pipeline_for(registry(), accept_unknown_devices=True)
+    lines, rejected = run(lenient, "city/water_pipe/NEW-1/telemetry", {"ts": NOW_MS, "pressure": 1})
+    assert rejected == []
+    assert lines[0].startswith("water_pipe,device_id=NEW-1,district=unassigned ")
+    # an id that would need escaping never becomes a tag, even when unknown devices are accepted
+    _, rejected = run(lenient, "city/water_pipe/a=b,c/telemetry", {"ts": NOW_MS, "pressure": 1})
+    assert rejected == [Reason.BAD_DEVICE_ID]
