@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ingest.stages import Enriched
+
 
 @dataclass(frozen=True, slots=True)
 class Pending:
@@ -33,6 +35,7 @@ class _Item:
     pending: Pending | None
     readings: int
     dead_letters: int
+    feed: list[Enriched]
     added: float
 
 
@@ -42,6 +45,7 @@ class Batch:
     pending: list[Pending] = field(default_factory=list)
     readings: int = 0
     dead_letters: int = 0
+    feed: list[Enriched] = field(default_factory=list)
     oldest: float = 0.0
 
 
@@ -62,14 +66,21 @@ class Batcher:
     def epoch(self) -> int:
         return self._epoch
 
-    def add(self, lines: list[str], pending: Pending | None, readings: int, dead: int) -> bool:
+    def add(
+        self,
+        lines: list[str],
+        pending: Pending | None,
+        readings: int,
+        dead: int,
+        feed: list[Enriched] | None = None,
+    ) -> bool:
         """Queue a message's lines; False (and nothing queued) if it is a redelivery we hold."""
         with self._cond:
             if pending is not None and pending.epoch == self._epoch:
                 if pending.mid in self._held:
                     return False
                 self._held.add(pending.mid)
-            self._items.append(_Item(lines, pending, readings, dead, time.monotonic()))
+            self._items.append(_Item(lines, pending, readings, dead, feed or [], time.monotonic()))
             self._lines += len(lines)
             if self._lines >= self.max_lines:
                 self._cond.notify()
@@ -117,6 +128,7 @@ class Batcher:
             batch.lines.extend(item.lines)
             batch.readings += item.readings
             batch.dead_letters += item.dead_letters
+            batch.feed.extend(item.feed)
             if item.pending is not None:
                 batch.pending.append(item.pending)
         self._lines -= len(batch.lines)

@@ -78,6 +78,10 @@ class Consumer:
     def ack(self, mid: int, qos: int) -> None:
         self._client.ack(mid, qos)
 
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Fire and forget (QoS 0); used for the state feed, never for data."""
+        self._client.publish(topic, payload, qos=0)
+
     def stop(self) -> None:
         """Disconnect after the acknowledgements already queued (paho sends in order)."""
         self._client.disconnect()

@@ -21,7 +21,7 @@ from ingest.encode import EncodeError, ReadingEncoder
 from ingest.enrich import enrich
 from ingest.normalize import Normalizer
 from ingest.reasons import Reason
-from ingest.stages import Outcome, Received, Rejected
+from ingest.stages import Enriched, Outcome, Received, Rejected
 from ingest.stats import Stats
 from ingest.validate import CompiledProfile, Invalid, validate
 
@@ -74,21 +74,23 @@ class Pipeline:
                 "",
                 msg.payload,
             )
-            return self._outcome([], 0, [rejected])
+            return self._outcome([], [rejected])
 
     def _process(self, msg: Received) -> Outcome:
         decoded = decode(msg, self._layout, self._profiles, self._limits)
         if isinstance(decoded, Rejected):
-            return self._outcome([], 0, [decoded])
+            return self._outcome([], [decoded])
         lines: list[str] = []
         rejected: list[Rejected] = []
+        accepted: list[Enriched] = []
         single = len(decoded.objects) == 1
         normalize = self._normalizer(decoded)
         for obj in decoded.objects:
             result, dropped = self._reading_line(decoded, normalize(obj), msg.received_ns)
-            if isinstance(result, str):
-                lines.append(result)
-            problems = dropped if isinstance(result, str) else [result]
+            if isinstance(result, tuple):
+                lines.append(result[0])
+                accepted.append(result[1])
+            problems = [result] if isinstance(result, Invalid) else dropped
             if not problems:
                 continue
             # A bad reading inside an array is kept on its own, the rest of the array stored.
@@ -104,7 +106,7 @@ class Pipeline:
                 )
                 for p in problems
             )
-        return self._outcome(lines, len(lines), rejected)
+        return self._outcome(lines, rejected, accepted)
 
     def _normalizer(self, decoded: Decoded) -> Callable[[dict[str, Any]], dict[str, Any]]:
         device = self._registry.get(decoded.device_id)
@@ -114,7 +116,7 @@ class Pipeline:
 
     def _reading_line(
         self, decoded: Decoded, obj: dict[str, Any], received_ns: int
-    ) -> tuple[str | Invalid, list[Invalid]]:
+    ) -> tuple[tuple[str, Enriched] | Invalid, list[Invalid]]:
         compiled = self._compiled[decoded.profile.profile]
         reading = validate(compiled, decoded.device_id, obj, received_ns)
         if isinstance(reading, Invalid):
@@ -132,16 +134,19 @@ class Pipeline:
             detail = "another reading was already accepted with this device timestamp"
             return Invalid(Reason.TIMESTAMP_CONFLICT, detail), []
         try:
-            return self._encoder.encode(enriched), dropped
+            return (self._encoder.encode(enriched), enriched), dropped
         except EncodeError as exc:
             self.seen.forget(enriched.measurement, enriched.device_id, enriched.time_ns)
             return Invalid(Reason.INVALID_VALUE, str(exc)), []
 
-    def _outcome(self, lines: list[str], readings: int, rejected: list[Rejected]) -> Outcome:
+    def _outcome(
+        self, lines: list[str], rejected: list[Rejected], accepted: list[Enriched] | None = None
+    ) -> Outcome:
+        readings = len(lines)
         for item in rejected:
             self._stats.rejected(item.profile, item.reason)
             lines.append(self._dead.encode(item))
-        return Outcome(lines, readings, rejected)
+        return Outcome(lines, readings, rejected, accepted or [])
 
     def dead_letter_line(self, rejected: Rejected) -> str:
         """For rejections found after the fact (InfluxDB refused a line)."""

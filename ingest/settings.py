@@ -36,6 +36,9 @@ class IngestSettings(CommonSettings):
     unknown_devices: Literal["reject", "accept"] = "reject"
     # Readings remembered to recognise duplicates (about 200 bytes each).
     dedupe_window: int = Field(default=200_000, ge=0)
+    # Publish each stored batch's readings on <root>/_ingested/<client_id> for the API's live
+    # state (QoS 0; the API can always rebuild from InfluxDB).
+    state_feed: bool = True
     create_database: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=9101, ge=0, le=65535)  # 0: no /metrics, /ready endpoint

@@ -63,3 +63,4 @@ class Outcome:
     lines: list[str]
     readings: int
     rejected: list[Rejected]
+    accepted: list[Enriched]  # the readings behind the data lines, for the state feed

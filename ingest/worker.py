@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 
 import httpx
+import orjson
 
 from citysense.errors import InfluxError
 from citysense.influx import InfluxClient
@@ -27,11 +28,13 @@ from ingest.observe import ObserveServer
 from ingest.pipeline import Pipeline
 from ingest.reasons import Reason
 from ingest.settings import IngestSettings
-from ingest.stages import Received, Rejected
+from ingest.stages import Enriched, Received, Rejected
 from ingest.stats import Stats
 from ingest.write import BadLine, Stopped, Writer
 
 log = logging.getLogger(__name__)
+
+FEED_CHUNK = 500  # readings per state-feed message: well under the broker's packet limit
 
 
 class Worker:
@@ -151,7 +154,8 @@ class Worker:
             return  # draining: not acknowledged, so the broker redelivers it next time
         outcome = self.pipeline.process(msg)
         pending = Pending(msg.mid, msg.qos, self.batcher.epoch) if msg.qos else None
-        if self.batcher.add(outcome.lines, pending, outcome.readings, len(outcome.rejected)):
+        feed = outcome.accepted if self.settings.state_feed else None
+        if self.batcher.add(outcome.lines, pending, outcome.readings, len(outcome.rejected), feed):
             self.stats.add(received=1, readings_accepted=outcome.readings)
         else:
             self.stats.add(redelivered_skipped=1)
@@ -181,6 +185,8 @@ class Worker:
             self._dead_letter(bad)
         acked = self.batcher.acknowledge(batch, self.consumer.ack)
         self._writing_since = 0.0
+        if batch.feed:
+            self._announce(batch.feed)
         self.stats.add(
             readings_stored=batch.readings - bad_readings,
             dead_letters_stored=batch.dead_letters + bad_readings,
@@ -201,6 +207,27 @@ class Worker:
         for still_bad in self.writer.write(lines):
             # Cannot happen with lines we encode; if it does, it must not pass silently.
             log.critical("could not store a dead letter: %s", still_bad.error)
+
+    def _announce(self, readings: list[Enriched]) -> None:
+        """Tell the API what was just stored (best effort, QoS 0: it can rebuild from InfluxDB)."""
+        topic = f"{self.settings.topic_root}/_ingested/{self.settings.client_id}"
+        for start in range(0, len(readings), FEED_CHUNK):
+            chunk = readings[start : start + FEED_CHUNK]
+            payload = orjson.dumps(
+                {
+                    "readings": [
+                        {
+                            "profile": r.measurement,
+                            "device_id": r.device_id,
+                            "district": r.district,
+                            "time": r.time_ns,
+                            "values": r.fields,
+                        }
+                        for r in chunk
+                    ]
+                }
+            )
+            self.consumer.publish(topic, payload)
 
     def _forget(self, line: str) -> None:
         """A refused reading was not stored: a resend of it must not count as a duplicate."""

@@ -17,11 +17,13 @@ from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers
 
 TEST_ROOT = "citytest"
+# Each test publishes under its own root `citytest/<hex>`; the broker ACL covers them all.
+ACL_ROOT = f"{TEST_ROOT}/+"
 
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
-    stack = LocalServers.create(tmp_path_factory.mktemp("servers"), root=TEST_ROOT)
+    stack = LocalServers.create(tmp_path_factory.mktemp("servers"), root=ACL_ROOT)
     stack.start()
     yield stack
     stack.stop()
@@ -30,7 +32,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
 @pytest.fixture
 def private_servers(tmp_path: Path) -> Iterator[LocalServers]:
     """Servers of this test alone, for tests that stop, kill or restart them."""
-    stack = LocalServers.create(tmp_path / "servers", root=TEST_ROOT)
+    stack = LocalServers.create(tmp_path / "servers", root=ACL_ROOT)
     stack.start()
     yield stack
     stack.stop()

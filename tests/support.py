@@ -59,3 +59,18 @@ def rows(config: InfluxConfig, query: str) -> list[dict[str, object]]:
     with InfluxClient(config) as client:
         result = client.query(query, epoch="ns")
     return [row for series in (result[0] if result else []) for row in series.rows()]
+
+
+def subscriber(url: str, topic: str, on_payload: Callable[[bytes], object]) -> mqtt.Client:
+    """A plain paho subscriber, subscribed before this returns; the caller disconnects it."""
+    parsed = MqttUrl.parse(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{secrets.token_hex(4)}")
+    client.username_pw_set(parsed.username, parsed.password)
+    subscribed: list[bool] = []
+    client.on_subscribe = lambda *_args: subscribed.append(True)
+    client.on_message = lambda _c, _u, message: on_payload(message.payload)
+    client.connect(parsed.host, parsed.port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    wait_for(lambda: subscribed, 10, what=f"subscription to {topic}")
+    return client

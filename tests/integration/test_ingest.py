@@ -21,7 +21,7 @@ from citysense.servers import LocalServers, free_port
 from device_profiles import TopicLayout
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
-from tests.support import count, publish, rows, wait_for
+from tests.support import count, publish, rows, subscriber, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -255,3 +255,40 @@ def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
     assert len(stored) == len(expected)
     got = {(r["device_id"], int(r["time"]) // 1_000_000): r["powerConsumption"] for r in stored}
     assert got == expected
+
+
+def test_state_feed_announces_stored_readings(
+    worker: Worker, servers: LocalServers, influx: InfluxConfig, topic_root: str
+) -> None:
+    received: list[dict[str, object]] = []
+    listener = subscriber(
+        servers.mosquitto.url("citysense-api"),
+        f"{topic_root}/_ingested/+",
+        lambda payload: received.extend(orjson.loads(payload)["readings"]),
+    )
+    try:
+        layout = TopicLayout(topic_root)
+        t = now_ms()
+        publish(
+            servers.mosquitto.url("citysense-simulator"),
+            [
+                (
+                    layout.telemetry("water_pipe", "WP-000002"),
+                    orjson.dumps({"ts": t, "pressure": 250, "rssi": -90}),
+                ),
+                (layout.telemetry("water_pipe", "WP-000002"), b"not json"),
+            ],
+        )
+        wait_for(lambda: received, 10, what="state feed")
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+    assert received == [
+        {
+            "profile": "water_pipe",
+            "device_id": "WP-000002",
+            "district": "Gongshu",
+            "time": t * 1_000_000,
+            "values": {"pressure": 250.0, "rssi": -90},
+        }
+    ]
