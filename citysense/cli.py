@@ -18,6 +18,7 @@ COMMANDS = {
     "api": ("api.cli", "serve the HTTP API"),
     "simulate": ("simulators.cli", "publish a simulated fleet of devices"),
     "profiles": ("citysense.profiles", "check device profiles and the registry"),
+    "replay": ("ingest.replay", "re-ingest dead letters after a profile or registry fix"),
 }
 
 
