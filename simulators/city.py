@@ -39,7 +39,7 @@ STREETS = ("Yan'an Rd", "Wenyi Rd", "Jiangnan Ave", "Tianmushan Rd", "Qiutao Rd"
 
 def city_rows(devices: int, seed: int = 7) -> list[dict[str, str]]:
     """`devices` registry rows, spread over profiles by FLEET_MIX and round-robin over districts."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - a simulation, not security
     rows: list[dict[str, str]] = []
     for profile, prefix, share in FLEET_MIX:
         count = round(devices * share) if profile != FLEET_MIX[-1][0] else devices - len(rows)
