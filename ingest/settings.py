@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from citysense.settings import CommonSettings
 from ingest.decode import DecodeLimits
@@ -39,10 +40,21 @@ class IngestSettings(CommonSettings):
     # Publish each stored batch's readings on <root>/_ingested/<client_id> for the API's live
     # state (QoS 0; the API can always rebuild from InfluxDB).
     state_feed: bool = True
+    # While InfluxDB is away, batches older than `spill_after` seconds go to a disk spool (one
+    # folder per client id) and are acknowledged; at `spool_max_bytes` the worker stops
+    # acknowledging instead. Unset CITYSENSE_SPOOL_DIR to rely on the broker's queue alone.
+    spool_dir: Path | None = Path(".citysense/spool")
+    spool_max_bytes: int = Field(default=1024**3, ge=1024)
+    spill_after: float = Field(default=5.0, gt=0)
     create_database: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=9101, ge=0, le=65535)  # 0: no /metrics, /ready endpoint
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("spool_dir", mode="before")
+    @classmethod
+    def _no_spool(cls, value: object) -> object:
+        return None if value in ("", None) else value
 
     @property
     def limits(self) -> DecodeLimits:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from ingest.reasons import Reason
 
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+
 
 @dataclass
 class Stats:
@@ -25,6 +27,12 @@ class Stats:
     batches_written: int = 0
     write_retries: int = 0
     write_seconds: float = 0.0
+    spilled_batches: int = 0
+    unspooled_batches: int = 0
+    # Histogram of InfluxDB write latency: cumulative counts per upper bound (seconds).
+    write_buckets: dict[float, int] = field(
+        default_factory=lambda: dict.fromkeys(LATENCY_BUCKETS, 0)
+    )
     rejections: Counter[tuple[str, str]] = field(default_factory=Counter)
     # Gauges read at render time from the live components (buffer sizes, oldest unacked age).
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
@@ -34,6 +42,13 @@ class Stats:
         with self._lock:
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
+
+    def observe_write(self, seconds: float) -> None:
+        with self._lock:
+            self.write_seconds += seconds
+            for bound in LATENCY_BUCKETS:
+                if seconds <= bound:
+                    self.write_buckets[bound] += 1
 
     def rejected(self, profile: str, reason: Reason) -> None:
         with self._lock:
@@ -52,6 +67,8 @@ class Stats:
                 "batches_written": self.batches_written,
                 "write_retries": self.write_retries,
                 "write_seconds": round(self.write_seconds, 3),
+                "spilled_batches": self.spilled_batches,
+                "unspooled_batches": self.unspooled_batches,
                 "rejected": {f"{p}/{r}": n for (p, r), n in sorted(self.rejections.items())},
             }
         counters.update({name: read() for name, read in self.gauges.items()})
@@ -61,11 +78,20 @@ class Stats:
         snap = self.snapshot()
         out: list[str] = []
         for name, value in snap.items():
-            if name == "rejected":
+            if name in ("rejected", "write_seconds"):
                 continue
             kind = "gauge" if name in self.gauges else "counter"
             metric = f"citysense_ingest_{name}" + ("_total" if kind == "counter" else "")
             out += [f"# TYPE {metric} {kind}", f"{metric} {value}"]
+        out.append("# TYPE citysense_ingest_write_latency_seconds histogram")
+        with self._lock:
+            buckets = list(self.write_buckets.items())
+            total_seconds = self.write_seconds
+        for bound, n in buckets:
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(f'citysense_ingest_write_latency_seconds_bucket{{le="{le}"}} {n}')
+        out.append(f"citysense_ingest_write_latency_seconds_sum {total_seconds}")
+        out.append(f"citysense_ingest_write_latency_seconds_count {buckets[-1][1]}")
         out.append("# TYPE citysense_ingest_rejected_total counter")
         with self._lock:
             items = sorted(self.rejections.items())

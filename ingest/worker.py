@@ -28,9 +28,10 @@ from ingest.observe import ObserveServer
 from ingest.pipeline import Pipeline
 from ingest.reasons import Reason
 from ingest.settings import IngestSettings
+from ingest.spool import Spool
 from ingest.stages import Enriched, Received, Rejected
 from ingest.stats import Stats
-from ingest.write import BadLine, Stopped, Writer
+from ingest.write import BadLine, GaveUp, Stopped, Writer
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,16 @@ class Worker:
         self._writer_thread = threading.Thread(
             target=self._write_loop, name="citysense-writer", daemon=True
         )
+        self._stopping = threading.Event()
+        self.spool: Spool | None = None
+        if settings.spool_dir is not None:
+            self.spool = Spool(settings.spool_dir / settings.client_id, settings.spool_max_bytes)
+            self.stats.gauges["spool_bytes"] = lambda: float(
+                self.spool.bytes_used if self.spool else 0
+            )
+        self._unspool_thread = threading.Thread(
+            target=self._unspool_loop, name="citysense-unspool", daemon=True
+        )
         self._observe: ObserveServer | None = None
         self.stats.gauges.update(
             buffered_lines=self.batcher.buffered_lines,
@@ -102,6 +113,8 @@ class Worker:
             )
             self._observe.start()
         self._writer_thread.start()
+        if self.spool is not None:
+            self._unspool_thread.start()
         self.consumer.start()
 
     def ready(self) -> bool:
@@ -125,6 +138,9 @@ class Worker:
             )
             self._abort.set()
             self._writer_thread.join(5.0)
+        self._stopping.set()  # the unspooler leaves what it has not written for next time
+        if self._unspool_thread.is_alive():
+            self._unspool_thread.join(5.0)
         self.consumer.stop()
         if self._observe is not None:
             self._observe.stop()
@@ -179,22 +195,60 @@ class Worker:
 
     def _store(self, batch: Batch) -> None:
         self._writing_since = batch.oldest
-        bad = self.writer.write(batch.lines)
-        bad_readings = sum(1 for b in bad if not b.line.startswith(DEAD_LETTERS + ","))
-        if bad:
-            self._dead_letter(bad)
+        spooled = False
+        try:
+            bad = self.writer.write(batch.lines, self._spill_deadline())
+        except GaveUp:
+            spooled = self.spool is not None and self.spool.append(batch.lines)
+            if not spooled:
+                # The spool is full: keep the batch and keep trying; no acks means the broker
+                # stops sending once Receive Maximum is reached (back-pressure, not loss).
+                log.warning("spool full; holding the batch until InfluxDB is back")
+            bad = [] if spooled else self.writer.write(batch.lines)
         acked = self.batcher.acknowledge(batch, self.consumer.ack)
         self._writing_since = 0.0
+        if spooled:
+            self.stats.add(spilled_batches=1, messages_acked=acked)
+            return
+        self._count_stored(batch.lines, bad, self.writer)
+        self.stats.add(messages_acked=acked, batches_written=1)
         if batch.feed:
             self._announce(batch.feed)
+
+    def _spill_deadline(self) -> float | None:
+        if self.spool is None:
+            return None
+        return time.monotonic() + self.settings.spill_after
+
+    def _count_stored(self, lines: list[str], bad: list[BadLine], writer: Writer) -> None:
+        dead = sum(1 for line in lines if line.startswith(DEAD_LETTERS + ","))
+        bad_readings = sum(1 for b in bad if not b.line.startswith(DEAD_LETTERS + ","))
+        if bad:
+            self._dead_letter(bad, writer)
         self.stats.add(
-            readings_stored=batch.readings - bad_readings,
-            dead_letters_stored=batch.dead_letters + bad_readings,
-            messages_acked=acked,
-            batches_written=1,
+            readings_stored=len(lines) - dead - bad_readings,
+            dead_letters_stored=dead + bad_readings,
         )
 
-    def _dead_letter(self, bad: list[BadLine]) -> None:
+    # --- unspool thread ----------------------------------------------------------------------
+
+    def _unspool_loop(self) -> None:
+        """Write spooled segments, oldest first, whenever there are any; delete each once stored."""
+        assert self.spool is not None
+        with InfluxClient(self.settings.influx) as client:
+            writer = Writer(client, self.stats, self._stopping, self.settings.retry)
+            while not self._stopping.wait(0.5):
+                for segment in self.spool.segments():
+                    lines = self.spool.read(segment)
+                    try:
+                        bad = writer.write(lines)
+                    except Stopped:
+                        return  # still on disk: written by the next start
+                    self._count_stored(lines, bad, writer)
+                    self.spool.remove(segment)
+                    self.stats.add(unspooled_batches=1)
+
+    def _dead_letter(self, bad: list[BadLine], writer: Writer) -> None:
         lines = []
         for item in bad:
             measurement = item.line.split(",", 1)[0]
@@ -204,7 +258,7 @@ class Worker:
                 Reason.WRITE_REJECTED, item.error[:300], "", measurement, "", item.line.encode()
             )
             lines.append(self.pipeline.dead_letter_line(rejected))
-        for still_bad in self.writer.write(lines):
+        for still_bad in writer.write(lines):
             # Cannot happen with lines we encode; if it does, it must not pass silently.
             log.critical("could not store a dead letter: %s", still_bad.error)
 

@@ -27,6 +27,10 @@ class Stopped(Exception):
     """The worker is stopping while the database is still unavailable; nothing was acked."""
 
 
+class GaveUp(Exception):
+    """The database stayed unavailable past the caller's deadline (the caller may spool)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BadLine:
     line: str
@@ -46,28 +50,31 @@ class Writer:
         self._stop = stop
         self._retry = retry or RetryPolicy()
 
-    def write(self, lines: list[str]) -> list[BadLine]:
-        """Store `lines`; return those InfluxDB refuses. Raises Stopped if told to stop first."""
+    def write(self, lines: list[str], deadline: float | None = None) -> list[BadLine]:
+        """Store `lines`; return those InfluxDB refuses. Raises Stopped if told to stop first,
+        GaveUp if still failing at `deadline` (time.monotonic())."""
         if not lines:
             return []
         try:
-            self._write_retrying("\n".join(lines).encode())
+            self._write_retrying("\n".join(lines).encode(), deadline)
         except InfluxRejected as exc:
             if exc.status != 400:
                 raise
             if len(lines) == 1:
                 return [BadLine(lines[0], str(exc))]
             half = len(lines) // 2
-            return self.write(lines[:half]) + self.write(lines[half:])
+            return self.write(lines[:half], deadline) + self.write(lines[half:], deadline)
         return []
 
-    def _write_retrying(self, body: bytes) -> None:
+    def _write_retrying(self, body: bytes, deadline: float | None) -> None:
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
                 self._client.write(body)
             except InfluxUnavailable as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise GaveUp(str(exc)) from exc
                 self._wait(attempt, exc.retry_after, str(exc))
                 attempt += 1
                 continue
@@ -79,7 +86,7 @@ class Writer:
                 self._wait(attempt, None, f"InfluxDB refused the write: {exc}")
                 attempt += 1
                 continue
-            self._stats.add(write_seconds=time.perf_counter() - started)
+            self._stats.observe_write(time.perf_counter() - started)
             if attempt:
                 log.info("InfluxDB write succeeded after %d retries", attempt)
             return

@@ -39,7 +39,7 @@ def settings_for(
         flush_interval=0.05,
         retry_initial=0.05,
         retry_max=0.5,
-        **extra,  # type: ignore[arg-type]
+        **{"spool_dir": None, **extra},  # type: ignore[arg-type]
     )
 
 
@@ -222,6 +222,7 @@ def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         "CITYSENSE_HTTP_PORT": str(free_port()),
         "CITYSENSE_BATCH_SIZE": "500",
         "CITYSENSE_FLUSH_INTERVAL": "0.05",
+        "CITYSENSE_SPOOL_DIR": str(tmp_path / "spool"),
     }
     layout = TopicLayout(topic_root)
     t0 = now_ms() - 3_600_000
@@ -292,3 +293,94 @@ def test_state_feed_announces_stored_readings(
             "values": {"pressure": 250.0, "rssi": -90},
         }
     ]
+
+
+def test_outage_spills_to_disk_survives_restart_and_drains(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """Beyond a few seconds of outage, batches go to the disk spool and are acknowledged; a
+    restarted worker writes them once InfluxDB is back. Nothing lost, nothing twice."""
+    influx = InfluxConfig(url=private_servers.influxdb.url, database="spool")
+    settings = settings_for(
+        private_servers,
+        influx,
+        topic_root,
+        spool_dir=tmp_path / "spool",
+        spill_after=0.3,
+        batch_size=20,
+        drain_timeout=1.0,
+    )
+    profiles, registry = settings.load_contract()
+    first = Worker(settings, profiles, registry)
+    first.start()
+    wait_for(first.consumer.subscribed.is_set, 10, what="subscription")
+    private_servers.influxdb.stop()
+    layout = TopicLayout(topic_root)
+    t = now_ms() - 100_000
+    messages = [
+        (
+            layout.telemetry("water_pipe", f"WP-{n % 50 + 1:06d}"),
+            orjson.dumps({"ts": t + n * 10, "pressure": 200.0 + n}),
+        )
+        for n in range(300)
+    ]
+    publish(private_servers.mosquitto.url("citysense-simulator"), messages)
+    wait_for(lambda: first.stats.messages_acked == 300, 20, what="all acked into the spool")
+    assert first.stats.spilled_batches >= 1
+    assert first.stats.readings_stored == 0
+    first.stop()
+    segments = list((tmp_path / "spool" / settings.client_id).glob("*.lp"))
+    assert segments, "the spool is on disk"
+
+    private_servers.influxdb.start()
+    second = Worker(settings, profiles, registry)
+    second.start()
+    try:
+        wait_for(
+            lambda: second.spool is not None and not second.spool.segments(),
+            20,
+            what="spool drained",
+        )
+        stored = rows(influx, 'SELECT pressure FROM "water_pipe"')
+    finally:
+        second.stop()
+    assert sorted(r["pressure"] for r in stored) == [200.0 + n for n in range(300)]
+
+
+def test_full_spool_means_back_pressure_not_loss(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    influx = InfluxConfig(url=private_servers.influxdb.url, database="spoolfull")
+    settings = settings_for(
+        private_servers,
+        influx,
+        topic_root,
+        spool_dir=tmp_path / "spool",
+        spool_max_bytes=4096,
+        spill_after=0.2,
+        batch_size=10,
+    )
+    profiles, registry = settings.load_contract()
+    worker = Worker(settings, profiles, registry)
+    worker.start()
+    try:
+        wait_for(worker.consumer.subscribed.is_set, 10, what="subscription")
+        private_servers.influxdb.stop()
+        layout = TopicLayout(topic_root)
+        t = now_ms() - 100_000
+        messages = [
+            (
+                layout.telemetry("water_pipe", "WP-000001"),
+                orjson.dumps({"ts": t + n * 10, "pressure": 100.0 + n}),
+            )
+            for n in range(200)
+        ]
+        publish(private_servers.mosquitto.url("citysense-simulator"), messages)
+        wait_for(lambda: worker.stats.write_retries >= 5, 20, what="spool full, retrying")
+        assert worker.spool is not None
+        assert worker.spool.bytes_used <= 4096
+        assert worker.stats.messages_acked < 200  # the rest waits at the broker
+        private_servers.influxdb.start()
+        wait_for(lambda: count(influx, "water_pipe") == 200, 30, what="everything stored")
+    finally:
+        worker.stop()

@@ -137,6 +137,7 @@ def test_secrets_never_reach_the_logs(
         "CITYSENSE_TOPIC_ROOT": topic_root,
         "CITYSENSE_HTTP_PORT": str(free_port()),
         "CITYSENSE_LOG_LEVEL": "DEBUG",
+        "CITYSENSE_SPOOL_DIR": str(tmp_path / "spool"),
     }
     log = tmp_path / "ingest.log"
     with log.open("wb") as out:
