@@ -1,4 +1,5 @@
-"""What route functions receive: settings, the shared InfluxDB client and the loaded contract.
+"""What route functions receive: settings, the shared InfluxDB client, the loaded contract, and
+who is asking.
 
 The lifespan in api.main puts one `Runtime` on `app.state`; these dependencies hand typed pieces
 of it to routes, so routes never touch `app.state` (untyped) themselves.
@@ -9,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.contract import Contract
 from api.settings import ApiSettings
+from api.tokens import ANONYMOUS, Principal, hash_token
 from citysense.influx import AsyncInfluxClient
 
 
@@ -21,6 +24,8 @@ class Runtime:
     settings: ApiSettings
     contract: Contract
     influx: AsyncInfluxClient
+    # Principals by SHA-256 of their token; None when the operator turned authentication off.
+    tokens: dict[str, Principal] | None
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -48,3 +53,28 @@ def get_influx(runtime: RuntimeDep) -> AsyncInfluxClient:
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 ContractDep = Annotated[Contract, Depends(get_contract)]
 InfluxDep = Annotated[AsyncInfluxClient, Depends(get_influx)]
+
+# auto_error=False: a missing or malformed header gets our 401 (with WWW-Authenticate), and the
+# scheme still appears in the OpenAPI document.
+_bearer = HTTPBearer(
+    auto_error=False, description="An API token from the operator: `Authorization: Bearer <token>`"
+)
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def authenticate(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if runtime.tokens is None:
+        return ANONYMOUS
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", headers=_UNAUTHORIZED)
+    # Only the hash is looked up, and neither token nor hash is ever logged or echoed.
+    principal = runtime.tokens.get(hash_token(credentials.credentials))
+    if principal is None:
+        raise HTTPException(401, "invalid token", headers=_UNAUTHORIZED)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]

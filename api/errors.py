@@ -85,7 +85,10 @@ def install(app: FastAPI, scrub: Scrubber) -> None:
 
 
 _DESCRIPTIONS = {
+    401: "No token, or not a valid one",
+    403: "The token's scope does not cover this",
     404: "Not found",
+    409: "Conflicts with the resource's current state",
     502: "InfluxDB rejected the query: a deployment problem, the detail says which",
     503: "InfluxDB is unavailable; retry later",
 }

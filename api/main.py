@@ -18,7 +18,9 @@ from api.contract import Contract
 from api.deps import Runtime
 from api.routes import api_router
 from api.settings import ApiSettings
+from api.tokens import Principal, load_tokens
 from citysense import __version__
+from citysense.errors import ConfigError
 from citysense.influx import AsyncInfluxClient
 from device_profiles import ContractError
 
@@ -30,6 +32,31 @@ DESCRIPTION = """Latest state, history and district summaries of a city's IoT de
 Times are RFC 3339 in UTC. Which devices exist, and which fields each kind of device has, come
 from the device-profile contract (YAML profiles and the device registry) the service runs with.
 """
+
+
+def _access(config: ApiSettings, contract: Contract) -> dict[str, Principal] | None:
+    """Principals by token hash, or None when authentication is explicitly off. Neither a
+    forgotten setting nor a broken file may leave a deployment open: both refuse to start."""
+    if config.api_auth == "off":
+        logger.warning(
+            "authentication is OFF (CITYSENSE_API_AUTH=off): every client reads everything; "
+            "never expose this API beyond a development machine"
+        )
+        return None
+    if config.api_tokens is None:
+        message = (
+            "no tokens file: set CITYSENSE_API_TOKENS to the operator's tokens file (see "
+            "api/tokens.py), or CITYSENSE_API_AUTH=off for a development deployment"
+        )
+        logger.error("refusing to start: %s", message)
+        raise ConfigError(message)
+    try:
+        tokens = load_tokens(config.api_tokens, contract.profiles, contract.districts)
+    except ConfigError as exc:
+        logger.error("refusing to start: %s", exc)
+        raise
+    logger.info("%d API tokens loaded from %s", len(tokens), config.api_tokens)
+    return tokens
 
 
 def create_app(
@@ -51,8 +78,11 @@ def create_app(
             logger.error("refusing to start, the device contract is invalid:\n%s", exc)
             raise
         contract = Contract.build(profiles, registry)
+        tokens = _access(config, contract)
         influx = AsyncInfluxClient(config.influx, transport=influx_transport)
-        app.state.runtime = Runtime(settings=config, contract=contract, influx=influx)
+        app.state.runtime = Runtime(
+            settings=config, contract=contract, influx=influx, tokens=tokens
+        )
         logger.info(
             "serving %d devices of %d profiles in %d districts; InfluxDB %s, database %s",
             len(registry.devices),

@@ -120,3 +120,59 @@ def history(
         f"GROUP BY time({every_s:d}s) fill(none)",
         {"device_id": device_id, "start": start_ns, "end": end_ns},
     )
+
+
+# --- dead letters (written by ingest: see ingest/deadletter.py) ---------------------------------
+
+DEAD_LETTERS = quote_ident("dead_letters")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    start_ns: int
+    end_ns: int
+    reasons: Sequence[str] = ()
+    profiles: Sequence[str] = ()
+    device_id: str | None = None
+
+    def where(self) -> tuple[str, dict[str, ParamValue]]:
+        conditions = ["time >= $start", "time < $end"]
+        params: dict[str, ParamValue] = {"start": self.start_ns, "end": self.end_ns}
+        for tag, values in (("reason", self.reasons), ("profile", self.profiles)):
+            if values:
+                names = [f"{tag}{n}" for n in range(len(values))]
+                conditions.append(
+                    "(" + " OR ".join(f"{quote_ident(tag)} = ${n}" for n in names) + ")"
+                )
+                params.update(zip(names, values, strict=True))
+        if self.device_id is not None:
+            # device_id is a field of a dead letter (free text from the topic), not a tag.
+            conditions.append(f"{DEVICE_TAG} = $device_id")
+            params["device_id"] = self.device_id
+        return " AND ".join(conditions), params
+
+
+def dead_letters(selection: DeadLetterFilter, *, limit: int, offset: int) -> Query:
+    """Dead letters matching the filter, newest first. LIMIT and OFFSET take no bound parameter
+    in InfluxQL; they are formatted from ints, like GROUP BY time()."""
+    if limit < 1 or offset < 0:
+        raise ValueError(f"bad page: limit={limit!r} offset={offset!r}")
+    where, params = selection.where()
+    return Query(
+        f"SELECT * FROM {DEAD_LETTERS} WHERE {where} "
+        f"ORDER BY time DESC LIMIT {limit:d} OFFSET {offset:d}",
+        params,
+    )
+
+
+def dead_letter_counts(selection: DeadLetterFilter, by: str) -> Query:
+    """Dead letters per value of the tag `by` (reason or profile)."""
+    if by not in ("reason", "profile"):
+        raise ValueError(f"dead letters are counted by reason or profile, not {by!r}")
+    where, params = selection.where()
+    # payload_bytes is present on every dead letter, so counting it counts dead letters.
+    return Query(
+        f"SELECT count({quote_ident('payload_bytes')}) AS {quote_ident('count')} "
+        f"FROM {DEAD_LETTERS} WHERE {where} GROUP BY {quote_ident(by)}",
+        params,
+    )

@@ -109,3 +109,40 @@ class HealthPublic(BaseModel):
     status: Literal["ok", "unavailable"]
     influxdb: ComponentPublic
     mqtt: ComponentPublic
+
+
+class DeadLetterPublic(BaseModel):
+    time: Rfc3339 = Field(description="When ingest received the message")
+    reason: str = Field(
+        description="Reason code (see ingest/reasons.py)", examples=["out_of_range"]
+    )
+    profile: str = Field(description="The topic's profile, or `unknown`")
+    worker: str | None = Field(description="Ingest worker that rejected it, if recorded")
+    topic: str | None
+    device_id: str | None
+    detail: str | None = Field(description="What exactly was wrong")
+    payload: str | None = Field(
+        description="The message as received (bounded): text when it was UTF-8, else base64"
+    )
+    payload_encoding: Literal["text", "base64"] | None
+    payload_bytes: int | None = Field(description="Size of the original payload")
+    truncated: bool | None = Field(description="True if `payload` is cut at the size limit")
+    replayed_at: Rfc3339 | None = Field(description="When `citysense replay` last retried it")
+    replay_result: str | None = Field(description="What the replay did with it")
+
+
+class DeadLetterListPublic(BaseModel):
+    total: int = Field(description="Dead letters matching the filters, over all pages")
+    limit: int
+    offset: int
+    start: Rfc3339
+    end: Rfc3339
+    items: list[DeadLetterPublic] = Field(description="Newest first")
+
+
+class DeadLetterCountsPublic(BaseModel):
+    by: Literal["reason", "profile"]
+    start: Rfc3339
+    end: Rfc3339
+    total: int
+    counts: dict[str, int] = Field(examples=[{"out_of_range": 12, "invalid_json": 3}])

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
 
 from citysense.settings import CommonSettings
 from device_profiles import parse_duration
 
 
 class ApiSettings(CommonSettings):
-    # Loopback by default: the API has no authentication yet, so exposing it is a deliberate act.
+    # Loopback by default: exposing the API is a deliberate act of the operator.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     # How far back "latest reading" queries look. Bounding them keeps InfluxDB from scanning
@@ -20,7 +24,55 @@ class ApiSettings(CommonSettings):
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
 
-    @field_validator("api_latest_lookback", mode="before")
+    # --- access (api.tokens) ---
+    # The operator's tokens file (YAML or JSON, SHA-256 hashes only). Without one the API refuses
+    # to start unless CITYSENSE_API_AUTH=off says, explicitly, that it may serve everyone.
+    api_tokens: Path | None = None
+    api_auth: Literal["on", "off"] = "on"
+    # Open data: a figure is published only if at least this many devices contributed to it.
+    api_open_data_min_devices: int = Field(default=5, ge=2)
+    # Open data is served on one fixed calendar grid (see api.opendata for why).
+    api_open_data_timezone: str = "UTC"
+
+    # --- latest state (api.state) ---
+    # A device is late once its last reading is older than late_after x its profile's reporting
+    # interval, silent after silent_after x.
+    api_late_after: float = Field(default=1.5, gt=1.0)
+    api_silent_after: float = Field(default=3.0, gt=1.0)
+    # How often reporting status is re-judged (transitions become events at this resolution).
+    api_status_check_interval: float = Field(default=1.0, gt=0)
+    # The state feed is QoS 0: re-read the latest readings from InfluxDB this often.
+    api_state_reconcile_interval: float = Field(default=300.0, gt=0)
+
+    # --- alarms (api.alarms) ---
+    # Alarm events older than this are not replayed at start (active alarms older stay lost).
+    api_alarm_lookback: float = Field(default=30 * 86400.0, ge=60.0)
+
+    # --- live push (api.hub) ---
+    api_stream_queue: int = Field(default=10_000, ge=10)
+    api_stream_heartbeat: float = Field(default=15.0, gt=0)
+
+    @field_validator("api_latest_lookback", "api_alarm_lookback", mode="before")
     @classmethod
     def _lookback(cls, value: str | float) -> float:
         return parse_duration(value)
+
+    @field_validator("api_state_reconcile_interval", mode="before")
+    @classmethod
+    def _interval(cls, value: str | float) -> float:
+        return parse_duration(value)
+
+    @field_validator("api_open_data_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"not an IANA time zone: {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _silent_after_late(self) -> ApiSettings:
+        if self.api_silent_after <= self.api_late_after:
+            raise ValueError("api_silent_after must be greater than api_late_after")
+        return self

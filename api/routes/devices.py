@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from api import query as q
+from api.access import check_device, check_filters
 from api.contract import Contract
-from api.deps import ContractDep, InfluxDep, SettingsDep
+from api.deps import ContractDep, InfluxDep, PrincipalDep, SettingsDep
 from api.errors import documented, invalid_query
 from api.readings import Reading, aggregate_value, first_reading, readings_by_device
 from api.schemas import (
@@ -85,10 +86,11 @@ async def _latest_of_profile(
     description="Registered devices filtered by profile and/or district, in device-id order, each "
     "with its latest reading within the lookback window (null if none). Unknown profile or "
     "district values are rejected with 422 listing the allowed ones.",
-    responses=documented(502, 503),
+    responses=documented(401, 403, 502, 503),
 )
 async def list_devices(
     *,
+    principal: PrincipalDep,
     contract: ContractDep,
     influx: InfluxDep,
     settings: SettingsDep,
@@ -101,7 +103,10 @@ async def list_devices(
 ) -> DeviceListPublic:
     check_choice("profile", profile, sorted(contract.profiles))
     check_choice("district", district, contract.districts)
-    matching = contract.devices(profile, district)
+    check_filters(principal, profile, district)
+    matching = [
+        d for d in contract.devices(profile, district) if principal.sees(d.profile, d.district)
+    ]
     page = matching[offset : offset + limit]
     by_profile: dict[str, list[str]] = {}
     for device in page:
@@ -127,12 +132,18 @@ async def list_devices(
     summary="One device and its latest reading",
     description="Registry metadata and the latest reading within the lookback window; a "
     "registered device that has not reported in that window has `reading: null`.",
-    responses=documented(404, 502, 503),
+    responses=documented(401, 403, 404, 502, 503),
 )
 async def get_device(
-    *, device_id: DeviceId, contract: ContractDep, influx: InfluxDep, settings: SettingsDep
+    *,
+    principal: PrincipalDep,
+    device_id: DeviceId,
+    contract: ContractDep,
+    influx: InfluxDep,
+    settings: SettingsDep,
 ) -> DevicePublic:
     device = registered(contract, device_id)
+    check_device(principal, device)
     profile = contract.profiles[device.profile]
     series = await q.fetch(
         influx, q.latest_reading(profile, device.device_id, lookback_start(settings))
@@ -146,10 +157,11 @@ async def get_device(
     description="`agg(field)` over [start, end) in buckets of `every`, aligned to the epoch "
     "(so the first bucket may start before `start`, covering only readings from `start` on). "
     "Buckets without readings are omitted. mean, min, max and sum need a numeric field.",
-    responses=documented(404, 502, 503),
+    responses=documented(401, 403, 404, 502, 503),
 )
 async def device_history(
     *,
+    principal: PrincipalDep,
     device_id: DeviceId,
     contract: ContractDep,
     influx: InfluxDep,
@@ -161,6 +173,7 @@ async def device_history(
     end: Annotated[str | None, Query(description="RFC 3339, exclusive; default: now")] = None,
 ) -> HistoryPublic:
     device = registered(contract, device_id)
+    check_device(principal, device)
     profile = contract.profiles[device.profile]
     spec = profile.fields.get(field)
     if spec is None:

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from api import query as q
-from api.deps import ContractDep, InfluxDep, SettingsDep
+from api.access import check_filters
+from api.deps import ContractDep, InfluxDep, PrincipalDep, SettingsDep
 from api.errors import documented, invalid_query
 from api.readings import Reading, readings_by_device
 from api.schemas import (
@@ -43,18 +44,25 @@ profile's `summary` figures.
 """
 
 
-@router.get("", summary="Districts of the registry with device counts per profile")
-async def list_districts(contract: ContractDep) -> DistrictListPublic:
-    return DistrictListPublic(
-        items=[
-            DistrictPublic(
-                district=district,
-                devices=len(contract.devices(district=district)),
-                profiles={p: len(contract.devices(p, district)) for p in sorted(contract.profiles)},
-            )
-            for district in contract.districts
-        ]
-    )
+@router.get(
+    "",
+    summary="Districts of the registry with device counts per profile",
+    description="Registered devices per district and profile. Counts of installed devices "
+    "identify no one, so every token may read them; a department token sees only its own "
+    "districts and profiles.",
+    responses=documented(401),
+)
+async def list_districts(contract: ContractDep, principal: PrincipalDep) -> DistrictListPublic:
+    profiles = [p for p in sorted(contract.profiles) if principal.sees_profile(p)]
+    items = []
+    for district in contract.districts:
+        if not principal.sees_district(district):
+            continue
+        counts = {p: len(contract.devices(p, district)) for p in profiles}
+        items.append(
+            DistrictPublic(district=district, devices=sum(counts.values()), profiles=counts)
+        )
+    return DistrictListPublic(items=items)
 
 
 async def _profile_summary(
@@ -100,10 +108,11 @@ async def _profile_summary(
     "/{district}/summary",
     summary="Live summary of one district",
     description=SUMMARY_DOC,
-    responses=documented(404, 502, 503),
+    responses=documented(401, 403, 404, 502, 503),
 )
 async def district_summary(
     *,
+    principal: PrincipalDep,
     district: Annotated[str, Path(description="District name from the registry")],
     contract: ContractDep,
     influx: InfluxDep,
@@ -114,6 +123,7 @@ async def district_summary(
 ) -> DistrictSummaryPublic:
     if district not in contract.districts:
         raise HTTPException(404, f"unknown district {district!r}: not in the device registry")
+    check_filters(principal, None, district)
     try:
         window_s = parse_whole_seconds(window, minimum=1, maximum=int(settings.api_latest_lookback))
     except ValueError as exc:
@@ -130,6 +140,7 @@ async def district_summary(
                 since_ns,
             )
             for name in sorted(contract.profiles)
+            if principal.sees_profile(name)
         )
     )
     return DistrictSummaryPublic(

@@ -173,6 +173,7 @@ def api_settings(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) ->
         influx_db=influx.database,
         profiles=DEFAULT_PROFILES,
         registry=write_registry(tmp_path / "registry.csv"),
+        api_auth="off",  # access rights have their own tests
     )
 
 

@@ -46,6 +46,7 @@ def settings_for(tmp_path: Path, *, mqtt_url: str, influx_url: str, database: st
         profiles=DEFAULT_PROFILES,
         registry=registry,
         api_health_timeout=2.0,
+        api_auth="off",  # access rights have their own tests
     )
 
 

@@ -1,0 +1,83 @@
+"""Tokens file parsing, hashing and the `python -m api.tokens` helper."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from api.tokens import Principal, Scope, hash_token, load_tokens, main
+from citysense.errors import ConfigError
+
+PROFILES = {"streetlight": None, "water_pipe": None}
+DISTRICTS = ("North", "South")
+H = "0" * 64
+
+
+def load(tmp_path: Path, text: str) -> dict[str, Principal]:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(text)
+    return load_tokens(path, PROFILES, DISTRICTS)
+
+
+def test_hash_is_sha256_hex() -> None:
+    assert hash_token("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_scopes_load(tmp_path: Path) -> None:
+    loaded = load(
+        tmp_path,
+        f"""tokens:
+  - {{name: w, sha256: "{"1" * 64}", scope: department, profiles: [water_pipe],
+     districts: [North], acknowledge: true}}
+  - {{name: c, sha256: "{"2" * 64}", scope: city}}
+  - {{name: o, sha256: "{"3" * 64}", scope: open_data}}
+""",
+    )
+    water = loaded["1" * 64]
+    assert water.scope is Scope.DEPARTMENT and water.acknowledge
+    assert water.sees("water_pipe", "North")
+    assert not water.sees("water_pipe", "South") and not water.sees("streetlight", "North")
+    assert loaded["2" * 64].sees("streetlight", "South") and not loaded["2" * 64].acknowledge
+    assert not loaded["3" * 64].sees_devices
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (f'tokens: [{{name: a, sha256: "{H}", scope: department}}]', "lists the profiles"),
+        (f'tokens: [{{name: a, sha256: "{H}", scope: city, profiles: [x]}}]', "no profiles"),
+        (f'tokens: [{{name: a, sha256: "{H}", scope: city, acknowledge: true}}]', "acknowledge"),
+        ('tokens: [{name: a, sha256: "plain-token", scope: city}]', "sha256"),
+        (f'tokens: [{{name: a, sha256: "{H}", scope: admin}}]', "scope"),
+        (
+            f'tokens: [{{name: a, sha256: "{H}", scope: department, profiles: [gas]}}]',
+            "unknown profiles ['gas']",
+        ),
+        (
+            f'tokens: [{{name: a, sha256: "{H}", scope: city}}, '
+            f'{{name: b, sha256: "{H}", scope: city}}]',
+            "same hash",
+        ),
+        ("tokens: [", "tokens file"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match="tokens file") as raised:
+        load(tmp_path, text)
+    assert fragment in str(raised.value)
+    assert "plain-token" not in str(raised.value)  # the input is never echoed
+
+
+def test_cli_new_and_hash(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["new"]) == 0
+    out = capsys.readouterr().out.split()
+    token, digest = out[1], out[3]
+    assert digest == hash_token(token) and len(token) > 40
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    assert main(["hash"]) == 0
+    assert capsys.readouterr().out.strip() == digest
+    assert main([]) == 2
