@@ -20,11 +20,14 @@ OUT_OF_RANGE = "out_of_range"
 DUPLICATE = "duplicate"
 ALL_FAULTS: tuple[str, ...] = (MALFORMED_JSON, WRONG_TYPE, OUT_OF_RANGE, DUPLICATE)
 
-# Reason code ingest records for each fault; a duplicate is not rejected, it is stored once.
+# Reason code ingest records for each fault: one for a malformed message, one for the reading a
+# wrong_type or out_of_range hit, and one per reading of a duplicate message, whose readings are
+# stored once (by the original) and dead-lettered as duplicates (by the copy).
 REASONS: Mapping[str, str] = {
     MALFORMED_JSON: "invalid_json",
     WRONG_TYPE: "wrong_type",
     OUT_OF_RANGE: "out_of_range",
+    DUPLICATE: "duplicate",
 }
 
 # What broken firmware puts where a number belongs. No numeric strings ("12.5") and no null or
@@ -54,14 +57,30 @@ class NumericField:
     integer: bool
     low: float
     high: float
+    # Values the profile reads as "no data": ingest drops them silently, so a fault never uses one.
+    sentinels: frozenset[float | str]
 
 
-def numeric_fields(profile: Profile) -> tuple[NumericField, ...]:
-    """The fields a wrong_type or out_of_range fault can hit: numbers with a declared range."""
+def fault_targets(profile: Profile) -> tuple[NumericField, ...]:
+    """The fields a wrong_type or out_of_range fault can hit: numbers with a declared range.
+
+    Under `on_invalid_field: drop_field` ingest stores the rest of a reading without the bad
+    field, unless that field is required (then the reading lacks it and is rejected as
+    missing_field instead); so only optional fields are hit there, keeping the reason certain.
+    """
+    drop = profile.on_invalid_field == "drop_field"
     return tuple(
-        NumericField(name, spec.type is FieldType.INTEGER, spec.range[0], spec.range[1])
+        NumericField(
+            name,
+            spec.type is FieldType.INTEGER,
+            spec.range[0],
+            spec.range[1],
+            frozenset(spec.sentinels),
+        )
         for name, spec in profile.fields.items()
-        if spec.type in (FieldType.NUMBER, FieldType.INTEGER) and spec.range is not None
+        if spec.type in (FieldType.NUMBER, FieldType.INTEGER)
+        and spec.range is not None
+        and not (drop and spec.required)
     )
 
 
@@ -79,34 +98,45 @@ def malformed(payload: bytes, document: object, rng: random.Random) -> bytes:
     return GARBAGE[rng.randrange(len(GARBAGE))]
 
 
+def _pick(
+    fields: Sequence[NumericField], reading: Mapping[str, object], rng: random.Random
+) -> NumericField | None:
+    present = [f for f in fields if f.name in reading]
+    return present[rng.randrange(len(present))] if present else None
+
+
+def _allowed(value: float | str | bool, target: NumericField) -> bool:
+    # True == 1 in Python, but ingest never takes a boolean for a numeric sentinel.
+    return isinstance(value, bool) or value not in target.sentinels
+
+
 def wrong_type(
     reading: MutableMapping[str, object], fields: Sequence[NumericField], rng: random.Random
-) -> bool:
-    """Replace one numeric field by a non-number; False if the reading carries none."""
-    present = [f for f in fields if f.name in reading]
-    if not present:
-        return False
-    target = present[rng.randrange(len(present))]
-    reading[target.name] = WRONG_TYPE_VALUES[rng.randrange(len(WRONG_TYPE_VALUES))]
-    return True
+) -> str | None:
+    """Replace one numeric field by a non-number; the field's name, or None if none is present."""
+    target = _pick(fields, reading, rng)
+    if target is None:
+        return None
+    choices = [v for v in WRONG_TYPE_VALUES if _allowed(v, target)]
+    reading[target.name] = choices[rng.randrange(len(choices))]
+    return target.name
 
 
 def out_of_range(
     reading: MutableMapping[str, object], fields: Sequence[NumericField], rng: random.Random
-) -> bool:
-    """Push one numeric field outside its range, keeping its type; False if none is present."""
-    present = [f for f in fields if f.name in reading]
-    if not present:
-        return False
-    target = present[rng.randrange(len(present))]
+) -> str | None:
+    """Push one numeric field outside its range, keeping its type; its name, or None."""
+    target = _pick(fields, reading, rng)
+    if target is None:
+        return None
     margin = max(1.0, 0.5 * (target.high - target.low))
-    candidates = [target.low - margin, target.high + margin]
-    if target.low > SENTINEL:
-        candidates.append(SENTINEL)
+    candidates: list[float] = []
+    for raw in (target.low - margin, target.high + margin, SENTINEL):
+        value = (math.floor(raw) if raw < target.low else math.ceil(raw)) if target.integer else raw
+        if not target.low <= value <= target.high and _allowed(value, target):
+            candidates.append(value)
+    if not candidates:
+        return None
     value = candidates[rng.randrange(len(candidates))]
-    if target.integer:
-        whole = math.floor(value) if value < target.low else math.ceil(value)
-        reading[target.name] = whole
-    else:
-        reading[target.name] = float(value)
-    return True
+    reading[target.name] = int(value) if target.integer else float(value)
+    return target.name

@@ -11,6 +11,9 @@ reading, interleaved across devices.
   newest reading's time, and the publisher (pace=True) sends it then, so its timestamp is the
   wall clock at sending. `readings_per_device=0` never ends.
 
+A device never sends two readings with the same timestamp, so ingest never sees a timestamp
+conflict within one stream (two backfills over the same period with the same seed can collide).
+
 One seeded random generator drives everything, so the stream is the same for the same
 arguments. A message's expectations are exact: the instant in ns and each value as stored.
 """
@@ -29,7 +32,7 @@ import orjson
 from device_profiles import Device, Profile, TopicLayout
 from simulators import faults as fault_kinds
 from simulators.models import DEFAULT_UTC_OFFSET_HOURS, DeviceModel, ProfileModel, Value
-from simulators.timestamps import FORMS, TsForm, encode
+from simulators.timestamps import TsForm, encode, forms_of
 
 ALL_FAULTS = fault_kinds.ALL_FAULTS
 BACKFILL, LIVE = "backfill", "live"
@@ -54,45 +57,60 @@ class SimMessage:
     topic: str
     payload: bytes
     readings: tuple[ExpectedReading, ...]  # valid readings this message carries
-    rejections: tuple[str, ...]  # expected reason codes: one per bad reading or malformed message
+    # Expected reason codes: one per bad reading, one for a malformed message, one per reading
+    # of a duplicate message.
+    rejections: tuple[str, ...]
     fault: str | None  # fault kind injected, if any
     due_ms: int = 0  # when the device sends it: its newest reading's time (epoch ms)
+
+
+class _Plan:
+    """What all devices of one profile share: value models, fault targets, timestamp forms."""
+
+    __slots__ = ("drop_field", "forms", "models", "name", "profile", "targets", "ts_field")
+
+    def __init__(self, profile: Profile, utc_offset_hours: float) -> None:
+        self.profile = profile
+        self.name = profile.profile
+        self.ts_field = profile.timestamp.field
+        self.forms = forms_of(profile.timestamp.forms)
+        if not self.forms:
+            raise ValueError(f"profile {profile.profile!r} accepts no timestamp form")
+        self.drop_field = profile.on_invalid_field == "drop_field"
+        self.targets = fault_kinds.fault_targets(profile)
+        self.models = ProfileModel(profile, utc_offset_hours)
 
 
 class _Device:
     """One device's place in the schedule and its value model."""
 
     __slots__ = (
-        "chunk", "device_id", "first_ms", "form", "index", "interval_ms", "left", "model",
-        "next_k", "numeric", "profile", "topic", "ts_field",
+        "chunk", "device_id", "first_ms", "form", "interval_ms", "left", "model", "next_k",
+        "plan", "topic",
     )  # fmt: skip
 
     def __init__(
         self,
         *,
-        index: int,
-        device: Device,
-        profile: Profile,
+        device_id: str,
+        plan: _Plan,
         topic: str,
         model: DeviceModel,
-        numeric: tuple[fault_kinds.NumericField, ...],
+        form: TsForm,
         interval_ms: int,
         first_ms: int,
         left: int | None,
     ) -> None:
-        self.index = index
-        self.device_id = device.device_id
-        self.profile = profile.profile
-        self.ts_field = profile.timestamp.field
+        self.device_id = device_id
+        self.plan = plan
         self.topic = topic
         self.model = model
-        self.numeric = numeric
-        self.form = FORMS[index % len(FORMS)]
+        self.form = form
         self.interval_ms = interval_ms
         self.first_ms = first_ms
-        self.next_k = 0
+        self.next_k = 0  # index of the next reading in the device's schedule
         self.left = left  # readings still to send; None: forever
-        self.chunk = 1
+        self.chunk = 1  # readings in the next message
 
     def due_ms(self) -> int:
         return self.first_ms + (self.next_k + self.chunk - 1) * self.interval_ms
@@ -126,28 +144,31 @@ def generate(
     rng = random.Random(seed)  # noqa: S311 - a simulation, not security
     anchor = end_ms if time_mode == BACKFILL else start_ms
     anchor_ms = time.time_ns() // 1_000_000 if anchor is None else anchor
-    models = {name: ProfileModel(p, utc_offset_hours) for name, p in profiles.items()}
-    numeric = {name: fault_kinds.numeric_fields(p) for name, p in profiles.items()}
+    plans: dict[str, _Plan] = {}
     sims: list[_Device] = []
     for index, device in enumerate(devices):
-        profile = profiles.get(device.profile)
-        if profile is None:
-            raise ValueError(f"device {device.device_id} has unknown profile {device.profile!r}")
-        form = FORMS[index % len(FORMS)]
-        interval_ms = _interval_ms(interval_s or profile.reporting_interval, form)
+        plan = plans.get(device.profile)
+        if plan is None:
+            profile = profiles.get(device.profile)
+            if profile is None:
+                raise ValueError(
+                    f"device {device.device_id} has unknown profile {device.profile!r}"
+                )
+            plan = plans[device.profile] = _Plan(profile, utc_offset_hours)
+        form = plan.forms[index % len(plan.forms)]
+        interval_ms = _interval_ms(interval_s or plan.profile.reporting_interval, form)
         if time_mode == BACKFILL:
-            _check_age(profile, readings_per_device, interval_ms)
+            _check_age(plan.profile, readings_per_device, interval_ms)
             first_ms = _backfill_first_ms(anchor_ms, readings_per_device, interval_ms, form, rng)
         else:
             first_ms = _live_first_ms(anchor_ms, interval_ms, form, rng)
         sims.append(
             _Device(
-                index=index,
-                device=device,
-                profile=profile,
-                topic=layout.telemetry(profile.profile, device.device_id),
-                model=models[profile.profile].device(rng),
-                numeric=numeric[profile.profile],
+                device_id=device.device_id,
+                plan=plan,
+                topic=layout.telemetry(plan.name, device.device_id),
+                model=plan.models.device(rng),
+                form=form,
                 interval_ms=interval_ms,
                 first_ms=first_ms,
                 left=readings_per_device or None,
@@ -167,22 +188,19 @@ class _Options:
 def _check(
     options: _Options, readings_per_device: int, time_mode: str, interval_s: float | None
 ) -> None:
-    array_ratio, max_array, fault_ratio = (
-        options.array_ratio,
-        options.max_array,
-        options.fault_ratio,
-    )
     if time_mode not in TIME_MODES:
         raise ValueError(f"time_mode must be one of {list(TIME_MODES)}, not {time_mode!r}")
     if readings_per_device < 0 or (readings_per_device == 0 and time_mode == BACKFILL):
         raise ValueError("readings_per_device must be at least 1 (0 = endless, live mode only)")
-    if not 0.0 <= array_ratio <= 1.0:
-        raise ValueError(f"array_ratio must be within 0..1, not {array_ratio}")
-    if array_ratio > 0.0 and max_array < 2:
-        raise ValueError(f"max_array must be at least 2 for array messages, not {max_array}")
-    if not 0.0 <= fault_ratio <= 1.0:
-        raise ValueError(f"fault_ratio must be within 0..1, not {fault_ratio}")
-    if fault_ratio > 0.0 and not options.kinds:
+    if not 0.0 <= options.array_ratio <= 1.0:
+        raise ValueError(f"array_ratio must be within 0..1, not {options.array_ratio}")
+    if options.array_ratio > 0.0 and options.max_array < 2:
+        raise ValueError(
+            f"max_array must be at least 2 for array messages, not {options.max_array}"
+        )
+    if not 0.0 <= options.fault_ratio <= 1.0:
+        raise ValueError(f"fault_ratio must be within 0..1, not {options.fault_ratio}")
+    if options.fault_ratio > 0.0 and not options.kinds:
         raise ValueError("fault_ratio above 0 needs at least one fault kind")
     if interval_s is not None and not (math.isfinite(interval_s) and interval_s >= 1.0):
         raise ValueError(f"interval_s must be at least 1 second, not {interval_s}")
@@ -221,22 +239,23 @@ def _live_first_ms(start_ms: int, interval_ms: int, form: TsForm, rng: random.Ra
 
 def _stream(sims: list[_Device], rng: random.Random, options: _Options) -> Iterator[SimMessage]:
     kinds, fault_ratio = options.kinds, options.fault_ratio
-    # A heap of (due time, device index): the index breaks ties, so a device is never compared.
+    # A heap of (due time, device number): the number breaks ties, so devices are never compared.
     heap: list[tuple[int, int]] = []
-    for sim in sims:
+    for number, sim in enumerate(sims):
         sim.chunk = _chunk(sim, rng, options)
-        heap.append((sim.due_ms(), sim.index))
+        heap.append((sim.due_ms(), number))
     heapq.heapify(heap)
     while heap:
-        due, index = heap[0]
-        sim = sims[index]
+        due, number = heap[0]
+        sim = sims[number]
         fault = kinds[rng.randrange(len(kinds))] if rng.random() < fault_ratio else None
         if fault == fault_kinds.DUPLICATE:
-            # The original, then its exact re-publish (a lost PUBACK, a firmware retry): ingest
-            # stores the readings once and rejects nothing.
+            # The original, then its exact re-publish (a lost PUBACK, a firmware retry): the
+            # readings are stored once, and each is dead-lettered once more as a duplicate.
             message = _message(sim, due, None, rng)
             yield message
-            yield SimMessage(message.topic, message.payload, (), (), fault, due)
+            rejections = (fault_kinds.REASONS[fault],) * len(message.readings)
+            yield SimMessage(message.topic, message.payload, (), rejections, fault, due)
         else:
             yield _message(sim, due, fault, rng)
         sim.next_k += sim.chunk
@@ -246,7 +265,7 @@ def _stream(sims: list[_Device], rng: random.Random, options: _Options) -> Itera
                 heapq.heappop(heap)
                 continue
         sim.chunk = _chunk(sim, rng, options)
-        heapq.heapreplace(heap, (sim.due_ms(), index))
+        heapq.heapreplace(heap, (sim.due_ms(), number))
 
 
 def _chunk(sim: _Device, rng: random.Random, options: _Options) -> int:
@@ -254,20 +273,21 @@ def _chunk(sim: _Device, rng: random.Random, options: _Options) -> int:
     if options.array_ratio == 0.0 or rng.random() >= options.array_ratio:
         return 1
     size = rng.randint(2, options.max_array)
-    if sim.left is None:
+    if sim.left is None or sim.left >= size:
         return size
-    return size if sim.left >= size else sim.left if sim.left >= 2 else 1
+    return sim.left if sim.left >= 2 else 1
 
 
 def _message(sim: _Device, due_ms: int, fault: str | None, rng: random.Random) -> SimMessage:
+    plan = sim.plan
     times = [sim.first_ms + (sim.next_k + j) * sim.interval_ms for j in range(sim.chunk)]
     values = [sim.model.reading(ts) for ts in times]
     documents: list[dict[str, object]] = [
-        {sim.ts_field: encode(sim.form, ts), **v} for ts, v in zip(times, values, strict=True)
+        {plan.ts_field: encode(sim.form, ts), **v} for ts, v in zip(times, values, strict=True)
     ]
     document: object = documents[0] if sim.chunk == 1 else documents
     valid = [
-        ExpectedReading(sim.profile, sim.device_id, ts * 1_000_000, v)
+        ExpectedReading(plan.name, sim.device_id, ts * 1_000_000, v)
         for ts, v in zip(times, values, strict=True)
     ]
     rejections: tuple[str, ...] = ()
@@ -279,9 +299,15 @@ def _message(sim: _Device, due_ms: int, fault: str | None, rng: random.Random) -
         corrupt = (
             fault_kinds.wrong_type if fault == fault_kinds.WRONG_TYPE else fault_kinds.out_of_range
         )
-        if corrupt(documents[hit], sim.numeric, rng):
-            del valid[hit]
+        field = corrupt(documents[hit], plan.targets, rng)
+        if field is None:
+            fault = None  # nothing in this reading it could hit
+        elif plan.drop_field:
+            # The profile stores the rest of the reading; only the bad field is dead-lettered.
+            kept = {k: v for k, v in values[hit].items() if k != field}
+            valid[hit] = ExpectedReading(plan.name, sim.device_id, times[hit] * 1_000_000, kept)
             rejections = (fault_kinds.REASONS[fault],)
         else:
-            fault = None  # nothing in this reading it could hit
+            del valid[hit]
+            rejections = (fault_kinds.REASONS[fault],)
     return SimMessage(sim.topic, orjson.dumps(document), tuple(valid), rejections, fault, due_ms)

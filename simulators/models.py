@@ -358,7 +358,7 @@ class Shaper:
     kind, because it runs once per reading and realistic values almost always pass as they are.
     """
 
-    __slots__ = ("drop", "flags", "integers", "numbers", "states", "texts")
+    __slots__ = ("drop", "flags", "integers", "numbers", "sentinels", "states", "texts")
 
     def __init__(self, profile: Profile, emitted: Iterable[str] = ()) -> None:
         # Fields a realistic model emits that the operator removed from the profile.
@@ -368,6 +368,11 @@ class Shaper:
         self.flags: list[str] = []
         self.states: list[tuple[str, tuple[str, ...]]] = []
         self.texts: list[tuple[str, int]] = []
+        # A value that happens to equal one of the field's "no data" sentinels would be dropped
+        # by ingest; the device leaves the field out instead, so expectations stay exact.
+        self.sentinels = [
+            (n, frozenset(s.sentinels)) for n, s in profile.fields.items() if s.sentinels
+        ]
         for name, spec in profile.fields.items():
             low, high = spec.range if spec.range is not None else (-math.inf, math.inf)
             if spec.type is FieldType.NUMBER:
@@ -386,6 +391,15 @@ class Shaper:
     def __call__(self, raw: Raw) -> dict[str, Value]:
         for name in self.drop:
             raw.pop(name, None)
+        self._numbers(raw)
+        self._symbols(raw)
+        for name, sentinels in self.sentinels:
+            value = raw.get(name)
+            if value is not None and not isinstance(value, bool) and value in sentinels:
+                del raw[name]
+        return raw
+
+    def _numbers(self, raw: Raw) -> None:
         for name, low, high in self.numbers:
             value = raw.get(name)
             # A float always: ingest stores numbers as floats, and JSON keeps the ".0".
@@ -395,6 +409,8 @@ class Shaper:
             value = raw.get(name)
             if value is not None and not (type(value) is int and whole_low <= value <= whole_high):
                 raw[name] = min(max(round(float(value)), whole_low), whole_high)
+
+    def _symbols(self, raw: Raw) -> None:
         for name in self.flags:
             value = raw.get(name)
             if value is not None and not isinstance(value, bool):
@@ -407,7 +423,6 @@ class Shaper:
             value = raw.get(name)
             if value is not None:
                 raw[name] = str(value)[:max_length]
-        return raw
 
 
 def _int_bound(bound: float, to_int: Callable[[float], int]) -> int:

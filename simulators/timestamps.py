@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from enum import Enum
 
 
 class TsForm(Enum):
-    SECONDS = "seconds"  # JSON integer, whole seconds: cheap firmware
-    MILLIS = "millis"  # JSON integer
+    # Values are the names a profile's `timestamp.forms` uses.
+    SECONDS = "epoch_s"  # JSON integer, whole seconds: cheap firmware
+    MILLIS = "epoch_ms"  # JSON integer
     RFC3339 = "rfc3339"  # "2026-11-22T03:00:00.123Z"
 
     @property
@@ -17,8 +19,11 @@ class TsForm(Enum):
         return 1000 if self is TsForm.SECONDS else 1
 
 
-# Device index % 3 picks the form, so any three consecutive devices cover all of them.
-FORMS = (TsForm.SECONDS, TsForm.MILLIS, TsForm.RFC3339)
+def forms_of(allowed: Iterable[str]) -> tuple[TsForm, ...]:
+    """The forms a profile accepts, in a fixed order. The fleet gives device number i the form
+    forms[i % len(forms)], so any three consecutive devices cover all three."""
+    wanted = set(allowed)
+    return tuple(form for form in TsForm if form.value in wanted)
 
 
 def encode(form: TsForm, ts_ms: int) -> int | str:
