@@ -16,6 +16,7 @@ from citysense.logs import configure
 from citysense.settings import settings_problems
 from device_profiles import ContractError
 from ingest.settings import IngestSettings
+from ingest.supervise import supervise
 from ingest.worker import Worker
 
 log = logging.getLogger("citysense.ingest")
@@ -25,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-id", help="MQTT client id (CITYSENSE_CLIENT_ID)")
     parser.add_argument("--share-group", help="shared-subscription group (CITYSENSE_SHARE_GROUP)")
     parser.add_argument("--http-port", type=int, help="metrics/readiness port, 0 for none")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run N workers on a shared subscription, restarting any that die",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -43,6 +50,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"citysense ingest: invalid settings:\n{settings_problems(exc)}", file=sys.stderr)
         return 2
     configure(settings.log_level)
+    if args.workers > 1:
+        group = settings.share_group or "citysense"
+        return supervise(args.workers, settings.client_id, group, settings.http_port)
     try:
         profiles, registry = settings.load_contract()
     except ContractError as exc:

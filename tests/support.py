@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -74,3 +80,124 @@ def subscriber(url: str, topic: str, on_payload: Callable[[bytes], object]) -> m
     client.loop_start()
     wait_for(lambda: subscribed, 10, what=f"subscription to {topic}")
     return client
+
+
+class Stream:
+    """Publishes in a background thread, optionally rate-limited, surviving broker restarts:
+    a persistent session and paho's own resend of unacknowledged QoS 1 messages on reconnect."""
+
+    def __init__(self, url: str, messages: list[tuple[str, bytes]], rate: float = 0.0) -> None:
+        self.messages = messages
+        self.rate = rate
+        self.sent = 0
+        parsed = MqttUrl.parse(url)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            clean_session=False,
+            client_id=f"test-stream-{secrets.token_hex(4)}",
+        )
+        self.client.username_pw_set(parsed.username, parsed.password)
+        self.client.max_inflight_messages_set(200)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(0.2, 2)
+        self.client.connect(parsed.host, parsed.port)
+        self.client.loop_start()
+        self._infos: list[mqtt.MQTTMessageInfo] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for n, (topic, payload) in enumerate(self.messages):
+            if self.rate:
+                delay = started + n / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            self._infos.append(self.client.publish(topic, payload, qos=1))
+            self.sent = n + 1
+
+    def wait_acked(self, timeout: float = 120) -> None:
+        """Until the broker acknowledged every message (across any restarts). paho marks a
+        publish made while disconnected as failed but keeps it and resends it on reconnect, so
+        this polls the flag paho sets on PUBACK (is_published() would raise on the stale code)."""
+        self._thread.join(timeout)
+        wait_for(
+            lambda: all(info._published for info in self._infos),
+            timeout,
+            0.2,
+            "every message acknowledged by the broker",
+        )
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class IngestProcess:
+    """`citysense ingest` as a real process, so it can be SIGKILLed."""
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+        self.env = env
+        self.log = log
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> str:
+        return self.env["CITYSENSE_HTTP_PORT"]
+
+    def start(self, wait_ready: bool = True) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "citysense.cli", "ingest", *self.args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if wait_ready:
+            wait_for(self.ready, 30, what="ingest /ready")
+
+    def ready(self, port: str | None = None) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        try:
+            url = f"http://127.0.0.1:{port or self.port}/ready"
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def metric(self, name: str, port: str | None = None) -> float:
+        text = httpx.get(f"http://127.0.0.1:{port or self.port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(f"citysense_ingest_{name} "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
