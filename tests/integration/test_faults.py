@@ -17,6 +17,7 @@ import pytest
 from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers, free_port
 from device_profiles import DEFAULT_REGISTRY, TopicLayout, load_profiles, load_registry
+from simulators.city import write_city
 from tests.conftest import ACL_ROOT, make_database
 from tests.support import (
     IngestProcess,
@@ -148,7 +149,7 @@ def test_2_influxdb_down_60s_mid_stream(
     wait_stored(influx, len(expected), 60)
     assert ingest.proc is not None
     peak = peak_rss_mb(ingest.proc.pid)
-    print(f"ingest peak RSS through a 60 s InfluxDB outage: {peak:.0f} MiB")  # noqa: T201
+    print(f"ingest peak RSS through a 60 s InfluxDB outage: {peak:.0f} MiB")
     assert peak < MEMORY_BOUND_MB
     assert ingest.terminate() == 0
     assert_exactly(influx, expected)
@@ -274,8 +275,6 @@ def test_7_burst_after_mass_reconnect(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
 ) -> None:
     """10,000 devices come back at once and upload their buffered readings together."""
-    from simulators.city import write_city
-
     registry = tmp_path / "city.csv"
     with registry.open("w") as out:
         write_city(out, 10_000)
