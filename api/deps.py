@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.contract import Contract
+from api.live import Live
 from api.settings import ApiSettings
 from api.tokens import ANONYMOUS, Principal, hash_token
 from citysense.influx import AsyncInfluxClient
@@ -26,6 +27,7 @@ class Runtime:
     influx: AsyncInfluxClient
     # Principals by SHA-256 of their token; None when the operator turned authentication off.
     tokens: dict[str, Principal] | None
+    live: Live
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -50,9 +52,14 @@ def get_influx(runtime: RuntimeDep) -> AsyncInfluxClient:
     return runtime.influx
 
 
+def get_live(runtime: RuntimeDep) -> Live:
+    return runtime.live
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 ContractDep = Annotated[Contract, Depends(get_contract)]
 InfluxDep = Annotated[AsyncInfluxClient, Depends(get_influx)]
+LiveDep = Annotated[Live, Depends(get_live)]
 
 # auto_error=False: a missing or malformed header gets our 401 (with WWW-Authenticate), and the
 # scheme still appears in the OpenAPI document.

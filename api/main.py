@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from api import errors
 from api.contract import Contract
 from api.deps import Runtime
+from api.live import Live
 from api.routes import api_router
 from api.settings import ApiSettings
 from api.tokens import Principal, load_tokens
@@ -80,8 +81,9 @@ def create_app(
         contract = Contract.build(profiles, registry)
         tokens = _access(config, contract)
         influx = AsyncInfluxClient(config.influx, transport=influx_transport)
+        live = Live(config, contract, influx, scrub)
         app.state.runtime = Runtime(
-            settings=config, contract=contract, influx=influx, tokens=tokens
+            settings=config, contract=contract, influx=influx, tokens=tokens, live=live
         )
         logger.info(
             "serving %d devices of %d profiles in %d districts; InfluxDB %s, database %s",
@@ -91,9 +93,11 @@ def create_app(
             scrub(config.influx_url),
             config.influx_db,
         )
+        await live.start()
         try:
             yield
         finally:
+            await live.stop()
             await influx.aclose()
 
     app = FastAPI(

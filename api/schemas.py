@@ -27,6 +27,22 @@ class ReadingPublic(BaseModel):
     )
 
 
+Reporting = Literal["on_time", "late", "silent", "never"]
+
+
+class StatusPublic(BaseModel):
+    reporting: Reporting = Field(
+        description="Against the profile's reporting interval: on_time while the last reading is "
+        "at most late_after x interval old, late until silent_after x, then silent; never if no "
+        "reading within the lookback"
+    )
+    connected: bool | None = Field(
+        description="From the device's retained MQTT status topic (its last will says offline); "
+        "null if it never published one"
+    )
+    last_seen: Rfc3339 | None = Field(description="Device timestamp of the latest reading")
+
+
 class DevicePublic(BaseModel):
     device_id: str
     profile: str
@@ -34,6 +50,7 @@ class DevicePublic(BaseModel):
     latitude: float
     longitude: float
     address: str
+    status: StatusPublic
     reading: ReadingPublic | None = Field(
         description="Latest reading within the lookback window, or null if none"
     )
@@ -44,6 +61,36 @@ class DeviceListPublic(BaseModel):
     limit: int
     offset: int
     items: list[DevicePublic]
+
+
+class PointGeometry(BaseModel):
+    type: Literal["Point"] = "Point"
+    coordinates: tuple[float, float] = Field(description="[longitude, latitude] (WGS 84)")
+
+
+class FeaturePropertiesPublic(BaseModel):
+    device_id: str
+    profile: str
+    district: str
+    reporting: Reporting
+    connected: bool | None
+    last_seen: Rfc3339 | None
+    values: dict[str, Value] = Field(description="Latest values (empty if none)")
+
+
+class FeaturePublic(BaseModel):
+    type: Literal["Feature"] = "Feature"
+    id: str
+    geometry: PointGeometry
+    properties: FeaturePropertiesPublic
+
+
+class FeatureCollectionPublic(BaseModel):
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    total: int = Field(description="Devices matching the filters, over all pages")
+    limit: int
+    offset: int
+    features: list[FeaturePublic]
 
 
 class BucketPublic(BaseModel):

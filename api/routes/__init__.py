@@ -3,11 +3,13 @@
 from fastapi import APIRouter
 
 from api.routes.dead_letters import router as dead_letters_router
+from api.routes.devices import geo_router
 from api.routes.devices import router as devices_router
 from api.routes.districts import router as districts_router
 from api.routes.health import router as health_router
 
 api_router = APIRouter()
+api_router.include_router(geo_router)
 api_router.include_router(devices_router)
 api_router.include_router(dead_letters_router)
 api_router.include_router(districts_router)

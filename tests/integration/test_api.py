@@ -242,6 +242,8 @@ async def test_latest_reading_is_returned_exactly_as_written(
         "latitude": 30.01,
         "longitude": 120.01,
         "address": "1 Test Rd",
+        # 5 min since the last reading of a 60 s profile: past 3 intervals, so silent
+        "status": {"reporting": "silent", "connected": None, "last_seen": rfc3339(newest.time_ns)},
         "reading": {"time": rfc3339(newest.time_ns), "values": newest.fields},
     }
     # the newest of three readings, with each value of its contract type

@@ -1,0 +1,121 @@
+"""The live side of the API process: the state cache, the MQTT subscriber feeding it, the hub
+pushing its changes, and the background task that judges reporting status and reconciles with
+InfluxDB. `Live.start()` / `Live.stop()` run in the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from api import query as q
+from api.contract import Contract
+from api.feed import FeedSubscriber
+from api.hub import Hub
+from api.readings import readings_by_device
+from api.settings import ApiSettings
+from api.state import LiveState
+from api.times import NS_PER_S, now_ns
+from citysense.errors import InfluxError, InfluxUnavailable
+from citysense.influx import AsyncInfluxClient
+
+logger = logging.getLogger(__name__)
+
+RETRY_LOAD_S = 2.0  # until the first load succeeded
+
+
+class Live:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        contract: Contract,
+        influx: AsyncInfluxClient,
+        scrub: Callable[[str], str],
+    ) -> None:
+        self.settings = settings
+        self.scrub = scrub  # error texts may quote a URL with credentials
+        self.contract = contract
+        self.influx = influx
+        self.hub = Hub(settings.api_stream_queue)
+        self.state = LiveState(
+            contract,
+            self.hub,
+            late_after=settings.api_late_after,
+            silent_after=settings.api_silent_after,
+        )
+        self.load_error: str | None = "not loaded yet"
+        self.feed: FeedSubscriber | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def require_loaded(self) -> None:
+        """Serving an empty cache as "no device ever reported" would be a lie: 503 instead."""
+        if not self.state.loaded:
+            raise InfluxUnavailable(f"latest state not loaded from InfluxDB yet: {self.load_error}")
+
+    async def reload(self) -> None:
+        """Latest reading of every device from InfluxDB, merged into the cache (newest wins)."""
+        since = now_ns() - int(self.settings.api_latest_lookback * NS_PER_S)
+        profiles = sorted(self.contract.profiles)
+        found = await asyncio.gather(
+            *(
+                q.fetch(self.influx, q.latest_readings(self.contract.profiles[p], since))
+                for p in profiles
+            )
+        )
+        now = now_ns()
+        for name, series in zip(profiles, found, strict=True):
+            self.state.load(name, readings_by_device(self.contract.profiles[name], series), now)
+        if not self.state.loaded:
+            self.state.baseline(now)
+            logger.info("latest state loaded for %d devices", len(self.state.devices))
+        self.load_error = None
+
+    async def _try_reload(self) -> None:
+        try:
+            await self.reload()
+        except InfluxError as exc:
+            self.load_error = self.scrub(str(exc))
+            logger.warning("could not load the latest state from InfluxDB: %s", self.load_error)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.feed = FeedSubscriber(
+            self.settings.mqtt, self.settings.topic_root, loop, self._on_feed, self._on_status
+        )
+        self.feed.start()  # first: readings stored while we load are merged, not missed
+        await self._try_reload()
+        self._task = asyncio.create_task(self._run(), name="citysense-live")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.feed is not None:
+            self.feed.stop()
+
+    def _on_feed(self, message: dict[str, Any]) -> None:
+        self.state.apply_feed(message, now_ns())
+
+    def _on_status(self, profile: str, device_id: str, online: bool) -> None:
+        self.state.set_connected(profile, device_id, online, now_ns())
+
+    async def _run(self) -> None:
+        next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
+        while True:
+            await asyncio.sleep(
+                self.settings.api_status_check_interval if self.state.loaded else RETRY_LOAD_S
+            )
+            try:
+                if not self.state.loaded:
+                    await self._try_reload()
+                    continue
+                self.state.tick(now_ns())
+                if time.monotonic() >= next_reconcile:
+                    next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
+                    await self._try_reload()
+            except Exception:  # a bug here must not silently end live state for good
+                logger.exception("live state task failed; continuing")

@@ -1,0 +1,332 @@
+"""Latest state from the in-process cache against the real servers: rebuilt from InfluxDB at
+start, fed by the state feed (published here as ingest would, contract 3) within a second,
+connection status from retained status topics (contract 4), reporting transitions as events,
+filters, bounding box, GeoJSON, pagination, and reconciliation with InfluxDB."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from fastapi import FastAPI
+from paho.mqtt.enums import CallbackAPIVersion
+
+from api.hub import Event
+from api.main import create_app
+from api.settings import ApiSettings
+from citysense.influx import InfluxClient, InfluxConfig
+from citysense.mqtturl import MqttUrl
+from citysense.servers import LocalServers, free_port
+from device_profiles import DEFAULT_PROFILES
+from tests.integration.test_api import (
+    REGISTRY,
+    Point,
+    S,
+    api_settings,
+    line_protocol,
+    rfc3339,
+    running,
+)
+from tests.support import publish
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def fast_profiles(tmp_path: Path, streetlight_interval: str = "2s") -> Path:
+    """The shipped profiles with a streetlight reporting interval short enough to watch a device
+    go late and silent within a test."""
+    folder = tmp_path / "profiles"
+    shutil.copytree(DEFAULT_PROFILES, folder)
+    path = folder / "streetlight.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["reporting_interval"] = streetlight_interval
+    path.write_text(yaml.safe_dump(data))
+    return folder
+
+
+def live_settings(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str, **extra: Any
+) -> ApiSettings:
+    return api_settings(servers, influx, tmp_path).model_copy(
+        update={"topic_root": topic_root, "api_status_check_interval": 0.05, **extra}
+    )
+
+
+def feed_message(*readings: tuple[str, str, str, int, dict[str, Any]]) -> bytes:
+    return orjson.dumps(
+        {
+            "readings": [
+                {"profile": p, "device_id": d, "district": dd, "time": t, "values": v}
+                for p, d, dd, t, v in readings
+            ]
+        }
+    )
+
+
+class Stack:
+    """The app under test, a client for it, its live events, and publishers as ingest and as
+    devices would publish."""
+
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient, servers: LocalServers, root: str):
+        self.app = app
+        self.client = client
+        self.servers = servers
+        self.root = root
+        self.events: list[Event] = []
+        live = app.state.runtime.live
+        live.hub.listeners.append(self.events.append)
+
+    async def feed(self, *readings: tuple[str, str, str, int, dict[str, Any]]) -> None:
+        url = self.servers.mosquitto.url("citysense-ingest")
+        topic = f"{self.root}/_ingested/test-worker"
+        await asyncio.to_thread(publish, url, [(topic, feed_message(*readings))], qos=0)
+
+    async def status(self, profile: str, device_id: str, word: bytes) -> None:
+        url = self.servers.mosquitto.url("citysense-simulator")
+        topic = f"{self.root}/{profile}/{device_id}/status"
+        await asyncio.to_thread(retain, url, topic, word)
+
+    async def device(self, device_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/devices/{device_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def retain(url: str, topic: str, payload: bytes) -> None:
+    parsed = MqttUrl.parse(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set(parsed.username, parsed.password)
+    client.connect(parsed.host, parsed.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+@asynccontextmanager
+async def stack_for(settings: ApiSettings, servers: LocalServers) -> AsyncIterator[Stack]:
+    app = create_app(settings)
+    async with running(app) as client:
+        live = app.state.runtime.live
+        await until(live.feed.subscribed.is_set, 10, "the state feed subscription")
+        yield Stack(app, client, servers, settings.topic_root)
+
+
+@pytest.fixture
+def now() -> int:
+    return time.time_ns() // S * S
+
+
+@pytest.fixture
+async def stack(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str, now: int
+) -> AsyncIterator[Stack]:
+    points = [
+        Point("streetlight", "SL-A1", "North", {"powerState": "on", "voltage": 230.0}, now - 1 * S),
+        Point("streetlight", "SL-A2", "North", {"powerState": "off"}, now - 4 * S),  # late
+        Point("streetlight", "SL-A4", "North", {"powerState": "on"}, now - 3600 * S),  # silent
+        Point("water_pipe", "WP-A1", "North", {"pressure": 300.0}, now - 60 * S),  # on time (5m)
+    ]
+    with InfluxClient(influx) as client:
+        client.write(line_protocol(points))
+    # Retained before the API starts: the API must pick it up when it subscribes.
+    await asyncio.to_thread(
+        retain,
+        servers.mosquitto.url("citysense-simulator"),
+        f"{topic_root}/streetlight/SL-A2/status",
+        b"offline",
+    )
+    settings = live_settings(
+        servers, influx, tmp_path, topic_root, profiles=fast_profiles(tmp_path, "2s")
+    )
+    async with stack_for(settings, servers) as started:
+        yield started
+
+
+async def test_rebuilt_from_influx_at_start_with_status(stack: Stack, now: int) -> None:
+    a1 = await stack.device("SL-A1")
+    assert a1["reading"] == {
+        "time": rfc3339(now - S),
+        "values": {"powerState": "on", "voltage": 230.0},
+    }
+    assert a1["status"]["reporting"] == "on_time"
+    assert a1["status"]["last_seen"] == rfc3339(now - S)
+
+    async def retained_seen() -> bool:  # the status retained before the start, just after SUBACK
+        return (await stack.device("SL-A2"))["status"]["connected"] is False
+
+    await until(retained_seen, 5, "the retained status")
+    assert (await stack.device("SL-A3"))["status"]["reporting"] == "never"
+    assert (await stack.device("SL-A4"))["status"]["reporting"] == "silent"
+    assert (await stack.device("WP-A1"))["status"]["reporting"] == "on_time"
+
+
+async def test_feed_updates_the_state_within_a_second(stack: Stack) -> None:
+    newer = time.time_ns()
+    started = time.monotonic()
+    await stack.feed(
+        ("streetlight", "SL-A3", "North", newer, {"powerState": "low", "illuminanceLevel": 0.4}),
+        ("streetlight", "SL-GHOST", "North", newer, {"powerState": "on"}),  # not registered
+    )
+
+    async def arrived() -> bool:
+        return (await stack.device("SL-A3"))["reading"] is not None
+
+    await until(arrived, 5, "the fed reading")
+    assert time.monotonic() - started < 1.0
+    a3 = await stack.device("SL-A3")
+    assert a3["reading"] == {
+        "time": rfc3339(newer),
+        "values": {"powerState": "low", "illuminanceLevel": 0.4},
+    }
+    assert a3["status"]["reporting"] == "on_time"
+    assert (await stack.client.get("/devices/SL-GHOST")).status_code == 404
+    # an older reading (a node uploading its buffer) is history, not the latest state
+    await stack.feed(("streetlight", "SL-A3", "North", newer - 10 * S, {"powerState": "off"}))
+    await stack.feed(("streetlight", "SL-A3", "North", newer + 1, {"powerState": "on"}))
+    await until(arrived, 1, "")
+
+    async def newest() -> bool:
+        return (await stack.device("SL-A3"))["reading"]["values"] == {"powerState": "on"}
+
+    await until(newest, 5, "the newest reading")
+
+
+async def test_reporting_transitions_are_events(stack: Stack) -> None:
+    # SL-A1 read 1 s ago; the 2 s interval makes it late after 3 s and silent after 6 s.
+    def transitions() -> list[tuple[str, str]]:
+        return [
+            (e.data["from"], e.data["to"])
+            for e in stack.events
+            if e.kind == "reporting" and e.device_id == "SL-A1"
+        ]
+
+    await until(lambda: ("late", "silent") in transitions(), 10, "SL-A1 going silent")
+    assert transitions() == [("on_time", "late"), ("late", "silent")]
+    silent = (await stack.client.get("/devices", params={"status": "silent"})).json()
+    assert "SL-A1" in [i["device_id"] for i in silent["items"]]
+    await stack.feed(("streetlight", "SL-A1", "North", time.time_ns(), {"powerState": "on"}))
+    await until(lambda: transitions()[-1:] == [("silent", "on_time")], 5, "SL-A1 back on time")
+
+
+async def test_connection_status_is_kept_apart_and_evented(stack: Stack) -> None:
+    await stack.status("streetlight", "SL-A1", b"online")
+    await until(
+        lambda: any(e.kind == "connection" and e.device_id == "SL-A1" for e in stack.events),
+        5,
+        "a connection event",
+    )
+    connected = (await stack.client.get("/devices", params={"connected": "true"})).json()
+    assert [i["device_id"] for i in connected["items"]] == ["SL-A1"]
+    offline = (await stack.client.get("/devices", params={"connected": "false"})).json()
+    assert [i["device_id"] for i in offline["items"]] == ["SL-A2"]
+    await stack.status("streetlight", "SL-A1", b"offline")  # the last will
+
+    async def disconnected() -> bool:
+        return (await stack.device("SL-A1"))["status"]["connected"] is False
+
+    await until(disconnected, 5, "SL-A1 disconnected")
+    event = [e for e in stack.events if e.kind == "connection" and e.device_id == "SL-A1"][-1]
+    assert (event.data["from"], event.data["to"]) == (True, False)
+
+
+async def test_filters_bbox_and_pages(stack: Stack) -> None:
+    # write_registry places device n at (30.0n, 120.0n)
+    coords = {d: (120 + n / 100, 30 + n / 100) for n, (d, _, _) in enumerate(REGISTRY, start=1)}
+    box = "120.015,30.015,120.065,30.065"
+    expected = sorted(d for d, (lon, lat) in coords.items() if 120.015 <= lon <= 120.065)
+    body = (await stack.client.get("/devices", params={"bbox": box})).json()
+    assert [i["device_id"] for i in body["items"]] == expected
+    both = (
+        await stack.client.get(
+            "/devices", params={"bbox": box, "profile": "streetlight", "status": "never"}
+        )
+    ).json()
+    assert [i["device_id"] for i in both["items"]] == ["SL-A3", "SL-H1", "SL-K1"]  # no data
+    pages = [
+        (await stack.client.get("/devices", params={"limit": 4, "offset": o})).json()
+        for o in range(0, len(REGISTRY), 4)
+    ]
+    assert [i["device_id"] for p in pages for i in p["items"]] == sorted(coords)
+    assert {p["total"] for p in pages} == {len(REGISTRY)}
+    for bad in ("1,2,3", "a,b,c,d", "121,30,120,31", "0,0,0,nan"):
+        response = await stack.client.get("/devices", params={"bbox": bad})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", "bbox"]
+    assert (await stack.client.get("/devices", params={"status": "asleep"})).status_code == 422
+
+
+async def test_geojson(stack: Stack, now: int) -> None:
+    response = await stack.client.get(
+        "/devices.geojson", params={"profile": "streetlight", "district": "North"}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["type"] == "FeatureCollection"
+    ids = sorted(d for d, p, district in REGISTRY if (p, district) == ("streetlight", "North"))
+    assert [f["id"] for f in body["features"]] == ids
+    a1 = body["features"][0]
+    n = [d for d, _, _ in REGISTRY].index("SL-A1") + 1
+    assert a1["geometry"] == {"type": "Point", "coordinates": [120 + n / 100, 30 + n / 100]}
+    assert a1["properties"]["values"] == {"powerState": "on", "voltage": 230.0}
+    assert a1["properties"]["last_seen"] == rfc3339(now - S)
+    assert a1["properties"]["profile"] == "streetlight"
+    assert a1["properties"]["reporting"] in ("on_time", "late", "silent")
+
+
+async def test_reconcile_recovers_a_lost_feed_message(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    settings = live_settings(
+        servers, influx, tmp_path, topic_root, api_state_reconcile_interval=0.5
+    )
+    async with stack_for(settings, servers) as started:
+        assert (await started.device("WP-A2"))["reading"] is None
+        stored = time.time_ns()
+        with InfluxClient(influx) as client:  # stored, but its feed message was lost
+            client.write(
+                line_protocol([Point("water_pipe", "WP-A2", "North", {"pressure": 1.5}, stored)])
+            )
+
+        async def reconciled() -> bool:
+            return (await started.device("WP-A2"))["reading"] is not None
+
+        await until(reconciled, 5, "the reconcile")
+        assert any(e.kind == "reading" and e.device_id == "WP-A2" for e in started.events)
+
+
+async def test_state_not_loaded_is_503_until_influx_answers(
+    servers: LocalServers, tmp_path: Path, topic_root: str
+) -> None:
+    settings = api_settings(
+        servers, InfluxConfig(url=f"http://127.0.0.1:{free_port()}", database="x"), tmp_path
+    ).model_copy(update={"topic_root": topic_root})
+    async with running(create_app(settings)) as client:
+        for path in ("/devices", "/devices/SL-A1", "/devices.geojson"):
+            response = await client.get(path)
+            assert response.status_code == 503
+            assert "latest state not loaded" in response.json()["detail"]
