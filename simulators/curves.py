@@ -42,7 +42,8 @@ class DailyCurve:
 
 
 # Water demand relative to the daily mean: lowest 02:00-04:00 (the "minimum night flow" a leak
-# raises), a sharp morning peak when the city showers, a broader evening peak.
+# raises), a sharp morning peak when the city showers, a broader evening peak that tails off
+# towards midnight.
 WATER_DEMAND = DailyCurve.of(
     lambda h: (
         0.22
@@ -50,6 +51,7 @@ WATER_DEMAND = DailyCurve.of(
         + 0.55 * bump(h, 12.5, 2.5)
         + 0.35 * bump(h, 15.5, 2.5)
         + 1.0 * bump(h, 19.5, 1.6)
+        + 0.25 * bump(h, 23.0, 1.5)
     )
 )
 
