@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from api.windows import Window
 from citysense.influx import AsyncInfluxClient, ParamValue, Series, first_series, quote_ident
-from device_profiles import FieldType, Profile
+from device_profiles import FieldKind, FieldSpec, FieldType, Profile
 
 DEVICE_TAG = quote_ident("device_id")
 DISTRICT_TAG = quote_ident("district")
@@ -27,18 +28,42 @@ NUMERIC = (FieldType.NUMBER, FieldType.INTEGER)
 
 
 class Aggregate(StrEnum):
-    """The closed set of InfluxQL functions a history request may name."""
+    """The closed set of aggregates a request may name: InfluxQL functions, plus `delta` and
+    `rate` of counters, which the API computes itself (api.counters)."""
 
     MEAN = "mean"
     MIN = "min"
     MAX = "max"
     SUM = "sum"
     COUNT = "count"
+    FIRST = "first"
     LAST = "last"
+    SPREAD = "spread"
+    DELTA = "delta"
+    RATE = "rate"
+
+    @property
+    def on_counter(self) -> bool:
+        return self in (Aggregate.DELTA, Aggregate.RATE)
 
     def accepts(self, field_type: FieldType) -> bool:
-        """count and last take any field; the others need numbers (InfluxDB errors otherwise)."""
-        return self in (Aggregate.COUNT, Aggregate.LAST) or field_type in NUMERIC
+        """count, first and last take any field; the others need numbers (InfluxDB errors
+        otherwise)."""
+        return self in (Aggregate.COUNT, Aggregate.FIRST, Aggregate.LAST) or field_type in NUMERIC
+
+    def problem(self, spec: FieldSpec) -> str | None:
+        """Why this aggregate does not apply to the field, or None if it does."""
+        counter = spec.effective_kind is FieldKind.COUNTER
+        if self.on_counter and not counter:
+            return f"{self.value} needs a counter field; this one is a {spec.effective_kind.value}"
+        if counter and self in (Aggregate.MEAN, Aggregate.SUM, Aggregate.SPREAD):
+            return (
+                f"{self.value} of a counter means nothing (it only ever grows, and resets): "
+                "use delta or rate"
+            )
+        if not self.accepts(spec.type):
+            return f"{self.value} needs a numeric field; this one is {spec.type.value}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +134,7 @@ def history(
     spec = profile.fields.get(field)
     if spec is None:
         raise ValueError(f"{field!r} is not a field of profile {profile.profile!r}")
-    if not agg.accepts(spec.type):
+    if agg.on_counter or not agg.accepts(spec.type):
         raise ValueError(f"{agg.value} does not apply to {spec.type.value} field {field!r}")
     if every_s < 1:  # `:d` below also refuses anything but an int
         raise ValueError(f"bucket width must be at least 1s: {every_s!r}")
@@ -176,3 +201,49 @@ def dead_letter_counts(selection: DeadLetterFilter, by: str) -> Query:
         f"FROM {DEAD_LETTERS} WHERE {where} GROUP BY {quote_ident(by)}",
         params,
     )
+
+
+def history_windows(
+    profile: Profile, field: str, agg: Aggregate, device_id: str, windows: Sequence[Window]
+) -> Query:
+    """`agg(field)` of one device in each of the given windows (calendar windows computed by
+    api.windows): one statement per window in one request, the bounds bound as $s<n>/$e<n>."""
+    spec = profile.fields.get(field)
+    if spec is None or agg.on_counter or not agg.accepts(spec.type):
+        raise ValueError(f"{agg.value}({field!r}) is not a history of profile {profile.profile!r}")
+    if not windows:
+        raise ValueError("at least one window")
+    params: dict[str, ParamValue] = {"device_id": device_id}
+    statements = []
+    for n, (begin, end) in enumerate(windows):
+        statements.append(
+            f"SELECT {agg.value}({quote_ident(field)}) AS {quote_ident('value')} "
+            f"FROM {_measurement(profile)} "
+            f"WHERE {DEVICE_TAG} = $device_id AND time >= $s{n:d} AND time < $e{n:d}"
+        )
+        params[f"s{n}"], params[f"e{n}"] = begin, end
+    return Query("; ".join(statements), params)
+
+
+def counter_readings(
+    profile: Profile, field: str, device_id: str, *, start_ns: int, end_ns: int, since_ns: int
+) -> Query:
+    """Two statements: the counter's last reading before `start` (no older than `since`), whose
+    increase to the first reading in the window belongs to the window; then every reading of
+    the counter in [start, end), oldest first."""
+    spec = profile.fields.get(field)
+    if spec is None or spec.effective_kind is not FieldKind.COUNTER:
+        raise ValueError(f"{field!r} is not a counter of profile {profile.profile!r}")
+    f, m = quote_ident(field), _measurement(profile)
+    return Query(
+        f"SELECT last({f}) AS {quote_ident('value')} FROM {m} "
+        f"WHERE {DEVICE_TAG} = $device_id AND time >= $since AND time < $start; "
+        f"SELECT {f} AS {quote_ident('value')} FROM {m} "
+        f"WHERE {DEVICE_TAG} = $device_id AND time >= $start AND time < $end AND {f} >= 0",
+        {"device_id": device_id, "since": since_ns, "start": start_ns, "end": end_ns},
+    )
+
+
+async def fetch_all(influx: AsyncInfluxClient, query: Query) -> list[list[Series]]:
+    """Every statement's series, in statement order."""
+    return await influx.query(query.text, query.params, epoch="ns")

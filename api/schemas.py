@@ -94,7 +94,7 @@ class FeatureCollectionPublic(BaseModel):
 
 
 class BucketPublic(BaseModel):
-    time: Rfc3339 = Field(description="Start of the bucket (buckets align to the epoch)")
+    time: Rfc3339 = Field(description="Start of the window")
     value: Value
 
 
@@ -102,9 +102,14 @@ class HistoryPublic(BaseModel):
     device_id: str
     profile: str
     field: str
-    unit: str | None = Field(description="Unit from the profile; null for unitless fields")
+    unit: str | None = Field(
+        description="Unit of the values: the field's, per hour for a rate; null for counts and "
+        "unitless fields"
+    )
     agg: Aggregate
-    every_seconds: int = Field(description="Bucket width")
+    every: str = Field(description="The window as requested", examples=["15m", "day"])
+    tz: str | None = Field(description="Time zone of calendar windows; null for fixed widths")
+    every_seconds: int | None = Field(description="Width of fixed windows; null for calendar ones")
     start: Rfc3339 = Field(description="Inclusive start of the window")
     end: Rfc3339 = Field(description="Exclusive end of the window")
     points: list[BucketPublic] = Field(description="Buckets with readings, oldest first")

@@ -11,10 +11,11 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from api import query as q
 from api.access import check_device, check_filters
 from api.contract import Contract
+from api.counters import deltas, rate_per_hour
 from api.deps import ContractDep, InfluxDep, LiveDep, PrincipalDep, SettingsDep
 from api.errors import documented, invalid_query
 from api.live import Live
-from api.params import check_choice, time_param
+from api.params import check_choice, time_window
 from api.readings import aggregate_value
 from api.schemas import (
     BucketPublic,
@@ -33,6 +34,14 @@ from api.state import DeviceState
 from api.state import Reporting as RepStatus
 from api.times import NS_PER_S, bucket_count, format_rfc3339, now_ns, parse_whole_seconds
 from api.tokens import Principal
+from api.windows import (
+    Calendar,
+    Window,
+    calendar_windows,
+    count_calendar_windows,
+    fixed_windows,
+    zone,
+)
 from device_profiles import Device
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -41,7 +50,6 @@ geo_router = APIRouter(tags=["devices"])
 
 PAGE_MAX = 1000
 GEOJSON_MAX = 100_000  # a whole profile of a district roll-out on one map
-DEFAULT_HISTORY_S = 86400
 
 DeviceId = Annotated[str, Path(description="Device id from the registry", examples=["SL-000001"])]
 
@@ -266,12 +274,27 @@ async def get_device(
     return device_public(live, live.state.devices[device.device_id], now_ns())
 
 
+HISTORY_DOC = """`agg(field)` of one device over [start, end), per window of `every`.
+
+- **every**: a width (`90s`, `5m`, `1h`, `1d`), windows aligned to the epoch as InfluxDB's GROUP BY
+  time() makes them (the first may start before `start` but covers readings from `start` on); or
+  a calendar unit, `hour`, `day`, `week` (from Monday) or `month`, in the time zone `tz`
+  (IANA, e.g. Asia/Shanghai), with DST days as long as the wall clock says. `tz` only applies to
+  calendar units. Windows without readings are omitted.
+- **agg**: mean, min, max, sum, count, first, last, spread. mean, min, max, sum and spread need a
+  numeric field. A **counter** (kind: counter, e.g. kWh imported) is never averaged or summed:
+  use `delta` (its increase in the window) or `rate` (increase per hour over the part of the
+  window inside [start, end)), where each increase between consecutive readings belongs to the
+  window of the later reading and a reset counts from 0. min, max, first, last and count of a
+  counter are its register values."""
+
+CALENDAR_MAX = 1000  # one InfluxQL statement per calendar window
+
+
 @router.get(
     "/{device_id}/history",
     summary="Aggregated history of one field",
-    description="`agg(field)` over [start, end) in buckets of `every`, aligned to the epoch "
-    "(so the first bucket may start before `start`, covering only readings from `start` on). "
-    "Buckets without readings are omitted. mean, min, max and sum need a numeric field.",
+    description=HISTORY_DOC,
     responses=documented(401, 403, 404, 502, 503),
 )
 async def device_history(
@@ -282,8 +305,11 @@ async def device_history(
     influx: InfluxDep,
     settings: SettingsDep,
     field: Annotated[str, Query(description="A field of the device's profile")],
-    agg: Annotated[q.Aggregate, Query(description="Aggregate per bucket")] = q.Aggregate.MEAN,
-    every: Annotated[str, Query(description="Bucket width, at least 1s", examples=["5m"])] = "5m",
+    agg: Annotated[q.Aggregate, Query(description="Aggregate per window")] = q.Aggregate.MEAN,
+    every: Annotated[
+        str, Query(description="Window: a width such as 5m, or hour, day, week, month")
+    ] = "5m",
+    tz: Annotated[str, Query(description="IANA time zone of calendar windows")] = "UTC",
     start: Annotated[str | None, Query(description="RFC 3339; default: 24 h before end")] = None,
     end: Annotated[str | None, Query(description="RFC 3339, exclusive; default: now")] = None,
 ) -> HistoryPublic:
@@ -300,48 +326,113 @@ async def device_history(
             f"its fields: {', '.join(fields)}",
             allowed=fields,
         )
-    if not agg.accepts(spec.type):
-        raise invalid_query(
-            "agg", agg.value, f"{agg.value} needs a numeric field; {field!r} is {spec.type.value}"
+    problem = agg.problem(spec)
+    if problem is not None:
+        raise invalid_query("agg", agg.value, f"{problem} ({field!r})")
+    start_ns, end_ns = time_window(start, end)
+    windows, every_s = _windows(every, tz, start_ns, end_ns, settings.api_history_max_points)
+    if agg.on_counter:
+        query = q.counter_readings(
+            profile,
+            field,
+            device.device_id,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            since_ns=start_ns - int(settings.api_latest_lookback * NS_PER_S),
         )
-    try:
-        every_s = parse_whole_seconds(every, minimum=1)
-    except ValueError as exc:
-        raise invalid_query("every", every, str(exc)) from exc
-    end_ns = time_param("end", end) if end is not None else now_ns()
-    start_ns = (
-        time_param("start", start) if start is not None else end_ns - DEFAULT_HISTORY_S * NS_PER_S
-    )
-    if end_ns <= start_ns:
-        raise invalid_query("end", end, "end must be after start")
-    points = bucket_count(start_ns, end_ns, every_s * NS_PER_S)
-    if points > settings.api_history_max_points:
-        raise invalid_query(
-            "every",
-            every,
-            f"{points} buckets of {every_s}s between start and end exceed the maximum of "
-            f"{settings.api_history_max_points}: widen every or narrow the window",
-            max_points=settings.api_history_max_points,
+        before, inside = await q.fetch_all(influx, query)
+        previous = next((float(r["value"]) for s in before for r in s.rows()), None)
+        readings = [(int(r["time"]), float(r["value"])) for s in inside for r in s.rows()]
+        values = deltas(previous, readings, windows)
+        buckets = [
+            BucketPublic(
+                time=format_rfc3339(w[0]),
+                value=v if agg is q.Aggregate.DELTA else rate_per_hour(v, w, start_ns, end_ns),
+            )
+            for w, v in zip(windows, values, strict=True)
+            if v is not None
+        ]
+    elif every_s is not None:
+        query = q.history(
+            profile,
+            field,
+            agg,
+            device.device_id,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            every_s=every_s,
         )
-    query = q.history(
-        profile, field, agg, device.device_id, start_ns=start_ns, end_ns=end_ns, every_s=every_s
-    )
-    buckets = [
-        BucketPublic(
-            time=format_rfc3339(row["time"]), value=aggregate_value(agg, spec, row["value"])
+        buckets = [
+            BucketPublic(
+                time=format_rfc3339(row["time"]), value=aggregate_value(agg, spec, row["value"])
+            )
+            for series in await q.fetch(influx, query)
+            for row in series.rows()
+            if row["value"] is not None  # fill(none) drops empty buckets; this guards the type
+        ]
+    else:
+        clipped = [(max(b, start_ns), min(e, end_ns)) for b, e in windows]
+        results = await q.fetch_all(
+            influx, q.history_windows(profile, field, agg, device.device_id, clipped)
         )
-        for series in await q.fetch(influx, query)
-        for row in series.rows()
-        if row["value"] is not None  # fill(none) drops empty buckets; this guards the type
-    ]
+        buckets = [
+            BucketPublic(time=format_rfc3339(w[0]), value=aggregate_value(agg, spec, row["value"]))
+            for w, result in zip(windows, results, strict=True)
+            for series in result
+            for row in series.rows()
+            if row["value"] is not None
+        ]
+    unit = spec.unit
+    if agg is q.Aggregate.RATE and unit:
+        unit = f"{unit}/h"
+    elif agg is q.Aggregate.COUNT:
+        unit = None
     return HistoryPublic(
         device_id=device.device_id,
         profile=profile.profile,
         field=field,
-        unit=spec.unit,
+        unit=unit,
         agg=agg,
+        every=every,
+        tz=tz if every_s is None else None,
         every_seconds=every_s,
         start=format_rfc3339(start_ns),
         end=format_rfc3339(end_ns),
         points=buckets,
     )
+
+
+def _windows(
+    every: str, tz: str, start_ns: int, end_ns: int, max_points: int
+) -> tuple[list[Window], int | None]:
+    """The windows of the request and, for a fixed width, that width in seconds."""
+    try:
+        zone_info = zone(tz)
+    except ValueError as exc:
+        raise invalid_query("tz", tz, str(exc)) from exc
+    if every in Calendar.__members__.values():
+        unit = Calendar(every)
+        if count_calendar_windows(start_ns, end_ns, unit) > CALENDAR_MAX + 2:
+            raise invalid_query(
+                "every", every, f"more than {CALENDAR_MAX} {every} windows: narrow the window"
+            )
+        windows = calendar_windows(start_ns, end_ns, unit, zone_info)
+        if len(windows) > CALENDAR_MAX:
+            raise invalid_query(
+                "every", every, f"more than {CALENDAR_MAX} {every} windows: narrow the window"
+            )
+        return windows, None
+    try:
+        every_s = parse_whole_seconds(every, minimum=1)
+    except ValueError as exc:
+        raise invalid_query("every", every, f"{exc}, or one of hour, day, week, month") from exc
+    points = bucket_count(start_ns, end_ns, every_s * NS_PER_S)
+    if points > max_points:
+        raise invalid_query(
+            "every",
+            every,
+            f"{points} buckets of {every_s}s between start and end exceed the maximum of "
+            f"{max_points}: widen every or narrow the window",
+            max_points=max_points,
+        )
+    return fixed_windows(start_ns, end_ns, every_s * NS_PER_S), every_s

@@ -349,7 +349,9 @@ AGGREGATES: dict[str, Any] = {
     "min": lambda v: min(_numbers(v)),
     "max": lambda v: max(_numbers(v)),
     "count": len,
+    "first": lambda v: v[0],
     "last": lambda v: v[-1],
+    "spread": lambda v: max(_numbers(v)) - min(_numbers(v)),
 }
 
 
@@ -395,9 +397,12 @@ def assert_close(got: Any, want: Any, where: str = "") -> None:
         ("powerConsumption", "max"),
         ("powerConsumption", "count"),
         ("powerConsumption", "last"),
+        ("powerConsumption", "first"),
+        ("powerConsumption", "spread"),
         ("voltage", "mean"),
         ("powerState", "count"),
         ("powerState", "last"),
+        ("powerState", "first"),
     ],
 )
 async def test_history_buckets(
@@ -424,8 +429,9 @@ async def test_history_buckets(
     assert len(expected) == 10  # 10 buckets, the first starting before `start`
     assert_close(body["points"], [{"time": t, "value": v} for t, v in expected])
     spec = PROFILES["streetlight"].fields[field_name]
-    assert body["unit"] == spec.unit
+    assert body["unit"] == (None if agg == "count" else spec.unit)
     assert (body["field"], body["agg"], body["every_seconds"]) == (field_name, agg, 600)
+    assert (body["every"], body["tz"]) == ("10m", None)
     assert (body["start"], body["end"]) == (rfc3339(start), rfc3339(end))
 
 
@@ -458,6 +464,12 @@ async def test_history_window_with_offsets_and_no_data(api: httpx.AsyncClient, s
         ({"field": "voltage", "every": "0s"}, "every", "shorter"),
         ({"field": "voltage", "every": "500ms"}, "every", "whole"),
         ({"field": "voltage", "every": "10"}, "every", "duration"),
+        ({"field": "voltage", "every": "fortnight"}, "every", "hour, day, week, month"),
+        ({"field": "voltage", "every": "day", "tz": "Mars/Olympus"}, "tz", "IANA"),
+        ({"field": "voltage", "every": "hour", "start": "2020-01-01T00:00:00Z"}, "every", "1000"),
+        ({"field": "voltage", "agg": "delta"}, "agg", "counter"),
+        ({"field": "lifetimePowerConsumption", "agg": "mean"}, "agg", "delta or rate"),
+        ({"field": "lifetimePowerConsumption", "agg": "spread"}, "agg", "delta or rate"),
         ({"field": "voltage", "every": "5m) fill(0"}, "every", "duration"),
         ({"field": "voltage", "every": "1s"}, "every", "maximum of 10000"),
         ({"field": "voltage", "start": "yesterday"}, "start", "RFC 3339"),

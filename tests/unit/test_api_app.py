@@ -183,6 +183,8 @@ async def test_history_mapping(client: httpx.AsyncClient, fake: FakeInflux) -> N
         "field": "rssi",
         "unit": "dBm",
         "agg": "mean",
+        "every": "5m",
+        "tz": None,
         "every_seconds": 300,
         "start": "1970-01-01T00:00:00Z",
         "end": "1970-01-01T01:00:00Z",
@@ -285,5 +287,5 @@ async def test_openapi_documents_routes_and_errors(client: httpx.AsyncClient) ->
     assert {"404", "422", "503"} <= set(paths["/devices/{device_id}/history"]["get"]["responses"])
     assert "503" in paths["/health"]["get"]["responses"]
     history_params = {p["name"] for p in paths["/devices/{device_id}/history"]["get"]["parameters"]}
-    assert history_params == {"device_id", "field", "agg", "every", "start", "end"}
+    assert history_params == {"device_id", "field", "agg", "every", "tz", "start", "end"}
     assert (await client.get("/docs")).status_code == 200

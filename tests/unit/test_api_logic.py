@@ -202,7 +202,7 @@ def test_history_refuses_what_the_contract_does_not_allow(
 
 
 def test_aggregates_on_non_numeric_fields() -> None:
-    assert [a.value for a in Aggregate if a.accepts(FieldType.STATE)] == ["count", "last"]
+    assert [a.value for a in Aggregate if a.accepts(FieldType.STATE)] == ["count", "first", "last"]
     assert all(a.accepts(FieldType.INTEGER) for a in Aggregate)
 
 
