@@ -247,3 +247,104 @@ def counter_readings(
 async def fetch_all(influx: AsyncInfluxClient, query: Query) -> list[list[Series]]:
     """Every statement's series, in statement order."""
     return await influx.query(query.text, query.params, epoch="ns")
+
+
+# --- aggregation across devices ------------------------------------------------------------------
+
+_CROSS = {
+    # outer(inner) per group: each device weighs once per window, whatever its reporting rate.
+    Aggregate.MEAN: ("mean", "mean"),
+    Aggregate.MIN: ("min", "min"),
+    Aggregate.MAX: ("max", "max"),
+    Aggregate.SUM: ("sum", "mean"),  # e.g. total power: the sum of each device's mean
+    Aggregate.COUNT: ("sum", "count"),  # readings in the window
+    Aggregate.FIRST: ("first", "first"),
+    Aggregate.LAST: ("last", "last"),
+    Aggregate.SPREAD: ("spread", "mean"),  # spread between devices' means
+}
+
+
+def _tag_in(tag: str, values: Sequence[str], params: dict[str, ParamValue]) -> str:
+    names = [f"{tag}{n}" for n in range(len(params), len(params) + len(values))]
+    params.update(zip(names, values, strict=True))
+    return "(" + " OR ".join(f"{quote_ident(tag)} = ${n}" for n in names) + ")"
+
+
+def across_devices(
+    profile: Profile,
+    field: str,
+    agg: Aggregate,
+    windows: Sequence[Window],
+    *,
+    every_s: int | None,
+    by_district: bool,
+    districts: Sequence[str] = (),
+    equals: ParamValue | None = None,
+) -> Query:
+    """Per window (and district): `agg` over the devices' per-device aggregates, and `devices`,
+    how many distinct devices contributed. With `equals`, the value counts the devices whose last
+    value in the window equals it (lamps on). A fixed width is one GROUP BY time() statement;
+    calendar windows are one statement each."""
+    spec = profile.fields.get(field)
+    if spec is None or agg.on_counter or not agg.accepts(spec.type):
+        raise ValueError(f"{agg.value}({field!r}) cannot be aggregated across devices")
+    if every_s is not None and every_s < 1:
+        raise ValueError(f"bucket width must be at least 1s: {every_s!r}")
+    params: dict[str, ParamValue] = {}
+    extra = f" AND {_tag_in('district', districts, params)}" if districts else ""
+    f, m, v = quote_ident(field), _measurement(profile), quote_ident("v")
+    if equals is None:
+        outer, inner = _CROSS[agg]
+        select = f"{outer}({v}) AS {quote_ident('value')}, count({v}) AS {quote_ident('devices')}"
+        where_outer = ""
+        inner_fn = inner
+    else:
+        select = f"count({v}) AS {quote_ident('value')}"
+        where_outer = f" AND {v} = $equals"
+        params["equals"] = equals
+        inner_fn = "last"
+    group_time = f"time({every_s:d}s), " if every_s is not None else ""
+    outer_group = (
+        f" GROUP BY {group_time}{DISTRICT_TAG}"
+        if by_district
+        else (f" GROUP BY time({every_s:d}s)" if every_s is not None else "")
+    )
+    statements = []
+    spans = [(windows[0][0], windows[-1][1])] if every_s is not None else windows
+    for n, (begin, end) in enumerate(spans):
+        bounds = f"time >= $s{n:d} AND time < $e{n:d}"
+        params[f"s{n}"], params[f"e{n}"] = begin, end
+        inner_q = (
+            f"SELECT {inner_fn}({f}) AS {v} FROM {m} WHERE {bounds}{extra} "
+            f"GROUP BY {group_time}{DEVICE_TAG}, {DISTRICT_TAG}"
+        )
+        statements.append(
+            f"SELECT {select} FROM ({inner_q}) WHERE {bounds}{where_outer}{outer_group}"
+            + (" fill(none)" if every_s is not None else "")
+        )
+    return Query("; ".join(statements), params)
+
+
+def counter_readings_all(
+    profile: Profile,
+    field: str,
+    *,
+    start_ns: int,
+    end_ns: int,
+    since_ns: int,
+    districts: Sequence[str] = (),
+) -> Query:
+    """Like counter_readings, for every device (one series per device_id and district)."""
+    spec = profile.fields.get(field)
+    if spec is None or spec.effective_kind is not FieldKind.COUNTER:
+        raise ValueError(f"{field!r} is not a counter of profile {profile.profile!r}")
+    params: dict[str, ParamValue] = {"since": since_ns, "start": start_ns, "end": end_ns}
+    extra = f" AND {_tag_in('district', districts, params)}" if districts else ""
+    f, m = quote_ident(field), _measurement(profile)
+    return Query(
+        f"SELECT last({f}) AS {quote_ident('value')} FROM {m} "
+        f"WHERE time >= $since AND time < $start{extra} GROUP BY {DEVICE_TAG}, {DISTRICT_TAG}; "
+        f"SELECT {f} AS {quote_ident('value')} FROM {m} "
+        f"WHERE time >= $start AND time < $end{extra} GROUP BY {DEVICE_TAG}, {DISTRICT_TAG}",
+        params,
+    )

@@ -198,3 +198,31 @@ class DeadLetterCountsPublic(BaseModel):
     end: Rfc3339
     total: int
     counts: dict[str, int] = Field(examples=[{"out_of_range": 12, "invalid_json": 3}])
+
+
+class AggregateRowPublic(BaseModel):
+    time: Rfc3339 = Field(description="Start of the window")
+    district: str | None = Field(description="The group's district; null when not grouped")
+    value: Value | None = Field(description="null when suppressed (open data) or no data")
+    devices: int | None = Field(
+        description="Devices that contributed; null when suppressed (open data)"
+    )
+    registered: int = Field(description="Devices of the profile registered in the group")
+    suppressed: bool = Field(
+        description="True if fewer than min_devices devices contributed (open data only)"
+    )
+
+
+class AggregatePublic(BaseModel):
+    profile: str
+    field: str
+    agg: Aggregate
+    equals: bool | float | str | None
+    unit: str | None
+    every: str
+    tz: str | None
+    start: Rfc3339
+    end: Rfc3339
+    group_by: Literal["district", "none"]
+    min_devices: int | None = Field(description="Open data: the smallest group published")
+    rows: list[AggregateRowPublic] = Field(description="Oldest first, then by district")

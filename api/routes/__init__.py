@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 
+from api.routes.aggregates import router as aggregates_router
 from api.routes.dead_letters import router as dead_letters_router
 from api.routes.devices import geo_router
 from api.routes.devices import router as devices_router
@@ -12,5 +13,6 @@ api_router = APIRouter()
 api_router.include_router(geo_router)
 api_router.include_router(devices_router)
 api_router.include_router(dead_letters_router)
+api_router.include_router(aggregates_router)
 api_router.include_router(districts_router)
 api_router.include_router(health_router)

@@ -330,7 +330,7 @@ async def device_history(
     if problem is not None:
         raise invalid_query("agg", agg.value, f"{problem} ({field!r})")
     start_ns, end_ns = time_window(start, end)
-    windows, every_s = _windows(every, tz, start_ns, end_ns, settings.api_history_max_points)
+    windows, every_s = window_list(every, tz, start_ns, end_ns, settings.api_history_max_points)
     if agg.on_counter:
         query = q.counter_readings(
             profile,
@@ -402,7 +402,7 @@ async def device_history(
     )
 
 
-def _windows(
+def window_list(
     every: str, tz: str, start_ns: int, end_ns: int, max_points: int
 ) -> tuple[list[Window], int | None]:
     """The windows of the request and, for a fixed width, that width in seconds."""

@@ -1,0 +1,328 @@
+"""Aggregation across devices, computed at query time from InfluxDB: per window, per district
+(or city-wide), of one field of one profile. The one route open-data tokens may use."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from api import query as q
+from api.access import forbidden
+from api.contract import Contract
+from api.counters import deltas, rate_per_hour
+from api.deps import ContractDep, InfluxDep, PrincipalDep, SettingsDep
+from api.errors import documented, invalid_query
+from api.params import check_choice, time_window
+from api.readings import Value, aggregate_value
+from api.routes.devices import window_list
+from api.schemas import AggregatePublic, AggregateRowPublic
+from api.settings import ApiSettings
+from api.times import NS_PER_S, format_rfc3339, now_ns
+from api.tokens import Principal, Scope
+from api.windows import Window
+from citysense.influx import AsyncInfluxClient, Series
+from device_profiles import FieldSpec, FieldType, Profile
+
+router = APIRouter(tags=["aggregates"])
+
+DOC = """`agg` of `field` over the devices of `profile`, per window of `every` (as in device
+history: a width, or hour/day/week/month in `tz`) and per district (`group_by=district`) or over
+the whole city (`group_by=none`). Groups follow the `district` tag stored with each reading.
+
+- mean, min, max: over each device's mean / min / max in the window, so a device that reports
+  more often does not weigh more; sum: the sum of the devices' means (total power); count:
+  readings; first/last: the earliest/latest reading; spread: between the devices' means.
+- Counters (delta, rate): each device's increase in the window, resets counted from 0, summed
+  over the group (energy per district per day: `agg=delta&every=day`).
+- `equals` (state and boolean fields, with agg=count): devices whose last value in the window
+  equals it, e.g. lamps on after dusk: `field=powerState&equals=on&every=15m`; `registered`
+  beside it is the lamps expected (registered in the district).
+- `devices`: how many devices contributed; `registered`: how many the registry has in the group.
+
+**Open data** (tokens of scope open_data) sees only this route, under rules that keep any one
+device from being singled out, even by combining several answers:
+1. groups are districts only (no city-wide total, no bounding box or device filter), so two
+   answers never overlap partly: each cell is a whole district;
+2. one fixed calendar grid: whole days in the operator's time zone (`every=day`, `tz` as
+   configured), only days that are over, and `start`/`end` are widened to whole days, so no two
+   windows overlap partly either (no differencing 00:00-12:00 against 00:00-13:00);
+3. a cell to which fewer than `min_devices` devices contributed is suppressed (value and
+   `devices` null). Together: every published number is a whole (district, day) cell over at
+   least k devices, identical however it is asked for, so no difference of answers isolates a
+   device. What remains: readings arriving late (up to the profile's max_age) change a past day,
+   and min/max publish one (unnamed) device's value, as any k-anonymous table does."""
+
+
+def _scope_districts(
+    principal: Principal, contract: Contract, profile: str, district: str | None
+) -> list[str]:
+    """Districts the query is restricted to ([] = all)."""
+    if principal.scope is Scope.DEPARTMENT and not principal.sees_profile(profile):
+        raise forbidden(f"token {principal.name!r} may not read profile {profile!r}")
+    if district is not None:
+        if not principal.sees_district(district):
+            raise forbidden(f"token {principal.name!r} may not read district {district!r}")
+        return [district]
+    if principal.districts is not None:
+        return sorted(principal.districts)
+    return []
+
+
+def _open_data_window(
+    settings: ApiSettings, *, every: str, tz: str, group_by: str, start_ns: int, end_ns: int
+) -> tuple[int, int]:
+    if group_by != "district":
+        raise forbidden("open data is published per district only (group_by=district)")
+    if every != "day" or tz != settings.api_open_data_timezone:
+        raise invalid_query(
+            "every",
+            every,
+            f"open data is published per whole day in {settings.api_open_data_timezone}: "
+            f"every=day&tz={settings.api_open_data_timezone}",
+        )
+    return start_ns, min(end_ns, now_ns())
+
+
+@router.get(
+    "/aggregates",
+    summary="Aggregates across devices, per district and window",
+    description=DOC,
+    responses=documented(401, 403, 502, 503),
+)
+async def aggregates(
+    *,
+    principal: PrincipalDep,
+    contract: ContractDep,
+    influx: InfluxDep,
+    settings: SettingsDep,
+    profile: Annotated[str, Query(description="Profile name", examples=["water_pipe"])],
+    field: Annotated[str, Query(description="A field of the profile", examples=["pressure"])],
+    agg: Annotated[q.Aggregate, Query(description="Aggregate")] = q.Aggregate.MEAN,
+    equals: Annotated[
+        str | None, Query(description="With agg=count: devices whose last value equals this")
+    ] = None,
+    every: Annotated[str, Query(description="Window: a width, or hour/day/week/month")] = "1h",
+    tz: Annotated[str, Query(description="IANA time zone of calendar windows")] = "UTC",
+    group_by: Annotated[Literal["district", "none"], Query(description="Groups")] = "district",
+    district: Annotated[str | None, Query(description="Only this district")] = None,
+    start: Annotated[str | None, Query(description="RFC 3339; default: 24 h before end")] = None,
+    end: Annotated[str | None, Query(description="RFC 3339, exclusive; default: now")] = None,
+) -> AggregatePublic:
+    check_choice("profile", profile, sorted(contract.profiles))
+    check_choice("district", district, contract.districts)
+    spec_profile = contract.profiles[profile]
+    spec = spec_profile.fields.get(field)
+    if spec is None:
+        fields = sorted(spec_profile.fields)
+        raise invalid_query(
+            "field",
+            field,
+            f"{field!r} is not a field of {profile!r}; its fields: {', '.join(fields)}",
+            allowed=fields,
+        )
+    problem = agg.problem(spec)
+    if problem is not None:
+        raise invalid_query("agg", agg.value, f"{problem} ({field!r})")
+    match = _equals_param(agg, spec, equals)
+    districts = _scope_districts(principal, contract, profile, district)
+    start_ns, end_ns = time_window(start, end)
+    open_data = principal.scope is Scope.OPEN_DATA
+    if open_data:
+        start_ns, end_ns = _open_data_window(
+            settings, every=every, tz=tz, group_by=group_by, start_ns=start_ns, end_ns=end_ns
+        )
+    windows, every_s = window_list(every, tz, start_ns, end_ns, settings.api_history_max_points)
+    if open_data:  # whole days, and only days that are over
+        windows = [w for w in windows if w[1] <= end_ns]
+        if not windows:
+            raise invalid_query("end", end, "no whole day between start and end has ended yet")
+        start_ns, end_ns = windows[0][0], windows[-1][1]
+    clipped = [(max(b, start_ns), min(e, end_ns)) for b, e in windows]
+    by_district = group_by == "district"
+    if agg.on_counter:
+        cells = await _counter_cells(
+            influx,
+            settings,
+            spec_profile,
+            field,
+            agg=agg,
+            windows=windows,
+            clipped=clipped,
+            by_district=by_district,
+            districts=districts,
+        )
+    else:
+        query = q.across_devices(
+            spec_profile,
+            field,
+            agg,
+            clipped,
+            every_s=every_s,
+            by_district=by_district,
+            districts=districts,
+            equals=match,
+        )
+        cells = _gauge_cells(
+            await q.fetch_all(influx, query),
+            spec,
+            agg,
+            windows=windows,
+            every_s=every_s,
+            by_district=by_district,
+            counting=match is not None,
+        )
+    if match is not None:  # "0 lamps on" is an answer, not a missing row
+        groups: list[str | None] = (
+            [d for d in (districts or contract.districts) if contract.devices(profile, d)]
+            if by_district
+            else [None]
+        )
+        for window in windows:
+            for group in groups:
+                cells.setdefault((window[0], group), (0, 0))
+    k = settings.api_open_data_min_devices
+    rows = []
+    for (begin, group), (value, devices) in sorted(
+        cells.items(), key=lambda c: (c[0][0], c[0][1] or "")
+    ):
+        registered = _registered(contract, profile, group, districts)
+        hidden = open_data and (devices < k if match is None else registered < k)
+        rows.append(
+            AggregateRowPublic(
+                time=format_rfc3339(begin),
+                district=group,
+                value=None if hidden else value,
+                devices=None if hidden else devices,
+                registered=registered,
+                suppressed=hidden,
+            )
+        )
+    unit = None if agg is q.Aggregate.COUNT else spec.unit
+    if agg is q.Aggregate.RATE and unit:
+        unit = f"{unit}/h"
+    return AggregatePublic(
+        profile=profile,
+        field=field,
+        agg=agg,
+        equals=match,
+        unit=unit,
+        every=every,
+        tz=tz if every_s is None else None,
+        start=format_rfc3339(start_ns),
+        end=format_rfc3339(end_ns),
+        group_by=group_by,
+        min_devices=k if open_data else None,
+        rows=rows,
+    )
+
+
+def _equals_param(agg: q.Aggregate, spec: FieldSpec, equals: str | None) -> Value | None:
+    if equals is None:
+        return None
+    if agg is not q.Aggregate.COUNT:
+        raise invalid_query("equals", equals, "equals goes with agg=count")
+    return _equals_value(spec.type, equals, spec.values)
+
+
+def _equals_value(field_type: FieldType, text: str, allowed: tuple[str, ...] | None) -> Value:
+    if field_type is FieldType.BOOLEAN:
+        if text not in ("true", "false"):
+            raise invalid_query("equals", text, "a boolean field equals true or false")
+        return text == "true"
+    if field_type is FieldType.STATE:
+        if allowed is not None and text not in allowed:
+            raise invalid_query("equals", text, f"allowed: {', '.join(allowed)}")
+        return text
+    if field_type is FieldType.TEXT:
+        return text
+    raise invalid_query("equals", text, "equals applies to state, boolean and text fields")
+
+
+def _registered(contract: Contract, profile: str, group: str | None, districts: list[str]) -> int:
+    if group is not None:
+        return len(contract.devices(profile, group))
+    if districts:
+        return sum(len(contract.devices(profile, d)) for d in districts)
+    return len(contract.devices(profile))
+
+
+Cells = dict[tuple[int, str | None], tuple[Value, int]]  # (window start, district): value, devices
+
+
+def _gauge_cells(
+    results: list[list[Series]],
+    spec: FieldSpec,
+    agg: q.Aggregate,
+    *,
+    windows: list[Window],
+    every_s: int | None,
+    by_district: bool,
+    counting: bool,
+) -> Cells:
+    cells: Cells = {}
+    for n, result in enumerate(results):
+        for series in result:
+            group = series.tags.get("district") if by_district else None
+            for row in series.rows():
+                value = row.get("value")
+                if value is None:
+                    continue
+                # A fixed-width row is stamped with its window (or `start` for the first, which
+                # may be clipped); a calendar statement's row with its window's clipped start.
+                stamp = int(row["time"]) if every_s is not None else windows[n][0]
+                begin = max(w[0] for w in windows if w[0] <= stamp)
+                if counting:
+                    cells[(begin, group)] = (int(value), int(value))
+                else:
+                    devices = int(row.get("devices") or 0)
+                    cells[(begin, group)] = (aggregate_value(agg, spec, value), devices)
+    return cells
+
+
+async def _counter_cells(
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    profile: Profile,
+    field: str,
+    *,
+    agg: q.Aggregate,
+    windows: list[Window],
+    clipped: list[Window],
+    by_district: bool,
+    districts: list[str],
+) -> Cells:
+    start_ns, end_ns = clipped[0][0], clipped[-1][1]
+    query = q.counter_readings_all(
+        profile,
+        field,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        since_ns=start_ns - int(settings.api_latest_lookback * NS_PER_S),
+        districts=districts,
+    )
+    before, inside = await q.fetch_all(influx, query)
+    previous = {s.tags.get("device_id", ""): float(r["value"]) for s in before for r in s.rows()}
+    totals: dict[tuple[int, str | None], float] = defaultdict(float)
+    devices: dict[tuple[int, str | None], int] = defaultdict(int)
+    for series in inside:
+        device = series.tags.get("device_id", "")
+        group = series.tags.get("district") if by_district else None
+        readings = [(int(r["time"]), float(r["value"])) for r in series.rows()]
+        for window, delta in zip(
+            windows, deltas(previous.get(device), readings, clipped), strict=True
+        ):
+            if delta is not None:
+                totals[(window[0], group)] += delta
+                devices[(window[0], group)] += 1
+    out: dict[tuple[int, str | None], tuple[Value, int]] = {}
+    for key, total in totals.items():
+        n = next(i for i, w in enumerate(windows) if w[0] == key[0])
+        value = (
+            total
+            if agg is q.Aggregate.DELTA
+            else rate_per_hour(total, clipped[n], start_ns, end_ns)
+        )
+        out[key] = (value, devices[key])
+    return out
