@@ -32,7 +32,7 @@ from simulators.faults import DUPLICATE
 from simulators.fleet import SimMessage
 
 QOS = 1
-DEFAULT_WINDOW = 2_000
+DEFAULT_WINDOW = 1_000
 MAX_WINDOW = 65_000  # paho numbers messages 1..65535 and refuses a number still in flight
 PROGRESS_EVERY_S = 1.0
 
