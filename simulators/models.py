@@ -442,7 +442,7 @@ class ProfileModel:
         known = self.realistic.FIELDS if self.realistic is not None else frozenset()
         # Fields an operator added to a known profile, or every field of a new profile.
         self.unknown = {n: s for n, s in profile.fields.items() if n not in known}
-        self.shape = Shaper(profile, self.realistic.FIELDS if self.realistic else ())
+        self.shape = Shaper(profile, known)
 
     def device(self, rng: random.Random) -> DeviceModel:
         models: list[ValueModel] = []
