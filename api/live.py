@@ -11,13 +11,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from api import query as q
+from api.alarms import AlarmBook, Writer, load_events
 from api.contract import Contract
 from api.feed import FeedSubscriber
 from api.hub import Hub
 from api.readings import readings_by_device
 from api.settings import ApiSettings
-from api.state import LiveState
+from api.state import LiveState, Reporting
 from api.times import NS_PER_S, now_ns
 from citysense.errors import InfluxError, InfluxUnavailable
 from citysense.influx import AsyncInfluxClient
@@ -34,6 +37,7 @@ class Live:
         contract: Contract,
         influx: AsyncInfluxClient,
         scrub: Callable[[str], str],
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.scrub = scrub  # error texts may quote a URL with credentials
@@ -46,9 +50,12 @@ class Live:
             late_after=settings.api_late_after,
             silent_after=settings.api_silent_after,
         )
+        self.alarms = AlarmBook(contract, self.hub)
+        self.writer = Writer(settings.influx, self.alarms, scrub, transport)
         self.load_error: str | None = "not loaded yet"
         self.feed: FeedSubscriber | None = None
         self._task: asyncio.Task[None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
 
     def require_loaded(self) -> None:
         """Serving an empty cache as "no device ever reported" would be a lie: 503 instead."""
@@ -71,6 +78,8 @@ class Live:
         if not self.state.loaded:
             self.state.baseline(now)
             logger.info("latest state loaded for %d devices", len(self.state.devices))
+            silent = [d for d, s in self.state.devices.items() if s.reporting is Reporting.SILENT]
+            self.alarms.silent_at_start(silent, now)
         self.load_error = None
 
     async def _try_reload(self) -> None:
@@ -85,15 +94,23 @@ class Live:
         self.feed = FeedSubscriber(
             self.settings.mqtt, self.settings.topic_root, loop, self._on_feed, self._on_status
         )
+        try:
+            since = now_ns() - int(self.settings.api_alarm_lookback * NS_PER_S)
+            self.alarms.replay(await load_events(self.influx, since))
+        except InfluxError as exc:
+            logger.warning("could not replay alarm events: %s", self.scrub(str(exc)))
         self.feed.start()  # first: readings stored while we load are merged, not missed
         await self._try_reload()
         self._task = asyncio.create_task(self._run(), name="citysense-live")
+        self._writer_task = asyncio.create_task(self.writer.run(), name="citysense-alarms")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._writer_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.writer.aclose()
         if self.feed is not None:
             self.feed.stop()
 

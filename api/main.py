@@ -81,7 +81,7 @@ def create_app(
         contract = Contract.build(profiles, registry)
         tokens = _access(config, contract)
         influx = AsyncInfluxClient(config.influx, transport=influx_transport)
-        live = Live(config, contract, influx, scrub)
+        live = Live(config, contract, influx, scrub, influx_transport)
         app.state.runtime = Runtime(
             settings=config, contract=contract, influx=influx, tokens=tokens, live=live
         )

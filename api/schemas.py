@@ -226,3 +226,35 @@ class AggregatePublic(BaseModel):
     group_by: Literal["district", "none"]
     min_devices: int | None = Field(description="Open data: the smallest group published")
     rows: list[AggregateRowPublic] = Field(description="Oldest first, then by district")
+
+
+class AlarmPublic(BaseModel):
+    id: str
+    device_id: str
+    profile: str
+    district: str
+    rule: str = Field(description="Rule name from the profile, or `silent`")
+    severity: Literal["info", "warning", "critical"]
+    field: str
+    op: str
+    threshold: str
+    value: Value | None = Field(
+        description="Latest (worst) value while active; at clearing, the clearing value"
+    )
+    state: Literal["active", "cleared"]
+    start: Rfc3339 = Field(description="Device time the condition began")
+    end: Rfc3339 | None = Field(description="Device time it cleared; null while active")
+    acknowledged_by: str | None = Field(description="Token name that acknowledged it")
+    acknowledged_at: Rfc3339 | None
+    note: str | None
+
+
+class AlarmListPublic(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[AlarmPublic] = Field(description="Newest start first")
+
+
+class AcknowledgePublic(BaseModel):
+    note: str | None = Field(default=None, max_length=1000)

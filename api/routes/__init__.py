@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from api.routes.aggregates import router as aggregates_router
+from api.routes.alarms import router as alarms_router
 from api.routes.dead_letters import router as dead_letters_router
 from api.routes.devices import geo_router
 from api.routes.devices import router as devices_router
@@ -14,5 +15,6 @@ api_router.include_router(geo_router)
 api_router.include_router(devices_router)
 api_router.include_router(dead_letters_router)
 api_router.include_router(aggregates_router)
+api_router.include_router(alarms_router)
 api_router.include_router(districts_router)
 api_router.include_router(health_router)

@@ -1,0 +1,357 @@
+"""Alarms from the profiles' rules, evaluated on the stream of readings the state feed brings.
+
+A rule (device_profiles.AlarmRule) raises when its field is above / below / equal to the
+threshold for at least `duration` (judged on device timestamps, so a buffered upload is judged
+as it happened), is *updated* when the value gets worse, and clears only once the value is back
+past `clear` (hysteresis: a value hovering at the threshold does not flap). A device going silent
+raises the built-in `silent` alarm; its next reading clears it.
+
+Every event (raised, updated, cleared, acknowledged) is written to InfluxDB (measurement
+`alarm_events`) and replayed at start, so active alarms and acknowledgements survive a restart.
+Only duration timers still pending are lost: they start again from the next reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from api.contract import Contract
+from api.hub import Event, Hub
+from api.lineproto import encode_line
+from api.times import NS_PER_S, format_rfc3339, now_ns, parse_rfc3339
+from citysense.errors import InfluxError
+from citysense.influx import AsyncInfluxClient, InfluxConfig, check_response
+from device_profiles import AlarmOp, AlarmRule, Severity
+
+logger = logging.getLogger(__name__)
+
+MEASUREMENT = "alarm_events"
+SILENT = AlarmRule(
+    name="silent",
+    field="_reporting",
+    op=AlarmOp.EQUALS,
+    threshold="silent",
+    severity=Severity.WARNING,
+    description="no reading for silent_after x the profile's reporting interval",
+)
+
+
+@dataclass(slots=True)
+class Alarm:
+    id: str
+    device_id: str
+    profile: str
+    district: str
+    rule: str
+    severity: str
+    field: str
+    op: str
+    threshold: str
+    value: bool | int | float | str | None
+    start_ns: int
+    end_ns: int | None = None
+    acknowledged_by: str | None = None
+    acknowledged_ns: int | None = None
+    note: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "device_id": self.device_id,
+            "profile": self.profile,
+            "district": self.district,
+            "rule": self.rule,
+            "severity": self.severity,
+            "field": self.field,
+            "op": self.op,
+            "threshold": self.threshold,
+            "value": self.value,
+            "state": "active" if self.end_ns is None else "cleared",
+            "start": format_rfc3339(self.start_ns),
+            "end": None if self.end_ns is None else format_rfc3339(self.end_ns),
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": None
+            if self.acknowledged_ns is None
+            else format_rfc3339(self.acknowledged_ns),
+            "note": self.note,
+        }
+
+
+def alarm_id(device_id: str, rule: str, start_ns: int) -> str:
+    return hashlib.sha256(f"{device_id}\0{rule}\0{start_ns}".encode()).hexdigest()[:20]
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def breaches(rule: AlarmRule, value: object) -> bool | None:
+    """True/False; None if the value cannot be judged by the rule (wrong type)."""
+    if rule.op is AlarmOp.EQUALS:
+        if isinstance(rule.threshold, bool) or isinstance(value, bool):
+            return type(value) is type(rule.threshold) and value == rule.threshold
+        return value == rule.threshold
+    number, threshold = _number(value), _number(rule.threshold)
+    if number is None or threshold is None:
+        return None
+    return number > threshold if rule.op is AlarmOp.ABOVE else number < threshold
+
+
+def clears(rule: AlarmRule, value: object) -> bool | None:
+    if rule.op is AlarmOp.EQUALS:
+        hit = breaches(rule, value)
+        return None if hit is None else not hit
+    number = _number(value)
+    bound = _number(rule.clear if rule.clear is not None else rule.threshold)
+    if number is None or bound is None:
+        return None
+    return number <= bound if rule.op is AlarmOp.ABOVE else number >= bound
+
+
+def worse(rule: AlarmRule, new: object, old: object) -> bool:
+    a, b = _number(new), _number(old)
+    if a is None or b is None:
+        return False
+    return a > b if rule.op is AlarmOp.ABOVE else a < b
+
+
+@dataclass
+class AlarmBook:
+    contract: Contract
+    hub: Hub
+    active: dict[tuple[str, str], Alarm] = field(default_factory=dict)  # (device, rule)
+    pending: dict[tuple[str, str], int] = field(default_factory=dict)  # since (device time)
+    by_id: dict[str, Alarm] = field(default_factory=dict)
+    outbox: list[str] = field(default_factory=list)  # lines to persist
+    _last_ns: int = 0
+
+    def __post_init__(self) -> None:
+        self.hub.listeners.append(self.on_event)
+
+    def _unique_ns(self) -> int:
+        self._last_ns = max(now_ns(), self._last_ns + 1)
+        return self._last_ns
+
+    def _emit(self, kind: str, alarm: Alarm) -> None:
+        values: dict[str, bool | int | float | str] = {
+            "alarm_id": alarm.id,
+            "device_id": alarm.device_id,
+            "field": alarm.field,
+            "op": alarm.op,
+            "threshold": alarm.threshold,
+            "start": alarm.start_ns,
+        }
+        value = alarm.value
+        if isinstance(value, bool):
+            values["value_bool"] = value
+        elif isinstance(value, int | float):
+            values["value_num"] = float(value)
+        elif isinstance(value, str):
+            values["value_text"] = value
+        if alarm.end_ns is not None:
+            values["end"] = alarm.end_ns
+        if alarm.acknowledged_by is not None:
+            values["acknowledged_by"] = alarm.acknowledged_by
+            values["acknowledged_at"] = alarm.acknowledged_ns or 0
+        if alarm.note is not None:
+            values["note"] = alarm.note
+        tags = {
+            "event": kind,
+            "rule": alarm.rule,
+            "profile": alarm.profile,
+            "district": alarm.district,
+            "severity": alarm.severity,
+        }
+        self.outbox.append(encode_line(MEASUREMENT, tags, values, self._unique_ns()))
+        self.hub.publish(
+            "alarm",
+            alarm.profile,
+            alarm.district,
+            alarm.device_id,
+            {"event": kind, "alarm": alarm.public()},
+        )
+
+    def _raise(self, rule: AlarmRule, device_id: str, value: Any, start_ns: int) -> None:
+        device = self.contract.device(device_id)
+        if device is None:
+            return
+        alarm = Alarm(
+            id=alarm_id(device_id, rule.name, start_ns),
+            device_id=device_id,
+            profile=device.profile,
+            district=device.district,
+            rule=rule.name,
+            severity=rule.severity.value,
+            field=rule.field,
+            op=rule.op.value,
+            threshold=str(rule.threshold).lower()
+            if isinstance(rule.threshold, bool)
+            else str(rule.threshold),
+            value=value,
+            start_ns=start_ns,
+        )
+        self.active[(device_id, rule.name)] = alarm
+        self.by_id[alarm.id] = alarm
+        self._emit("raised", alarm)
+
+    def _clear(self, key: tuple[str, str], end_ns: int, value: Any) -> None:
+        alarm = self.active.pop(key)
+        alarm.end_ns = max(end_ns, alarm.start_ns)
+        alarm.value = value
+        self._emit("cleared", alarm)
+
+    def evaluate(self, device_id: str, profile: str, time_ns: int, values: dict[str, Any]) -> None:
+        for rule in self.contract.profiles[profile].alarms:
+            if rule.field not in values:
+                continue
+            value, key = values[rule.field], (device_id, rule.name)
+            alarm = self.active.get(key)
+            if alarm is not None:
+                if clears(rule, value):
+                    self._clear(key, time_ns, value)
+                elif worse(rule, value, alarm.value):
+                    alarm.value = value
+                    self._emit("updated", alarm)
+                continue
+            hit = breaches(rule, value)
+            if hit is None:
+                continue
+            if not hit:
+                self.pending.pop(key, None)
+                continue
+            since = self.pending.setdefault(key, time_ns)
+            since = min(since, time_ns)
+            self.pending[key] = since
+            if time_ns - since >= int(rule.duration * NS_PER_S):
+                self.pending.pop(key, None)
+                self._raise(rule, device_id, value, since)
+
+    def on_event(self, event: Event) -> None:
+        if event.kind == "reading":
+            self.evaluate(
+                event.device_id,
+                event.profile,
+                parse_rfc3339(event.data["time"]),
+                event.data["values"],
+            )
+        elif event.kind == "reporting":
+            key = (event.device_id, SILENT.name)
+            if event.data["to"] == "silent" and key not in self.active:
+                self._raise(SILENT, event.device_id, event.data.get("last_seen"), now_ns())
+            elif event.data["from"] == "silent" and key in self.active:
+                self._clear(key, now_ns(), event.data.get("last_seen"))
+
+    def silent_at_start(self, device_ids: list[str], now: int) -> None:
+        """Devices already silent when the API starts never *become* silent: raise for them."""
+        for device_id in device_ids:
+            if (device_id, SILENT.name) not in self.active:
+                self._raise(SILENT, device_id, None, now)
+
+    def acknowledge(self, alarm: Alarm, by: str, note: str | None) -> None:
+        alarm.acknowledged_by = by
+        alarm.acknowledged_ns = now_ns()
+        alarm.note = note
+        self._emit("acknowledged", alarm)
+
+    # --- persistence ---
+
+    def replay(self, rows: list[dict[str, Any]]) -> None:
+        """Rebuild from stored events (oldest first): the last event of each alarm wins."""
+        for row in rows:
+            aid = row.get("alarm_id")
+            device = self.contract.device(str(row.get("device_id")))
+            if not isinstance(aid, str) or device is None:
+                continue
+            value = row.get("value_num")
+            if value is None:
+                value = row.get("value_bool")
+            if value is None:
+                value = row.get("value_text")
+            alarm = Alarm(
+                id=aid,
+                device_id=device.device_id,
+                profile=str(row.get("profile")),
+                district=str(row.get("district")),
+                rule=str(row.get("rule")),
+                severity=str(row.get("severity")),
+                field=str(row.get("field")),
+                op=str(row.get("op")),
+                threshold=str(row.get("threshold")),
+                value=value,
+                start_ns=int(row.get("start") or 0),
+                end_ns=int(row["end"]) if row.get("end") is not None else None,
+                acknowledged_by=row.get("acknowledged_by"),
+                acknowledged_ns=int(row["acknowledged_at"]) if row.get("acknowledged_at") else None,
+                note=row.get("note"),
+            )
+            self.by_id[aid] = alarm
+            key = (alarm.device_id, alarm.rule)
+            if alarm.end_ns is None:
+                self.active[key] = alarm
+            elif key in self.active and self.active[key].id == aid:
+                del self.active[key]
+            self._last_ns = max(self._last_ns, int(row["time"]))
+
+
+async def load_events(influx: AsyncInfluxClient, since_ns: int) -> list[dict[str, Any]]:
+    result = await influx.query(
+        'SELECT * FROM "alarm_events" WHERE time >= $since ORDER BY time ASC',
+        {"since": since_ns},
+        epoch="ns",
+    )
+    return [row for series in (result[0] if result else []) for row in series.rows()]
+
+
+class Writer:
+    """Writes the book's outbox to InfluxDB; keeps it on failure and retries."""
+
+    def __init__(
+        self,
+        config: InfluxConfig,
+        book: AlarmBook,
+        scrub: Callable[[str], str],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._config = config
+        self._book = book
+        self._scrub = scrub
+        self._http = httpx.AsyncClient(
+            base_url=config.url,
+            headers=config.headers(),
+            timeout=config.timeout,
+            transport=transport,
+        )
+
+    async def flush(self) -> None:
+        if not self._book.outbox:
+            return
+        lines = list(self._book.outbox)
+        params = {"db": self._config.database, "precision": "ns"}
+        if self._config.retention_policy:
+            params["rp"] = self._config.retention_policy
+        try:
+            response = await self._http.post("/write", params=params, content="\n".join(lines))
+            check_response(response, writing=True)
+        except (httpx.TransportError, InfluxError) as exc:
+            logger.warning("alarm events not stored yet, will retry: %s", self._scrub(str(exc)))
+            return
+        del self._book.outbox[: len(lines)]
+
+    async def run(self, interval: float = 0.2) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.flush()
+
+    async def aclose(self) -> None:
+        await self.flush()
+        await self._http.aclose()
