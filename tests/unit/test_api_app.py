@@ -275,6 +275,10 @@ async def test_openapi_documents_routes_and_errors(client: httpx.AsyncClient) ->
     spec = (await client.get("/openapi.json")).json()
     paths = spec["paths"]
     assert set(paths) >= {
+        "/stream",
+        "/alarms",
+        "/aggregates",
+        "/devices.geojson",
         "/dead-letters",
         "/dead-letters/counts",
         "/devices",

@@ -1,0 +1,109 @@
+"""Server-Sent Events over a real HTTP server (uvicorn), fed by the state feed: filters by
+profile and district, and the token's scope."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+from api.main import create_app
+from citysense.influx import InfluxConfig
+from citysense.servers import LocalServers, free_port
+from tests.integration.test_api_access import TOKENS, write_tokens
+from tests.integration.test_api_state import feed_message, live_settings
+from tests.support import publish, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_sse_pushes_filtered_scoped_events(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    settings = live_settings(servers, influx, tmp_path, topic_root).model_copy(
+        update={
+            "api_auth": "on",
+            "api_tokens": write_tokens(tmp_path / "tokens.yaml"),
+            "api_stream_heartbeat": 0.2,
+        }
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{base}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 20, what="API up")
+    received: dict[str, list[dict[str, object]]] = {"north-water": [], "lights": []}
+
+    def listen(name: str, token: str, params: dict[str, str]) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.stream("GET", f"{base}/stream", params=params, headers=headers, timeout=10) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            event = None
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "reading":
+                    received[name].append(orjson.loads(line[6:]))
+                    if len(received[name]) >= 1:
+                        return
+
+    listeners = [
+        threading.Thread(
+            target=listen, args=("north-water", TOKENS["water-north"], {"kind": "reading"})
+        ),
+        threading.Thread(
+            target=listen,
+            args=("lights", TOKENS["lights"], {"district": "King's Cross", "kind": "reading"}),
+        ),
+    ]
+    for t in listeners:
+        t.start()
+    try:
+        time.sleep(1.0)  # both subscribed
+        now = time.time_ns()
+        readings = [
+            ("streetlight", "SL-A1", "North", now, {"powerState": "on"}),  # nobody's filter
+            ("water_pipe", "WP-K1", "King's Cross", now, {"pressure": 1.0}),  # outside water-north
+            ("water_pipe", "WP-A1", "North", now, {"pressure": 2.0}),
+            ("streetlight", "SL-K1", "King's Cross", now, {"powerState": "off"}),
+        ]
+        publish(
+            servers.mosquitto.url("citysense-ingest"),
+            [(f"{topic_root}/_ingested/w", feed_message(*readings))],
+            qos=0,
+        )
+        for t in listeners:
+            t.join(10)
+        assert [e["device_id"] for e in received["north-water"]] == ["WP-A1"]
+        assert received["north-water"][0]["values"] == {"pressure": 2.0}
+        assert [e["device_id"] for e in received["lights"]] == ["SL-K1"]
+        portal = httpx.get(
+            f"{base}/stream", headers={"Authorization": f"Bearer {TOKENS['portal']}"}
+        )
+        assert portal.status_code == 403
+        assert httpx.get(f"{base}/stream").status_code == 401
+        outside = httpx.get(
+            f"{base}/stream",
+            params={"profile": "streetlight"},
+            headers={"Authorization": f"Bearer {TOKENS['water-north']}"},
+        )
+        assert outside.status_code == 403
+    finally:
+        server.should_exit = True
+        thread.join(10)
