@@ -48,13 +48,16 @@ def read_messages(path: Path) -> list[tuple[str, bytes]]:
 
 def main() -> None:
     url, path = MqttUrl.parse(sys.argv[1]), Path(sys.argv[2])
-    messages = read_messages(path)
+    part, parts = (int(sys.argv[3]), int(sys.argv[4])) if len(sys.argv) > 4 else (0, 1)
+    messages = read_messages(path)[part::parts]
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{time.time_ns()}")
     client.username_pw_set(url.username, url.password)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect(url.host, url.port)
     client.loop_start()
+    # Start together: each publisher waits for the same wall-clock second.
+    time.sleep(max(0.0, (int(time.time()) + 2) - time.time()))
     started = time.time()
     infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
     for info in infos:

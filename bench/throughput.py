@@ -3,12 +3,17 @@
     .venv/bin/python -m bench.throughput [--messages 100000] [--workers 1 2]
 
 Starts its own Mosquitto and InfluxDB (temporary folder, free ports), generates a simulated city's
-load once, and replays the same file for each contender:
+load once (simulators.fleet), and replays the same file for each contender:
 - baseline: a paho subscriber that only counts (QoS 1, acks on receipt) — the ceiling of any
   Python consumer built on paho;
-- ingest with N workers: decode, validate, enrich, write to InfluxDB, ack after store. Timed from
-  the first publish until the last reading is stored (InfluxDB's /write answered; the count is
-  then checked with a query).
+- ingest with N workers: decode, validate, enrich, write to InfluxDB, ack after store.
+Two measurements of each:
+- live: publishers and consumer run together; timed from the first publish until the last
+  reading is stored (InfluxDB's /write answered; the count is then checked with a query). This
+  is the issue's definition; on a small machine the publishers' own CPU is part of the picture.
+- backlog: the load is first queued at the broker for the consumer's persistent session, then
+  the consumer is started; timed from its CONNACK until the last reading is stored. The
+  publishers are out of the way, so this is the consumer's own ceiling.
 Prints rates and the ratio to the baseline. Run on a quiet machine; figures vary ±10 % run to run.
 """
 
@@ -20,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -32,52 +39,100 @@ from device_profiles import DEFAULT_REGISTRY, TopicLayout, load_profiles, load_r
 from simulators.fleet import generate
 
 ROOT = "bench"
+PUBLISHERS = 2  # one Python publisher tops out below the consumer's rate
+REQUIRED = (
+    ("streetlight", "powerState"),
+    ("water_pipe", "pressure"),
+    ("power_meter", "activePower"),
+)
 
 
 def build_load(path: Path, messages: int, array_ratio: float) -> tuple[int, int]:
     """Write `messages` simulated messages; return (messages, readings) as generated."""
     profiles = load_profiles()
-    registry = load_registry(DEFAULT_REGISTRY, profiles)
-    devices = list(registry.devices.values())
+    devices = list(load_registry(DEFAULT_REGISTRY, profiles).devices.values())
     per_device = -(-messages // len(devices))
-    readings = 0
-    written = 0
+    counts = {"messages": 0, "readings": 0}
 
-    def stream() -> object:
-        nonlocal readings, written
-        for msg in generate(devices, profiles, TopicLayout(ROOT), readings_per_device=per_device,
-                            array_ratio=array_ratio, fault_ratio=0.0, seed=11):
-            if written == messages:
+    def stream() -> Iterator[tuple[str, bytes]]:
+        for msg in generate(
+            devices,
+            profiles,
+            TopicLayout(ROOT),
+            readings_per_device=per_device,
+            array_ratio=array_ratio,
+            fault_ratio=0.0,
+            seed=11,
+        ):
+            if counts["messages"] == messages:
                 return
-            readings += len(msg.readings)
-            written += 1
+            counts["readings"] += len(msg.readings)
+            counts["messages"] += 1
             yield msg.topic, msg.payload
 
-    write_messages(path, stream())  # type: ignore[arg-type]
-    return written, readings
+    write_messages(path, stream())
+    return counts["messages"], counts["readings"]
 
 
-def run_publisher(servers: LocalServers, load: Path) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.publisher", servers.mosquitto.url("citysense-simulator"),
-         str(load)], check=True, capture_output=True, text=True,
+def run_publishers(servers: LocalServers, load: Path) -> float:
+    """Replay the load from PUBLISHERS processes at once; the wall time of the first publish."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.publisher",
+                servers.mosquitto.url("citysense-simulator"),
+                str(load),
+                str(k),
+                str(PUBLISHERS),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(PUBLISHERS)
+    ]
+    results = [orjson.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return float(min(r["started"] for r in results))
+
+
+def counter(servers: LocalServers, expected: int, client_id: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.counter",
+            servers.mosquitto.url("citysense-ingest"),
+            f"{ROOT}/+/+/telemetry",
+            str(expected),
+            client_id,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    result: dict[str, float] = orjson.loads(out.stdout.strip().splitlines()[-1])
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def counted(proc: subprocess.Popen[str], messages: int) -> dict[str, float]:
+    assert proc.stdout is not None
+    result: dict[str, float] = orjson.loads(proc.stdout.readline())
+    proc.wait(30)
+    assert result["messages"] == messages, result
     return result
 
 
-def baseline(servers: LocalServers, load: Path, messages: int) -> float:
-    counter = subprocess.Popen(
-        [sys.executable, "-m", "bench.counter", servers.mosquitto.url("citysense-ingest"),
-         f"{ROOT}/+/+/telemetry", str(messages)], stdout=subprocess.PIPE, text=True,
-    )
-    assert counter.stdout is not None
-    assert counter.stdout.readline().strip() == "ready"
-    published = run_publisher(servers, load)
-    result = orjson.loads(counter.stdout.readline())
-    counter.wait(30)
-    assert result["messages"] == messages, result
-    return messages / (result["last"] - published["started"])
+def baseline(servers: LocalServers, load: Path, messages: int, backlog: bool) -> float:
+    client_id = f"bench-count-{time.time_ns()}"
+    if backlog:
+        counted(counter(servers, 0, client_id), 0)  # leaves its session to queue into
+        run_publishers(servers, load)
+        result = counted(counter(servers, messages, client_id), messages)
+        return messages / (result["last"] - result["connected"])
+    proc = counter(servers, messages, client_id)
+    started = run_publishers(servers, load)
+    return messages / (counted(proc, messages)["last"] - started)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -95,49 +150,7 @@ def _stored(ports: list[int]) -> int:
     return total
 
 
-def pipeline(servers: LocalServers, load: Path, readings: int, workers: int, home: Path
-             ) -> tuple[float, float]:
-    database = f"bench_{workers}w_{time.time_ns()}"
-    ports = [free_port() for _ in range(workers)]
-    procs = []
-    for n, port in enumerate(ports):
-        env = {
-            **os.environ,
-            "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-ingest"),
-            "CITYSENSE_INFLUX_URL": servers.influxdb.url,
-            "CITYSENSE_INFLUX_DB": database,
-            "CITYSENSE_TOPIC_ROOT": ROOT,
-            "CITYSENSE_CLIENT_ID": f"bench-ingest-{database}-{n}",
-            "CITYSENSE_SHARE_GROUP": "bench" if workers > 1 else "",
-            "CITYSENSE_HTTP_PORT": str(port),
-            "CITYSENSE_LOG_LEVEL": "WARNING",
-        }
-        with (home / f"ingest-{database}-{n}.log").open("wb") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", "citysense.cli", "ingest"],
-                                          env=env, stdout=log, stderr=subprocess.STDOUT))
-    for port in ports:
-        _wait_ready(port)
-    cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
-    published = run_publisher(servers, load)
-    while _stored(ports) < readings:
-        time.sleep(0.05)
-    finished = time.time()
-    cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
-    for proc in procs:
-        proc.terminate()
-        proc.wait(30)
-    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=database)) as client:
-        stored = sum(
-            int(s.values[0][1])
-            for name, field in (("streetlight", "powerState"), ("water_pipe", "pressure"),
-                                ("power_meter", "activePower"))
-            for s in client.query(f'SELECT count("{field}") FROM "{name}"')[0]
-        )
-    assert stored == readings, f"stored {stored} of {readings}"
-    return readings / (finished - published["started"]), cpu * 1e6 / readings
-
-
-def _wait_ready(port: int) -> None:
+def _ready(port: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -149,12 +162,108 @@ def _wait_ready(port: int) -> None:
     raise RuntimeError(f"ingest on :{port} not ready")
 
 
+def _connected_at(log: Path) -> float:
+    """Wall time of the worker's CONNACK, from its own structured log."""
+    for line in log.read_text().splitlines():
+        entry = orjson.loads(line)
+        if str(entry.get("msg", "")).startswith("connected to"):
+            return datetime.fromisoformat(entry["ts"]).timestamp()
+    raise RuntimeError(f"no connect line in {log}")
+
+
+class Workers:
+    """N ingest processes on one shared subscription (or one plain subscriber)."""
+
+    def __init__(self, servers: LocalServers, database: str, count: int, home: Path) -> None:
+        self.ports = [free_port() for _ in range(count)]
+        self.logs = [home / f"{database}-{n}.log" for n in range(count)]
+        self.envs = [
+            {
+                **os.environ,
+                "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-ingest"),
+                "CITYSENSE_INFLUX_URL": servers.influxdb.url,
+                "CITYSENSE_INFLUX_DB": database,
+                "CITYSENSE_TOPIC_ROOT": ROOT,
+                "CITYSENSE_CLIENT_ID": f"{database}-{n}",
+                "CITYSENSE_SHARE_GROUP": "bench" if count > 1 else "",
+                "CITYSENSE_HTTP_PORT": str(port),
+                "CITYSENSE_SPOOL_DIR": str(home / "spool"),
+                "CITYSENSE_LOG_LEVEL": "INFO",
+            }
+            for n, port in enumerate(self.ports)
+        ]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        for env, log in zip(self.envs, self.logs, strict=True):
+            log.unlink(missing_ok=True)
+            with log.open("wb") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "citysense.cli", "ingest"],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        for port in self.ports:
+            _ready(port)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(30)
+        self.procs = []
+
+
+def pipeline(
+    servers: LocalServers, load: Path, readings: int, workers: int, home: Path, backlog: bool
+) -> tuple[float, float]:
+    database = f"bench_{workers}w_{'backlog' if backlog else 'live'}_{time.time_ns()}"
+    group = Workers(servers, database, workers, home)
+    group.start()
+    if backlog:
+        group.stop()  # sessions stay at the broker and queue the load
+        run_publishers(servers, load)
+        group.start()
+        started = min(_connected_at(log) for log in group.logs)
+        cpu_before = 0.0
+    else:
+        cpu_before = sum(_cpu_seconds(p.pid) for p in group.procs)
+        started = run_publishers(servers, load)
+    while _stored(group.ports) < readings:
+        time.sleep(0.02)
+    finished = time.time()
+    cpu = sum(_cpu_seconds(p.pid) for p in group.procs) - cpu_before
+    group.stop()
+    _check_stored(servers, database, readings)
+    return readings / (finished - started), cpu * 1e6 / readings
+
+
+def _check_stored(servers: LocalServers, database: str, readings: int) -> None:
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=database)) as client:
+        stored = sum(
+            int(s.values[0][1])
+            for name, field in REQUIRED
+            for s in client.query(f'SELECT count("{field}") FROM "{name}"')[0]
+        )
+    assert stored == readings, f"stored {stored} of {readings}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--array-ratio", type=float, default=0.0,
-                        help="share of array messages (0 keeps messages = readings)")
+    parser.add_argument(
+        "--array-ratio",
+        type=float,
+        default=0.0,
+        help="share of array messages (0 keeps messages = readings)",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1])
+    parser.add_argument(
+        "--modes", nargs="+", choices=["live", "backlog"], default=["live", "backlog"]
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="citysense-bench-") as tmp:
         home = Path(tmp)
@@ -163,13 +272,22 @@ def main() -> None:
         try:
             load = home / "load.bin"
             messages, readings = build_load(load, args.messages, args.array_ratio)
-            print(f"load: {messages} messages, {readings} readings, QoS 1")
-            base = baseline(servers, load, messages)
-            print(f"baseline  bare paho subscriber (counts only):  {base:10,.0f} msg/s")
-            for workers in args.workers:
-                rate, cpu_us = pipeline(servers, load, readings, workers, home)
-                print(f"ingest    {workers} worker(s), stored in InfluxDB:     {rate:10,.0f} "
-                      f"readings/s  ratio {rate / base:.2f}  ({cpu_us:.0f} µs CPU per reading)")
+            print(
+                f"load: {messages} messages, {readings} readings, QoS 1, "
+                f"{PUBLISHERS} publisher processes, {os.cpu_count()} CPUs"
+            )
+            for mode in args.modes:
+                base = baseline(servers, load, messages, mode == "backlog")
+                print(f"{mode:8} baseline: bare paho subscriber, counts only  {base:9,.0f} msg/s")
+                for workers in args.workers:
+                    rate, cpu_us = pipeline(
+                        servers, load, readings, workers, home, mode == "backlog"
+                    )
+                    print(
+                        f"{mode:8} ingest, {workers} worker(s), stored in InfluxDB "
+                        f"{rate:9,.0f} readings/s  ratio {rate / base:.2f}  "
+                        f"({cpu_us:.0f} µs ingest CPU per reading)"
+                    )
         finally:
             servers.stop()
 
