@@ -218,7 +218,7 @@ class Workers:
 
 
 def pipeline(
-    servers: LocalServers, load: Path, readings: int, workers: int, home: Path, backlog: bool
+    servers: LocalServers, load: Path, readings: int, workers: int, home: Path, *, backlog: bool
 ) -> tuple[float, float]:
     database = f"bench_{workers}w_{'backlog' if backlog else 'live'}_{time.time_ns()}"
     group = Workers(servers, database, workers, home)
