@@ -6,13 +6,10 @@ temporary folder, free ports). No systemd, no shared system state: stopping the 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import getpass
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from citysense.errors import ConfigError
+from citysense.process import die_with_parent
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
@@ -49,14 +47,6 @@ def find_binary(name: str, env_var: str) -> str:
             f"or set {env_var}"
         )
     return found
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent dies, so nothing is orphaned."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
@@ -99,7 +89,10 @@ class _Child:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+                # Its own session, so a Ctrl-C aimed at us does not stop it before the services
+                # that depend on it have drained; it still dies with us (PR_SET_PDEATHSIG).
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
             )
         _wait_until(self._ready_or_dead, timeout, self.name, self.log_file)
 

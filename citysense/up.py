@@ -8,7 +8,9 @@ where to look; stops everything, in order, on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -78,11 +80,22 @@ def main(args: argparse.Namespace) -> int:
         )
         servers.stop()
         return 1
+    token = "cst_" + secrets.token_urlsafe(24)  # never starts with "-", safe in a shell
+    tokens_file = home / "tokens.yaml"
+    tokens_file.write_text(
+        "# Written by `citysense up`: one city-wide token for this local deployment.\n"
+        "tokens:\n"
+        f"  - {{name: local-operator, sha256: {hashlib.sha256(token.encode()).hexdigest()}, "
+        "scope: city}\n"
+    )
+    tokens_file.chmod(0o600)
     base = {
         **os.environ,
         "CITYSENSE_INFLUX_URL": servers.influxdb.url,
         "CITYSENSE_INFLUX_DB": "citysense",
         "CITYSENSE_TOPIC_ROOT": "city",
+        "CITYSENSE_API_TOKENS": str(tokens_file),
+        "CITYSENSE_SPOOL_DIR": str(home / "spool"),
     }
 
     def env(user: str, **extra: str) -> dict[str, str]:
@@ -119,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
         logs / "simulate.log",
     )
     children.insert(0, simulate)
-    _banner(api_url, args.metrics_port, logs)
+    _banner(api_url, args.metrics_port, logs, token)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -135,15 +148,20 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _banner(api_url: str, metrics_port: int, logs: Path) -> None:
+def _banner(api_url: str, metrics_port: int, logs: Path, token: str) -> None:
+    auth = f'-H "Authorization: Bearer {token}"'
     print(f"""
 CitySense is running. A simulated city is publishing live telemetry.
 
   API docs         {api_url}/docs
+  API token        {token}
+                   (city-wide, this run only; only its hash is stored)
   health           curl -s {api_url}/health
-  one lamppost     curl -s {api_url}/devices/SL-000001
-  a district       curl -s '{api_url}/districts/Xihu/summary?window=1h'
-  pipe pressure    curl -s '{api_url}/devices/WP-000001/history?field=pressure&agg=mean&every=5m'
+  one lamppost     curl -s {auth} {api_url}/devices/SL-000001
+  a district       curl -s {auth} '{api_url}/districts/Xihu/summary?window=1h'
+  pipe pressure    curl -s {auth} \\
+                     '{api_url}/devices/WP-000001/history?field=pressure&agg=mean&every=5m'
+  dead letters     curl -s {auth} '{api_url}/dead-letters/counts'
   ingest metrics   curl -s http://127.0.0.1:{metrics_port}/metrics
   logs             {logs}
 

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
+from citysense.process import die_with_parent
+
 log = logging.getLogger("citysense.ingest.supervise")
 
 RESTART_DELAY = 1.0  # seconds before a dead worker's slot is refilled; stops crash loops spinning
@@ -34,7 +36,9 @@ class Slot:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "citysense.cli", "ingest"], env=self.env
+            [sys.executable, "-m", "citysense.cli", "ingest"],
+            env=self.env,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
         )
         self.started = time.monotonic()
         log.info("worker %d started (pid %d)", self.number, self.process.pid)

@@ -15,10 +15,18 @@ import pytest
 
 from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers
+from tests.support import IngestProcess
 
 TEST_ROOT = "citytest"
 # Each test publishes under its own root `citytest/<hex>`; the broker ACL covers them all.
 ACL_ROOT = f"{TEST_ROOT}/+"
+
+
+@pytest.fixture(autouse=True)
+def ingest_processes() -> Iterator[None]:
+    """Whatever ingest processes a test started are gone when it ends, pass or fail."""
+    yield
+    IngestProcess.kill_all()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -132,13 +132,24 @@ class Stream:
 
 
 class IngestProcess:
-    """`citysense ingest` as a real process, so it can be SIGKILLed."""
+    """`citysense ingest` as a real process, so it can be SIGKILLed. Every one started is
+    killed at the end of its test by the `ingest_processes` fixture, pass or fail."""
+
+    started: ClassVar[list[subprocess.Popen[bytes]]] = []
 
     def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
         self.env = env
         self.log = log
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def kill_all(cls) -> None:
+        for proc in cls.started:
+            if proc.poll() is None:
+                proc.kill()  # a supervisor's workers die with it (PR_SET_PDEATHSIG)
+                proc.wait()
+        cls.started.clear()
 
     @property
     def port(self) -> str:
