@@ -48,3 +48,10 @@ def conversion(source: str, target: str) -> Conversion | None:
 
 def known_pairs() -> list[tuple[str, str]]:
     return sorted(_LINEAR)
+
+
+def apply(value: float, conv: Conversion) -> float:
+    """The canonical value, to 12 significant digits so that 550 mA is 0.55 A and not
+    0.5500000000000002 A; ingest and the simulators both use this, so they agree exactly."""
+    factor, offset = conv
+    return float(f"{value * factor + offset:.12g}")

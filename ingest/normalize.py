@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from device_profiles import Profile, Variant
-from device_profiles.units import conversion
+from device_profiles.units import apply, conversion
 
 _MISSING = object()
 
@@ -39,8 +39,7 @@ def _dig(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
 def _convert(value: Any, factor: float, offset: float) -> Any:
     if type(value) not in (int, float) or (factor == 1.0 and offset == 0.0):
         return value
-    # 12 significant digits: 550 mA is 0.55 A, not 0.5500000000000002 A.
-    return float(f"{value * factor + offset:.12g}")
+    return apply(value, (factor, offset))
 
 
 class Normalizer:
