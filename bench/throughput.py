@@ -174,7 +174,15 @@ def _connected_at(log: Path) -> float:
 class Workers:
     """N ingest processes on one shared subscription (or one plain subscriber)."""
 
-    def __init__(self, servers: LocalServers, database: str, count: int, home: Path) -> None:
+    def __init__(
+        self,
+        servers: LocalServers,
+        database: str,
+        count: int,
+        home: Path,
+        module: str = "citysense.cli",
+    ) -> None:
+        self.module = module
         self.ports = [free_port() for _ in range(count)]
         self.logs = [home / f"{database}-{n}.log" for n in range(count)]
         self.envs = [
@@ -189,6 +197,8 @@ class Workers:
                 "CITYSENSE_HTTP_PORT": str(port),
                 "CITYSENSE_SPOOL_DIR": str(home / "spool"),
                 "CITYSENSE_LOG_LEVEL": "INFO",
+                # The pass-through worker skips duplicate detection too.
+                **({"CITYSENSE_DEDUPE_WINDOW": "0"} if module != "citysense.cli" else {}),
             }
             for n, port in enumerate(self.ports)
         ]
@@ -200,7 +210,7 @@ class Workers:
             with log.open("wb") as out:
                 self.procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "citysense.cli", "ingest"],
+                        [sys.executable, "-m", self.module, "ingest"],
                         env=env,
                         stdout=out,
                         stderr=subprocess.STDOUT,
@@ -218,10 +228,17 @@ class Workers:
 
 
 def pipeline(
-    servers: LocalServers, load: Path, readings: int, workers: int, home: Path, *, backlog: bool
+    servers: LocalServers,
+    load: Path,
+    readings: int,
+    workers: int,
+    home: Path,
+    *,
+    backlog: bool,
+    module: str = "citysense.cli",
 ) -> tuple[float, float]:
     database = f"bench_{workers}w_{'backlog' if backlog else 'live'}_{time.time_ns()}"
-    group = Workers(servers, database, workers, home)
+    group = Workers(servers, database, workers, home, module)
     group.start()
     if backlog:
         group.stop()  # sessions stay at the broker and queue the load
@@ -264,6 +281,12 @@ def main() -> None:
     parser.add_argument(
         "--modes", nargs="+", choices=["live", "backlog"], default=["live", "backlog"]
     )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="also run ingest with validation replaced by a pass-through (bench/ only), to "
+        "show what validating costs",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="citysense-bench-") as tmp:
         home = Path(tmp)
@@ -277,19 +300,41 @@ def main() -> None:
                 f"{PUBLISHERS} publisher processes, {os.cpu_count()} CPUs"
             )
             for mode in args.modes:
-                base = baseline(servers, load, messages, mode == "backlog")
-                print(f"{mode:8} baseline: bare paho subscriber, counts only  {base:9,.0f} msg/s")
-                for workers in args.workers:
-                    rate, cpu_us = pipeline(
-                        servers, load, readings, workers, home, mode == "backlog"
-                    )
-                    print(
-                        f"{mode:8} ingest, {workers} worker(s), stored in InfluxDB "
-                        f"{rate:9,.0f} readings/s  ratio {rate / base:.2f}  "
-                        f"({cpu_us:.0f} µs ingest CPU per reading)"
-                    )
+                _compare(servers, load, (messages, readings), mode, args)
         finally:
             servers.stop()
+
+
+def _compare(
+    servers: LocalServers, load: Path, sizes: tuple[int, int], mode: str, args: argparse.Namespace
+) -> None:
+    messages, readings = sizes
+    backlog = mode == "backlog"
+    base = baseline(servers, load, messages, backlog)
+    print(f"{mode:8} baseline: bare paho subscriber, counts only  {base:9,.0f} msg/s")
+    for workers in args.workers:
+        home = load.parent
+        rate, cpu_us = pipeline(servers, load, readings, workers, home, backlog=backlog)
+        print(
+            f"{mode:8} ingest, {workers} worker(s), stored in InfluxDB "
+            f"{rate:9,.0f} readings/s  ratio {rate / base:.2f}  "
+            f"({cpu_us:.0f} µs ingest CPU per reading)"
+        )
+        if args.validation:
+            bare, bare_us = pipeline(
+                servers,
+                load,
+                readings,
+                workers,
+                home,
+                backlog=backlog,
+                module="bench.ingest_unvalidated",
+            )
+            print(
+                f"{mode:8} same, validation replaced by a pass-through  {bare:9,.0f} readings/s"
+                f"  validating costs {1 - rate / bare:.0%} of throughput "
+                f"({cpu_us - bare_us:.0f} µs CPU per reading)"
+            )
 
 
 if __name__ == "__main__":
