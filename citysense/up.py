@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path(".citysense"),
         help="folder for server data and logs (default ./.citysense)",
     )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1",
+        help="address the broker, API and metrics listen on (default loopback)",
+    )
     parser.add_argument("--mqtt-port", type=int, default=1883)
     parser.add_argument("--influx-port", type=int, default=8086)
     parser.add_argument("--api-port", type=int, default=8000)
@@ -66,7 +71,9 @@ def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], timeout: fl
 
 def main(args: argparse.Namespace) -> int:
     home: Path = args.home.resolve()
-    servers = LocalServers.create(home, mqtt_port=args.mqtt_port, influx_port=args.influx_port)
+    servers = LocalServers.create(
+        home, host=args.listen, mqtt_port=args.mqtt_port, influx_port=args.influx_port
+    )
     print(
         f"starting Mosquitto on :{args.mqtt_port} and InfluxDB on :{args.influx_port} "
         f"(data and logs in {home})"
@@ -96,6 +103,8 @@ def main(args: argparse.Namespace) -> int:
         "CITYSENSE_TOPIC_ROOT": "city",
         "CITYSENSE_API_TOKENS": str(tokens_file),
         "CITYSENSE_SPOOL_DIR": str(home / "spool"),
+        "CITYSENSE_API_HOST": args.listen,
+        "CITYSENSE_HTTP_HOST": args.listen,
     }
 
     def env(user: str, **extra: str) -> dict[str, str]:
