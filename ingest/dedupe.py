@@ -3,7 +3,7 @@
 A device resending a reading (firmware retry, gateway replay) gets it dead-lettered as
 `duplicate` instead of silently rewriting the same point; a different reading under an already
 used timestamp is `timestamp_conflict`, since storing it would overwrite the first. The memory is
-a bounded LRU: older readings than the window fall out, and are then rewritten idempotently.
+bounded: the oldest remembered fall out first, and are then rewritten idempotently.
 
 Per worker: with a shared subscription, two copies landing on two workers are both written, to
 the same point, so storage stays exactly once; only the dead letter is missing.
@@ -28,11 +28,10 @@ class Seen:
         if self._capacity == 0:
             return None
         key = (reading.measurement, reading.device_id, reading.time_ns)
-        digest = hash(tuple(sorted(reading.fields.items())))
+        digest = hash(frozenset(reading.fields.items()))  # the same whatever the key order
         with self._lock:
             known = self._entries.get(key)
             if known is not None:
-                self._entries.move_to_end(key)
                 return "duplicate" if known == digest else "conflict"
             self._entries[key] = digest
             if len(self._entries) > self._capacity:

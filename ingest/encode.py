@@ -9,6 +9,9 @@ JSON text, which has none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ingest.stages import Enriched, FieldValue
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
@@ -38,15 +41,18 @@ def string_value(text: str) -> str:
     return '"' + _safe(text).translate(_STRING) + '"'
 
 
+# By exact type: bool is a subclass of int and must not become 1i. Floats in their shortest
+# round-trip form (NaN and infinity never get here: validation refuses them).
+_FORMAT: dict[type, Callable[[Any], str]] = {
+    float: repr,
+    bool: lambda v: "true" if v else "false",
+    int: lambda v: f"{v}i",
+    str: string_value,
+}
+
+
 def field_value(value: FieldValue) -> str:
-    kind = type(value)  # exact types: bool is a subclass of int, and must not become 1i
-    if kind is float:
-        return repr(value)  # shortest round-trip form; NaN/inf never get here (validated)
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int:
-        return f"{value}i"
-    return string_value(str(value))
+    return _FORMAT[type(value)](value)
 
 
 def fields(values: dict[str, FieldValue]) -> str:
@@ -87,5 +93,5 @@ class ReadingEncoder:
             prefix = keys.get(name)
             if prefix is None:
                 prefix = keys[name] = tag(name) + "="
-            parts.append(prefix + field_value(value))
+            parts.append(prefix + _FORMAT[type(value)](value))
         return f"{series} {','.join(parts)} {reading.time_ns}"

@@ -1,8 +1,8 @@
-"""Enrich: a validated reading + the device registry → tags for storage, or a rejection."""
+"""Enrich: a validated reading + its registry entry → tags for storage, or a rejection."""
 
 from __future__ import annotations
 
-from device_profiles import Registry
+from device_profiles import Device
 from device_profiles.model import DEVICE_ID
 from ingest.reasons import Reason
 from ingest.stages import Enriched, Reading
@@ -13,9 +13,9 @@ UNASSIGNED = "unassigned"
 
 
 def enrich(
-    reading: Reading, registry: Registry, *, accept_unknown: bool = False
+    reading: Reading, device: Device | None, *, accept_unknown: bool = False
 ) -> Enriched | Invalid:
-    device = registry.get(reading.device_id)
+    """`device` is the registry's entry for the reading's device id, None if it has none."""
     if device is None:
         return _unknown(reading, accept_unknown)
     if device.profile != reading.profile:

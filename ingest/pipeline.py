@@ -8,14 +8,14 @@ letter rather than a lost message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from device_profiles import Profile, Registry, TopicLayout, Variant
+from device_profiles import Device, Profile, Registry, TopicLayout, Variant
 from ingest.deadletter import DeadLetterEncoder
-from ingest.decode import UNKNOWN, Decoded, DecodeLimits, decode
+from ingest.decode import UNKNOWN, DecodeLimits, decode
 from ingest.dedupe import Seen
 from ingest.encode import EncodeError, ReadingEncoder
 from ingest.enrich import enrich
@@ -26,10 +26,6 @@ from ingest.stats import Stats
 from ingest.validate import CompiledProfile, Invalid, validate
 
 log = logging.getLogger(__name__)
-
-
-def _identity(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj
 
 
 class Pipeline:
@@ -80,64 +76,68 @@ class Pipeline:
         decoded = decode(msg, self._layout, self._profiles, self._limits)
         if isinstance(decoded, Rejected):
             return self._outcome([], [decoded])
+        device = self._registry.get(decoded.device_id)  # once per message, not per reading
+        normalize = None
+        if device is not None and device.variant:
+            normalize = self._normalizers[(device.profile, device.variant)]
+        compiled = self._compiled[decoded.profile.profile]
         lines: list[str] = []
-        rejected: list[Rejected] = []
         accepted: list[Enriched] = []
-        single = len(decoded.objects) == 1
-        normalize = self._normalizer(decoded)
+        rejected: list[Rejected] = []
         for obj in decoded.objects:
-            result, dropped = self._reading_line(decoded, normalize(obj), msg.received_ns)
-            if isinstance(result, tuple):
-                lines.append(result[0])
-                accepted.append(result[1])
-            problems = [result] if isinstance(result, Invalid) else dropped
-            if not problems:
-                continue
-            # A bad reading inside an array is kept on its own, the rest of the array stored.
-            payload = msg.payload if single else orjson.dumps(obj)
-            rejected.extend(
-                Rejected(
-                    p.reason,
-                    p.detail,
-                    msg.topic,
-                    decoded.profile.profile,
-                    decoded.device_id,
-                    payload,
+            reading = obj if normalize is None else normalize(obj)
+            result = self._reading(compiled, decoded.device_id, device, reading, msg.received_ns)
+            if isinstance(result, Invalid):
+                problems: tuple[Invalid, ...] | list[Invalid] = (result,)
+            else:
+                line, enriched, problems = result
+                lines.append(line)
+                accepted.append(enriched)
+            if problems:
+                # A bad reading inside an array is kept on its own, the rest of the array stored.
+                payload = msg.payload if len(decoded.objects) == 1 else orjson.dumps(obj)
+                rejected.extend(
+                    Rejected(
+                        p.reason,
+                        p.detail,
+                        msg.topic,
+                        decoded.profile.profile,
+                        decoded.device_id,
+                        payload,
+                    )
+                    for p in problems
                 )
-                for p in problems
-            )
         return self._outcome(lines, rejected, accepted)
 
-    def _normalizer(self, decoded: Decoded) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        device = self._registry.get(decoded.device_id)
-        if device is None or not device.variant:
-            return _identity
-        return self._normalizers[(device.profile, device.variant)]
-
-    def _reading_line(
-        self, decoded: Decoded, obj: dict[str, Any], received_ns: int
-    ) -> tuple[tuple[str, Enriched] | Invalid, list[Invalid]]:
-        compiled = self._compiled[decoded.profile.profile]
-        reading = validate(compiled, decoded.device_id, obj, received_ns)
+    def _reading(
+        self,
+        compiled: CompiledProfile,
+        device_id: str,
+        device: Device | None,
+        obj: dict[str, Any],
+        received_ns: int,
+    ) -> tuple[str, Enriched, list[Invalid]] | Invalid:
+        """validate → enrich → dedupe → encode for one reading: its line, or why not."""
+        reading = validate(compiled, device_id, obj, received_ns)
         if isinstance(reading, Invalid):
-            return reading, []
+            return reading
         if reading.sentinels:
             self._stats.add(sentinel_values=reading.sentinels)
-        dropped = [Invalid(reason, detail) for reason, detail in reading.dropped]
-        enriched = enrich(reading, self._registry, accept_unknown=self._accept_unknown)
+        enriched = enrich(reading, device, accept_unknown=self._accept_unknown)
         if isinstance(enriched, Invalid):
-            return enriched, []
+            return enriched
         repeat = self.seen.check(enriched)
         if repeat == "duplicate":
-            return Invalid(Reason.DUPLICATE, "this reading was already accepted"), []
+            return Invalid(Reason.DUPLICATE, "this reading was already accepted")
         if repeat == "conflict":
             detail = "another reading was already accepted with this device timestamp"
-            return Invalid(Reason.TIMESTAMP_CONFLICT, detail), []
+            return Invalid(Reason.TIMESTAMP_CONFLICT, detail)
         try:
-            return (self._encoder.encode(enriched), enriched), dropped
+            line = self._encoder.encode(enriched)
         except EncodeError as exc:
             self.seen.forget(enriched.measurement, enriched.device_id, enriched.time_ns)
-            return Invalid(Reason.INVALID_VALUE, str(exc)), []
+            return Invalid(Reason.INVALID_VALUE, str(exc))
+        return line, enriched, [Invalid(reason, detail) for reason, detail in reading.dropped]
 
     def _outcome(
         self, lines: list[str], rejected: list[Rejected], accepted: list[Enriched] | None = None

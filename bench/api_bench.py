@@ -1,0 +1,836 @@
+"""The city-brain API at city scale: a benchmark, not a test (issue 5).
+
+    .venv/bin/python -m bench.api_bench                      # 100,000 devices, ~5-10 minutes
+    .venv/bin/python -m bench.api_bench --devices 20000 --quick
+
+Starts its own Mosquitto and InfluxDB (temporary folder, free ports) and, step by step:
+1. writes a registry of `--devices` devices over 6 districts (simulators.city: 60 % streetlights,
+   20 % water-pipe nodes, 20 % power meters);
+2. loads `--hours` of history straight into InfluxDB as line protocol (not through MQTT): every
+   device gets one reading every `--history-every` seconds, the newest within a minute of the
+   load, values from the simulators' device models (lamps follow dusk and dawn, counters grow);
+3. starts the API as its own process (`citysense api`, authentication off) and times its start:
+   until it listens, and until its latest-state cache is rebuilt from InfluxDB;
+4. times requests from one client (and one concurrent run): a district's latest state paged at
+   the maximum page size, one device, the GeoJSON of every streetlight, aggregations across
+   devices over 24 h (gauges per district per hour / 15 min, lamps on, energy per district per
+   day), and a device's 24 h history;
+5. opens `--sse-clients` Server-Sent-Events streams, starts an ingest worker and publishes live
+   readings over MQTT at `--sse-rate` readings/s for `--sse-seconds`, and measures delivery:
+   latency from the reading's timestamp (the moment it was published) to its event arriving at
+   each client, and whether every client got every event;
+6. prints a table of all figures and stops everything it started.
+
+Reporting status thresholds are widened for the API (CITYSENSE_API_LATE_AFTER/SILENT_AFTER) so
+no device of the loaded city turns late or silent during the run: the history has no live
+readings behind it, and 60,000 lamps going silent at once mid-measurement would be a different
+benchmark. Everything runs on this one machine; the figures include the clients' own CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from citysense.influx import InfluxClient, InfluxConfig
+from citysense.mqtturl import MqttUrl
+from citysense.process import die_with_parent
+from citysense.servers import LocalServers, free_port
+from device_profiles import Device, TopicLayout, load_profiles, load_registry
+from ingest.encode import fields as encode_fields
+from ingest.encode import tag as encode_tag
+from simulators.city import DISTRICTS, write_city
+from simulators.fleet import LIVE, ExpectedReading, SimMessage, generate
+from simulators.models import DEFAULT_UTC_OFFSET_HOURS, ProfileModel
+from simulators.publish import publish
+
+ROOT = "bench"
+DATABASE = "citysense_bench"
+HOST = "127.0.0.1"
+WRITE_BATCH = 5_000  # lines per /write
+LATEST_SPREAD_S = 60  # the newest reading of each device lies within this much before the load
+LATE_AFTER, SILENT_AFTER = 60.0, 120.0  # x reporting interval: streetlights late after 1 h
+S = 1_000_000_000
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Timings:
+    seconds: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+    def add(self, seconds: float, size: int = 0) -> None:
+        self.seconds.append(seconds)
+        self.sizes.append(size)
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * p // 100))
+    return ordered[int(rank) - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms" if seconds < 10 else f"{seconds:,.1f} s"
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+
+    def section(self, title: str) -> None:
+        self.rows.append((title, "", ""))
+
+    def add(self, what: str, figure: str, note: str = "") -> None:
+        self.rows.append(("  " + what, figure, note))
+        print(f"  {what}: {figure}  {note}".rstrip(), flush=True)
+
+    def timings(self, what: str, t: Timings, note: str = "") -> None:
+        s = t.seconds
+        size = statistics.mean(t.sizes) if t.sizes else 0
+        figure = f"p50 {ms(pct(s, 50))}  p99 {ms(pct(s, 99))}  max {ms(max(s))}  n={len(s)}"
+        extra = f"{size / 1e6:,.1f} MB/response" if size >= 1e6 else f"{size / 1e3:,.0f} kB/response"
+        self.add(what, figure, f"{extra}; {note}" if note else extra)
+
+    def print(self) -> None:
+        width = max(len(r[0]) for r in self.rows) + 2
+        fig = max(len(r[1]) for r in self.rows) + 2
+        print("\n" + "=" * (width + fig + 40))
+        for what, figure, note in self.rows:
+            if not figure:
+                print(f"\n{what}")
+            else:
+                print(f"{what:<{width}}{figure:<{fig}}{note}")
+        print("=" * (width + fig + 40), flush=True)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024**2:.0f} GiB RAM"
+    return f"{os.cpu_count()} CPUs ({model}){mem}, Python {platform.python_version()}"
+
+
+def cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- child processes ---------------------------------------------------------------------------
+
+
+class Children:
+    """Processes this benchmark started; all stopped in `stop_all`, and each dies with us."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[Any]] = []
+
+    def start(self, args: list[str], env: dict[str, str], log: Path, **kw: Any) -> subprocess.Popen[Any]:
+        with log.open("ab") as out:
+            proc: subprocess.Popen[Any] = subprocess.Popen(
+                args,
+                env=env,
+                stdout=kw.pop("stdout", out),
+                stderr=out,
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only
+                **kw,
+            )
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+        self.procs = []
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+# --- 2. history -----------------------------------------------------------------------------------
+
+
+Row = tuple[int, str, str, str]  # index, device_id, profile, district
+
+
+def _history_part(job: tuple[str, list[Row], int, int, int]) -> tuple[int, int]:
+    """Write the history of some devices; (points, bytes). Runs in a worker process."""
+    influx_url, rows, now_ms, steps, every_s = job
+    profiles = load_profiles()
+    models = {n: ProfileModel(p, DEFAULT_UTC_OFFSET_HOURS) for n, p in profiles.items()}
+    points = size = 0
+    lines: list[str] = []
+    with InfluxClient(InfluxConfig(url=influx_url, database=DATABASE, timeout=120)) as client:
+
+        def flush() -> None:
+            nonlocal size
+            body = ("\n".join(lines)).encode()
+            client.write(body)
+            size += len(body)
+            lines.clear()
+
+        for index, device_id, profile_name, district in rows:
+            profile = profiles[profile_name]
+            rng = random.Random(index)  # noqa: S311 - a simulation
+            model = models[profile_name].device(rng)
+            spread_ms = int(min(profile.reporting_interval, LATEST_SPREAD_S) * 1000)
+            newest = now_ms - rng.randrange(spread_ms)
+            series = (
+                f"{encode_tag(profile.measurement)},device_id={encode_tag(device_id)},"
+                f"district={encode_tag(district)} "
+            )
+            for k in range(steps, -1, -1):  # oldest first: the models integrate counters
+                ts = newest - k * every_s * 1000
+                lines.append(f"{series}{encode_fields(model.reading(ts))} {ts * 1_000_000}")
+            points += steps + 1
+            if len(lines) >= WRITE_BATCH:
+                flush()
+        if lines:
+            flush()
+    return points, size
+
+
+def load_history(
+    servers: LocalServers, devices: Sequence[Device], hours: float, every_s: int, processes: int
+) -> tuple[int, int, float]:
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        client.create_database()
+    rows: list[Row] = [
+        (n, d.device_id, d.profile, d.district) for n, d in enumerate(devices)
+    ]
+    steps = int(hours * 3600 // every_s)
+    now_ms = time.time_ns() // 1_000_000
+    parts = max(processes * 8, 1)
+    jobs = [(servers.influxdb.url, rows[k::parts], now_ms, steps, every_s) for k in range(parts)]
+    started = time.perf_counter()
+    # fork: nothing but the servers (separate processes) exists yet, no threads to copy.
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        results = list(pool.imap_unordered(_history_part, jobs))
+    seconds = time.perf_counter() - started
+    return sum(r[0] for r in results), sum(r[1] for r in results), seconds
+
+
+def count_stored(servers: LocalServers) -> dict[str, int]:
+    counted = {}
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE, timeout=120)) as c:
+        for measurement, fld in (
+            ("streetlight", "powerState"),
+            ("water_pipe", "pressure"),
+            ("power_meter", "activePower"),
+        ):
+            series = c.query(f'SELECT count("{fld}") FROM "{measurement}"')[0]
+            counted[measurement] = int(series[0].values[0][1]) if series else 0
+    return counted
+
+
+# --- 3. the API process ----------------------------------------------------------------------------
+
+
+def common_env(servers: LocalServers, registry: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CITYSENSE_INFLUX_URL": servers.influxdb.url,
+        "CITYSENSE_INFLUX_DB": DATABASE,
+        "CITYSENSE_TOPIC_ROOT": ROOT,
+        "CITYSENSE_REGISTRY": str(registry),
+    }
+
+
+def start_api(
+    children: Children, servers: LocalServers, registry: Path, home: Path, extra: dict[str, str]
+) -> tuple[subprocess.Popen[Any], str, float, float, Path]:
+    """The API process; (process, base URL, seconds until it listens, until its cache is loaded,
+    log)."""
+    port = free_port()
+    env = {
+        **common_env(servers, registry),
+        "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-api"),
+        "CITYSENSE_API_AUTH": "off",
+        "CITYSENSE_API_LATE_AFTER": str(LATE_AFTER),
+        "CITYSENSE_API_SILENT_AFTER": str(SILENT_AFTER),
+        **extra,
+    }
+    log = home / "api.log"
+    started = time.perf_counter()
+    proc = children.start(
+        [
+            sys.executable, "-m", "citysense.cli", "api",
+            "--host", HOST, "--port", str(port), "--log-level", "warning",
+        ],
+        env,
+        log,
+    )  # fmt: skip
+    base = f"http://{HOST}:{port}"
+    listening = None
+    deadline = time.monotonic() + 900
+    with httpx.Client(base_url=base, timeout=30) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the API exited with {proc.returncode}:\n{tail(log)}")
+            try:
+                status = client.get("/devices", params={"limit": 1}).status_code
+            except httpx.TransportError:
+                time.sleep(0.05)
+                continue
+            if listening is None:
+                listening = time.perf_counter() - started
+            if status == 200:
+                return proc, base, listening, time.perf_counter() - started, log
+            if status != 503:
+                raise RuntimeError(f"GET /devices answered {status}:\n{tail(log)}")
+            time.sleep(0.05)
+    raise RuntimeError(f"the API did not load its state in 900 s:\n{tail(log)}")
+
+
+# --- 4. requests -----------------------------------------------------------------------------------
+
+
+def timed_get(client: httpx.Client, path: str, params: dict[str, Any]) -> tuple[float, httpx.Response]:
+    started = time.perf_counter()
+    response = client.get(path, params=params)
+    seconds = time.perf_counter() - started
+    if response.status_code != 200:
+        raise RuntimeError(f"GET {path} {params} -> {response.status_code}: {response.text[:500]}")
+    return seconds, response
+
+
+def run_requests(
+    client: httpx.Client, path: str, params: Iterator[dict[str, Any]] | list[dict[str, Any]],
+    *, warmup: int = 1, check: Callable[[httpx.Response], None] | None = None,
+) -> Timings:  # fmt: skip
+    t = Timings()
+    for n, p in enumerate(params):
+        seconds, response = timed_get(client, path, p)
+        if check is not None:
+            check(response)
+        if n >= warmup:
+            t.add(seconds, len(response.content))
+    return t
+
+
+def bench_requests(
+    report: Report, base: str, devices: Sequence[Device], scale: float, concurrency: int
+) -> None:
+    rng = random.Random(3)  # noqa: S311
+    districts = [d.name for d in DISTRICTS]
+    by_district = defaultdict(list)
+    for d in devices:
+        by_district[d.district].append(d)
+    with httpx.Client(base_url=base, timeout=120) as client:
+        report.section("Latest state (in-process cache)")
+        # One district, every page at the maximum page size (1000), all six districts.
+        pages = Timings()
+        walks = Timings()
+        rounds = max(1, round(2 * scale))
+        district_size = 0
+        for _ in range(rounds):
+            for name in districts:
+                offset, walked, size = 0, 0.0, 0
+                while True:
+                    seconds, response = timed_get(
+                        client, "/devices", {"district": name, "limit": 1000, "offset": offset}
+                    )
+                    body = response.json()
+                    pages.add(seconds, len(response.content))
+                    walked += seconds
+                    size += len(response.content)
+                    offset += len(body["items"])
+                    if offset >= body["total"] or not body["items"]:
+                        break
+                district_size = body["total"]
+                walks.add(walked, size)
+        report.timings("GET /devices?district=D&limit=1000 (one page)", pages)
+        report.timings(
+            f"  whole district, all pages ({district_size:,} devices)",
+            walks,
+            f"{-(-district_size // 1000)} pages",
+        )
+        small = run_requests(
+            client,
+            "/devices",
+            [{"district": rng.choice(districts), "limit": 100} for _ in range(int(200 * scale) + 1)],
+        )
+        report.timings("GET /devices?district=D (default page, 100)", small)
+        filtered = run_requests(
+            client,
+            "/devices",
+            [
+                {"district": rng.choice(districts), "profile": "water_pipe", "limit": 1000}
+                for _ in range(int(50 * scale) + 1)
+            ],
+        )
+        report.timings("GET /devices?profile=water_pipe&district=D&limit=1000", filtered)
+        single = Timings()
+        for _ in range(int(500 * scale) + 1):
+            device = rng.choice(devices)
+            seconds, response = timed_get(client, f"/devices/{device.device_id}", {})
+            single.add(seconds, len(response.content))
+        report.timings("GET /devices/{id}", single)
+
+        # Concurrency: the same district pages from several clients at once.
+        per_client = int(30 * scale) + 2
+
+        def worker(k: int) -> list[float]:
+            local = random.Random(k)  # noqa: S311
+            out = []
+            with httpx.Client(base_url=base, timeout=120) as c:
+                for _ in range(per_client):
+                    name = local.choice(districts)
+                    offset = local.randrange(len(by_district[name]) // 1000 + 1) * 1000
+                    out.append(
+                        timed_get(c, "/devices", {"district": name, "limit": 1000, "offset": offset})[0]
+                    )
+            return out
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            latencies = [s for part in pool.map(worker, range(concurrency)) for s in part]
+        wall = time.perf_counter() - started
+        report.timings(
+            f"  same pages, {concurrency} concurrent clients",
+            Timings(latencies, [0] * len(latencies)),
+            f"{len(latencies) / wall:,.0f} requests/s",
+        )
+
+        report.section("GeoJSON (in-process cache)")
+        lamps = sum(1 for d in devices if d.profile == "streetlight")
+
+        def features(response: httpx.Response) -> None:
+            body = orjson.loads(response.content)
+            if len(body["features"]) != lamps:
+                raise RuntimeError(f"{len(body['features'])} features, expected {lamps}")
+
+        geo = run_requests(
+            client,
+            "/devices.geojson",
+            [{"profile": "streetlight", "limit": 100_000}] * (max(3, int(6 * scale)) + 1),
+            check=features,
+        )
+        report.timings(f"GET /devices.geojson?profile=streetlight ({lamps:,} features)", geo)
+        geo_d = run_requests(
+            client,
+            "/devices.geojson",
+            [
+                {"profile": "streetlight", "district": rng.choice(districts), "limit": 100_000}
+                for _ in range(int(10 * scale) + 1)
+            ],
+        )
+        report.timings("GET /devices.geojson?profile=streetlight&district=D", geo_d)
+
+        report.section("Aggregation across devices, last 24 h (InfluxDB at query time)")
+        n_agg = max(3, int(10 * scale)) + 1
+        cases: list[tuple[str, dict[str, Any], bool]] = [
+            ("water_pipe pressure mean per district per 1h", {"profile": "water_pipe", "field": "pressure", "agg": "mean", "every": "1h"}, False),
+            ("water_pipe pressure min, one district, per 15m", {"profile": "water_pipe", "field": "pressure", "agg": "min", "every": "15m"}, True),
+            ("streetlight lamps on (powerState=on) per district per 1h", {"profile": "streetlight", "field": "powerState", "agg": "count", "equals": "on", "every": "1h"}, False),
+            ("streetlight powerConsumption sum per district per 1h", {"profile": "streetlight", "field": "powerConsumption", "agg": "sum", "every": "1h"}, False),
+            ("power_meter energy (counter delta) per district per day", {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta", "every": "day"}, False),
+            ("power_meter energy per day, one district", {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta", "every": "day"}, True),
+            ("power_meter energy per district per hour (Asia/Shanghai)", {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta", "every": "hour", "tz": "Asia/Shanghai"}, False),
+        ]  # fmt: skip
+        for label, params, one_district in cases:
+            t = run_requests(
+                client,
+                "/aggregates",
+                [
+                    {**params, **({"district": rng.choice(districts)} if one_district else {})}
+                    for _ in range(n_agg)
+                ],
+            )
+            report.timings(label, t)
+
+        report.section("One device's history, last 24 h (InfluxDB)")
+        pipes = [d for d in devices if d.profile == "water_pipe"]
+        meters = [d for d in devices if d.profile == "power_meter"]
+        lights = [d for d in devices if d.profile == "streetlight"]
+        n_hist = int(100 * scale) + 1
+        for label, pool_, params in (
+            ("water_pipe pressure mean per 1h", pipes, {"field": "pressure", "agg": "mean", "every": "1h"}),
+            ("streetlight powerConsumption max per 15m", lights, {"field": "powerConsumption", "agg": "max", "every": "15m"}),
+            ("power_meter energy delta per hour", meters, {"field": "totalActiveEnergyImport", "agg": "delta", "every": "hour"}),
+        ):  # fmt: skip
+            hist = Timings()
+            for n in range(n_hist):
+                device = rng.choice(pool_)
+                seconds, response = timed_get(client, f"/devices/{device.device_id}/history", params)
+                if n:
+                    hist.add(seconds, len(response.content))
+            report.timings(label, hist)
+
+
+# --- 5. SSE while ingesting ----------------------------------------------------------------------
+
+
+def start_ingest(
+    children: Children, servers: LocalServers, registry: Path, home: Path
+) -> tuple[subprocess.Popen[Any], int, Path]:
+    port = free_port()
+    env = {
+        **common_env(servers, registry),
+        "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-ingest"),
+        "CITYSENSE_CLIENT_ID": "bench-ingest",
+        "CITYSENSE_HTTP_PORT": str(port),
+        "CITYSENSE_SPOOL_DIR": str(home / "spool"),
+        "CITYSENSE_LOG_LEVEL": "WARNING",
+    }
+    log = home / "ingest.log"
+    proc = children.start([sys.executable, "-m", "citysense.cli", "ingest"], env, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ingest exited with {proc.returncode}:\n{tail(log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://{HOST}:{port}/ready", timeout=1).status_code == 200:
+                return proc, port, log
+        time.sleep(0.1)
+    raise RuntimeError(f"ingest not ready in 120 s:\n{tail(log)}")
+
+
+def stored_readings(port: int) -> int:
+    text = httpx.get(f"http://{HOST}:{port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("citysense_ingest_readings_stored_total "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+def bench_sse(
+    report: Report,
+    children: Children,
+    servers: LocalServers,
+    registry: Path,
+    home: Path,
+    api: subprocess.Popen[Any],
+    base: str,
+    devices: Sequence[Device],
+    *,
+    clients: int,
+    rate: float,
+    seconds: float,
+    publishing_devices: int,
+    filtered: bool,
+) -> None:
+    ingest, ingest_port, ingest_log = start_ingest(children, servers, registry, home)
+    districts = [d.name for d in DISTRICTS]
+    paths = [
+        "/stream?kind=reading"
+        + (f"&district={districts[n % len(districts)]}" if filtered and n % 2 else "")
+        for n in range(clients)
+    ]
+    out = home / "sse.json"
+    port = int(base.rsplit(":", 1)[1])
+    sse_log = home / "sse_clients.log"
+    sse = children.start(
+        [sys.executable, "-m", "bench.sse_clients", HOST, str(port), "|".join(paths), str(out)],
+        dict(os.environ),
+        sse_log,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sse.stdout is not None and sse.stdin is not None
+    if sse.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"SSE clients did not connect:\n{tail(sse_log)}")
+
+    step = max(1, len(devices) // publishing_devices)
+    chosen = list(devices)[::step][:publishing_devices]
+    district_of = {d.device_id: d.district for d in devices}
+    interval = max(1.0, len(chosen) / rate)
+    profiles = load_profiles()
+    sent: list[ExpectedReading] = []
+
+    def recording() -> Iterator[SimMessage]:
+        for message in generate(
+            chosen,
+            profiles,
+            TopicLayout(ROOT),
+            readings_per_device=0,
+            array_ratio=0.0,
+            fault_ratio=0.0,
+            seed=17,
+            time_mode=LIVE,
+            interval_s=interval,
+        ):
+            sent.extend(message.readings)
+            yield message
+
+    before_stored = stored_readings(ingest_port)
+    api_cpu = cpu_seconds(api.pid)
+    ingest_cpu = cpu_seconds(ingest.pid)
+    started = time.perf_counter()
+    published = publish(
+        MqttUrl.parse(servers.mosquitto.url("citysense-simulator")),
+        recording(),
+        duration=seconds,
+        pace=True,
+    )
+    expected = sent[: published.valid_readings]
+    deadline = time.monotonic() + 60
+    while stored_readings(ingest_port) - before_stored < len(expected):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    time.sleep(2.0)  # the last feed message, then the events to every client
+    wall = time.perf_counter() - started
+    api_cpu = cpu_seconds(api.pid) - api_cpu
+    ingest_cpu = cpu_seconds(ingest.pid) - ingest_cpu
+    stored = stored_readings(ingest_port) - before_stored
+    sse.stdin.write("stop\n")
+    sse.stdin.flush()
+    if sse.stdout.readline().strip() != "done":
+        raise RuntimeError(f"SSE clients failed:\n{tail(sse_log)}")
+    Children.stop(sse)
+    Children.stop(ingest)
+    results = orjson.loads(out.read_bytes())
+
+    keys = {(r.device_id, r.time_ns) for r in expected}
+    latencies: list[float] = []
+    last_arrival: dict[tuple[str, int], int] = {}
+    complete = 0
+    missing_total = duplicates = overflowed = failed = 0
+    delivered = 0
+    for n, result in enumerate(results):
+        district = districts[n % len(districts)] if filtered and n % 2 else None
+        want = {k for k in keys if district is None or district_of[k[0]] == district}
+        got = [(e[0], e[1]) for e in result["events"]]
+        seen = set(got)
+        duplicates += len(got) - len(seen)
+        missing = want - seen
+        missing_total += len(missing)
+        complete += not missing
+        overflowed += bool(result["overflow"])
+        failed += bool(result["error"]) or bool(result["closed"])
+        delivered += len(got)
+        for device_id, time_ns, received in result["events"]:
+            if (device_id, time_ns) in keys:
+                latencies.append((received - time_ns) / S)
+                key = (device_id, time_ns)
+                last_arrival[key] = max(last_arrival.get(key, 0), received)
+    to_all = [(arrival - k[1]) / S for k, arrival in last_arrival.items()]
+    kind = "half unfiltered, half one district each" if filtered else "each unfiltered (kind=reading)"
+    report.section(
+        f"Live push: {clients} SSE clients ({kind}) while ingest stores live readings"
+    )
+    report.add(
+        "published over MQTT (QoS 1), paced",
+        f"{published.messages:,} readings in {published.seconds:.1f} s = {published.rate:,.0f}/s",
+        f"{len(chosen):,} devices, each every {interval:g} s",
+    )
+    report.add("stored by one ingest worker", f"{stored:,} readings")
+    report.add(
+        "events delivered (all clients)",
+        f"{delivered:,} = {delivered / wall:,.0f} events/s",
+        f"expected {sum(len(want_for(keys, district_of, districts, n, filtered)) for n in range(clients)):,}",
+    )
+    report.add(
+        "clients that got every event",
+        f"{complete} of {clients}",
+        f"{missing_total:,} events missing, {duplicates} duplicates, {overflowed} overflowed, "
+        f"{failed} failed/closed",
+    )
+    if latencies:
+        report.add(
+            "latency reading timestamp -> event at a client",
+            f"p50 {ms(pct(latencies, 50))}  p99 {ms(pct(latencies, 99))}  max {ms(max(latencies))}",
+            f"n={len(latencies):,} (ingest batches every 0.2 s)",
+        )
+    if to_all:
+        report.add(
+            "latency until the last client has it",
+            f"p50 {ms(pct(to_all, 50))}  p99 {ms(pct(to_all, 99))}  max {ms(max(to_all))}",
+            f"n={len(to_all):,} readings",
+        )
+    report.add(
+        "CPU during the run",
+        f"API {api_cpu / wall:.0%} of a core, ingest {ingest_cpu / wall:.0%}",
+        f"over {wall:.1f} s",
+    )
+
+
+def want_for(
+    keys: set[tuple[str, int]],
+    district_of: dict[str, str],
+    districts: list[str],
+    n: int,
+    filtered: bool,
+) -> set[tuple[str, int]]:
+    district = districts[n % len(districts)] if filtered and n % 2 else None
+    return {k for k in keys if district is None or district_of[k[0]] == district}
+
+
+# --- main --------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--hours", type=float, default=24.0, help="history to load")
+    parser.add_argument(
+        "--history-every", type=int, default=3600, help="seconds between loaded readings"
+    )
+    parser.add_argument("--loaders", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiplies the number of requests"
+    )
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--sse-clients", type=int, default=100)
+    parser.add_argument("--sse-rate", type=float, default=100.0, help="readings/s published")
+    parser.add_argument("--sse-seconds", type=float, default=30.0)
+    parser.add_argument("--sse-devices", type=int, default=1000, help="devices publishing")
+    parser.add_argument(
+        "--sse-filtered", action="store_true", help="half the clients filter one district"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer requests and a shorter SSE run"
+    )
+    parser.add_argument("--skip-sse", action="store_true")
+    parser.add_argument(
+        "--api-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra CITYSENSE_* setting for the API process",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.scale = min(args.scale, 0.3)
+        args.sse_seconds = min(args.sse_seconds, 10.0)
+    report = Report()
+    children = Children()
+    print(f"machine: {machine()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="citysense-api-bench-") as tmp:
+        home = Path(tmp)
+        servers = LocalServers.create(home / "servers", root=ROOT)
+        servers.start()
+        try:
+            version = httpx.get(f"{servers.influxdb.url}/ping").headers.get(
+                "X-Influxdb-Version", "?"
+            )
+            report.section(f"Setup: {machine()}; InfluxDB {version}")
+            registry = home / "city.csv"
+            with registry.open("w") as out:
+                write_city(out, args.devices)
+            devices = sorted(
+                load_registry(registry, load_profiles()).devices.values(),
+                key=lambda d: d.device_id,
+            )
+            mix = defaultdict(int)
+            for d in devices:
+                mix[d.profile] += 1
+            report.add(
+                "registry",
+                f"{len(devices):,} devices in {len(DISTRICTS)} districts",
+                ", ".join(f"{n:,} {p}" for p, n in sorted(mix.items())),
+            )
+            print("loading history ...", flush=True)
+            points, size, seconds = load_history(
+                servers, devices, args.hours, args.history_every, args.loaders
+            )
+            steps = int(args.hours * 3600 // args.history_every)
+            report.add(
+                "history loaded (line protocol straight to InfluxDB)",
+                f"{points:,} points in {seconds:.1f} s = {points / seconds:,.0f} points/s",
+                f"every device: {steps + 1} readings, one each {args.history_every} s over "
+                f"{args.hours:g} h, the newest within {LATEST_SPREAD_S} s of the load; "
+                f"{size / 1e6:,.0f} MB, {args.loaders} writer processes",
+            )
+            stored = count_stored(servers)
+            report.add(
+                "stored (count query)",
+                f"{sum(stored.values()):,} points",
+                ", ".join(f"{k} {v:,}" for k, v in stored.items()),
+            )
+            print("starting the API ...", flush=True)
+            extra = dict(item.split("=", 1) for item in args.api_env)
+            api, base, listening, loaded, api_log = start_api(
+                children, servers, registry, home, extra
+            )
+            report.section("API start (citysense api, one uvicorn process)")
+            report.add("until it listens (imports, contract, registry)", ms(listening))
+            report.add(
+                "until the latest state of every device is loaded from InfluxDB", ms(loaded)
+            )
+            report.add("API resident memory after loading", f"{rss_mb(api.pid):,.0f} MB")
+            with httpx.Client(base_url=base, timeout=60) as c:
+                on_time = c.get("/devices", params={"status": "on_time", "limit": 1}).json()
+            report.add("devices reporting on time at start", f"{on_time['total']:,}")
+            print("timing requests ...", flush=True)
+            bench_requests(report, base, devices, args.scale, args.concurrency)
+            if not args.skip_sse:
+                print("SSE while ingesting ...", flush=True)
+                bench_sse(
+                    report,
+                    children,
+                    servers,
+                    registry,
+                    home,
+                    api,
+                    base,
+                    devices,
+                    clients=args.sse_clients,
+                    rate=args.sse_rate,
+                    seconds=args.sse_seconds,
+                    publishing_devices=min(args.sse_devices, len(devices)),
+                    filtered=args.sse_filtered,
+                )
+            report.add("API resident memory at the end", f"{rss_mb(api.pid):,.0f} MB")
+            if api.poll() is not None:
+                raise RuntimeError(f"the API died:\n{tail(api_log)}")
+            warnings = [ln for ln in tail(api_log, 20000).splitlines() if "ERROR" in ln]
+            if warnings:
+                print("API log errors:\n" + "\n".join(warnings[-10:]))
+        finally:
+            children.stop_all()
+            servers.stop()
+    report.print()
+
+
+if __name__ == "__main__":
+    main()
