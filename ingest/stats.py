@@ -38,6 +38,11 @@ class Stats:
     gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def message_taken(self, readings: int) -> None:
+        """Per message, from the MQTT thread only: its counters have one writer, so no lock."""
+        self.received += 1
+        self.readings_accepted += readings
+
     def add(self, **deltas: float) -> None:
         with self._lock:
             for name, delta in deltas.items():

@@ -172,7 +172,7 @@ class Worker:
         pending = Pending(msg.mid, msg.qos, self.batcher.epoch) if msg.qos else None
         feed = outcome.accepted if self.settings.state_feed else None
         if self.batcher.add(outcome.lines, pending, outcome.readings, len(outcome.rejected), feed):
-            self.stats.add(received=1, readings_accepted=outcome.readings)
+            self.stats.message_taken(outcome.readings)
         else:
             self.stats.add(redelivered_skipped=1)
 
