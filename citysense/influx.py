@@ -244,6 +244,16 @@ class AsyncInfluxClient:
         except httpx.TransportError:
             return False
 
+    async def write(self, body: bytes, *, precision: str = "ns") -> None:
+        """POST line protocol; raises InfluxUnavailable / InfluxPartialWrite / InfluxRejected."""
+        try:
+            response = await self._http.post(
+                "/write", params=self._req.write_params(precision), content=body
+            )
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, self.config.url) from exc
+        check_response(response, writing=True)
+
     async def query(
         self,
         query: str,

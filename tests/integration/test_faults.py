@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -18,7 +17,7 @@ from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers, free_port
 from device_profiles import DEFAULT_REGISTRY, TopicLayout, load_profiles, load_registry
 from simulators.city import write_city
-from tests.conftest import ACL_ROOT, make_database
+from tests.conftest import make_database
 from tests.support import (
     IngestProcess,
     Stream,
@@ -100,14 +99,6 @@ def wait_stored(influx: InfluxConfig, n: int, timeout: float) -> None:
     wait_for(lambda: count(influx, "water_pipe") >= n, timeout, 0.5, f"{n} readings stored")
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[LocalServers]:
-    servers = LocalServers.create(tmp_path / "servers", root=ACL_ROOT)
-    servers.start()
-    yield servers
-    servers.stop()
-
-
 def test_1_sigkill_five_times_in_100k_readings(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
 ) -> None:
@@ -130,21 +121,23 @@ def test_1_sigkill_five_times_in_100k_readings(
 
 
 def test_2_influxdb_down_60s_mid_stream(
-    stack: LocalServers, topic_root: str, tmp_path: Path
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
 ) -> None:
-    influx = make_database(stack)
+    influx = make_database(private_servers)
     messages, expected = stream_of(topic_root, 40_000)
     ingest = IngestProcess(
-        ingest_env(stack, influx, topic_root, tmp_path, CITYSENSE_SPILL_AFTER="2"),
+        ingest_env(private_servers, influx, topic_root, tmp_path, CITYSENSE_SPILL_AFTER="2"),
         tmp_path / "i.log",
     )
     ingest.start()
-    stream = Stream(stack.mosquitto.url("citysense-simulator"), messages, rate=120)  # ~67 s
+    stream = Stream(
+        private_servers.mosquitto.url("citysense-simulator"), messages, rate=120
+    )  # ~67 s
     time.sleep(3)
-    stack.influxdb.stop()
+    private_servers.influxdb.stop()
     time.sleep(60)
     assert ingest.metric("spilled_batches_total") >= 1, "nothing reached the disk spool"
-    stack.influxdb.start()
+    private_servers.influxdb.start()
     stream.wait_acked()
     wait_stored(influx, len(expected), 60)
     assert ingest.proc is not None
@@ -156,17 +149,19 @@ def test_2_influxdb_down_60s_mid_stream(
 
 
 def test_3_mosquitto_restart_mid_stream(
-    stack: LocalServers, topic_root: str, tmp_path: Path
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
 ) -> None:
-    influx = make_database(stack)
+    influx = make_database(private_servers)
     messages, expected = stream_of(topic_root, 20_000)
-    ingest = IngestProcess(ingest_env(stack, influx, topic_root, tmp_path), tmp_path / "i.log")
+    ingest = IngestProcess(
+        ingest_env(private_servers, influx, topic_root, tmp_path), tmp_path / "i.log"
+    )
     ingest.start()
-    stream = Stream(stack.mosquitto.url("citysense-simulator"), messages, rate=1000)
+    stream = Stream(private_servers.mosquitto.url("citysense-simulator"), messages, rate=1000)
     time.sleep(1.5)
-    stack.mosquitto.restart()  # graceful: sessions and queued messages persist
+    private_servers.mosquitto.restart()  # graceful: sessions and queued messages persist
     time.sleep(1.5)
-    stack.mosquitto.restart()
+    private_servers.mosquitto.restart()
     assert stream.sent < len(messages), "the stream ended before the restarts"
     stream.wait_acked()
     wait_stored(influx, len(expected), 60)
