@@ -16,9 +16,9 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from citysense.influx import InfluxConfig
+from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers, free_port
-from device_profiles import TopicLayout
+from device_profiles import TopicLayout, load_profiles
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
 from tests.support import count, publish, rows, subscriber, wait_for
@@ -384,3 +384,69 @@ def test_full_spool_means_back_pressure_not_loss(
         wait_for(lambda: count(influx, "water_pipe") == 200, 30, what="everything stored")
     finally:
         worker.stop()
+
+
+def test_second_vendor_lands_canonically(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
+) -> None:
+    """A LUMIO controller (added as a data file only) speaks its own dialect; InfluxDB holds
+    canonical streetlight names and units."""
+    registry = tmp_path / "registry.csv"
+    registry.write_text(
+        "device_id,profile,district,latitude,longitude,address,variant\n"
+        "LUM-000001,streetlight,Xihu,30.25,120.13,1 Lakeside Rd,lumio\n"
+        "SL-000001,streetlight,Xihu,30.25,120.14,2 Lakeside Rd,\n"
+    )
+    settings = settings_for(servers, influx, topic_root, registry=registry)
+    worker = Worker(settings, *settings.load_contract())
+    worker.start()
+    t = now_ms() - 60_000
+    vendor = {
+        "time": t,
+        "lamp": {"state": 1, "dim_pct": 80},
+        "meter": {"p_w": 96.5, "u_v": 229.5, "i_ma": 450, "pf_pct": 93, "e_wh": 1_234_567},
+        "env": {"t_c": 17.5},
+        "cabinet": {"door": "closed"},
+        "health": "LAMP_FAIL",
+    }
+    layout = TopicLayout(topic_root)
+    try:
+        wait_for(worker.consumer.subscribed.is_set, 10, what="subscription")
+        publish(
+            servers.mosquitto.url("citysense-simulator"),
+            [
+                (layout.telemetry("streetlight", "LUM-000001"), orjson.dumps(vendor)),
+                (
+                    layout.telemetry(
+                        "streetlight", "SL-000001"
+                    ),  # a canonical device, same measurement
+                    orjson.dumps({"ts": t, "powerState": "off", "current": 0.01}),
+                ),
+            ],
+        )
+        wait_for(lambda: worker.stats.messages_acked == 2, 10, what="acks")
+    finally:
+        worker.stop()
+    stored = {str(r["device_id"]): r for r in rows(influx, 'SELECT * FROM "streetlight"')}
+    lumio = {k: v for k, v in stored["LUM-000001"].items() if v is not None}
+    assert lumio == {
+        "time": t * 1_000_000,
+        "device_id": "LUM-000001",
+        "district": "Xihu",
+        "powerState": "on",
+        "illuminanceLevel": 0.8,
+        "powerConsumption": 96.5,
+        "voltage": 229.5,
+        "current": 0.45,
+        "powerFactor": 0.93,
+        "lifetimePowerConsumption": 1234.567,
+        "temperature": 17.5,
+        "doorOpen": False,
+        "status": "defectiveLamp",
+    }
+    assert stored["SL-000001"]["current"] == 0.01
+    with InfluxClient(influx) as client:
+        fields = client.query('SHOW FIELD KEYS FROM "streetlight"')
+    names = {row[0] for s in fields[0] for row in s.values}
+    assert names <= set(load_profiles()["streetlight"].fields)  # no vendor name ever stored
+    assert count(influx, "dead_letters") == 0
