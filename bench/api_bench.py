@@ -110,7 +110,9 @@ class Report:
         s = t.seconds
         size = statistics.mean(t.sizes) if t.sizes else 0
         figure = f"p50 {ms(pct(s, 50))}  p99 {ms(pct(s, 99))}  max {ms(max(s))}  n={len(s)}"
-        extra = f"{size / 1e6:,.1f} MB/response" if size >= 1e6 else f"{size / 1e3:,.0f} kB/response"
+        extra = (
+            f"{size / 1e6:,.1f} MB/response" if size >= 1e6 else f"{size / 1e3:,.0f} kB/response"
+        )
         self.add(what, figure, f"{extra}; {note}" if note else extra)
 
     def print(self) -> None:
@@ -160,7 +162,9 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[Any]] = []
 
-    def start(self, args: list[str], env: dict[str, str], log: Path, **kw: Any) -> subprocess.Popen[Any]:
+    def start(
+        self, args: list[str], env: dict[str, str], log: Path, **kw: Any
+    ) -> subprocess.Popen[Any]:
         with log.open("ab") as out:
             proc: subprocess.Popen[Any] = subprocess.Popen(
                 args,
@@ -218,7 +222,7 @@ def _history_part(job: tuple[str, list[Row], int, int, int]) -> tuple[int, int]:
 
         for index, device_id, profile_name, district in rows:
             profile = profiles[profile_name]
-            rng = random.Random(index)  # noqa: S311 - a simulation
+            rng = random.Random(index)
             model = models[profile_name].device(rng)
             spread_ms = int(min(profile.reporting_interval, LATEST_SPREAD_S) * 1000)
             newest = now_ms - rng.randrange(spread_ms)
@@ -242,9 +246,7 @@ def load_history(
 ) -> tuple[int, int, float]:
     with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
         client.create_database()
-    rows: list[Row] = [
-        (n, d.device_id, d.profile, d.district) for n, d in enumerate(devices)
-    ]
+    rows: list[Row] = [(n, d.device_id, d.profile, d.district) for n, d in enumerate(devices)]
     steps = int(hours * 3600 // every_s)
     now_ms = time.time_ns() // 1_000_000
     parts = max(processes * 8, 1)
@@ -270,7 +272,7 @@ def count_stored(servers: LocalServers) -> dict[str, int]:
     return counted
 
 
-# --- 3. the API process ----------------------------------------------------------------------------
+# --- 3. the API process ---------------------------------------------------------------------
 
 
 def common_env(servers: LocalServers, registry: Path) -> dict[str, str]:
@@ -329,10 +331,12 @@ def start_api(
     raise RuntimeError(f"the API did not load its state in 900 s:\n{tail(log)}")
 
 
-# --- 4. requests -----------------------------------------------------------------------------------
+# --- 4. requests ----------------------------------------------------------------------------
 
 
-def timed_get(client: httpx.Client, path: str, params: dict[str, Any]) -> tuple[float, httpx.Response]:
+def timed_get(
+    client: httpx.Client, path: str, params: dict[str, Any]
+) -> tuple[float, httpx.Response]:
     started = time.perf_counter()
     response = client.get(path, params=params)
     seconds = time.perf_counter() - started
@@ -358,7 +362,7 @@ def run_requests(
 def bench_requests(
     report: Report, base: str, devices: Sequence[Device], scale: float, concurrency: int
 ) -> None:
-    rng = random.Random(3)  # noqa: S311
+    rng = random.Random(3)
     districts = [d.name for d in DISTRICTS]
     by_district = defaultdict(list)
     for d in devices:
@@ -395,7 +399,10 @@ def bench_requests(
         small = run_requests(
             client,
             "/devices",
-            [{"district": rng.choice(districts), "limit": 100} for _ in range(int(200 * scale) + 1)],
+            [
+                {"district": rng.choice(districts), "limit": 100}
+                for _ in range(int(200 * scale) + 1)
+            ],
         )
         report.timings("GET /devices?district=D (default page, 100)", small)
         filtered = run_requests(
@@ -418,14 +425,16 @@ def bench_requests(
         per_client = int(30 * scale) + 2
 
         def worker(k: int) -> list[float]:
-            local = random.Random(k)  # noqa: S311
+            local = random.Random(k)
             out = []
             with httpx.Client(base_url=base, timeout=120) as c:
                 for _ in range(per_client):
                     name = local.choice(districts)
                     offset = local.randrange(len(by_district[name]) // 1000 + 1) * 1000
                     out.append(
-                        timed_get(c, "/devices", {"district": name, "limit": 1000, "offset": offset})[0]
+                        timed_get(
+                            c, "/devices", {"district": name, "limit": 1000, "offset": offset}
+                        )[0]
                     )
             return out
 
@@ -466,15 +475,38 @@ def bench_requests(
 
         report.section("Aggregation across devices, last 24 h (InfluxDB at query time)")
         n_agg = max(3, int(10 * scale)) + 1
+        pipe = {"profile": "water_pipe", "field": "pressure"}
+        light = {"profile": "streetlight"}
+        energy = {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta"}
         cases: list[tuple[str, dict[str, Any], bool]] = [
-            ("water_pipe pressure mean per district per 1h", {"profile": "water_pipe", "field": "pressure", "agg": "mean", "every": "1h"}, False),
-            ("water_pipe pressure min, one district, per 15m", {"profile": "water_pipe", "field": "pressure", "agg": "min", "every": "15m"}, True),
-            ("streetlight lamps on (powerState=on) per district per 1h", {"profile": "streetlight", "field": "powerState", "agg": "count", "equals": "on", "every": "1h"}, False),
-            ("streetlight powerConsumption sum per district per 1h", {"profile": "streetlight", "field": "powerConsumption", "agg": "sum", "every": "1h"}, False),
-            ("power_meter energy (counter delta) per district per day", {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta", "every": "day"}, False),
-            ("power_meter energy per day, one district", {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta", "every": "day"}, True),
-            ("power_meter energy per district per hour (Asia/Shanghai)", {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta", "every": "hour", "tz": "Asia/Shanghai"}, False),
-        ]  # fmt: skip
+            ("water_pipe pressure mean per district per 1h", {**pipe, "every": "1h"}, False),
+            (
+                "water_pipe pressure min, one district, per 15m",
+                {**pipe, "agg": "min", "every": "15m"},
+                True,
+            ),
+            (
+                "streetlight lamps on (powerState=on) per district per 1h",
+                {**light, "field": "powerState", "agg": "count", "equals": "on", "every": "1h"},
+                False,
+            ),
+            (
+                "streetlight powerConsumption sum per district per 1h",
+                {**light, "field": "powerConsumption", "agg": "sum", "every": "1h"},
+                False,
+            ),
+            (
+                "power_meter energy (counter delta) per district per day",
+                {**energy, "every": "day"},
+                False,
+            ),
+            ("power_meter energy per day, one district", {**energy, "every": "day"}, True),
+            (
+                "power_meter energy per district per hour (Asia/Shanghai)",
+                {**energy, "every": "hour", "tz": "Asia/Shanghai"},
+                False,
+            ),
+        ]
         for label, params, one_district in cases:
             t = run_requests(
                 client,
@@ -492,14 +524,24 @@ def bench_requests(
         lights = [d for d in devices if d.profile == "streetlight"]
         n_hist = int(100 * scale) + 1
         for label, pool_, params in (
-            ("water_pipe pressure mean per 1h", pipes, {"field": "pressure", "agg": "mean", "every": "1h"}),
-            ("streetlight powerConsumption max per 15m", lights, {"field": "powerConsumption", "agg": "max", "every": "15m"}),
-            ("power_meter energy delta per hour", meters, {"field": "totalActiveEnergyImport", "agg": "delta", "every": "hour"}),
-        ):  # fmt: skip
+            ("water_pipe pressure mean per 1h", pipes, {"field": "pressure", "every": "1h"}),
+            (
+                "streetlight powerConsumption max per 15m",
+                lights,
+                {"field": "powerConsumption", "agg": "max", "every": "15m"},
+            ),
+            (
+                "power_meter energy delta per hour",
+                meters,
+                {"field": "totalActiveEnergyImport", "agg": "delta", "every": "hour"},
+            ),
+        ):
             hist = Timings()
             for n in range(n_hist):
                 device = rng.choice(pool_)
-                seconds, response = timed_get(client, f"/devices/{device.device_id}/history", params)
+                seconds, response = timed_get(
+                    client, f"/devices/{device.device_id}/history", params
+                )
                 if n:
                     hist.add(seconds, len(response.content))
             report.timings(label, hist)
@@ -547,17 +589,17 @@ def bench_sse(
     servers: LocalServers,
     registry: Path,
     home: Path,
+    *,
     api: subprocess.Popen[Any],
     base: str,
     devices: Sequence[Device],
-    *,
     clients: int,
     rate: float,
     seconds: float,
     publishing_devices: int,
     filtered: bool,
 ) -> None:
-    ingest, ingest_port, ingest_log = start_ingest(children, servers, registry, home)
+    ingest, ingest_port, _ = start_ingest(children, servers, registry, home)
     districts = [d.name for d in DISTRICTS]
     paths = [
         "/stream?kind=reading"
@@ -637,8 +679,7 @@ def bench_sse(
     missing_total = duplicates = overflowed = failed = 0
     delivered = 0
     for n, result in enumerate(results):
-        district = districts[n % len(districts)] if filtered and n % 2 else None
-        want = {k for k in keys if district is None or district_of[k[0]] == district}
+        want = want_for(keys, district_of, districts, n, filtered)
         got = [(e[0], e[1]) for e in result["events"]]
         seen = set(got)
         duplicates += len(got) - len(seen)
@@ -653,11 +694,14 @@ def bench_sse(
                 latencies.append((received - time_ns) / S)
                 key = (device_id, time_ns)
                 last_arrival[key] = max(last_arrival.get(key, 0), received)
-    to_all = [(arrival - k[1]) / S for k, arrival in last_arrival.items()]
-    kind = "half unfiltered, half one district each" if filtered else "each unfiltered (kind=reading)"
-    report.section(
-        f"Live push: {clients} SSE clients ({kind}) while ingest stores live readings"
+    expected_events = sum(
+        len(want_for(keys, district_of, districts, n, filtered)) for n in range(clients)
     )
+    to_all = [(arrival - k[1]) / S for k, arrival in last_arrival.items()]
+    kind = (
+        "half unfiltered, half one district each" if filtered else "each unfiltered (kind=reading)"
+    )
+    report.section(f"Live push: {clients} SSE clients ({kind}) while ingest stores live readings")
     report.add(
         "published over MQTT (QoS 1), paced",
         f"{published.messages:,} readings in {published.seconds:.1f} s = {published.rate:,.0f}/s",
@@ -667,7 +711,7 @@ def bench_sse(
     report.add(
         "events delivered (all clients)",
         f"{delivered:,} = {delivered / wall:,.0f} events/s",
-        f"expected {sum(len(want_for(keys, district_of, districts, n, filtered)) for n in range(clients)):,}",
+        f"expected {expected_events:,}",
     )
     report.add(
         "clients that got every event",
@@ -705,7 +749,7 @@ def want_for(
     return {k for k in keys if district is None or district_of[k[0]] == district}
 
 
-# --- main --------------------------------------------------------------------------------------------
+# --- main --------------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -727,9 +771,7 @@ def main() -> None:
     parser.add_argument(
         "--sse-filtered", action="store_true", help="half the clients filter one district"
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="fewer requests and a shorter SSE run"
-    )
+    parser.add_argument("--quick", action="store_true", help="fewer requests and a shorter SSE run")
     parser.add_argument("--skip-sse", action="store_true")
     parser.add_argument(
         "--api-env",
@@ -794,9 +836,7 @@ def main() -> None:
             )
             report.section("API start (citysense api, one uvicorn process)")
             report.add("until it listens (imports, contract, registry)", ms(listening))
-            report.add(
-                "until the latest state of every device is loaded from InfluxDB", ms(loaded)
-            )
+            report.add("until the latest state of every device is loaded from InfluxDB", ms(loaded))
             report.add("API resident memory after loading", f"{rss_mb(api.pid):,.0f} MB")
             with httpx.Client(base_url=base, timeout=60) as c:
                 on_time = c.get("/devices", params={"status": "on_time", "limit": 1}).json()
@@ -811,9 +851,9 @@ def main() -> None:
                     servers,
                     registry,
                     home,
-                    api,
-                    base,
-                    devices,
+                    api=api,
+                    base=base,
+                    devices=devices,
                     clients=args.sse_clients,
                     rate=args.sse_rate,
                     seconds=args.sse_seconds,

@@ -35,6 +35,33 @@ class Client:
     error: str | None = None
 
 
+def _dechunk(buf: bytes, decoded: bytearray) -> tuple[bytes, bool]:
+    """Move the complete chunks of `buf` into `decoded`; (the rest, whether the last chunk came)."""
+    ended = False
+    while (eol := buf.find(b"\r\n")) >= 0:
+        size = int(buf[:eol].split(b";", 1)[0], 16)
+        if len(buf) < eol + 2 + size + 2:
+            break
+        decoded += buf[eol + 2 : eol + 2 + size]
+        buf = buf[eol + 2 + size + 2 :]
+        ended |= size == 0
+    return buf, ended
+
+
+def _frames(client: Client, decoded: bytearray, received: int, connected: asyncio.Event) -> None:
+    """Take the complete events out of `decoded`."""
+    while (end := decoded.find(b"\n\n")) >= 0:
+        frame = bytes(decoded[:end])
+        del decoded[: end + 2]
+        if frame.startswith(b": connected"):
+            connected.set()
+        elif frame.startswith(b"event: reading"):
+            start = frame.find(b"\ndata: ")
+            client.raw.append((received, frame[start + 7 :]))
+        elif frame.startswith(b"event: overflow"):
+            client.overflow = True
+
+
 async def _run_client(
     client: Client, host: str, port: int, connected: asyncio.Event, stop: asyncio.Event
 ) -> None:
@@ -66,30 +93,11 @@ async def _run_client(
                 client.closed = True
                 return
             if chunked:
-                buf += data
-                while True:
-                    eol = buf.find(b"\r\n")
-                    if eol < 0:
-                        break
-                    size = int(buf[:eol].split(b";", 1)[0], 16)
-                    if len(buf) < eol + 2 + size + 2:
-                        break
-                    decoded += buf[eol + 2 : eol + 2 + size]
-                    buf = buf[eol + 2 + size + 2 :]
-                    if size == 0:
-                        client.closed = True
+                buf, ended = _dechunk(buf + data, decoded)
+                client.closed |= ended
             else:
                 decoded += data
-            while (end := decoded.find(b"\n\n")) >= 0:
-                frame = bytes(decoded[:end])
-                del decoded[: end + 2]
-                if frame.startswith(b": connected"):
-                    connected.set()
-                elif frame.startswith(b"event: reading"):
-                    start = frame.find(b"\ndata: ")
-                    client.raw.append((received, frame[start + 7 :]))
-                elif frame.startswith(b"event: overflow"):
-                    client.overflow = True
+            _frames(client, decoded, received, connected)
             if client.closed:
                 return
             read = asyncio.ensure_future(reader.read(1 << 16))
