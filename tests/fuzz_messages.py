@@ -647,7 +647,7 @@ class Fuzz:
         device_id = self.pick(LUMIO)
         published = self.pick(["water_pipe", "power_meter"])
         doc, _ = self.reading(published, device_id)
-        bug = "pipeline.py _normalizer: the variant's mapping is applied to another profile"
+        bug = "pipeline.py _process: a variant's mapping is applied on another profile's topic"
         self.rejected(
             "lumio_profile_mismatch",
             "profile_mismatch",
