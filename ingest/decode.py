@@ -7,6 +7,7 @@ which the broker's ACL ties to the device's credentials, never from the payload 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,13 +40,16 @@ def _reject(msg: Received, reason: Reason, detail: str, profile: str, device_id:
 
 
 def _depth(value: object, limit: int) -> int:
-    """Nesting depth of a JSON value, giving up as soon as it exceeds `limit`."""
+    """Nesting depth of a JSON value, giving up as soon as it exceeds `limit`: it never descends
+    more than `limit` + 1 levels, so a thousand-deep payload cannot exhaust Python's stack."""
     if isinstance(value, dict):
         children: Any = value.values()
     elif isinstance(value, list):
         children = value
     else:
         return 0
+    if limit <= 0:
+        return 1  # already past the limit; how much deeper does not matter
     deepest = 0
     for child in children:
         if isinstance(child, dict | list):
@@ -61,13 +65,33 @@ def _json_failure(payload: bytes) -> tuple[Reason, str]:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Reason.INVALID_UTF8, f"payload is not UTF-8 at byte {exc.start}"
+    non_finite: list[str] = []
+
+    def constant(name: str) -> float:  # NaN, Infinity, -Infinity
+        non_finite.append(name)
+        return 0.0
+
+    def number(text: str) -> float:  # 1e400 overflows to infinity
+        value = float(text)
+        if not math.isfinite(value):
+            non_finite.append(text)
+        return value
+
     try:
-        # The standard library accepts NaN and Infinity, which JSON forbids; if it parses what
-        # orjson refused, non-finite numbers are the problem.
-        json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        # The standard library accepts NaN, Infinity and overflowing numbers, which orjson
+        # refuses, and reports each to us; it also parses deeper than orjson's limit.
+        json.loads(text, parse_constant=constant, parse_float=number)
+    except RecursionError:
+        return Reason.TOO_DEEP, "payload nested deeper than any JSON parser here will go"
+    except ValueError as exc:
         return Reason.INVALID_JSON, f"payload is not JSON: {exc}"[:200]
-    return Reason.NON_FINITE, "payload holds NaN or Infinity, which JSON does not allow"
+    if non_finite:
+        return (
+            Reason.NON_FINITE,
+            f"payload holds {non_finite[0][:20]}, which is not a finite number",
+        )
+    # Something orjson refuses and the standard library accepts, such as a lone surrogate.
+    return Reason.INVALID_JSON, "payload is not valid JSON (e.g. an unpaired surrogate escape)"
 
 
 def decode(

@@ -78,7 +78,9 @@ class Pipeline:
             return self._outcome([], [decoded])
         device = self._registry.get(decoded.device_id)  # once per message, not per reading
         normalize = None
-        if device is not None and device.variant:
+        if device is not None and device.variant and device.profile == decoded.profile.profile:
+            # A vendor device on another profile's topic is left as it is, so enrich can say
+            # profile_mismatch instead of the mapping stripping every field first.
             normalize = self._normalizers[(device.profile, device.variant)]
         compiled = self._compiled[decoded.profile.profile]
         lines: list[str] = []

