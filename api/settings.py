@@ -21,6 +21,9 @@ class ApiSettings(CommonSettings):
     api_latest_lookback: float = Field(default=30 * 86400.0, ge=1.0)
     # A history response never holds more buckets than this; wider requests get a 422.
     api_history_max_points: int = Field(default=10_000, ge=1)
+    # InfluxDB queries one request may have running at once (an aggregate per district is one
+    # query per district): InfluxDB runs separate queries on separate cores.
+    api_query_concurrency: int = Field(default=4, ge=1)
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
 

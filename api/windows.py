@@ -9,6 +9,8 @@ months at all. A local midnight is converted to UTC by zoneinfo for each window,
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -83,3 +85,21 @@ def count_calendar_windows(start_ns: int, end_ns: int, unit: Calendar) -> int:
         unit, 28 * 86400
     )
     return (end_ns - start_ns) // (seconds * NS_PER_S) + 2
+
+
+def fixed_grid(windows: Sequence[Window]) -> tuple[int, int] | None:
+    """(width, offset) in seconds if the windows are consecutive, all of one whole-second width,
+    and so the buckets of GROUP BY time(width, offset); else None. Calendar windows mostly are:
+    hours in any zone, days in a zone without DST (or in a year's stretch without a change), so
+    they can be asked for in one statement instead of one per window."""
+    if not windows:
+        return None
+    width = windows[0][1] - windows[0][0]
+    if width <= 0 or width % NS_PER_S or windows[0][0] % NS_PER_S:
+        return None
+    if any(e - b != width for b, e in windows) or any(
+        end != following for (_, end), (following, _) in itertools.pairwise(windows)
+    ):
+        return None
+    seconds = width // NS_PER_S
+    return seconds, windows[0][0] // NS_PER_S % seconds

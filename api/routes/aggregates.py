@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from typing import Annotated, Literal
 
@@ -21,7 +22,7 @@ from api.schemas import AggregatePublic, AggregateRowPublic
 from api.settings import ApiSettings
 from api.times import NS_PER_S, format_rfc3339, now_ns
 from api.tokens import Principal, Scope
-from api.windows import Window
+from api.windows import Window, fixed_grid
 from citysense.influx import AsyncInfluxClient, Series
 from device_profiles import FieldSpec, FieldType, Profile
 
@@ -141,6 +142,10 @@ async def aggregates(
         start_ns, end_ns = windows[0][0], windows[-1][1]
     clipped = [(max(b, start_ns), min(e, end_ns)) for b, e in windows]
     by_district = group_by == "district"
+    # One query per group (see q.across_devices), run concurrently: None is the whole selection.
+    groups: list[str | None] = (
+        list(districts or await _stored_districts(influx, spec_profile)) if by_district else [None]
+    )
     if agg.on_counter:
         cells = await _counter_cells(
             influx,
@@ -150,37 +155,31 @@ async def aggregates(
             agg=agg,
             windows=windows,
             clipped=clipped,
-            by_district=by_district,
+            groups=groups,
             districts=districts,
         )
     else:
-        query = q.across_devices(
+        cells = await _gauges(
+            influx,
+            settings,
             spec_profile,
             field,
-            agg,
-            clipped,
+            agg=agg,
+            match=match,
             every_s=every_s,
-            by_district=by_district,
-            districts=districts,
-            equals=match,
-        )
-        cells = _gauge_cells(
-            await q.fetch_all(influx, query),
-            spec,
-            agg,
             windows=windows,
-            every_s=every_s,
-            by_district=by_district,
-            counting=match is not None,
+            clipped=clipped,
+            groups=groups,
+            districts=districts,
         )
     if match is not None:  # "0 lamps on" is an answer, not a missing row
-        groups: list[str | None] = (
+        expected: list[str | None] = (
             [d for d in (districts or contract.districts) if contract.devices(profile, d)]
             if by_district
             else [None]
         )
         for window in windows:
-            for group in groups:
+            for group in expected:
                 cells.setdefault((window[0], group), (0, 0))
     k = settings.api_open_data_min_devices
     rows = []
@@ -251,32 +250,96 @@ def _registered(contract: Contract, profile: str, group: str | None, districts: 
 Cells = dict[tuple[int, str | None], tuple[Value, int]]  # (window start, district): value, devices
 
 
+async def _gauges(
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    profile: Profile,
+    field: str,
+    *,
+    agg: q.Aggregate,
+    match: Value | None,
+    every_s: int | None,
+    windows: list[Window],
+    clipped: list[Window],
+    groups: list[str | None],
+    districts: list[str],
+) -> Cells:
+    spec = profile.fields[field]
+    grid = fixed_grid(windows) if every_s is None else (every_s, 0)
+    queries = [
+        q.across_devices(
+            profile,
+            field,
+            agg,
+            clipped,
+            every_s=None if grid is None else grid[0],
+            offset_s=0 if grid is None else grid[1],
+            districts=districts if group is None else [group],
+            equals=match,
+        )
+        for group in groups
+    ]
+    results = await q.fetch_many(influx, queries, concurrency=settings.api_query_concurrency)
+    cells: Cells = {}
+    for group, result in zip(groups, results, strict=True):
+        cells.update(
+            _gauge_cells(
+                result,
+                spec,
+                agg,
+                group=group,
+                windows=windows,
+                stamped=grid is not None,
+                counting=match is not None,
+            )
+        )
+    return cells
+
+
+async def _stored_districts(influx: AsyncInfluxClient, profile: Profile) -> list[str]:
+    """Groups follow the district tag stored with each reading, which may name a district the
+    registry does not (readings of unknown devices accepted as "unassigned")."""
+    return sorted(
+        str(row[1])
+        for series in await q.fetch(influx, q.district_values(profile))
+        for row in series.values
+    )
+
+
+def _window_of(starts: list[int], stamp: int) -> int:
+    """The start of the window holding `stamp` (`starts` ascending)."""
+    return starts[max(0, bisect.bisect_right(starts, stamp) - 1)]
+
+
 def _gauge_cells(
     results: list[list[Series]],
     spec: FieldSpec,
     agg: q.Aggregate,
     *,
+    group: str | None,
     windows: list[Window],
-    every_s: int | None,
-    by_district: bool,
+    stamped: bool,
     counting: bool,
 ) -> Cells:
     cells: Cells = {}
+    starts = [w[0] for w in windows]
     for n, result in enumerate(results):
         for series in result:
-            group = series.tags.get("district") if by_district else None
-            for row in series.rows():
-                value = row.get("value")
+            columns = series.columns
+            at_value = columns.index("value")
+            at_devices = columns.index("devices") if "devices" in columns else None
+            for row in series.values:
+                value = row[at_value]
                 if value is None:
                     continue
-                # A fixed-width row is stamped with its window (or `start` for the first, which
-                # may be clipped); a calendar statement's row with its window's clipped start.
-                stamp = int(row["time"]) if every_s is not None else windows[n][0]
-                begin = max(w[0] for w in windows if w[0] <= stamp)
+                # A row of a GROUP BY time() statement is stamped with its window (or `start`
+                # for the first, which may be clipped); a per-window statement's row with its
+                # window's clipped start.
+                begin = _window_of(starts, int(row[0])) if stamped else windows[n][0]
                 if counting:
                     cells[(begin, group)] = (int(value), int(value))
                 else:
-                    devices = int(row.get("devices") or 0)
+                    devices = int((row[at_devices] if at_devices is not None else 0) or 0)
                     cells[(begin, group)] = (aggregate_value(agg, spec, value), devices)
     return cells
 
@@ -290,39 +353,43 @@ async def _counter_cells(
     agg: q.Aggregate,
     windows: list[Window],
     clipped: list[Window],
-    by_district: bool,
+    groups: list[str | None],
     districts: list[str],
 ) -> Cells:
     start_ns, end_ns = clipped[0][0], clipped[-1][1]
-    query = q.counter_readings_all(
-        profile,
-        field,
-        start_ns=start_ns,
-        end_ns=end_ns,
-        since_ns=start_ns - int(settings.api_latest_lookback * NS_PER_S),
-        districts=districts,
-    )
-    before, inside = await q.fetch_all(influx, query)
-    previous = {s.tags.get("device_id", ""): float(r["value"]) for s in before for r in s.rows()}
+    queries = [
+        q.counter_readings_all(
+            profile,
+            field,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            since_ns=start_ns - int(settings.api_latest_lookback * NS_PER_S),
+            districts=districts if group is None else [group],
+        )
+        for group in groups
+    ]
     totals: dict[tuple[int, str | None], float] = defaultdict(float)
     devices: dict[tuple[int, str | None], int] = defaultdict(int)
-    for series in inside:
-        device = series.tags.get("device_id", "")
-        group = series.tags.get("district") if by_district else None
-        readings = [(int(r["time"]), float(r["value"])) for r in series.rows()]
-        for window, delta in zip(
-            windows, deltas(previous.get(device), readings, clipped), strict=True
-        ):
-            if delta is not None:
-                totals[(window[0], group)] += delta
-                devices[(window[0], group)] += 1
-    out: dict[tuple[int, str | None], tuple[Value, int]] = {}
+    results = await q.fetch_many(influx, queries, concurrency=settings.api_query_concurrency)
+    for group, (before, inside) in zip(groups, results, strict=True):
+        previous = {s.tags.get("device_id", ""): float(s.values[0][1]) for s in before if s.values}
+        for series in inside:
+            readings = [(int(t), float(v)) for t, v in series.values]
+            for window, delta in zip(
+                windows,
+                deltas(previous.get(series.tags.get("device_id", "")), readings, clipped),
+                strict=True,
+            ):
+                if delta is not None:
+                    totals[(window[0], group)] += delta
+                    devices[(window[0], group)] += 1
+    index = {w[0]: n for n, w in enumerate(windows)}
+    out: Cells = {}
     for key, total in totals.items():
-        n = next(i for i, w in enumerate(windows) if w[0] == key[0])
         value = (
             total
             if agg is q.Aggregate.DELTA
-            else rate_per_hour(total, clipped[n], start_ns, end_ns)
+            else rate_per_hour(total, clipped[index[key[0]]], start_ns, end_ns)
         )
         out[key] = (value, devices[key])
     return out

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -122,6 +123,67 @@ async def test_mean_and_min_pressure_per_district_per_15_minutes(api: httpx.Asyn
             )
             assert rows["min"][(rfc3339(t), district)] == (min(values), len(devices))
     assert len(rows["mean"]) == 4 * 2
+
+
+def device_means(devices: list[str], begin: int, end: int) -> list[float]:
+    """Each pipe's mean over its readings in [begin, end): the per-device stage of a mean."""
+    return [
+        statistics.fmean(pressure(d, t) for t in range(-(-begin // Q) * Q, end, Q)) for d in devices
+    ]
+
+
+async def test_calendar_hours_in_a_half_hour_zone(api: httpx.AsyncClient) -> None:
+    # Asia/Kolkata is UTC+5:30: its hours are one grid of 1 h windows, 30 min off UTC's, asked
+    # for in one GROUP BY time(3600s, 1800s) statement; the first window is clipped at start.
+    day = yesterday()
+    start, end = day + 3600 * S, day + 4 * 3600 * S
+    response = await get(
+        api,
+        "city",
+        profile="water_pipe",
+        field="pressure",
+        agg="mean",
+        every="hour",
+        tz="Asia/Kolkata",
+        start=rfc3339(start),
+        end=rfc3339(end),
+    )
+    assert response.status_code == 200, response.text
+    got = {(r["time"], r["district"]): (r["value"], r["devices"]) for r in response.json()["rows"]}
+    half = 1800 * S
+    windows = [(day + half + k * 3600 * S, day + half + (k + 1) * 3600 * S) for k in range(4)]
+    expected = {}
+    for begin, finish in windows:
+        for district, devices in (("North", NORTH), ("South", SOUTH)):
+            means = device_means(devices, max(begin, start), min(finish, end))
+            expected[(rfc3339(begin), district)] = (
+                pytest.approx(statistics.fmean(means)),
+                len(devices),
+            )
+    assert got == expected
+
+
+async def test_months_of_different_lengths_one_statement_each(api: httpx.AsyncClient) -> None:
+    day = yesterday()
+    start = day - 62 * DAY  # three calendar months: no one grid, one statement per month
+    response = await get(
+        api,
+        "city",
+        profile="water_pipe",
+        field="pressure",
+        agg="max",
+        every="month",
+        tz="Europe/London",
+        district="North",
+        start=rfc3339(start),
+        end=rfc3339(day + DAY),
+    )
+    assert response.status_code == 200, response.text
+    [row] = response.json()["rows"]  # the seeded day lies in one month
+    assert (row["district"], row["value"], row["devices"]) == ("North", 200.0 + 10 * 5 + 3, 6)
+    local = datetime.fromtimestamp(day // S, ZoneInfo("Europe/London"))
+    first = local.replace(day=1, hour=0, minute=0, second=0)
+    assert row["time"] == rfc3339(int(first.timestamp()) * S)
 
 
 async def test_energy_per_district_per_day_from_deltas(api: httpx.AsyncClient) -> None:

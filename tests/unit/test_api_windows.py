@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 
 from api.counters import deltas, increases, rate_per_hour
 from api.times import NS_PER_S, format_rfc3339
-from api.windows import Calendar, calendar_windows, fixed_windows, zone
+from api.windows import Calendar, calendar_windows, fixed_grid, fixed_windows, zone
 
 H = 3600 * NS_PER_S
 
@@ -62,3 +62,26 @@ def test_deltas_belong_to_the_window_of_the_later_reading() -> None:
     assert deltas(0.0, [(5, 1.0), (10, 3.0), (12, 0.5)], windows) == [1.0, 2.5, None]
     assert rate_per_hour(2.0, (0, 2 * H), 0, 4 * H) == 1.0
     assert rate_per_hour(2.0, (0, 2 * H), H, 4 * H) == 2.0  # only 1 h of the window requested
+
+
+def test_fixed_grid_of_uniform_windows() -> None:
+    hour = H
+    kolkata = calendar_windows(0, 5 * hour, Calendar.HOUR, zone("Asia/Kolkata"))
+    assert fixed_grid(kolkata) == (3600, 1800)
+    shanghai = calendar_windows(0, 3 * 86400 * NS_PER_S, Calendar.DAY, zone("Asia/Shanghai"))
+    assert fixed_grid(shanghai) == (86400, 57600)
+    assert fixed_grid([(0, hour)]) == (3600, 0)
+    assert fixed_grid([]) is None
+
+
+def test_no_fixed_grid_across_dst_or_months() -> None:
+    # Europe/London, 2024-03-31: a 23-hour day among 24-hour ones.
+    start = int(datetime(2024, 3, 29, tzinfo=UTC).timestamp()) * NS_PER_S
+    days = calendar_windows(
+        start, start + 4 * 86400 * NS_PER_S, Calendar.DAY, zone("Europe/London")
+    )
+    assert fixed_grid(days) is None
+    months = calendar_windows(start, start + 60 * 86400 * NS_PER_S, Calendar.MONTH, zone("UTC"))
+    assert fixed_grid(months) is None
+    assert fixed_grid([(0, NS_PER_S), (2 * NS_PER_S, 3 * NS_PER_S)]) is None  # a gap
+    assert fixed_grid([(0, NS_PER_S // 2)]) is None  # not whole seconds
