@@ -23,11 +23,12 @@ from api.settings import ApiSettings
 from api.state import LiveState, Reporting
 from api.times import NS_PER_S, now_ns
 from citysense.errors import InfluxError, InfluxUnavailable
-from citysense.influx import AsyncInfluxClient
+from citysense.influx import AsyncInfluxClient, Series
 
 logger = logging.getLogger(__name__)
 
 RETRY_LOAD_S = 2.0  # until the first load succeeded
+LOAD_SLICE = 2000  # devices merged between two yields to the event loop
 
 
 class Live:
@@ -63,19 +64,49 @@ class Live:
             raise InfluxUnavailable(f"latest state not loaded from InfluxDB yet: {self.load_error}")
 
     async def reload(self) -> None:
-        """Latest reading of every device from InfluxDB, merged into the cache (newest wins)."""
+        """Latest reading of every device from InfluxDB, merged into the cache (newest wins).
+
+        One query per profile and stored district, a few at a time: at 100,000 devices one
+        query per profile kept a single InfluxDB core busy for seconds while the other idled.
+        Each answer is merged as it arrives, in slices with a yield to the event loop between
+        them, so a reconcile does not hold up requests and live events for seconds."""
         since = now_ns() - int(self.settings.api_latest_lookback * NS_PER_S)
+        gate = asyncio.Semaphore(self.settings.api_query_concurrency)
+
+        async def latest(name: str, district: str | None) -> tuple[str, list[Series]]:
+            profile = self.contract.profiles[name]
+            async with gate:
+                return name, await q.fetch(
+                    self.influx, q.latest_readings(profile, since, district=district)
+                )
+
+        async def parts(name: str) -> list[str | None]:
+            async with gate:
+                found = await q.fetch(self.influx, q.district_values(self.contract.profiles[name]))
+            # No district tag stored yet: one query for the whole measurement.
+            return [str(row[1]) for series in found for row in series.values] or [None]
+
         profiles = sorted(self.contract.profiles)
-        found = await asyncio.gather(
-            *(
-                q.fetch(self.influx, q.latest_readings(self.contract.profiles[p], since))
-                for p in profiles
-            )
-        )
-        now = now_ns()
-        for name, series in zip(profiles, found, strict=True):
-            self.state.load(name, readings_by_device(self.contract.profiles[name], series), now)
+        districts = await asyncio.gather(*(parts(name) for name in profiles))
+        tasks = [
+            asyncio.create_task(latest(name, district))
+            for name, names in zip(profiles, districts, strict=True)
+            for district in names
+        ]
+        try:
+            for answer in asyncio.as_completed(tasks):
+                name, series = await answer
+                profile = self.contract.profiles[name]
+                for start in range(0, len(series), LOAD_SLICE):
+                    readings = readings_by_device(profile, series[start : start + LOAD_SLICE])
+                    self.state.load(name, readings.items(), now_ns())
+                    await asyncio.sleep(0)
+        finally:  # one failed: the others' answers are of no use
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if not self.state.loaded:
+            now = now_ns()
             self.state.baseline(now)
             logger.info("latest state loaded for %d devices", len(self.state.devices))
             silent = [d for d, s in self.state.devices.items() if s.reporting is Reporting.SILENT]

@@ -150,12 +150,31 @@ class LiveState:
             for name, value in values.items()
             if name in specs and isinstance(value, bool | int | float | str)
         }
+        return self._merge(state, time_ns, clean, now_ns, announce=announce)
+
+    def _merge(
+        self,
+        state: DeviceState,
+        time_ns: int,
+        clean: dict[str, Value],
+        now_ns: int,
+        *,
+        announce: bool,
+    ) -> bool:
+        """Merge contract-typed values; True if they are now the device's latest and changed it."""
         current = state.reading
-        if current is not None and time_ns < current.time_ns:
-            return False  # an older (buffered) reading: history, not state
-        if current is not None and time_ns == current.time_ns:
-            # One InfluxDB point: fields written under the same timestamp merge.
-            clean = {**current.values, **clean}
+        if current is not None:
+            if time_ns < current.time_ns:
+                return False  # an older (buffered) reading: history, not state
+            if time_ns == current.time_ns:
+                # One InfluxDB point: fields written under the same timestamp merge. The same
+                # reading again (a reconcile finding what the feed delivered) changes nothing
+                # and is no event: at 100,000 devices a reconcile would otherwise flood every
+                # live client with one event per device, overflowing their queues.
+                merged = {**current.values, **clean}
+                if merged == current.values:
+                    return False
+                clean = merged
         state.reading = Reading(time_ns=time_ns, values=clean)
         if self.loaded:
             self._rejudge(state, now_ns)
@@ -166,7 +185,7 @@ class LiveState:
                 "reading",
                 device.profile,
                 device.district,
-                device_id,
+                device.device_id,
                 {"time": format_rfc3339(time_ns), "values": clean},
             )
         return True
@@ -195,13 +214,18 @@ class LiveState:
                 applied += self.apply(device_id, profile, time_ns, values, now_ns)
         return applied
 
-    def load(self, profile: str, latest: Mapping[str, Reading], now_ns: int) -> int:
-        """Readings from InfluxDB (start-up, reconcile); announced only once serving, so a
-        reading the feed lost still reaches live clients after a reconcile."""
+    def load(self, profile: str, latest: Iterable[tuple[str, Reading]], now_ns: int) -> int:
+        """Readings from InfluxDB (start-up, reconcile), already typed by the contract
+        (api.readings); announced only once serving, so a reading the feed lost still reaches
+        live clients after a reconcile."""
         applied = 0
-        for device_id, reading in latest.items():
-            applied += self.apply(
-                device_id, profile, reading.time_ns, reading.values, now_ns, announce=self.loaded
+        devices = self.devices
+        for device_id, reading in latest:
+            state = devices.get(device_id)
+            if state is None or state.device.profile != profile:
+                continue
+            applied += self._merge(
+                state, reading.time_ns, reading.values, now_ns, announce=self.loaded
             )
         return applied
 

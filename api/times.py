@@ -53,9 +53,10 @@ def _epoch_seconds(moment: datetime) -> int:
 def format_rfc3339(nanos: int) -> str:
     """`2024-05-01T12:00:00.5Z`: UTC, fraction only as long as needed, up to nanoseconds."""
     seconds, fraction = divmod(nanos, NS_PER_S)
-    text = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)).strftime(
-        "%Y-%m-%dT%H:%M:%S"
-    )
+    # gmtime and formatting: half the time of datetime.strftime, which every device of a
+    # GeoJSON answer pays for (and strftime does not pad years below 1000 to four digits).
+    t = time.gmtime(seconds)
+    text = f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:{t[4]:02d}:{t[5]:02d}"
     if fraction:
         text += "." + f"{fraction:09d}".rstrip("0")
     return text + "Z"

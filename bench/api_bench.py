@@ -78,6 +78,7 @@ S = 1_000_000_000
 class Timings:
     seconds: list[float] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # requests that failed (not timed)
 
     def add(self, seconds: float, size: int = 0) -> None:
         self.seconds.append(seconds)
@@ -108,6 +109,11 @@ class Report:
 
     def timings(self, what: str, t: Timings, note: str = "") -> None:
         s = t.seconds
+        if t.errors:
+            note = f"{len(t.errors)} FAILED: {t.errors[0]}" + (f"; {note}" if note else "")
+        if not s:
+            self.add(what, "no successful request", note)
+            return
         size = statistics.mean(t.sizes) if t.sizes else 0
         figure = f"p50 {ms(pct(s, 50))}  p99 {ms(pct(s, 99))}  max {ms(max(s))}  n={len(s)}"
         extra = (
@@ -341,17 +347,27 @@ def timed_get(
     response = client.get(path, params=params)
     seconds = time.perf_counter() - started
     if response.status_code != 200:
-        raise RuntimeError(f"GET {path} {params} -> {response.status_code}: {response.text[:500]}")
+        raise Failed(f"{response.status_code} {response.text[:300]}")
     return seconds, response
+
+
+class Failed(Exception):
+    pass
 
 
 def run_requests(
     client: httpx.Client, path: str, params: Iterator[dict[str, Any]] | list[dict[str, Any]],
     *, warmup: int = 1, check: Callable[[httpx.Response], None] | None = None,
 ) -> Timings:  # fmt: skip
+    """Time each request; the first `warmup` are not counted. A failed request (an error status,
+    a timeout) is recorded and the rest go on."""
     t = Timings()
     for n, p in enumerate(params):
-        seconds, response = timed_get(client, path, p)
+        try:
+            seconds, response = timed_get(client, path, p)
+        except (Failed, httpx.TimeoutException) as exc:
+            t.errors.append(str(exc)[:160])
+            continue
         if check is not None:
             check(response)
         if n >= warmup:

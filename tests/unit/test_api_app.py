@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api.main import create_app
+from api.schemas import DeviceListPublic, DevicePublic, FeatureCollectionPublic
 from api.settings import ApiSettings
 from device_profiles import DEFAULT_PROFILES, ContractError
 
@@ -66,6 +67,7 @@ class FakeInflux:
         self.requests: list[dict[str, str]] = []
         self.answers: list[httpx.Response | Exception] = []
         self.by_measurement: dict[str, httpx.Response] = {}
+        self.districts: dict[str, list[str]] = {}  # district tag values stored, by measurement
 
     def series(self, *series: dict[str, object], measurement: str | None = None) -> None:
         body = {"results": [{"statement_id": 0, "series": list(series)}]}
@@ -83,6 +85,15 @@ class FakeInflux:
             return httpx.Response(200, content=b'{"results":[{"statement_id":0}]}')
         form["authorization"] = request.headers.get("Authorization", "")
         self.requests.append(form)
+        if form["q"].startswith("SHOW TAG VALUES"):  # districts stored, for the start-up load
+            found = [m for m in self.districts if f'FROM "{m}"' in form["q"]]
+            series = [
+                {"name": m, "columns": ["key", "value"], "values": [["district", d]]}
+                for m in found
+                for d in self.districts[m]
+            ]
+            body = {"results": [{"statement_id": 0, "series": series}]}
+            return httpx.Response(200, content=orjson.dumps(body))
         for clause, response in self.by_measurement.items():
             if clause in form["q"]:
                 return response
@@ -120,19 +131,33 @@ async def test_latest_state_is_loaded_once_at_start(tmp_path: Path, fake: FakeIn
         },
         measurement="streetlight",
     )
+    fake.districts["streetlight"] = ["North", "South"]
     app = create_app(settings_for(tmp_path), influx_transport=httpx.MockTransport(fake.handle))
     async with running(app) as client:
         loaded = len(fake.requests)
         response = await client.get("/devices/SL-1")
         listed = await client.get("/devices", params={"district": "North"})
         assert len(fake.requests) == loaded  # served from the cache, not per request
-    assert loaded == 3  # one query per profile
+    shown = [r for r in fake.requests if r["q"].startswith("SHOW TAG VALUES")]
+    latest = [r for r in fake.requests if not r["q"].startswith("SHOW TAG VALUES")]
+    assert len(shown) == 3  # the districts stored, per profile
+    # One query per profile and stored district; a profile without any: one for all of it.
+    assert sorted(
+        (q.split('FROM "')[1].split('"')[0], orjson.loads(q_params).get("district"))
+        for q, q_params in ((r["q"], r["params"]) for r in latest)
+    ) == [
+        ("power_meter", None),
+        ("streetlight", "North"),
+        ("streetlight", "South"),
+        ("water_pipe", None),
+    ]
     for sent in fake.requests:
         assert sent["db"] == "city"
         assert sent["epoch"] == "ns"
         assert sent["authorization"] == f"Token {TOKEN}"
+    for sent in latest:
         assert 'GROUP BY "device_id"' in sent["q"]
-        assert set(orjson.loads(sent["params"])) == {"since"}
+        assert set(orjson.loads(sent["params"])) <= {"since", "district"}
     assert response.status_code == 200
     body = response.json()
     assert body["reading"] == {
@@ -146,6 +171,53 @@ async def test_latest_state_is_loaded_once_at_start(tmp_path: Path, fake: FakeIn
         "last_seen": "2024-05-01T12:00:00.000000001Z",
     }
     assert [d["device_id"] for d in listed.json()["items"]] == ["SL-1", "SL-2", "WP-1"]
+
+
+async def test_answers_from_the_cache_match_their_documented_models(
+    tmp_path: Path, fake: FakeInflux
+) -> None:
+    # These routes serialize plain dicts with orjson (speed); the models document them.
+    fake.series(
+        {
+            "name": "water_pipe",
+            "tags": {"device_id": "WP-1"},
+            "columns": ["time", "district", "pressure", "rssi", "leakDetected", "totalVolume"],
+            "values": [[1_714_564_800_000_000_000, "North", 312, -71.0, True, 5]],
+        },
+        measurement="water_pipe",
+    )
+    app = create_app(settings_for(tmp_path), influx_transport=httpx.MockTransport(fake.handle))
+    async with running(app) as client:
+        listed = await client.get("/devices")
+        geo = await client.get("/devices.geojson", params={"limit": 2, "offset": 3})
+        one = await client.get("/devices/WP-1")
+    for response in (listed, geo, one):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+    pages = DeviceListPublic.model_validate_json(listed.content)
+    assert pages.model_dump(mode="json") == listed.json()
+    assert [d.device_id for d in pages.items] == ["PM-1", "SL-1", "SL-2", "SL-3", "WP-1"]
+    collection = FeatureCollectionPublic.model_validate_json(geo.content)
+    assert collection.model_dump(mode="json") == geo.json()
+    assert [f.id for f in collection.features] == ["SL-3", "WP-1"]
+    assert geo.json()["features"][1] == {
+        "type": "Feature",
+        "id": "WP-1",
+        "geometry": {"type": "Point", "coordinates": [120.4, 30.4]},
+        "properties": {
+            "device_id": "WP-1",
+            "profile": "water_pipe",
+            "district": "North",
+            "reporting": "silent",
+            "connected": None,
+            "last_seen": "2024-05-01T12:00:00Z",
+            "values": {"pressure": 312.0, "rssi": -71, "leakDetected": True, "totalVolume": 5.0},
+        },
+    }
+    device = DevicePublic.model_validate_json(one.content)
+    assert device.model_dump(mode="json") == one.json()
+    values = one.json()["reading"]["values"]
+    assert [type(values[k]) for k in ("pressure", "rssi", "leakDetected")] == [float, int, bool]
 
 
 async def test_device_that_never_reported(client: httpx.AsyncClient) -> None:
