@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +50,8 @@ from typing import Any
 
 import httpx
 import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from citysense.influx import InfluxClient, InfluxConfig
 from citysense.mqtturl import MqttUrl
@@ -599,6 +602,75 @@ def stored_readings(port: int) -> int:
     return 0
 
 
+class FeedWatch:
+    """When each reading's state-feed message (ingest -> API) arrived, seen by a subscriber of
+    our own beside the API: splits delivery latency into ingest's part and the API's."""
+
+    def __init__(self, url: str, root: str) -> None:
+        self.seen: dict[tuple[str, int], int] = {}
+        parsed = MqttUrl.parse(url)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"bench-feed-{os.getpid()}"
+        )
+        self._client.username_pw_set(parsed.username, parsed.password)
+        self._client.on_message = self._message
+        self._subscribed = threading.Event()
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.connect(parsed.host, parsed.port)
+        self._client.subscribe(f"{root}/_ingested/+", qos=0)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("no SUBACK for the feed")
+
+    def _message(self, _client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        now = time.time_ns()
+        for reading in orjson.loads(message.payload).get("readings", ()):
+            self.seen[(reading["device_id"], reading["time"])] = now
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class Probe(threading.Thread):
+    """GET one device every `every` seconds: how requests fare while events flow."""
+
+    def __init__(self, base: str, device_id: str, every: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.base, self.path, self.every = base, f"/devices/{device_id}", every
+        self.timings = Timings()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=60) as client:
+            while not self.stop.wait(self.every):
+                try:
+                    seconds, response = timed_get(client, self.path, {})
+                    self.timings.add(seconds, len(response.content))
+                except (Failed, httpx.HTTPError) as exc:
+                    self.timings.errors.append(str(exc)[:160])
+
+
+def drain(received: Callable[[], int], expected: int) -> None:
+    """Until every client has every event, or nothing more arrives for 5 s."""
+    last, still = -1, time.monotonic()
+    while True:
+        count = received()
+        if count >= expected:
+            return
+        if count != last:
+            last, still = count, time.monotonic()
+        elif time.monotonic() - still > 5:
+            return
+        time.sleep(0.2)
+
+
+def _percentiles(values: Sequence[float]) -> str:
+    if not values:
+        return "none"
+    return f"p50 {ms(pct(values, 50))}  p99 {ms(pct(values, 99))}  max {ms(max(values))}"
+
+
 def bench_sse(
     report: Report,
     children: Children,
@@ -637,6 +709,12 @@ def bench_sse(
     if sse.stdout.readline().strip() != "ready":
         raise RuntimeError(f"SSE clients did not connect:\n{tail(sse_log)}")
 
+    def received() -> int:
+        assert sse.stdin is not None and sse.stdout is not None
+        sse.stdin.write("count\n")
+        sse.stdin.flush()
+        return int(sse.stdout.readline())
+
     step = max(1, len(devices) // publishing_devices)
     chosen = list(devices)[::step][:publishing_devices]
     district_of = {d.device_id: d.district for d in devices}
@@ -659,23 +737,33 @@ def bench_sse(
             sent.extend(message.readings)
             yield message
 
+    feed = FeedWatch(servers.mosquitto.url("citysense-api"), ROOT)
+    probe = Probe(base, chosen[0].device_id)
     before_stored = stored_readings(ingest_port)
     api_cpu = cpu_seconds(api.pid)
     ingest_cpu = cpu_seconds(ingest.pid)
     started = time.perf_counter()
-    published = publish(
-        MqttUrl.parse(servers.mosquitto.url("citysense-simulator")),
-        recording(),
-        duration=seconds,
-        pace=True,
-    )
+    probe.start()
+    try:
+        published = publish(
+            MqttUrl.parse(servers.mosquitto.url("citysense-simulator")),
+            recording(),
+            duration=seconds,
+            pace=True,
+        )
+    finally:
+        probe.stop.set()
     expected = sent[: published.valid_readings]
+    keys = {(r.device_id, r.time_ns) for r in expected}
+    expected_events = sum(
+        len(want_for(keys, district_of, districts, n, filtered)) for n in range(clients)
+    )
     deadline = time.monotonic() + 60
     while stored_readings(ingest_port) - before_stored < len(expected):
         if time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    time.sleep(2.0)  # the last feed message, then the events to every client
+    drain(received, expected_events)
     wall = time.perf_counter() - started
     api_cpu = cpu_seconds(api.pid) - api_cpu
     ingest_cpu = cpu_seconds(ingest.pid) - ingest_cpu
@@ -686,14 +774,16 @@ def bench_sse(
         raise RuntimeError(f"SSE clients failed:\n{tail(sse_log)}")
     Children.stop(sse)
     Children.stop(ingest)
+    feed.close()
+    probe.join(5)
     results = orjson.loads(out.read_bytes())
 
-    keys = {(r.device_id, r.time_ns) for r in expected}
     latencies: list[float] = []
+    api_part: list[float] = []
     last_arrival: dict[tuple[str, int], int] = {}
-    complete = 0
-    missing_total = duplicates = overflowed = failed = 0
-    delivered = 0
+    first_sent = min((r.time_ns for r in expected), default=0)
+    last_event = 0
+    complete = missing_total = duplicates = overflowed = failed = delivered = 0
     for n, result in enumerate(results):
         want = want_for(keys, district_of, districts, n, filtered)
         got = [(e[0], e[1]) for e in result["events"]]
@@ -705,15 +795,17 @@ def bench_sse(
         overflowed += bool(result["overflow"])
         failed += bool(result["error"]) or bool(result["closed"])
         delivered += len(got)
-        for device_id, time_ns, received in result["events"]:
-            if (device_id, time_ns) in keys:
-                latencies.append((received - time_ns) / S)
-                key = (device_id, time_ns)
-                last_arrival[key] = max(last_arrival.get(key, 0), received)
-    expected_events = sum(
-        len(want_for(keys, district_of, districts, n, filtered)) for n in range(clients)
-    )
+        for device_id, time_ns, arrived in result["events"]:
+            key = (device_id, time_ns)
+            if key not in keys:
+                continue
+            latencies.append((arrived - time_ns) / S)
+            if key in feed.seen:
+                api_part.append((arrived - feed.seen[key]) / S)
+            last_arrival[key] = max(last_arrival.get(key, 0), arrived)
+            last_event = max(last_event, arrived)
     to_all = [(arrival - k[1]) / S for k, arrival in last_arrival.items()]
+    ingest_part = [(feed.seen[k] - k[1]) / S for k in keys if k in feed.seen]
     kind = (
         "half unfiltered, half one district each" if filtered else "each unfiltered (kind=reading)"
     )
@@ -724,10 +816,13 @@ def bench_sse(
         f"{len(chosen):,} devices, each every {interval:g} s",
     )
     report.add("stored by one ingest worker", f"{stored:,} readings")
+    span = (last_event - first_sent) / S if last_event else 0.0
     report.add(
         "events delivered (all clients)",
-        f"{delivered:,} = {delivered / wall:,.0f} events/s",
-        f"expected {expected_events:,}",
+        f"{delivered:,} of {expected_events:,}",
+        f"{delivered / span:,.0f} events/s from the first reading to the last event"
+        if span
+        else "",
     )
     report.add(
         "clients that got every event",
@@ -735,18 +830,25 @@ def bench_sse(
         f"{missing_total:,} events missing, {duplicates} duplicates, {overflowed} overflowed, "
         f"{failed} failed/closed",
     )
-    if latencies:
-        report.add(
-            "latency reading timestamp -> event at a client",
-            f"p50 {ms(pct(latencies, 50))}  p99 {ms(pct(latencies, 99))}  max {ms(max(latencies))}",
-            f"n={len(latencies):,} (ingest batches every 0.2 s)",
-        )
-    if to_all:
-        report.add(
-            "latency until the last client has it",
-            f"p50 {ms(pct(to_all, 50))}  p99 {ms(pct(to_all, 99))}  max {ms(max(to_all))}",
-            f"n={len(to_all):,} readings",
-        )
+    report.add(
+        "latency reading (= publish) -> event at a client",
+        _percentiles(latencies),
+        f"n={len(latencies):,}",
+    )
+    report.add(
+        "  of which ingest: reading -> state feed message",
+        _percentiles(ingest_part),
+        f"n={len(ingest_part):,} readings",
+    )
+    report.add(
+        "  of which the API: state feed message -> event at a client",
+        _percentiles(api_part),
+        f"n={len(api_part):,}",
+    )
+    report.add(
+        "latency until the last client has it", _percentiles(to_all), f"n={len(to_all):,} readings"
+    )
+    report.timings("GET /devices/{id} every 0.1 s meanwhile", probe.timings)
     report.add(
         "CPU during the run",
         f"API {api_cpu / wall:.0%} of a core, ingest {ingest_cpu / wall:.0%}",
@@ -789,6 +891,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer requests and a shorter SSE run")
     parser.add_argument("--skip-sse", action="store_true")
+    parser.add_argument("--skip-requests", action="store_true")
     parser.add_argument(
         "--api-env",
         action="append",
@@ -857,8 +960,9 @@ def main() -> None:
             with httpx.Client(base_url=base, timeout=60) as c:
                 on_time = c.get("/devices", params={"status": "on_time", "limit": 1}).json()
             report.add("devices reporting on time at start", f"{on_time['total']:,}")
-            print("timing requests ...", flush=True)
-            bench_requests(report, base, devices, args.scale, args.concurrency)
+            if not args.skip_requests:
+                print("timing requests ...", flush=True)
+                bench_requests(report, base, devices, args.scale, args.concurrency)
             if not args.skip_sse:
                 print("SSE while ingesting ...", flush=True)
                 bench_sse(

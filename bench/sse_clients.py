@@ -6,7 +6,8 @@ PATHS holds one request path per client, separated by '|' (e.g. `/stream?kind=re
 one HTTP/1.1 connection per path, prints `ready` once every stream is open, and records each
 `reading` event with the wall time its bytes arrived. Stops on a line `stop` on stdin (or EOF),
 then writes OUT (JSON): per client, its path, its events as [device_id, event time (ns),
-received (ns)], and whether the server sent `overflow`, closed the stream, or failed.
+received (ns)], and whether the server sent `overflow`, closed the stream, or failed. A line
+`count` asks for the number of events received so far (all clients), printed as a line.
 
 Kept minimal on purpose (asyncio streams, chunked decoding by hand, JSON parsed after the run):
 the clients share the machine with the API under test, and should cost it as little CPU as
@@ -123,6 +124,8 @@ async def run(host: str, port: int, paths: list[str], out: Path) -> None:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         if not line or line.strip() == "stop":
             break
+        if line.strip() == "count":  # events received so far, all clients
+            print(sum(len(c.raw) for c in clients), flush=True)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     result = []

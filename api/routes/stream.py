@@ -19,6 +19,8 @@ from api.params import check_choice
 
 router = APIRouter(tags=["live"])
 
+BATCH = 500  # events at most in one write to a client
+
 DOC = """A `text/event-stream` of live events; each has `event:` (reading, reporting,
 connection, alarm), `id:` and `data:` (JSON with profile, district, device_id and the event's
 data). A comment line is sent every heartbeat interval to keep proxies from closing the stream.
@@ -76,18 +78,28 @@ async def stream(
     heartbeat = settings.api_stream_heartbeat
 
     async def frames() -> AsyncIterator[bytes]:
+        queue = subscription.queue
         try:
             yield b": connected\n\n"
             while not await request.is_disconnected():
-                try:
-                    event = await asyncio.wait_for(subscription.queue.get(), heartbeat)
-                except TimeoutError:
-                    if subscription.overflowed:
-                        yield b"event: overflow\ndata: {}\n\n"
-                        return
-                    yield b": heartbeat\n\n"
-                    continue
-                yield _frame(event)
+                if queue.empty():
+                    try:
+                        event = await asyncio.wait_for(queue.get(), heartbeat)
+                    except TimeoutError:
+                        if subscription.overflowed:
+                            yield b"event: overflow\ndata: {}\n\n"
+                            return
+                        yield b": heartbeat\n\n"
+                        continue
+                else:
+                    event = queue.get_nowait()
+                # Whatever else is queued goes out in the same write: per write, the response
+                # machinery costs far more than an event's bytes (100 clients at 300 events/s
+                # each took a whole core when every event was written on its own).
+                chunk = [_frame(event)]
+                while len(chunk) < BATCH and not queue.empty():
+                    chunk.append(_frame(queue.get_nowait()))
+                yield b"".join(chunk)
         finally:
             live.hub.unsubscribe(subscription)
 
