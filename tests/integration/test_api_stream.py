@@ -107,3 +107,62 @@ def test_sse_pushes_filtered_scoped_events(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_sse_burst_arrives_whole_and_in_order(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    # A feed message of many readings is written to a client in few chunks of many events:
+    # every event must still arrive, whole and in order.
+    settings = live_settings(servers, influx, tmp_path, topic_root)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{base}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 20, what="API up")
+    burst = 300
+    received: list[tuple[int, dict[str, object]]] = []
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{base}/stream", params={"kind": "reading"}, timeout=10) as r:
+            seq = None
+            for line in r.iter_lines():
+                if line.startswith("id: "):
+                    seq = int(line[4:])
+                elif line.startswith("data: ") and seq is not None:
+                    received.append((seq, orjson.loads(line[6:])))
+                    if len(received) == burst:
+                        return
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    try:
+        time.sleep(1.0)  # subscribed
+        now = time.time_ns()
+        readings = [
+            ("water_pipe", "WP-A1", "North", now + n, {"pressure": float(n)}) for n in range(burst)
+        ]
+        publish(
+            servers.mosquitto.url("citysense-ingest"),
+            [(f"{topic_root}/_ingested/w", feed_message(*readings))],
+            qos=0,
+        )
+        listener.join(10)
+        assert [body["values"] for _, body in received] == [
+            {"pressure": float(n)} for n in range(burst)
+        ]
+        seqs = [seq for seq, _ in received]
+        assert seqs == sorted(seqs) and len(set(seqs)) == burst
+    finally:
+        server.should_exit = True
+        thread.join(10)
