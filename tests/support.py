@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from citysense.influx import InfluxClient, InfluxConfig
 from citysense.mqtturl import MqttUrl
+from citysense.process import die_with_parent
 
 T = TypeVar("T")
 
@@ -162,7 +163,10 @@ class IngestProcess:
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # Gone with the test run even if pytest itself is killed before teardown.
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
             )
+        IngestProcess.started.append(self.proc)
         if wait_ready:
             wait_for(self.ready, 30, what="ingest /ready")
 
