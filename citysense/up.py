@@ -21,6 +21,7 @@ from types import FrameType
 
 import httpx
 
+from citysense.process import die_with_parent
 from citysense.servers import LocalServers
 
 
@@ -46,12 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _child(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
+        # A session of its own: Ctrl-C in the terminal reaches only `up`, which then stops the
+        # children in order (publishers, ingest draining into a live broker, API, servers).
         return subprocess.Popen(
             [sys.executable, "-m", "citysense.cli", *argv],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
         )
 
 

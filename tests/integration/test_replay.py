@@ -55,6 +55,7 @@ def test_profile_fix_and_replay_recover_without_duplicates(
         http_port=0,
         client_id=f"replay-{topic_root[-8:]}",
         flush_interval=0.05,
+        spool_dir=None,
     )
     contract = settings.load_contract()
     worker = Worker(settings, *contract)

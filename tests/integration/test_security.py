@@ -57,6 +57,7 @@ def test_a_device_can_publish_only_as_itself(
         client_id=f"sec-{secrets.token_hex(3)}",
         http_port=0,
         flush_interval=0.05,
+        spool_dir=None,
     )
     profiles, registry = settings.load_contract()
     worker = Worker(settings, profiles, registry)
