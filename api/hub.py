@@ -27,6 +27,9 @@ class Event:
     device_id: str
     data: dict[str, Any]
     seq: int = 0
+    # An event's encoding for a transport (its SSE frame), made once for all the clients that
+    # get it rather than once per client.
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(eq=False)

@@ -22,8 +22,10 @@ class ApiSettings(CommonSettings):
     # A history response never holds more buckets than this; wider requests get a 422.
     api_history_max_points: int = Field(default=10_000, ge=1)
     # InfluxDB queries one request may have running at once (an aggregate per district is one
-    # query per district): InfluxDB runs separate queries on separate cores.
-    api_query_concurrency: int = Field(default=4, ge=1)
+    # query per district; the start-up load one per profile and district): InfluxDB runs
+    # separate queries on separate cores. About InfluxDB's cores: more only slows each query
+    # down towards influx_timeout (on 2 cores, 4 at once made 10 s queries time out).
+    api_query_concurrency: int = Field(default=2, ge=1)
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
 

@@ -30,17 +30,20 @@ devices."""
 
 
 def _frame(event: Event) -> bytes:
-    body = {
-        "profile": event.profile,
-        "district": event.district,
-        "device_id": event.device_id,
-        **event.data,
-    }
-    return b"event: %s\nid: %d\ndata: %s\n\n" % (
-        event.kind.encode(),
-        event.seq,
-        orjson.dumps(body),
-    )
+    frame = event.encoded.get("sse")
+    if frame is None:
+        body = {
+            "profile": event.profile,
+            "district": event.district,
+            "device_id": event.device_id,
+            **event.data,
+        }
+        frame = event.encoded["sse"] = b"event: %s\nid: %d\ndata: %s\n\n" % (
+            event.kind.encode(),
+            event.seq,
+            orjson.dumps(body),
+        )
+    return frame
 
 
 @router.get(
