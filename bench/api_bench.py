@@ -155,6 +155,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _idle_ticks() -> int:
+    """Idle CPU time of the whole machine, in clock ticks (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[4]) + int(fields[5])  # idle + iowait
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -742,6 +748,9 @@ def bench_sse(
     before_stored = stored_readings(ingest_port)
     api_cpu = cpu_seconds(api.pid)
     ingest_cpu = cpu_seconds(ingest.pid)
+    clients_cpu = cpu_seconds(sse.pid)
+    own_cpu = time.process_time()
+    idle = _idle_ticks()
     started = time.perf_counter()
     probe.start()
     try:
@@ -767,6 +776,9 @@ def bench_sse(
     wall = time.perf_counter() - started
     api_cpu = cpu_seconds(api.pid) - api_cpu
     ingest_cpu = cpu_seconds(ingest.pid) - ingest_cpu
+    clients_cpu = cpu_seconds(sse.pid) - clients_cpu
+    own_cpu = time.process_time() - own_cpu
+    idle = (_idle_ticks() - idle) / os.sysconf("SC_CLK_TCK") / (os.cpu_count() or 1)
     stored = stored_readings(ingest_port) - before_stored
     sse.stdin.write("stop\n")
     sse.stdin.flush()
@@ -852,9 +864,10 @@ def bench_sse(
     )
     report.timings("GET /devices/{id} every 0.1 s meanwhile", probe.timings)
     report.add(
-        "CPU during the run",
-        f"API {api_cpu / wall:.0%} of a core, ingest {ingest_cpu / wall:.0%}",
-        f"over {wall:.1f} s",
+        "CPU during the run (share of one core)",
+        f"API {api_cpu / wall:.0%}, ingest {ingest_cpu / wall:.0%}",
+        f"SSE clients {clients_cpu / wall:.0%}, publisher and probe {own_cpu / wall:.0%}; "
+        f"machine idle {idle / wall:.0%} over {wall:.1f} s",
     )
 
 
