@@ -193,7 +193,9 @@ class Workers:
                 "CITYSENSE_INFLUX_DB": database,
                 "CITYSENSE_TOPIC_ROOT": ROOT,
                 "CITYSENSE_CLIENT_ID": f"{database}-{n}",
-                "CITYSENSE_SHARE_GROUP": "bench" if count > 1 else "",
+                # A group per run: stopped workers keep their sessions, and Mosquitto keeps
+                # dealing them a share of the group's messages.
+                "CITYSENSE_SHARE_GROUP": database if count > 1 else "",
                 "CITYSENSE_HTTP_PORT": str(port),
                 "CITYSENSE_SPOOL_DIR": str(home / "spool"),
                 "CITYSENSE_LOG_LEVEL": "INFO",
