@@ -64,11 +64,25 @@ def first_reading(profile: Profile, series: Iterable[Series]) -> Reading | None:
 
 
 def readings_by_device(profile: Profile, series: Iterable[Series]) -> dict[str, Reading]:
-    """Readings of a `GROUP BY device_id ... LIMIT 1` query, keyed by the device_id tag."""
+    """Readings of a `GROUP BY device_id ... LIMIT 1` query, keyed by the device_id tag.
+
+    The same as reading_from_row on each series' first row, without a dict per row: the start-up
+    load and every reconcile run this for every device of the city."""
     out: dict[str, Reading] = {}
+    plans: dict[tuple[str, ...], tuple[int, list[tuple[str, FieldSpec, int]]]] = {}
     for item in series:
         device_id = item.tags.get("device_id")
-        reading = first_reading(profile, [item])
-        if device_id is not None and reading is not None:
-            out[device_id] = reading
+        if device_id is None or not item.values:
+            continue
+        plan = plans.get(item.columns)
+        if plan is None:
+            at = {column: n for n, column in enumerate(item.columns)}
+            plan = plans[item.columns] = (
+                at["time"],
+                [(name, spec, at[name]) for name, spec in profile.fields.items() if name in at],
+            )
+        at_time, fields = plan
+        row = item.values[0]
+        values = {name: typed(spec, row[n]) for name, spec, n in fields if row[n] is not None}
+        out[device_id] = Reading(time_ns=int(row[at_time]), values=values)
     return out

@@ -273,6 +273,30 @@ def test_grouped_series_are_keyed_by_device() -> None:
     }
 
 
+def test_grouped_readings_match_row_by_row_mapping() -> None:
+    # readings_by_device maps columns by position, once per column set: it must agree with
+    # reading_from_row whatever the columns, their order, nulls and non-contract columns.
+    series = [
+        Series("water_pipe", {"device_id": "WP-1"}, ("time", "pressure", "x"), ((1, 2, 3),)),
+        Series(
+            "water_pipe",
+            {"device_id": "WP-2"},
+            ("rssi", "time", "leakDetected", "pressure"),
+            ((-70.0, 9, None, 1.5), (0, 8, True, 0)),
+        ),
+        Series("water_pipe", {"device_id": "WP-3"}, ("time", "pressure"), ()),
+        Series("water_pipe", {}, ("time", "pressure"), ((4, 5),)),
+    ]
+    expected = {
+        s.tags["device_id"]: reading_from_row(WATER, s.rows()[0])
+        for s in series
+        if s.values and "device_id" in s.tags
+    }
+    assert readings_by_device(WATER, series) == expected
+    assert expected["WP-2"].values == {"rssi": -70, "pressure": 1.5}
+    assert isinstance(expected["WP-2"].values["rssi"], int)
+
+
 # --- summary figures ---------------------------------------------------------------------------
 
 
