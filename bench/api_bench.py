@@ -9,8 +9,8 @@ Starts its own Mosquitto and InfluxDB (temporary folder, free ports) and, step b
 2. loads `--hours` of history straight into InfluxDB as line protocol (not through MQTT): every
    device gets one reading every `--history-every` seconds, the newest within a minute of the
    load, values from the simulators' device models (lamps follow dusk and dawn, counters grow);
-3. starts the API as its own process (`citysense api`, authentication off) and times its start:
-   until it listens, and until its latest-state cache is rebuilt from InfluxDB;
+3. starts the API as its own process (`citysense api`, authentication off) and times its start
+   until it serves with its latest-state cache rebuilt from InfluxDB;
 4. times requests from one client (and one concurrent run): a district's latest state paged at
    the maximum page size, one device, the GeoJSON of every streetlight, aggregations across
    devices over 24 h (gauges per district per hour / 15 min, lamps on, energy per district per
@@ -120,9 +120,11 @@ class Report:
         size = statistics.mean(t.sizes) if t.sizes else 0
         figure = f"p50 {ms(pct(s, 50))}  p99 {ms(pct(s, 99))}  max {ms(max(s))}  n={len(s)}"
         extra = (
-            f"{size / 1e6:,.1f} MB/response" if size >= 1e6 else f"{size / 1e3:,.0f} kB/response"
+            f"{size / 1e6:,.1f} MB/response"
+            if size >= 1e6
+            else (f"{size / 1e3:,.1f} kB/response" if size else "")
         )
-        self.add(what, figure, f"{extra}; {note}" if note else extra)
+        self.add(what, figure, "; ".join(x for x in (extra, note) if x))
 
     def print(self) -> None:
         width = max(len(r[0]) for r in self.rows) + 2
@@ -439,6 +441,19 @@ def bench_requests(
             ],
         )
         report.timings("GET /devices?profile=water_pipe&district=D&limit=1000", filtered)
+        by_status = run_requests(
+            client,
+            "/devices",
+            [
+                {"district": rng.choice(districts), "status": "on_time", "limit": 1000}
+                for _ in range(int(50 * scale) + 1)
+            ],
+        )
+        report.timings(
+            "GET /devices?district=D&status=on_time&limit=1000",
+            by_status,
+            "a filter: every device of the district judged",
+        )
         single = Timings()
         for _ in range(int(500 * scale) + 1):
             device = rng.choice(devices)
