@@ -80,9 +80,12 @@ class Batcher:
                 if pending.mid in self._held:
                     return False
                 self._held.add(pending.mid)
+            first = not self._items
             self._items.append(_Item(lines, pending, readings, dead, feed or [], time.monotonic()))
             self._lines += len(lines)
-            if self._lines >= self.max_lines:
+            # Wake the writer when a batch is full, and when the first item arrives, so that it
+            # starts its max_age clock now rather than at the end of an idle wait.
+            if first or self._lines >= self.max_lines:
                 self._cond.notify()
             return True
 

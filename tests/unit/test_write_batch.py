@@ -38,6 +38,25 @@ def test_batch_cut_by_age() -> None:
     assert time.monotonic() - started < 1
 
 
+def test_an_idle_writer_wakes_for_the_first_message() -> None:
+    """A reading reaching an idle worker waits max_age, not the writer's idle timeout."""
+    batcher = Batcher(max_lines=1000, max_age=0.05)
+    taken: list[float] = []
+
+    def writer() -> None:
+        batcher.take(timeout=5.0)
+        taken.append(time.monotonic())
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(0.2)  # the writer is now waiting with nothing buffered
+    added = time.monotonic()
+    batcher.add(["x"], Pending(1, 1, 0), 1, 0)
+    thread.join(6)
+    assert taken
+    assert taken[0] - added < 0.5
+
+
 def test_redelivery_of_held_message_is_skipped_and_acked_once() -> None:
     batcher = Batcher(max_lines=10, max_age=0)
     assert batcher.add(["a"], Pending(7, 1, 0), 1, 0)
