@@ -28,7 +28,7 @@ from api.hub import Event, Hub
 from api.lineproto import encode_line
 from api.times import NS_PER_S, format_rfc3339, now_ns, parse_rfc3339
 from citysense.errors import InfluxError
-from citysense.influx import AsyncInfluxClient, InfluxConfig, check_response
+from citysense.influx import AsyncInfluxClient, InfluxConfig
 from device_profiles import AlarmOp, AlarmRule, Severity
 
 logger = logging.getLogger(__name__)
@@ -322,27 +322,17 @@ class Writer:
         scrub: Callable[[str], str],
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._config = config
         self._book = book
         self._scrub = scrub
-        self._http = httpx.AsyncClient(
-            base_url=config.url,
-            headers=config.headers(),
-            timeout=config.timeout,
-            transport=transport,
-        )
+        self._influx = AsyncInfluxClient(config, transport=transport)
 
     async def flush(self) -> None:
         if not self._book.outbox:
             return
         lines = list(self._book.outbox)
-        params = {"db": self._config.database, "precision": "ns"}
-        if self._config.retention_policy:
-            params["rp"] = self._config.retention_policy
         try:
-            response = await self._http.post("/write", params=params, content="\n".join(lines))
-            check_response(response, writing=True)
-        except (httpx.TransportError, InfluxError) as exc:
+            await self._influx.write("\n".join(lines).encode())
+        except InfluxError as exc:
             logger.warning("alarm events not stored yet, will retry: %s", self._scrub(str(exc)))
             return
         del self._book.outbox[: len(lines)]
@@ -354,4 +344,4 @@ class Writer:
 
     async def aclose(self) -> None:
         await self.flush()
-        await self._http.aclose()
+        await self._influx.aclose()
