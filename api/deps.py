@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.cells import CellCache
 from api.contract import Contract
 from api.live import Live
 from api.settings import ApiSettings
@@ -28,6 +29,7 @@ class Runtime:
     # Principals by SHA-256 of their token; None when the operator turned authentication off.
     tokens: dict[str, Principal] | None
     live: Live
+    cells: CellCache
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -56,10 +58,15 @@ def get_live(runtime: RuntimeDep) -> Live:
     return runtime.live
 
 
+def get_cells(runtime: RuntimeDep) -> CellCache:
+    return runtime.cells
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 ContractDep = Annotated[Contract, Depends(get_contract)]
 InfluxDep = Annotated[AsyncInfluxClient, Depends(get_influx)]
 LiveDep = Annotated[Live, Depends(get_live)]
+CellsDep = Annotated[CellCache, Depends(get_cells)]
 
 # auto_error=False: a missing or malformed header gets our 401 (with WWW-Authenticate), and the
 # scheme still appears in the OpenAPI document.

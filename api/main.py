@@ -14,6 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from api import errors
+from api.cells import CellCache
 from api.contract import Contract
 from api.deps import Runtime
 from api.live import Live
@@ -82,8 +83,9 @@ def create_app(
         tokens = _access(config, contract)
         influx = AsyncInfluxClient(config.influx, transport=influx_transport)
         live = Live(config, contract, influx, scrub, influx_transport)
+        cells = CellCache(config.api_aggregate_cells, config.api_aggregate_max_staleness)
         app.state.runtime = Runtime(
-            settings=config, contract=contract, influx=influx, tokens=tokens, live=live
+            settings=config, contract=contract, influx=influx, tokens=tokens, live=live, cells=cells
         )
         logger.info(
             "serving %d devices of %d profiles in %d districts; InfluxDB %s, database %s",

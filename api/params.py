@@ -18,6 +18,11 @@ def time_param(name: str, text: str) -> int:
         raise invalid_query(name, text, str(exc)) from exc
 
 
+# Offsets past any list the API serves: bounded so that an answer echoing one stays a 64-bit
+# integer in JSON (an unbounded one answered 500).
+OFFSET_MAX = 10_000_000
+
+
 def time_window(start: str | None, end: str | None, *, default_s: int = DAY_S) -> tuple[int, int]:
     """[start, end) in ns: end defaults to now, start to `default_s` before end."""
     end_ns = time_param("end", end) if end is not None else now_ns()

@@ -21,9 +21,13 @@ from enum import StrEnum
 from api.windows import Window
 from citysense.influx import AsyncInfluxClient, ParamValue, Series, first_series, quote_ident
 from device_profiles import FieldKind, FieldSpec, FieldType, Profile
+from device_profiles import changes as changes_layout
 
 DEVICE_TAG = quote_ident("device_id")
 DISTRICT_TAG = quote_ident("district")
+CHANGES = quote_ident(changes_layout.MEASUREMENT)
+STAMP = quote_ident("stamp")
+WINDOW_S = changes_layout.WINDOW_S
 
 NUMERIC = (FieldType.NUMBER, FieldType.INTEGER)
 
@@ -378,4 +382,16 @@ def counter_readings_all(
         f"SELECT {f} AS {quote_ident('value')} FROM {m} "
         f"WHERE time >= $start AND time < $end{extra} GROUP BY {DEVICE_TAG}, {DISTRICT_TAG}",
         params,
+    )
+
+
+def changes(profile: Profile, *, since_ns: int, end_ns: int) -> Query:
+    """The change marks of the profile's windows in [since, end): stamps summed and counted per
+    change window and district (see device_profiles.changes)."""
+    s, n = quote_ident("s"), quote_ident("n")
+    return Query(
+        f"SELECT sum({STAMP}) AS {s}, count({STAMP}) AS {n} FROM {CHANGES} "
+        f"WHERE {quote_ident('profile')} = $profile AND time >= $since AND time < $end "
+        f"GROUP BY time({WINDOW_S}s), {DISTRICT_TAG} fill(none)",
+        {"profile": profile.measurement, "since": since_ns, "end": end_ns},
     )

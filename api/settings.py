@@ -26,6 +26,11 @@ class ApiSettings(CommonSettings):
     # separate queries on separate cores. About InfluxDB's cores: more only slows each query
     # down towards influx_timeout (on 2 cores, 4 at once made 10 s queries time out).
     api_query_concurrency: int = Field(default=2, ge=1)
+    # Aggregates across devices are kept per (window, group) cell until a write touches their
+    # windows (api.cells); a cell whose windows did change is still served this many seconds
+    # after it was computed, so an answer lags the stored data by at most this much.
+    api_aggregate_max_staleness: float = Field(default=30.0, ge=0)
+    api_aggregate_cells: int = Field(default=200_000, ge=0)  # kept at most (about 200 B each)
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
 

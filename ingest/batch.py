@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ingest.changes import Change
 from ingest.stages import Enriched
 
 
@@ -36,6 +37,7 @@ class _Item:
     readings: int
     dead_letters: int
     feed: list[Enriched]
+    changes: set[Change]
     added: float
 
 
@@ -46,6 +48,7 @@ class Batch:
     readings: int = 0
     dead_letters: int = 0
     feed: list[Enriched] = field(default_factory=list)
+    changes: set[Change] = field(default_factory=set)
     oldest: float = 0.0
 
 
@@ -72,7 +75,9 @@ class Batcher:
         pending: Pending | None,
         readings: int,
         dead: int,
+        *,
         feed: list[Enriched] | None = None,
+        changes: set[Change] | None = None,
     ) -> bool:
         """Queue a message's lines; False (and nothing queued) if it is a redelivery we hold."""
         with self._cond:
@@ -81,7 +86,11 @@ class Batcher:
                     return False
                 self._held.add(pending.mid)
             first = not self._items
-            self._items.append(_Item(lines, pending, readings, dead, feed or [], time.monotonic()))
+            self._items.append(
+                _Item(
+                    lines, pending, readings, dead, feed or [], changes or set(), time.monotonic()
+                )
+            )
             self._lines += len(lines)
             # Wake the writer when a batch is full, and when the first item arrives, so that it
             # starts its max_age clock now rather than at the end of an idle wait.
@@ -132,6 +141,7 @@ class Batcher:
             batch.readings += item.readings
             batch.dead_letters += item.dead_letters
             batch.feed.extend(item.feed)
+            batch.changes |= item.changes
             if item.pending is not None:
                 batch.pending.append(item.pending)
         self._lines -= len(batch.lines)

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from citysense.influx import InfluxClient
 from citysense.settings import settings_problems
 from device_profiles import ContractError
+from ingest.changes import change_lines, changes_of
 from ingest.deadletter import MEASUREMENT
 from ingest.encode import line
 from ingest.pipeline import Pipeline
@@ -139,7 +140,10 @@ class Replayer:
             if not outcome.readings:
                 return self._mark(row, f"still rejected: {reasons}", dry_run)
         # Data lines come first in an outcome; the dead letters it would add are not wanted.
-        bad = [] if dry_run else self._writer.write(outcome.lines[: outcome.readings])
+        data = outcome.lines[: outcome.readings]
+        bad = (
+            [] if dry_run else self._writer.write(data + change_lines(changes_of(outcome.accepted)))
+        )
         if bad:
             return self._mark(row, f"write rejected: {bad[0].error[:100]}", dry_run)
         return self._mark(row, "stored", dry_run)

@@ -20,6 +20,7 @@ from citysense.errors import InfluxError
 from citysense.influx import InfluxClient
 from device_profiles import Profile, Registry, Variant
 from ingest.batch import Batch, Batcher, Pending
+from ingest.changes import change_lines, changes_of, is_change
 from ingest.consume import Consumer
 from ingest.deadletter import MEASUREMENT as DEAD_LETTERS
 from ingest.deadletter import DeadLetterEncoder
@@ -171,7 +172,15 @@ class Worker:
         outcome = self.pipeline.process(msg)
         pending = Pending(msg.mid, msg.qos, self.batcher.epoch) if msg.qos else None
         feed = outcome.accepted if self.settings.state_feed else None
-        if self.batcher.add(outcome.lines, pending, outcome.readings, len(outcome.rejected), feed):
+        changes = changes_of(outcome.accepted)
+        if self.batcher.add(
+            outcome.lines,
+            pending,
+            outcome.readings,
+            len(outcome.rejected),
+            feed=feed,
+            changes=changes,
+        ):
             self.stats.message_taken(outcome.readings)
         else:
             self.stats.add(redelivered_skipped=1)
@@ -196,21 +205,24 @@ class Worker:
     def _store(self, batch: Batch) -> None:
         self._writing_since = batch.oldest
         spooled = False
+        # The change marks travel in the same request as the readings (and into the spool with
+        # them), so no reader sees new data in a window without its mark having moved.
+        lines = batch.lines + change_lines(batch.changes)
         try:
-            bad = self.writer.write(batch.lines, self._spill_deadline())
+            bad = self.writer.write(lines, self._spill_deadline())
         except GaveUp:
-            spooled = self.spool is not None and self.spool.append(batch.lines)
+            spooled = self.spool is not None and self.spool.append(lines)
             if not spooled:
                 # The spool is full: keep the batch and keep trying; no acks means the broker
                 # stops sending once Receive Maximum is reached (back-pressure, not loss).
                 log.warning("spool full; holding the batch until InfluxDB is back")
-            bad = [] if spooled else self.writer.write(batch.lines)
+            bad = [] if spooled else self.writer.write(lines)
         acked = self.batcher.acknowledge(batch, self.consumer.ack)
         self._writing_since = 0.0
         if spooled:
             self.stats.add(spilled_batches=1, messages_acked=acked)
             return
-        self._count_stored(batch.lines, bad, self.writer)
+        self._count_stored(lines, bad, self.writer)
         self.stats.add(messages_acked=acked, batches_written=1)
         if batch.feed:
             self._announce(batch.feed)
@@ -222,11 +234,12 @@ class Worker:
 
     def _count_stored(self, lines: list[str], bad: list[BadLine], writer: Writer) -> None:
         dead = sum(1 for line in lines if line.startswith(DEAD_LETTERS + ","))
+        marks = sum(1 for line in lines if is_change(line))
         bad_readings = sum(1 for b in bad if not b.line.startswith(DEAD_LETTERS + ","))
         if bad:
             self._dead_letter(bad, writer)
         self.stats.add(
-            readings_stored=len(lines) - dead - bad_readings,
+            readings_stored=len(lines) - dead - marks - bad_readings,
             dead_letters_stored=dead + bad_readings,
         )
 

@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections import defaultdict
+from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api import query as q
 from api.access import forbidden
+from api.cells import Cell, CellCache, Marks, Signature
 from api.contract import Contract
 from api.counters import deltas, rate_per_hour
-from api.deps import ContractDep, InfluxDep, PrincipalDep, SettingsDep
+from api.deps import CellsDep, ContractDep, InfluxDep, PrincipalDep, SettingsDep
 from api.errors import documented, invalid_query
 from api.params import check_choice, time_window
 from api.readings import Value, aggregate_value
@@ -98,6 +102,8 @@ async def aggregates(
     contract: ContractDep,
     influx: InfluxDep,
     settings: SettingsDep,
+    cache: CellsDep,
+    response: Response,
     profile: Annotated[str, Query(description="Profile name", examples=["water_pipe"])],
     field: Annotated[str, Query(description="A field of the profile", examples=["pressure"])],
     agg: Annotated[q.Aggregate, Query(description="Aggregate")] = q.Aggregate.MEAN,
@@ -108,8 +114,14 @@ async def aggregates(
     tz: Annotated[str, Query(description="IANA time zone of calendar windows")] = "UTC",
     group_by: Annotated[Literal["district", "none"], Query(description="Groups")] = "district",
     district: Annotated[str | None, Query(description="Only this district")] = None,
-    start: Annotated[str | None, Query(description="RFC 3339; default: 24 h before end")] = None,
-    end: Annotated[str | None, Query(description="RFC 3339, exclusive; default: now")] = None,
+    start: Annotated[
+        str | None,
+        Query(description="RFC 3339; default: the start of the window holding 24 h before end"),
+    ] = None,
+    end: Annotated[
+        str | None,
+        Query(description="RFC 3339, exclusive; default: the end of the window holding now"),
+    ] = None,
 ) -> AggregatePublic:
     check_choice("profile", profile, sorted(contract.profiles))
     check_choice("district", district, contract.districts)
@@ -140,38 +152,35 @@ async def aggregates(
         if not windows:
             raise invalid_query("end", end, "no whole day between start and end has ended yet")
         start_ns, end_ns = windows[0][0], windows[-1][1]
+    else:
+        # Whole windows by default: the same cells every time, so they can be kept (api.cells).
+        start_ns = windows[0][0] if start is None else start_ns
+        end_ns = windows[-1][1] if end is None else end_ns
     clipped = [(max(b, start_ns), min(e, end_ns)) for b, e in windows]
     by_district = group_by == "district"
     # One query per group (see q.across_devices), run concurrently: None is the whole selection.
     groups: list[str | None] = (
         list(districts or await _stored_districts(influx, spec_profile)) if by_district else [None]
     )
-    if agg.on_counter:
-        cells = await _counter_cells(
-            influx,
-            settings,
-            spec_profile,
-            field,
-            agg=agg,
-            windows=windows,
-            clipped=clipped,
-            groups=groups,
-            districts=districts,
-        )
-    else:
-        cells = await _gauges(
-            influx,
-            settings,
-            spec_profile,
-            field,
-            agg=agg,
-            match=match,
-            every_s=every_s,
-            windows=windows,
-            clipped=clipped,
-            groups=groups,
-            districts=districts,
-        )
+    question = Question(spec_profile, field, agg, match, tuple(districts))
+    cells, computed = await _cells(
+        influx,
+        settings,
+        cache,
+        question,
+        windows=windows,
+        clipped=clipped,
+        every_s=every_s,
+        groups=groups,
+    )
+    response.headers[CELLS_HEADER] = f"{computed}/{len(windows) * len(groups)}"
+    if agg is q.Aggregate.RATE:
+        index = {w[0]: n for n, w in enumerate(windows)}
+        elapsed = min(end_ns, now_ns())
+        cells = {
+            key: (rate_per_hour(float(value), clipped[index[key[0]]], start_ns, elapsed), devices)
+            for key, (value, devices) in cells.items()
+        }
     if match is not None:  # "0 lamps on" is an answer, not a missing row
         expected: list[str | None] = (
             [d for d in (districts or contract.districts) if contract.devices(profile, d)]
@@ -248,6 +257,101 @@ def _registered(contract: Contract, profile: str, group: str | None, districts: 
 
 
 Cells = dict[tuple[int, str | None], tuple[Value, int]]  # (window start, district): value, devices
+
+# "<computed>/<cells>": how many of the answer's (window, group) cells InfluxDB had to compute.
+CELLS_HEADER = "CitySense-Cells-Computed"
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What a cell is an answer to, whoever asks: the token's scope only filters the rows."""
+
+    profile: Profile
+    field: str
+    agg: q.Aggregate
+    match: Value | None
+    districts: tuple[str, ...]  # the selection for group_by=none; () = all
+
+    def key(self, group: str | None, window: Window) -> Hashable:
+        # A rate is kept as its delta: what a rate is divided by depends on the time of asking.
+        agg = q.Aggregate.DELTA if self.agg.on_counter else self.agg
+        selection = self.districts if group is None else ()
+        return (self.profile.profile, self.field, agg, self.match, selection, group, window)
+
+
+async def _cells(
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    cache: CellCache,
+    question: Question,
+    *,
+    windows: list[Window],
+    clipped: list[Window],
+    every_s: int | None,
+    groups: list[str | None],
+) -> tuple[Cells, int]:
+    """The answer's cells, from the cache where their data has not changed, the rest from
+    InfluxDB: per group, one computation spanning its first to its last stale window. Returns
+    the cells and how many were computed."""
+    profile, counter = question.profile, question.agg.on_counter
+    # A counter's increase in a window depends on the last reading before it, too.
+    since = clipped[0][0] - (int(settings.api_latest_lookback * NS_PER_S) if counter else 0)
+    # Read before computing: a write landing meanwhile moves the signature, not the cell.
+    marks = Marks.from_series(
+        await q.fetch(influx, q.changes(profile, since_ns=since, end_ns=clipped[-1][1]))
+    )
+    cells: Cells = {}
+    signatures: dict[tuple[str | None, int], Signature] = {}
+    stale: dict[str | None, list[int]] = defaultdict(list)
+    for group in groups:
+        selection = [group] if group is not None else (list(question.districts) or None)
+        for n, window in enumerate(clipped):
+            signature = marks.signature(selection, since if counter else window[0], window[1])
+            signatures[(group, n)] = signature
+            cell = cache.get(question.key(group, window), signature)
+            if cell is None:
+                stale[group].append(n)
+            elif cell.value is not None:
+                cells[(windows[n][0], group)] = (cell.value, cell.devices)
+    gate = asyncio.Semaphore(settings.api_query_concurrency)
+
+    async def compute(group: str | None, lo: int, hi: int) -> Cells:
+        async with gate:
+            if counter:
+                return await _counter_cells(
+                    influx,
+                    settings,
+                    profile,
+                    question.field,
+                    windows=windows[lo:hi],
+                    clipped=clipped[lo:hi],
+                    groups=[group],
+                    districts=list(question.districts),
+                )
+            return await _gauges(
+                influx,
+                settings,
+                profile,
+                question.field,
+                agg=question.agg,
+                match=question.match,
+                every_s=every_s,
+                windows=windows[lo:hi],
+                clipped=clipped[lo:hi],
+                groups=[group],
+                districts=list(question.districts),
+            )
+
+    spans = [(group, ns[0], ns[-1] + 1) for group, ns in stale.items()]
+    parts = await asyncio.gather(*(compute(*span) for span in spans))
+    for (group, lo, hi), part in zip(spans, parts, strict=True):
+        for n in range(lo, hi):
+            value = part.get((windows[n][0], group))
+            if value is not None:
+                cells[(windows[n][0], group)] = value
+            cell = Cell(None, 0) if value is None else Cell(value[0], value[1])
+            cache.put(question.key(group, clipped[n]), cell, signatures[(group, n)])
+    return cells, sum(hi - lo for _, lo, hi in spans)
 
 
 async def _gauges(
@@ -350,12 +454,12 @@ async def _counter_cells(
     profile: Profile,
     field: str,
     *,
-    agg: q.Aggregate,
     windows: list[Window],
     clipped: list[Window],
     groups: list[str | None],
     districts: list[str],
 ) -> Cells:
+    """Each group's summed increase of the counter per window (rates are made from these)."""
     start_ns, end_ns = clipped[0][0], clipped[-1][1]
     queries = [
         q.counter_readings_all(
@@ -383,13 +487,4 @@ async def _counter_cells(
                 if delta is not None:
                     totals[(window[0], group)] += delta
                     devices[(window[0], group)] += 1
-    index = {w[0]: n for n, w in enumerate(windows)}
-    out: Cells = {}
-    for key, total in totals.items():
-        value = (
-            total
-            if agg is q.Aggregate.DELTA
-            else rate_per_hour(total, clipped[index[key[0]]], start_ns, end_ns)
-        )
-        out[key] = (value, devices[key])
-    return out
+    return {key: (total, devices[key]) for key, total in totals.items()}

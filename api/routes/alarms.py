@@ -10,7 +10,7 @@ from api.access import check_filters, forbidden, require_devices
 from api.alarms import Alarm
 from api.deps import ContractDep, LiveDep, PrincipalDep
 from api.errors import documented
-from api.params import check_choice, time_param
+from api.params import OFFSET_MAX, check_choice, time_param
 from api.schemas import AcknowledgePublic, AlarmListPublic, AlarmPublic
 from api.tokens import Principal
 
@@ -56,7 +56,7 @@ async def list_alarms(
     start: Annotated[str | None, Query(description="RFC 3339")] = None,
     end: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> AlarmListPublic:
     check_choice("profile", profile, sorted(contract.profiles))
     check_choice("district", district, contract.districts)

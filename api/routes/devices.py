@@ -17,7 +17,7 @@ from api.counters import deltas, rate_per_hour
 from api.deps import ContractDep, InfluxDep, LiveDep, PrincipalDep, SettingsDep
 from api.errors import documented, invalid_query
 from api.live import Live
-from api.params import check_choice, time_window
+from api.params import OFFSET_MAX, check_choice, time_window
 from api.readings import aggregate_value
 from api.schemas import (
     BucketPublic,
@@ -232,7 +232,7 @@ async def list_devices(
     connected: ConnectedFilter = None,
     bbox: BboxFilter = None,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> Response:
     now = now_ns()
     matching = _select(
@@ -276,7 +276,7 @@ async def devices_geojson(
     connected: ConnectedFilter = None,
     bbox: BboxFilter = None,
     limit: Annotated[int, Query(ge=1, le=GEOJSON_MAX)] = 10_000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX)] = 0,
 ) -> Response:
     now = now_ns()
     matching = _select(

@@ -238,6 +238,16 @@ async def test_empty_page(client: httpx.AsyncClient) -> None:
     assert response.json() == {"total": 1, "limit": 100, "offset": 5, "items": []}
 
 
+@pytest.mark.parametrize("path", ["/devices", "/devices.geojson", "/alarms"])
+async def test_an_offset_beyond_any_list_is_422_not_500(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # Echoed in the answer, 2**64 cannot be JSON for orjson: bounded, it is a parameter error.
+    response = await client.get(path, params={"offset": 2**64})
+    assert response.status_code == 422, response.text
+    assert "offset" in response.text
+
+
 async def test_history_mapping(client: httpx.AsyncClient, fake: FakeInflux) -> None:
     fake.series(
         {"name": "water_pipe", "columns": ["time", "value"], "values": [[0, 3], [300e9, 4]]}

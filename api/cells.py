@@ -1,0 +1,123 @@
+"""Cells: aggregates across devices, kept per (question, group, window) until their data changes.
+
+An aggregate across a city's devices costs InfluxDB seconds; asked again, it costs nothing if no
+reading under it changed. Ingest marks every 15-minute window it writes into
+(device_profiles.changes); a cell keeps the signature of the marks under it from just before it
+was computed, and is reused while that signature holds. A window that is still filling changes
+with every batch, so a cell whose signature moved is still served while it is younger than
+`max_staleness` seconds. Together: an answer reflects every reading stored `max_staleness`
+seconds before it, late readings in past windows included.
+
+Readings put into InfluxDB by other means than ingest and replay carry no marks; a cell over
+them is computed once and kept until a marked write touches its windows or the API restarts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+
+from api.readings import Value
+from citysense.influx import Series
+from device_profiles.changes import window_of
+
+Signature = tuple[int, int]  # the sum and the count of the stamps under a cell
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    value: Value | None  # None: no reading in the window
+    devices: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    cell: Cell
+    signature: Signature
+    computed: float
+
+
+@dataclass(frozen=True, slots=True)
+class _District:
+    windows: list[int]
+    stamps: list[int]  # running sums: stamps[i] is the sum of the first i windows' stamps
+    counts: list[int]
+
+
+class Marks:
+    """The change marks of one profile over a span, by district and window."""
+
+    def __init__(self, by_district: dict[str, list[tuple[int, int, int]]]) -> None:
+        self._districts = {
+            name: _District(
+                [w for w, _, _ in rows],
+                [0, *itertools.accumulate(s for _, s, _ in rows)],
+                [0, *itertools.accumulate(n for _, _, n in rows)],
+            )
+            for name, rows in by_district.items()
+        }
+
+    @classmethod
+    def from_series(cls, series: Iterable[Series]) -> Marks:
+        """From the answer of api.query.changes (rows: time, s, n; one series per district)."""
+        by_district: dict[str, list[tuple[int, int, int]]] = {}
+        for one in series:
+            rows = by_district.setdefault(one.tags.get("district", ""), [])
+            rows.extend((int(t), int(s or 0), int(n or 0)) for t, s, n in one.values)
+        for rows in by_district.values():
+            rows.sort()
+        return cls(by_district)
+
+    def signature(self, districts: Iterable[str] | None, begin_ns: int, end_ns: int) -> Signature:
+        """Of the change windows overlapping [begin, end), in `districts` (None: all)."""
+        names = self._districts.keys() if districts is None else districts
+        stamps = count = 0
+        first = window_of(begin_ns)
+        for name in names:
+            district = self._districts.get(name)
+            if district is None:
+                continue
+            lo = bisect.bisect_left(district.windows, first)
+            hi = bisect.bisect_left(district.windows, end_ns)
+            stamps += district.stamps[hi] - district.stamps[lo]
+            count += district.counts[hi] - district.counts[lo]
+        return stamps, count
+
+
+class CellCache:
+    """Computed cells, least recently used dropped first beyond `max_cells`."""
+
+    def __init__(
+        self,
+        max_cells: int,
+        max_staleness: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_cells = max_cells
+        self.max_staleness = max_staleness
+        self._clock = clock
+        self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, key: Hashable, signature: Signature) -> Cell | None:
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        if kept.signature != signature and self._clock() - kept.computed >= self.max_staleness:
+            return None
+        self._kept.move_to_end(key)
+        return kept.cell
+
+    def put(self, key: Hashable, cell: Cell, signature: Signature) -> None:
+        """`signature`: as read before the cell was computed, so a write that lands while it is
+        being computed makes the next request compute it again."""
+        self._kept[key] = _Kept(cell, signature, self._clock())
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.max_cells:
+            self._kept.popitem(last=False)

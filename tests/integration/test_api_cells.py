@@ -1,0 +1,191 @@
+"""Kept aggregates (api.cells) against the real servers: readings go through a real ingest
+process, which marks the windows it writes; a question asked again is answered without InfluxDB
+computing anything, and a late reading makes exactly its windows be computed again. The oracle
+is a second app with nothing kept, asked the same question."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from api.main import create_app
+from api.routes.aggregates import CELLS_HEADER
+from api.settings import ApiSettings
+from citysense.influx import InfluxConfig
+from citysense.servers import LocalServers
+from device_profiles import TopicLayout
+from tests.integration.test_api import api_settings, running
+from tests.integration.test_faults import ingest_env
+from tests.support import IngestProcess, count, publish, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+S = 1_000_000_000
+Q = 15 * 60 * S
+H = 3600 * S
+PIPES = {"WP-C0": "North", "WP-C1": "North", "WP-C2": "South"}
+METERS = {"PM-C0": "North", "PM-C1": "South"}
+
+
+def yesterday() -> int:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int((today - timedelta(days=1)).timestamp()) * S
+
+
+def rfc3339(ns: int) -> str:
+    return datetime.fromtimestamp(ns / S, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class City:
+    api: httpx.AsyncClient
+    settings: ApiSettings
+    layout: TopicLayout
+    url: str
+    influx: InfluxConfig
+
+    def send(self, profile: str, device: str, readings: list[dict[str, Any]]) -> None:
+        publish(self.url, [(self.layout.telemetry(profile, device), orjson.dumps(readings))])
+
+    def wait_stored(self, measurement: str, n: int) -> None:
+        wait_for(lambda: count(self.influx, measurement) >= n, 30, 0.2, f"{n} {measurement}")
+
+
+@pytest.fixture
+async def city(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
+) -> AsyncIterator[City]:
+    registry = tmp_path / "cells-registry.csv"
+    registry.write_text(
+        "device_id,profile,district,latitude,longitude,address\n"
+        + "".join(f"{d},water_pipe,{x},30,120,\n" for d, x in PIPES.items())
+        + "".join(f"{d},power_meter,{x},30,120,\n" for d, x in METERS.items())
+    )
+    ingest = IngestProcess(
+        ingest_env(servers, influx, topic_root, tmp_path, CITYSENSE_REGISTRY=str(registry)),
+        tmp_path / "ingest.log",
+    )
+    ingest.start()
+    settings = api_settings(servers, influx, tmp_path).model_copy(
+        update={"registry": registry, "api_aggregate_max_staleness": 0.0}
+    )
+    publisher = servers.mosquitto.url("citysense-simulator")
+    city = City(httpx.AsyncClient(), settings, TopicLayout(topic_root), publisher, influx)
+    day = yesterday()
+    for n, device in enumerate(PIPES):
+        city.send(
+            "water_pipe",
+            device,
+            [
+                {"ts": t // 1_000_000, "pressure": 200.0 + n + (t // Q) % 7}
+                for t in range(day, day + 24 * H, Q)
+            ],
+        )
+    for n, device in enumerate(METERS):
+        city.send(
+            "power_meter",
+            device,
+            [
+                {
+                    "ts": t // 1_000_000,
+                    "activePower": 4.0,
+                    "totalActiveEnergyImport": 1000.0 * n + k,
+                }
+                for k, t in enumerate(range(day, day + 24 * H, Q))
+            ],
+        )
+    city.wait_stored("water_pipe", 96 * len(PIPES))
+    city.wait_stored("power_meter", 96 * len(METERS))
+    async with running(create_app(settings)) as api:
+        city.api = api
+        yield city
+    ingest.terminate()
+
+
+async def ask(api: httpx.AsyncClient, **params: Any) -> tuple[list[dict[str, Any]], str]:
+    response = await api.get("/aggregates", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()["rows"], response.headers[CELLS_HEADER]
+
+
+async def from_scratch(city: City, **params: Any) -> list[dict[str, Any]]:
+    async with running(create_app(city.settings)) as fresh:
+        rows, computed = await ask(fresh, **params)
+    assert computed.split("/")[0] == computed.split("/")[1]  # nothing kept in a new app
+    return rows
+
+
+async def test_a_late_reading_recomputes_only_its_window(city: City) -> None:
+    day = yesterday()
+    question = {
+        "profile": "water_pipe",
+        "field": "pressure",
+        "agg": "mean",
+        "every": "1h",
+        "start": rfc3339(day),
+        "end": rfc3339(day + 24 * H),
+    }
+    first, computed = await ask(city.api, **question)
+    assert computed == "48/48"  # 24 hours x 2 districts
+    again, computed = await ask(city.api, **question)
+    assert (again, computed) == (first, "0/48")
+
+    city.send(
+        "water_pipe", "WP-C0", [{"ts": (day + 5 * H + 7 * 60 * S) // 1_000_000, "pressure": 900.0}]
+    )
+    city.wait_stored("water_pipe", 96 * len(PIPES) + 1)
+    late, computed = await ask(city.api, **question)
+    assert computed == "1/48"  # North, 05:00
+    changed = [(a, b) for a, b in zip(first, late, strict=True) if a != b]
+    assert [(b["time"], b["district"]) for _, b in changed] == [(rfc3339(day + 5 * H), "North")]
+    assert late == await from_scratch(city, **question)
+
+
+async def test_a_late_counter_reset_recomputes_the_windows_after_it(city: City) -> None:
+    day = yesterday()
+    question = {
+        "profile": "power_meter",
+        "field": "totalActiveEnergyImport",
+        "agg": "delta",
+        "every": "hour",
+        "start": rfc3339(day),
+        "end": rfc3339(day + 24 * H),
+    }
+    first, computed = await ask(city.api, **question)
+    assert computed == "48/48"
+    # Four 15-minute steps of 1 kWh an hour; three in the first, which has no reading before it.
+    assert {r["value"] for r in first if r["time"] != rfc3339(day)} == {4.0}
+    # PM-C1 (South) replaced at 05:50: its new meter starts at 0.5.
+    city.send(
+        "power_meter",
+        "PM-C1",
+        [
+            {
+                "ts": (day + 5 * H + 50 * 60 * S) // 1_000_000,
+                "activePower": 4.0,
+                "totalActiveEnergyImport": 0.5,
+            }
+        ],
+    )
+    city.wait_stored("power_meter", 96 * len(METERS) + 1)
+    late, computed = await ask(city.api, **question)
+    # A counter's window depends on the readings before it: South from 05:00 on is recomputed.
+    assert computed == "19/48"
+    assert late == await from_scratch(city, **question)
+    assert late != first
+
+
+async def test_the_default_window_is_whole_windows_so_it_is_kept(city: City) -> None:
+    question = {"profile": "water_pipe", "field": "pressure", "agg": "max", "every": "15m"}
+    first, computed = await ask(city.api, **question)
+    total = computed.split("/")[1]
+    assert computed == f"{total}/{total}"
+    again, computed = await ask(city.api, **question)
+    assert (again, computed) == (first, f"0/{total}")

@@ -1,0 +1,71 @@
+"""api.cells without InfluxDB: signatures of change marks, and when a kept cell is served."""
+
+from __future__ import annotations
+
+from api.cells import Cell, CellCache, Marks
+from citysense.influx import Series
+from device_profiles.changes import WINDOW_NS
+
+W = WINDOW_NS
+
+
+def marks(rows: dict[str, list[tuple[int, int, int]]]) -> Marks:
+    return Marks.from_series(
+        Series("citysense_changes", {"district": d}, ("time", "s", "n"), tuple(r))
+        for d, r in rows.items()
+    )
+
+
+def test_a_signature_covers_the_change_windows_a_span_overlaps() -> None:
+    m = marks({"North": [(0, 5, 1), (W, 7, 1), (3 * W, 11, 1)], "South": [(W, 100, 1)]})
+    assert m.signature(["North"], 0, W) == (5, 1)
+    # A span starting inside a window depends on that window's mark.
+    assert m.signature(["North"], W + 1, 2 * W) == (7, 1)
+    assert m.signature(["North"], 0, 4 * W) == (23, 3)
+    assert m.signature(None, W, 2 * W) == (107, 2)
+    assert m.signature(["South", "West"], 2 * W, 3 * W) == (0, 0)
+
+
+def test_an_overwritten_mark_moves_the_signature() -> None:
+    before = marks({"North": [(0, 5, 1), (W, 7, 1)]}).signature(["North"], 0, 2 * W)
+    after = marks({"North": [(0, 5, 1), (W, 9, 1)]}).signature(["North"], 0, 2 * W)
+    assert before != after
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_cell_is_served_while_its_signature_holds_or_it_is_fresh() -> None:
+    clock = Clock()
+    cache = CellCache(max_cells=10, max_staleness=30.0, clock=clock)
+    cache.put("k", Cell(1.5, 3), (5, 1))
+    assert cache.get("k", (5, 1)) == Cell(1.5, 3)
+    clock.now = 29.0
+    assert cache.get("k", (6, 2)) == Cell(1.5, 3)  # changed, but younger than max_staleness
+    clock.now = 30.0
+    assert cache.get("k", (6, 2)) is None
+    assert cache.get("k", (5, 1)) == Cell(1.5, 3)  # unchanged: kept however old
+    assert cache.get("other", (5, 1)) is None
+
+
+def test_no_staleness_means_every_change_is_recomputed() -> None:
+    cache = CellCache(max_cells=10, max_staleness=0.0, clock=Clock())
+    cache.put("k", Cell(None, 0), (0, 0))
+    assert cache.get("k", (0, 0)) == Cell(None, 0)
+    assert cache.get("k", (1, 1)) is None
+
+
+def test_the_least_recently_used_cell_goes_first() -> None:
+    cache = CellCache(max_cells=2, max_staleness=0.0, clock=Clock())
+    cache.put("a", Cell(1, 1), (0, 0))
+    cache.put("b", Cell(2, 1), (0, 0))
+    assert cache.get("a", (0, 0)) is not None
+    cache.put("c", Cell(3, 1), (0, 0))
+    assert len(cache) == 2
+    assert cache.get("b", (0, 0)) is None
+    assert cache.get("a", (0, 0)) == Cell(1, 1)

@@ -1,0 +1,41 @@
+"""Change marks written by ingest: one per (profile, district, 15-minute window), one stamp per
+write, never counted as readings."""
+
+from __future__ import annotations
+
+from device_profiles.changes import WINDOW_NS, window_of
+from ingest.changes import change_lines, changes_of, is_change
+from ingest.stages import Enriched
+
+
+def reading(measurement: str, district: str, time_ns: int) -> Enriched:
+    return Enriched(measurement, "D-1", district, time_ns, {"x": 1.0})
+
+
+def test_marks_cover_each_window_written_once() -> None:
+    w = WINDOW_NS
+    readings = [
+        reading("water_pipe", "North", 5 * w + 1),
+        reading("water_pipe", "North", 6 * w - 1),
+        reading("water_pipe", "North", 6 * w),
+        reading("water_pipe", "South", 5 * w),
+        reading("streetlight", "North", 5 * w),
+    ]
+    assert changes_of(readings) == {
+        ("water_pipe", "North", 5 * w),
+        ("water_pipe", "North", 6 * w),
+        ("water_pipe", "South", 5 * w),
+        ("streetlight", "North", 5 * w),
+    }
+    assert window_of(6 * w - 1) == 5 * w
+
+
+def test_one_stamp_per_write_and_lines_are_marks() -> None:
+    w = WINDOW_NS
+    lines = change_lines({("water_pipe", "North", 0), ("water_pipe", "Old Town", w)})
+    assert lines[0].startswith("citysense_changes,district=North,profile=water_pipe stamp=")
+    assert lines[1].startswith(r"citysense_changes,district=Old\ Town,profile=water_pipe stamp=")
+    assert lines[1].endswith(f" {w}")
+    assert len({line.rsplit(" ", 2)[1] for line in lines}) == 1
+    assert all(is_change(line) for line in lines)
+    assert not is_change("water_pipe,device_id=D-1,district=North x=1 0")
