@@ -70,6 +70,7 @@ DATABASE = "citysense_bench"
 HOST = "127.0.0.1"
 WRITE_BATCH = 5_000  # lines per /write
 LATEST_SPREAD_S = 60  # the newest reading of each device lies within this much before the load
+STALENESS_S = 30.0  # the API's default: a changed aggregate cell is served up to this old
 LATE_AFTER, SILENT_AFTER = 60.0, 120.0  # x reporting interval: streetlights late after 1 h
 S = 1_000_000_000
 
@@ -313,6 +314,7 @@ def start_api(
         "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-api"),
         "CITYSENSE_API_AUTH": "off",
         "CITYSENSE_API_LATE_AFTER": str(LATE_AFTER),
+        "CITYSENSE_API_AGGREGATE_MAX_STALENESS": str(STALENESS_S),
         "CITYSENSE_API_SILENT_AFTER": str(SILENT_AFTER),
         **extra,
     }
@@ -513,50 +515,10 @@ def bench_requests(
         )
         report.timings("GET /devices.geojson?profile=streetlight&district=D", geo_d)
 
-        report.section("Aggregation across devices, last 24 h (InfluxDB at query time)")
-        n_agg = max(3, int(5 * scale)) + 1
-        pipe = {"profile": "water_pipe", "field": "pressure"}
-        light = {"profile": "streetlight"}
-        energy = {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta"}
-        cases: list[tuple[str, dict[str, Any], bool]] = [
-            ("water_pipe pressure mean per district per 1h", {**pipe, "every": "1h"}, False),
-            (
-                "water_pipe pressure min, one district, per 15m",
-                {**pipe, "agg": "min", "every": "15m"},
-                True,
-            ),
-            (
-                "streetlight lamps on (powerState=on) per district per 1h",
-                {**light, "field": "powerState", "agg": "count", "equals": "on", "every": "1h"},
-                False,
-            ),
-            (
-                "streetlight powerConsumption sum per district per 1h",
-                {**light, "field": "powerConsumption", "agg": "sum", "every": "1h"},
-                False,
-            ),
-            (
-                "power_meter energy (counter delta) per district per day",
-                {**energy, "every": "day"},
-                False,
-            ),
-            ("power_meter energy per day, one district", {**energy, "every": "day"}, True),
-            (
-                "power_meter energy per district per hour (Asia/Shanghai)",
-                {**energy, "every": "hour", "tz": "Asia/Shanghai"},
-                False,
-            ),
-        ]
-        for label, params, one_district in cases:
-            t = run_requests(
-                client,
-                "/aggregates",
-                [
-                    {**params, **({"district": rng.choice(districts)} if one_district else {})}
-                    for _ in range(n_agg)
-                ],
-            )
-            report.timings(label, t)
+        report.section("Aggregation across devices, last 24 h (InfluxDB at query time, then kept)")
+        n_agg = max(3, int(5 * scale))
+        for label, params in aggregate_cases(rng.choice(districts)):
+            bench_aggregate(report, client, label, params, n_agg)
 
         report.section("One device's history, last 24 h (InfluxDB)")
         pipes = [d for d in devices if d.profile == "water_pipe"]
@@ -585,6 +547,79 @@ def bench_requests(
                 if n:
                     hist.add(seconds, len(response.content))
             report.timings(label, hist)
+
+
+def aggregate_cases(district: str) -> list[tuple[str, dict[str, Any]]]:
+    pipe = {"profile": "water_pipe", "field": "pressure"}
+    light = {"profile": "streetlight"}
+    energy = {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta"}
+    return [
+        ("water_pipe pressure mean per district per 1h", {**pipe, "every": "1h"}),
+        (
+            "water_pipe pressure min, one district, per 15m",
+            {**pipe, "agg": "min", "every": "15m", "district": district},
+        ),
+        (
+            "streetlight lamps on (powerState=on) per district per 1h",
+            {**light, "field": "powerState", "agg": "count", "equals": "on", "every": "1h"},
+        ),
+        (
+            "streetlight powerConsumption sum per district per 1h",
+            {**light, "field": "powerConsumption", "agg": "sum", "every": "1h"},
+        ),
+        ("power_meter energy (counter delta) per district per day", {**energy, "every": "day"}),
+        (
+            "power_meter energy per day, one district",
+            {**energy, "every": "day", "district": district},
+        ),
+        (
+            "power_meter energy per district per hour (Asia/Shanghai)",
+            {**energy, "every": "hour", "tz": "Asia/Shanghai"},
+        ),
+    ]
+
+
+CELLS_HEADER = "CitySense-Cells-Computed"
+
+
+def bench_aggregate(
+    report: Report, client: httpx.Client, label: str, params: dict[str, Any], repeat: int
+) -> None:
+    """The first ask computes every (window, district) cell in InfluxDB; the same question asked
+    again is answered from the cells the API kept (api.cells)."""
+    try:
+        seconds, response = timed_get(client, "/aggregates", params)
+    except (Failed, httpx.TimeoutException) as exc:
+        report.add(f"{label}: first ask", "FAILED", str(exc)[:160])
+        return
+    report.add(
+        f"{label}: first ask",
+        ms(seconds),
+        f"cells computed {response.headers.get(CELLS_HEADER, '?')}",
+    )
+    computed = set()
+
+    def kept(response: httpx.Response) -> None:
+        computed.add(response.headers.get(CELLS_HEADER, "?"))
+
+    t = run_requests(client, "/aggregates", [params] * repeat, warmup=0, check=kept)
+    report.timings(f"{label}: asked again", t, f"cells computed {', '.join(sorted(computed))}")
+
+
+def bench_aggregates_after_ingest(report: Report, base: str, district: str) -> None:
+    """Asked again after live ingest wrote into the current windows: those cells are computed
+    again (once the API's max staleness has passed), the rest stay kept."""
+    report.section(
+        "Aggregation across devices again, after live ingest touched the current windows"
+    )
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for label, params in aggregate_cases(district):
+            try:
+                seconds, response = timed_get(client, "/aggregates", params)
+            except (Failed, httpx.TimeoutException) as exc:
+                report.add(label, "FAILED", str(exc)[:160])
+                continue
+            report.add(label, ms(seconds), f"cells computed {response.headers.get(CELLS_HEADER)}")
 
 
 # --- 5. SSE while ingesting ----------------------------------------------------------------------
@@ -1022,6 +1057,9 @@ def main() -> None:
                         publishing_devices=min(max(args.sse_devices, int(rate)), len(devices)),
                         filtered=args.sse_filtered,
                     )
+                if not args.skip_requests:
+                    time.sleep(STALENESS_S)
+                    bench_aggregates_after_ingest(report, base, DISTRICTS[0].name)
             report.add("API resident memory at the end", f"{rss_mb(api.pid):,.0f} MB")
             if api.poll() is not None:
                 raise RuntimeError(f"the API died:\n{tail(api_log)}")
