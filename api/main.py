@@ -21,6 +21,7 @@ from api.live import Live
 from api.routes import api_router
 from api.settings import ApiSettings
 from api.tokens import Principal, load_tokens
+from api.warm import Warmer, parse_questions
 from citysense import __version__
 from citysense.errors import ConfigError
 from citysense.influx import AsyncInfluxClient
@@ -84,6 +85,12 @@ def create_app(
         influx = AsyncInfluxClient(config.influx, transport=influx_transport)
         live = Live(config, contract, influx, scrub, influx_transport)
         cells = CellCache(config.api_aggregate_cells, config.api_aggregate_max_staleness)
+        try:
+            questions = parse_questions(config.api_aggregate_warm, contract)
+        except ConfigError as exc:
+            logger.error("refusing to start: %s", exc)
+            raise
+        warmer = Warmer(questions, settings=config, contract=contract, influx=influx, cache=cells)
         app.state.runtime = Runtime(
             settings=config, contract=contract, influx=influx, tokens=tokens, live=live, cells=cells
         )
@@ -96,9 +103,11 @@ def create_app(
             config.influx_db,
         )
         await live.start()
+        warmer.start()
         try:
             yield
         finally:
+            await warmer.stop()
             await live.stop()
             await influx.aclose()
 

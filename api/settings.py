@@ -31,6 +31,9 @@ class ApiSettings(CommonSettings):
     # after it was computed, so an answer lags the stored data by at most this much.
     api_aggregate_max_staleness: float = Field(default=30.0, ge=0)
     api_aggregate_cells: int = Field(default=200_000, ge=0)  # kept at most (about 200 B each)
+    # Aggregates kept computed in the background (api.warm): GET /aggregates query strings,
+    # separated by ";".
+    api_aggregate_warm: str = ""
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
 

@@ -123,12 +123,58 @@ async def aggregates(
         Query(description="RFC 3339, exclusive; default: the end of the window holding now"),
     ] = None,
 ) -> AggregatePublic:
-    check_choice("profile", profile, sorted(contract.profiles))
-    check_choice("district", district, contract.districts)
-    spec_profile = contract.profiles[profile]
-    spec = spec_profile.fields.get(field)
+    request = AggregateRequest(
+        profile=profile,
+        field=field,
+        agg=agg,
+        equals=equals,
+        every=every,
+        tz=tz,
+        group_by=group_by,
+        district=district,
+        start=start,
+        end=end,
+    )
+    body, cells = await answer(
+        request,
+        principal=principal,
+        contract=contract,
+        influx=influx,
+        settings=settings,
+        cache=cache,
+    )
+    response.headers[CELLS_HEADER] = cells
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateRequest:
+    """The question of GET /aggregates, as its parameters say it."""
+
+    profile: str
+    field: str
+    agg: q.Aggregate = q.Aggregate.MEAN
+    equals: str | None = None
+    every: str = "1h"
+    tz: str = "UTC"
+    group_by: Literal["district", "none"] = "district"
+    district: str | None = None
+    start: str | None = None
+    end: str | None = None
+
+
+def check(request: AggregateRequest, contract: Contract) -> None:
+    """What can be checked of a question without asking InfluxDB; raises as `answer` would."""
+    _validated(request, contract)
+
+
+def _validated(request: AggregateRequest, contract: Contract) -> tuple[FieldSpec, Value | None]:
+    check_choice("profile", request.profile, sorted(contract.profiles))
+    check_choice("district", request.district, contract.districts)
+    profile, field, agg = request.profile, request.field, request.agg
+    spec = contract.profiles[profile].fields.get(field)
     if spec is None:
-        fields = sorted(spec_profile.fields)
+        fields = sorted(contract.profiles[profile].fields)
         raise invalid_query(
             "field",
             field,
@@ -138,7 +184,30 @@ async def aggregates(
     problem = agg.problem(spec)
     if problem is not None:
         raise invalid_query("agg", agg.value, f"{problem} ({field!r})")
-    match = _equals_param(agg, spec, equals)
+    return spec, _equals_param(agg, spec, request.equals)
+
+
+async def answer(
+    request: AggregateRequest,
+    *,
+    principal: Principal,
+    contract: Contract,
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    cache: CellCache,
+) -> tuple[AggregatePublic, str]:
+    """The answer, and how many of its cells were computed (CELLS_HEADER's value)."""
+    spec, match = _validated(request, contract)
+    profile, field, agg, every, tz = (
+        request.profile,
+        request.field,
+        request.agg,
+        request.every,
+        request.tz,
+    )
+    group_by, district, start, end = request.group_by, request.district, request.start, request.end
+    check_choice("district", district, contract.districts)
+    spec_profile = contract.profiles[profile]
     districts = _scope_districts(principal, contract, profile, district)
     start_ns, end_ns = time_window(start, end)
     open_data = principal.scope is Scope.OPEN_DATA
@@ -173,7 +242,6 @@ async def aggregates(
         every_s=every_s,
         groups=groups,
     )
-    response.headers[CELLS_HEADER] = f"{computed}/{len(windows) * len(groups)}"
     if agg is q.Aggregate.RATE:
         index = {w[0]: n for n, w in enumerate(windows)}
         elapsed = min(end_ns, now_ns())
@@ -210,7 +278,7 @@ async def aggregates(
     unit = None if agg is q.Aggregate.COUNT else spec.unit
     if agg is q.Aggregate.RATE and unit:
         unit = f"{unit}/h"
-    return AggregatePublic(
+    body = AggregatePublic(
         profile=profile,
         field=field,
         agg=agg,
@@ -224,6 +292,7 @@ async def aggregates(
         min_devices=k if open_data else None,
         rows=rows,
     )
+    return body, f"{computed}/{len(windows) * len(groups)}"
 
 
 def _equals_param(agg: q.Aggregate, spec: FieldSpec, equals: str | None) -> Value | None:

@@ -5,11 +5,13 @@ is a second app with nothing kept, asked the same question."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -18,6 +20,7 @@ import pytest
 from api.main import create_app
 from api.routes.aggregates import CELLS_HEADER
 from api.settings import ApiSettings
+from citysense.errors import ConfigError
 from citysense.influx import InfluxConfig
 from citysense.servers import LocalServers
 from device_profiles import TopicLayout
@@ -189,3 +192,42 @@ async def test_the_default_window_is_whole_windows_so_it_is_kept(city: City) -> 
     assert computed == f"{total}/{total}"
     again, computed = await ask(city.api, **question)
     assert (again, computed) == (first, f"0/{total}")
+
+
+async def test_a_warmed_question_is_kept_before_anyone_asks(city: City) -> None:
+    day = yesterday()
+    question = {
+        "profile": "water_pipe",
+        "field": "pressure",
+        "every": "1h",
+        "start": rfc3339(day),
+        "end": rfc3339(day + 24 * H),
+    }
+    settings = city.settings.model_copy(
+        update={
+            "api_aggregate_warm": f"profile=power_meter&field=activePower; {urlencode(question)}"
+        }
+    )
+    app = create_app(settings)
+    async with running(app) as api:
+        cells = app.state.runtime.cells
+        await wait_async(lambda: len(cells) >= 48 + 50, "both questions warmed")
+        rows, computed = await ask(api, **question)
+        assert computed == "0/48"
+        assert rows == await from_scratch(city, **question)
+
+
+async def test_a_warm_question_the_contract_cannot_answer_stops_the_start(city: City) -> None:
+    settings = city.settings.model_copy(
+        update={"api_aggregate_warm": "profile=water_pipe&field=pressure&agg=delta"}
+    )
+    with pytest.raises(ConfigError, match="CITYSENSE_API_AGGREGATE_WARM, question 1"):
+        async with running(create_app(settings)):
+            pass
+
+
+async def wait_async(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
