@@ -31,6 +31,8 @@ from citysense.influx import AsyncInfluxClient, Series
 from device_profiles import FieldSpec, FieldType, Profile
 
 router = APIRouter(tags=["aggregates"])
+# "<computed>/<cells>": how many of the answer's (window, group) cells InfluxDB had to compute.
+CELLS_HEADER = "CitySense-Cells-Computed"
 
 DOC = """`agg` of `field` over the devices of `profile`, per window of `every` (as in device
 history: a width, or hour/day/week/month in `tz`) and per district (`group_by=district`) or over
@@ -45,6 +47,12 @@ the whole city (`group_by=none`). Groups follow the `district` tag stored with e
   equals it, e.g. lamps on after dusk: `field=powerState&equals=on&every=15m`; `registered`
   beside it is the lamps expected (registered in the district).
 - `devices`: how many devices contributed; `registered`: how many the registry has in the group.
+
+Each (window, group) cell is computed once and kept until a write touches its windows; the
+window still filling is served up to `CITYSENSE_API_AGGREGATE_MAX_STALENESS` (30 s) old. Without
+`start`/`end` the answer covers whole windows: from the start of the window holding 24 h ago to
+the end of the current one. The header `CitySense-Cells-Computed: <computed>/<cells>` says how
+many cells InfluxDB computed for this answer.
 
 **Open data** (tokens of scope open_data) sees only this route, under rules that keep any one
 device from being singled out, even by combining several answers:
@@ -94,7 +102,18 @@ def _open_data_window(
     "/aggregates",
     summary="Aggregates across devices, per district and window",
     description=DOC,
-    responses=documented(401, 403, 502, 503),
+    responses={
+        200: {
+            "description": "The rows, per window and group",
+            "headers": {
+                CELLS_HEADER: {
+                    "description": "<computed>/<cells>: cells InfluxDB computed for this answer",
+                    "schema": {"type": "string", "pattern": r"^\d+/\d+$"},
+                }
+            },
+        },
+        **documented(401, 403, 502, 503),
+    },
 )
 async def aggregates(
     *,
@@ -326,9 +345,6 @@ def _registered(contract: Contract, profile: str, group: str | None, districts: 
 
 
 Cells = dict[tuple[int, str | None], tuple[Value, int]]  # (window start, district): value, devices
-
-# "<computed>/<cells>": how many of the answer's (window, group) cells InfluxDB had to compute.
-CELLS_HEADER = "CitySense-Cells-Computed"
 
 
 @dataclass(frozen=True, slots=True)
