@@ -16,6 +16,8 @@ import pytest
 from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers, free_port
 from device_profiles import DEFAULT_REGISTRY, TopicLayout, load_profiles, load_registry
+from device_profiles.changes import MEASUREMENT as CHANGES
+from device_profiles.changes import window_of
 from simulators.city import write_city
 from tests.conftest import make_database
 from tests.support import (
@@ -75,6 +77,10 @@ def assert_exactly(influx: InfluxConfig, expected: dict[tuple[str, int], float])
     # recognised and recorded as a duplicate; nothing else may be rejected.
     reasons = {str(r["reason"]) for r in rows(influx, "SELECT reason, detail FROM dead_letters")}
     assert reasons <= {"duplicate"}
+    # Every window written into carries its change mark, whatever path the write took (retried,
+    # bisected, spooled and written after the outage): kept aggregates rely on it (api.cells).
+    marks = rows(influx, f"SELECT stamp FROM {CHANGES} WHERE profile = 'water_pipe'")
+    assert {int(str(r["time"])) for r in marks} == {window_of(t) for _, t in expected}
 
 
 def ingest_env(
