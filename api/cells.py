@@ -32,6 +32,7 @@ Signature = tuple[int, int]  # the sum and the count of the stamps under a cell
 class Cell:
     value: Value | None  # None: no reading in the window
     devices: int
+    as_of_ns: int = 0  # wall clock when the marks were read: the data is as of then
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,9 @@ class CellCache:
     def __len__(self) -> int:
         return len(self._kept)
 
+    def now(self) -> float:
+        return self._clock()
+
     def get(self, key: Hashable, signature: Signature) -> Cell | None:
         kept = self._kept.get(key)
         if kept is None:
@@ -114,10 +118,15 @@ class CellCache:
         self._kept.move_to_end(key)
         return kept.cell
 
-    def put(self, key: Hashable, cell: Cell, signature: Signature) -> None:
-        """`signature`: as read before the cell was computed, so a write that lands while it is
-        being computed makes the next request compute it again."""
-        self._kept[key] = _Kept(cell, signature, self._clock())
+    def put(self, key: Hashable, cell: Cell, signature: Signature, read_at: float) -> None:
+        """`signature` and `read_at` (this cache's clock): as when the marks were read, before
+        the cell was computed, so a write landing meanwhile makes the next request compute it
+        again, and the staleness bound counts from then. A cell computed from older marks than
+        the one kept does not replace it."""
+        kept = self._kept.get(key)
+        if kept is not None and kept.computed > read_at:
+            return
+        self._kept[key] = _Kept(cell, signature, read_at)
         self._kept.move_to_end(key)
         while len(self._kept) > self.max_cells:
             self._kept.popitem(last=False)

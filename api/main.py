@@ -86,7 +86,7 @@ def create_app(
         live = Live(config, contract, influx, scrub, influx_transport)
         cells = CellCache(config.api_aggregate_cells, config.api_aggregate_max_staleness)
         try:
-            questions = parse_questions(config.api_aggregate_warm, contract)
+            questions = parse_questions(config.api_aggregate_warm, contract, config)
         except ConfigError as exc:
             logger.error("refusing to start: %s", exc)
             raise

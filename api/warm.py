@@ -34,17 +34,17 @@ MIN_INTERVAL_S = 5.0
 _TEXT = ("profile", "field", "equals", "every", "tz", "district", "start", "end")
 
 
-def parse_questions(text: str, contract: Contract) -> list[AggregateRequest]:
+def parse_questions(text: str, contract: Contract, settings: ApiSettings) -> list[AggregateRequest]:
     """The questions of the setting, each checked against the contract; ConfigError if one
     cannot be asked."""
     questions = []
     for n, part in enumerate((p.strip() for p in text.split(";")), start=1):
         if part:
-            questions.append(_question(n, part, contract))
+            questions.append(_question(n, part, contract, settings))
     return questions
 
 
-def _question(n: int, text: str, contract: Contract) -> AggregateRequest:
+def _question(n: int, text: str, contract: Contract, settings: ApiSettings) -> AggregateRequest:
     where = f"CITYSENSE_API_AGGREGATE_WARM, question {n} ({text!r})"
     params = dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
     unknown = sorted(params.keys() - {*_TEXT, "agg", "group_by"})
@@ -66,7 +66,7 @@ def _question(n: int, text: str, contract: Contract) -> AggregateRequest:
         **{k: v for k, v in params.items() if k in _TEXT},
     )
     try:
-        check(request, contract)
+        check(request, contract, settings)
     except RequestValidationError as exc:
         raise ConfigError(f"{where}: {_message(exc)}") from None
     return request
@@ -123,6 +123,8 @@ class Warmer:
             except (HTTPException, RequestValidationError) as exc:  # checked at start
                 detail = exc.detail if isinstance(exc, HTTPException) else _message(exc)
                 log.error("cannot warm %s.%s: %s", question.profile, question.field, detail)
+            except Exception:  # a bug must not end warming silently for good
+                log.exception("warming %s.%s failed", question.profile, question.field)
         return answered
 
     async def _run(self) -> None:

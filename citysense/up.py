@@ -24,6 +24,17 @@ import httpx
 from citysense.process import die_with_parent
 from citysense.servers import LocalServers
 
+# Aggregates the local API keeps computed (CITYSENSE_API_AGGREGATE_WARM), so the banner's example
+# answers at once: energy per district per day, pressure and lamps on per district per hour.
+ENERGY_PER_DAY = "profile=power_meter&field=totalActiveEnergyImport&agg=delta&every=day"
+WARM = "; ".join(
+    (
+        ENERGY_PER_DAY,
+        "profile=water_pipe&field=pressure&agg=mean&every=1h",
+        "profile=streetlight&field=powerState&agg=count&equals=on&every=1h",
+    )
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -110,6 +121,8 @@ def main(args: argparse.Namespace) -> int:
         "CITYSENSE_SPOOL_DIR": str(home / "spool"),
         "CITYSENSE_API_HOST": args.listen,
         "CITYSENSE_HTTP_HOST": args.listen,
+        # The dashboard questions of the README, kept computed (api.warm), unless set already.
+        "CITYSENSE_API_AGGREGATE_WARM": os.environ.get("CITYSENSE_API_AGGREGATE_WARM", WARM),
     }
 
     def env(user: str, **extra: str) -> dict[str, str]:
@@ -175,6 +188,8 @@ CitySense is running. A simulated city is publishing live telemetry.
   a district       curl -s {auth} '{api_url}/districts/Xihu/summary?window=1h'
   pipe pressure    curl -s {auth} \\
                      '{api_url}/devices/WP-000001/history?field=pressure&agg=mean&every=5m'
+  energy per day   curl -s {auth} \\
+                     '{api_url}/aggregates?{ENERGY_PER_DAY}'
   dead letters     curl -s {auth} '{api_url}/dead-letters/counts'
   ingest metrics   curl -s http://127.0.0.1:{metrics_port}/metrics
   logs             {logs}

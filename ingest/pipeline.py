@@ -57,6 +57,11 @@ class Pipeline:
         self._dead = dead_letters or DeadLetterEncoder()
         self._encoder = ReadingEncoder()
 
+    @property
+    def measurements(self) -> list[str]:
+        """The measurements readings are stored in, one per profile."""
+        return [p.measurement for p in self._profiles.values()]
+
     def process(self, msg: Received) -> Outcome:
         try:
             return self._process(msg)

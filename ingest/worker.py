@@ -20,7 +20,7 @@ from citysense.errors import InfluxError
 from citysense.influx import InfluxClient
 from device_profiles import Profile, Registry, Variant
 from ingest.batch import Batch, Batcher, Pending
-from ingest.changes import change_lines, changes_of, is_change
+from ingest.changes import change_lines, changes_of, changes_of_lines, is_change
 from ingest.consume import Consumer
 from ingest.deadletter import MEASUREMENT as DEAD_LETTERS
 from ingest.deadletter import DeadLetterEncoder
@@ -235,7 +235,9 @@ class Worker:
     def _count_stored(self, lines: list[str], bad: list[BadLine], writer: Writer) -> None:
         dead = sum(1 for line in lines if line.startswith(DEAD_LETTERS + ","))
         marks = sum(1 for line in lines if is_change(line))
-        bad_readings = sum(1 for b in bad if not b.line.startswith(DEAD_LETTERS + ","))
+        bad_readings = sum(
+            1 for b in bad if not b.line.startswith(DEAD_LETTERS + ",") and not is_change(b.line)
+        )
         if bad:
             self._dead_letter(bad, writer)
         self.stats.add(
@@ -252,7 +254,7 @@ class Worker:
             writer = Writer(client, self.stats, self._stopping, self.settings.retry)
             while not self._stopping.wait(0.5):
                 for segment in self.spool.segments():
-                    lines = self.spool.read(segment)
+                    lines = self._remarked(self.spool.read(segment))
                     try:
                         bad = writer.write(lines)
                     except Stopped:
@@ -260,6 +262,12 @@ class Worker:
                     self._count_stored(lines, bad, writer)
                     self.spool.remove(segment)
                     self.stats.add(unspooled_batches=1)
+
+    def _remarked(self, lines: list[str]) -> list[str]:
+        """Spooled lines with their change marks derived again from the readings: segments
+        written before marks existed have none, and the stamps they hold may be long seen."""
+        data = [line for line in lines if not is_change(line)]
+        return data + change_lines(changes_of_lines(data, self.pipeline.measurements))
 
     def _dead_letter(self, bad: list[BadLine], writer: Writer) -> None:
         lines = []

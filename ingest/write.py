@@ -6,6 +6,7 @@
   write") or none (a field type conflict rejects the whole request), so the batch is split in
   halves and rewritten until each bad line stands alone. Rewriting is safe: a point with the same
   series and timestamp overwrites itself. The bad lines are returned for the dead-letter store.
+- Change marks at the end of the lines (ingest.changes) get a fresh stamp on every attempt.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 from citysense.errors import InfluxRejected, InfluxUnavailable
 from citysense.influx import InfluxClient
+from ingest.changes import restamp
 from ingest.retry import RetryPolicy, sleep
 from ingest.stats import Stats
 
@@ -56,7 +58,7 @@ class Writer:
         if not lines:
             return []
         try:
-            self._write_retrying("\n".join(lines).encode(), deadline)
+            self._write_retrying(lines, deadline)
         except InfluxRejected as exc:
             if exc.status != 400:
                 raise
@@ -66,12 +68,12 @@ class Writer:
             return self.write(lines[:half], deadline) + self.write(lines[half:], deadline)
         return []
 
-    def _write_retrying(self, body: bytes, deadline: float | None) -> None:
+    def _write_retrying(self, lines: list[str], deadline: float | None) -> None:
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                self._client.write(body)
+                self._client.write("\n".join(restamp(lines)).encode())
             except InfluxUnavailable as exc:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise GaveUp(str(exc)) from exc

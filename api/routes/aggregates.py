@@ -29,6 +29,7 @@ from api.tokens import Principal, Scope
 from api.windows import Window, fixed_grid
 from citysense.influx import AsyncInfluxClient, Series
 from device_profiles import FieldSpec, FieldType, Profile
+from device_profiles.changes import window_of
 
 router = APIRouter(tags=["aggregates"])
 # "<computed>/<cells>": how many of the answer's (window, group) cells InfluxDB had to compute.
@@ -182,9 +183,11 @@ class AggregateRequest:
     end: str | None = None
 
 
-def check(request: AggregateRequest, contract: Contract) -> None:
+def check(request: AggregateRequest, contract: Contract, settings: ApiSettings) -> None:
     """What can be checked of a question without asking InfluxDB; raises as `answer` would."""
     _validated(request, contract)
+    start_ns, end_ns = time_window(request.start, request.end)
+    window_list(request.every, request.tz, start_ns, end_ns, settings.api_history_max_points)
 
 
 def _validated(request: AggregateRequest, contract: Contract) -> tuple[FieldSpec, Value | None]:
@@ -251,7 +254,7 @@ async def answer(
         list(districts or await _stored_districts(influx, spec_profile)) if by_district else [None]
     )
     question = Question(spec_profile, field, agg, match, tuple(districts))
-    cells, computed = await _cells(
+    cells, as_of, computed = await _cells(
         influx,
         settings,
         cache,
@@ -262,12 +265,9 @@ async def answer(
         groups=groups,
     )
     if agg is q.Aggregate.RATE:
-        index = {w[0]: n for n, w in enumerate(windows)}
-        elapsed = min(end_ns, now_ns())
-        cells = {
-            key: (rate_per_hour(float(value), clipped[index[key[0]]], start_ns, elapsed), devices)
-            for key, (value, devices) in cells.items()
-        }
+        cells = _rates(
+            cells, as_of, windows=windows, clipped=clipped, start_ns=start_ns, end_ns=end_ns
+        )
     if match is not None:  # "0 lamps on" is an answer, not a missing row
         expected: list[str | None] = (
             [d for d in (districts or contract.districts) if contract.devices(profile, d)]
@@ -312,6 +312,27 @@ async def answer(
         rows=rows,
     )
     return body, f"{computed}/{len(windows) * len(groups)}"
+
+
+def _rates(
+    deltas: Cells,
+    as_of: dict[tuple[int, str | None], int],
+    *,
+    windows: list[Window],
+    clipped: list[Window],
+    start_ns: int,
+    end_ns: int,
+) -> Cells:
+    """Increases per hour over the part of each window the data covers: up to `end`, or up to
+    when the (kept) increase was computed. A window the data does not reach yet has no rate."""
+    index = {w[0]: n for n, w in enumerate(windows)}
+    rates: Cells = {}
+    for key, (delta, devices) in deltas.items():
+        window = clipped[index[key[0]]]
+        until = min(end_ns, as_of[key])
+        if min(window[1], until) - max(window[0], start_ns) > 0:
+            rates[key] = (rate_per_hour(float(delta), window, start_ns, until), devices)
+    return rates
 
 
 def _equals_param(agg: q.Aggregate, spec: FieldSpec, equals: str | None) -> Value | None:
@@ -374,18 +395,21 @@ async def _cells(
     clipped: list[Window],
     every_s: int | None,
     groups: list[str | None],
-) -> tuple[Cells, int]:
+) -> tuple[Cells, dict[tuple[int, str | None], int], int]:
     """The answer's cells, from the cache where their data has not changed, the rest from
     InfluxDB: per group, one computation spanning its first to its last stale window. Returns
-    the cells and how many were computed."""
+    the cells, the time each one's data is as of (ns), and how many were computed."""
     profile, counter = question.profile, question.agg.on_counter
     # A counter's increase in a window depends on the last reading before it, too.
     since = clipped[0][0] - (int(settings.api_latest_lookback * NS_PER_S) if counter else 0)
-    # Read before computing: a write landing meanwhile moves the signature, not the cell.
+    # Read before computing: a write landing meanwhile moves the signature, not the cell. From
+    # the start of the change window holding `since`: marks are stamped at their window's start.
+    read_at, as_of_ns = cache.now(), now_ns()
     marks = Marks.from_series(
-        await q.fetch(influx, q.changes(profile, since_ns=since, end_ns=clipped[-1][1]))
+        await q.fetch(influx, q.changes(profile, since_ns=window_of(since), end_ns=clipped[-1][1]))
     )
     cells: Cells = {}
+    as_of: dict[tuple[int, str | None], int] = {}
     signatures: dict[tuple[str | None, int], Signature] = {}
     stale: dict[str | None, list[int]] = defaultdict(list)
     for group in groups:
@@ -398,6 +422,7 @@ async def _cells(
                 stale[group].append(n)
             elif cell.value is not None:
                 cells[(windows[n][0], group)] = (cell.value, cell.devices)
+                as_of[(windows[n][0], group)] = cell.as_of_ns
     gate = asyncio.Semaphore(settings.api_query_concurrency)
 
     async def compute(group: str | None, lo: int, hi: int) -> Cells:
@@ -434,9 +459,10 @@ async def _cells(
             value = part.get((windows[n][0], group))
             if value is not None:
                 cells[(windows[n][0], group)] = value
-            cell = Cell(None, 0) if value is None else Cell(value[0], value[1])
-            cache.put(question.key(group, clipped[n]), cell, signatures[(group, n)])
-    return cells, sum(hi - lo for _, lo, hi in spans)
+                as_of[(windows[n][0], group)] = as_of_ns
+            cell = Cell(None, 0, as_of_ns) if value is None else Cell(*value, as_of_ns)
+            cache.put(question.key(group, clipped[n]), cell, signatures[(group, n)], read_at)
+    return cells, as_of, sum(hi - lo for _, lo, hi in spans)
 
 
 async def _gauges(

@@ -6,6 +6,7 @@ is a second app with nothing kept, asked the same question."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -192,6 +193,35 @@ async def test_the_default_window_is_whole_windows_so_it_is_kept(city: City) -> 
     assert computed == f"{total}/{total}"
     again, computed = await ask(city.api, **question)
     assert (again, computed) == (first, f"0/{total}")
+    assert first == await from_scratch(city, **question)
+    now_ms = time.time_ns() // 1_000_000
+    city.send("water_pipe", "WP-C2", [{"ts": now_ms, "pressure": 950.0}])
+    city.wait_stored("water_pipe", 96 * len(PIPES) + 1)
+    latest, computed = await ask(city.api, **question)
+    assert computed == f"1/{total}"  # South, the current 15 minutes
+    assert latest == await from_scratch(city, **question)
+    assert max(r["value"] for r in latest if r["district"] == "South") == 950.0
+
+
+async def test_a_start_inside_a_change_window_still_sees_its_late_readings(city: City) -> None:
+    day = yesterday()
+    question = {
+        "profile": "water_pipe",
+        "field": "pressure",
+        "agg": "max",
+        "every": "1h",
+        "start": rfc3339(day + 7 * 60 * S),
+        "end": rfc3339(day + 3 * H),
+    }
+    first, computed = await ask(city.api, **question)
+    assert computed == "6/6"
+    late = (day + 8 * 60 * S) // 1_000_000  # after start, inside the change window 00:00-00:15
+    city.send("water_pipe", "WP-C1", [{"ts": late, "pressure": 990.0}])
+    city.wait_stored("water_pipe", 96 * len(PIPES) + 1)
+    again, computed = await ask(city.api, **question)
+    assert computed == "1/6"
+    assert again[0] == {**first[0], "value": 990.0}
+    assert again == await from_scratch(city, **question)
 
 
 async def test_a_warmed_question_is_kept_before_anyone_asks(city: City) -> None:

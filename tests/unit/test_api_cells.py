@@ -43,7 +43,7 @@ class Clock:
 def test_a_cell_is_served_while_its_signature_holds_or_it_is_fresh() -> None:
     clock = Clock()
     cache = CellCache(max_cells=10, max_staleness=30.0, clock=clock)
-    cache.put("k", Cell(1.5, 3), (5, 1))
+    cache.put("k", Cell(1.5, 3), (5, 1), clock.now)
     assert cache.get("k", (5, 1)) == Cell(1.5, 3)
     clock.now = 29.0
     assert cache.get("k", (6, 2)) == Cell(1.5, 3)  # changed, but younger than max_staleness
@@ -55,17 +55,35 @@ def test_a_cell_is_served_while_its_signature_holds_or_it_is_fresh() -> None:
 
 def test_no_staleness_means_every_change_is_recomputed() -> None:
     cache = CellCache(max_cells=10, max_staleness=0.0, clock=Clock())
-    cache.put("k", Cell(None, 0), (0, 0))
+    cache.put("k", Cell(None, 0), (0, 0), 0.0)
     assert cache.get("k", (0, 0)) == Cell(None, 0)
     assert cache.get("k", (1, 1)) is None
 
 
 def test_the_least_recently_used_cell_goes_first() -> None:
     cache = CellCache(max_cells=2, max_staleness=0.0, clock=Clock())
-    cache.put("a", Cell(1, 1), (0, 0))
-    cache.put("b", Cell(2, 1), (0, 0))
+    cache.put("a", Cell(1, 1), (0, 0), 0.0)
+    cache.put("b", Cell(2, 1), (0, 0), 0.0)
     assert cache.get("a", (0, 0)) is not None
-    cache.put("c", Cell(3, 1), (0, 0))
+    cache.put("c", Cell(3, 1), (0, 0), 0.0)
     assert len(cache) == 2
     assert cache.get("b", (0, 0)) is None
     assert cache.get("a", (0, 0)) == Cell(1, 1)
+
+
+def test_staleness_counts_from_when_the_marks_were_read() -> None:
+    clock = Clock()
+    cache = CellCache(max_cells=10, max_staleness=30.0, clock=clock)
+    clock.now = 100.0  # the computation took 20 s after its marks were read at 80
+    cache.put("k", Cell(1.0, 1), (5, 1), read_at=80.0)
+    clock.now = 109.0
+    assert cache.get("k", (6, 2)) == Cell(1.0, 1)
+    clock.now = 110.0
+    assert cache.get("k", (6, 2)) is None
+
+
+def test_a_slow_older_computation_does_not_replace_a_newer_cell() -> None:
+    cache = CellCache(max_cells=10, max_staleness=0.0, clock=Clock())
+    cache.put("k", Cell(2.0, 1), (9, 2), read_at=50.0)
+    cache.put("k", Cell(1.0, 1), (5, 1), read_at=40.0)  # started earlier, finished later
+    assert cache.get("k", (9, 2)) == Cell(2.0, 1)

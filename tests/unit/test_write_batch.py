@@ -11,6 +11,7 @@ import pytest
 from citysense.errors import InfluxRejected
 from citysense.influx import InfluxClient, InfluxConfig
 from ingest.batch import Batcher, Pending
+from ingest.changes import change_lines
 from ingest.retry import RetryPolicy
 from ingest.stats import Stats
 from ingest.write import Stopped, Writer
@@ -173,3 +174,19 @@ def test_rejected_status_tree() -> None:
     with pytest.raises(InfluxRejected) as info:
         client.query("SHOW DATABASES")
     assert info.value.status == 404
+
+
+def test_every_attempt_sends_fresh_change_stamps() -> None:
+    # A retry after a timeout that InfluxDB did apply must not put back a stamp that a reader
+    # may have seen before another writer's mark replaced it.
+    fake = FakeInflux([(503, {}), (503, {})])
+    writer, _ = make_writer(fake)
+    lines = [
+        "water_pipe,device_id=D,district=N pressure=1.0 5",
+        *change_lines({("water_pipe", "N", 0)}),
+    ]
+    assert writer.write(lines) == []
+    stamps = [body.splitlines()[1].rsplit(" ", 2)[1] for body in fake.bodies]
+    assert len(stamps) == 3
+    assert len(set(stamps)) == 3
+    assert all(body.splitlines()[0] == lines[0] for body in fake.bodies)

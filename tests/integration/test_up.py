@@ -1,0 +1,89 @@
+"""`citysense up`, the README's first command, as a newcomer runs it: servers, ingest, API and a
+simulated city come up; the printed token reads live devices and a kept aggregate; Ctrl-C stops
+every process it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from citysense.process import die_with_parent
+from citysense.servers import free_port
+from citysense.up import ENERGY_PER_DAY
+from tests.support import children, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
+    api_port, metrics_port = free_port(), free_port()
+    args = [
+        "--home", str(tmp_path / "home"), "--mqtt-port", str(free_port()),
+        "--influx-port", str(free_port()), "--api-port", str(api_port),
+        "--metrics-port", str(metrics_port), "--devices", "60", "--rate", "30",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "citysense.cli", "up", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(up.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        token = wait_for(lambda: _token("".join(output)), 120, 0.2, "the banner's API token")
+        started = children(up.pid)
+        assert len(started) >= 5  # broker, InfluxDB, ingest, API, simulator
+        api = httpx.Client(
+            base_url=f"http://127.0.0.1:{api_port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert httpx.get(f"http://127.0.0.1:{api_port}/devices").status_code == 401
+
+        def reporting() -> int:
+            body: dict[str, Any] = api.get("/devices", params={"status": "on_time"}).json()
+            return int(body["total"])
+
+        wait_for(lambda: reporting() >= 30, 60, 0.5, "simulated devices reporting")
+        # One of the questions `up` keeps warm ...
+        energy = api.get(f"/aggregates?{ENERGY_PER_DAY}")
+        assert energy.status_code == 200, energy.text
+        # ... and a question nobody asked yet, computed now from the readings stored so far.
+        pressure = api.get("/aggregates?profile=water_pipe&field=pressure&every=15m")
+        assert pressure.status_code == 200, pressure.text
+        assert any(row["value"] is not None for row in pressure.json()["rows"])
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert re.search(r"^citysense_ingest_readings_stored_total [1-9]", metrics, re.M)
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+        reader.join(10)
+    assert code == 0, "".join(output)[-3000:]
+    for pid in started:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} outlived up"
+
+
+def _token(text: str) -> str | None:
+    match = re.search(r"API token\s+(cst_\S+)", text)
+    return match.group(1) if match else None
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
