@@ -8,7 +8,7 @@ of it to routes, so routes never touch `app.state` (untyped) themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -20,6 +20,9 @@ from api.settings import ApiSettings
 from api.tokens import ANONYMOUS, Principal, hash_token
 from citysense.influx import AsyncInfluxClient
 
+if TYPE_CHECKING:  # api.warm answers through the routes, which import this module
+    from api.warm import Warmer
+
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
@@ -30,6 +33,7 @@ class Runtime:
     tokens: dict[str, Principal] | None
     live: Live
     cells: CellCache
+    warmer: Warmer
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -92,7 +92,13 @@ def create_app(
             raise
         warmer = Warmer(questions, settings=config, contract=contract, influx=influx, cache=cells)
         app.state.runtime = Runtime(
-            settings=config, contract=contract, influx=influx, tokens=tokens, live=live, cells=cells
+            settings=config,
+            contract=contract,
+            influx=influx,
+            tokens=tokens,
+            live=live,
+            cells=cells,
+            warmer=warmer,
         )
         logger.info(
             "serving %d devices of %d profiles in %d districts; InfluxDB %s, database %s",

@@ -34,6 +34,10 @@ class ApiSettings(CommonSettings):
     # Aggregates kept computed in the background (api.warm): GET /aggregates query strings,
     # separated by ";".
     api_aggregate_warm: str = ""
+    # Questions clients ask over the default (moving) window are kept warm too, at most this
+    # many, each until nobody asked it for `warm_recent_for` seconds (0: none).
+    api_aggregate_warm_recent: int = Field(default=50, ge=0)
+    api_aggregate_warm_recent_for: float = Field(default=600.0, gt=0)
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException
@@ -24,13 +26,13 @@ from api.cells import CellCache
 from api.contract import Contract
 from api.routes.aggregates import AggregateRequest, answer, check
 from api.settings import ApiSettings
-from api.tokens import ANONYMOUS
+from api.tokens import ANONYMOUS, Principal
 from citysense.errors import ConfigError, InfluxError
 from citysense.influx import AsyncInfluxClient
 
 log = logging.getLogger(__name__)
 
-MIN_INTERVAL_S = 5.0
+MIN_INTERVAL_S = 1.0
 _TEXT = ("profile", "field", "equals", "every", "tz", "district", "start", "end")
 
 
@@ -76,7 +78,16 @@ def _message(exc: RequestValidationError) -> str:
     return "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors())
 
 
+Asked = tuple[AggregateRequest, Principal]
+
+
 class Warmer:
+    """Keeps two kinds of questions computed: the operator's (from the setting, city-wide), and
+    those clients asked recently over the default, moving window (a dashboard polling), each
+    with the principal that asked it, until nobody has asked it for `warm_recent_for` seconds.
+    Only cells whose data changed are computed again each round, so a polled question costs
+    InfluxDB what its clients' requests would have cost, off their request path."""
+
     def __init__(
         self,
         questions: list[AggregateRequest],
@@ -85,17 +96,42 @@ class Warmer:
         contract: Contract,
         influx: AsyncInfluxClient,
         cache: CellCache,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.questions = questions
+        self.questions: list[Asked] = [(q, ANONYMOUS) for q in questions]
         self.interval = max(settings.api_aggregate_max_staleness, MIN_INTERVAL_S)
+        self.rounds = 0
+        self._recent: OrderedDict[Asked, float] = OrderedDict()
+        self._recent_max = settings.api_aggregate_warm_recent
+        self._recent_for = settings.api_aggregate_warm_recent_for
+        self._clock = clock
         self._settings = settings
         self._contract = contract
         self._influx = influx
         self._cache = cache
         self._task: asyncio.Task[None] | None = None
 
+    def note(self, request: AggregateRequest, principal: Principal) -> None:
+        """`principal` just asked `request`: keep it warm if its window moves with time."""
+        if self._recent_max == 0 or request.start is not None or request.end is not None:
+            return
+        asked = (request, principal)
+        if asked in self.questions:
+            return
+        self._recent[asked] = self._clock()
+        self._recent.move_to_end(asked)
+        while len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+
+    def due(self) -> list[Asked]:
+        """The questions of the next round: the operator's, then those asked recently."""
+        horizon = self._clock() - self._recent_for
+        while self._recent and next(iter(self._recent.values())) < horizon:
+            self._recent.popitem(last=False)
+        return self.questions + list(self._recent)
+
     def start(self) -> None:
-        if self.questions:
+        if self.questions or self._recent_max:
             self._task = asyncio.create_task(self._run(), name="citysense-warm")
 
     async def stop(self) -> None:
@@ -104,13 +140,14 @@ class Warmer:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def warm_once(self) -> int:
-        """Answer every question once; how many were answered."""
+        """Answer every due question once; how many were answered."""
         answered = 0
-        for question in self.questions:
+        for question, principal in self.due():
+            what = f"{question.profile}.{question.field}"
             try:
                 await answer(
                     question,
-                    principal=ANONYMOUS,
+                    principal=principal,
                     contract=self._contract,
                     influx=self._influx,
                     settings=self._settings,
@@ -119,12 +156,13 @@ class Warmer:
                 answered += 1
             except InfluxError as exc:
                 # InfluxDB down or slow: the next round tries again; health reports the outage.
-                log.warning("could not warm %s.%s: %s", question.profile, question.field, exc)
+                log.warning("could not warm %s: %s", what, exc)
             except (HTTPException, RequestValidationError) as exc:  # checked at start
                 detail = exc.detail if isinstance(exc, HTTPException) else _message(exc)
-                log.error("cannot warm %s.%s: %s", question.profile, question.field, detail)
+                log.error("cannot warm %s: %s", what, detail)
             except Exception:  # a bug must not end warming silently for good
-                log.exception("warming %s.%s failed", question.profile, question.field)
+                log.exception("warming %s failed", what)
+        self.rounds += 1
         return answered
 
     async def _run(self) -> None:

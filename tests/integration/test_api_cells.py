@@ -78,7 +78,12 @@ async def city(
     )
     ingest.start()
     settings = api_settings(servers, influx, tmp_path).model_copy(
-        update={"registry": registry, "api_aggregate_max_staleness": 0.0}
+        # Nothing warmed behind the tests' backs unless a test asks for it.
+        update={
+            "registry": registry,
+            "api_aggregate_max_staleness": 0.0,
+            "api_aggregate_warm_recent": 0,
+        }
     )
     publisher = servers.mosquitto.url("citysense-simulator")
     city = City(httpx.AsyncClient(), settings, TopicLayout(topic_root), publisher, influx)
@@ -245,6 +250,24 @@ async def test_a_warmed_question_is_kept_before_anyone_asks(city: City) -> None:
         rows, computed = await ask(api, **question)
         assert computed == "0/48"
         assert rows == await from_scratch(city, **question)
+
+
+async def test_a_question_clients_keep_asking_is_kept_warm(city: City) -> None:
+    settings = city.settings.model_copy(update={"api_aggregate_warm_recent": 10})
+    app = create_app(settings)
+    question = {"profile": "water_pipe", "field": "pressure", "agg": "max", "every": "15m"}
+    async with running(app) as api:
+        warmer = app.state.runtime.warmer
+        _, computed = await ask(api, **question)
+        assert computed.split("/")[0] == computed.split("/")[1]
+        city.send("water_pipe", "WP-C0", [{"ts": time.time_ns() // 1_000_000, "pressure": 970.0}])
+        city.wait_stored("water_pipe", 96 * len(PIPES) + 1)
+        rounds = warmer.rounds
+        await wait_async(lambda: warmer.rounds >= rounds + 2, "two warming rounds")
+        latest, computed = await ask(api, **question)
+        assert computed.startswith("0/")  # the warmer computed the current window already
+        assert max(r["value"] for r in latest if r["district"] == "North") == 970.0
+        assert latest == await from_scratch(city, **question)
 
 
 async def test_a_warm_question_the_contract_cannot_answer_stops_the_start(city: City) -> None:

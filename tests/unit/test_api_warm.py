@@ -9,7 +9,8 @@ from api import query as q
 from api.contract import Contract
 from api.routes.aggregates import AggregateRequest
 from api.settings import ApiSettings
-from api.warm import parse_questions
+from api.tokens import ANONYMOUS, Principal, Scope
+from api.warm import Warmer, parse_questions
 from citysense.errors import ConfigError
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 
@@ -58,3 +59,42 @@ def test_a_question_that_cannot_be_asked_stops_the_start(text: str, message: str
     with pytest.raises(ConfigError, match="question 2") as caught:
         parse_questions(f"profile=water_pipe&field=pressure; {text}", CONTRACT, SETTINGS)
     assert message in str(caught.value)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_questions_over_the_moving_window_are_warmed_while_asked() -> None:
+    clock = Clock()
+    settings = SETTINGS.model_copy(
+        update={"api_aggregate_warm_recent": 2, "api_aggregate_warm_recent_for": 600.0}
+    )
+    configured = AggregateRequest(profile="water_pipe", field="pressure")
+    warmer = Warmer(
+        [configured],
+        settings=settings,
+        contract=CONTRACT,
+        influx=None,
+        cache=None,
+        clock=clock,  # type: ignore[arg-type]
+    )
+    dept = Principal(name="water", scope=Scope.DEPARTMENT, profiles=frozenset({"water_pipe"}))
+    daily = AggregateRequest(profile="water_pipe", field="pressure", every="day")
+    fixed = AggregateRequest(profile="water_pipe", field="pressure", start="2026-01-01T00:00:00Z")
+    warmer.note(daily, dept)
+    warmer.note(fixed, dept)  # a fixed window does not move: nothing to keep refreshing
+    warmer.note(configured, ANONYMOUS)  # already the operator's
+    assert warmer.due() == [(configured, ANONYMOUS), (daily, dept)]
+    clock.now = 300.0
+    hourly = AggregateRequest(profile="water_pipe", field="pressure", every="1h")
+    lamps = AggregateRequest(profile="streetlight", field="powerConsumption")
+    warmer.note(hourly, dept)
+    warmer.note(lamps, dept)  # a third recent question: the least recently asked goes
+    assert warmer.due()[1:] == [(hourly, dept), (lamps, dept)]
+    clock.now = 901.0  # not asked for 601 s
+    assert warmer.due() == [(configured, ANONYMOUS)]
