@@ -32,6 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="run N workers on a shared subscription, restarting any that die",
     )
+    parser.add_argument(
+        "--retire",
+        action="store_true",
+        help="take this client id out of its shared subscription for good: store what the broker "
+        "queued for it, then end its session (scaling down; same --client-id and --share-group)",
+    )
+    parser.add_argument(
+        "--retire-idle",
+        type=float,
+        default=5.0,
+        help="with --retire: seconds without a message that mean the queue is delivered",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -58,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     except ContractError as exc:
         log.error("refusing to start: invalid device profiles or registry:\n%s", exc)
         return 2
-    worker = Worker(settings, profiles, registry)
+    worker = Worker(settings, profiles, registry, retire=args.retire)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -76,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
         settings.influx_db,
     )
     worker.start()
+    if args.retire:
+        return _retire(worker, stop, args.retire_idle)
     stop.wait()
     clean = worker.stop()
     log.info(
@@ -84,3 +98,26 @@ def main(args: argparse.Namespace) -> int:
         orjson.dumps(worker.stats.snapshot()).decode(),
     )
     return 0 if clean else 1
+
+
+def _retire(worker: Worker, stop: threading.Event, idle: float) -> int:
+    client_id = worker.settings.client_id
+    log.info("retiring %s: storing what the broker queued for it", client_id)
+    while not stop.wait(0.5):
+        if worker.drained(idle):
+            break
+    if stop.is_set():
+        worker.stop()
+        log.warning("retiring %s interrupted; its session is kept, run --retire again", client_id)
+        return 1
+    clean = worker.stop(end_session=True)
+    stats = worker.stats.snapshot()
+    if not clean:
+        log.error("retiring %s: the drain did not finish; its session is kept", client_id)
+        return 1
+    log.info(
+        "retired %s: %s messages stored from its queue, session ended",
+        client_id,
+        stats.get("messages_acked", 0),
+    )
+    return 0

@@ -4,12 +4,18 @@ MQTT 5, clean start off and a session expiry, so the broker keeps our subscripti
 unacknowledged message while we are away; Receive Maximum tells it how many we may hold
 unacknowledged (the batch being filled plus the one being written). paho reconnects with backoff
 by itself in its loop thread; we resubscribe on every connect. paho's errors are translated here.
+
+Retiring (a worker slot taken out of a shared subscription for good): connect under the slot's
+client id, unsubscribe at once — Mosquitto then deals the group's new messages to the other
+members but still delivers what it had queued for this session — and, once that is stored and
+acknowledged, disconnect with a session expiry of 0 so that the broker forgets the session.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,8 +46,12 @@ class Consumer:
         on_received: Handler,
         on_session: Callable[[bool], None],
         clock: Callable[[], int],
+        retire: bool = False,
     ) -> None:
         self._url = url
+        self._retire = retire
+        self.unsubscribed = threading.Event()
+        self.last_message = time.monotonic()
         self._subscription = subscription
         self._on_received = on_received
         self._on_session = on_session
@@ -61,6 +71,7 @@ class Consumer:
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
         self._client.on_subscribe = self._subscribed
+        self._client.on_unsubscribe = self._unsubscribed
         self._client.on_message = self._message
 
     def start(self) -> None:
@@ -82,9 +93,14 @@ class Consumer:
         """Fire and forget (QoS 0); used for the state feed, never for data."""
         self._client.publish(topic, payload, qos=0)
 
-    def stop(self) -> None:
-        """Disconnect after the acknowledgements already queued (paho sends in order)."""
-        self._client.disconnect()
+    def stop(self, *, end_session: bool = False) -> None:
+        """Disconnect after the acknowledgements already queued (paho sends in order); with
+        `end_session`, the broker discards our session (and subscription) at once."""
+        props = None
+        if end_session:
+            props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+        self._client.disconnect(properties=props)
         self._client.loop_stop()
 
     # --- paho callbacks (paho's network thread) --------------------------------------------
@@ -105,9 +121,12 @@ class Consumer:
             "connected to %s (session present: %s)", self._url.redacted(), flags.session_present
         )
         self._on_session(flags.session_present)
-        result, _mid = client.subscribe(self._subscription, qos=1)
+        if self._retire:
+            result, _mid = client.unsubscribe(self._subscription)
+        else:
+            result, _mid = client.subscribe(self._subscription, qos=1)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            log.error("subscribe to %s failed: %s", self._subscription, result)
+            log.error("(un)subscribe %s failed: %s", self._subscription, result)
 
     def _subscribed(
         self,
@@ -122,6 +141,21 @@ class Consumer:
             return
         log.info("subscribed to %s", self._subscription)
         self.subscribed.set()
+
+    def _unsubscribed(
+        self,
+        _c: mqtt.Client,
+        _ud: Any,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _props: Properties | None,
+    ) -> None:
+        # "No subscription existed" is fine: the session had none left (or never had one).
+        log.info(
+            "unsubscribed from %s (%s): taking only what is queued", self._subscription, reasons
+        )
+        self.last_message = time.monotonic()
+        self.unsubscribed.set()
 
     def _disconnected(
         self,
@@ -142,4 +176,5 @@ class Consumer:
             # MQTT requires UTF-8 topics; keep the message anyway, it becomes a bad_topic letter.
             topic = message._topic.decode("utf-8", "replace")
         payload = bytes(message.payload)
+        self.last_message = time.monotonic()
         self._on_received(Received(topic, payload, message.mid, message.qos, self._clock()))

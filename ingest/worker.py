@@ -48,8 +48,10 @@ class Worker:
         *,
         variants: Mapping[tuple[str, str], Variant] | None = None,
         influx_transport: httpx.BaseTransport | None = None,
+        retire: bool = False,
     ) -> None:
         self.settings = settings
+        self.retiring = retire
         self.stats = Stats()
         self.batcher = Batcher(settings.batch_size, settings.flush_interval)
         self.pipeline = Pipeline(
@@ -79,6 +81,7 @@ class Worker:
             on_received=self._on_received,
             on_session=self._on_session,
             clock=time.time_ns,
+            retire=retire,
         )
         self._writer_thread = threading.Thread(
             target=self._write_loop, name="citysense-writer", daemon=True
@@ -119,14 +122,28 @@ class Worker:
         self.consumer.start()
 
     def ready(self) -> bool:
-        return self.consumer.subscribed.is_set() and self.influx_reachable()
+        taking = self.consumer.unsubscribed if self.retiring else self.consumer.subscribed
+        return taking.is_set() and self.influx_reachable()
+
+    def drained(self, idle: float) -> bool:
+        """Retiring: the session's queue delivered (nothing for `idle` seconds), and everything
+        taken stored and acknowledged — the spool included, which belongs to this client id."""
+        return (
+            self.consumer.unsubscribed.is_set()
+            and time.monotonic() - self.consumer.last_message >= idle
+            and not self.batcher.buffered_lines()
+            and not self.batcher.held_messages()
+            and not self._writing_since
+            and (self.spool is None or not self.spool.segments())
+        )
 
     def influx_reachable(self) -> bool:
         with InfluxClient(self.settings.influx) as probe:
             return probe.ping()
 
-    def stop(self) -> bool:
-        """Drain: stop taking messages, write and ack what is held, disconnect. True if clean."""
+    def stop(self, *, end_session: bool = False) -> bool:
+        """Drain: stop taking messages, write and ack what is held, disconnect. True if clean.
+        `end_session` (retiring) has the broker discard the session, only if the drain was."""
         self._intake.clear()
         self.batcher.close()
         self._writer_thread.join(self.settings.drain_timeout)
@@ -142,7 +159,7 @@ class Worker:
         self._stopping.set()  # the unspooler leaves what it has not written for next time
         if self._unspool_thread.is_alive():
             self._unspool_thread.join(5.0)
-        self.consumer.stop()
+        self.consumer.stop(end_session=end_session and clean)
         if self._observe is not None:
             self._observe.stop()
         self.influx.close()
