@@ -1,13 +1,13 @@
 """Change marks: how ingest tells readers of InfluxDB which windows of data have changed.
 
-Every write of readings carries, in the same request, one mark per (profile, district, 15-minute
-window) it wrote into: a point of measurement `citysense_changes`, tags `profile` (the profile's
-measurement) and `district`, timestamped at the window's start, with one integer field `stamp`
-drawn at random per write. A later write into the same window overwrites the mark with another
-stamp, so the sum of the stamps over a range of windows changes whenever any of them was written
-again: the API compares that sum with the one it saw when it computed an aggregate, and
-recomputes only the windows whose sum moved (late readings, replayed dead letters, spooled
-batches written after an outage).
+Every write of readings is followed, before its messages are acknowledged, by one mark per
+(profile, district, 15-minute window) it wrote into: a point of measurement `citysense_changes`,
+tags `profile` (the profile's measurement) and `district`, timestamped at the window's start,
+with one integer field `stamp` drawn at random per send. A later write into the same window
+overwrites the mark with another stamp, so the sum of the stamps over a range of windows changes
+whenever any of them was written again: the API compares that sum with the one it saw when it
+computed an aggregate, and recomputes only the windows whose sum moved (late readings, replayed
+dead letters, spooled batches written after an outage).
 
 Fifteen minutes because every time zone's offset is a multiple of it: an hour, a day, a week or
 a month in any zone is a whole number of these windows.

@@ -42,19 +42,25 @@ def is_change(line_text: str) -> bool:
     return line_text.startswith(_PREFIX)
 
 
-def restamp(lines: list[str]) -> list[str]:
-    """`lines` with the marks at their end given one fresh stamp."""
+def split_marks(lines: list[str]) -> tuple[list[str], list[str]]:
+    """The lines before the marks at their end, and those marks."""
     first = len(lines)
     while first and is_change(lines[first - 1]):
         first -= 1
-    if first == len(lines):
+    return lines[:first], lines[first:]
+
+
+def restamp(lines: list[str]) -> list[str]:
+    """`lines` with the marks at their end given one fresh stamp."""
+    data, marks = split_marks(lines)
+    if not marks:
         return lines
     stamp = random.getrandbits(STAMP_BITS)
-    marks = []
-    for mark in lines[first:]:
+    fresh = []
+    for mark in marks:
         series, _stamp, time_ns = mark.rsplit(" ", 2)
-        marks.append(f"{series} stamp={stamp}i {time_ns}")
-    return lines[:first] + marks
+        fresh.append(f"{series} stamp={stamp}i {time_ns}")
+    return data + fresh
 
 
 def changes_of_lines(lines: Iterable[str], measurements: Iterable[str]) -> set[Change]:

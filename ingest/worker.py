@@ -222,8 +222,9 @@ class Worker:
     def _store(self, batch: Batch) -> None:
         self._writing_since = batch.oldest
         spooled = False
-        # The change marks travel in the same request as the readings (and into the spool with
-        # them), so no reader sees new data in a window without its mark having moved.
+        # The change marks travel with the readings (the writer sends them right after the
+        # readings are stored, and they go into the spool together): no batch is acknowledged
+        # before the marks of its windows have moved.
         lines = batch.lines + change_lines(batch.changes)
         try:
             bad = self.writer.write(lines, self._spill_deadline())

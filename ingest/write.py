@@ -6,7 +6,10 @@
   write") or none (a field type conflict rejects the whole request), so the batch is split in
   halves and rewritten until each bad line stands alone. Rewriting is safe: a point with the same
   series and timestamp overwrites itself. The bad lines are returned for the dead-letter store.
-- Change marks at the end of the lines (ingest.changes) get a fresh stamp on every attempt.
+- Change marks at the end of the lines (ingest.changes) are sent in a request of their own once
+  the readings before them are stored — InfluxDB does not make a request's points visible all at
+  once, and a reader must never see a mark before its readings — with a fresh stamp on every
+  attempt.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 from citysense.errors import InfluxRejected, InfluxUnavailable
 from citysense.influx import InfluxClient
-from ingest.changes import restamp
+from ingest.changes import restamp, split_marks
 from ingest.retry import RetryPolicy, sleep
 from ingest.stats import Stats
 
@@ -55,6 +58,11 @@ class Writer:
     def write(self, lines: list[str], deadline: float | None = None) -> list[BadLine]:
         """Store `lines`; return those InfluxDB refuses. Raises Stopped if told to stop first,
         GaveUp if still failing at `deadline` (time.monotonic())."""
+        data, marks = split_marks(lines)
+        bad = self._write(data, deadline)
+        return bad + self._write(marks, deadline)
+
+    def _write(self, lines: list[str], deadline: float | None) -> list[BadLine]:
         if not lines:
             return []
         try:
@@ -65,7 +73,7 @@ class Writer:
             if len(lines) == 1:
                 return [BadLine(lines[0], str(exc))]
             half = len(lines) // 2
-            return self.write(lines[:half], deadline) + self.write(lines[half:], deadline)
+            return self._write(lines[:half], deadline) + self._write(lines[half:], deadline)
         return []
 
     def _write_retrying(self, lines: list[str], deadline: float | None) -> None:
