@@ -10,7 +10,6 @@ has already seen and hide the writes made in between.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Iterable
 
 from device_profiles.changes import MEASUREMENT, STAMP_BITS, window_of
@@ -20,9 +19,6 @@ from ingest.stages import Enriched
 Change = tuple[str, str, int]  # measurement, district, window start (ns)
 
 _PREFIX = MEASUREMENT + ","
-_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
-_UNESCAPED_EQUALS = re.compile(r"(?<!\\)=")
-_UNESCAPE = re.compile(r"\\([ ,=])")
 
 
 def changes_of(readings: Iterable[Enriched]) -> set[Change]:
@@ -61,39 +57,3 @@ def restamp(lines: list[str]) -> list[str]:
         series, _stamp, time_ns = mark.rsplit(" ", 2)
         fresh.append(f"{series} stamp={stamp}i {time_ns}")
     return data + fresh
-
-
-def changes_of_lines(lines: Iterable[str], measurements: Iterable[str]) -> set[Change]:
-    """The changes behind lines of readings of `measurements` (others are skipped): for lines
-    read back from the spool, which may predate marks or carry old stamps."""
-    wanted = set(measurements)
-    changes = set()
-    for text in lines:
-        series, _, rest = _split_series(text)
-        parts = _UNESCAPED_COMMA.split(series)
-        measurement = _UNESCAPE.sub(r"\1", parts[0])
-        if measurement not in wanted:
-            continue
-        tags = dict(_tag(part) for part in parts[1:])
-        time_ns = rest.rsplit(" ", 1)[-1]
-        if "district" in tags and time_ns.isdigit():
-            changes.add((measurement, tags["district"], window_of(int(time_ns))))
-    return changes
-
-
-def _split_series(text: str) -> tuple[str, str, str]:
-    """The series part (measurement and tags) ends at the first unescaped space."""
-    at = 0
-    while True:
-        at = text.find(" ", at)
-        if at <= 0 or text[at - 1] != "\\":
-            break
-        at += 1
-    return (text, "", "") if at < 0 else (text[:at], " ", text[at + 1 :])
-
-
-def _tag(part: str) -> tuple[str, str]:
-    pieces = _UNESCAPED_EQUALS.split(part, maxsplit=1)
-    if len(pieces) != 2:
-        return "", ""
-    return _UNESCAPE.sub(r"\1", pieces[0]), _UNESCAPE.sub(r"\1", pieces[1])

@@ -20,11 +20,12 @@ from citysense.errors import InfluxError
 from citysense.influx import InfluxClient
 from device_profiles import Profile, Registry, Variant
 from ingest.batch import Batch, Batcher, Pending
-from ingest.changes import change_lines, changes_of, changes_of_lines, is_change
+from ingest.changes import change_lines, changes_of, is_change
 from ingest.consume import Consumer
 from ingest.deadletter import MEASUREMENT as DEAD_LETTERS
 from ingest.deadletter import DeadLetterEncoder
 from ingest.dedupe import Seen
+from ingest.encode import parse_line
 from ingest.observe import ObserveServer
 from ingest.pipeline import Pipeline
 from ingest.reasons import Reason
@@ -272,20 +273,26 @@ class Worker:
             writer = Writer(client, self.stats, self._stopping, self.settings.retry)
             while not self._stopping.wait(0.5):
                 for segment in self.spool.segments():
-                    lines = self._remarked(self.spool.read(segment))
+                    lines, readings = self._read_back(self.spool.read(segment))
                     try:
                         bad = writer.write(lines)
                     except Stopped:
                         return  # still on disk: written by the next start
                     self._count_stored(lines, bad, writer)
+                    if self.settings.state_feed:
+                        refused = {b.line for b in bad}
+                        self._announce([r for r, line in readings if line not in refused])
                     self.spool.remove(segment)
                     self.stats.add(unspooled_batches=1)
 
-    def _remarked(self, lines: list[str]) -> list[str]:
-        """Spooled lines with their change marks derived again from the readings: segments
-        written before marks existed have none, and the stamps they hold may be long seen."""
+    def _read_back(self, lines: list[str]) -> tuple[list[str], list[tuple[Enriched, str]]]:
+        """A spooled segment's lines, with change marks derived again from its readings
+        (segments written before marks existed have none, and the stamps they hold may be long
+        seen), and its readings with their lines, for the state feed once they are stored."""
         data = [line for line in lines if not is_change(line)]
-        return data + change_lines(changes_of_lines(data, self.pipeline.measurements))
+        measurements = set(self.pipeline.measurements)
+        readings = [(r, line) for line in data if (r := parse_line(line, measurements)) is not None]
+        return data + change_lines(changes_of(r for r, _ in readings)), readings
 
     def _dead_letter(self, bad: list[BadLine], writer: Writer) -> None:
         lines = []

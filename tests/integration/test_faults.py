@@ -28,6 +28,7 @@ from tests.support import (
     peak_rss_mb,
     publish,
     rows,
+    subscriber,
     wait_for,
 )
 
@@ -136,6 +137,15 @@ def test_2_influxdb_down_60s_mid_stream(
         tmp_path / "i.log",
     )
     ingest.start()
+    # What the API's live state hears: every stored reading, the spooled ones when written.
+    announced: set[tuple[str, int]] = set()
+
+    def heard(payload: bytes) -> None:
+        announced.update((r["device_id"], r["time"]) for r in orjson.loads(payload)["readings"])
+
+    feed = subscriber(
+        private_servers.mosquitto.url("citysense-api"), f"{topic_root}/_ingested/#", heard
+    )
     stream = Stream(
         private_servers.mosquitto.url("citysense-simulator"), messages, rate=120
     )  # ~67 s
@@ -152,6 +162,9 @@ def test_2_influxdb_down_60s_mid_stream(
     assert peak < MEMORY_BOUND_MB
     assert ingest.terminate() == 0
     assert_exactly(influx, expected)
+    wait_for(lambda: len(announced) >= len(expected), 10, what="every reading announced")
+    feed.disconnect()
+    assert announced == set(expected)
 
 
 def test_3_mosquitto_restart_mid_stream(

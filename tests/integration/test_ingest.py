@@ -450,3 +450,41 @@ def test_second_vendor_lands_canonically(
     names = {row[0] for s in fields[0] for row in s.values}
     assert names <= set(load_profiles()["streetlight"].fields)  # no vendor name ever stored
     assert count(influx, "dead_letters") == 0
+
+
+def test_a_district_name_with_a_space_is_stored_whole(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
+) -> None:
+    # The registry allows spaces in district names; the encoder once cut the series at the
+    # escaped space and stored the fields inside a garbled district tag.
+    registry = tmp_path / "registry.csv"
+    registry.write_text(
+        "device_id,profile,district,latitude,longitude,address\n"
+        "WP-SPACE-1,water_pipe,West Lake,30.2,120.1,\n"
+    )
+    settings = settings_for(servers, influx, topic_root, registry=registry)
+    profiles, loaded = settings.load_contract()
+    worker = Worker(settings, profiles, loaded)
+    worker.start()
+    try:
+        wait_for(worker.consumer.subscribed.is_set, 10, what="subscription")
+        t = now_ms() - 60_000
+        topic = TopicLayout(topic_root).telemetry("water_pipe", "WP-SPACE-1")
+        publish(
+            servers.mosquitto.url("citysense-simulator"),
+            [(topic, orjson.dumps({"ts": t, "pressure": 301.25}))],
+        )
+        wait_for(lambda: worker.stats.messages_acked == 1, 10, what="ack")
+    finally:
+        worker.stop()
+    stored = rows(influx, 'SELECT pressure, device_id, district FROM "water_pipe"')
+    assert stored == [
+        {
+            "time": t * 1_000_000,
+            "pressure": 301.25,
+            "device_id": "WP-SPACE-1",
+            "district": "West Lake",
+        }
+    ]
+    marks = rows(influx, 'SELECT stamp, district FROM "citysense_changes"')
+    assert [m["district"] for m in marks] == ["West Lake"]

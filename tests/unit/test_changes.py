@@ -4,8 +4,7 @@ write, never counted as readings."""
 from __future__ import annotations
 
 from device_profiles.changes import WINDOW_NS, window_of
-from ingest.changes import change_lines, changes_of, changes_of_lines, is_change, restamp
-from ingest.encode import line
+from ingest.changes import change_lines, changes_of, is_change, restamp
 from ingest.stages import Enriched
 
 
@@ -51,17 +50,3 @@ def test_restamp_gives_the_trailing_marks_one_fresh_stamp() -> None:
     assert len({m.rsplit(" ", 2)[1] for m in again[1:]}) == 1
     assert again[1:] != marks
     assert restamp(data) is data
-
-
-def test_changes_are_derived_again_from_spooled_lines() -> None:
-    w = WINDOW_NS
-    spooled = [
-        line("water_pipe", {"device_id": "D-1", "district": "Old Town"}, {"note": "a b"}, w + 5),
-        line("water_pipe", {"device_id": "D=2", "district": "North"}, {"x": 1.0}, 3 * w),
-        line("dead_letters", {"reason": "bad_shape", "profile": "water_pipe"}, {"x": 1}, w),
-        *change_lines({("water_pipe", "Elsewhere", 0)}),
-    ]
-    assert changes_of_lines(spooled, ["water_pipe", "streetlight"]) == {
-        ("water_pipe", "Old Town", w),
-        ("water_pipe", "North", 3 * w),
-    }
