@@ -814,7 +814,7 @@ def bench_sse(
     ingest_cpu = cpu_seconds(ingest.pid)
     clients_cpu = cpu_seconds(sse.pid)
     own_cpu = time.process_time()
-    idle = _idle_ticks()
+    idle_ticks = _idle_ticks()
     started = time.perf_counter()
     probe.start()
     try:
@@ -842,7 +842,7 @@ def bench_sse(
     ingest_cpu = cpu_seconds(ingest.pid) - ingest_cpu
     clients_cpu = cpu_seconds(sse.pid) - clients_cpu
     own_cpu = time.process_time() - own_cpu
-    idle = (_idle_ticks() - idle) / os.sysconf("SC_CLK_TCK") / (os.cpu_count() or 1)
+    idle = (_idle_ticks() - idle_ticks) / os.sysconf("SC_CLK_TCK") / (os.cpu_count() or 1)
     stored = stored_readings(ingest_port) - before_stored
     sse.stdin.write("stop\n")
     sse.stdin.flush()
@@ -1013,7 +1013,7 @@ def main() -> None:
                 load_registry(registry, load_profiles()).devices.values(),
                 key=lambda d: d.device_id,
             )
-            mix = defaultdict(int)
+            mix: defaultdict[str, int] = defaultdict(int)
             for d in devices:
                 mix[d.profile] += 1
             report.add(
