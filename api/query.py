@@ -385,13 +385,25 @@ def counter_readings_all(
     )
 
 
-def changes(profile: Profile, *, since_ns: int, end_ns: int) -> Query:
-    """The change marks of the profile's windows in [since, end): stamps summed and counted per
-    change window and district (see device_profiles.changes)."""
+def changes(profile: Profile, *, since_ns: int, start_ns: int, end_ns: int) -> Query:
+    """The change marks of the profile (see device_profiles.changes), stamps summed and counted
+    per district: per change window in [start, end), and, when `since` is before `start`, over
+    all of [since, start) as one row stamped `since` (a counter's lookback: up to 30 days of
+    windows no cell needs one by one)."""
     s, n = quote_ident("s"), quote_ident("n")
-    return Query(
-        f"SELECT sum({STAMP}) AS {s}, count({STAMP}) AS {n} FROM {CHANGES} "
-        f"WHERE {quote_ident('profile')} = $profile AND time >= $since AND time < $end "
-        f"GROUP BY time({WINDOW_S}s), {DISTRICT_TAG} fill(none)",
-        {"profile": profile.measurement, "since": since_ns, "end": end_ns},
+    select = f"SELECT sum({STAMP}) AS {s}, count({STAMP}) AS {n} FROM {CHANGES} "
+    where = f"WHERE {quote_ident('profile')} = $profile AND "
+    windows = (
+        f"{select}{where}time >= $start AND time < $end "
+        f"GROUP BY time({WINDOW_S}s), {DISTRICT_TAG} fill(none)"
     )
+    params: dict[str, ParamValue] = {
+        "profile": profile.measurement,
+        "since": since_ns,
+        "start": start_ns,
+        "end": end_ns,
+    }
+    if since_ns >= start_ns:
+        return Query(windows, params)
+    before = f"{select}{where}time >= $since AND time < $start GROUP BY {DISTRICT_TAG}"
+    return Query(f"{before}; {windows}", params)

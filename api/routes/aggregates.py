@@ -407,9 +407,9 @@ async def _cells(
     # Read before computing: a write landing meanwhile moves the signature, not the cell. From
     # the start of the change window holding `since`: marks are stamped at their window's start.
     read_at, as_of_ns = cache.now(), now_ns()
-    marks = Marks.from_series(
-        await q.fetch(influx, q.changes(profile, since_ns=window_of(since), end_ns=clipped[-1][1]))
-    )
+    lookback, start = window_of(since), window_of(clipped[0][0])
+    query = q.changes(profile, since_ns=lookback, start_ns=start, end_ns=clipped[-1][1])
+    marks = Marks.from_series(s for result in await q.fetch_all(influx, query) for s in result)
     cells: Cells = {}
     as_of: dict[tuple[int, str | None], int] = {}
     signatures: dict[tuple[str | None, int], Signature] = {}

@@ -191,6 +191,32 @@ async def test_a_late_counter_reset_recomputes_the_windows_after_it(city: City) 
     assert late != first
 
 
+async def test_a_late_counter_reset_before_the_start_recomputes_every_window(
+    city: City,
+) -> None:
+    day = yesterday()
+    question = {
+        "profile": "power_meter",
+        "field": "totalActiveEnergyImport",
+        "agg": "delta",
+        "every": "hour",
+        "start": rfc3339(day + 6 * H),
+        "end": rfc3339(day + 12 * H),
+    }
+    first, computed = await ask(city.api, **question)
+    assert computed == "12/12"
+    # Before `start`, but it is the last reading before it: the first window's increase moves.
+    late = (day + 5 * H + 50 * 60 * S) // 1_000_000
+    city.send(
+        "power_meter", "PM-C1", [{"ts": late, "activePower": 4.0, "totalActiveEnergyImport": 0.5}]
+    )
+    city.wait_stored("power_meter", 96 * len(METERS) + 1)
+    again, computed = await ask(city.api, **question)
+    assert computed == "6/12"  # South, every window: all depend on what came before
+    assert again != first
+    assert again == await from_scratch(city, **question)
+
+
 async def test_the_default_window_is_whole_windows_so_it_is_kept(city: City) -> None:
     question = {"profile": "water_pipe", "field": "pressure", "agg": "max", "every": "15m"}
     first, computed = await ask(city.api, **question)
