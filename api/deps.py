@@ -62,15 +62,10 @@ def get_live(runtime: RuntimeDep) -> Live:
     return runtime.live
 
 
-def get_cells(runtime: RuntimeDep) -> CellCache:
-    return runtime.cells
-
-
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 ContractDep = Annotated[Contract, Depends(get_contract)]
 InfluxDep = Annotated[AsyncInfluxClient, Depends(get_influx)]
 LiveDep = Annotated[Live, Depends(get_live)]
-CellsDep = Annotated[CellCache, Depends(get_cells)]
 
 # auto_error=False: a missing or malformed header gets our 401 (with WWW-Authenticate), and the
 # scheme still appears in the OpenAPI document.

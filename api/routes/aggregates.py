@@ -17,7 +17,7 @@ from api.access import forbidden
 from api.cells import Cell, CellCache, Marks, Signature
 from api.contract import Contract
 from api.counters import deltas, rate_per_hour
-from api.deps import CellsDep, ContractDep, InfluxDep, PrincipalDep, RuntimeDep, SettingsDep
+from api.deps import ContractDep, InfluxDep, PrincipalDep, RuntimeDep, SettingsDep
 from api.errors import documented, invalid_query
 from api.params import check_choice, time_window
 from api.readings import Value, aggregate_value
@@ -122,7 +122,6 @@ async def aggregates(
     contract: ContractDep,
     influx: InfluxDep,
     settings: SettingsDep,
-    cache: CellsDep,
     runtime: RuntimeDep,
     response: Response,
     profile: Annotated[str, Query(description="Profile name", examples=["water_pipe"])],
@@ -162,7 +161,7 @@ async def aggregates(
         contract=contract,
         influx=influx,
         settings=settings,
-        cache=cache,
+        cache=runtime.cells,
     )
     response.headers[CELLS_HEADER] = cells
     runtime.warmer.note(request, principal)
