@@ -14,9 +14,9 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from api.core.settings import ApiSettings
 from api.main import create_app
-from api.settings import ApiSettings
-from citysense.settings import settings_problems
+from common.settings import settings_problems
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

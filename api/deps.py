@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.cells import CellCache
-from api.contract import Contract
-from api.live import Live
-from api.settings import ApiSettings
-from api.tokens import ANONYMOUS, Principal, hash_token
-from citysense.influx import AsyncInfluxClient
+from api.compute.cells import CellCache
+from api.core.contract import Contract
+from api.core.settings import ApiSettings
+from api.core.tokens import ANONYMOUS, Principal, hash_token
+from api.live.service import Live
+from common.influx import AsyncInfluxClient
 
 if TYPE_CHECKING:  # api.warm answers through the routes, which import this module
-    from api.warm import Warmer
+    from api.compute.warm import Warmer
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.core.settings import ApiSettings
 from api.schemas import ErrorPublic
-from api.settings import ApiSettings
-from citysense.errors import InfluxRejected, InfluxUnavailable
+from common.errors import InfluxRejected, InfluxUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -14,17 +14,17 @@ import httpx
 from fastapi import FastAPI
 
 from api import errors
-from api.cells import CellCache
-from api.contract import Contract
+from api.compute.cells import CellCache
+from api.compute.warm import Warmer, parse_questions
+from api.core.contract import Contract
+from api.core.settings import ApiSettings
+from api.core.tokens import Principal, load_tokens
 from api.deps import Runtime
-from api.live import Live
+from api.live.service import Live
 from api.routes import api_router
-from api.settings import ApiSettings
-from api.tokens import Principal, load_tokens
-from api.warm import Warmer, parse_questions
-from citysense import __version__
-from citysense.errors import ConfigError
-from citysense.influx import AsyncInfluxClient
+from common import __version__
+from common.errors import ConfigError
+from common.influx import AsyncInfluxClient
 from device_profiles import ContractError
 
 logger = logging.getLogger(__name__)

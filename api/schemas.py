@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.query import Aggregate
-from api.readings import Value
+from api.core.query import Aggregate
+from api.core.readings import Value
 from device_profiles import SummaryOp
 
 Rfc3339 = str

@@ -57,17 +57,18 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citysense.influx import InfluxClient, InfluxConfig
-from citysense.mqtturl import MqttUrl
-from citysense.process import die_with_parent
 from citysense.servers import LocalServers, free_port
-from device_profiles import Device, TopicLayout, load_profiles, load_registry
-from ingest.encode import fields as encode_fields
-from ingest.encode import tag as encode_tag
+from common.influx import InfluxClient, InfluxConfig
+from common.mqtturl import MqttUrl
+from common.process import die_with_parent
+from device_profiles import Device, load_profiles, load_registry
 from simulators.city import DISTRICTS, write_city
 from simulators.fleet import LIVE, ExpectedReading, SimMessage, generate
 from simulators.models import DEFAULT_UTC_OFFSET_HOURS, ProfileModel
 from simulators.publish import publish
+from wire.lineproto import fields as encode_fields
+from wire.lineproto import tag as encode_tag
+from wire.topics import TopicLayout
 
 ROOT = "bench"
 DATABASE = "citysense_bench"

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from citysense.mqtturl import MqttUrl
+from common.mqtturl import MqttUrl
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citysense.mqtturl import MqttUrl
+from common.mqtturl import MqttUrl
 
 _LEN = struct.Struct("!I")
 

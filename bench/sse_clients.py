@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from api.times import parse_rfc3339
+from api.core.times import parse_rfc3339
 
 
 @dataclass

@@ -33,10 +33,11 @@ import httpx
 import orjson
 
 from bench.publisher import write_messages
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers, free_port
-from device_profiles import DEFAULT_REGISTRY, TopicLayout, load_profiles, load_registry
+from common.influx import InfluxClient, InfluxConfig
+from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 from simulators.fleet import generate
+from wire.topics import TopicLayout
 
 ROOT = "bench"
 PUBLISHERS = 2  # one Python publisher tops out below the consumer's rate

@@ -1,3 +1,2 @@
-"""CitySense: shared plumbing (InfluxDB client, MQTT URLs, local servers) and the command line."""
-
-__version__ = "0.1.0"
+"""CitySense, the application: the `citysense` command, `citysense up` and the local servers it
+runs. It imports the services (ingest, api, simulators); nothing imports it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from citysense.settings import CommonSettings
+from common.settings import CommonSettings
 from device_profiles import ContractError, load_profiles, load_registry, load_variants
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from citysense.errors import ConfigError
-from citysense.process import die_with_parent
+from common.errors import ConfigError
+from common.process import die_with_parent
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")

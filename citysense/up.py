@@ -21,8 +21,8 @@ from types import FrameType
 
 import httpx
 
-from citysense.process import die_with_parent
 from citysense.servers import LocalServers
+from common.process import die_with_parent
 
 # Aggregates the local API keeps computed (CITYSENSE_API_AGGREGATE_WARM), so the banner's example
 # answers at once: energy per district per day, pressure and lamps on per district per hour.

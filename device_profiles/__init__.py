@@ -1,4 +1,6 @@
-"""The contract ingest, the API and the simulators share: device profiles and the registry."""
+"""The declarative contract ingest, the API and the simulators share: device profiles (what each
+kind of device sends, its units, limits, alarms and summaries) and the registry (which devices
+exist, where). What travels between the services is the other half of the contract: `wire`."""
 
 from device_profiles.load import (
     DEFAULT_PROFILES,
@@ -27,7 +29,6 @@ from device_profiles.model import (
     VariantField,
     parse_duration,
 )
-from device_profiles.topics import TopicLayout
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -46,7 +47,6 @@ __all__ = [
     "SummaryOp",
     "SummarySpec",
     "TimestampPolicy",
-    "TopicLayout",
     "Variant",
     "VariantField",
     "load_profile",

@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from device_profiles.changes import MEASUREMENT, STAMP_BITS, window_of
-from ingest.encode import line
 from ingest.stages import Enriched
+from wire.changes import MEASUREMENT, STAMP_BITS, window_of
+from wire.lineproto import line
 
 Change = tuple[str, str, int]  # measurement, district, window start (ns)
 

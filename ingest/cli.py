@@ -12,8 +12,8 @@ from types import FrameType
 import orjson
 from pydantic import ValidationError
 
-from citysense.logs import configure
-from citysense.settings import settings_problems
+from common.logs import configure
+from common.settings import settings_problems
 from device_profiles import ContractError
 from ingest.settings import IngestSettings
 from ingest.supervise import supervise

@@ -25,8 +25,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from citysense.errors import BrokerError
-from citysense.mqtturl import MqttUrl
+from common.errors import BrokerError
+from common.mqtturl import MqttUrl
 from ingest.stages import Received
 
 log = logging.getLogger(__name__)

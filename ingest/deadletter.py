@@ -1,31 +1,15 @@
 """Dead letters: every rejected message or reading, kept with its reason, never dropped.
 
-They go to the measurement `dead_letters` in the same database and the same batch as the data, so
-they are acknowledged to the broker only once stored, like everything else. Tags are low
-cardinality (reason, profile); the topic, device id, detail and payload are fields. The payload is
-bounded and stored as JSON text (UTF-8) or base64 (anything else), so no byte a device sends can
-break out of its field.
+How they are stored is the wire contract wire.deadletters; this stage gives each its timestamp.
 """
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 
-import orjson
-
-from ingest.encode import line
-from ingest.stages import FieldValue, Rejected
-
-MEASUREMENT = "dead_letters"
-
-# Control characters shown as \xNN, as repr() would: readable, and line protocol cannot carry them.
-_PRINTABLE = str.maketrans({c: f"\\x{c:02x}" for c in [*range(32), 127]})
-
-
-def printable(text: str, limit: int = 1024) -> str:
-    return text[:limit].translate(_PRINTABLE)
+from ingest.stages import Rejected
+from wire.deadletters import DeadLetter, dead_letter_line
 
 
 class DeadLetterEncoder:
@@ -45,23 +29,13 @@ class DeadLetterEncoder:
             return now
 
     def encode(self, rejected: Rejected) -> str:
-        raw = rejected.payload[: self._max]
-        try:
-            payload = orjson.dumps(raw.decode("utf-8")).decode()
-            encoding = "json"
-        except UnicodeDecodeError:
-            payload = base64.b64encode(raw).decode()
-            encoding = "base64"
-        values: dict[str, FieldValue] = {
-            "topic": printable(rejected.topic),
-            "device_id": printable(rejected.device_id),
-            "detail": printable(rejected.detail),
-            "payload": payload,
-            "payload_encoding": encoding,
-            "payload_bytes": len(rejected.payload),
-            "truncated": len(rejected.payload) > self._max,
-        }
-        tags = {"reason": rejected.reason.value, "profile": rejected.profile}
-        if self._worker:
-            tags["worker"] = self._worker
-        return line(MEASUREMENT, tags, values, self._unique_ns())
+        letter = DeadLetter(
+            reason=rejected.reason,
+            profile=rejected.profile,
+            topic=rejected.topic,
+            device_id=rejected.device_id,
+            detail=rejected.detail,
+            payload=rejected.payload,
+            worker=self._worker,
+        )
+        return dead_letter_line(letter, self._unique_ns(), self._max)

@@ -14,11 +14,13 @@ from typing import Any
 
 import orjson
 
-from device_profiles import Profile, TopicLayout
-from ingest.reasons import Reason
+from device_profiles import Profile
 from ingest.stages import Received, Rejected
+from wire.deadletters import UNKNOWN_PROFILE
+from wire.reasons import Reason
+from wire.topics import TopicLayout
 
-UNKNOWN = "unknown"
+UNKNOWN = UNKNOWN_PROFILE
 
 
 @dataclass(frozen=True, slots=True)

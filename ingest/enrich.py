@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from device_profiles import Device
 from device_profiles.model import DEVICE_ID
-from ingest.reasons import Reason
 from ingest.stages import Enriched, Reading
 from ingest.validate import Invalid
+from wire.reasons import Reason
 
 # District recorded for devices accepted although not in the registry (policy "accept").
 UNASSIGNED = "unassigned"

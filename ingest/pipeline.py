@@ -13,17 +13,19 @@ from typing import Any
 
 import orjson
 
-from device_profiles import Device, Profile, Registry, TopicLayout, Variant
+from device_profiles import Device, Profile, Registry, Variant
 from ingest.deadletter import DeadLetterEncoder
 from ingest.decode import UNKNOWN, DecodeLimits, decode
 from ingest.dedupe import Seen
-from ingest.encode import EncodeError, ReadingEncoder
+from ingest.encode import ReadingEncoder
 from ingest.enrich import enrich
 from ingest.normalize import Normalizer
-from ingest.reasons import Reason
 from ingest.stages import Enriched, Outcome, Received, Rejected
 from ingest.stats import Stats
 from ingest.validate import CompiledProfile, Invalid, validate
+from wire.lineproto import EncodeError
+from wire.reasons import Reason
+from wire.topics import TopicLayout
 
 log = logging.getLogger(__name__)
 

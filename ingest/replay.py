@@ -11,7 +11,6 @@ with the new reason in `replay_result`, and no new dead letter is written for th
 from __future__ import annotations
 
 import argparse
-import base64
 import sys
 import threading
 import time
@@ -23,23 +22,21 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from citysense.influx import InfluxClient
-from citysense.settings import settings_problems
+from common.influx import InfluxClient
+from common.settings import settings_problems
 from device_profiles import ContractError
 from ingest.changes import change_lines, changes_of
-from ingest.deadletter import MEASUREMENT
-from ingest.encode import line
 from ingest.pipeline import Pipeline
-from ingest.reasons import Reason
 from ingest.settings import IngestSettings
-from ingest.stages import FieldValue, Received
+from ingest.stages import Received
 from ingest.stats import Stats
 from ingest.write import Writer
+from wire.deadletters import MEASUREMENT, TAGS, decode_payload, replay_mark_line
+from wire.reasons import Reason
 
 PAGE = 2000
 # Replaying these would undo what they protect against, unless asked for by name.
 NOT_BY_DEFAULT = frozenset({Reason.DUPLICATE, Reason.TIMESTAMP_CONFLICT, Reason.WRITE_REJECTED})
-TAGS = ("reason", "profile", "worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +113,7 @@ def payload_of(row: dict[str, Any]) -> bytes | None:
     """The original bytes, or None when they cannot be had (truncated, or not a message)."""
     if row.get("truncated") or row.get("reason") == Reason.WRITE_REJECTED:
         return None
-    raw = str(row.get("payload", ""))
-    if row.get("payload_encoding") == "base64":
-        return base64.b64decode(raw)
-    text = orjson.loads(raw)
-    return text.encode() if isinstance(text, str) else None
+    return decode_payload(str(row.get("payload", "")), row.get("payload_encoding"))
 
 
 class Replayer:
@@ -152,8 +145,8 @@ class Replayer:
         self.results[result.split(":", maxsplit=1)[0]] += 1
         if not dry_run:
             tags = {t: str(row[t]) for t in TAGS if row.get(t) is not None}
-            fields: dict[str, FieldValue] = {"replayed_at": time.time_ns(), "replay_result": result}
-            self._writer.write([line(MEASUREMENT, tags, fields, int(row["time"]))])
+            mark = replay_mark_line(tags, result, time.time_ns(), int(row["time"]))
+            self._writer.write([mark])
         return result
 
 

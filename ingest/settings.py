@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from citysense.settings import CommonSettings
+from common.settings import CommonSettings
 from ingest.decode import DecodeLimits
 from ingest.retry import RetryPolicy
 

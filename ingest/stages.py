@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.reasons import Reason
-
-FieldValue = float | int | bool | str
+from wire.lineproto import FieldValue
+from wire.reasons import Reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from citysense.process import die_with_parent
+from common.process import die_with_parent
 
 log = logging.getLogger("citysense.ingest.supervise")
 

@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from device_profiles import FieldSpec, FieldType, Profile
-from ingest.reasons import Reason
-from ingest.stages import FieldValue, Reading
+from ingest.stages import Reading
+from wire.lineproto import FieldValue
+from wire.reasons import Reason
 
 # Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = 100_000_000_000

@@ -14,30 +14,29 @@ import time
 from collections.abc import Mapping
 
 import httpx
-import orjson
 
-from citysense.errors import InfluxError
-from citysense.influx import InfluxClient
+from common.errors import InfluxError
+from common.influx import InfluxClient
 from device_profiles import Profile, Registry, Variant
 from ingest.batch import Batch, Batcher, Pending
 from ingest.changes import change_lines, changes_of, is_change
 from ingest.consume import Consumer
-from ingest.deadletter import MEASUREMENT as DEAD_LETTERS
 from ingest.deadletter import DeadLetterEncoder
 from ingest.dedupe import Seen
-from ingest.encode import parse_line
+from ingest.encode import reading_of
 from ingest.observe import ObserveServer
 from ingest.pipeline import Pipeline
-from ingest.reasons import Reason
 from ingest.settings import IngestSettings
 from ingest.spool import Spool
 from ingest.stages import Enriched, Received, Rejected
 from ingest.stats import Stats
 from ingest.write import BadLine, GaveUp, Stopped, Writer
+from wire import statefeed
+from wire.deadletters import MEASUREMENT as DEAD_LETTERS
+from wire.reasons import Reason
+from wire.topics import TopicLayout
 
 log = logging.getLogger(__name__)
-
-FEED_CHUNK = 500  # readings per state-feed message: well under the broker's packet limit
 
 
 class Worker:
@@ -291,7 +290,7 @@ class Worker:
         seen), and its readings with their lines, for the state feed once they are stored."""
         data = [line for line in lines if not is_change(line)]
         measurements = set(self.pipeline.measurements)
-        readings = [(r, line) for line in data if (r := parse_line(line, measurements)) is not None]
+        readings = [(r, line) for line in data if (r := reading_of(line, measurements)) is not None]
         return data + change_lines(changes_of(r for r, _ in readings)), readings
 
     def _dead_letter(self, bad: list[BadLine], writer: Writer) -> None:
@@ -310,23 +309,8 @@ class Worker:
 
     def _announce(self, readings: list[Enriched]) -> None:
         """Tell the API what was just stored (best effort, QoS 0: it can rebuild from InfluxDB)."""
-        topic = f"{self.settings.topic_root}/_ingested/{self.settings.client_id}"
-        for start in range(0, len(readings), FEED_CHUNK):
-            chunk = readings[start : start + FEED_CHUNK]
-            payload = orjson.dumps(
-                {
-                    "readings": [
-                        {
-                            "profile": r.measurement,
-                            "device_id": r.device_id,
-                            "district": r.district,
-                            "time": r.time_ns,
-                            "values": r.fields,
-                        }
-                        for r in chunk
-                    ]
-                }
-            )
+        topic = TopicLayout(self.settings.topic_root).state_feed(self.settings.client_id)
+        for payload in statefeed.encode(readings):
             self.consumer.publish(topic, payload)
 
     def _forget(self, line: str) -> None:

@@ -19,8 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from citysense.errors import InfluxRejected, InfluxUnavailable
-from citysense.influx import InfluxClient
+from common.errors import InfluxRejected, InfluxUnavailable
+from common.influx import InfluxClient
 from ingest.changes import restamp, split_marks
 from ingest.retry import RetryPolicy, sleep
 from ingest.stats import Stats

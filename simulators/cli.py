@@ -23,8 +23,8 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from citysense.errors import BrokerError, ConfigError
-from citysense.settings import CommonSettings, settings_problems
+from common.errors import BrokerError, ConfigError
+from common.settings import CommonSettings, settings_problems
 from device_profiles import ContractError, Device
 from simulators.city import write_city
 from simulators.faults import ALL_FAULTS

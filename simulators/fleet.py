@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from device_profiles import Device, Profile, TopicLayout
+from device_profiles import Device, Profile
 from simulators import faults as fault_kinds
 from simulators.models import DEFAULT_UTC_OFFSET_HOURS, DeviceModel, ProfileModel, Value
 from simulators.timestamps import TsForm, encode, forms_of
+from wire.topics import TopicLayout
 
 ALL_FAULTS = fault_kinds.ALL_FAULTS
 BACKFILL, LIVE = "backfill", "live"

@@ -26,8 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from citysense.errors import BrokerError
-from citysense.mqtturl import MqttUrl
+from common.errors import BrokerError
+from common.mqtturl import MqttUrl
 from simulators.faults import DUPLICATE
 from simulators.fleet import SimMessage
 

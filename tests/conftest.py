@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
 from tests.support import IngestProcess
 
 TEST_ROOT = "citytest"

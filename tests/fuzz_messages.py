@@ -34,7 +34,6 @@ from device_profiles import (
     FieldType,
     Profile,
     Registry,
-    TopicLayout,
     load_profiles,
     load_registry,
     load_variants,
@@ -42,6 +41,7 @@ from device_profiles import (
 from simulators.faults import GARBAGE
 from simulators.fleet import generate
 from simulators.timestamps import TsForm, encode
+from wire.topics import TopicLayout
 
 Value = float | int | bool | str
 Doc = dict[str, Any]

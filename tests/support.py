@@ -16,9 +16,9 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citysense.influx import InfluxClient, InfluxConfig
-from citysense.mqtturl import MqttUrl
-from citysense.process import die_with_parent
+from common.influx import InfluxClient, InfluxConfig
+from common.mqtturl import MqttUrl
+from common.process import die_with_parent
 
 T = TypeVar("T")
 

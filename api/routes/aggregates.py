@@ -12,24 +12,24 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from api import query as q
-from api.access import forbidden
-from api.cells import Cell, CellCache, Marks, Signature
-from api.contract import Contract
-from api.counters import deltas, rate_per_hour
+from api.compute.cells import Cell, CellCache, Marks, Signature
+from api.core import query as q
+from api.core.access import forbidden
+from api.core.contract import Contract
+from api.core.counters import deltas, rate_per_hour
+from api.core.params import check_choice, time_window
+from api.core.readings import Value, aggregate_value
+from api.core.settings import ApiSettings
+from api.core.times import NS_PER_S, format_rfc3339, now_ns
+from api.core.tokens import Principal, Scope
+from api.core.windows import Window, fixed_grid
 from api.deps import ContractDep, InfluxDep, PrincipalDep, RuntimeDep, SettingsDep
 from api.errors import documented, invalid_query
-from api.params import check_choice, time_window
-from api.readings import Value, aggregate_value
 from api.routes.devices import window_list
 from api.schemas import AggregatePublic, AggregateRowPublic
-from api.settings import ApiSettings
-from api.times import NS_PER_S, format_rfc3339, now_ns
-from api.tokens import Principal, Scope
-from api.windows import Window, fixed_grid
-from citysense.influx import AsyncInfluxClient, Series
+from common.influx import AsyncInfluxClient, Series
 from device_profiles import FieldSpec, FieldType, Profile
-from device_profiles.changes import window_of
+from wire.changes import window_of
 
 router = APIRouter(tags=["aggregates"])
 # "<computed>/<cells>": how many of the answer's (window, group) cells InfluxDB had to compute.

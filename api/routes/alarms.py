@@ -6,13 +6,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from api.access import check_filters, forbidden, require_devices
-from api.alarms import Alarm
+from api.core.access import check_filters, forbidden, require_devices
+from api.core.params import OFFSET_MAX, check_choice, time_param
+from api.core.tokens import Principal
 from api.deps import ContractDep, LiveDep, PrincipalDep
 from api.errors import documented
-from api.params import OFFSET_MAX, check_choice, time_param
+from api.live.alarms import Alarm
 from api.schemas import AcknowledgePublic, AlarmListPublic, AlarmPublic
-from api.tokens import Principal
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 

@@ -8,15 +8,15 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query
 
-from api import query as q
-from api.access import forbidden, require_devices
+from api.core import query as q
+from api.core.access import forbidden, require_devices
+from api.core.params import time_window
+from api.core.times import format_rfc3339
+from api.core.tokens import Principal
 from api.deps import ContractDep, InfluxDep, PrincipalDep
 from api.errors import documented, invalid_query
-from api.params import time_window
 from api.schemas import DeadLetterCountsPublic, DeadLetterListPublic, DeadLetterPublic
-from api.times import format_rfc3339
-from api.tokens import Principal
-from ingest.reasons import Reason
+from wire.reasons import Reason
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 

@@ -10,15 +10,27 @@ from typing import Annotated, Any, overload
 import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
-from api import query as q
-from api.access import check_device, check_filters
-from api.contract import Contract
-from api.counters import deltas, rate_per_hour
+from api.core import query as q
+from api.core.access import check_device, check_filters
+from api.core.contract import Contract
+from api.core.counters import deltas, rate_per_hour
+from api.core.params import OFFSET_MAX, check_choice, time_window
+from api.core.readings import aggregate_value
+from api.core.times import NS_PER_S, bucket_count, format_rfc3339, now_ns, parse_whole_seconds
+from api.core.tokens import Principal
+from api.core.windows import (
+    Calendar,
+    Window,
+    calendar_windows,
+    count_calendar_windows,
+    fixed_windows,
+    zone,
+)
 from api.deps import ContractDep, InfluxDep, LiveDep, PrincipalDep, SettingsDep
 from api.errors import documented, invalid_query
-from api.live import Live
-from api.params import OFFSET_MAX, check_choice, time_window
-from api.readings import aggregate_value
+from api.live.service import Live
+from api.live.state import DeviceState
+from api.live.state import Reporting as RepStatus
 from api.schemas import (
     BucketPublic,
     DeviceListPublic,
@@ -26,18 +38,6 @@ from api.schemas import (
     FeatureCollectionPublic,
     HistoryPublic,
     Reporting,
-)
-from api.state import DeviceState
-from api.state import Reporting as RepStatus
-from api.times import NS_PER_S, bucket_count, format_rfc3339, now_ns, parse_whole_seconds
-from api.tokens import Principal
-from api.windows import (
-    Calendar,
-    Window,
-    calendar_windows,
-    count_calendar_windows,
-    fixed_windows,
-    zone,
 )
 from device_profiles import Device
 

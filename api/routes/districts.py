@@ -7,11 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from api import query as q
-from api.access import check_filters
+from api.compute.summary import figure
+from api.core import query as q
+from api.core.access import check_filters
+from api.core.readings import Reading, readings_by_device
+from api.core.times import NS_PER_S, format_rfc3339, now_ns, parse_whole_seconds
 from api.deps import ContractDep, InfluxDep, PrincipalDep, SettingsDep
 from api.errors import documented, invalid_query
-from api.readings import Reading, readings_by_device
 from api.schemas import (
     DistrictListPublic,
     DistrictPublic,
@@ -19,9 +21,7 @@ from api.schemas import (
     FigurePublic,
     ProfileSummaryPublic,
 )
-from api.summary import figure
-from api.times import NS_PER_S, format_rfc3339, now_ns, parse_whole_seconds
-from citysense.influx import AsyncInfluxClient
+from common.influx import AsyncInfluxClient
 from device_profiles import Device, Profile, SummaryOp
 
 router = APIRouter(prefix="/districts", tags=["districts"])

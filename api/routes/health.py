@@ -7,11 +7,11 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Response
 
-from api.broker import check_broker
+from api.core.settings import ApiSettings
 from api.deps import InfluxDep, SettingsDep
+from api.live.broker import check_broker
 from api.schemas import ComponentPublic, HealthPublic
-from api.settings import ApiSettings
-from citysense.influx import AsyncInfluxClient
+from common.influx import AsyncInfluxClient
 
 router = APIRouter(tags=["health"])
 

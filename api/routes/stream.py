@@ -11,11 +11,11 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.access import check_filters
+from api.core.access import check_filters
+from api.core.params import check_choice
 from api.deps import ContractDep, LiveDep, PrincipalDep, SettingsDep
 from api.errors import documented
-from api.hub import EVENT_KINDS, Event, EventKind
-from api.params import check_choice
+from api.live.hub import EVENT_KINDS, Event, EventKind
 
 router = APIRouter(tags=["live"])
 

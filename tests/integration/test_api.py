@@ -18,10 +18,10 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from api.core.settings import ApiSettings
 from api.main import create_app
-from api.settings import ApiSettings
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
 from device_profiles import DEFAULT_PROFILES, load_profiles
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -12,12 +12,12 @@ import httpx
 import pytest
 import yaml
 
+from api.core.settings import ApiSettings
+from api.core.tokens import hash_token
 from api.main import create_app
-from api.settings import ApiSettings
-from api.tokens import hash_token
-from citysense.errors import ConfigError
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers
+from common.errors import ConfigError
+from common.influx import InfluxClient, InfluxConfig
 from tests.integration.test_api import REGISTRY, S, api_settings, running, seed_points
 from tests.integration.test_api import line_protocol as lp
 from tests.integration.test_api_dead_letters import dead_letter_line

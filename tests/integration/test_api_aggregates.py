@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from api.core.tokens import hash_token
 from api.main import create_app
-from api.tokens import hash_token
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
 from tests.integration.test_api import Point, S, api_settings, line_protocol, rfc3339, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

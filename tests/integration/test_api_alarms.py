@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from citysense.influx import InfluxConfig
 from citysense.servers import LocalServers
+from common.influx import InfluxConfig
 from tests.integration.test_api import S, rfc3339
 from tests.integration.test_api_state import fast_profiles, live_settings, stack_for, until
 

@@ -18,16 +18,16 @@ import httpx
 import orjson
 import pytest
 
+from api.core.settings import ApiSettings
 from api.main import create_app
 from api.routes.aggregates import CELLS_HEADER
-from api.settings import ApiSettings
-from citysense.errors import ConfigError
-from citysense.influx import InfluxConfig
 from citysense.servers import LocalServers
-from device_profiles import TopicLayout
+from common.errors import ConfigError
+from common.influx import InfluxConfig
 from tests.integration.test_api import api_settings, running
 from tests.integration.test_faults import ingest_env
 from tests.support import IngestProcess, count, publish, wait_for
+from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from api.main import create_app
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
 from tests.integration.test_api import S, api_settings, rfc3339, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -12,11 +12,11 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from api.core.settings import ApiSettings
 from api.main import create_app
-from api.settings import ApiSettings
-from citysense.influx import InfluxConfig
-from citysense.mqtturl import MqttUrl
 from citysense.servers import LocalServers, free_port
+from common.influx import InfluxConfig
+from common.mqtturl import MqttUrl
 from device_profiles import DEFAULT_PROFILES
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from api.main import create_app
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
 from tests.integration.test_api import Point, S, api_settings, line_protocol, rfc3339, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

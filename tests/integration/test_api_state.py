@@ -21,12 +21,12 @@ import yaml
 from fastapi import FastAPI
 from paho.mqtt.enums import CallbackAPIVersion
 
-from api.hub import Event
+from api.core.settings import ApiSettings
+from api.live.hub import Event
 from api.main import create_app
-from api.settings import ApiSettings
-from citysense.influx import InfluxClient, InfluxConfig
-from citysense.mqtturl import MqttUrl
 from citysense.servers import LocalServers, free_port
+from common.influx import InfluxClient, InfluxConfig
+from common.mqtturl import MqttUrl
 from device_profiles import DEFAULT_PROFILES
 from tests.integration.test_api import (
     REGISTRY,

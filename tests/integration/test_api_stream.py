@@ -13,8 +13,8 @@ import pytest
 import uvicorn
 
 from api.main import create_app
-from citysense.influx import InfluxConfig
 from citysense.servers import LocalServers, free_port
+from common.influx import InfluxConfig
 from tests.integration.test_api_access import TOKENS, write_tokens
 from tests.integration.test_api_state import feed_message, live_settings
 from tests.support import publish, wait_for

@@ -16,17 +16,18 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from api.core.settings import ApiSettings
 from api.main import create_app
-from api.settings import ApiSettings
-from citysense.influx import InfluxConfig
-from citysense.mqtturl import MqttUrl
 from citysense.servers import LocalServers
-from device_profiles import DEFAULT_REGISTRY, TopicLayout, load_profiles, load_registry
+from common.influx import InfluxConfig
+from common.mqtturl import MqttUrl
+from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
 from simulators.fleet import ExpectedReading, SimMessage, generate
 from simulators.publish import publish
 from tests.support import count, rows, wait_for
+from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

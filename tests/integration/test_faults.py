@@ -13,11 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers, free_port
-from device_profiles import DEFAULT_REGISTRY, TopicLayout, load_profiles, load_registry
-from device_profiles.changes import MEASUREMENT as CHANGES
-from device_profiles.changes import window_of
+from common.influx import InfluxClient, InfluxConfig
+from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 from simulators.city import write_city
 from tests.conftest import make_database
 from tests.support import (
@@ -31,6 +29,9 @@ from tests.support import (
     subscriber,
     wait_for,
 )
+from wire.changes import MEASUREMENT as CHANGES
+from wire.changes import window_of
+from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from citysense.influx import InfluxConfig
-from citysense.mqtturl import MqttUrl
 from citysense.servers import LocalServers, free_port
+from common.influx import InfluxConfig
+from common.mqtturl import MqttUrl
 from device_profiles import FieldType, Registry
 from tests.fuzz_messages import (
     FORBIDDEN_LEVELS,

@@ -16,12 +16,13 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers, free_port
-from device_profiles import TopicLayout, load_profiles
+from common.influx import InfluxClient, InfluxConfig
+from device_profiles import load_profiles
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
 from tests.support import count, publish, rows, subscriber, wait_for
+from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
 

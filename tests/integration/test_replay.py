@@ -13,12 +13,13 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from citysense.influx import InfluxConfig
 from citysense.servers import LocalServers
-from device_profiles import DEFAULT_PROFILES, TopicLayout
+from common.influx import InfluxConfig
+from device_profiles import DEFAULT_PROFILES
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
 from tests.support import count, publish, rows, wait_for
+from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
 

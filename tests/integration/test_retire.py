@@ -15,9 +15,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from citysense.influx import InfluxConfig
-from citysense.mqtturl import MqttUrl
 from citysense.servers import LocalServers, free_port
+from common.influx import InfluxConfig
+from common.mqtturl import MqttUrl
 from tests.integration.test_faults import assert_exactly, ingest_env, stream_of, wait_stored
 from tests.support import IngestProcess, count, publish, wait_for
 

@@ -14,14 +14,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citysense.influx import InfluxClient, InfluxConfig
 from citysense.servers import LocalServers
-from device_profiles import Registry, TopicLayout, load_profiles
+from common.influx import InfluxClient, InfluxConfig
+from device_profiles import Registry, load_profiles
 from ingest.pipeline import Pipeline
-from ingest.reasons import Reason
 from ingest.stages import Received
 from ingest.stats import Stats
 from tests.conftest import make_database
+from wire.reasons import Reason
+from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from api.main import create_app  # noqa: E402
-from citysense.influx import InfluxConfig  # noqa: E402
 from citysense.servers import LocalServers  # noqa: E402
+from common.influx import InfluxConfig  # noqa: E402
 from tests.integration.test_api import api_settings  # noqa: E402
 
 pytestmark = pytest.mark.integration

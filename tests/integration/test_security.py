@@ -17,13 +17,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
-from citysense.influx import InfluxConfig
 from citysense.servers import LocalServers, free_port
-from device_profiles import TopicLayout
+from common.influx import InfluxConfig
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
 from tests.conftest import ACL_ROOT, make_database
 from tests.support import count, publish, rows, subscriber, wait_for
+from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
 

@@ -8,15 +8,15 @@ from collections import Counter
 import pytest
 from pydantic import SecretStr
 
-from citysense.influx import InfluxConfig
-from citysense.mqtturl import MqttUrl
 from citysense.servers import LocalServers
-from device_profiles import TopicLayout
+from common.influx import InfluxConfig
+from common.mqtturl import MqttUrl
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
 from simulators.fleet import generate
 from simulators.publish import publish
 from tests.support import rows, wait_for
+from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
 

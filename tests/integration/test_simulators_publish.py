@@ -11,14 +11,15 @@ from collections import Counter
 import paho.mqtt.client as mqtt
 import pytest
 
-from citysense.errors import BrokerError
-from citysense.mqtturl import MqttUrl
 from citysense.servers import LocalServers
-from device_profiles import DEFAULT_REGISTRY, TopicLayout, load_profiles, load_registry
+from common.errors import BrokerError
+from common.mqtturl import MqttUrl
+from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 from simulators import cli
 from simulators.fleet import generate
 from simulators.publish import Publisher, publish
 from tests.support import subscriber, wait_for
+from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
 

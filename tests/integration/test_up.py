@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from citysense.process import die_with_parent
 from citysense.servers import free_port
 from citysense.up import ENERGY_PER_DAY
+from common.process import die_with_parent
 from tests.support import children, wait_for
 
 pytestmark = pytest.mark.integration

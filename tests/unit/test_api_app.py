@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from api.core.settings import ApiSettings
 from api.main import create_app
 from api.schemas import DeviceListPublic, DevicePublic, FeatureCollectionPublic
-from api.settings import ApiSettings
 from device_profiles import DEFAULT_PROFILES, ContractError
 
 REGISTRY = """device_id,profile,district,latitude,longitude,address

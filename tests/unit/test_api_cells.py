@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from api.cells import Cell, CellCache, Marks
-from citysense.influx import Series
-from device_profiles.changes import WINDOW_NS
+from api.compute.cells import Cell, CellCache, Marks
+from common.influx import Series
+from wire.changes import WINDOW_NS
 
 W = WINDOW_NS
 

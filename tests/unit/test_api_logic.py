@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.errors import Scrubber
-from api.query import Aggregate, history, latest_reading, latest_readings
-from api.readings import (
+from api.compute.summary import figure
+from api.core.query import Aggregate, history, latest_reading, latest_readings
+from api.core.readings import (
     Reading,
     Value,
     aggregate_value,
@@ -17,15 +17,15 @@ from api.readings import (
     readings_by_device,
     typed,
 )
-from api.summary import figure
-from api.times import (
+from api.core.times import (
     NS_PER_S,
     bucket_count,
     format_rfc3339,
     parse_rfc3339,
     parse_whole_seconds,
 )
-from citysense.influx import Series, parse_query
+from api.errors import Scrubber
+from common.influx import Series, parse_query
 from device_profiles import FieldSpec, FieldType, SummaryOp, SummarySpec, load_profiles
 
 PROFILES = load_profiles()

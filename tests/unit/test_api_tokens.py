@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from api.tokens import Principal, Scope, hash_token, load_tokens, main
-from citysense.errors import ConfigError
+from api.core.tokens import Principal, Scope, hash_token, load_tokens, main
+from common.errors import ConfigError
 
 PROFILES = {"streetlight": None, "water_pipe": None}
 DISTRICTS = ("North", "South")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from api import query as q
-from api.contract import Contract
+from api.compute.warm import Warmer, parse_questions
+from api.core import query as q
+from api.core.contract import Contract
+from api.core.settings import ApiSettings
+from api.core.tokens import ANONYMOUS, Principal, Scope
 from api.routes.aggregates import AggregateRequest
-from api.settings import ApiSettings
-from api.tokens import ANONYMOUS, Principal, Scope
-from api.warm import Warmer, parse_questions
-from citysense.errors import ConfigError
+from common.errors import ConfigError
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 
 PROFILES = load_profiles()

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.counters import deltas, increases, rate_per_hour
-from api.times import NS_PER_S, format_rfc3339
-from api.windows import Calendar, calendar_windows, fixed_grid, fixed_windows, zone
+from api.core.counters import deltas, increases, rate_per_hour
+from api.core.times import NS_PER_S, format_rfc3339
+from api.core.windows import Calendar, calendar_windows, fixed_grid, fixed_windows, zone
 
 H = 3600 * NS_PER_S
 

@@ -3,9 +3,9 @@ write, never counted as readings."""
 
 from __future__ import annotations
 
-from device_profiles.changes import WINDOW_NS, window_of
 from ingest.changes import change_lines, changes_of, is_change, restamp
 from ingest.stages import Enriched
+from wire.changes import WINDOW_NS, window_of
 
 
 def reading(measurement: str, district: str, time_ns: int) -> Enriched:

@@ -16,15 +16,15 @@ from device_profiles import (
     Device,
     Profile,
     Registry,
-    TopicLayout,
     load_profiles,
     load_variants,
 )
 from device_profiles.units import conversion
 from ingest.pipeline import Pipeline
-from ingest.reasons import Reason
 from ingest.stages import Received
 from ingest.stats import Stats
+from wire.reasons import Reason
+from wire.topics import TopicLayout
 
 PROFILES = load_profiles()
 VARIANTS = load_variants(DEFAULT_PROFILES, PROFILES)

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.encode import EncodeError, ReadingEncoder, field_value, line, parse_line, tag
-from ingest.stages import Enriched, FieldValue
+from ingest.encode import ReadingEncoder, reading_of
+from ingest.stages import Enriched
+from wire.lineproto import EncodeError, FieldValue, field_value, line, tag
 
 
 def test_reading_line_shape() -> None:
@@ -79,5 +80,5 @@ def test_spooled_lines_read_back_as_the_readings_they_encode(
     district: str, values: dict[str, FieldValue], time_ns: int
 ) -> None:
     reading = Enriched("water_pipe", "WP-1", district, time_ns, values)
-    assert parse_line(ReadingEncoder().encode(reading), {"water_pipe"}) == reading
-    assert parse_line(ReadingEncoder().encode(reading), {"streetlight"}) is None
+    assert reading_of(ReadingEncoder().encode(reading), {"water_pipe"}) == reading
+    assert reading_of(ReadingEncoder().encode(reading), {"streetlight"}) is None

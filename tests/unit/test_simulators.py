@@ -23,12 +23,12 @@ from device_profiles import (
     FieldKind,
     FieldType,
     Profile,
-    TopicLayout,
     load_profiles,
     load_registry,
 )
 from simulators import cli
 from simulators.fleet import ALL_FAULTS, ExpectedReading, SimMessage, generate
+from wire.topics import TopicLayout
 
 PROFILES = load_profiles()
 REGISTRY = load_registry(DEFAULT_REGISTRY, PROFILES)

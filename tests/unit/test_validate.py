@@ -8,11 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
-from device_profiles import TopicLayout, load_profiles
+from device_profiles import load_profiles
 from ingest.decode import Decoded, DecodeLimits, decode
-from ingest.reasons import Reason
 from ingest.stages import Received, Rejected
 from ingest.validate import CompiledProfile, Invalid, parse_timestamp, validate
+from wire.reasons import Reason
+from wire.topics import TopicLayout
 
 PROFILES = load_profiles()
 LAYOUT = TopicLayout("city")

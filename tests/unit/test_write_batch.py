@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from citysense.errors import InfluxRejected
-from citysense.influx import InfluxClient, InfluxConfig
+from common.errors import InfluxRejected
+from common.influx import InfluxClient, InfluxConfig
 from ingest.batch import Batcher, Pending
 from ingest.changes import change_lines
 from ingest.retry import RetryPolicy

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from citysense.errors import ConfigError
+from common.errors import ConfigError
 
 DEFAULT_PORT = 1883
 

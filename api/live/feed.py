@@ -1,6 +1,6 @@
 """The API's MQTT subscriber: the state feed ingest publishes after each stored batch
-(`<root>/_ingested/<worker>`, contract 3) and the devices' retained connection status
-(`<root>/<profile>/<device_id>/status`: `online` / `offline`, contract 4).
+(wire.statefeed) and the devices' retained connection status (`online` / `offline`), both on
+the topics of wire.topics.
 
 paho runs its network loop in its own thread; messages are parsed there and handed to the event
 loop with `call_soon_threadsafe`, where the state is updated. The feed is QoS 0 and the session is
@@ -18,17 +18,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citysense.mqtturl import MqttUrl
+from common.mqtturl import MqttUrl
+from wire import statefeed
+from wire.topics import STATUS_WORDS, TopicLayout
 
 logger = logging.getLogger(__name__)
 
-FeedSink = Callable[[dict[str, Any]], None]
+FeedSink = Callable[[list[statefeed.Announced]], None]
 StatusSink = Callable[[str, str, bool], None]
-STATUS_WORDS = {b"online": True, b"offline": False}
 
 
 class FeedSubscriber:
@@ -41,7 +41,7 @@ class FeedSubscriber:
         on_status: StatusSink,
     ) -> None:
         self._url = url
-        self._root = root
+        self._topics = TopicLayout(root)
         self._loop = loop
         self._on_feed = on_feed
         self._on_status = on_status
@@ -60,7 +60,7 @@ class FeedSubscriber:
 
     @property
     def topics(self) -> list[tuple[str, int]]:
-        return [(f"{self._root}/_ingested/+", 0), (f"{self._root}/+/+/status", 1)]
+        return [(self._topics.state_feed_subscription, 0), (self._topics.status_subscription, 1)]
 
     def start(self) -> None:
         # connect_async: a broker that is down at start must not stop the API from serving;
@@ -87,19 +87,18 @@ class FeedSubscriber:
 
     def _message(self, _client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         topic = message.topic
-        if topic.endswith("/status"):
-            parts = topic[len(self._root) + 1 :].split("/")
+        status = self._topics.parse_status(topic)
+        if status is not None:
             online = STATUS_WORDS.get(bytes(message.payload).strip().lower())
-            if len(parts) == 3 and online is not None:
-                self._hand_over(self._on_status, parts[0], parts[1], online)
+            if online is not None:
+                self._hand_over(self._on_status, *status, online)
             return
         try:
-            body = orjson.loads(message.payload)
-        except orjson.JSONDecodeError:
-            logger.warning("state feed: a message on %s is not JSON; ignored", topic)
+            readings = statefeed.decode(bytes(message.payload))
+        except ValueError as exc:
+            logger.warning("state feed: a message on %s is %s; ignored", topic, exc)
             return
-        if isinstance(body, dict):
-            self._hand_over(self._on_feed, body)
+        self._hand_over(self._on_feed, readings)
 
     def _hand_over(self, sink: Callable[..., None], *args: Any) -> None:
         # The loop closes before this thread is stopped during shutdown; a message arriving in

@@ -9,21 +9,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 
-from api import query as q
-from api.alarms import AlarmBook, Writer, load_events
-from api.contract import Contract
-from api.feed import FeedSubscriber
-from api.hub import Hub
-from api.readings import readings_by_device
-from api.settings import ApiSettings
-from api.state import LiveState, Reporting
-from api.times import NS_PER_S, now_ns
-from citysense.errors import InfluxError, InfluxUnavailable
-from citysense.influx import AsyncInfluxClient, Series
+from api.core import query as q
+from api.core.contract import Contract
+from api.core.readings import readings_by_device
+from api.core.settings import ApiSettings
+from api.core.times import NS_PER_S, now_ns
+from api.live.alarms import AlarmBook, Writer, load_events
+from api.live.feed import FeedSubscriber
+from api.live.hub import Hub
+from api.live.state import LiveState, Reporting
+from common.errors import InfluxError, InfluxUnavailable
+from common.influx import AsyncInfluxClient, Series
+from wire import statefeed
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ class Live:
         if self.feed is not None:
             self.feed.stop()
 
-    def _on_feed(self, message: dict[str, Any]) -> None:
-        self.state.apply_feed(message, now_ns())
+    def _on_feed(self, readings: list[statefeed.Announced]) -> None:
+        self.state.apply_feed(readings, now_ns())
 
     def _on_status(self, profile: str, device_id: str, online: bool) -> None:
         self.state.set_connected(profile, device_id, online, now_ns())

@@ -23,13 +23,13 @@ from typing import Any
 
 import httpx
 
-from api.contract import Contract
-from api.hub import Event, Hub
-from api.lineproto import encode_line
-from api.times import NS_PER_S, format_rfc3339, now_ns, parse_rfc3339
-from citysense.errors import InfluxError
-from citysense.influx import AsyncInfluxClient, InfluxConfig
+from api.core.contract import Contract
+from api.core.times import NS_PER_S, format_rfc3339, now_ns, parse_rfc3339
+from api.live.hub import Event, Hub
+from common.errors import InfluxError
+from common.influx import AsyncInfluxClient, InfluxConfig
 from device_profiles import AlarmOp, AlarmRule, Severity
+from wire.lineproto import line, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -157,14 +157,14 @@ class AlarmBook:
         elif isinstance(value, int | float):
             values["value_num"] = float(value)
         elif isinstance(value, str):
-            values["value_text"] = value
+            values["value_text"] = one_line(value)
         if alarm.end_ns is not None:
             values["end"] = alarm.end_ns
         if alarm.acknowledged_by is not None:
-            values["acknowledged_by"] = alarm.acknowledged_by
+            values["acknowledged_by"] = one_line(alarm.acknowledged_by)
             values["acknowledged_at"] = alarm.acknowledged_ns or 0
         if alarm.note is not None:
-            values["note"] = alarm.note
+            values["note"] = one_line(alarm.note)
         tags = {
             "event": kind,
             "rule": alarm.rule,
@@ -172,7 +172,7 @@ class AlarmBook:
             "district": alarm.district,
             "severity": alarm.severity,
         }
-        self.outbox.append(encode_line(MEASUREMENT, tags, values, self._unique_ns()))
+        self.outbox.append(line(MEASUREMENT, tags, values, self._unique_ns()))
         self.hub.publish(
             "alarm",
             alarm.profile,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from api.core.times import NS_PER_S, now_ns, parse_rfc3339
 from api.errors import invalid_query
-from api.times import NS_PER_S, now_ns, parse_rfc3339
 
 DAY_S = 86400
 

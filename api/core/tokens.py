@@ -29,7 +29,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from citysense.errors import ConfigError
+from common.errors import ConfigError
 
 
 class Scope(StrEnum):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from api.times import NS_PER_S
-from api.windows import Window
+from api.core.times import NS_PER_S
+from api.core.windows import Window
 
 NS_PER_H = 3600 * NS_PER_S
 

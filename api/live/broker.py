@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from citysense.mqtturl import MqttUrl
+from common.mqtturl import MqttUrl
 
 
 def check_broker(url: MqttUrl, timeout: float) -> str | None:

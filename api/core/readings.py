@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from api.query import Aggregate
-from citysense.influx import Series
+from api.core.query import Aggregate
+from common.influx import Series
 from device_profiles import FieldSpec, FieldType, Profile
 
 # bool first: pydantic tries exact types in order, and True must never come out as 1.

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from api.contract import Contract
-from api.hub import Hub
-from api.readings import Reading, Value, typed
-from api.times import NS_PER_S, format_rfc3339
+from api.core.contract import Contract
+from api.core.readings import Reading, Value, typed
+from api.core.times import NS_PER_S, format_rfc3339
+from api.live.hub import Hub
 from device_profiles import Device
+from wire import statefeed
 
 
 class Reporting(StrEnum):
@@ -190,29 +191,11 @@ class LiveState:
             )
         return True
 
-    def apply_feed(self, message: Mapping[str, Any], now_ns: int) -> int:
-        """A state-feed message (contract 3); returns how many readings became latest."""
-        readings = message.get("readings")
-        if not isinstance(readings, list):
-            return 0
-        applied = 0
-        for item in readings:
-            if not isinstance(item, dict):
-                continue
-            device_id, profile, time_ns, values = (
-                item.get("device_id"),
-                item.get("profile"),
-                item.get("time"),
-                item.get("values"),
-            )
-            if (
-                isinstance(device_id, str)
-                and isinstance(profile, str)
-                and isinstance(time_ns, int)
-                and isinstance(values, dict)
-            ):
-                applied += self.apply(device_id, profile, time_ns, values, now_ns)
-        return applied
+    def apply_feed(self, readings: Iterable[statefeed.Announced], now_ns: int) -> int:
+        """The readings of a state-feed message; returns how many became latest."""
+        return sum(
+            self.apply(r.device_id, r.profile, r.time_ns, r.values, now_ns) for r in readings
+        )
 
     def load(self, profile: str, latest: Iterable[tuple[str, Reading]], now_ns: int) -> int:
         """Readings from InfluxDB (start-up, reconcile), already typed by the contract

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from api.windows import Window
-from citysense.influx import AsyncInfluxClient, ParamValue, Series, first_series, quote_ident
+from api.core.windows import Window
+from common.influx import AsyncInfluxClient, ParamValue, Series, first_series, quote_ident
 from device_profiles import FieldKind, FieldSpec, FieldType, Profile
-from device_profiles import changes as changes_layout
+from wire import changes as changes_layout
 
 DEVICE_TAG = quote_ident("device_id")
 DISTRICT_TAG = quote_ident("district")

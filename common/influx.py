@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import orjson
 
-from citysense.errors import (
+from common.errors import (
     InfluxError,
     InfluxNotFound,
     InfluxPartialWrite,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeGuard
 
-from api.readings import Reading, Value
+from api.core.readings import Reading, Value
 from device_profiles import SummaryOp, SummarySpec
 
 Number = int | float

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 
-from api.tokens import Principal
+from api.core.tokens import Principal
 from device_profiles import Device
 
 OPEN_DATA_ONLY = (

@@ -21,9 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
-from api.readings import Value
-from citysense.influx import Series
-from device_profiles.changes import window_of
+from api.core.readings import Value
+from common.influx import Series
+from wire.changes import window_of
 
 Signature = tuple[int, int]  # the sum and the count of the stamps under a cell
 

@@ -21,14 +21,14 @@ from urllib.parse import parse_qsl
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 
-from api import query as q
-from api.cells import CellCache
-from api.contract import Contract
+from api.compute.cells import CellCache
+from api.core import query as q
+from api.core.contract import Contract
+from api.core.settings import ApiSettings
+from api.core.tokens import ANONYMOUS, Principal
 from api.routes.aggregates import AggregateRequest, answer, check
-from api.settings import ApiSettings
-from api.tokens import ANONYMOUS, Principal
-from citysense.errors import ConfigError, InfluxError
-from citysense.influx import AsyncInfluxClient
+from common.errors import ConfigError, InfluxError
+from common.influx import AsyncInfluxClient
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from citysense.settings import CommonSettings
+from common.settings import CommonSettings
 from device_profiles import parse_duration
 
 

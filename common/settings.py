@@ -11,19 +11,19 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from citysense.influx import InfluxConfig
-from citysense.mqtturl import MqttUrl
+from common.influx import InfluxConfig
+from common.mqtturl import MqttUrl
 from device_profiles import (
     DEFAULT_PROFILES,
     DEFAULT_REGISTRY,
     Profile,
     Registry,
-    TopicLayout,
     Variant,
     load_profiles,
     load_registry,
     load_variants,
 )
+from wire.topics import TopicLayout
 
 
 class CommonSettings(BaseSettings):

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from api.times import NS_PER_S
+from api.core.times import NS_PER_S
 
 Window = tuple[int, int]  # [start, end) in ns
 
