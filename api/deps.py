@@ -8,20 +8,18 @@ of it to routes, so routes never touch `app.state` (untyped) themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.compute.cells import CellCache
+from api.compute.warm import Warmer
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.core.tokens import ANONYMOUS, Principal, hash_token
 from api.live.service import Live
 from common.influx import AsyncInfluxClient
-
-if TYPE_CHECKING:  # api.warm answers through the routes, which import this module
-    from api.compute.warm import Warmer
 
 
 @dataclass(frozen=True, slots=True)

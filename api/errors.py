@@ -1,69 +1,53 @@
 """Errors translated once, at the HTTP boundary.
 
-Route code raises the CitySense error tree (citysense.errors) or `invalid_query`; this module turns
-them into responses. Messages leave the process only after every configured secret (InfluxDB
-token, MQTT password, credentials in a URL) has been masked: an error text from a library may
-quote a URL or a header, and a 503 body or a log line must never carry a password.
+The core raises its own tree (api.core.errors) and InfluxDB's (common.errors); this module turns
+them into responses. Messages leave the process only after every configured secret has been
+masked (api.core.scrub).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from api.core.settings import ApiSettings
+from api.core.errors import ApiError, Conflict, Forbidden, InvalidParameter, NotFound
+from api.core.scrub import Scrubber
 from api.schemas import ErrorPublic
 from common.errors import InfluxRejected, InfluxUnavailable
 
 logger = logging.getLogger(__name__)
 
-MASK = "***"
+_STATUS: dict[type[ApiError], int] = {Forbidden: 403, NotFound: 404, Conflict: 409}
 
 
-def secrets_of(settings: ApiSettings) -> tuple[str, ...]:
-    """Every secret the settings hold, longest first so no secret is masked only partly."""
-    found: list[str] = []
-    if settings.influx_token is not None:
-        found.append(settings.influx_token.get_secret_value())
-    if settings.mqtt.password:
-        found.append(settings.mqtt.password)
-    influx_password = urlsplit(settings.influx_url).password
-    if influx_password:
-        found.append(influx_password)
-    return tuple(sorted({s for s in found if s}, key=len, reverse=True))
-
-
-class Scrubber:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = tuple(secrets)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
-
-
-def invalid_query(name: str, value: Any, message: str, **context: Any) -> RequestValidationError:
-    """A 422 for a query parameter that only the contract can judge (a profile, a field name),
-    shaped exactly like FastAPI's own validation errors so clients parse one format."""
+def validation_error(exc: InvalidParameter) -> RequestValidationError:
+    """A parameter the core refused, shaped exactly like FastAPI's own validation errors so
+    clients parse one format."""
     error: dict[str, Any] = {
         "type": "value_error",
-        "loc": ("query", name),
-        "msg": message,
-        "input": value,
+        "loc": ("query", exc.name),
+        "msg": exc.message,
+        "input": exc.value,
     }
-    if context:
-        error["ctx"] = context
+    if exc.context:
+        error["ctx"] = exc.context
     return RequestValidationError([error])
 
 
 def install(app: FastAPI, scrub: Scrubber) -> None:
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidParameter)
+        return await request_validation_exception_handler(request, validation_error(exc))
+
+    async def refused(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return JSONResponse({"detail": exc.detail}, status_code=_STATUS[type(exc)])
+
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, InfluxUnavailable)
         detail = scrub(f"InfluxDB is unavailable, retry later: {exc}")
@@ -80,6 +64,9 @@ def install(app: FastAPI, scrub: Scrubber) -> None:
         logger.error("%s %s: %s", request.method, request.url.path, detail)
         return JSONResponse({"detail": detail}, status_code=502)
 
+    app.add_exception_handler(InvalidParameter, invalid)
+    for kind in _STATUS:
+        app.add_exception_handler(kind, refused)
     app.add_exception_handler(InfluxUnavailable, unavailable)
     app.add_exception_handler(InfluxRejected, rejected)
 

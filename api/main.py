@@ -17,6 +17,7 @@ from api import errors
 from api.compute.cells import CellCache
 from api.compute.warm import Warmer, parse_questions
 from api.core.contract import Contract
+from api.core.scrub import Scrubber, secrets_of
 from api.core.settings import ApiSettings
 from api.core.tokens import Principal, load_tokens
 from api.deps import Runtime
@@ -62,6 +63,42 @@ def _access(config: ApiSettings, contract: Contract) -> dict[str, Principal] | N
     return tokens
 
 
+def _contract(config: ApiSettings) -> Contract:
+    try:
+        profiles, registry = config.load_contract()
+    except ContractError as exc:
+        # Serving with a broken contract would answer 404 for devices that exist, or
+        # query fields that do not: refuse to start and say exactly what is wrong.
+        logger.error("refusing to start, the device contract is invalid:\n%s", exc)
+        raise
+    return Contract.build(profiles, registry)
+
+
+def _runtime(
+    config: ApiSettings, scrub: Scrubber, transport: httpx.AsyncBaseTransport | None
+) -> Runtime:
+    """Everything the routes share, built and checked before the first request."""
+    contract = _contract(config)
+    tokens = _access(config, contract)
+    influx = AsyncInfluxClient(config.influx, transport=transport)
+    cells = CellCache(config.api_aggregate_cells, config.api_aggregate_max_staleness)
+    try:
+        questions = parse_questions(config.api_aggregate_warm, contract, config)
+    except ConfigError as exc:
+        logger.error("refusing to start: %s", exc)
+        raise
+    warmer = Warmer(questions, settings=config, contract=contract, influx=influx, cache=cells)
+    return Runtime(
+        settings=config,
+        contract=contract,
+        influx=influx,
+        tokens=tokens,
+        live=Live(config, contract, influx, scrub, transport),
+        cells=cells,
+        warmer=warmer,
+    )
+
+
 def create_app(
     settings: ApiSettings | None = None,
     *,
@@ -69,53 +106,28 @@ def create_app(
 ) -> FastAPI:
     """The app; `influx_transport` replaces the network under the InfluxDB client in tests."""
     config = settings if settings is not None else ApiSettings()
-    scrub = errors.Scrubber(errors.secrets_of(config))
+    scrub = Scrubber(secrets_of(config))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            profiles, registry = config.load_contract()
-        except ContractError as exc:
-            # Serving with a broken contract would answer 404 for devices that exist, or
-            # query fields that do not: refuse to start and say exactly what is wrong.
-            logger.error("refusing to start, the device contract is invalid:\n%s", exc)
-            raise
-        contract = Contract.build(profiles, registry)
-        tokens = _access(config, contract)
-        influx = AsyncInfluxClient(config.influx, transport=influx_transport)
-        live = Live(config, contract, influx, scrub, influx_transport)
-        cells = CellCache(config.api_aggregate_cells, config.api_aggregate_max_staleness)
-        try:
-            questions = parse_questions(config.api_aggregate_warm, contract, config)
-        except ConfigError as exc:
-            logger.error("refusing to start: %s", exc)
-            raise
-        warmer = Warmer(questions, settings=config, contract=contract, influx=influx, cache=cells)
-        app.state.runtime = Runtime(
-            settings=config,
-            contract=contract,
-            influx=influx,
-            tokens=tokens,
-            live=live,
-            cells=cells,
-            warmer=warmer,
-        )
+        runtime = app.state.runtime = _runtime(config, scrub, influx_transport)
+        registry = runtime.contract.registry
         logger.info(
             "serving %d devices of %d profiles in %d districts; InfluxDB %s, database %s",
             len(registry.devices),
-            len(profiles),
+            len(runtime.contract.profiles),
             len(registry.districts),
             scrub(config.influx_url),
             config.influx_db,
         )
-        await live.start()
-        warmer.start()
+        await runtime.live.start()
+        runtime.warmer.start()
         try:
             yield
         finally:
-            await warmer.stop()
-            await live.stop()
-            await influx.aclose()
+            await runtime.warmer.stop()
+            await runtime.live.stop()
+            await runtime.influx.aclose()
 
     app = FastAPI(
         title="CitySense API", version=__version__, description=DESCRIPTION, lifespan=lifespan

@@ -1,5 +1,7 @@
-"""Response models. Times are RFC 3339 strings in UTC (`...Z`) with up to nanosecond precision,
-exactly as stored: JSON has no time type, and a float of epoch seconds would lose nanoseconds."""
+"""Request and response models of the HTTP API (`*Query` in, `*Public` out).
+
+Times are RFC 3339 strings in UTC (`...Z`) with up to nanosecond precision, exactly as stored:
+JSON has no time type, and a float of epoch seconds would lose nanoseconds."""
 
 from __future__ import annotations
 
@@ -210,6 +212,57 @@ class AggregateRowPublic(BaseModel):
     registered: int = Field(description="Devices of the profile registered in the group")
     suppressed: bool = Field(
         description="True if fewer than min_devices devices contributed (open data only)"
+    )
+
+
+class DeviceFilterQuery(BaseModel):
+    """The filters of GET /devices and /devices.geojson (api.live.devices.DeviceFilter)."""
+
+    profile: str | None = Field(None, description="Profile name", examples=["streetlight"])
+    district: str | None = Field(None, description="District name")
+    status: Reporting | None = Field(None, description="Reporting status right now")
+    connected: bool | None = Field(
+        None, description="Connection status from the retained status topic"
+    )
+    bbox: str | None = Field(
+        None,
+        description="min_lon,min_lat,max_lon,max_lat (WGS 84), inclusive",
+        examples=["120.0,30.0,120.5,30.5"],
+    )
+
+
+class AlarmFilterQuery(BaseModel):
+    """The filters of GET /alarms (api.live.alarm_queries.AlarmFilter)."""
+
+    state: Literal["active", "cleared", "all"] = "active"
+    profile: str | None = None
+    district: str | None = None
+    device_id: str | None = Field(None, max_length=128)
+    rule: str | None = Field(None, max_length=64)
+    severity: Literal["info", "warning", "critical"] | None = None
+    acknowledged: bool | None = None
+    start: str | None = Field(None, description="RFC 3339")
+    end: str | None = Field(None, description="RFC 3339, exclusive")
+
+
+class AggregateQuery(BaseModel):
+    """The query parameters of GET /aggregates (api.compute.aggregates.AggregateRequest)."""
+
+    profile: str = Field(description="Profile name", examples=["water_pipe"])
+    field: str = Field(description="A field of the profile", examples=["pressure"])
+    agg: Aggregate = Field(Aggregate.MEAN, description="Aggregate")
+    equals: str | None = Field(
+        None, description="With agg=count: devices whose last value equals this"
+    )
+    every: str = Field("1h", description="Window: a width, or hour/day/week/month")
+    tz: str = Field("UTC", description="IANA time zone of calendar windows")
+    group_by: Literal["district", "none"] = Field("district", description="Groups")
+    district: str | None = Field(None, description="Only this district")
+    start: str | None = Field(
+        None, description="RFC 3339; default: the start of the window holding 24 h before end"
+    )
+    end: str | None = Field(
+        None, description="RFC 3339, exclusive; default: the end of the window holding now"
     )
 
 

@@ -18,15 +18,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-from fastapi import HTTPException
-from fastapi.exceptions import RequestValidationError
-
+from api.compute.aggregates import AggregateRequest, answer, check
 from api.compute.cells import CellCache
 from api.core import query as q
 from api.core.contract import Contract
+from api.core.errors import ApiError, InvalidParameter
 from api.core.settings import ApiSettings
 from api.core.tokens import ANONYMOUS, Principal
-from api.routes.aggregates import AggregateRequest, answer, check
 from common.errors import ConfigError, InfluxError
 from common.influx import AsyncInfluxClient
 
@@ -69,13 +67,9 @@ def _question(n: int, text: str, contract: Contract, settings: ApiSettings) -> A
     )
     try:
         check(request, contract, settings)
-    except RequestValidationError as exc:
-        raise ConfigError(f"{where}: {_message(exc)}") from None
+    except InvalidParameter as exc:
+        raise ConfigError(f"{where}: {exc.name}: {exc.message}") from None
     return request
-
-
-def _message(exc: RequestValidationError) -> str:
-    return "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors())
 
 
 Asked = tuple[AggregateRequest, Principal]
@@ -157,9 +151,8 @@ class Warmer:
             except InfluxError as exc:
                 # InfluxDB down or slow: the next round tries again; health reports the outage.
                 log.warning("could not warm %s: %s", what, exc)
-            except (HTTPException, RequestValidationError) as exc:  # checked at start
-                detail = exc.detail if isinstance(exc, HTTPException) else _message(exc)
-                log.error("cannot warm %s: %s", what, detail)
+            except ApiError as exc:  # checked at start
+                log.error("cannot warm %s: %s", what, exc.detail)
             except Exception:  # a bug must not end warming silently for good
                 log.exception("warming %s failed", what)
         self.rounds += 1

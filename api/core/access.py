@@ -1,4 +1,4 @@
-"""Scope checks at the HTTP boundary: who (api.tokens.Principal) may see which devices.
+"""Scope checks: who (api.tokens.Principal) may see which devices.
 
 Outside the scope is 403, said plainly; a department that lists without a filter simply gets its
 own devices. Open-data tokens never reach a route that names a device.
@@ -6,18 +6,13 @@ own devices. Open-data tokens never reach a route that names a device.
 
 from __future__ import annotations
 
-from fastapi import HTTPException
-
+from api.core.errors import forbidden
 from api.core.tokens import Principal
 from device_profiles import Device
 
 OPEN_DATA_ONLY = (
     "an open-data token reads aggregates over groups of devices only (/aggregates, /districts)"
 )
-
-
-def forbidden(detail: str) -> HTTPException:
-    return HTTPException(403, detail)
 
 
 def require_devices(principal: Principal) -> None:

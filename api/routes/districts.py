@@ -1,28 +1,16 @@
-"""Districts: what the registry holds per district, and a live summary of one district."""
+"""Districts: what the registry holds per district, and a live summary of one district
+(api.compute.districts)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Path, Query
 
-from api.compute.summary import figure
-from api.core import query as q
-from api.core.access import check_filters
-from api.core.readings import Reading, readings_by_device
-from api.core.times import NS_PER_S, format_rfc3339, now_ns, parse_whole_seconds
+from api.compute.districts import districts, summary
 from api.deps import ContractDep, InfluxDep, PrincipalDep, SettingsDep
-from api.errors import documented, invalid_query
-from api.schemas import (
-    DistrictListPublic,
-    DistrictPublic,
-    DistrictSummaryPublic,
-    FigurePublic,
-    ProfileSummaryPublic,
-)
-from common.influx import AsyncInfluxClient
-from device_profiles import Device, Profile, SummaryOp
+from api.errors import documented
+from api.schemas import DistrictListPublic, DistrictSummaryPublic
 
 router = APIRouter(prefix="/districts", tags=["districts"])
 
@@ -53,55 +41,7 @@ profile's `summary` figures.
     responses=documented(401),
 )
 async def list_districts(contract: ContractDep, principal: PrincipalDep) -> DistrictListPublic:
-    profiles = [p for p in sorted(contract.profiles) if principal.sees_profile(p)]
-    items = []
-    for district in contract.districts:
-        if not principal.sees_district(district):
-            continue
-        counts = {p: len(contract.devices(p, district)) for p in profiles}
-        items.append(
-            DistrictPublic(district=district, devices=sum(counts.values()), profiles=counts)
-        )
-    return DistrictListPublic(items=items)
-
-
-async def _profile_summary(
-    influx: AsyncInfluxClient,
-    profile: Profile,
-    district: str,
-    devices: list[Device],
-    since_ns: int,
-) -> ProfileSummaryPublic:
-    latest: dict[str, Reading] = {}
-    if devices:
-        found = readings_by_device(
-            profile,
-            await q.fetch(influx, q.latest_readings(profile, since_ns, district=district)),
-        )
-        # A reading tagged with this district from a device the registry now places elsewhere
-        # (or no longer knows) is not this district's device.
-        latest = {d.device_id: found[d.device_id] for d in devices if d.device_id in found}
-    figures = []
-    for spec in profile.summary:
-        result = figure(spec, latest.values())
-        unit = None if spec.op is SummaryOp.COUNT else profile.fields[spec.field].unit
-        figures.append(
-            FigurePublic(
-                name=spec.name,
-                op=spec.op,
-                field=spec.field,
-                equals=spec.equals,
-                unit=unit,
-                value=result.value,
-                devices=result.devices,
-            )
-        )
-    return ProfileSummaryPublic(
-        profile=profile.profile,
-        devices_registered=len(devices),
-        devices_reporting=len(latest),
-        figures=figures,
-    )
+    return districts(contract, principal)
 
 
 @router.get(
@@ -121,32 +61,6 @@ async def district_summary(
         str, Query(description="How far back a reading counts, e.g. 15m, 1h", examples=["1h"])
     ] = "1h",
 ) -> DistrictSummaryPublic:
-    if district not in contract.districts:
-        raise HTTPException(404, f"unknown district {district!r}: not in the device registry")
-    check_filters(principal, None, district)
-    try:
-        window_s = parse_whole_seconds(window, minimum=1, maximum=int(settings.api_latest_lookback))
-    except ValueError as exc:
-        raise invalid_query("window", window, str(exc)) from exc
-    end_ns = now_ns()
-    since_ns = end_ns - window_s * NS_PER_S
-    summaries = await asyncio.gather(
-        *(
-            _profile_summary(
-                influx,
-                contract.profiles[name],
-                district,
-                list(contract.devices(name, district)),
-                since_ns,
-            )
-            for name in sorted(contract.profiles)
-            if principal.sees_profile(name)
-        )
-    )
-    return DistrictSummaryPublic(
-        district=district,
-        window_seconds=window_s,
-        start=format_rfc3339(since_ns),
-        end=format_rfc3339(end_ns),
-        profiles=list(summaries),
+    return await summary(
+        district, window, principal=principal, contract=contract, influx=influx, settings=settings
     )

@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from urllib.parse import urlsplit
-
 from fastapi import APIRouter, Response
 
-from api.core.settings import ApiSettings
 from api.deps import InfluxDep, SettingsDep
-from api.live.broker import check_broker
-from api.schemas import ComponentPublic, HealthPublic
-from common.influx import AsyncInfluxClient
+from api.live.health import health as check
+from api.schemas import HealthPublic
 
 router = APIRouter(tags=["health"])
-
-UP = ComponentPublic(status="up")
-
-
-async def _influx(influx: AsyncInfluxClient, timeout: float) -> ComponentPublic:
-    # host:port only: the configured URL may carry credentials.
-    parts = urlsplit(influx.config.url)
-    where = f"InfluxDB at {parts.hostname}:{parts.port or 'default port'}"
-    try:
-        answered = await asyncio.wait_for(influx.ping(), timeout)
-    except TimeoutError:
-        return ComponentPublic(status="down", detail=f"{where}: no answer to /ping in {timeout:g}s")
-    if not answered:
-        return ComponentPublic(status="down", detail=f"{where}: unreachable, or /ping not 204")
-    return UP
-
-
-async def _broker(settings: ApiSettings) -> ComponentPublic:
-    # paho-mqtt blocks; a worker thread keeps the event loop serving other requests meanwhile.
-    problem = await asyncio.to_thread(check_broker, settings.mqtt, settings.api_health_timeout)
-    return UP if problem is None else ComponentPublic(status="down", detail=problem)
 
 
 @router.get(
@@ -45,10 +19,7 @@ async def _broker(settings: ApiSettings) -> ComponentPublic:
     responses={503: {"model": HealthPublic, "description": "A component is down"}},
 )
 async def health(influx: InfluxDep, settings: SettingsDep, response: Response) -> HealthPublic:
-    influxdb, mqtt = await asyncio.gather(
-        _influx(influx, settings.api_health_timeout), _broker(settings)
-    )
-    ok = influxdb.status == "up" and mqtt.status == "up"
-    if not ok:
+    answer = await check(influx, settings)
+    if answer.status != "ok":
         response.status_code = 503
-    return HealthPublic(status="ok" if ok else "unavailable", influxdb=influxdb, mqtt=mqtt)
+    return answer

@@ -17,6 +17,7 @@ from api.core.readings import (
     readings_by_device,
     typed,
 )
+from api.core.scrub import Scrubber
 from api.core.times import (
     NS_PER_S,
     bucket_count,
@@ -24,7 +25,6 @@ from api.core.times import (
     parse_rfc3339,
     parse_whole_seconds,
 )
-from api.errors import Scrubber
 from common.influx import Series, parse_query
 from device_profiles import FieldSpec, FieldType, SummaryOp, SummarySpec, load_profiles
 

@@ -1,0 +1,534 @@
+"""Aggregation across devices, computed from InfluxDB per (window, group) cell and kept
+(api.compute.cells) until a write touches its windows: per district (or city-wide), of one field
+of one profile. The question is an `AggregateRequest`; `answer` is what GET /aggregates returns,
+and api.compute.warm asks the same questions in the background.
+
+Open data is answered here too, under the rules GET /aggregates documents: whole districts, whole
+days of the operator's zone that are over, and cells of fewer than k devices suppressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections import defaultdict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Literal
+
+from api.compute.cells import Cell, CellCache, Marks, Signature
+from api.core import query as q
+from api.core.contract import Contract
+from api.core.counters import deltas, rate_per_hour
+from api.core.errors import forbidden, invalid_query
+from api.core.params import check_choice, field_spec, time_window, window_list
+from api.core.readings import Value, aggregate_value
+from api.core.settings import ApiSettings
+from api.core.times import NS_PER_S, format_rfc3339, now_ns
+from api.core.tokens import Principal, Scope
+from api.core.windows import Window, fixed_grid
+from api.schemas import AggregatePublic, AggregateRowPublic
+from common.influx import AsyncInfluxClient, Series
+from device_profiles import FieldSpec, FieldType, Profile
+from wire.changes import window_of
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateRequest:
+    """The question of GET /aggregates, as its parameters say it."""
+
+    profile: str
+    field: str
+    agg: q.Aggregate = q.Aggregate.MEAN
+    equals: str | None = None
+    every: str = "1h"
+    tz: str = "UTC"
+    group_by: Literal["district", "none"] = "district"
+    district: str | None = None
+    start: str | None = None
+    end: str | None = None
+
+
+def check(request: AggregateRequest, contract: Contract, settings: ApiSettings) -> None:
+    """What can be checked of a question without asking InfluxDB; raises as `answer` would."""
+    _validated(request, contract)
+    start_ns, end_ns = time_window(request.start, request.end)
+    window_list(request.every, request.tz, start_ns, end_ns, settings.api_history_max_points)
+
+
+def _validated(request: AggregateRequest, contract: Contract) -> tuple[FieldSpec, Value | None]:
+    check_choice("profile", request.profile, sorted(contract.profiles))
+    check_choice("district", request.district, contract.districts)
+    spec = field_spec(contract.profiles[request.profile], request.field, request.agg)
+    return spec, _equals_param(request.agg, spec, request.equals)
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """The windows an answer covers: as asked, and clipped to [start_ns, end_ns)."""
+
+    windows: list[Window]
+    clipped: list[Window]
+    every_s: int | None  # a fixed width; None for calendar windows
+    start_ns: int
+    end_ns: int
+
+
+def _span(request: AggregateRequest, settings: ApiSettings, open_data: bool) -> _Span:
+    start, end, every, tz = request.start, request.end, request.every, request.tz
+    start_ns, end_ns = time_window(start, end)
+    if open_data:
+        start_ns, end_ns = _open_data_window(
+            settings,
+            every=every,
+            tz=tz,
+            group_by=request.group_by,
+            start_ns=start_ns,
+            end_ns=end_ns,
+        )
+    windows, every_s = window_list(every, tz, start_ns, end_ns, settings.api_history_max_points)
+    if open_data:  # whole days, and only days that are over
+        windows = [w for w in windows if w[1] <= end_ns]
+        if not windows:
+            raise invalid_query("end", end, "no whole day between start and end has ended yet")
+        start_ns, end_ns = windows[0][0], windows[-1][1]
+    else:
+        # Whole windows by default: the same cells every time, so they can be kept (api.cells).
+        start_ns = windows[0][0] if start is None else start_ns
+        end_ns = windows[-1][1] if end is None else end_ns
+    clipped = [(max(b, start_ns), min(e, end_ns)) for b, e in windows]
+    return _Span(windows, clipped, every_s, start_ns, end_ns)
+
+
+async def answer(
+    request: AggregateRequest,
+    *,
+    principal: Principal,
+    contract: Contract,
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    cache: CellCache,
+) -> tuple[AggregatePublic, str]:
+    """The answer, and how many of its cells were computed (CELLS_HEADER's value)."""
+    spec, match = _validated(request, contract)
+    check_choice("district", request.district, contract.districts)
+    profile = contract.profiles[request.profile]
+    districts = _scope_districts(principal, contract, request.profile, request.district)
+    open_data = principal.scope is Scope.OPEN_DATA
+    span = _span(request, settings, open_data)
+    # One query per group (see q.across_devices), run concurrently: None is the whole selection.
+    groups: list[str | None] = [None]
+    if request.group_by == "district":
+        groups = list(districts or await _stored_districts(influx, profile))
+    question = Question(profile, request.field, request.agg, match, tuple(districts))
+    cells, as_of, computed = await _cells(
+        influx,
+        settings,
+        cache,
+        question,
+        windows=span.windows,
+        clipped=span.clipped,
+        every_s=span.every_s,
+        groups=groups,
+    )
+    if request.agg is q.Aggregate.RATE:
+        cells = _rates(
+            cells,
+            as_of,
+            windows=span.windows,
+            clipped=span.clipped,
+            start_ns=span.start_ns,
+            end_ns=span.end_ns,
+        )
+    if match is not None:  # "0 lamps on" is an answer, not a missing row
+        _zeros(cells, contract, request, districts, span.windows)
+    k = settings.api_open_data_min_devices
+    body = AggregatePublic(
+        profile=request.profile,
+        field=request.field,
+        agg=request.agg,
+        equals=match,
+        unit=_unit(spec, request.agg),
+        every=request.every,
+        tz=request.tz if span.every_s is None else None,
+        start=format_rfc3339(span.start_ns),
+        end=format_rfc3339(span.end_ns),
+        group_by=request.group_by,
+        min_devices=k if open_data else None,
+        rows=_rows(
+            cells, contract, request.profile, districts, k=k if open_data else None, match=match
+        ),
+    )
+    return body, f"{computed}/{len(span.windows) * len(groups)}"
+
+
+def _zeros(
+    cells: Cells,
+    contract: Contract,
+    request: AggregateRequest,
+    districts: list[str],
+    windows: list[Window],
+) -> None:
+    """Counting devices: a group with devices but none matching is 0, not a missing row."""
+    expected: list[str | None] = [None]
+    if request.group_by == "district":
+        every = districts or contract.districts
+        expected = [d for d in every if contract.devices(request.profile, d)]
+    for window in windows:
+        for group in expected:
+            cells.setdefault((window[0], group), (0, 0))
+
+
+def _rows(
+    cells: Cells,
+    contract: Contract,
+    profile: str,
+    districts: list[str],
+    *,
+    k: int | None,
+    match: Value | None,
+) -> list[AggregateRowPublic]:
+    """The rows, oldest first, then by district; with open data (k set), cells of fewer than
+    k devices suppressed (counting devices: fewer than k registered)."""
+    rows = []
+    for (begin, group), (value, devices) in sorted(
+        cells.items(), key=lambda c: (c[0][0], c[0][1] or "")
+    ):
+        registered = _registered(contract, profile, group, districts)
+        hidden = k is not None and (devices < k if match is None else registered < k)
+        rows.append(
+            AggregateRowPublic(
+                time=format_rfc3339(begin),
+                district=group,
+                value=None if hidden else value,
+                devices=None if hidden else devices,
+                registered=registered,
+                suppressed=hidden,
+            )
+        )
+    return rows
+
+
+def _unit(spec: FieldSpec, agg: q.Aggregate) -> str | None:
+    if agg is q.Aggregate.COUNT:
+        return None
+    if agg is q.Aggregate.RATE and spec.unit:
+        return f"{spec.unit}/h"
+    return spec.unit
+
+
+def _rates(
+    deltas: Cells,
+    as_of: dict[tuple[int, str | None], int],
+    *,
+    windows: list[Window],
+    clipped: list[Window],
+    start_ns: int,
+    end_ns: int,
+) -> Cells:
+    """Increases per hour over the part of each window the data covers: up to `end`, or up to
+    when the (kept) increase was computed. A window the data does not reach yet has no rate."""
+    index = {w[0]: n for n, w in enumerate(windows)}
+    rates: Cells = {}
+    for key, (delta, devices) in deltas.items():
+        window = clipped[index[key[0]]]
+        until = min(end_ns, as_of[key])
+        if min(window[1], until) - max(window[0], start_ns) > 0:
+            rates[key] = (rate_per_hour(float(delta), window, start_ns, until), devices)
+    return rates
+
+
+def _equals_param(agg: q.Aggregate, spec: FieldSpec, equals: str | None) -> Value | None:
+    if equals is None:
+        return None
+    if agg is not q.Aggregate.COUNT:
+        raise invalid_query("equals", equals, "equals goes with agg=count")
+    return _equals_value(spec.type, equals, spec.values)
+
+
+def _equals_value(field_type: FieldType, text: str, allowed: tuple[str, ...] | None) -> Value:
+    if field_type is FieldType.BOOLEAN:
+        if text not in ("true", "false"):
+            raise invalid_query("equals", text, "a boolean field equals true or false")
+        return text == "true"
+    if field_type is FieldType.STATE:
+        if allowed is not None and text not in allowed:
+            raise invalid_query("equals", text, f"allowed: {', '.join(allowed)}")
+        return text
+    if field_type is FieldType.TEXT:
+        return text
+    raise invalid_query("equals", text, "equals applies to state, boolean and text fields")
+
+
+def _registered(contract: Contract, profile: str, group: str | None, districts: list[str]) -> int:
+    if group is not None:
+        return len(contract.devices(profile, group))
+    if districts:
+        return sum(len(contract.devices(profile, d)) for d in districts)
+    return len(contract.devices(profile))
+
+
+Cells = dict[tuple[int, str | None], tuple[Value, int]]  # (window start, district): value, devices
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What a cell is an answer to, whoever asks: the token's scope only filters the rows."""
+
+    profile: Profile
+    field: str
+    agg: q.Aggregate
+    match: Value | None
+    districts: tuple[str, ...]  # the selection for group_by=none; () = all
+
+    def key(self, group: str | None, window: Window) -> Hashable:
+        # A rate is kept as its delta: what a rate is divided by depends on the time of asking.
+        agg = q.Aggregate.DELTA if self.agg.on_counter else self.agg
+        selection = self.districts if group is None else ()
+        return (self.profile.profile, self.field, agg, self.match, selection, group, window)
+
+
+async def _cells(
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    cache: CellCache,
+    question: Question,
+    *,
+    windows: list[Window],
+    clipped: list[Window],
+    every_s: int | None,
+    groups: list[str | None],
+) -> tuple[Cells, dict[tuple[int, str | None], int], int]:
+    """The answer's cells, from the cache where their data has not changed, the rest from
+    InfluxDB: per group, one computation spanning its first to its last stale window. Returns
+    the cells, the time each one's data is as of (ns), and how many were computed."""
+    profile, counter = question.profile, question.agg.on_counter
+    # A counter's increase in a window depends on the last reading before it, too.
+    since = clipped[0][0] - (int(settings.api_latest_lookback * NS_PER_S) if counter else 0)
+    # Read before computing: a write landing meanwhile moves the signature, not the cell. From
+    # the start of the change window holding `since`: marks are stamped at their window's start.
+    read_at, as_of_ns = cache.now(), now_ns()
+    lookback, start = window_of(since), window_of(clipped[0][0])
+    query = q.changes(profile, since_ns=lookback, start_ns=start, end_ns=clipped[-1][1])
+    marks = Marks.from_series(s for result in await q.fetch_all(influx, query) for s in result)
+    cells: Cells = {}
+    as_of: dict[tuple[int, str | None], int] = {}
+    signatures: dict[tuple[str | None, int], Signature] = {}
+    stale: dict[str | None, list[int]] = defaultdict(list)
+    for group in groups:
+        selection = [group] if group is not None else (list(question.districts) or None)
+        for n, window in enumerate(clipped):
+            signature = marks.signature(selection, since if counter else window[0], window[1])
+            signatures[(group, n)] = signature
+            cell = cache.get(question.key(group, window), signature)
+            if cell is None:
+                stale[group].append(n)
+            elif cell.value is not None:
+                cells[(windows[n][0], group)] = (cell.value, cell.devices)
+                as_of[(windows[n][0], group)] = cell.as_of_ns
+    gate = asyncio.Semaphore(settings.api_query_concurrency)
+
+    async def compute(group: str | None, lo: int, hi: int) -> Cells:
+        async with gate:
+            if counter:
+                return await _counter_cells(
+                    influx,
+                    settings,
+                    profile,
+                    question.field,
+                    windows=windows[lo:hi],
+                    clipped=clipped[lo:hi],
+                    groups=[group],
+                    districts=list(question.districts),
+                )
+            return await _gauges(
+                influx,
+                settings,
+                profile,
+                question.field,
+                agg=question.agg,
+                match=question.match,
+                every_s=every_s,
+                windows=windows[lo:hi],
+                clipped=clipped[lo:hi],
+                groups=[group],
+                districts=list(question.districts),
+            )
+
+    spans = [(group, ns[0], ns[-1] + 1) for group, ns in stale.items()]
+    parts = await asyncio.gather(*(compute(*span) for span in spans))
+    for (group, lo, hi), part in zip(spans, parts, strict=True):
+        for n in range(lo, hi):
+            value = part.get((windows[n][0], group))
+            if value is not None:
+                cells[(windows[n][0], group)] = value
+                as_of[(windows[n][0], group)] = as_of_ns
+            cell = Cell(None, 0, as_of_ns) if value is None else Cell(*value, as_of_ns)
+            cache.put(question.key(group, clipped[n]), cell, signatures[(group, n)], read_at)
+    return cells, as_of, sum(hi - lo for _, lo, hi in spans)
+
+
+async def _gauges(
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    profile: Profile,
+    field: str,
+    *,
+    agg: q.Aggregate,
+    match: Value | None,
+    every_s: int | None,
+    windows: list[Window],
+    clipped: list[Window],
+    groups: list[str | None],
+    districts: list[str],
+) -> Cells:
+    spec = profile.fields[field]
+    grid = fixed_grid(windows) if every_s is None else (every_s, 0)
+    queries = [
+        q.across_devices(
+            profile,
+            field,
+            agg,
+            clipped,
+            every_s=None if grid is None else grid[0],
+            offset_s=0 if grid is None else grid[1],
+            districts=districts if group is None else [group],
+            equals=match,
+        )
+        for group in groups
+    ]
+    results = await q.fetch_many(influx, queries, concurrency=settings.api_query_concurrency)
+    cells: Cells = {}
+    for group, result in zip(groups, results, strict=True):
+        cells.update(
+            _gauge_cells(
+                result,
+                spec,
+                agg,
+                group=group,
+                windows=windows,
+                stamped=grid is not None,
+                counting=match is not None,
+            )
+        )
+    return cells
+
+
+async def _stored_districts(influx: AsyncInfluxClient, profile: Profile) -> list[str]:
+    """Groups follow the district tag stored with each reading, which may name a district the
+    registry does not (readings of unknown devices accepted as "unassigned")."""
+    return sorted(
+        str(row[1])
+        for series in await q.fetch(influx, q.district_values(profile))
+        for row in series.values
+    )
+
+
+def _window_of(starts: list[int], stamp: int) -> int:
+    """The start of the window holding `stamp` (`starts` ascending)."""
+    return starts[max(0, bisect.bisect_right(starts, stamp) - 1)]
+
+
+def _gauge_cells(
+    results: list[list[Series]],
+    spec: FieldSpec,
+    agg: q.Aggregate,
+    *,
+    group: str | None,
+    windows: list[Window],
+    stamped: bool,
+    counting: bool,
+) -> Cells:
+    cells: Cells = {}
+    starts = [w[0] for w in windows]
+    for n, result in enumerate(results):
+        for series in result:
+            columns = series.columns
+            at_value = columns.index("value")
+            at_devices = columns.index("devices") if "devices" in columns else None
+            for row in series.values:
+                value = row[at_value]
+                if value is None:
+                    continue
+                # A row of a GROUP BY time() statement is stamped with its window (or `start`
+                # for the first, which may be clipped); a per-window statement's row with its
+                # window's clipped start.
+                begin = _window_of(starts, int(row[0])) if stamped else windows[n][0]
+                if counting:
+                    cells[(begin, group)] = (int(value), int(value))
+                else:
+                    devices = int((row[at_devices] if at_devices is not None else 0) or 0)
+                    cells[(begin, group)] = (aggregate_value(agg, spec, value), devices)
+    return cells
+
+
+async def _counter_cells(
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    profile: Profile,
+    field: str,
+    *,
+    windows: list[Window],
+    clipped: list[Window],
+    groups: list[str | None],
+    districts: list[str],
+) -> Cells:
+    """Each group's summed increase of the counter per window (rates are made from these)."""
+    start_ns, end_ns = clipped[0][0], clipped[-1][1]
+    queries = [
+        q.counter_readings_all(
+            profile,
+            field,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            since_ns=start_ns - int(settings.api_latest_lookback * NS_PER_S),
+            districts=districts if group is None else [group],
+        )
+        for group in groups
+    ]
+    totals: dict[tuple[int, str | None], float] = defaultdict(float)
+    devices: dict[tuple[int, str | None], int] = defaultdict(int)
+    results = await q.fetch_many(influx, queries, concurrency=settings.api_query_concurrency)
+    for group, (before, inside) in zip(groups, results, strict=True):
+        previous = {s.tags.get("device_id", ""): float(s.values[0][1]) for s in before if s.values}
+        for series in inside:
+            readings = [(int(t), float(v)) for t, v in series.values]
+            for window, delta in zip(
+                windows,
+                deltas(previous.get(series.tags.get("device_id", "")), readings, clipped),
+                strict=True,
+            ):
+                if delta is not None:
+                    totals[(window[0], group)] += delta
+                    devices[(window[0], group)] += 1
+    return {key: (total, devices[key]) for key, total in totals.items()}
+
+
+def _scope_districts(
+    principal: Principal, contract: Contract, profile: str, district: str | None
+) -> list[str]:
+    """Districts the query is restricted to ([] = all)."""
+    if principal.scope is Scope.DEPARTMENT and not principal.sees_profile(profile):
+        raise forbidden(f"token {principal.name!r} may not read profile {profile!r}")
+    if district is not None:
+        if not principal.sees_district(district):
+            raise forbidden(f"token {principal.name!r} may not read district {district!r}")
+        return [district]
+    if principal.districts is not None:
+        return sorted(principal.districts)
+    return []
+
+
+def _open_data_window(
+    settings: ApiSettings, *, every: str, tz: str, group_by: str, start_ns: int, end_ns: int
+) -> tuple[int, int]:
+    if group_by != "district":
+        raise forbidden("open data is published per district only (group_by=district)")
+    if every != "day" or tz != settings.api_open_data_timezone:
+        raise invalid_query(
+            "every",
+            every,
+            f"open data is published per whole day in {settings.api_open_data_timezone}: "
+            f"every=day&tz={settings.api_open_data_timezone}",
+        )
+    return start_ns, min(end_ns, now_ns())

@@ -1,0 +1,34 @@
+"""Secrets masked out of every text that leaves the process: an error text from a library may
+quote a URL or a header, and a 503 body or a log line must never carry a password."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from api.core.settings import ApiSettings
+
+MASK = "***"
+
+
+def secrets_of(settings: ApiSettings) -> tuple[str, ...]:
+    """Every secret the settings hold, longest first so no secret is masked only partly."""
+    found: list[str] = []
+    if settings.influx_token is not None:
+        found.append(settings.influx_token.get_secret_value())
+    if settings.mqtt.password:
+        found.append(settings.mqtt.password)
+    influx_password = urlsplit(settings.influx_url).password
+    if influx_password:
+        found.append(influx_password)
+    return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+
+
+class Scrubber:
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = tuple(secrets)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text

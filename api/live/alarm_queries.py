@@ -1,0 +1,78 @@
+"""Alarms as a token may see and act on them: selected, found by id, acknowledged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from api.core.access import check_filters, require_devices
+from api.core.contract import Contract
+from api.core.errors import Conflict, NotFound, forbidden
+from api.core.params import check_choice, time_param
+from api.core.tokens import Principal
+from api.live.alarms import Alarm, AlarmBook
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmFilter:
+    state: Literal["active", "cleared", "all"] = "active"
+    profile: str | None = None
+    district: str | None = None
+    device_id: str | None = None
+    rule: str | None = None
+    severity: Literal["info", "warning", "critical"] | None = None
+    acknowledged: bool | None = None
+    start: str | None = None
+    end: str | None = None
+
+
+def _visible(principal: Principal, alarm: Alarm) -> bool:
+    return principal.sees(alarm.profile, alarm.district)
+
+
+def select(
+    book: AlarmBook, principal: Principal, contract: Contract, wanted: AlarmFilter
+) -> list[Alarm]:
+    """The alarms `principal` sees that match `wanted`, newest first."""
+    check_choice("profile", wanted.profile, sorted(contract.profiles))
+    check_choice("district", wanted.district, contract.districts)
+    check_filters(principal, wanted.profile, wanted.district)
+    start_ns = time_param("start", wanted.start) if wanted.start is not None else None
+    end_ns = time_param("end", wanted.end) if wanted.end is not None else None
+    pool = book.active.values() if wanted.state == "active" else book.by_id.values()
+    chosen = [
+        a
+        for a in pool
+        if _visible(principal, a)
+        and (wanted.state != "cleared" or a.end_ns is not None)
+        and (wanted.profile is None or a.profile == wanted.profile)
+        and (wanted.district is None or a.district == wanted.district)
+        and (wanted.device_id is None or a.device_id == wanted.device_id)
+        and (wanted.rule is None or a.rule == wanted.rule)
+        and (wanted.severity is None or a.severity == wanted.severity)
+        and (wanted.acknowledged is None or (a.acknowledged_by is not None) is wanted.acknowledged)
+        and (start_ns is None or a.start_ns >= start_ns)
+        and (end_ns is None or a.start_ns < end_ns)
+    ]
+    chosen.sort(key=lambda a: (a.start_ns, a.id), reverse=True)
+    return chosen
+
+
+def find(book: AlarmBook, principal: Principal, alarm_id: str) -> Alarm:
+    require_devices(principal)
+    alarm = book.by_id.get(alarm_id)
+    if alarm is None:
+        raise NotFound(f"unknown alarm {alarm_id!r}")
+    if not _visible(principal, alarm):
+        raise forbidden(f"token {principal.name!r} may not read this alarm's device")
+    return alarm
+
+
+def acknowledge(book: AlarmBook, principal: Principal, alarm_id: str, note: str | None) -> Alarm:
+    alarm = find(book, principal, alarm_id)
+    if not principal.acknowledge:
+        raise forbidden(f"token {principal.name!r} may not acknowledge alarms (read only)")
+    if alarm.end_ns is not None:
+        raise Conflict(f"alarm {alarm_id!r} has cleared; nothing to acknowledge")
+    book.acknowledge(alarm, principal.name, note)
+    return alarm

@@ -1,0 +1,92 @@
+"""Live events as Server-Sent Events frames: a subscription to the hub within the token's scope,
+and the frames written to one client until it goes away or falls too far behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+
+import orjson
+
+from api.core.access import check_filters
+from api.core.contract import Contract
+from api.core.params import check_choice
+from api.core.tokens import Principal
+from api.live.hub import EVENT_KINDS, Event, Hub, Subscription
+
+BATCH = 500  # events at most in one write to a client
+
+
+def subscribe(
+    hub: Hub,
+    principal: Principal,
+    contract: Contract,
+    *,
+    profile: str | None,
+    district: str | None,
+    kinds: Collection[str] | None,
+) -> Subscription:
+    check_choice("profile", profile, sorted(contract.profiles))
+    check_choice("district", district, contract.districts)
+    check_filters(principal, profile, district)
+    wanted = set(kinds or EVENT_KINDS)
+
+    def accepts(event: Event) -> bool:
+        return (
+            event.kind in wanted
+            and (profile is None or event.profile == profile)
+            and (district is None or event.district == district)
+            and principal.sees(event.profile, event.district)
+        )
+
+    return hub.subscribe(accepts)
+
+
+def _frame(event: Event) -> bytes:
+    frame = event.encoded.get("sse")
+    if frame is None:
+        body = {
+            "profile": event.profile,
+            "district": event.district,
+            "device_id": event.device_id,
+            **event.data,
+        }
+        frame = event.encoded["sse"] = b"event: %s\nid: %d\ndata: %s\n\n" % (
+            event.kind.encode(),
+            event.seq,
+            orjson.dumps(body),
+        )
+    return frame
+
+
+async def frames(
+    hub: Hub,
+    subscription: Subscription,
+    heartbeat: float,
+    disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[bytes]:
+    """The bytes of the stream, ending with an `overflow` event if the client fell behind."""
+    queue = subscription.queue
+    try:
+        yield b": connected\n\n"
+        while not await disconnected():
+            if queue.empty():
+                try:
+                    event = await asyncio.wait_for(queue.get(), heartbeat)
+                except TimeoutError:
+                    if subscription.overflowed:
+                        yield b"event: overflow\ndata: {}\n\n"
+                        return
+                    yield b": heartbeat\n\n"
+                    continue
+            else:
+                event = queue.get_nowait()
+            # Whatever else is queued goes out in the same write: per write, the response
+            # machinery costs far more than an event's bytes (100 clients at 300 events/s
+            # each took a whole core when every event was written on its own).
+            chunk = [_frame(event)]
+            while len(chunk) < BATCH and not queue.empty():
+                chunk.append(_frame(queue.get_nowait()))
+            yield b"".join(chunk)
+    finally:
+        hub.unsubscribe(subscription)
