@@ -1,12 +1,9 @@
 """Batch: gather the lines of many messages into one write, by size and by age.
 
-The batcher also keeps the MQTT bookkeeping that makes acknowledge-after-store safe:
-- a message's lines never straddle two batches, so its ack follows the write of all of them;
-- the packet ids it holds are remembered, so a copy the broker redelivers after a reconnect is
-  skipped rather than acknowledged twice (a second ack could acknowledge a new message that
-  reused the id before it was stored);
-- a session epoch: if the broker lost our session, ids from before mean nothing and their acks
-  are dropped (the data is still written; the broker will not resend it).
+A message's lines never straddle two batches, so its acknowledgement follows the write of all of
+them. Each message's ticket (ingest.acks) travels in the batch to the writer, which settles the
+tickets once the batch is stored; the batcher keeps no acknowledgement state of its own. Each
+item also carries its weight in bytes (ingest.budget), released once its batch is stored.
 """
 
 from __future__ import annotations
@@ -14,41 +11,34 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ingest.acks import Ticket
 from ingest.changes import Change
 from ingest.stages import Enriched
 
 
 @dataclass(frozen=True, slots=True)
-class Pending:
-    """An MQTT message awaiting acknowledgement."""
-
-    mid: int
-    qos: int
-    epoch: int
-
-
-@dataclass(frozen=True, slots=True)
 class _Item:
     lines: list[str]
-    pending: Pending | None
+    ticket: Ticket | None
     readings: int
     dead_letters: int
     feed: list[Enriched]
     changes: set[Change]
+    weight: int
     added: float
 
 
 @dataclass
 class Batch:
     lines: list[str] = field(default_factory=list)
-    pending: list[Pending] = field(default_factory=list)
+    tickets: list[Ticket] = field(default_factory=list)
     readings: int = 0
     dead_letters: int = 0
     feed: list[Enriched] = field(default_factory=list)
     changes: set[Change] = field(default_factory=set)
+    weight: int = 0
     oldest: float = 0.0
 
 
@@ -58,51 +48,34 @@ class Batcher:
         self.max_age = max_age
         self._items: deque[_Item] = deque()
         self._lines = 0
-        self._held: set[int] = set()
-        self._epoch = 0
         self._closing = False
         self._cond = threading.Condition()
 
     # --- MQTT thread ---------------------------------------------------------------------------
 
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
     def add(
         self,
         lines: list[str],
-        pending: Pending | None,
+        ticket: Ticket | None,
         readings: int,
         dead: int,
         *,
         feed: list[Enriched] | None = None,
         changes: set[Change] | None = None,
-    ) -> bool:
-        """Queue a message's lines; False (and nothing queued) if it is a redelivery we hold."""
+        weight: int = 0,
+    ) -> None:
+        """Queue a message's lines."""
+        item = _Item(
+            lines, ticket, readings, dead, feed or [], changes or set(), weight, time.monotonic()
+        )
         with self._cond:
-            if pending is not None and pending.epoch == self._epoch:
-                if pending.mid in self._held:
-                    return False
-                self._held.add(pending.mid)
             first = not self._items
-            self._items.append(
-                _Item(
-                    lines, pending, readings, dead, feed or [], changes or set(), time.monotonic()
-                )
-            )
+            self._items.append(item)
             self._lines += len(lines)
             # Wake the writer when a batch is full, and when the first item arrives, so that it
             # starts its max_age clock now rather than at the end of an idle wait.
             if first or self._lines >= self.max_lines:
                 self._cond.notify()
-            return True
-
-    def new_session(self) -> None:
-        """The broker has no session for us: held packet ids are void from here on."""
-        with self._cond:
-            self._epoch += 1
-            self._held.clear()
 
     # --- writer thread -------------------------------------------------------------------------
 
@@ -142,22 +115,11 @@ class Batcher:
             batch.dead_letters += item.dead_letters
             batch.feed.extend(item.feed)
             batch.changes |= item.changes
-            if item.pending is not None:
-                batch.pending.append(item.pending)
+            batch.weight += item.weight
+            if item.ticket is not None:
+                batch.tickets.append(item.ticket)
         self._lines -= len(batch.lines)
         return batch
-
-    def acknowledge(self, batch: Batch, ack: Callable[[int, int], object]) -> int:
-        """Ack a stored batch's messages of the current session; returns how many were acked."""
-        acked = 0
-        with self._cond:
-            for pending in batch.pending:
-                if pending.epoch != self._epoch:
-                    continue
-                self._held.discard(pending.mid)
-                ack(pending.mid, pending.qos)
-                acked += 1
-        return acked
 
     def close(self) -> None:
         """Flush what is left, then make take() return None."""
@@ -169,9 +131,6 @@ class Batcher:
 
     def buffered_lines(self) -> float:
         return float(self._lines)
-
-    def held_messages(self) -> float:
-        return float(len(self._held))
 
     def oldest_age(self) -> float:
         items = self._items

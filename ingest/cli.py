@@ -90,14 +90,17 @@ def main(args: argparse.Namespace) -> int:
     worker.start()
     if args.retire:
         return _retire(worker, stop, args.retire_idle)
-    stop.wait()
+    while not stop.wait(0.5):
+        if worker.crashed.is_set():
+            log.error("a thread of the worker died (logged above); draining and exiting")
+            break
     clean = worker.stop()
     log.info(
         "stopped %s: %s",
         "cleanly" if clean else "with messages left to the broker",
         orjson.dumps(worker.stats.snapshot()).decode(),
     )
-    return 0 if clean else 1
+    return 0 if clean and not worker.crashed.is_set() else 1
 
 
 def _retire(worker: Worker, stop: threading.Event, idle: float) -> int:

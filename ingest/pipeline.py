@@ -156,8 +156,3 @@ class Pipeline:
             self._stats.rejected(item.profile, item.reason)
             lines.append(self._dead.encode(item))
         return Outcome(lines, readings, rejected, accepted or [])
-
-    def dead_letter_line(self, rejected: Rejected) -> str:
-        """For rejections found after the fact (InfluxDB refused a line)."""
-        self._stats.rejected(rejected.profile, rejected.reason)
-        return self._dead.encode(rejected)

@@ -19,9 +19,14 @@ class IngestSettings(CommonSettings):
     # When set, workers share `$share/<group>/...`: the broker spreads messages over them.
     share_group: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$")
     session_expiry: int = Field(default=7 * 86400, ge=0)
-    # Unacknowledged messages we may hold (MQTT 5 Receive Maximum). It bounds memory: while
-    # InfluxDB is down the broker, not this process, keeps the backlog.
+    # Unacknowledged messages we may hold (MQTT 5 Receive Maximum): while InfluxDB is down the
+    # broker, not this process, keeps the backlog.
     receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+    # Bytes we may hold between receiving messages and storing them, whatever their shape
+    # (ingest.budget): past it, we stop reading from the broker until a batch is stored.
+    max_held_bytes: int = Field(default=256 * 1024**2, ge=1024**2)
+    # Largest request body sent to InfluxDB; larger batches go in several requests.
+    max_request_bytes: int = Field(default=8 * 1024**2, ge=64 * 1024)
     batch_size: int = Field(default=5000, ge=1)
     flush_interval: float = Field(default=0.2, gt=0)
     drain_timeout: float = Field(default=10.0, gt=0)

@@ -29,6 +29,11 @@ class Stats:
     write_seconds: float = 0.0
     spilled_batches: int = 0
     unspooled_batches: int = 0
+    # A long-lived thread ended by an unexpected exception: the worker stops being ready and
+    # exits non-zero for its supervisor to restart it.
+    thread_crashes: int = 0
+    # Dead letters of refused lines that InfluxDB refused as well (logged in full; never expected).
+    dead_letters_lost: int = 0
     # Histogram of InfluxDB write latency: cumulative counts per upper bound (seconds).
     write_buckets: dict[float, int] = field(
         default_factory=lambda: dict.fromkeys(LATENCY_BUCKETS, 0)
@@ -74,6 +79,8 @@ class Stats:
                 "write_seconds": round(self.write_seconds, 3),
                 "spilled_batches": self.spilled_batches,
                 "unspooled_batches": self.unspooled_batches,
+                "thread_crashes": self.thread_crashes,
+                "dead_letters_lost": self.dead_letters_lost,
                 "rejected": {f"{p}/{r}": n for (p, r), n in sorted(self.rejections.items())},
             }
         counters.update({name: read() for name, read in self.gauges.items()})

@@ -1,9 +1,15 @@
 """The ingest worker: consumer → pipeline → batcher → writer, acknowledging after store.
 
-Threads: paho's network thread runs the pure pipeline for each message and queues its lines;
-the writer thread takes batches, writes them (retrying while InfluxDB is away) and only then
-acknowledges their messages. The broker never sends more than Receive Maximum unacknowledged
-messages, so memory is bounded however long InfluxDB is down: the backlog waits at the broker.
+Threads: paho's network thread runs the pure pipeline for each message and queues its lines with
+the message's ticket (ingest.acks); the writer thread takes batches, writes them (retrying while
+InfluxDB is away, spooling to disk once the outage is known), stores dead letters for whatever
+InfluxDB refused, and only then settles the batch's tickets, which acknowledges its messages. The
+bytes held are bounded (ingest.budget) as well as the messages (Receive Maximum).
+
+Every long-lived thread is supervised: an unexpected exception is logged with its traceback,
+counted, makes /ready false and ends the process non-zero (`crashed`), so that its supervisor
+(`--workers`, compose, systemd) restarts it; nothing it held was acknowledged, so the broker
+delivers it again.
 """
 
 from __future__ import annotations
@@ -11,14 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import httpx
 
 from common.errors import InfluxError
 from common.influx import InfluxClient
 from device_profiles import Profile, Registry, Variant
-from ingest.batch import Batch, Batcher, Pending
+from ingest.acks import Acks
+from ingest.batch import Batch, Batcher
+from ingest.budget import Budget, weight_of
 from ingest.changes import change_lines, changes_of, is_change
 from ingest.consume import Consumer
 from ingest.deadletter import DeadLetterEncoder
@@ -27,12 +36,13 @@ from ingest.encode import reading_of
 from ingest.observe import ObserveServer
 from ingest.pipeline import Pipeline
 from ingest.settings import IngestSettings
-from ingest.spool import Spool
+from ingest.spool import CorruptSegment, Spool
 from ingest.stages import Enriched, Received, Rejected
 from ingest.stats import Stats
 from ingest.write import BadLine, GaveUp, Stopped, Writer
 from wire import statefeed
 from wire.deadletters import MEASUREMENT as DEAD_LETTERS
+from wire.lineproto import parse_line
 from wire.reasons import Reason
 from wire.topics import TopicLayout
 
@@ -54,6 +64,15 @@ class Worker:
         self.retiring = retire
         self.stats = Stats()
         self.batcher = Batcher(settings.batch_size, settings.flush_interval)
+        self.acks = Acks()
+        self.budget = Budget(settings.max_held_bytes)
+        self.seen = Seen(settings.dedupe_window)
+        # Set when a long-lived thread died of an unexpected exception (see the module's doc).
+        self.crashed = threading.Event()
+        # Set once a write gave up: batches go straight to the spool until InfluxDB is back.
+        self._outage = threading.Event()
+        # Dead letters of lines InfluxDB refused (the pipeline's own are in its outcomes).
+        self._refusals = DeadLetterEncoder(settings.dead_letter_max_payload)
         self.pipeline = Pipeline(
             profiles,
             registry,
@@ -63,7 +82,7 @@ class Worker:
             dead_letters=DeadLetterEncoder(settings.dead_letter_max_payload),
             variants=variants if variants is not None else settings.load_variants(dict(profiles)),
             accept_unknown_devices=settings.unknown_devices == "accept",
-            seen=Seen(settings.dedupe_window),
+            seen=self.seen,
         )
         self.influx = InfluxClient(settings.influx, transport=influx_transport)
         # Set when the drain deadline passes: the writer stops retrying and acks nothing more.
@@ -71,7 +90,10 @@ class Worker:
         self._intake = threading.Event()
         self._intake.set()
         self._writing_since = 0.0
-        self.writer = Writer(self.influx, self.stats, self._abort, settings.retry)
+        self._draining = threading.Event()
+        self.writer = Writer(
+            self.influx, self.stats, self._abort, settings.retry, settings.max_request_bytes
+        )
         self.consumer = Consumer(
             settings.mqtt,
             client_id=settings.client_id,
@@ -83,9 +105,7 @@ class Worker:
             clock=time.time_ns,
             retire=retire,
         )
-        self._writer_thread = threading.Thread(
-            target=self._write_loop, name="citysense-writer", daemon=True
-        )
+        self._writer_thread = self._supervised(self._write_loop, "citysense-writer")
         self._stopping = threading.Event()
         self.spool: Spool | None = None
         if settings.spool_dir is not None:
@@ -93,15 +113,39 @@ class Worker:
             self.stats.gauges["spool_bytes"] = lambda: float(
                 self.spool.bytes_used if self.spool else 0
             )
-        self._unspool_thread = threading.Thread(
-            target=self._unspool_loop, name="citysense-unspool", daemon=True
-        )
+        self._unspool_thread = self._supervised(self._unspool_loop, "citysense-unspool")
         self._observe: ObserveServer | None = None
         self.stats.gauges.update(
             buffered_lines=self.batcher.buffered_lines,
-            unacked_messages=self.batcher.held_messages,
+            unacked_messages=lambda: float(len(self.acks)),
+            acks_voided=lambda: float(self.acks.voided),
+            held_bytes=lambda: float(self.budget.held),
+            held_bytes_limit=lambda: float(self.budget.max_bytes),
+            budget_waits=lambda: float(self.budget.waits),
             oldest_unacked_seconds=self._oldest_unacked,
+            ready=lambda: float(not self.crashed.is_set()),
         )
+        if self.spool is not None:
+            spool = self.spool
+            self.stats.gauges.update(
+                spool_corrupt_segments=lambda: float(spool.corrupt),
+                spool_refused_appends=lambda: float(spool.refused),
+            )
+
+    def _supervised(self, target: Callable[[], None], name: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                target()
+            except Exception:
+                log.exception(
+                    "thread %s died; the worker is not ready any more and exits for its "
+                    "supervisor to restart it (what it held was not acknowledged)",
+                    name,
+                )
+                self.stats.add(thread_crashes=1)
+                self.crashed.set()
+
+        return threading.Thread(target=run, name=name, daemon=True)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -122,6 +166,8 @@ class Worker:
         self.consumer.start()
 
     def ready(self) -> bool:
+        if self.crashed.is_set():
+            return False
         taking = self.consumer.unsubscribed if self.retiring else self.consumer.subscribed
         return taking.is_set() and self.influx_reachable()
 
@@ -132,7 +178,7 @@ class Worker:
             self.consumer.unsubscribed.is_set()
             and time.monotonic() - self.consumer.last_message >= idle
             and not self.batcher.buffered_lines()
-            and not self.batcher.held_messages()
+            and not len(self.acks)
             and not self._writing_since
             and (self.spool is None or not self.spool.segments())
         )
@@ -145,6 +191,7 @@ class Worker:
         """Drain: stop taking messages, write and ack what is held, disconnect. True if clean.
         `end_session` (retiring) has the broker discard the session, only if the drain was."""
         self._intake.clear()
+        self._draining.set()
         self.batcher.close()
         self._writer_thread.join(self.settings.drain_timeout)
         clean = not self._writer_thread.is_alive()
@@ -181,26 +228,41 @@ class Worker:
 
     def _on_session(self, present: bool) -> None:
         if not present:
-            self.batcher.new_session()
+            self.acks.new_session()
 
     def _on_received(self, msg: Received) -> None:
+        # In paho's network thread: an exception escaping here would end that thread silently.
+        try:
+            self._take(msg)
+        except Exception:
+            log.exception("the MQTT thread failed on a message from %s; exiting", msg.topic)
+            self.stats.add(thread_crashes=1)
+            self.crashed.set()
+            self._intake.clear()
+
+    def _take(self, msg: Received) -> None:
         if not self._intake.is_set():
             return  # draining: not acknowledged, so the broker redelivers it next time
+        ticket = None
+        if msg.qos:
+            ticket = self.acks.take(msg.mid, msg.qos, msg.topic, msg.payload)
+            if ticket is None:  # the broker delivered again what we hold: acked once stored
+                self.stats.add(redelivered_skipped=1)
+                return
         outcome = self.pipeline.process(msg)
-        pending = Pending(msg.mid, msg.qos, self.batcher.epoch) if msg.qos else None
-        feed = outcome.accepted if self.settings.state_feed else None
-        changes = changes_of(outcome.accepted)
-        if self.batcher.add(
+        weight = weight_of(len(msg.payload), outcome.lines, len(outcome.accepted))
+        if not self.budget.acquire(weight, self._draining):
+            return  # draining while waiting for room: the broker redelivers it next time
+        self.batcher.add(
             outcome.lines,
-            pending,
+            ticket,
             outcome.readings,
             len(outcome.rejected),
-            feed=feed,
-            changes=changes,
-        ):
-            self.stats.message_taken(outcome.readings)
-        else:
-            self.stats.add(redelivered_skipped=1)
+            feed=outcome.accepted if self.settings.state_feed else None,
+            changes=changes_of(outcome.accepted),
+            weight=weight,
+        )
+        self.stats.message_taken(outcome.readings)
 
     # --- writer thread -----------------------------------------------------------------------
 
@@ -215,49 +277,60 @@ class Worker:
                 self._store(batch)
             except Stopped:
                 log.warning(
-                    "stopped with %d messages unstored; the broker keeps them", len(batch.pending)
+                    "stopped with %d messages unstored; the broker keeps them", len(batch.tickets)
                 )
                 return
 
     def _store(self, batch: Batch) -> None:
         self._writing_since = batch.oldest
-        spooled = False
         # The change marks travel with the readings (the writer sends them right after the
         # readings are stored, and they go into the spool together): no batch is acknowledged
         # before the marks of its windows have moved.
         lines = batch.lines + change_lines(batch.changes)
+        if self._outage.is_set() and self._spill(lines):
+            self._settle(batch, spooled=True)
+            return
         try:
             bad = self.writer.write(lines, self._spill_deadline())
         except GaveUp:
-            spooled = self.spool is not None and self.spool.append(lines)
-            if not spooled:
-                # The spool is full: keep the batch and keep trying; no acks means the broker
-                # stops sending once Receive Maximum is reached (back-pressure, not loss).
-                log.warning("spool full; holding the batch until InfluxDB is back")
-            bad = [] if spooled else self.writer.write(lines)
-        acked = self.batcher.acknowledge(batch, self.consumer.ack)
+            self._outage.set()
+            if self._spill(lines):
+                self._settle(batch, spooled=True)
+                return
+            # The spool is full or the disk refuses: keep the batch and keep trying; no acks
+            # means the broker stops sending at Receive Maximum (back-pressure, not loss).
+            log.warning("spool refused the batch; holding it until InfluxDB is back")
+            bad = self.writer.write(lines)
+        self._outage.clear()
+        self._store_refused(bad, self.writer)  # before the acks: a dead letter is data too
+        self._count_stored(lines, bad)
+        self._settle(batch, spooled=False)
+        if batch.feed:
+            self._announce(batch.feed)
+
+    def _spill(self, lines: list[str]) -> bool:
+        return self.spool is not None and self.spool.append(lines)
+
+    def _settle(self, batch: Batch, *, spooled: bool) -> None:
+        acked = self.acks.settle(batch.tickets, self.consumer.ack)
+        self.budget.release(batch.weight)
         self._writing_since = 0.0
         if spooled:
             self.stats.add(spilled_batches=1, messages_acked=acked)
-            return
-        self._count_stored(lines, bad, self.writer)
-        self.stats.add(messages_acked=acked, batches_written=1)
-        if batch.feed:
-            self._announce(batch.feed)
+        else:
+            self.stats.add(messages_acked=acked, batches_written=1)
 
     def _spill_deadline(self) -> float | None:
         if self.spool is None:
             return None
         return time.monotonic() + self.settings.spill_after
 
-    def _count_stored(self, lines: list[str], bad: list[BadLine], writer: Writer) -> None:
+    def _count_stored(self, lines: list[str], bad: list[BadLine]) -> None:
         dead = sum(1 for line in lines if line.startswith(DEAD_LETTERS + ","))
         marks = sum(1 for line in lines if is_change(line))
         bad_readings = sum(
             1 for b in bad if not b.line.startswith(DEAD_LETTERS + ",") and not is_change(b.line)
         )
-        if bad:
-            self._dead_letter(bad, writer)
         self.stats.add(
             readings_stored=len(lines) - dead - marks - bad_readings,
             dead_letters_stored=dead + bad_readings,
@@ -269,20 +342,41 @@ class Worker:
         """Write spooled segments, oldest first, whenever there are any; delete each once stored."""
         assert self.spool is not None
         with InfluxClient(self.settings.influx) as client:
-            writer = Writer(client, self.stats, self._stopping, self.settings.retry)
+            writer = Writer(
+                client,
+                self.stats,
+                self._stopping,
+                self.settings.retry,
+                self.settings.max_request_bytes,
+            )
             while not self._stopping.wait(0.5):
-                for segment in self.spool.segments():
-                    lines, readings = self._read_back(self.spool.read(segment))
-                    try:
-                        bad = writer.write(lines)
-                    except Stopped:
-                        return  # still on disk: written by the next start
-                    self._count_stored(lines, bad, writer)
-                    if self.settings.state_feed:
-                        refused = {b.line for b in bad}
-                        self._announce([r for r, line in readings if line not in refused])
-                    self.spool.remove(segment)
-                    self.stats.add(unspooled_batches=1)
+                segments = self.spool.segments()
+                if not segments and self._outage.is_set() and client.ping():
+                    self._outage.clear()  # InfluxDB is back and nothing waits on disk
+                for segment in segments:
+                    if not self._unspool(segment, writer):
+                        return  # stopping: what is on disk is written by the next start
+
+    def _unspool(self, segment: Path, writer: Writer) -> bool:
+        assert self.spool is not None
+        try:
+            lines, readings = self._read_back(self.spool.read(segment))
+        except CorruptSegment as exc:
+            self.spool.quarantine(segment, str(exc))
+            return True
+        try:
+            bad = writer.write(lines)
+        except Stopped:
+            return False
+        self._outage.clear()
+        self._store_refused(bad, writer)
+        self._count_stored(lines, bad)
+        if self.settings.state_feed:
+            refused = {b.line for b in bad}
+            self._announce([r for r, line in readings if line not in refused])
+        self.spool.remove(segment)
+        self.stats.add(unspooled_batches=1)
+        return True
 
     def _read_back(self, lines: list[str]) -> tuple[list[str], list[tuple[Enriched, str]]]:
         """A spooled segment's lines, with change marks derived again from its readings
@@ -293,7 +387,11 @@ class Worker:
         readings = [(r, line) for line in data if (r := reading_of(line, measurements)) is not None]
         return data + change_lines(changes_of(r for r, _ in readings)), readings
 
-    def _dead_letter(self, bad: list[BadLine], writer: Writer) -> None:
+    def _store_refused(self, bad: list[BadLine], writer: Writer) -> None:
+        """Dead letters for the lines InfluxDB refused, stored (retrying like any write) before
+        the messages that produced them are acknowledged."""
+        if not bad:
+            return
         lines = []
         for item in bad:
             measurement = item.line.split(",", 1)[0]
@@ -302,10 +400,12 @@ class Worker:
             rejected = Rejected(
                 Reason.WRITE_REJECTED, item.error[:300], "", measurement, "", item.line.encode()
             )
-            lines.append(self.pipeline.dead_letter_line(rejected))
+            self.stats.rejected(measurement, Reason.WRITE_REJECTED)
+            lines.append(self._refusals.encode(rejected))
         for still_bad in writer.write(lines):
             # Cannot happen with lines we encode; if it does, it must not pass silently.
-            log.critical("could not store a dead letter: %s", still_bad.error)
+            log.critical("could not store a dead letter: %s: %s", still_bad.error, still_bad.line)
+            self.stats.add(dead_letters_lost=1)
 
     def _announce(self, readings: list[Enriched]) -> None:
         """Tell the API what was just stored (best effort, QoS 0: it can rebuild from InfluxDB)."""
@@ -315,10 +415,13 @@ class Worker:
 
     def _forget(self, line: str) -> None:
         """A refused reading was not stored: a resend of it must not count as a duplicate."""
-        series, _fields, time_ns = line.rsplit(" ", 2)
-        tags = dict(part.split("=", 1) for part in series.split(",")[1:] if "=" in part)
-        if "device_id" in tags and time_ns.isdigit():
-            self.pipeline.seen.forget(series.split(",", 1)[0], tags["device_id"], int(time_ns))
+        try:
+            point = parse_line(line)
+        except ValueError:
+            return
+        device_id = point.tags.get("device_id")
+        if device_id is not None:
+            self.seen.forget(point.measurement, device_id, point.time_ns)
 
     def _oldest_unacked(self) -> float:
         if self._writing_since:

@@ -6,6 +6,9 @@
   write") or none (a field type conflict rejects the whole request), so the batch is split in
   halves and rewritten until each bad line stands alone. Rewriting is safe: a point with the same
   series and timestamp overwrites itself. The bad lines are returned for the dead-letter store.
+- A 413 (request body too large) is split the same way, and each request is kept under
+  `max_request_bytes` to begin with: one oversized batch must never stall every message behind
+  it. A single line InfluxDB refuses as too large is returned as bad.
 - Change marks at the end of the lines (ingest.changes) are sent in a request of their own once
   the readings before them are stored — InfluxDB does not make a request's points visible all at
   once, and a reader must never see a mark before its readings — with a fresh stamp on every
@@ -26,6 +29,11 @@ from ingest.retry import RetryPolicy, sleep
 from ingest.stats import Stats
 
 log = logging.getLogger(__name__)
+
+# InfluxDB 1.x refuses request bodies over 25 MB (its max-body-size); 2.x and 3.x have limits of
+# the same order. Well under them, and large enough that a batch of 5,000 readings is one request.
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+SPLIT = (400, 413)  # refusals of some lines (bad or too large), not of the request as a whole
 
 
 class Stopped(Exception):
@@ -49,8 +57,10 @@ class Writer:
         stats: Stats,
         stop: threading.Event,
         retry: RetryPolicy | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         self._client = client
+        self._max_bytes = max_request_bytes
         self._stats = stats
         self._stop = stop
         self._retry = retry or RetryPolicy()
@@ -59,8 +69,11 @@ class Writer:
         """Store `lines`; return those InfluxDB refuses. Raises Stopped if told to stop first,
         GaveUp if still failing at `deadline` (time.monotonic())."""
         data, marks = split_marks(lines)
-        bad = self._write(data, deadline)
-        return bad + self._write(marks, deadline)
+        bad = []
+        for part in (data, marks):
+            for chunk in _chunks(part, self._max_bytes):
+                bad += self._write(chunk, deadline)
+        return bad
 
     def _write(self, lines: list[str], deadline: float | None) -> list[BadLine]:
         if not lines:
@@ -68,7 +81,7 @@ class Writer:
         try:
             self._write_retrying(lines, deadline)
         except InfluxRejected as exc:
-            if exc.status != 400:
+            if exc.status not in SPLIT:
                 raise
             if len(lines) == 1:
                 return [BadLine(lines[0], str(exc))]
@@ -89,7 +102,7 @@ class Writer:
                 attempt += 1
                 continue
             except InfluxRejected as exc:
-                if exc.status == 400:
+                if exc.status in SPLIT:
                     raise
                 # 401/403/404: the database or our credentials are wrong. That is an operator's
                 # fix, not the data's fault: keep the data, keep retrying, shout in the log.
@@ -108,3 +121,21 @@ class Writer:
         self._stats.add(write_retries=1)
         if sleep(delay, self._stop):
             raise Stopped(why)
+
+
+def _chunks(lines: list[str], max_bytes: int) -> list[list[str]]:
+    """`lines` in consecutive runs whose request bodies stay under `max_bytes` (a line longer
+    than that goes alone, for InfluxDB to judge)."""
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        cost = len(line.encode()) + 1
+        if current and size + cost > max_bytes:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(line)
+        size += cost
+    if current:
+        chunks.append(current)
+    return chunks

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from api.compute.cells import Cell, CellCache, Marks, Signature
 from api.core import query as q
@@ -155,9 +155,7 @@ async def answer(
         end=format_rfc3339(span.end_ns),
         group_by=request.group_by,
         min_devices=k if open_data else None,
-        rows=_rows(
-            cells, contract, request.profile, districts, k=k if open_data else None, match=match
-        ),
+        rows=_rows(cells, contract, request.profile, districts, k=k if open_data else None),
     )
     return body, f"{computed}/{len(span.windows) * len(groups)}"
 
@@ -186,16 +184,15 @@ def _rows(
     districts: list[str],
     *,
     k: int | None,
-    match: Value | None,
 ) -> list[AggregateRowPublic]:
-    """The rows, oldest first, then by district; with open data (k set), cells of fewer than
-    k devices suppressed (counting devices: fewer than k registered)."""
+    """The rows, oldest first, then by district; with open data (k set), cells to which fewer
+    than k devices contributed (counting devices: fewer than k reported) suppressed."""
     rows = []
     for (begin, group), (value, devices) in sorted(
         cells.items(), key=lambda c: (c[0][0], c[0][1] or "")
     ):
         registered = _registered(contract, profile, group, districts)
-        hidden = k is not None and (devices < k if match is None else registered < k)
+        hidden = k is not None and devices < k
         rows.append(
             AggregateRowPublic(
                 time=format_rfc3339(begin),
@@ -439,27 +436,50 @@ def _gauge_cells(
     stamped: bool,
     counting: bool,
 ) -> Cells:
+    if counting:
+        return _counting_cells(results, group=group, windows=windows, stamped=stamped)
     cells: Cells = {}
+    for begin, row, columns in _rows_by_window(results, windows, stamped):
+        value = row[columns.index("value")]
+        if value is not None:
+            at_devices = columns.index("devices") if "devices" in columns else None
+            devices = int((row[at_devices] if at_devices is not None else 0) or 0)
+            cells[(begin, group)] = (aggregate_value(agg, spec, value), devices)
+    return cells
+
+
+def _counting_cells(
+    results: list[list[Series]], *, group: str | None, windows: list[Window], stamped: bool
+) -> Cells:
+    """Devices whose last value matched, and devices that reported at all, per window: the
+    statements come in pairs (q.across_devices with `equals`)."""
+    matched: dict[int, int] = {}
+    reporting: dict[int, int] = {}
+    for pair in range(0, len(results), 2):
+        # Per-window statements come as pairs per window; one GROUP BY time() pair otherwise.
+        spans = [windows[pair // 2]] if not stamped else windows
+        for counts, key in ((matched, "value"), (reporting, "devices")):
+            for begin, row, columns in _rows_by_window(
+                [results[pair + (key == "devices")]], spans, stamped
+            ):
+                count = row[columns.index(key)]
+                if count is not None:
+                    counts[begin] = int(count)
+    return {(b, group): (matched.get(b, 0), reporting.get(b, 0)) for b in {*matched, *reporting}}
+
+
+def _rows_by_window(
+    results: list[list[Series]], windows: list[Window], stamped: bool
+) -> Iterator[tuple[int, Sequence[Any], Sequence[str]]]:
+    """Each row with the start of its window. A row of a GROUP BY time() statement is stamped
+    with its window (or `start` for the first, which may be clipped); a per-window statement's
+    row belongs to its statement's window."""
     starts = [w[0] for w in windows]
     for n, result in enumerate(results):
         for series in result:
-            columns = series.columns
-            at_value = columns.index("value")
-            at_devices = columns.index("devices") if "devices" in columns else None
             for row in series.values:
-                value = row[at_value]
-                if value is None:
-                    continue
-                # A row of a GROUP BY time() statement is stamped with its window (or `start`
-                # for the first, which may be clipped); a per-window statement's row with its
-                # window's clipped start.
                 begin = _window_of(starts, int(row[0])) if stamped else windows[n][0]
-                if counting:
-                    cells[(begin, group)] = (int(value), int(value))
-                else:
-                    devices = int((row[at_devices] if at_devices is not None else 0) or 0)
-                    cells[(begin, group)] = (aggregate_value(agg, spec, value), devices)
-    return cells
+                yield begin, row, series.columns
 
 
 async def _counter_cells(

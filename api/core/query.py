@@ -303,8 +303,10 @@ def across_devices(
     """Per window, over the devices of `districts` (all devices if empty) taken as one group:
     `agg` over the devices' per-device aggregates, and `devices`, how many distinct devices
     contributed. With `equals`, the value counts the devices whose last value in the window
-    equals it (lamps on). Windows of one width (`every_s`, starting `offset_s` after the epoch's
-    grid) are one GROUP BY time() statement; other windows are one statement each.
+    equals it (lamps on), and each window is two statements: the count of those devices, then
+    (`devices`) the count of devices that reported at all. Windows of one width (`every_s`,
+    starting `offset_s` after the epoch's grid) are one GROUP BY time() statement (or pair);
+    other windows are one statement (or pair) each.
 
     One group per query, on purpose: InfluxDB 1.x evaluates a subquery whose outer query groups
     by a tag many times slower than one whose outer query groups by time only (24 s against 4 s
@@ -352,6 +354,9 @@ def across_devices(
         statements.append(
             f"SELECT {select} FROM ({inner_q}) WHERE {bounds}{where_outer}{outer_group}"
         )
+        if equals is not None:
+            reporting = f"count({v}) AS {quote_ident('devices')}"
+            statements.append(f"SELECT {reporting} FROM ({inner_q}) WHERE {bounds}{outer_group}")
     return Query("; ".join(statements), params)
 
 

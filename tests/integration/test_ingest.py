@@ -330,7 +330,7 @@ def test_outage_spills_to_disk_survives_restart_and_drains(
     assert first.stats.spilled_batches >= 1
     assert first.stats.readings_stored == 0
     first.stop()
-    segments = list((tmp_path / "spool" / settings.client_id).glob("*.lp"))
+    segments = list((tmp_path / "spool" / settings.client_id).glob("*.seg"))
     assert segments, "the spool is on disk"
 
     private_servers.influxdb.start()

@@ -1,4 +1,5 @@
-"""Batcher bookkeeping and the writer's retry and bisection logic, against a fake InfluxDB."""
+"""Batcher and acknowledgement bookkeeping, and the writer's retry and bisection logic, against a
+fake InfluxDB."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from common.errors import InfluxRejected
 from common.influx import InfluxClient, InfluxConfig
-from ingest.batch import Batcher, Pending
+from ingest.acks import Acks, Ticket
+from ingest.batch import Batcher
 from ingest.changes import change_lines
 from ingest.retry import RetryPolicy
 from ingest.stats import Stats
@@ -20,17 +22,17 @@ from ingest.write import Stopped, Writer
 def test_batch_cut_by_size_keeps_messages_whole() -> None:
     batcher = Batcher(max_lines=3, max_age=60)
     for mid in range(1, 4):
-        assert batcher.add([f"l{mid}a", f"l{mid}b"], Pending(mid, 1, 0), 2, 0)
+        batcher.add([f"l{mid}a", f"l{mid}b"], Ticket(mid, 1, mid), 2, 0)
     batch = batcher.take(timeout=0)
     assert batch is not None
     # 2 messages make 4 lines >= 3: a message's lines are never split over two batches
     assert batch.lines == ["l1a", "l1b", "l2a", "l2b"]
-    assert [p.mid for p in batch.pending] == [1, 2]
+    assert [t.mid for t in batch.tickets] == [1, 2]
 
 
 def test_batch_cut_by_age() -> None:
     batcher = Batcher(max_lines=1000, max_age=0.05)
-    batcher.add(["x"], Pending(1, 1, 0), 1, 0)
+    batcher.add(["x"], Ticket(1, 1, 1), 1, 0)
     assert batcher.take(timeout=0) is None  # neither full nor old yet
     started = time.monotonic()
     batch = batcher.take(timeout=5)
@@ -52,35 +54,48 @@ def test_an_idle_writer_wakes_for_the_first_message() -> None:
     thread.start()
     time.sleep(0.2)  # the writer is now waiting with nothing buffered
     added = time.monotonic()
-    batcher.add(["x"], Pending(1, 1, 0), 1, 0)
+    batcher.add(["x"], Ticket(1, 1, 1), 1, 0)
     thread.join(6)
     assert taken
     assert taken[0] - added < 0.5
 
 
 def test_redelivery_of_held_message_is_skipped_and_acked_once() -> None:
-    batcher = Batcher(max_lines=10, max_age=0)
-    assert batcher.add(["a"], Pending(7, 1, 0), 1, 0)
-    assert not batcher.add(["a"], Pending(7, 1, 0), 1, 0)  # broker resent it after a reconnect
-    batch = batcher.take(timeout=0)
-    assert batch is not None
-    acks: list[tuple[int, int]] = []
-    assert batcher.acknowledge(batch, lambda mid, qos: acks.append((mid, qos))) == 1
-    assert acks == [(7, 1)]
+    acks = Acks()
+    ticket = acks.take(7, 1, "t", b"a")
+    assert ticket is not None
+    assert acks.take(7, 1, "t", b"a") is None  # the broker resent it after a reconnect
+    sent: list[tuple[int, int]] = []
+    assert acks.settle([ticket], lambda mid, qos: sent.append((mid, qos))) == 1
+    assert sent == [(7, 1)]
     # once acked, the id may be reused by the broker for a new message
-    assert batcher.add(["b"], Pending(7, 1, 0), 1, 0)
+    assert acks.take(7, 1, "t", b"a") is not None
 
 
 def test_lost_session_voids_old_acks() -> None:
-    batcher = Batcher(max_lines=10, max_age=0)
-    batcher.add(["a"], Pending(1, 1, batcher.epoch), 1, 0)
-    batch = batcher.take(timeout=0)
-    assert batch is not None
-    batcher.new_session()  # the broker forgot us: id 1 now means another message, or nothing
-    acks: list[int] = []
-    assert batcher.acknowledge(batch, lambda mid, qos: acks.append(mid)) == 0
-    assert acks == []
-    assert batch.lines == ["a"]  # the data itself is still written
+    acks = Acks()
+    ticket = acks.take(1, 1, "t", b"a")
+    assert ticket is not None
+    acks.new_session()  # the broker forgot us: id 1 now means another message, or nothing
+    sent: list[int] = []
+    assert acks.settle([ticket], lambda mid, qos: sent.append(mid)) == 0
+    assert sent == []
+    assert acks.voided == 1
+
+
+def test_an_id_reused_by_a_broker_that_forgot_never_acks_an_unstored_message() -> None:
+    """A broker restarted from a stale save keeps our session but hands the ids we hold to new
+    messages: A, B, C held as 1-3, then D, E, F arrive as 1-3 (issue 10, 1)."""
+    acks = Acks()
+    old = [acks.take(mid, 1, "t", payload) for mid, payload in ((1, b"A"), (2, b"B"), (3, b"C"))]
+    new = [acks.take(mid, 1, "t", payload) for mid, payload in ((1, b"D"), (2, b"E"), (3, b"F"))]
+    assert all(t is not None for t in old + new)  # D, E, F are new messages: processed
+    sent: list[int] = []
+    assert acks.settle([t for t in old if t], lambda mid, qos: sent.append(mid)) == 0
+    assert sent == []  # A, B, C's acks would have acknowledged D, E, F before they were stored
+    assert acks.settle([t for t in new if t], lambda mid, qos: sent.append(mid)) == 3
+    assert sent == [1, 2, 3]
+    assert acks.voided == 3
 
 
 def test_close_flushes_then_ends() -> None:

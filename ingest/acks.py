@@ -1,0 +1,84 @@
+"""Acks: which MQTT deliveries this worker holds, and which may be acknowledged once stored.
+
+A packet id names a delivery only for as long as the broker remembers it. A broker that crashes
+and restarts from an autosave older than what we hold still presents our session, but has
+forgotten the deliveries we hold and hands their packet ids out again for NEW messages. So an id
+alone cannot tell a redelivery from a new message, and acknowledging "id 1" after storing the
+old message would acknowledge the new one before it is stored.
+
+Each delivery is therefore held with a digest of its topic and payload:
+- the same id with the same digest is the broker delivering again what we hold (after a
+  reconnect): skipped, and acknowledged once, when the held copy is stored;
+- the same id with another digest is a new message reusing a forgotten id: it becomes the id's
+  holder, and the older delivery's acknowledgement is voided (its data is still stored — the
+  broker no longer has it, so we are its only copy);
+- a new session (the broker kept nothing) voids every delivery held.
+
+A `Ticket` travels with its message's lines through the batch to the writer; `settle` acknowledges
+the tickets of a stored batch that still hold their ids. This object is the only acknowledgement
+state; the MQTT thread takes tickets, the writer thread settles them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One QoS 1/2 delivery awaiting its acknowledgement."""
+
+    mid: int
+    qos: int
+    serial: int  # unique per delivery in this process: which of an id's deliveries this is
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    serial: int
+    digest: int
+
+
+class Acks:
+    def __init__(self) -> None:
+        self._held: dict[int, _Held] = {}
+        self._serial = 0
+        self._lock = threading.Lock()
+        self.voided = 0  # acknowledgements dropped: their id was reused, or the session lost
+
+    def take(self, mid: int, qos: int, topic: str, payload: bytes) -> Ticket | None:
+        """A ticket for a new delivery; None if it is a redelivery of one already held."""
+        digest = hash((topic, payload))
+        with self._lock:
+            held = self._held.get(mid)
+            if held is not None and held.digest == digest:
+                return None
+            if held is not None:
+                self.voided += 1
+            self._serial += 1
+            self._held[mid] = _Held(self._serial, digest)
+            return Ticket(mid, qos, self._serial)
+
+    def settle(self, tickets: Iterable[Ticket], ack: Callable[[int, int], object]) -> int:
+        """Acknowledge the stored tickets that still hold their id; how many were acked."""
+        acked = 0
+        with self._lock:
+            for ticket in tickets:
+                held = self._held.get(ticket.mid)
+                if held is None or held.serial != ticket.serial:
+                    continue  # voided when counted, by a reuse of the id or a lost session
+                del self._held[ticket.mid]
+                ack(ticket.mid, ticket.qos)
+                acked += 1
+        return acked
+
+    def new_session(self) -> None:
+        """The broker has no session for us: every id held means nothing any more."""
+        with self._lock:
+            self.voided += len(self._held)
+            self._held.clear()
+
+    def __len__(self) -> int:
+        return len(self._held)
