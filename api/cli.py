@@ -50,11 +50,26 @@ def main(args: argparse.Namespace) -> int:
     # httpx logs every InfluxDB request, URL included, at INFO: noise next to uvicorn's access
     # log, and a URL that carries credentials must not reach the log.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    uvicorn.run(
-        functools.partial(create_app, settings),
+    server: uvicorn.Server | None = None
+    failed = False
+
+    def stop_on_failure() -> None:
+        # A background task or thread died (logged): stop serving and exit non-zero, so that
+        # the process supervisor (compose, systemd, `citysense up`) restarts the API.
+        nonlocal failed
+        failed = True
+        if server is not None:
+            server.should_exit = True
+
+    config = uvicorn.Config(
+        functools.partial(create_app, settings, on_failure=stop_on_failure),
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
         log_level=args.log_level,
     )
-    return 0
+    server = uvicorn.Server(config)
+    server.run()
+    if failed:
+        return 1
+    return 0 if server.started else 3

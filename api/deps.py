@@ -17,6 +17,7 @@ from api.compute.cells import CellCache
 from api.compute.warm import Warmer
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
+from api.core.supervise import Supervisor
 from api.core.tokens import ANONYMOUS, Principal, hash_token
 from api.live.service import Live
 from common.influx import AsyncInfluxClient
@@ -32,6 +33,7 @@ class Runtime:
     live: Live
     cells: CellCache
     warmer: Warmer
+    supervisor: Supervisor
 
 
 def get_runtime(request: Request) -> Runtime:

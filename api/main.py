@@ -7,7 +7,7 @@ the one InfluxDB client the process shares.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -19,6 +19,7 @@ from api.compute.warm import Warmer, parse_questions
 from api.core.contract import Contract
 from api.core.scrub import Scrubber, secrets_of
 from api.core.settings import ApiSettings
+from api.core.supervise import Supervisor
 from api.core.tokens import Principal, load_tokens
 from api.deps import Runtime
 from api.live.service import Live
@@ -75,7 +76,10 @@ def _contract(config: ApiSettings) -> Contract:
 
 
 def _runtime(
-    config: ApiSettings, scrub: Scrubber, transport: httpx.AsyncBaseTransport | None
+    config: ApiSettings,
+    scrub: Scrubber,
+    transport: httpx.AsyncBaseTransport | None,
+    supervisor: Supervisor,
 ) -> Runtime:
     """Everything the routes share, built and checked before the first request."""
     contract = _contract(config)
@@ -87,15 +91,23 @@ def _runtime(
     except ConfigError as exc:
         logger.error("refusing to start: %s", exc)
         raise
-    warmer = Warmer(questions, settings=config, contract=contract, influx=influx, cache=cells)
+    warmer = Warmer(
+        questions,
+        settings=config,
+        contract=contract,
+        influx=influx,
+        cache=cells,
+        supervisor=supervisor,
+    )
     return Runtime(
         settings=config,
         contract=contract,
         influx=influx,
         tokens=tokens,
-        live=Live(config, contract, influx, scrub, transport),
+        live=Live(config, contract, influx, scrub, transport, supervisor=supervisor),
         cells=cells,
         warmer=warmer,
+        supervisor=supervisor,
     )
 
 
@@ -103,14 +115,17 @@ def create_app(
     settings: ApiSettings | None = None,
     *,
     influx_transport: httpx.AsyncBaseTransport | None = None,
+    on_failure: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """The app; `influx_transport` replaces the network under the InfluxDB client in tests."""
+    """The app; `influx_transport` replaces the network under the InfluxDB client in tests;
+    `on_failure` is called once if a background task or thread dies (api.core.supervise)."""
     config = settings if settings is not None else ApiSettings()
+    supervisor = Supervisor(on_failure)
     scrub = Scrubber(secrets_of(config))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = app.state.runtime = _runtime(config, scrub, influx_transport)
+        runtime = app.state.runtime = _runtime(config, scrub, influx_transport, supervisor)
         registry = runtime.contract.registry
         logger.info(
             "serving %d devices of %d profiles in %d districts; InfluxDB %s, database %s",

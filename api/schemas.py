@@ -163,6 +163,10 @@ class HealthPublic(BaseModel):
     status: Literal["ok", "unavailable"]
     influxdb: ComponentPublic
     mqtt: ComponentPublic
+    background: ComponentPublic = Field(
+        description="The process's own background work (live state, alarms, warming): down "
+        "once any of it died, and the process is stopping for its supervisor to restart it"
+    )
 
 
 class DeadLetterPublic(BaseModel):

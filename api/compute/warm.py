@@ -24,6 +24,7 @@ from api.core import query as q
 from api.core.contract import Contract
 from api.core.errors import ApiError, InvalidParameter
 from api.core.settings import ApiSettings
+from api.core.supervise import Supervisor
 from api.core.tokens import ANONYMOUS, Principal
 from common.errors import ConfigError, InfluxError
 from common.influx import AsyncInfluxClient
@@ -91,7 +92,9 @@ class Warmer:
         influx: AsyncInfluxClient,
         cache: CellCache,
         clock: Callable[[], float] = time.monotonic,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        self._supervisor = supervisor or Supervisor()
         self.questions: list[Asked] = [(q, ANONYMOUS) for q in questions]
         self.interval = max(settings.api_aggregate_max_staleness, MIN_INTERVAL_S)
         self.rounds = 0
@@ -126,7 +129,7 @@ class Warmer:
 
     def start(self) -> None:
         if self.questions or self._recent_max:
-            self._task = asyncio.create_task(self._run(), name="citysense-warm")
+            self._task = self._supervisor.start(self._run(), "citysense-warm")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -39,7 +39,10 @@ class FeedSubscriber:
         loop: asyncio.AbstractEventLoop,
         on_feed: FeedSink,
         on_status: StatusSink,
+        *,
+        on_crash: Callable[[BaseException], None] | None = None,
     ) -> None:
+        self._on_crash = on_crash
         self._url = url
         self._topics = TopicLayout(root)
         self._loop = loop
@@ -86,6 +89,16 @@ class FeedSubscriber:
         self._hand_over(self.subscribed.set)
 
     def _message(self, _client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # In paho's thread: an exception escaping would end it silently, and the live state
+        # with it.
+        try:
+            self._take(message)
+        except Exception as exc:
+            if self._on_crash is None:
+                raise
+            self._on_crash(exc)
+
+    def _take(self, message: mqtt.MQTTMessage) -> None:
         topic = message.topic
         status = self._topics.parse_status(topic)
         if status is not None:

@@ -6,6 +6,7 @@ import asyncio
 from urllib.parse import urlsplit
 
 from api.core.settings import ApiSettings
+from api.core.supervise import Supervisor
 from api.live.broker import check_broker
 from api.schemas import ComponentPublic, HealthPublic
 from common.influx import AsyncInfluxClient
@@ -32,9 +33,18 @@ async def _broker(settings: ApiSettings) -> ComponentPublic:
     return UP if problem is None else ComponentPublic(status="down", detail=problem)
 
 
-async def health(influx: AsyncInfluxClient, settings: ApiSettings) -> HealthPublic:
+async def health(
+    influx: AsyncInfluxClient, settings: ApiSettings, supervisor: Supervisor
+) -> HealthPublic:
     influxdb, mqtt = await asyncio.gather(
         _influx(influx, settings.api_health_timeout), _broker(settings)
     )
-    ok = influxdb.status == "up" and mqtt.status == "up"
-    return HealthPublic(status="ok" if ok else "unavailable", influxdb=influxdb, mqtt=mqtt)
+    background = (
+        UP
+        if supervisor.failed is None
+        else ComponentPublic(status="down", detail=f"died: {supervisor.failed}")
+    )
+    ok = all(c.status == "up" for c in (influxdb, mqtt, background))
+    return HealthPublic(
+        status="ok" if ok else "unavailable", influxdb=influxdb, mqtt=mqtt, background=background
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from api.core import query as q
 from api.core.contract import Contract
 from api.core.readings import readings_by_device
 from api.core.settings import ApiSettings
+from api.core.supervise import Supervisor
 from api.core.times import NS_PER_S, now_ns
 from api.live.alarms import AlarmBook, Writer, load_events
 from api.live.feed import FeedSubscriber
@@ -39,7 +41,10 @@ class Live:
         influx: AsyncInfluxClient,
         scrub: Callable[[str], str],
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        self.supervisor = supervisor or Supervisor()
         self.settings = settings
         self.scrub = scrub  # error texts may quote a URL with credentials
         self.contract = contract
@@ -123,7 +128,12 @@ class Live:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.feed = FeedSubscriber(
-            self.settings.mqtt, self.settings.topic_root, loop, self._on_feed, self._on_status
+            self.settings.mqtt,
+            self.settings.topic_root,
+            loop,
+            self._on_feed,
+            self._on_status,
+            on_crash=functools.partial(self._feed_crashed, loop),
         )
         try:
             since = now_ns() - int(self.settings.api_alarm_lookback * NS_PER_S)
@@ -132,8 +142,8 @@ class Live:
             logger.warning("could not replay alarm events: %s", self.scrub(str(exc)))
         self.feed.start()  # first: readings stored while we load are merged, not missed
         await self._try_reload()
-        self._task = asyncio.create_task(self._run(), name="citysense-live")
-        self._writer_task = asyncio.create_task(self.writer.run(), name="citysense-alarms")
+        self._task = self.supervisor.start(self._run(), "citysense-live")
+        self._writer_task = self.supervisor.start(self.writer.run(), "citysense-alarms")
 
     async def stop(self) -> None:
         for task in (self._task, self._writer_task):
@@ -144,6 +154,9 @@ class Live:
         await self.writer.aclose()
         if self.feed is not None:
             self.feed.stop()
+
+    def _feed_crashed(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
+        loop.call_soon_threadsafe(self.supervisor.fail, "mqtt-feed", exc)
 
     def _on_feed(self, readings: list[statefeed.Announced]) -> None:
         self.state.apply_feed(readings, now_ns())
@@ -157,13 +170,12 @@ class Live:
             await asyncio.sleep(
                 self.settings.api_status_check_interval if self.state.loaded else RETRY_LOAD_S
             )
-            try:
-                if not self.state.loaded:
-                    await self._try_reload()
-                    continue
-                self.state.tick(now_ns())
-                if time.monotonic() >= next_reconcile:
-                    next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
-                    await self._try_reload()
-            except Exception:  # a bug here must not silently end live state for good
-                logger.exception("live state task failed; continuing")
+            # InfluxDB's failures are expected and handled in _try_reload; anything else is a
+            # bug, which ends the task for the supervisor (api.core.supervise) to report.
+            if not self.state.loaded:
+                await self._try_reload()
+                continue
+            self.state.tick(now_ns())
+            if time.monotonic() >= next_reconcile:
+                next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
+                await self._try_reload()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import InfluxDep, SettingsDep
+from api.deps import InfluxDep, RuntimeDep, SettingsDep
 from api.live.health import health as check
 from api.schemas import HealthPublic
 
@@ -18,8 +18,10 @@ router = APIRouter(tags=["health"])
     "configured credentials (a successful CONNACK). 503 names the component that is down.",
     responses={503: {"model": HealthPublic, "description": "A component is down"}},
 )
-async def health(influx: InfluxDep, settings: SettingsDep, response: Response) -> HealthPublic:
-    answer = await check(influx, settings)
+async def health(
+    runtime: RuntimeDep, influx: InfluxDep, settings: SettingsDep, response: Response
+) -> HealthPublic:
+    answer = await check(influx, settings, runtime.supervisor)
     if answer.status != "ok":
         response.status_code = 503
     return answer

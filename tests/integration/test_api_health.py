@@ -73,6 +73,7 @@ async def test_healthy(servers: LocalServers, influx: InfluxConfig, tmp_path: Pa
         "status": "ok",
         "influxdb": {"status": "up", "detail": None},
         "mqtt": {"status": "up", "detail": None},
+        "background": {"status": "up", "detail": None},
     }
 
 
