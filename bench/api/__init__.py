@@ -1,13 +1,15 @@
-"""The pieces of `python -m bench.api_bench` (the entry, its arguments and its description are in
-bench/api_bench.py), one module per step:
+"""The API benchmark, `python -m bench.api_bench` (its command line and description are in
+bench/api_bench.py), a module per step:
 
 - constants: names, addresses and thresholds the steps share;
 - figures: timings, percentiles, the report table, the machine;
-- history: the registry and its history, loaded straight into InfluxDB;
-- processes: the API and ingest worker as child processes (citysense.children);
+- history: steps 1-2, the registry and its history loaded straight into InfluxDB;
+- processes: what the steps share (Stack); the API (step 3) and an ingest worker (step 5) as
+  child processes (citysense.children);
 - timing: timed requests;
-- devices: latest state, GeoJSON and one device's history;
-- aggregates: aggregations across devices, first asked, asked again, after live ingest;
-- sse: Server-Sent-Events clients while ingest stores live readings;
-- run: the whole benchmark, step by step.
+- devices: step 4, latest state, GeoJSON and one device's history;
+- aggregates: step 4's aggregations across devices, first asked, asked again, after live ingest;
+- sse: step 5, Server-Sent-Events clients while ingest stores live readings;
+- delivery: step 5's figures, what each client got and how fast, and the CPU used meanwhile;
+- run: the whole benchmark, step by step, and step 6, stopping everything it started.
 """
