@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ import httpx
 import orjson
 
 from bench.publisher import write_messages
+from citysense.children import Child, module_argv, start_citysense, stop_together
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
@@ -75,51 +75,37 @@ def build_load(path: Path, messages: int, array_ratio: float) -> tuple[int, int]
     return counts["messages"], counts["readings"]
 
 
+def _piped(name: str, module: str, *args: str) -> Child:
+    """A helper process of the benchmark: its stdout read by us, its stderr our own."""
+    return Child.start(
+        module_argv(module, *args), name=name, log=None, stdout=subprocess.PIPE, text=True
+    )
+
+
 def run_publishers(servers: LocalServers, load: Path) -> float:
     """Replay the load from PUBLISHERS processes at once; the wall time of the first publish."""
+    url = servers.mosquitto.url("citysense-simulator")
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.publisher",
-                servers.mosquitto.url("citysense-simulator"),
-                str(load),
-                str(k),
-                str(PUBLISHERS),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        _piped(f"publisher {k}", "bench.publisher", url, str(load), str(k), str(PUBLISHERS))
         for k in range(PUBLISHERS)
     ]
-    results = [orjson.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    results = [orjson.loads(p.proc.communicate()[0].strip().splitlines()[-1]) for p in procs]
     return float(min(r["started"] for r in results))
 
 
-def counter(servers: LocalServers, expected: int, client_id: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.counter",
-            servers.mosquitto.url("citysense-ingest"),
-            f"{ROOT}/+/+/telemetry",
-            str(expected),
-            client_id,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
+def counter(servers: LocalServers, expected: int, client_id: str) -> Child:
+    url = servers.mosquitto.url("citysense-ingest")
+    topic = f"{ROOT}/+/+/telemetry"
+    child = _piped("counter", "bench.counter", url, topic, str(expected), client_id)
+    assert child.proc.stdout is not None
+    assert child.proc.stdout.readline().strip() == "ready"
+    return child
 
 
-def counted(proc: subprocess.Popen[str], messages: int) -> dict[str, float]:
-    assert proc.stdout is not None
-    result: dict[str, float] = orjson.loads(proc.stdout.readline())
-    proc.wait(30)
+def counted(child: Child, messages: int) -> dict[str, float]:
+    assert child.proc.stdout is not None
+    result: dict[str, float] = orjson.loads(child.proc.stdout.readline())
+    child.proc.wait(30)
     assert result["messages"] == messages, result
     return result
 
@@ -136,11 +122,6 @@ def baseline(servers: LocalServers, load: Path, messages: int, backlog: bool) ->
     return messages / (counted(proc, messages)["last"] - started)
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _stored(ports: list[int]) -> int:
     total = 0
     for port in ports:
@@ -149,18 +130,6 @@ def _stored(ports: list[int]) -> int:
             if line.startswith("citysense_ingest_readings_stored_total "):
                 total += int(float(line.split()[1]))
     return total
-
-
-def _ready(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"ingest on :{port} not ready")
 
 
 def _connected_at(log: Path) -> float:
@@ -205,29 +174,31 @@ class Workers:
             }
             for n, port in enumerate(self.ports)
         ]
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[Child] = []
 
     def start(self) -> None:
-        for env, log in zip(self.envs, self.logs, strict=True):
-            log.unlink(missing_ok=True)
-            with log.open("wb") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", self.module, "ingest"],
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
+        """Every worker at once, each with a fresh log; then each awaited until /ready."""
+        for n, (env, log) in enumerate(zip(self.envs, self.logs, strict=True)):
+            self.procs.append(
+                start_citysense(
+                    "ingest",
+                    module=self.module,
+                    env=env,
+                    log=log,
+                    fresh_log=True,
+                    name=f"ingest worker {n}",
                 )
-        for port in self.ports:
-            _ready(port)
+            )
+        for proc, port in zip(self.procs, self.ports, strict=True):
+            proc.wait_http(f"http://127.0.0.1:{port}/ready", 30)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            proc.wait(30)
+        """SIGTERM to all, then wait for each to drain and exit."""
+        stop_together(self.procs, 30)
         self.procs = []
+
+    def cpu_seconds(self) -> float:
+        return sum(p.cpu_seconds() for p in self.procs)
 
 
 def pipeline(
@@ -246,18 +217,18 @@ def pipeline(
     if backlog:
         # What starting costs (imports, contract) is not the readings' cost: take it from an
         # idle start, then stop; the sessions stay at the broker and queue the load.
-        cpu_before = sum(_cpu_seconds(p.pid) for p in group.procs)
+        cpu_before = group.cpu_seconds()
         group.stop()
         run_publishers(servers, load)
         group.start()
         started = min(_connected_at(log) for log in group.logs)
     else:
-        cpu_before = sum(_cpu_seconds(p.pid) for p in group.procs)
+        cpu_before = group.cpu_seconds()
         started = run_publishers(servers, load)
     while _stored(group.ports) < readings:
         time.sleep(0.02)
     finished = time.time()
-    cpu = sum(_cpu_seconds(p.pid) for p in group.procs) - cpu_before
+    cpu = group.cpu_seconds() - cpu_before
     group.stop()
     _check_stored(servers, database, readings)
     return readings / (finished - started), cpu * 1e6 / readings

@@ -12,17 +12,20 @@ import hashlib
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 
-import httpx
-
+from citysense.children import (
+    Child,
+    Exited,
+    NotReady,
+    http_ok,
+    start_citysense,
+    stop_each,
+    wait_until,
+)
 from citysense.servers import LocalServers
-from common.process import die_with_parent
 
 # Aggregates the local API keeps computed (CITYSENSE_API_AGGREGATE_WARM), so the banner's example
 # answers at once: energy per district per day, pressure and lamps on per district per hour.
@@ -54,35 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=9101, help="ingest /metrics port")
     parser.add_argument("--devices", type=int, default=600, help="simulated devices")
     parser.add_argument("--rate", type=float, default=50.0, help="simulated messages per second")
-
-
-def _child(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        # A session of its own: Ctrl-C in the terminal reaches only `up`, which then stops the
-        # children in order (publishers, ingest draining into a live broker, API, servers).
-        return subprocess.Popen(
-            [sys.executable, "-m", "citysense.cli", *argv],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
-        )
-
-
-def _wait_healthy(url: str, children: list[subprocess.Popen[bytes]], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(c.poll() is not None for c in children):
-            return False
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    return False
 
 
 def main(args: argparse.Namespace) -> int:
@@ -130,33 +104,41 @@ def main(args: argparse.Namespace) -> int:
 
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    ingest = _child(
-        ["ingest", "--http-port", str(args.metrics_port)],
-        env("citysense-ingest"),
-        logs / "ingest.log",
+    # Each child in a session of its own: Ctrl-C in the terminal reaches only `up`, which then
+    # stops the children in order (publishers, ingest draining into a live broker, API, servers).
+    ingest = start_citysense(
+        "ingest",
+        "--http-port",
+        str(args.metrics_port),
+        env=env("citysense-ingest"),
+        log=logs / "ingest.log",
     )
-    api = _child(["api", "--port", str(args.api_port)], env("citysense-api"), logs / "api.log")
+    api = start_citysense(
+        "api", "--port", str(args.api_port), env=env("citysense-api"), log=logs / "api.log"
+    )
     children = [ingest, api]
     api_url = f"http://127.0.0.1:{args.api_port}"
-    if not _wait_healthy(f"{api_url}/health", children, 60):
+    try:  # while ingest and the API both run
+        wait_until(
+            lambda: http_ok(f"{api_url}/health"), 60, "healthy API", watch=children, interval=0.3
+        )
+    except (Exited, NotReady):
         print(f"the API did not become healthy; see {logs}")
         _stop(children, servers)
         return 1
-    simulate = _child(
-        [
-            "simulate",
-            "--mode",
-            "live",
-            "--devices",
-            str(args.devices),
-            "--rate",
-            str(args.rate),
-            "--duration",
-            "0",
-            "--no-progress",
-        ],
-        env("citysense-simulator"),
-        logs / "simulate.log",
+    simulate = start_citysense(
+        "simulate",
+        "--mode",
+        "live",
+        "--devices",
+        str(args.devices),
+        "--rate",
+        str(args.rate),
+        "--duration",
+        "0",
+        "--no-progress",
+        env=env("citysense-simulator"),
+        log=logs / "simulate.log",
     )
     children.insert(0, simulate)
     _banner(api_url, args.metrics_port, logs, token)
@@ -168,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     while not stop.wait(1.0):
-        if ingest.poll() is not None or api.poll() is not None:
+        if not ingest.running or not api.running:
             print(f"a service exited unexpectedly; see {logs}")
             break
     _stop(children, servers)
@@ -198,14 +180,8 @@ Press Ctrl-C to stop everything.
 """)
 
 
-def _stop(children: list[subprocess.Popen[bytes]], servers: LocalServers) -> None:
+def _stop(children: list[Child], servers: LocalServers) -> None:
     """Publishers first, then ingest (it drains and acks), then the API, then the servers."""
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+    stop_each(children, timeout=20)
     servers.stop()
     print("stopped.")

@@ -1,0 +1,96 @@
+"""Aggregations across devices over the last 24 h: each question asked first once (every
+(window, district) cell computed in InfluxDB, unless the API kept it warm), then again (the cells
+the API kept, api.cells), and once more after live ingest wrote into the current windows."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from bench.api.figures import Report, ms
+from bench.api.timing import Failed, run_requests, timed_get
+
+CELLS_HEADER = "CitySense-Cells-Computed"
+
+
+def aggregate_cases(district: str) -> list[tuple[str, dict[str, Any]]]:
+    pipe = {"profile": "water_pipe", "field": "pressure"}
+    light = {"profile": "streetlight"}
+    energy = {"profile": "power_meter", "field": "totalActiveEnergyImport", "agg": "delta"}
+    return [
+        ("water_pipe pressure mean per district per 1h", {**pipe, "every": "1h"}),
+        (
+            "water_pipe pressure min, one district, per 15m",
+            {**pipe, "agg": "min", "every": "15m", "district": district},
+        ),
+        (
+            "streetlight lamps on (powerState=on) per district per 1h",
+            {**light, "field": "powerState", "agg": "count", "equals": "on", "every": "1h"},
+        ),
+        (
+            "streetlight powerConsumption sum per district per 1h",
+            {**light, "field": "powerConsumption", "agg": "sum", "every": "1h"},
+        ),
+        ("power_meter energy (counter delta) per district per day", {**energy, "every": "day"}),
+        (
+            "power_meter energy per day, one district",
+            {**energy, "every": "day", "district": district},
+        ),
+        (
+            "power_meter energy per district per hour (Asia/Shanghai)",
+            {**energy, "every": "hour", "tz": "Asia/Shanghai"},
+        ),
+    ]
+
+
+def warm_setting(district: str) -> str:
+    """CITYSENSE_API_AGGREGATE_WARM for the questions asked here."""
+    return "; ".join(urlencode(params) for _, params in aggregate_cases(district))
+
+
+def bench_aggregates(report: Report, client: httpx.Client, district: str, repeat: int) -> None:
+    report.section("Aggregation across devices, last 24 h (InfluxDB at query time, then kept)")
+    for label, params in aggregate_cases(district):
+        bench_aggregate(report, client, label, params, repeat)
+
+
+def bench_aggregate(
+    report: Report, client: httpx.Client, label: str, params: dict[str, Any], repeat: int
+) -> None:
+    """The first ask computes every (window, district) cell in InfluxDB; the same question asked
+    again is answered from the cells the API kept (api.cells)."""
+    try:
+        seconds, response = timed_get(client, "/aggregates", params)
+    except (Failed, httpx.TimeoutException) as exc:
+        report.add(f"{label}: first ask", "FAILED", str(exc)[:160])
+        return
+    report.add(
+        f"{label}: first ask",
+        ms(seconds),
+        f"cells computed {response.headers.get(CELLS_HEADER, '?')}",
+    )
+    computed = set()
+
+    def kept(response: httpx.Response) -> None:
+        computed.add(response.headers.get(CELLS_HEADER, "?"))
+
+    t = run_requests(client, "/aggregates", [params] * repeat, warmup=0, check=kept)
+    report.timings(f"{label}: asked again", t, f"cells computed {', '.join(sorted(computed))}")
+
+
+def bench_aggregates_after_ingest(report: Report, base: str, district: str) -> None:
+    """Asked again after live ingest wrote into the current windows: those cells are computed
+    again (once the API's max staleness has passed), the rest stay kept."""
+    report.section(
+        "Aggregation across devices again, after live ingest touched the current windows"
+    )
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for label, params in aggregate_cases(district):
+            try:
+                seconds, response = timed_get(client, "/aggregates", params)
+            except (Failed, httpx.TimeoutException) as exc:
+                report.add(label, "FAILED", str(exc)[:160])
+                continue
+            report.add(label, ms(seconds), f"cells computed {response.headers.get(CELLS_HEADER)}")

@@ -1,0 +1,139 @@
+"""Steps 1 and 2: a registry of the city's devices, and their history written straight into
+InfluxDB as line protocol (not through MQTT), from the simulators' device models."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.api.constants import DATABASE, LATEST_SPREAD_S, WRITE_BATCH
+from bench.api.figures import Report
+from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
+from device_profiles import Device, load_profiles, load_registry
+from simulators.city import DISTRICTS, write_city
+from simulators.models import DEFAULT_UTC_OFFSET_HOURS, ProfileModel
+from wire.lineproto import fields as encode_fields
+from wire.lineproto import tag as encode_tag
+
+Row = tuple[int, str, str, str]  # index, device_id, profile, district
+
+
+def write_registry(report: Report, home: Path, count: int) -> tuple[Path, list[Device]]:
+    """`count` devices over the city's districts (simulators.city); (registry file, devices)."""
+    registry = home / "city.csv"
+    with registry.open("w") as out:
+        write_city(out, count)
+    devices = sorted(
+        load_registry(registry, load_profiles()).devices.values(),
+        key=lambda d: d.device_id,
+    )
+    mix: defaultdict[str, int] = defaultdict(int)
+    for d in devices:
+        mix[d.profile] += 1
+    report.add(
+        "registry",
+        f"{len(devices):,} devices in {len(DISTRICTS)} districts",
+        ", ".join(f"{n:,} {p}" for p, n in sorted(mix.items())),
+    )
+    return registry, devices
+
+
+def load_and_count(
+    report: Report,
+    servers: LocalServers,
+    devices: Sequence[Device],
+    *,
+    hours: float,
+    every_s: int,
+    loaders: int,
+) -> None:
+    """Load the history, then count what InfluxDB stored."""
+    print("loading history ...", flush=True)
+    points, size, seconds = load_history(servers, devices, hours, every_s, loaders)
+    steps = int(hours * 3600 // every_s)
+    report.add(
+        "history loaded (line protocol straight to InfluxDB)",
+        f"{points:,} points in {seconds:.1f} s = {points / seconds:,.0f} points/s",
+        f"every device: {steps + 1} readings, one each {every_s} s over "
+        f"{hours:g} h, the newest within {LATEST_SPREAD_S} s of the load; "
+        f"{size / 1e6:,.0f} MB, {loaders} writer processes",
+    )
+    stored = count_stored(servers)
+    report.add(
+        "stored (count query)",
+        f"{sum(stored.values()):,} points",
+        ", ".join(f"{k} {v:,}" for k, v in stored.items()),
+    )
+
+
+def _history_part(job: tuple[str, list[Row], int, int, int]) -> tuple[int, int]:
+    """Write the history of some devices; (points, bytes). Runs in a worker process."""
+    influx_url, rows, now_ms, steps, every_s = job
+    profiles = load_profiles()
+    models = {n: ProfileModel(p, DEFAULT_UTC_OFFSET_HOURS) for n, p in profiles.items()}
+    points = size = 0
+    lines: list[str] = []
+    with InfluxClient(InfluxConfig(url=influx_url, database=DATABASE, timeout=120)) as client:
+
+        def flush() -> None:
+            nonlocal size
+            body = ("\n".join(lines)).encode()
+            client.write(body)
+            size += len(body)
+            lines.clear()
+
+        for index, device_id, profile_name, district in rows:
+            profile = profiles[profile_name]
+            rng = random.Random(index)
+            model = models[profile_name].device(rng)
+            spread_ms = int(min(profile.reporting_interval, LATEST_SPREAD_S) * 1000)
+            newest = now_ms - rng.randrange(spread_ms)
+            series = (
+                f"{encode_tag(profile.measurement)},device_id={encode_tag(device_id)},"
+                f"district={encode_tag(district)} "
+            )
+            for k in range(steps, -1, -1):  # oldest first: the models integrate counters
+                ts = newest - k * every_s * 1000
+                lines.append(f"{series}{encode_fields(model.reading(ts))} {ts * 1_000_000}")
+            points += steps + 1
+            if len(lines) >= WRITE_BATCH:
+                flush()
+        if lines:
+            flush()
+    return points, size
+
+
+def load_history(
+    servers: LocalServers, devices: Sequence[Device], hours: float, every_s: int, processes: int
+) -> tuple[int, int, float]:
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        client.create_database()
+    rows: list[Row] = [(n, d.device_id, d.profile, d.district) for n, d in enumerate(devices)]
+    steps = int(hours * 3600 // every_s)
+    now_ms = time.time_ns() // 1_000_000
+    parts = max(processes * 8, 1)
+    jobs = [(servers.influxdb.url, rows[k::parts], now_ms, steps, every_s) for k in range(parts)]
+    started = time.perf_counter()
+    # fork: nothing but the servers (separate processes) exists yet, no threads to copy.
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        results = list(pool.imap_unordered(_history_part, jobs))
+    seconds = time.perf_counter() - started
+    return sum(r[0] for r in results), sum(r[1] for r in results), seconds
+
+
+def count_stored(servers: LocalServers) -> dict[str, int]:
+    counted = {}
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE, timeout=120)) as c:
+        for measurement, fld in (
+            ("streetlight", "powerState"),
+            ("water_pipe", "pressure"),
+            ("power_meter", "activePower"),
+        ):
+            series = c.query(f'SELECT count("{fld}") FROM "{measurement}"')[0]
+            counted[measurement] = int(series[0].values[0][1]) if series else 0
+    return counted

@@ -1,0 +1,125 @@
+"""The API benchmark, step by step, on servers of its own in a temporary folder; the command
+line is bench/api_bench.py's."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.api.aggregates import bench_aggregates_after_ingest, warm_setting
+from bench.api.constants import ROOT, STALENESS_S
+from bench.api.delivery import LiveRun
+from bench.api.devices import bench_requests
+from bench.api.figures import Report, machine, ms
+from bench.api.history import load_and_count, write_registry
+from bench.api.processes import ApiProcess, Stack, start_api
+from bench.api.sse import bench_sse
+from citysense.children import Children
+from citysense.servers import LocalServers
+from device_profiles import Device
+from simulators.city import DISTRICTS
+
+
+def run(args: argparse.Namespace) -> None:
+    """Everything it starts is stopped at the end, pass or fail; then the report is printed."""
+    report = Report()
+    children = Children()
+    print(f"machine: {machine()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="citysense-api-bench-") as tmp:
+        home = Path(tmp)
+        servers = LocalServers.create(home / "servers", root=ROOT)
+        servers.start()
+        try:
+            registry, devices = setup(report, servers, home, args)
+            stack = Stack(report, servers, children, home, registry)
+            api = start_and_describe_api(stack, args)
+            if not args.skip_requests:
+                print("timing requests ...", flush=True)
+                bench_requests(report, api.base, devices, args.scale, args.concurrency)
+            if not args.skip_sse:
+                live(stack, api, devices, args)
+            check_api(report, api)
+        finally:
+            children.stop_all()
+            servers.stop()
+    report.print()
+
+
+def setup(
+    report: Report, servers: LocalServers, home: Path, args: argparse.Namespace
+) -> tuple[Path, list[Device]]:
+    """Steps 1 and 2: the registry, and its history loaded into InfluxDB."""
+    version = httpx.get(f"{servers.influxdb.url}/ping").headers.get("X-Influxdb-Version", "?")
+    report.section(f"Setup: {machine()}; InfluxDB {version}")
+    registry, devices = write_registry(report, home, args.devices)
+    load_and_count(
+        report,
+        servers,
+        devices,
+        hours=args.hours,
+        every_s=args.history_every,
+        loaders=args.loaders,
+    )
+    return registry, devices
+
+
+def start_and_describe_api(stack: Stack, args: argparse.Namespace) -> ApiProcess:
+    """Step 3: the API's start, its memory, its warm-up (with --warm), devices on time."""
+    report = stack.report
+    print("starting the API ...", flush=True)
+    extra = dict(item.split("=", 1) for item in args.api_env)
+    if args.warm:
+        extra["CITYSENSE_API_AGGREGATE_WARM"] = warm_setting(DISTRICTS[0].name)
+    api = start_api(stack, extra)
+    report.section("API start (citysense api, one uvicorn process)")
+    report.add(
+        "start -> serving, latest state of every device loaded from InfluxDB",
+        ms(api.loaded),
+        "uvicorn listens once the app's start-up (contract, registry, state) is done"
+        if abs(api.loaded - api.listening) < 0.2
+        else f"listening after {ms(api.listening)}",
+    )
+    report.add("API resident memory after loading", f"{api.child.rss_mb():,.0f} MB")
+    if args.warm:
+        print("waiting for the API to warm its aggregates ...", flush=True)
+        warmed = api.child.wait_for_line("aggregates warmed", 1800)
+        report.add(
+            "aggregates warmed in the background after start",
+            warmed.split("aggregates warmed: ")[-1],
+        )
+    with httpx.Client(base_url=api.base, timeout=60) as c:
+        on_time = c.get("/devices", params={"status": "on_time", "limit": 1}).json()
+    report.add("devices reporting on time at start", f"{on_time['total']:,}")
+    return api
+
+
+def live(stack: Stack, api: ApiProcess, devices: list[Device], args: argparse.Namespace) -> None:
+    """Step 5, once per --sse-rate; then the aggregates again, after live ingest."""
+    for rate in args.sse_rate:
+        print(f"SSE while ingesting {rate:g} readings/s ...", flush=True)
+        run = LiveRun(
+            clients=args.sse_clients,
+            rate=rate,
+            seconds=args.sse_seconds,
+            publishing_devices=min(max(args.sse_devices, int(rate)), len(devices)),
+            filtered=args.sse_filtered,
+        )
+        bench_sse(stack, api, devices, run)
+    if not args.skip_requests:
+        # Past the staleness bound; with warming, also past one more warming round.
+        time.sleep(STALENESS_S * (2 if args.warm else 1))
+        bench_aggregates_after_ingest(stack.report, api.base, DISTRICTS[0].name)
+
+
+def check_api(report: Report, api: ApiProcess) -> None:
+    """Its memory at the end; it must still run; the errors it logged, if any."""
+    report.add("API resident memory at the end", f"{api.child.rss_mb():,.0f} MB")
+    if not api.child.running:
+        raise RuntimeError(f"the API died:\n{api.child.tail()}")
+    warnings = [ln for ln in api.child.tail(20000).splitlines() if "ERROR" in ln]
+    if warnings:
+        print("API log errors:\n" + "\n".join(warnings[-10:]))
