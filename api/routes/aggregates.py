@@ -28,7 +28,8 @@ the whole city (`group_by=none`). Groups follow the `district` tag stored with e
 - `equals` (state and boolean fields, with agg=count): devices whose last value in the window
   equals it, e.g. lamps on after dusk: `field=powerState&equals=on&every=15m`; `registered`
   beside it is the lamps expected (registered in the district).
-- `devices`: how many devices contributed; `registered`: how many the registry has in the group.
+- `devices`: how many devices contributed (with `equals`: how many reported in the window, the
+  lamps judged on or off); `registered`: how many the registry has in the group.
 
 Each (window, group) cell is computed once and kept until a write touches its windows; the
 window still filling is served up to `CITYSENSE_API_AGGREGATE_MAX_STALENESS` (30 s) old. Without
