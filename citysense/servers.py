@@ -10,6 +10,7 @@ import getpass
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -145,6 +146,8 @@ class Mosquitto(_Child):
     max_queued_messages: int = 8_000_000
     max_queued_bytes: int = 4 * 1024**3
     max_inflight_messages: int = 65_535
+    # Seconds between saves of the persistence file: what a crash (SIGKILL) can lose at most.
+    autosave_interval: int = 10
 
     def url(self, user: str) -> str:
         return f"mqtt://{user}:{self.passwords[user]}@{self.host}:{self.port}"
@@ -191,12 +194,30 @@ class Mosquitto(_Child):
                 max_queued_messages=self.max_queued_messages,
                 max_queued_bytes=self.max_queued_bytes,
                 max_inflight_messages=self.max_inflight_messages,
+                autosave_interval=self.autosave_interval,
             )
         )
         self.conf_file.write_text(conf)
 
     def ready(self) -> bool:
         return self._tcp_open()
+
+    @property
+    def persistence_file(self) -> Path:
+        return self.home / "data" / "mosquitto.db"
+
+    def save(self, timeout: float = 10.0) -> None:
+        """Have Mosquitto write its persistence file now (SIGUSR1), and wait until it has."""
+        assert self.process is not None, "mosquitto is not running"
+        before = self._saved_at()
+        self.process.send_signal(signal.SIGUSR1)
+        _wait_until(lambda: self._saved_at() != before, timeout, "mosquitto save", self.log_file)
+
+    def _saved_at(self) -> int:
+        try:
+            return self.persistence_file.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
 
 
 @dataclass
