@@ -25,8 +25,10 @@ from citysense.servers import LocalServers
 from common.errors import ConfigError
 from common.influx import InfluxConfig
 from tests.integration.test_api import api_settings, running
-from tests.integration.test_faults import ingest_env
-from tests.support import IngestProcess, count, publish, wait_for
+from tests.support.influx import count
+from tests.support.mqtt import publish
+from tests.support.polling import wait_for
+from tests.support.processes import IngestProcess, ingest_env
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -37,7 +37,7 @@ from tests.integration.test_api import (
     rfc3339,
     running,
 )
-from tests.support import publish
+from tests.support.mqtt import publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -17,7 +17,8 @@ from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
 from tests.integration.test_api_access import TOKENS, write_tokens
 from tests.integration.test_api_state import feed_message, live_settings
-from tests.support import publish, wait_for
+from tests.support.mqtt import publish
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
 

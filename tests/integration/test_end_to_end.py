@@ -26,7 +26,8 @@ from ingest.settings import IngestSettings
 from ingest.worker import Worker
 from simulators.fleet import ExpectedReading, SimMessage, generate
 from simulators.publish import publish
-from tests.support import count, rows, wait_for
+from tests.support.influx import count, rows
+from tests.support.polling import wait_for
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
