@@ -5,6 +5,11 @@
 - mqtt: an independent publisher and subscriber, a restart-proof stream, retained messages
 - influx: a fresh database, and reading back what it holds
 - processes: `citysense ingest` as a real process, its environment, and /proc readings
+- times: nanosecond units, RFC 3339 text, yesterday's midnight
+- seeding: readings written straight into InfluxDB, and the sample devices the API tests use
+- api: API settings, the app running in process with a client, access tokens
+- deadletters: dead letters as ingest stores them, written without ingest
+- state: the API's live state fed as ingest would feed it
 - faults: the fault suite's unique-valued streams and its exact accounting
 - fuzz_messages: the fuzz suite's messages and the expectations written from the contract
 """
