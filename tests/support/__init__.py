@@ -1,10 +1,11 @@
-"""Helpers the tests share, one small module each; fixtures live in the conftest.py files.
+"""Helpers the tests share, one small module each; fixtures are in tests/integration/conftest.py.
 
 - servers: the loopback Mosquitto and InfluxDB a test run starts, and the topic root they allow
 - polling: waiting for a condition, in a thread (`wait_for`) or in a coroutine (`until`)
 - mqtt: an independent publisher and subscriber, a restart-proof stream, retained messages
 - influx: a fresh database, and reading back what it holds
 - processes: `citysense ingest` as a real process, its environment, and /proc readings
+- clock: a clock a test sets by hand
 - times: nanosecond units, RFC 3339 text, yesterday's midnight
 - seeding: readings written straight into InfluxDB, and the sample devices the API tests use
 - api: API settings, the app running in process with a client, access tokens
