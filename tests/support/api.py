@@ -42,12 +42,14 @@ def api_settings(
     elif isinstance(registry, str):
         text, registry = registry, tmp_path / "registry.csv"
         registry.write_text(text)
+    # Given only when `influx` has one: like any field not given, it may come from the environment.
+    token: dict[str, Any] = {"influx_token": SecretStr(influx.token)} if influx.token else {}
     settings = ApiSettings(
         _env_file=None,
         mqtt_url=SecretStr(mqtt_url),
         influx_url=influx.url,
         influx_db=influx.database,
-        **({"influx_token": SecretStr(influx.token)} if influx.token else {}),
+        **token,
         profiles=DEFAULT_PROFILES,
         registry=registry,
         api_auth="off",
