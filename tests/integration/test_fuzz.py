@@ -79,7 +79,7 @@ LetterKey = tuple[str, str, str, str, int, bytes]
 
 
 # What the fuzz ingest runs with: the limits the expectations are written for, stated rather than
-# assumed, and no retry limit of its own (ingest's default, unlike the fault suite's).
+# assumed, and ingest's own longest retry delay (not the 1 s ingest_env sets for fault scenarios).
 INGEST_ENV: dict[str, str | None] = {
     "CITYSENSE_RETRY_MAX": None,
     "CITYSENSE_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD),
