@@ -1,214 +1,27 @@
-"""The API against the real InfluxDB: seeded with line protocol written here (independent of
-ingest), a small registry, and the repo's profiles. Expected values are computed in the test from
-the seeded points, never copied from what the API answers."""
+"""The API against the real InfluxDB: seeded with line protocol written by the tests (the `seed`
+fixture, tests/support/seeding.py; independent of ingest), a small registry, and the repo's
+profiles. Expected values are computed in the test from the seeded points, never copied from what
+the API answers."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from pydantic import SecretStr
 
-from api.core.settings import ApiSettings
-from api.main import create_app
-from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from device_profiles import DEFAULT_PROFILES, load_profiles
+from tests.support.seeding import Point, Scalar, Seed
+from tests.support.times import HOUR, MIN, S, rfc3339
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-S = 1_000_000_000
-MIN = 60 * S
-HOUR = 60 * MIN
 PROFILES = load_profiles(DEFAULT_PROFILES)
-
-Scalar = bool | int | float | str
-
-
-# --- seeding -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Point:
-    measurement: str
-    device_id: str
-    district: str
-    fields: dict[str, Scalar]
-    time_ns: int
-
-
-def _tag(value: str) -> str:
-    for char in ("\\", ",", "=", " "):
-        value = value.replace(char, "\\" + char)
-    return value
-
-
-def _field(value: Scalar) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def line_protocol(points: Iterable[Point]) -> bytes:
-    return "\n".join(
-        f"{p.measurement},device_id={_tag(p.device_id)},district={_tag(p.district)} "
-        + ",".join(f"{k}={_field(v)}" for k, v in p.fields.items())
-        + f" {p.time_ns}"
-        for p in points
-    ).encode()
-
-
-REGISTRY = [
-    # device_id, profile, district
-    ("SL-A1", "streetlight", "North"),
-    ("SL-A2", "streetlight", "North"),
-    ("SL-A3", "streetlight", "North"),  # registered, never reports
-    ("SL-A4", "streetlight", "North"),  # last reading 3 h ago
-    ("SL-H1", "streetlight", "North"),  # dense history 6 h to 4 h ago
-    ("SL-K1", "streetlight", "King's Cross"),
-    ("WP-A1", "water_pipe", "North"),
-    ("WP-A2", "water_pipe", "North"),
-    ("WP-K1", "water_pipe", "King's Cross"),
-    ("PM-A1", "power_meter", "North"),
-    ("PM-S1", "power_meter", "South"),
-]
-
-
-@dataclass
-class Seed:
-    now: int
-    points: list[Point]
-    history_base: int
-    registry: dict[str, tuple[str, str]] = field(default_factory=dict)
-
-    def of(self, device_id: str) -> list[Point]:
-        return [p for p in self.points if p.device_id == device_id]
-
-
-def seed_points(now: int) -> tuple[list[Point], int]:
-    def sl(device: str, district: str, ago: int, **values: Scalar) -> Point:
-        return Point("streetlight", device, district, values, now - ago)
-
-    def wp(device: str, district: str, ago: int, **values: Scalar) -> Point:
-        return Point("water_pipe", device, district, values, now - ago)
-
-    points = [
-        sl("SL-A1", "North", 50 * MIN, powerState="off", powerConsumption=2.0),
-        sl("SL-A1", "North", 20 * MIN, powerState="on", powerConsumption=120.5),
-        sl(
-            "SL-A1",
-            "North",
-            5 * MIN,
-            powerState="on",
-            powerConsumption=130.25,
-            voltage=229.5,
-            illuminanceLevel=0.8,
-            doorOpen=False,
-            status="ok",
-        ),
-        sl("SL-A2", "North", 15 * MIN, powerState="on", powerConsumption=99.0),
-        sl("SL-A2", "North", 10 * MIN, powerState="on"),  # latest reading lacks power
-        sl("SL-A4", "North", 3 * HOUR, powerState="on", powerConsumption=200.0),
-        sl("SL-K1", "King's Cross", 1 * MIN, powerState="low", powerConsumption=40.5),
-        # tagged North but not in the registry: must never count
-        sl("SL-GHOST", "North", 2 * MIN, powerState="on", powerConsumption=999.0),
-        wp("WP-A1", "North", 7 * MIN, pressure=300.5, flow=-2.5, leakDetected=False),
-        wp("WP-A2", "North", 30 * MIN, pressure=500.0, flow=1.0),
-        wp("WP-A2", "North", 4 * MIN, pressure=150.0, flow=10.0, rssi=-80),
-        wp("WP-K1", "King's Cross", -2 * MIN, pressure=222.0),  # device clock 2 min ahead
-        Point(
-            "power_meter",
-            "PM-A1",
-            "North",
-            {"activePower": 12.5, "totalActiveEnergyImport": 1234.5},
-            now - 12 * MIN,
-        ),
-    ]
-    base = (now - 6 * HOUR) // HOUR * HOUR
-    for i in range(120):
-        points.append(
-            Point(
-                "streetlight",
-                "SL-H1",
-                "North",
-                {
-                    "powerConsumption": round((i * 7.3) % 50 + 0.25, 2),
-                    "powerState": "on" if (i // 7) % 2 == 0 else "off",
-                    "voltage": 220.0 + i % 11,
-                },
-                base + i * MIN,
-            )
-        )
-    return points, base
-
-
-def write_registry(path: Path) -> Path:
-    rows = ["device_id,profile,district,latitude,longitude,address"]
-    rows += [
-        f"{d},{p},{district},30.{n:02d},120.{n:02d},{n} Test Rd"
-        for n, (d, p, district) in enumerate(REGISTRY, start=1)
-    ]
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
-def api_settings(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) -> ApiSettings:
-    return ApiSettings(
-        _env_file=None,
-        mqtt_url=SecretStr(servers.mosquitto.url("citysense-api")),
-        influx_url=influx.url,
-        influx_db=influx.database,
-        profiles=DEFAULT_PROFILES,
-        registry=write_registry(tmp_path / "registry.csv"),
-        api_auth="off",  # access rights have their own tests
-    )
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan entered, and an HTTP client that calls it in-process."""
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api.test") as client,
-    ):
-        yield client
-
-
-@pytest.fixture
-def seed(influx: InfluxConfig) -> Seed:
-    now = datetime.now(UTC).replace(microsecond=0)
-    now_ns = int(now.timestamp()) * S
-    points, base = seed_points(now_ns)
-    with InfluxClient(influx) as client:
-        client.write(line_protocol(points))
-    return Seed(now_ns, points, base, {d: (p, district) for d, p, district in REGISTRY})
-
-
-@pytest.fixture
-async def api(
-    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, seed: Seed
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with running(create_app(api_settings(servers, influx, tmp_path))) as client:
-        yield client
-
-
-def rfc3339(nanos: int) -> str:
-    seconds, fraction = divmod(nanos, S)
-    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return text + (f".{fraction:09d}".rstrip("0") if fraction else "") + "Z"
 
 
 def latest(points: Sequence[Point], since: int | None = None) -> Point | None:

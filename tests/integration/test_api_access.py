@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from api.core.settings import ApiSettings
 from api.core.tokens import hash_token
@@ -18,56 +16,12 @@ from api.main import create_app
 from citysense.servers import LocalServers
 from common.errors import ConfigError
 from common.influx import InfluxClient, InfluxConfig
-from tests.integration.test_api import REGISTRY, S, api_settings, running, seed_points
-from tests.integration.test_api import line_protocol as lp
-from tests.integration.test_api_dead_letters import dead_letter_line
+from tests.support.api import TOKENS, api_settings, running, write_tokens
+from tests.support.deadletters import dead_letter_line
+from tests.support.seeding import REGISTRY, line_protocol, seed_points
+from tests.support.times import S
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-TOKENS = {
-    "city": "city-token-never-logged",
-    "water-north": "water-token-never-logged",
-    "lights": "lights-token-never-logged",
-    "portal": "portal-token-never-logged",
-}
-
-
-def write_tokens(path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "tokens": [
-                    {"name": "city", "sha256": hash_token(TOKENS["city"]), "scope": "city"},
-                    {
-                        "name": "water-north",
-                        "sha256": hash_token(TOKENS["water-north"]),
-                        "scope": "department",
-                        "profiles": ["water_pipe"],
-                        "districts": ["North"],
-                        "acknowledge": True,
-                    },
-                    {
-                        "name": "lights",
-                        "sha256": hash_token(TOKENS["lights"]),
-                        "scope": "department",
-                        "profiles": ["streetlight"],
-                    },
-                    {
-                        "name": "portal",
-                        "sha256": hash_token(TOKENS["portal"]),
-                        "scope": "open_data",
-                    },
-                ]
-            }
-        )
-    )
-    return path
-
-
-def secured(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) -> ApiSettings:
-    return api_settings(servers, influx, tmp_path).model_copy(
-        update={"api_auth": "on", "api_tokens": write_tokens(tmp_path / "tokens.yaml")}
-    )
 
 
 def auth(name: str) -> dict[str, str]:
@@ -75,13 +29,12 @@ def auth(name: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def api(
-    servers: LocalServers, influx: InfluxConfig, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
+def app_settings(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) -> ApiSettings:
+    """The sample readings and three dead letters; access rights on, with TOKENS."""
     now = (int(time.time()) - 5) * S
     points, _ = seed_points(now)
     with InfluxClient(influx) as client:
-        client.write(lp(points))
+        client.write(line_protocol(points))
         client.write(
             "\n".join(
                 dead_letter_line(now - n * S, "out_of_range", p, d, b"{}")
@@ -90,8 +43,7 @@ async def api(
                 )
             ).encode()
         )
-    async with running(create_app(secured(servers, influx, tmp_path))) as client:
-        yield client
+    return api_settings(servers, influx, tmp_path, tokens=write_tokens(tmp_path / "tokens.yaml"))
 
 
 PROTECTED = [
@@ -180,7 +132,10 @@ async def test_tokens_are_never_logged(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with running(create_app(secured(servers, influx, tmp_path))) as client:
+    settings = api_settings(
+        servers, influx, tmp_path, tokens=write_tokens(tmp_path / "tokens.yaml")
+    )
+    async with running(create_app(settings)) as client:
         for name in TOKENS:
             for path in PROTECTED:
                 await client.get(path, headers=auth(name))
@@ -194,7 +149,7 @@ async def test_tokens_are_never_logged(
 async def test_no_tokens_file_refuses_to_start(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = api_settings(servers, influx, tmp_path).model_copy(update={"api_auth": "on"})
+    settings = api_settings(servers, influx, tmp_path, api_auth="on")
     with pytest.raises(ConfigError, match="CITYSENSE_API_AUTH=off"):
         async with running(create_app(settings)):
             pass
@@ -209,9 +164,7 @@ async def test_a_scope_naming_an_unknown_district_refuses_to_start(
         '{"tokens": [{"name": "x", "sha256": "' + "a" * 64 + '", "scope": "department", '
         '"profiles": ["water_pipe"], "districts": ["Nowhere"]}]}'
     )
-    settings = api_settings(servers, influx, tmp_path).model_copy(
-        update={"api_auth": "on", "api_tokens": path}
-    )
+    settings = api_settings(servers, influx, tmp_path, tokens=path)
     with pytest.raises(ConfigError, match="unknown districts \\['Nowhere'\\]"):
         async with running(create_app(settings)):
             pass

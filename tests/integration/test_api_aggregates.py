@@ -4,8 +4,7 @@ fixed daily grid, with attempts to single out the one device of a small district
 from __future__ import annotations
 
 import statistics
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,11 +12,13 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from api.core.settings import ApiSettings
 from api.core.tokens import hash_token
-from api.main import create_app
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
-from tests.integration.test_api import Point, S, api_settings, line_protocol, rfc3339, running
+from tests.support.api import api_settings
+from tests.support.seeding import Point, line_protocol
+from tests.support.times import S, rfc3339, yesterday
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -30,19 +31,13 @@ DAY = 86400 * S
 Q = 15 * 60 * S
 
 
-def yesterday() -> int:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return int((today - timedelta(days=1)).timestamp()) * S
-
-
 def pressure(device: str, t: int) -> float:
     return 200.0 + 10 * int(device[-1]) + (t // Q) % 4
 
 
 @pytest.fixture
-async def api(
-    servers: LocalServers, influx: InfluxConfig, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
+def app_settings(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) -> ApiSettings:
+    """A day of pipes, meters and lamps; their own registry; a city and an open-data token."""
     day = yesterday()
     points = []
     for device, district in [(d, "North") for d in NORTH] + [(d, "South") for d in SOUTH]:
@@ -82,11 +77,7 @@ async def api(
         f"  - {{name: city, sha256: {hash_token(TOKENS['city'])}, scope: city}}\n"
         f"  - {{name: portal, sha256: {hash_token(TOKENS['portal'])}, scope: open_data}}\n"
     )
-    settings = api_settings(servers, influx, tmp_path).model_copy(
-        update={"registry": registry, "api_auth": "on", "api_tokens": tokens}
-    )
-    async with running(create_app(settings)) as client:
-        yield client
+    return api_settings(servers, influx, tmp_path, registry=registry, tokens=tokens)
 
 
 async def get(api: httpx.AsyncClient, who: str, **params: Any) -> httpx.Response:

@@ -10,11 +10,11 @@ import pytest
 
 from citysense.servers import LocalServers
 from common.influx import InfluxConfig
-from tests.integration.test_api import S, rfc3339
-from tests.integration.test_api_state import fast_profiles, live_settings, stack_for, until
+from tests.support.polling import until
+from tests.support.state import fast_profiles, live_settings, stack_for
+from tests.support.times import MIN, rfc3339
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-MIN = 60 * S
 
 
 async def test_low_pressure_raises_after_its_duration_updates_and_clears_with_hysteresis(

@@ -5,11 +5,9 @@ is a second app with nothing kept, asked the same question."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,27 +22,20 @@ from api.routes.aggregates import CELLS_HEADER
 from citysense.servers import LocalServers
 from common.errors import ConfigError
 from common.influx import InfluxConfig
-from tests.integration.test_api import api_settings, running
-from tests.integration.test_faults import ingest_env
-from tests.support import IngestProcess, count, publish, wait_for
+from tests.support.api import api_settings, running
+from tests.support.faults import wait_stored
+from tests.support.mqtt import publish
+from tests.support.polling import until
+from tests.support.processes import IngestProcess, ingest_env
+from tests.support.times import S, rfc3339, yesterday
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-S = 1_000_000_000
 Q = 15 * 60 * S
 H = 3600 * S
 PIPES = {"WP-C0": "North", "WP-C1": "North", "WP-C2": "South"}
 METERS = {"PM-C0": "North", "PM-C1": "South"}
-
-
-def yesterday() -> int:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return int((today - timedelta(days=1)).timestamp()) * S
-
-
-def rfc3339(ns: int) -> str:
-    return datetime.fromtimestamp(ns / S, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -59,7 +50,7 @@ class City:
         publish(self.url, [(self.layout.telemetry(profile, device), orjson.dumps(readings))])
 
     def wait_stored(self, measurement: str, n: int) -> None:
-        wait_for(lambda: count(self.influx, measurement) >= n, 30, 0.2, f"{n} {measurement}")
+        wait_stored(self.influx, n, 30, measurement=measurement, interval=0.2)
 
 
 @pytest.fixture
@@ -77,13 +68,14 @@ async def city(
         tmp_path / "ingest.log",
     )
     ingest.start()
-    settings = api_settings(servers, influx, tmp_path).model_copy(
+    settings = api_settings(
+        servers,
+        influx,
+        tmp_path,
+        registry=registry,
         # Nothing warmed behind the tests' backs unless a test asks for it.
-        update={
-            "registry": registry,
-            "api_aggregate_max_staleness": 0.0,
-            "api_aggregate_warm_recent": 0,
-        }
+        api_aggregate_max_staleness=0.0,
+        api_aggregate_warm_recent=0,
     )
     publisher = servers.mosquitto.url("citysense-simulator")
     city = City(httpx.AsyncClient(), settings, TopicLayout(topic_root), publisher, influx)
@@ -272,7 +264,7 @@ async def test_a_warmed_question_is_kept_before_anyone_asks(city: City) -> None:
     app = create_app(settings)
     async with running(app) as api:
         cells = app.state.runtime.cells
-        await wait_async(lambda: len(cells) >= 48 + 50, "both questions warmed")
+        await until(lambda: len(cells) >= 48 + 50, 30, "both questions warmed", interval=0.05)
         rows, computed = await ask(api, **question)
         assert computed == "0/48"
         assert rows == await from_scratch(city, **question)
@@ -289,7 +281,7 @@ async def test_a_question_clients_keep_asking_is_kept_warm(city: City) -> None:
         city.send("water_pipe", "WP-C0", [{"ts": time.time_ns() // 1_000_000, "pressure": 970.0}])
         city.wait_stored("water_pipe", 96 * len(PIPES) + 1)
         rounds = warmer.rounds
-        await wait_async(lambda: warmer.rounds >= rounds + 2, "two warming rounds")
+        await until(lambda: warmer.rounds >= rounds + 2, 30, "two warming rounds", interval=0.05)
         latest, computed = await ask(api, **question)
         assert computed.startswith("0/")  # the warmer computed the current window already
         assert max(r["value"] for r in latest if r["district"] == "North") == 970.0
@@ -303,10 +295,3 @@ async def test_a_warm_question_the_contract_cannot_answer_stops_the_start(city: 
     with pytest.raises(ConfigError, match="CITYSENSE_API_AGGREGATE_WARM, question 1"):
         async with running(create_app(settings)):
             pass
-
-
-async def wait_async(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)

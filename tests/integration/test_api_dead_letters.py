@@ -1,56 +1,25 @@
 """GET /dead-letters and /dead-letters/counts against the real InfluxDB, seeded with dead letters
-shaped as ingest writes them (contract 2), written here so the test does not depend on ingest."""
+shaped as ingest writes them (contract 2), written by the test (tests/support/deadletters.py) so
+it does not depend on ingest."""
 
 from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
-from api.main import create_app
+from api.core.settings import ApiSettings
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
-from tests.integration.test_api import S, api_settings, rfc3339, running
+from tests.support.api import api_settings
+from tests.support.deadletters import dead_letter_line
+from tests.support.times import S, rfc3339
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-def _str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def dead_letter_line(
-    time_ns: int,
-    reason: str,
-    profile: str,
-    device_id: str,
-    raw: bytes,
-    *,
-    replayed: tuple[int, str] | None = None,
-) -> str:
-    try:
-        payload, encoding = orjson.dumps(raw.decode()).decode(), "json"
-    except UnicodeDecodeError:
-        payload, encoding = base64.b64encode(raw).decode(), "base64"
-    fields = [
-        f"topic={_str(f'city/{profile}/{device_id}/telemetry')}",
-        f"device_id={_str(device_id)}",
-        f"detail={_str(reason + ' detail')}",
-        f"payload={_str(payload)}",
-        f"payload_encoding={_str(encoding)}",
-        f"payload_bytes={len(raw)}i",
-        "truncated=false",
-    ]
-    if replayed:
-        fields += [f"replayed_at={replayed[0]}i", f"replay_result={_str(replayed[1])}"]
-    return f"dead_letters,profile={profile},reason={reason},worker=w1 {','.join(fields)} {time_ns}"
 
 
 # (seconds ago, reason, profile, device id, raw payload)
@@ -65,10 +34,10 @@ LETTERS: list[tuple[int, str, str, str, bytes]] = [
 
 
 @pytest.fixture
-async def api(
-    servers: LocalServers, influx: InfluxConfig, tmp_path: Path
-) -> AsyncIterator[tuple[httpx.AsyncClient, int]]:
-    now = int(datetime.now(UTC).timestamp()) * S
+def app_settings(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
+) -> ApiSettings:
+    """LETTERS, stored `now` minus their seconds ago; one of them replayed."""
     lines = [
         dead_letter_line(now - ago * S, reason, profile, device, raw)
         for ago, reason, profile, device, raw in LETTERS
@@ -85,15 +54,11 @@ async def api(
     )
     with InfluxClient(influx) as client:
         client.write("\n".join(lines).encode())
-    async with running(create_app(api_settings(servers, influx, tmp_path))) as client:
-        yield client, now
+    return api_settings(servers, influx, tmp_path)
 
 
-async def test_list_is_newest_first_with_payloads_decoded(
-    api: tuple[httpx.AsyncClient, int],
-) -> None:
-    client, now = api
-    response = await client.get("/dead-letters")
+async def test_list_is_newest_first_with_payloads_decoded(api: httpx.AsyncClient, now: int) -> None:
+    response = await api.get("/dead-letters")
     assert response.status_code == 200, response.text
     body = response.json()
     recent = [letter for letter in LETTERS if letter[0] < 86400]
@@ -132,27 +97,24 @@ async def test_list_is_newest_first_with_payloads_decoded(
     ],
 )
 async def test_filters(
-    api: tuple[httpx.AsyncClient, int], params: dict[str, Any], expected: list[int]
+    api: httpx.AsyncClient, now: int, params: dict[str, Any], expected: list[int]
 ) -> None:
-    client, now = api
-    response = await client.get("/dead-letters", params=params)
+    response = await api.get("/dead-letters", params=params)
     assert response.status_code == 200, response.text
     assert [i["time"] for i in response.json()["items"]] == [rfc3339(now - a * S) for a in expected]
 
 
-async def test_time_window(api: tuple[httpx.AsyncClient, int]) -> None:
-    client, now = api
+async def test_time_window(api: httpx.AsyncClient, now: int) -> None:
     params = {"start": rfc3339(now - 4 * 86400 * S), "end": rfc3339(now - 150 * S)}
-    body = (await client.get("/dead-letters", params=params)).json()
+    body = (await api.get("/dead-letters", params=params)).json()
     assert [i["time"] for i in body["items"]] == [
         rfc3339(now - a * S) for a in (180, 240, 300, 3 * 86400)
     ]
 
 
 @pytest.mark.parametrize("by", ["reason", "profile"])
-async def test_counts(api: tuple[httpx.AsyncClient, int], by: str) -> None:
-    client, _ = api
-    response = await client.get("/dead-letters/counts", params={"by": by})
+async def test_counts(api: httpx.AsyncClient, by: str) -> None:
+    response = await api.get("/dead-letters/counts", params={"by": by})
     assert response.status_code == 200
     index = 1 if by == "reason" else 2
     expected = Counter(letter[index] for letter in LETTERS if letter[0] < 86400)
@@ -171,10 +133,9 @@ async def test_counts(api: tuple[httpx.AsyncClient, int], by: str) -> None:
     ],
 )
 async def test_bad_parameters(
-    api: tuple[httpx.AsyncClient, int], params: dict[str, Any], loc: list[Any]
+    api: httpx.AsyncClient, params: dict[str, Any], loc: list[Any]
 ) -> None:
-    client, _ = api
     path = "/dead-letters/counts" if "by" in params else "/dead-letters"
-    response = await client.get(path, params=params)
+    response = await api.get(path, params=params)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == loc

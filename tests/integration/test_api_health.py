@@ -3,51 +3,23 @@ cannot be reached."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-from fastapi import FastAPI
-from pydantic import SecretStr
 
-from api.core.settings import ApiSettings
 from api.main import create_app
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
 from common.mqtturl import MqttUrl
-from device_profiles import DEFAULT_PROFILES
+from tests.support.api import api_settings, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 REGISTRY = """device_id,profile,district,latitude,longitude,address
 SL-1,streetlight,North,30.1,120.1,1 Lamp Rd
 """
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api.test") as client,
-    ):
-        yield client
-
-
-def settings_for(tmp_path: Path, *, mqtt_url: str, influx_url: str, database: str) -> ApiSettings:
-    registry = tmp_path / "registry.csv"
-    registry.write_text(REGISTRY)
-    return ApiSettings(
-        _env_file=None,
-        mqtt_url=SecretStr(mqtt_url),
-        influx_url=influx_url,
-        influx_db=database,
-        profiles=DEFAULT_PROFILES,
-        registry=registry,
-        api_health_timeout=2.0,
-        api_auth="off",  # access rights have their own tests
-    )
+# Health probes give up after this many seconds (3 by default).
+HEALTH_TIMEOUT = 2.0
 
 
 def closed_port_url() -> str:
@@ -60,11 +32,8 @@ def with_password(url: str, password: str) -> str:
 
 
 async def test_healthy(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) -> None:
-    settings = settings_for(
-        tmp_path,
-        mqtt_url=servers.mosquitto.url("citysense-api"),
-        influx_url=influx.url,
-        database=influx.database,
+    settings = api_settings(
+        servers, influx, tmp_path, registry=REGISTRY, api_health_timeout=HEALTH_TIMEOUT
     )
     async with running(create_app(settings)) as api:
         response = await api.get("/health")
@@ -78,11 +47,12 @@ async def test_healthy(servers: LocalServers, influx: InfluxConfig, tmp_path: Pa
 
 
 async def test_influx_unreachable(servers: LocalServers, tmp_path: Path) -> None:
-    settings = settings_for(
+    settings = api_settings(
+        servers,
+        InfluxConfig(url=closed_port_url(), database="citysense"),
         tmp_path,
-        mqtt_url=servers.mosquitto.url("citysense-api"),
-        influx_url=closed_port_url(),
-        database="citysense",
+        registry=REGISTRY,
+        api_health_timeout=HEALTH_TIMEOUT,
     )
     async with running(create_app(settings)) as api:
         response = await api.get("/health")
@@ -102,11 +72,12 @@ async def test_wrong_mqtt_password(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path
 ) -> None:
     wrong = "wrong-password-do-not-print"
-    settings = settings_for(
+    settings = api_settings(
+        with_password(servers.mosquitto.url("citysense-api"), wrong),
+        influx,
         tmp_path,
-        mqtt_url=with_password(servers.mosquitto.url("citysense-api"), wrong),
-        influx_url=influx.url,
-        database=influx.database,
+        registry=REGISTRY,
+        api_health_timeout=HEALTH_TIMEOUT,
     )
     async with running(create_app(settings)) as api:
         response = await api.get("/health")
@@ -120,11 +91,12 @@ async def test_wrong_mqtt_password(
 
 
 async def test_broker_unreachable(influx: InfluxConfig, tmp_path: Path) -> None:
-    settings = settings_for(
+    settings = api_settings(
+        f"mqtt://citysense-api:secret-pw@127.0.0.1:{free_port()}",
+        influx,
         tmp_path,
-        mqtt_url=f"mqtt://citysense-api:secret-pw@127.0.0.1:{free_port()}",
-        influx_url=influx.url,
-        database=influx.database,
+        registry=REGISTRY,
+        api_health_timeout=HEALTH_TIMEOUT,
     )
     async with running(create_app(settings)) as api:
         response = await api.get("/health")
@@ -136,12 +108,17 @@ async def test_broker_unreachable(influx: InfluxConfig, tmp_path: Path) -> None:
 
 async def test_influx_credentials_never_leak(servers: LocalServers, tmp_path: Path) -> None:
     password, token = "influx-url-password", "influx-token-value"
-    settings = settings_for(
+    settings = api_settings(
+        servers,
+        InfluxConfig(
+            url=closed_port_url().replace("http://", f"http://reader:{password}@"),
+            database="citysense",
+            token=token,
+        ),
         tmp_path,
-        mqtt_url=servers.mosquitto.url("citysense-api"),
-        influx_url=closed_port_url().replace("http://", f"http://reader:{password}@"),
-        database="citysense",
-    ).model_copy(update={"influx_token": SecretStr(token)})
+        registry=REGISTRY,
+        api_health_timeout=HEALTH_TIMEOUT,
+    )
     async with running(create_app(settings)) as api:
         responses = [await api.get(path) for path in ("/health", "/devices/SL-1")]
     for response in responses:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,12 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from api.main import create_app
+from api.core.settings import ApiSettings
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
-from tests.integration.test_api import Point, S, api_settings, line_protocol, rfc3339, running
+from tests.support.api import api_settings
+from tests.support.seeding import Point, line_protocol
+from tests.support.times import S, rfc3339
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -42,9 +43,8 @@ MONTH_READINGS = [int(datetime(2024, 1, 15, 12).timestamp()) * S + d * 86400 * S
 
 
 @pytest.fixture
-async def api(
-    servers: LocalServers, influx: InfluxConfig, tmp_path: Path
-) -> AsyncIterator[httpx.AsyncClient]:
+def app_settings(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) -> ApiSettings:
+    """A power meter's counter across a reset, and a lamp around a DST change and over months."""
     points = [
         Point("power_meter", "PM-1", "North", {"totalActiveEnergyImport": v, "activePower": 1.0}, t)
         for t, v in counter_values()
@@ -61,9 +61,7 @@ async def api(
         "device_id,profile,district,latitude,longitude,address\n"
         "PM-1,power_meter,North,30,120,\nSL-1,streetlight,North,30,120,\n"
     )
-    settings = api_settings(servers, influx, tmp_path).model_copy(update={"registry": registry})
-    async with running(create_app(settings)) as client:
-        yield client
+    return api_settings(servers, influx, tmp_path, registry=registry)
 
 
 def expected_increases(windows_of: Any) -> dict[str, float]:

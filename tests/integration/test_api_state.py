@@ -6,139 +6,23 @@ filters, bounding box, GeoJSON, pagination, and reconciliation with InfluxDB."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
-import orjson
-import paho.mqtt.client as mqtt
 import pytest
-import yaml
-from fastapi import FastAPI
-from paho.mqtt.enums import CallbackAPIVersion
 
-from api.core.settings import ApiSettings
-from api.live.hub import Event
 from api.main import create_app
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
-from common.mqtturl import MqttUrl
-from device_profiles import DEFAULT_PROFILES
-from tests.integration.test_api import (
-    REGISTRY,
-    Point,
-    S,
-    api_settings,
-    line_protocol,
-    rfc3339,
-    running,
-)
-from tests.support import publish
+from tests.support.api import api_settings, running
+from tests.support.mqtt import retain
+from tests.support.polling import until
+from tests.support.seeding import REGISTRY, Point, line_protocol
+from tests.support.state import Stack, fast_profiles, live_settings, stack_for
+from tests.support.times import S, rfc3339
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def fast_profiles(tmp_path: Path, streetlight_interval: str = "2s") -> Path:
-    """The shipped profiles with a streetlight reporting interval short enough to watch a device
-    go late and silent within a test."""
-    folder = tmp_path / "profiles"
-    shutil.copytree(DEFAULT_PROFILES, folder)
-    path = folder / "streetlight.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["reporting_interval"] = streetlight_interval
-    path.write_text(yaml.safe_dump(data))
-    return folder
-
-
-def live_settings(
-    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str, **extra: Any
-) -> ApiSettings:
-    return api_settings(servers, influx, tmp_path).model_copy(
-        update={"topic_root": topic_root, "api_status_check_interval": 0.05, **extra}
-    )
-
-
-def feed_message(*readings: tuple[str, str, str, int, dict[str, Any]]) -> bytes:
-    return orjson.dumps(
-        {
-            "readings": [
-                {"profile": p, "device_id": d, "district": dd, "time": t, "values": v}
-                for p, d, dd, t, v in readings
-            ]
-        }
-    )
-
-
-class Stack:
-    """The app under test, a client for it, its live events, and publishers as ingest and as
-    devices would publish."""
-
-    def __init__(self, app: FastAPI, client: httpx.AsyncClient, servers: LocalServers, root: str):
-        self.app = app
-        self.client = client
-        self.servers = servers
-        self.root = root
-        self.events: list[Event] = []
-        live = app.state.runtime.live
-        live.hub.listeners.append(self.events.append)
-
-    async def feed(self, *readings: tuple[str, str, str, int, dict[str, Any]]) -> None:
-        url = self.servers.mosquitto.url("citysense-ingest")
-        topic = f"{self.root}/_ingested/test-worker"
-        await asyncio.to_thread(publish, url, [(topic, feed_message(*readings))], qos=0)
-
-    async def status(self, profile: str, device_id: str, word: bytes) -> None:
-        url = self.servers.mosquitto.url("citysense-simulator")
-        topic = f"{self.root}/{profile}/{device_id}/status"
-        await asyncio.to_thread(retain, url, topic, word)
-
-    async def device(self, device_id: str) -> dict[str, Any]:
-        response = await self.client.get(f"/devices/{device_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-
-def retain(url: str, topic: str, payload: bytes) -> None:
-    parsed = MqttUrl.parse(url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2)
-    client.username_pw_set(parsed.username, parsed.password)
-    client.connect(parsed.host, parsed.port)
-    client.loop_start()
-    client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
-    client.disconnect()
-    client.loop_stop()
-
-
-@asynccontextmanager
-async def stack_for(settings: ApiSettings, servers: LocalServers) -> AsyncIterator[Stack]:
-    app = create_app(settings)
-    async with running(app) as client:
-        live = app.state.runtime.live
-        await until(live.feed.subscribed.is_set, 10, "the state feed subscription")
-        yield Stack(app, client, servers, settings.topic_root)
-
-
-@pytest.fixture
-def now() -> int:
-    return time.time_ns() // S * S
 
 
 @pytest.fixture
@@ -328,8 +212,11 @@ async def test_state_not_loaded_is_503_until_influx_answers(
     servers: LocalServers, tmp_path: Path, topic_root: str
 ) -> None:
     settings = api_settings(
-        servers, InfluxConfig(url=f"http://127.0.0.1:{free_port()}", database="x"), tmp_path
-    ).model_copy(update={"topic_root": topic_root})
+        servers,
+        InfluxConfig(url=f"http://127.0.0.1:{free_port()}", database="x"),
+        tmp_path,
+        topic_root=topic_root,
+    )
     async with running(create_app(settings)) as client:
         for path in ("/devices", "/devices/SL-A1", "/devices.geojson"):
             response = await client.get(path)

@@ -15,9 +15,10 @@ import uvicorn
 from api.main import create_app
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
-from tests.integration.test_api_access import TOKENS, write_tokens
-from tests.integration.test_api_state import feed_message, live_settings
-from tests.support import publish, wait_for
+from tests.support.api import TOKENS, write_tokens
+from tests.support.mqtt import publish
+from tests.support.polling import wait_for
+from tests.support.state import feed_message, live_settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -26,7 +25,9 @@ from ingest.settings import IngestSettings
 from ingest.worker import Worker
 from simulators.fleet import ExpectedReading, SimMessage, generate
 from simulators.publish import publish
-from tests.support import count, rows, wait_for
+from tests.support.api import running
+from tests.support.influx import count, rows
+from tests.support.polling import wait_for
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -159,10 +160,7 @@ async def test_simulated_city_end_to_end(
     )
     app = create_app(settings)
     latest = latest_by_device(readings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api") as client,
-    ):
+    async with running(app) as client:
         for device_id in sorted(latest)[::50]:
             body = (await client.get(f"/devices/{device_id}")).json()
             want = latest[device_id]

@@ -13,98 +13,21 @@ from pathlib import Path
 import orjson
 import pytest
 
-from citysense.servers import LocalServers, free_port
+from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
-from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
+from device_profiles import load_profiles, load_registry
 from simulators.city import write_city
-from tests.conftest import make_database
-from tests.support import (
-    IngestProcess,
-    Stream,
-    children,
-    count,
-    peak_rss_mb,
-    publish,
-    rows,
-    subscriber,
-    wait_for,
-)
-from wire.changes import MEASUREMENT as CHANGES
-from wire.changes import window_of
+from tests.support.faults import PIPES, assert_exactly, stream_of, wait_stored
+from tests.support.influx import count, make_database, rows
+from tests.support.mqtt import Stream, publish, subscriber
+from tests.support.polling import wait_for
+from tests.support.processes import IngestProcess, children, ingest_env, peak_rss_mb
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PIPES = sorted(
-    d.device_id for d in load_registry(DEFAULT_REGISTRY, load_profiles()).of("water_pipe")
-)
 # Memory an ingest worker may use whatever the outage: Receive Maximum bounds what it holds.
 MEMORY_BOUND_MB = 300
-
-
-def stream_of(
-    root: str, readings: int, per_message: int = 5
-) -> tuple[list[tuple[str, bytes]], dict[tuple[str, int], float]]:
-    """Messages of `per_message` readings each from the registry's pipes; every value unique."""
-    layout = TopicLayout(root)
-    start_ms = time.time_ns() // 1_000_000 - 7 * 86_400_000
-    expected: dict[tuple[str, int], float] = {}
-    messages = []
-    for m in range(readings // per_message):
-        device = PIPES[m % len(PIPES)]
-        batch = []
-        for k in range(per_message):
-            n = m * per_message + k
-            ts = start_ms + n * 1000
-            value = round(100 + n * 0.001, 3)
-            expected[(device, ts * 1_000_000)] = value
-            batch.append({"ts": ts, "pressure": value})
-        messages.append((layout.telemetry("water_pipe", device), orjson.dumps(batch)))
-    return messages, expected
-
-
-def stored(influx: InfluxConfig) -> dict[tuple[str, int], float]:
-    got = rows(influx, 'SELECT pressure, device_id FROM "water_pipe"')
-    return {(str(r["device_id"]), int(str(r["time"]))): float(str(r["pressure"])) for r in got}
-
-
-def assert_exactly(influx: InfluxConfig, expected: dict[tuple[str, int], float]) -> None:
-    got = stored(influx)
-    missing = expected.keys() - got.keys()
-    extra = got.keys() - expected.keys()
-    assert not missing, f"{len(missing)} readings lost"
-    assert not extra, f"{len(extra)} points that were never published"
-    assert got == expected
-    # A publisher resending after a broker restart, or a redelivery whose ack was lost, is
-    # recognised and recorded as a duplicate; nothing else may be rejected.
-    reasons = {str(r["reason"]) for r in rows(influx, "SELECT reason, detail FROM dead_letters")}
-    assert reasons <= {"duplicate"}
-    # Every window written into carries its change mark, whatever path the write took (retried,
-    # bisected, spooled and written after the outage): kept aggregates rely on it (api.cells).
-    marks = rows(influx, f"SELECT stamp FROM {CHANGES} WHERE profile = 'water_pipe'")
-    assert {int(str(r["time"])) for r in marks} == {window_of(t) for _, t in expected}
-
-
-def ingest_env(
-    stack: LocalServers, influx: InfluxConfig, root: str, tmp: Path, **extra: str
-) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CITYSENSE_MQTT_URL": stack.mosquitto.url("citysense-ingest"),
-        "CITYSENSE_INFLUX_URL": influx.url,
-        "CITYSENSE_INFLUX_DB": influx.database,
-        "CITYSENSE_TOPIC_ROOT": root,
-        "CITYSENSE_CLIENT_ID": f"fault-{root[-8:]}",
-        "CITYSENSE_HTTP_PORT": str(free_port()),
-        "CITYSENSE_SPOOL_DIR": str(tmp / "spool"),
-        "CITYSENSE_RETRY_MAX": "1",
-        "CITYSENSE_LOG_LEVEL": "WARNING",
-        **extra,
-    }
-
-
-def wait_stored(influx: InfluxConfig, n: int, timeout: float) -> None:
-    wait_for(lambda: count(influx, "water_pipe") >= n, timeout, 0.5, f"{n} readings stored")
 
 
 def test_1_sigkill_five_times_in_100k_readings(

@@ -5,14 +5,13 @@ What must hold (issue 3): ingest stays up; every valid reading is stored with it
 device and time, in its canonical measurement, under its registry district); every bad message
 or reading is one dead letter with its expected reason, topic, profile, device and payload; the
 counts match exactly; and nothing a device sends adds a measurement, a tag, a field or a series
-that the contract does not name. Expectations come from tests/fuzz_messages.py, which writes them
-from the contract, not from ingest's code.
+that the contract does not name. Expectations come from tests/support/fuzz_messages.py, which
+writes them from the contract, not from ingest's code.
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,11 +19,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from citysense.servers import LocalServers, free_port
+from citysense.servers import LocalServers
 from common.influx import InfluxConfig
 from common.mqtturl import MqttUrl
 from device_profiles import FieldType, Registry
-from tests.fuzz_messages import (
+from tests.support.fuzz_messages import (
     FORBIDDEN_LEVELS,
     MAX_DEPTH,
     MAX_PAYLOAD,
@@ -38,7 +37,10 @@ from tests.fuzz_messages import (
     summary,
     write_registry,
 )
-from tests.support import IngestProcess, publish, rows, wait_for
+from tests.support.influx import rows
+from tests.support.mqtt import publish
+from tests.support.polling import wait_for
+from tests.support.processes import IngestProcess, ingest_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,28 +78,17 @@ TAGS = ("time", "device_id", "district")
 LetterKey = tuple[str, str, str, str, int, bytes]
 
 
-def ingest_env(
-    stack: LocalServers, influx: InfluxConfig, root: str, tmp: Path, registry: Path
-) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CITYSENSE_MQTT_URL": stack.mosquitto.url("citysense-ingest"),
-        "CITYSENSE_INFLUX_URL": influx.url,
-        "CITYSENSE_INFLUX_DB": influx.database,
-        "CITYSENSE_TOPIC_ROOT": root,
-        "CITYSENSE_CLIENT_ID": f"fuzz-{root[-8:]}",
-        "CITYSENSE_HTTP_PORT": str(free_port()),
-        "CITYSENSE_SPOOL_DIR": str(tmp / "spool"),
-        "CITYSENSE_REGISTRY": str(registry),
-        "CITYSENSE_LOG_LEVEL": "WARNING",
-        # The limits the expectations are written for, stated rather than assumed.
-        "CITYSENSE_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD),
-        "CITYSENSE_MAX_JSON_DEPTH": str(MAX_DEPTH),
-        "CITYSENSE_MAX_READINGS_PER_MESSAGE": str(MAX_READINGS),
-        "CITYSENSE_DEAD_LETTER_MAX_PAYLOAD": str(DEAD_LETTER_MAX_PAYLOAD),
-        "CITYSENSE_UNKNOWN_DEVICES": "reject",
-        "CITYSENSE_DEDUPE_WINDOW": "200000",
-    }
+# What the fuzz ingest runs with: the limits the expectations are written for, stated rather than
+# assumed, and ingest's own longest retry delay (not the 1 s ingest_env sets for fault scenarios).
+INGEST_ENV: dict[str, str | None] = {
+    "CITYSENSE_RETRY_MAX": None,
+    "CITYSENSE_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD),
+    "CITYSENSE_MAX_JSON_DEPTH": str(MAX_DEPTH),
+    "CITYSENSE_MAX_READINGS_PER_MESSAGE": str(MAX_READINGS),
+    "CITYSENSE_DEAD_LETTER_MAX_PAYLOAD": str(DEAD_LETTER_MAX_PAYLOAD),
+    "CITYSENSE_UNKNOWN_DEVICES": "reject",
+    "CITYSENSE_DEDUPE_WINDOW": "200000",
+}
 
 
 @pytest.fixture
@@ -147,9 +138,16 @@ def run_and_check(
     fuzz: FuzzSet,
 ) -> None:
     messages = fuzz.messages
-    ingest = IngestProcess(
-        ingest_env(servers, influx, root, tmp_path, registry_path), tmp_path / "ingest.log"
+    env = ingest_env(
+        servers,
+        influx,
+        root,
+        tmp_path,
+        name="fuzz",
+        CITYSENSE_REGISTRY=str(registry_path),
+        **INGEST_ENV,
     )
+    ingest = IngestProcess(env, tmp_path / "ingest.log")
     ingest.start()
     started = time.monotonic()
     # Wildcards and bytes that are not UTF-8 text in a topic: the broker refuses them itself,

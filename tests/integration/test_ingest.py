@@ -21,7 +21,9 @@ from common.influx import InfluxClient, InfluxConfig
 from device_profiles import load_profiles
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
-from tests.support import count, publish, rows, subscriber, wait_for
+from tests.support.influx import count, rows
+from tests.support.mqtt import publish, subscriber
+from tests.support.polling import wait_for
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,9 @@ from common.influx import InfluxConfig
 from device_profiles import DEFAULT_PROFILES
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
-from tests.support import count, publish, rows, wait_for
+from tests.support.influx import count, rows
+from tests.support.mqtt import publish
+from tests.support.polling import wait_for
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,11 @@ from paho.mqtt.properties import Properties
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
 from common.mqtturl import MqttUrl
-from tests.integration.test_faults import assert_exactly, ingest_env, stream_of, wait_stored
-from tests.support import IngestProcess, count, publish, wait_for
+from tests.support.faults import assert_exactly, stream_of, wait_stored
+from tests.support.influx import count
+from tests.support.mqtt import publish
+from tests.support.polling import wait_for
+from tests.support.processes import IngestProcess, ingest_env
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from device_profiles import Registry, load_profiles
 from ingest.pipeline import Pipeline
 from ingest.stages import Received
 from ingest.stats import Stats
-from tests.conftest import make_database
+from tests.support.influx import make_database
 from wire.reasons import Reason
 from wire.topics import TopicLayout
 

@@ -15,15 +15,13 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from api.main import create_app  # noqa: E402
 from citysense.servers import LocalServers  # noqa: E402
 from common.influx import InfluxConfig  # noqa: E402
-from tests.integration.test_api import api_settings  # noqa: E402
+from tests.support.api import api_settings  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 
 def test_no_request_gets_a_500(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) -> None:
-    app = create_app(
-        api_settings(servers, influx, tmp_path).model_copy(update={"api_stream_heartbeat": 0.05})
-    )
+    app = create_app(api_settings(servers, influx, tmp_path, api_stream_heartbeat=0.05))
     with TestClient(app) as client:  # runs the lifespan
         schema = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
         failures = []

@@ -21,8 +21,10 @@ from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
 from ingest.settings import IngestSettings
 from ingest.worker import Worker
-from tests.conftest import ACL_ROOT, make_database
-from tests.support import count, publish, rows, subscriber, wait_for
+from tests.support.influx import count, make_database, rows
+from tests.support.mqtt import publish, subscriber
+from tests.support.polling import wait_for
+from tests.support.servers import local_servers
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
@@ -34,11 +36,8 @@ DEVICE_PASSWORD = secrets.token_urlsafe(12)
 @pytest.fixture
 def stack_with_device(tmp_path: Path) -> Iterator[LocalServers]:
     """Servers whose broker also knows one device by its own credentials."""
-    stack = LocalServers.create(tmp_path / "servers", root=ACL_ROOT)
-    stack.mosquitto.passwords[DEVICE] = DEVICE_PASSWORD
-    stack.start()
-    yield stack
-    stack.stop()
+    with local_servers(tmp_path / "servers", {DEVICE: DEVICE_PASSWORD}) as stack:
+        yield stack
 
 
 def device_url(stack: LocalServers) -> str:

@@ -15,7 +15,8 @@ from ingest.settings import IngestSettings
 from ingest.worker import Worker
 from simulators.fleet import generate
 from simulators.publish import publish
-from tests.support import rows, wait_for
+from tests.support.influx import rows
+from tests.support.polling import wait_for
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration

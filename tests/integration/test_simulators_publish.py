@@ -18,7 +18,8 @@ from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 from simulators import cli
 from simulators.fleet import generate
 from simulators.publish import Publisher, publish
-from tests.support import subscriber, wait_for
+from tests.support.mqtt import subscriber
+from tests.support.polling import wait_for
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,8 @@ import pytest
 from citysense.servers import free_port
 from citysense.up import ENERGY_PER_DAY
 from common.process import die_with_parent
-from tests.support import children, wait_for
+from tests.support.polling import wait_for
+from tests.support.processes import children
 
 pytestmark = pytest.mark.integration
 

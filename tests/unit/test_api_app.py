@@ -4,20 +4,18 @@ how failures become responses. Real-server behaviour is in tests/integration/tes
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
-from pydantic import SecretStr
 
-from api.core.settings import ApiSettings
 from api.main import create_app
 from api.schemas import DeviceListPublic, DevicePublic, FeatureCollectionPublic
-from device_profiles import DEFAULT_PROFILES, ContractError
+from common.influx import InfluxConfig
+from device_profiles import ContractError
+from tests.support.api import api_settings, running
 
 REGISTRY = """device_id,profile,district,latitude,longitude,address
 SL-1,streetlight,North,30.1,120.1,1 Lamp Rd
@@ -30,33 +28,11 @@ PM-1,power_meter,South,30.5,120.5,1 Meter Rd
 # Test secrets that must never appear in a response.
 TOKEN = "influx-token-do-not-print"
 MQTT_PASSWORD = "mqtt-password-do-not-print"
+# The app's broker (never reached) and its InfluxDB, which the fake answers for.
+MQTT_URL = f"mqtt://citysense-api:{MQTT_PASSWORD}@127.0.0.1:1"
+INFLUX = InfluxConfig(url="http://influx.test:8086", database="city", token=TOKEN)
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan entered, and an HTTP client that calls it in-process."""
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://api.test") as client,
-    ):
-        yield client
-
-
-def settings_for(tmp_path: Path, registry: str = REGISTRY) -> ApiSettings:
-    path = tmp_path / "registry.csv"
-    path.write_text(registry)
-    return ApiSettings(
-        _env_file=None,
-        influx_url="http://influx.test:8086",
-        influx_db="city",
-        influx_token=SecretStr(TOKEN),
-        mqtt_url=SecretStr(f"mqtt://citysense-api:{MQTT_PASSWORD}@127.0.0.1:1"),
-        profiles=DEFAULT_PROFILES,
-        registry=path,
-        api_auth="off",  # access rights have their own tests
-    )
 
 
 class FakeInflux:
@@ -116,7 +92,10 @@ def fake() -> FakeInflux:
 
 @pytest.fixture
 async def client(tmp_path: Path, fake: FakeInflux) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings_for(tmp_path), influx_transport=httpx.MockTransport(fake.handle))
+    app = create_app(
+        api_settings(MQTT_URL, INFLUX, tmp_path, registry=REGISTRY),
+        influx_transport=httpx.MockTransport(fake.handle),
+    )
     async with running(app) as api:
         yield api
 
@@ -132,7 +111,10 @@ async def test_latest_state_is_loaded_once_at_start(tmp_path: Path, fake: FakeIn
         measurement="streetlight",
     )
     fake.districts["streetlight"] = ["North", "South"]
-    app = create_app(settings_for(tmp_path), influx_transport=httpx.MockTransport(fake.handle))
+    app = create_app(
+        api_settings(MQTT_URL, INFLUX, tmp_path, registry=REGISTRY),
+        influx_transport=httpx.MockTransport(fake.handle),
+    )
     async with running(app) as client:
         loaded = len(fake.requests)
         response = await client.get("/devices/SL-1")
@@ -186,7 +168,10 @@ async def test_answers_from_the_cache_match_their_documented_models(
         },
         measurement="water_pipe",
     )
-    app = create_app(settings_for(tmp_path), influx_transport=httpx.MockTransport(fake.handle))
+    app = create_app(
+        api_settings(MQTT_URL, INFLUX, tmp_path, registry=REGISTRY),
+        influx_transport=httpx.MockTransport(fake.handle),
+    )
     async with running(app) as client:
         listed = await client.get("/devices")
         geo = await client.get("/devices.geojson", params={"limit": 2, "offset": 3})
@@ -326,7 +311,7 @@ async def test_influx_failures_become_responses(
 
 
 async def test_errors_never_carry_secrets(tmp_path: Path, fake: FakeInflux) -> None:
-    settings = settings_for(tmp_path)
+    settings = api_settings(MQTT_URL, INFLUX, tmp_path, registry=REGISTRY)
     settings = settings.model_copy(
         update={"influx_url": "http://reader:url-pass-123@influx.test:8086"}
     )
@@ -344,7 +329,7 @@ async def test_a_broken_contract_stops_startup(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     broken = REGISTRY + "XX-1,lamppost,North,30,120,\nXX-2,streetlight,North,91,120,\n"
-    app = create_app(settings_for(tmp_path, broken))
+    app = create_app(api_settings(MQTT_URL, INFLUX, tmp_path, registry=broken))
     with pytest.raises(ContractError) as raised:
         async with running(app):
             pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from api.compute.cells import Cell, CellCache, Marks
 from common.influx import Series
+from tests.support.clock import Clock
 from wire.changes import WINDOW_NS
 
 W = WINDOW_NS
@@ -30,14 +31,6 @@ def test_an_overwritten_mark_moves_the_signature() -> None:
     before = marks({"North": [(0, 5, 1), (W, 7, 1)]}).signature(["North"], 0, 2 * W)
     after = marks({"North": [(0, 5, 1), (W, 9, 1)]}).signature(["North"], 0, 2 * W)
     assert before != after
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_cell_is_served_while_its_signature_holds_or_it_is_fresh() -> None:

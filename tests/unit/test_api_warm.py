@@ -13,6 +13,7 @@ from api.core.tokens import ANONYMOUS, Principal, Scope
 from api.routes.aggregates import AggregateRequest
 from common.errors import ConfigError
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
+from tests.support.clock import Clock
 
 PROFILES = load_profiles()
 CONTRACT = Contract.build(PROFILES, load_registry(DEFAULT_REGISTRY, PROFILES))
@@ -59,14 +60,6 @@ def test_a_question_that_cannot_be_asked_stops_the_start(text: str, message: str
     with pytest.raises(ConfigError, match="question 2") as caught:
         parse_questions(f"profile=water_pipe&field=pressure; {text}", CONTRACT, SETTINGS)
     assert message in str(caught.value)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_questions_over_the_moving_window_are_warmed_while_asked() -> None:

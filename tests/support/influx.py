@@ -1,0 +1,29 @@
+"""A fresh database on a test InfluxDB, and reading back what it holds."""
+
+from __future__ import annotations
+
+import secrets
+
+from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
+
+
+def make_database(stack: LocalServers) -> InfluxConfig:
+    """A new, empty database of its own on the InfluxDB of `stack`."""
+    config = InfluxConfig(url=stack.influxdb.url, database=f"t_{secrets.token_hex(6)}")
+    with InfluxClient(config) as client:
+        client.create_database()
+    return config
+
+
+def count(config: InfluxConfig, measurement: str, where: str = "") -> int:
+    """Points in a measurement, counted by time (every point has one)."""
+    with InfluxClient(config) as client:
+        rows = client.query(f'SELECT * FROM "{measurement}" {where}', epoch="ns")
+    return sum(len(s.values) for s in rows[0]) if rows else 0
+
+
+def rows(config: InfluxConfig, query: str) -> list[dict[str, object]]:
+    with InfluxClient(config) as client:
+        result = client.query(query, epoch="ns")
+    return [row for series in (result[0] if result else []) for row in series.rows()]

@@ -1,0 +1,109 @@
+"""An MQTT publisher and subscriber independent of the code under test (plain paho), a stream
+that survives broker restarts, and retained messages."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from common.mqtturl import MqttUrl
+from tests.support.polling import wait_for
+
+
+def publish(url: str, messages: Iterable[tuple[str, bytes]], *, qos: int = 1) -> int:
+    """Publish at QoS 1 and wait until the broker acknowledged every message."""
+    parsed = MqttUrl.parse(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{secrets.token_hex(4)}")
+    client.username_pw_set(parsed.username, parsed.password)
+    client.max_inflight_messages_set(500)
+    client.max_queued_messages_set(0)
+    client.connect(parsed.host, parsed.port)
+    client.loop_start()
+    infos = [client.publish(topic, payload, qos=qos) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(timeout=60)
+        assert info.is_published(), "broker did not acknowledge a publish"
+    client.disconnect()
+    client.loop_stop()
+    return len(infos)
+
+
+def subscriber(url: str, topic: str, on_payload: Callable[[bytes], object]) -> mqtt.Client:
+    """A plain paho subscriber, subscribed before this returns; the caller disconnects it."""
+    parsed = MqttUrl.parse(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{secrets.token_hex(4)}")
+    client.username_pw_set(parsed.username, parsed.password)
+    subscribed: list[bool] = []
+    client.on_subscribe = lambda *_args: subscribed.append(True)
+    client.on_message = lambda _c, _u, message: on_payload(message.payload)
+    client.connect(parsed.host, parsed.port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    wait_for(lambda: subscribed, 10, what=f"subscription to {topic}")
+    return client
+
+
+def retain(url: str, topic: str, payload: bytes) -> None:
+    """Publish `payload` retained (as a device's status is), acknowledged before this returns."""
+    parsed = MqttUrl.parse(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set(parsed.username, parsed.password)
+    client.connect(parsed.host, parsed.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+class Stream:
+    """Publishes in a background thread, optionally rate-limited, surviving broker restarts:
+    a persistent session and paho's own resend of unacknowledged QoS 1 messages on reconnect."""
+
+    def __init__(self, url: str, messages: list[tuple[str, bytes]], rate: float = 0.0) -> None:
+        self.messages = messages
+        self.rate = rate
+        self.sent = 0
+        parsed = MqttUrl.parse(url)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            clean_session=False,
+            client_id=f"test-stream-{secrets.token_hex(4)}",
+        )
+        self.client.username_pw_set(parsed.username, parsed.password)
+        self.client.max_inflight_messages_set(200)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(0.2, 2)
+        self.client.connect(parsed.host, parsed.port)
+        self.client.loop_start()
+        self._infos: list[mqtt.MQTTMessageInfo] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for n, (topic, payload) in enumerate(self.messages):
+            if self.rate:
+                delay = started + n / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            self._infos.append(self.client.publish(topic, payload, qos=1))
+            self.sent = n + 1
+
+    def wait_acked(self, timeout: float = 120) -> None:
+        """Until the broker acknowledged every message (across any restarts). paho marks a
+        publish made while disconnected as failed but keeps it and resends it on reconnect, so
+        this polls the flag paho sets on PUBACK (is_published() would raise on the stale code)."""
+        self._thread.join(timeout)
+        wait_for(
+            lambda: all(info._published for info in self._infos),
+            timeout,
+            0.2,
+            "every message acknowledged by the broker",
+        )
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,131 @@
+"""`citysense ingest` as a real process (so it can be SIGKILLed), the environment it runs in,
+and what /proc says about processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import ClassVar
+
+import httpx
+
+from citysense.servers import LocalServers, free_port
+from common.influx import InfluxConfig
+from common.process import die_with_parent
+from tests.support.polling import wait_for
+
+
+def ingest_env(
+    stack: LocalServers,
+    influx: InfluxConfig,
+    root: str,
+    tmp: Path,
+    *,
+    name: str = "fault",
+    **extra: str | None,
+) -> dict[str, str]:
+    """The environment of an ingest process on `stack` and `influx`, reading under `root`, its
+    spool in `tmp`, client id `<name>-<the root's last 8 characters>`. `extra` adds or replaces
+    variables; None leaves one as the environment has it (not set here)."""
+    own = {
+        "CITYSENSE_MQTT_URL": stack.mosquitto.url("citysense-ingest"),
+        "CITYSENSE_INFLUX_URL": influx.url,
+        "CITYSENSE_INFLUX_DB": influx.database,
+        "CITYSENSE_TOPIC_ROOT": root,
+        "CITYSENSE_CLIENT_ID": f"{name}-{root[-8:]}",
+        "CITYSENSE_HTTP_PORT": str(free_port()),
+        "CITYSENSE_SPOOL_DIR": str(tmp / "spool"),
+        "CITYSENSE_RETRY_MAX": "1",
+        "CITYSENSE_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    return {**os.environ, **{k: v for k, v in own.items() if v is not None}}
+
+
+class IngestProcess:
+    """`citysense ingest` as a real process, so it can be SIGKILLed. Every one started is
+    killed at the end of its test by the `ingest_processes` fixture, pass or fail."""
+
+    started: ClassVar[list[subprocess.Popen[bytes]]] = []
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+        self.env = env
+        self.log = log
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def kill_all(cls) -> None:
+        for proc in cls.started:
+            if proc.poll() is None:
+                proc.kill()  # a supervisor's workers die with it (PR_SET_PDEATHSIG)
+                proc.wait()
+        cls.started.clear()
+
+    @property
+    def port(self) -> str:
+        return self.env["CITYSENSE_HTTP_PORT"]
+
+    def start(self, wait_ready: bool = True) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "citysense.cli", "ingest", *self.args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Gone with the test run even if pytest itself is killed before teardown.
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+            )
+        IngestProcess.started.append(self.proc)
+        if wait_ready:
+            wait_for(self.ready, 30, what="ingest /ready")
+
+    def ready(self, port: str | None = None) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        try:
+            url = f"http://127.0.0.1:{port or self.port}/ready"
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def metric(self, name: str, port: str | None = None) -> float:
+        text = httpx.get(f"http://127.0.0.1:{port or self.port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(f"citysense_ingest_{name} "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
