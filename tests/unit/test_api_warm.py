@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from api.compute.aggregates import AggregateRequest
 from api.compute.warm import Warmer, parse_questions
 from api.core import query as q
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.core.tokens import ANONYMOUS, Principal, Scope
-from api.routes.aggregates import AggregateRequest
 from common.errors import ConfigError
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 from tests.support.clock import Clock
