@@ -1,0 +1,151 @@
+"""Delivery guarantees of ingest that need InfluxDB to fail at a chosen moment: a transport in
+front of the real InfluxDB refuses what the test says, when it says (issue 10: 2, 5, 6)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
+from ingest import cli as ingest_cli
+from ingest.worker import Worker
+from tests.support.influx import count, rows
+from tests.support.ingest import ingest_settings, running_worker
+from tests.support.mqtt import publish
+from tests.support.polling import wait_for
+from wire.topics import TopicLayout
+
+pytestmark = pytest.mark.integration
+
+PIPE = "WP-000001"
+
+
+class Gate(httpx.BaseTransport):
+    """The real InfluxDB behind a gate: writes that `refuse` picks get a 503 until opened."""
+
+    def __init__(self, refuse: Callable[[bytes], bool]) -> None:
+        self._real = httpx.HTTPTransport()
+        self._refuse = refuse
+        self.open = threading.Event()
+        self.refused = 0
+        self.writes = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/write":
+            self.writes += 1
+            if not self.open.is_set() and self._refuse(request.read()):
+                self.refused += 1
+                return httpx.Response(503, json={"error": "gate closed"})
+        return self._real.handle_request(request)
+
+
+def reading(ts_ms: int, pressure: float) -> bytes:
+    return orjson.dumps({"ts": ts_ms, "pressure": pressure})
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_a_dead_letter_is_stored_before_its_message_is_acknowledged(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str
+) -> None:
+    # A string already stored under `pressure` in the same shard makes InfluxDB refuse our
+    # float: write_rejected.
+    with InfluxClient(influx) as client:
+        old = f'water_pipe,device_id=OLD,district=North pressure="text" {time.time_ns()}'
+        client.write(old.encode())
+    gate = Gate(lambda body: b"dead_letters" in body)  # InfluxDB fails right after the refusal
+    settings = ingest_settings(servers, influx, topic_root)
+    with running_worker(settings, gate) as worker:
+        topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
+        publish(servers.mosquitto.url("citysense-simulator"), [(topic, reading(now_ms(), 1.5))])
+        wait_for(lambda: gate.refused >= 2, 30, what="the dead letter's write failing")
+        # The message produced a dead letter that is not stored yet: it must not be acked.
+        assert worker.stats.messages_acked == 0
+        assert len(worker.acks) == 1
+        gate.open.set()
+        wait_for(lambda: worker.stats.messages_acked == 1, 30, what="the ack, once stored")
+    [letter] = rows(influx, "SELECT reason, payload FROM dead_letters")
+    assert letter["reason"] == "write_rejected"
+
+
+def test_straight_to_the_spool_once_the_outage_is_known(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
+) -> None:
+    """After one batch waited spill_after and went to the spool, the next ones go there at once:
+    the spool absorbs the full rate, not one batch per spill_after."""
+    gate = Gate(lambda _body: True)  # InfluxDB down for this worker's writer
+    settings = ingest_settings(
+        servers, influx, topic_root, spool_dir=tmp_path / "spool", spill_after=0.5, batch_size=5
+    )
+    topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
+    start = now_ms() - 60_000
+    url = servers.mosquitto.url("citysense-simulator")
+    with running_worker(settings, gate) as worker:
+        publish(url, [(topic, reading(start, 1.0))])
+        wait_for(lambda: worker.stats.spilled_batches == 1, 30, what="the first batch spilled")
+        attempts = gate.writes
+        publish(url, [(topic, reading(start + n, 1.0 + n)) for n in range(1, 200)])
+        wait_for(lambda: worker.stats.messages_acked == 200, 30, what="every message spooled")
+        assert gate.writes == attempts  # no batch waited for InfluxDB again
+        gate.open.set()
+        # The drainer writes with its own client, straight to the real InfluxDB.
+        wait_for(lambda: count(influx, "water_pipe") == 200, 30, what="the spool drained")
+
+
+@pytest.fixture
+def crash_on_first_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    real = Worker._store
+    crashed = threading.Event()
+
+    def store(self: Worker, batch: object) -> None:
+        if not crashed.is_set():
+            crashed.set()
+            raise RuntimeError("injected: the writer thread dies")
+        real(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Worker, "_store", store)
+    yield
+
+
+def test_a_thread_that_dies_ends_the_process_non_zero_and_a_restart_loses_nothing(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    topic_root: str,
+    monkeypatch: pytest.MonkeyPatch,
+    crash_on_first_store: None,
+) -> None:
+    settings = ingest_settings(servers, influx, topic_root)
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None and not isinstance(value, dict | list):
+            monkeypatch.setenv(f"CITYSENSE_{name.upper()}", str(value))
+    monkeypatch.setenv("CITYSENSE_MQTT_URL", servers.mosquitto.url("citysense-ingest"))
+    topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
+    messages = [(topic, reading(now_ms() - 1000 + n, 2.0 + n)) for n in range(10)]
+    # The worker's session must exist before the messages are published: start it once.
+    with running_worker(settings):
+        pass
+    publish(servers.mosquitto.url("citysense-simulator"), messages)
+    args = argparse.Namespace(
+        client_id=None, share_group=None, http_port=None, workers=1, retire=False, retire_idle=5.0
+    )
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert ingest_cli.main(args) == 1  # the writer died: not ready, drained, exit 1
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert count(influx, "water_pipe") == 0
+    monkeypatch.undo()
+    with running_worker(settings):  # its supervisor restarts it: the broker redelivers
+        wait_for(lambda: count(influx, "water_pipe") == 10, 30, what="all ten stored")
