@@ -284,3 +284,46 @@ def test_8_broker_killed_with_a_stale_save_while_ingest_holds_messages(
     assert ingest.terminate() == 0
     assert_exactly(influx, expected)
     assert voided >= 1, "the broker never reused a held id: the scenario did not happen"
+
+
+# What a worker process uses besides what it holds: the interpreter, its libraries, the registry
+# and profiles, its dedupe memory (set small below). Measured at ~75 MiB on this machine.
+PROCESS_MB = 110
+HELD_MB = 32
+
+
+def test_9_thousand_reading_messages_through_a_60s_outage_stay_in_the_byte_budget(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """Receive Maximum bounds messages, not bytes: 200 messages of 1,000 readings would hold
+    ~140 MiB. The byte budget holds the worker under it, and the rest waits at the broker."""
+    stack = private_servers
+    influx = make_database(stack)
+    messages, expected = stream_of(topic_root, 200_000, per_message=1000)
+    env = ingest_env(
+        stack,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_SPOOL_DIR="",  # nothing relieves memory but the budget
+        CITYSENSE_MAX_HELD_BYTES=str(HELD_MB * 1024**2),
+        CITYSENSE_DEDUPE_WINDOW="20000",
+    )
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    stack.influxdb.stop()
+    outage_began = time.monotonic()
+    publish(stack.mosquitto.url("citysense-simulator"), messages)
+    wait_for(lambda: ingest.metric("budget_waits") >= 1, 60, what="the budget reached")
+    held = ingest.metric("held_bytes")
+    while time.monotonic() - outage_began < 60:
+        assert ingest.proc is not None and ingest.proc.poll() is None
+        time.sleep(1)
+    stack.influxdb.start()
+    wait_stored(influx, len(expected), 240)
+    assert ingest.proc is not None
+    peak = peak_rss_mb(ingest.proc.pid)
+    assert ingest.terminate() == 0
+    assert_exactly(influx, expected)
+    assert held <= HELD_MB * 1024**2 + 1024**2  # the budget, plus at most one message over it
+    assert peak < PROCESS_MB + HELD_MB, f"peak RSS {peak:.0f} MiB"
