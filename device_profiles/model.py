@@ -183,6 +183,11 @@ class Profile(_Strict):
     # A reading with one bad field: reject the whole reading (default), or store the good fields
     # and dead-letter the bad one. Either way the rejection is recorded with the field's name.
     on_invalid_field: Literal["reject_reading", "drop_field"] = "reject_reading"
+    # A field the profile does not declare (a firmware update adding one): `report` stores the
+    # reading and records the field (counted per profile, with a device and a sample value, so
+    # an operator can extend the profile); `reject` dead-letters the reading (unknown_field);
+    # `ignore` drops the field silently.
+    unknown_fields: Literal["ignore", "report", "reject"] = "report"
     fields: dict[str, FieldSpec]
     summary: tuple[SummarySpec, ...] = ()
     alarms: tuple[AlarmRule, ...] = ()

@@ -1,4 +1,5 @@
-"""The worker's own small HTTP endpoint: /metrics (Prometheus), /ready, /live.
+"""The worker's own small HTTP endpoint: /metrics (Prometheus), /ready, /live, and
+/unknown-fields (fields devices send that their profile does not declare, ingest.unknown).
 
 Standard library only, in a daemon thread: it must keep answering while the pipeline is busy.
 """
@@ -10,12 +11,20 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 
 class ObserveServer:
     def __init__(
-        self, host: str, port: int, *, metrics: Callable[[], str], ready: Callable[[], bool]
+        self,
+        host: str,
+        port: int,
+        *,
+        metrics: Callable[[], str],
+        ready: Callable[[], bool],
+        unknown_fields: Callable[[], object] | None = None,
     ) -> None:
         owner = self
 
@@ -28,6 +37,9 @@ class ObserveServer:
                     owner._send(self, 200 if ok else 503, "ready\n" if ok else "not ready\n")
                 elif self.path == "/live":
                     owner._send(self, 200, "live\n")
+                elif self.path == "/unknown-fields" and owner._unknown is not None:
+                    body = orjson.dumps(owner._unknown()).decode()
+                    owner._send(self, 200, body, "application/json")
                 else:
                     owner._send(self, 404, "not found\n")
 
@@ -36,6 +48,7 @@ class ObserveServer:
 
         self._metrics = metrics
         self._ready = ready
+        self._unknown = unknown_fields
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(

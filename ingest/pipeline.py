@@ -22,6 +22,7 @@ from ingest.enrich import enrich
 from ingest.normalize import Normalizer
 from ingest.stages import Enriched, Outcome, Received, Rejected
 from ingest.stats import Stats
+from ingest.unknown import UnknownFields
 from ingest.validate import CompiledProfile, Invalid, validate
 from wire.lineproto import EncodeError
 from wire.reasons import Reason
@@ -43,7 +44,9 @@ class Pipeline:
         variants: Mapping[tuple[str, str], Variant] | None = None,
         accept_unknown_devices: bool = False,
         seen: Seen | None = None,
+        unknown: UnknownFields | None = None,
     ) -> None:
+        self.unknown = unknown or UnknownFields()
         self._profiles = profiles
         self._normalizers = {
             key: Normalizer(variant, profiles[variant.profile])
@@ -132,6 +135,8 @@ class Pipeline:
             return reading
         if reading.sentinels:
             self._stats.add(sentinel_values=reading.sentinels)
+        if reading.unknown:
+            self.unknown.note(reading.profile, device_id, reading.unknown)
         enriched = enrich(reading, device, accept_unknown=self._accept_unknown)
         if isinstance(enriched, Invalid):
             return enriched

@@ -42,6 +42,8 @@ class Reading:
     # Fields left out under the profile's drop_field policy: (reason, detail) each.
     dropped: tuple[tuple[Reason, str], ...] = ()
     sentinels: int = 0  # "no data" values left out
+    # Fields the profile does not declare (unknown_fields: report): name and value each.
+    unknown: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,6 +178,7 @@ class CompiledProfile:
     required: tuple[str, ...]
     sentinels: dict[str, frozenset[object]]
     drop_invalid: bool
+    unknown_fields: str  # the profile's policy: ignore, report or reject
     ts_field: str
     ts_forms: frozenset[str]
     max_future_ns: int
@@ -193,6 +194,7 @@ class CompiledProfile:
             required=tuple(n for n, s in profile.fields.items() if s.required),
             sentinels={n: frozenset(s.sentinels) for n, s in profile.fields.items() if s.sentinels},
             drop_invalid=profile.on_invalid_field == "drop_field",
+            unknown_fields=profile.unknown_fields,
             ts_field=policy.field,
             ts_forms=frozenset(policy.forms),
             max_future_ns=int(policy.max_future_skew * _NS_PER_S),
@@ -207,6 +209,7 @@ def validate(
     """The canonical reading, or the Invalid that says why not (returned, not raised)."""
     fields: dict[str, FieldValue] = {}
     dropped: list[tuple[Reason, str]] = []
+    unknown: list[tuple[str, object]] = []
     sentinels = 0
     try:
         time_ns = _time_of(compiled, obj, received_ns)
@@ -230,14 +233,22 @@ def validate(
                     Reason.DEVICE_ID_MISMATCH,
                     f"payload names device {str(value)[:40]!r}, topic {device_id!r}",
                 )
+            elif key not in (compiled.ts_field, "device_id"):
+                unknown.append((key, value))
     except Invalid as invalid:
         return invalid
     for name in compiled.required:
         if name not in fields:
             return Invalid(Reason.MISSING_FIELD, f"required field {name} is missing")
+    if unknown and compiled.unknown_fields == "reject":
+        names = ", ".join(repr(name[:40]) for name, _ in unknown[:5])
+        return Invalid(Reason.UNKNOWN_FIELD, f"fields the profile does not declare: {names}")
     if not fields:
         return Invalid(Reason.NO_FIELDS, "no field of the profile in the reading")
-    return Reading(compiled.profile.profile, device_id, time_ns, fields, tuple(dropped), sentinels)
+    kept = tuple(unknown) if compiled.unknown_fields == "report" else ()
+    return Reading(
+        compiled.profile.profile, device_id, time_ns, fields, tuple(dropped), sentinels, kept
+    )
 
 
 def _is_sentinel(value: object, sentinels: frozenset[object]) -> bool:

@@ -156,8 +156,9 @@ class Worker:
             self._observe = ObserveServer(
                 self.settings.http_host,
                 self.settings.http_port,
-                metrics=self.stats.prometheus,
+                metrics=lambda: self.stats.prometheus() + self.pipeline.unknown.prometheus(),
                 ready=self.ready,
+                unknown_fields=self.pipeline.unknown.sightings,
             )
             self._observe.start()
         self._writer_thread.start()

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     WRONG_TYPE = "wrong_type"
     OUT_OF_RANGE = "out_of_range"
     INVALID_VALUE = "invalid_value"  # a state outside its allowed values, text with control chars
+    UNKNOWN_FIELD = "unknown_field"  # a field the profile does not declare (unknown_fields: reject)
     MISSING_FIELD = "missing_field"
     NO_FIELDS = "no_fields"  # nothing the profile knows
     DUPLICATE = "duplicate"  # the same reading again (same device, timestamp and values)
