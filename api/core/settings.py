@@ -64,9 +64,17 @@ class ApiSettings(CommonSettings):
     # --- alarms (api.alarms) ---
     # Alarm events older than this are not replayed at start (active alarms older stay lost).
     api_alarm_lookback: float = Field(default=30 * 86400.0, ge=60.0)
+    # Memory holds every active alarm and this many cleared ones, the newest; InfluxDB holds all.
+    api_alarm_history: int = Field(default=10_000, ge=0)
+    # Alarm events waiting for InfluxDB (while it is down); past it the oldest are dropped,
+    # counted and logged: the readings behind them are stored, the alarms' state is in memory.
+    api_alarm_outbox_bytes: int = Field(default=16 * 1024**2, ge=64 * 1024)
 
     # --- live push (api.hub) ---
     api_stream_queue: int = Field(default=10_000, ge=10)
+    # State-feed messages (≤ 500 readings each) waiting to be applied; past it one is dropped,
+    # counted, and its readings come back with the next reconcile.
+    api_feed_backlog: int = Field(default=200, ge=1)
     api_stream_heartbeat: float = Field(default=15.0, gt=0)
 
     @field_validator("api_latest_lookback", "api_alarm_lookback", mode="before")

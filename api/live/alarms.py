@@ -9,6 +9,10 @@ raises the built-in `silent` alarm; its next reading clears it.
 Every event (raised, updated, cleared, acknowledged) is written to InfluxDB (measurement
 `alarm_events`) and replayed at start, so active alarms and acknowledgements survive a restart.
 Only duration timers still pending are lost: they start again from the next reading.
+
+Memory is bounded: every active alarm (at most devices x rules) and the `history` newest cleared
+ones are kept, InfluxDB keeps the rest; events waiting for InfluxDB are bounded in bytes
+(`Outbox`), the oldest dropped past it, counted and logged.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import hashlib
 import logging
 import math
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,18 +130,69 @@ def worse(rule: AlarmRule, new: object, old: object) -> bool:
     return a > b if rule.op is AlarmOp.ABOVE else a < b
 
 
+class Outbox:
+    """Alarm-event lines waiting to be stored, bounded in bytes: past the bound the oldest are
+    dropped (counted, logged once per outage) rather than growing while InfluxDB is away."""
+
+    def __init__(self, max_bytes: int = 16 * 1024**2) -> None:
+        self.max_bytes = max_bytes
+        self._lines: deque[str] = deque()
+        self.bytes = 0
+        self.dropped = 0
+
+    def append(self, text: str) -> None:
+        self._lines.append(text)
+        self.bytes += len(text)
+        while self.bytes > self.max_bytes and len(self._lines) > 1:
+            self.bytes -= len(self._lines.popleft())
+            if not self.dropped:
+                logger.error(
+                    "alarm events waiting for InfluxDB passed %d bytes: dropping the oldest",
+                    self.max_bytes,
+                )
+            self.dropped += 1
+
+    def pending(self) -> list[str]:
+        return list(self._lines)
+
+    def done(self, lines: list[str]) -> None:
+        """`lines`, the oldest pending ones, are stored (some may have been dropped since)."""
+        for text in lines:
+            if self._lines and self._lines[0] is text:
+                self._lines.popleft()
+                self.bytes -= len(text)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __bool__(self) -> bool:
+        return bool(self._lines)
+
+
 @dataclass
 class AlarmBook:
     contract: Contract
     hub: Hub
+    history: int = 10_000  # cleared alarms kept in memory, the newest
     active: dict[tuple[str, str], Alarm] = field(default_factory=dict)  # (device, rule)
     pending: dict[tuple[str, str], int] = field(default_factory=dict)  # since (device time)
     by_id: dict[str, Alarm] = field(default_factory=dict)
-    outbox: list[str] = field(default_factory=list)  # lines to persist
+    outbox: Outbox = field(default_factory=Outbox)  # lines to persist
+    _cleared: OrderedDict[str, None] = field(default_factory=OrderedDict)  # oldest first
     _last_ns: int = 0
 
     def __post_init__(self) -> None:
         self.hub.listeners.append(self.on_event)
+
+    def _forget_old(self, alarm: Alarm) -> None:
+        """`alarm` has cleared: kept among the newest cleared, the oldest beyond them let go."""
+        self._cleared[alarm.id] = None
+        self._cleared.move_to_end(alarm.id)
+        while len(self._cleared) > self.history:
+            old, _ = self._cleared.popitem(last=False)
+            gone = self.by_id.get(old)
+            if gone is not None and gone.end_ns is not None:
+                del self.by_id[old]
 
     def _unique_ns(self) -> int:
         self._last_ns = max(now_ns(), self._last_ns + 1)
@@ -209,6 +265,7 @@ class AlarmBook:
         alarm.end_ns = max(end_ns, alarm.start_ns)
         alarm.value = value
         self._emit("cleared", alarm)
+        self._forget_old(alarm)
 
     def evaluate(self, device_id: str, profile: str, time_ns: int, values: dict[str, Any]) -> None:
         for rule in self.contract.profiles[profile].alarms:
@@ -298,8 +355,10 @@ class AlarmBook:
             key = (alarm.device_id, alarm.rule)
             if alarm.end_ns is None:
                 self.active[key] = alarm
-            elif key in self.active and self.active[key].id == aid:
-                del self.active[key]
+            else:
+                if key in self.active and self.active[key].id == aid:
+                    del self.active[key]
+                self._forget_old(alarm)
             self._last_ns = max(self._last_ns, int(row["time"]))
 
 
@@ -327,15 +386,16 @@ class Writer:
         self._influx = AsyncInfluxClient(config, transport=transport)
 
     async def flush(self) -> None:
-        if not self._book.outbox:
+        outbox = self._book.outbox
+        if not outbox:
             return
-        lines = list(self._book.outbox)
+        lines = outbox.pending()
         try:
             await self._influx.write("\n".join(lines).encode())
         except InfluxError as exc:
             logger.warning("alarm events not stored yet, will retry: %s", self._scrub(str(exc)))
             return
-        del self._book.outbox[: len(lines)]
+        outbox.done(lines)
 
     async def run(self, interval: float = 0.2) -> None:
         while True:

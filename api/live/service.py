@@ -19,7 +19,7 @@ from api.core.readings import readings_by_device
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.core.times import NS_PER_S, now_ns
-from api.live.alarms import AlarmBook, Writer, load_events
+from api.live.alarms import AlarmBook, Outbox, Writer, load_events
 from api.live.feed import FeedSubscriber
 from api.live.hub import Hub
 from api.live.state import LiveState, Reporting
@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 RETRY_LOAD_S = 2.0  # until the first load succeeded
 LOAD_SLICE = 2000  # devices merged between two yields to the event loop
+# Feed readings applied between two yields to the event loop: a feed message of 500 readings
+# (and the alarms they raise) applied at once would fill every SSE client's queue before any
+# client had a turn to drain it, disconnecting clients that keep up.
+FEED_SLICE = 50
 
 
 class Live:
@@ -56,12 +60,22 @@ class Live:
             late_after=settings.api_late_after,
             silent_after=settings.api_silent_after,
         )
-        self.alarms = AlarmBook(contract, self.hub)
+        self.alarms = AlarmBook(
+            contract,
+            self.hub,
+            history=settings.api_alarm_history,
+            outbox=Outbox(settings.api_alarm_outbox_bytes),
+        )
         self.writer = Writer(settings.influx, self.alarms, scrub, transport)
         self.load_error: str | None = "not loaded yet"
         self.feed: FeedSubscriber | None = None
         self._task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+        self._feed: asyncio.Queue[list[statefeed.Announced]] = asyncio.Queue(
+            settings.api_feed_backlog
+        )
+        self.feed_dropped = 0
 
     def require_loaded(self) -> None:
         """Serving an empty cache as "no device ever reported" would be a lie: 503 instead."""
@@ -144,9 +158,10 @@ class Live:
         await self._try_reload()
         self._task = self.supervisor.start(self._run(), "citysense-live")
         self._writer_task = self.supervisor.start(self.writer.run(), "citysense-alarms")
+        self._feed_task = self.supervisor.start(self._apply_feed(), "citysense-feed")
 
     async def stop(self) -> None:
-        for task in (self._task, self._writer_task):
+        for task in (self._task, self._writer_task, self._feed_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -159,7 +174,20 @@ class Live:
         loop.call_soon_threadsafe(self.supervisor.fail, "mqtt-feed", exc)
 
     def _on_feed(self, readings: list[statefeed.Announced]) -> None:
-        self.state.apply_feed(readings, now_ns())
+        try:
+            self._feed.put_nowait(readings)
+        except asyncio.QueueFull:
+            # Far behind: this message's readings come back with the next reconcile.
+            if not self.feed_dropped:
+                logger.warning("state feed backlog full: dropping messages until it drains")
+            self.feed_dropped += 1
+
+    async def _apply_feed(self) -> None:
+        while True:
+            readings = await self._feed.get()
+            for start in range(0, len(readings), FEED_SLICE):
+                self.state.apply_feed(readings[start : start + FEED_SLICE], now_ns())
+                await asyncio.sleep(0)  # SSE clients drain between slices
 
     def _on_status(self, profile: str, device_id: str, online: bool) -> None:
         self.state.set_connected(profile, device_id, online, now_ns())
