@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from common.errors import BrokerError
 from common.mqtturl import MqttUrl
@@ -124,7 +125,13 @@ class Consumer:
         if self._retire:
             result, _mid = client.unsubscribe(self._subscription)
         else:
-            result, _mid = client.subscribe(self._subscription, qos=1)
+            # Retained telemetry is sent only when the subscription is new, not again on every
+            # resubscription: it was ingested when it was published, and without a timestamp it
+            # would be stored again, under a new receive time, on every reconnect.
+            options = SubscribeOptions(
+                qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+            )
+            result, _mid = client.subscribe(self._subscription, options=options)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("(un)subscribe %s failed: %s", self._subscription, result)
 

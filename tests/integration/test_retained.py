@@ -1,0 +1,51 @@
+"""Retained telemetry is ingested once, not again on every resubscription (issue 10): without a
+timestamp it would be stored again under a new receive time each time ingest reconnects."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from citysense.servers import LocalServers
+from common.influx import InfluxConfig
+from common.mqtturl import MqttUrl
+from tests.support.influx import count
+from tests.support.ingest import ingest_settings, running_worker
+from tests.support.mqtt import publish
+from tests.support.polling import wait_for
+from wire.topics import TopicLayout
+
+pytestmark = pytest.mark.integration
+
+
+def retain(url: str, topic: str, payload: bytes) -> None:
+    parsed = MqttUrl.parse(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(parsed.username, parsed.password)
+    client.connect(parsed.host, parsed.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_retained_telemetry_is_stored_once_across_reconnects(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str
+) -> None:
+    layout = TopicLayout(topic_root)
+    device = servers.mosquitto.url("citysense-simulator")
+    settings = ingest_settings(servers, influx, topic_root)
+    with running_worker(settings):  # the session and its subscription exist from here on
+        # No timestamp: the streetlight profile stamps the receive time.
+        retain(device, layout.telemetry("streetlight", "SL-000001"), b'{"powerState": "on"}')
+        wait_for(lambda: count(influx, "streetlight") == 1, 30, what="the retained reading")
+    for n in range(2):  # reconnect twice: each resubscribes
+        with running_worker(settings):
+            marker = orjson.dumps({"ts": time.time_ns() // 1_000_000, "pressure": 100.0 + n})
+            publish(device, [(layout.telemetry("water_pipe", "WP-000001"), marker)])
+            wait_for(lambda n=n: count(influx, "water_pipe") == n + 1, 30, what="the marker")
+    assert count(influx, "streetlight") == 1
