@@ -101,6 +101,7 @@ class Warmer:
         self._recent: OrderedDict[Asked, float] = OrderedDict()
         self._recent_max = settings.api_aggregate_warm_recent
         self._recent_for = settings.api_aggregate_warm_recent_for
+        self._per_token = settings.api_aggregate_warm_recent_per_token
         self._clock = clock
         self._settings = settings
         self._contract = contract
@@ -117,6 +118,10 @@ class Warmer:
             return
         self._recent[asked] = self._clock()
         self._recent.move_to_end(asked)
+        # A token past its share gives up its own oldest question, nobody else's.
+        own = [a for a in self._recent if a[1] == principal]
+        for old in own[: max(0, len(own) - self._per_token)]:
+            del self._recent[old]
         while len(self._recent) > self._recent_max:
             self._recent.popitem(last=False)
 

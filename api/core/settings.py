@@ -38,6 +38,8 @@ class ApiSettings(CommonSettings):
     # many, each until nobody asked it for `warm_recent_for` seconds (0: none).
     api_aggregate_warm_recent: int = Field(default=50, ge=0)
     api_aggregate_warm_recent_for: float = Field(default=600.0, gt=0)
+    # Of those, at most this many per token: one client cannot take every slot.
+    api_aggregate_warm_recent_per_token: int = Field(default=10, ge=1)
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
 
