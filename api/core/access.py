@@ -1,14 +1,16 @@
 """Scope checks: who (api.tokens.Principal) may see which devices.
 
-Outside the scope is 403, said plainly; a department that lists without a filter simply gets its
-own devices. Open-data tokens never reach a route that names a device.
+A filter outside the scope (a profile or district, names every token may know) is 403, said
+plainly; a device or alarm id outside it is 404, like an id that does not exist, so a scoped token
+cannot learn which ids exist (api.live.devices, api.live.alarm_queries). A department that lists
+without a filter simply gets its own devices. Open-data tokens never reach a route that names a
+device.
 """
 
 from __future__ import annotations
 
 from api.core.errors import forbidden
 from api.core.tokens import Principal
-from device_profiles import Device
 
 OPEN_DATA_ONLY = (
     "an open-data token reads aggregates over groups of devices only (/aggregates, /districts)"
@@ -18,14 +20,6 @@ OPEN_DATA_ONLY = (
 def require_devices(principal: Principal) -> None:
     if not principal.sees_devices:
         raise forbidden(OPEN_DATA_ONLY)
-
-
-def check_device(principal: Principal, device: Device) -> None:
-    require_devices(principal)
-    if not principal.sees(device.profile, device.district):
-        raise forbidden(
-            f"token {principal.name!r} may not read {device.profile} devices in {device.district}"
-        )
 
 
 def check_filters(principal: Principal, profile: str | None, district: str | None) -> None:

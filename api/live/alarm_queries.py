@@ -61,10 +61,10 @@ def select(
 def find(book: AlarmBook, principal: Principal, alarm_id: str) -> Alarm:
     require_devices(principal)
     alarm = book.by_id.get(alarm_id)
-    if alarm is None:
+    # An alarm outside the scope is answered like one that does not exist: a scoped token must
+    # not learn which alarms (and so which devices) exist.
+    if alarm is None or not _visible(principal, alarm):
         raise NotFound(f"unknown alarm {alarm_id!r}")
-    if not _visible(principal, alarm):
-        raise forbidden(f"token {principal.name!r} may not read this alarm's device")
     return alarm
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
-from api.core.access import check_filters
+from api.core.access import check_filters, require_devices
 from api.core.contract import Contract
 from api.core.errors import NotFound, invalid_query
 from api.core.params import check_choice
@@ -71,9 +71,12 @@ def feature_json(live: Live, state: DeviceState, now: int) -> dict[str, Any]:
     }
 
 
-def registered(contract: Contract, device_id: str) -> Device:
+def visible_device(principal: Principal, contract: Contract, device_id: str) -> Device:
+    """The registered device `principal` may read. A device outside its scope is answered
+    exactly like one that does not exist (404): a scoped token must not learn which ids exist."""
+    require_devices(principal)
     device = contract.device(device_id)
-    if device is None:
+    if device is None or not principal.sees(device.profile, device.district):
         raise NotFound(f"unknown device {device_id!r}: not in the device registry")
     return device
 

@@ -9,7 +9,6 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 
 from api.compute.history import HistoryRequest, history
-from api.core.access import check_device
 from api.core.params import OFFSET_MAX
 from api.core.query import Aggregate
 from api.core.times import now_ns
@@ -20,8 +19,8 @@ from api.live.devices import (
     device_json,
     device_page,
     feature_collection,
-    registered,
     select,
+    visible_device,
 )
 from api.schemas import (
     DeviceFilterQuery,
@@ -113,8 +112,7 @@ async def get_device(
     contract: ContractDep,
     live: LiveDep,
 ) -> Response:
-    device = registered(contract, device_id)
-    check_device(principal, device)
+    device = visible_device(principal, contract, device_id)
     live.require_loaded()
     return _json(device_json(live, live.state.devices[device.device_id], now_ns()))
 
@@ -156,8 +154,7 @@ async def device_history(
     start: Annotated[str | None, Query(description="RFC 3339; default: 24 h before end")] = None,
     end: Annotated[str | None, Query(description="RFC 3339, exclusive; default: now")] = None,
 ) -> HistoryPublic:
-    device = registered(contract, device_id)
-    check_device(principal, device)
+    device = visible_device(principal, contract, device_id)
     request = HistoryRequest(field=field, agg=agg, every=every, tz=tz, start=start, end=end)
     profile = contract.profiles[device.profile]
     return await history(request, device, profile, influx=influx, settings=settings)

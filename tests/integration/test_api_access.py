@@ -88,10 +88,21 @@ async def test_department_sees_its_profiles_and_districts_only(api: httpx.AsyncC
     assert [i["device_id"] for i in body["items"]] == expected
     assert body["total"] == len(expected)
     assert (await api.get("/devices/WP-A1", headers=headers)).status_code == 200
+    # A device outside the scope is answered exactly as one that does not exist: the token
+    # cannot learn which ids exist.
     for path, params in [
         ("/devices/SL-A1", {}),  # another profile
         ("/devices/WP-K1", {}),  # another district
         ("/devices/WP-K1/history", {"field": "pressure"}),
+        ("/devices/NO-SUCH-1", {}),
+    ]:
+        response = await api.get(path, params=params, headers=headers)
+        assert response.status_code == 404, (path, params)
+        device = path.split("/")[2]
+        assert response.json() == {
+            "detail": f"unknown device {device!r}: not in the device registry"
+        }
+    for path, params in [
         ("/devices", {"profile": "streetlight"}),
         ("/devices", {"district": "South"}),
         ("/districts/South/summary", {}),
