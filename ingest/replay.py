@@ -26,6 +26,7 @@ from common.influx import InfluxClient
 from common.settings import settings_problems
 from device_profiles import ContractError
 from ingest.changes import change_lines, changes_of
+from ingest.encode import reading_of
 from ingest.pipeline import Pipeline
 from ingest.settings import IngestSettings
 from ingest.stages import Received
@@ -110,8 +111,9 @@ def _wanted(row: dict[str, Any], sel: Selection) -> bool:
 
 
 def payload_of(row: dict[str, Any]) -> bytes | None:
-    """The original bytes, or None when they cannot be had (truncated, or not a message)."""
-    if row.get("truncated") or row.get("reason") == Reason.WRITE_REJECTED:
+    """The original bytes (for write_rejected, the refused line), or None when they cannot be
+    had (truncated)."""
+    if row.get("truncated"):
         return None
     return decode_payload(str(row.get("payload", "")), row.get("payload_encoding"))
 
@@ -126,6 +128,8 @@ class Replayer:
         payload = payload_of(row)
         if payload is None:
             return self._mark(row, "not replayable", dry_run)
+        if row.get("reason") == Reason.WRITE_REJECTED:
+            return self._rewrite(row, payload.decode(errors="replace"), dry_run)
         received = Received(str(row.get("topic", "")), payload, 0, 0, int(row["time"]))
         outcome = self._pipeline.process(received)
         if outcome.rejected:
@@ -137,6 +141,19 @@ class Replayer:
         bad = (
             [] if dry_run else self._writer.write(data + change_lines(changes_of(outcome.accepted)))
         )
+        if bad:
+            return self._mark(row, f"write rejected: {bad[0].error[:100]}", dry_run)
+        return self._mark(row, "stored", dry_run)
+
+    def _rewrite(self, row: dict[str, Any], line: str, dry_run: bool) -> str:
+        """A line InfluxDB refused (a field type conflict, say), written again once the operator
+        removed the cause; with the change mark of its window, like any write."""
+        reading = reading_of(line, set(self._pipeline.measurements))
+        if reading is None:
+            return self._mark(row, "not replayable: not a reading's line", dry_run)
+        if dry_run:
+            return self._mark(row, "stored", dry_run)
+        bad = self._writer.write([line, *change_lines(changes_of([reading]))])
         if bad:
             return self._mark(row, f"write rejected: {bad[0].error[:100]}", dry_run)
         return self._mark(row, "stored", dry_run)
