@@ -42,6 +42,9 @@ class ApiSettings(CommonSettings):
     api_aggregate_warm_recent_per_token: int = Field(default=10, ge=1)
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
+    # /health needs no token: its broker probe (a real CONNECT) is answered from one probe per
+    # this many seconds, however often it is asked.
+    api_health_probe_every: float = Field(default=5.0, ge=0)
 
     # --- access (api.tokens) ---
     # The operator's tokens file (YAML or JSON, SHA-256 hashes only). Without one the API refuses

@@ -6,6 +6,7 @@ knows our user, and accepts our password. paho-mqtt is blocking, so callers run 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import time
@@ -56,3 +57,26 @@ def check_broker(url: MqttUrl, timeout: float) -> str | None:
     if answers[0].is_failure:
         return f"{where} refused the connection: {answers[0]}"
     return None
+
+
+class BrokerProbe:
+    """`check_broker` at most once per `every` seconds, one probe at a time: /health is open to
+    anyone, and must not let anyone make this process open broker connections at will."""
+
+    def __init__(self, url: MqttUrl, timeout: float, every: float) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._every = every
+        self._lock = asyncio.Lock()
+        self._answer: str | None = None
+        self._at = -math.inf
+        self.probes = 0
+
+    async def problem(self) -> str | None:
+        async with self._lock:  # concurrent askers wait for the one probe
+            if time.monotonic() - self._at >= self._every:
+                # paho blocks; a worker thread keeps the event loop serving meanwhile.
+                self._answer = await asyncio.to_thread(check_broker, self._url, self._timeout)
+                self._at = time.monotonic()
+                self.probes += 1
+            return self._answer

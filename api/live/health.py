@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
-from api.live.broker import check_broker
+from api.live.broker import BrokerProbe
 from api.schemas import ComponentPublic, HealthPublic
 from common.influx import AsyncInfluxClient
 
@@ -27,17 +27,16 @@ async def _influx(influx: AsyncInfluxClient, timeout: float) -> ComponentPublic:
     return UP
 
 
-async def _broker(settings: ApiSettings) -> ComponentPublic:
-    # paho-mqtt blocks; a worker thread keeps the event loop serving other requests meanwhile.
-    problem = await asyncio.to_thread(check_broker, settings.mqtt, settings.api_health_timeout)
+async def _broker(probe: BrokerProbe) -> ComponentPublic:
+    problem = await probe.problem()
     return UP if problem is None else ComponentPublic(status="down", detail=problem)
 
 
 async def health(
-    influx: AsyncInfluxClient, settings: ApiSettings, supervisor: Supervisor
+    influx: AsyncInfluxClient, settings: ApiSettings, supervisor: Supervisor, probe: BrokerProbe
 ) -> HealthPublic:
     influxdb, mqtt = await asyncio.gather(
-        _influx(influx, settings.api_health_timeout), _broker(settings)
+        _influx(influx, settings.api_health_timeout), _broker(probe)
     )
     background = (
         UP

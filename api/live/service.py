@@ -20,6 +20,7 @@ from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.core.times import NS_PER_S, now_ns
 from api.live.alarms import AlarmBook, Outbox, Writer, load_events
+from api.live.broker import BrokerProbe
 from api.live.feed import FeedSubscriber
 from api.live.hub import Hub
 from api.live.state import LiveState, Reporting
@@ -54,6 +55,9 @@ class Live:
         self.contract = contract
         self.influx = influx
         self.hub = Hub(settings.api_stream_queue)
+        self.broker = BrokerProbe(
+            settings.mqtt, settings.api_health_timeout, settings.api_health_probe_every
+        )
         self.state = LiveState(
             contract,
             self.hub,

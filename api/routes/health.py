@@ -21,7 +21,7 @@ router = APIRouter(tags=["health"])
 async def health(
     runtime: RuntimeDep, influx: InfluxDep, settings: SettingsDep, response: Response
 ) -> HealthPublic:
-    answer = await check(influx, settings, runtime.supervisor)
+    answer = await check(influx, settings, runtime.supervisor, runtime.live.broker)
     if answer.status != "ok":
         response.status_code = 503
     return answer
