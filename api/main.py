@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.compute.cells import CellCache
@@ -30,6 +31,8 @@ from common.influx import AsyncInfluxClient
 from device_profiles import ContractError
 
 logger = logging.getLogger(__name__)
+
+DOCS_ASSETS = "/docs-assets"
 
 DESCRIPTION = """Latest state, history and district summaries of a city's IoT devices
 (streetlights, pipe-network sensors, power meters), from the readings CitySense ingests.
@@ -144,8 +147,14 @@ def create_app(
             await runtime.live.stop()
             await runtime.influx.aclose()
 
-    app = FastAPI(
-        title="CitySense API", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets the API serves itself: a city's
+    # operations network has no route to a public CDN.
+    app = FastAPIOffline(
+        title="CitySense API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        static_url=DOCS_ASSETS,
     )
     errors.install(app, scrub)
     app.include_router(api_router)
