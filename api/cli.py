@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import sys
 
 import uvicorn
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 
 from api.core.settings import ApiSettings
 from api.main import create_app
+from common.logs import configure
 from common.settings import settings_problems
 
 
@@ -44,12 +44,9 @@ def main(args: argparse.Namespace) -> int:
         problems = settings_problems(exc)
         print(f"citysense api: invalid settings:\n{problems}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # httpx logs every InfluxDB request, URL included, at INFO: noise next to uvicorn's access
-    # log, and a URL that carries credentials must not reach the log.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # JSON lines like ingest's; httpx (whose request lines carry URLs, which may carry
+    # credentials) kept to warnings. The access log is ours (api.observe), with the token's name.
+    configure(args.log_level.upper())
     server: uvicorn.Server | None = None
     failed = False
 
@@ -67,6 +64,8 @@ def main(args: argparse.Namespace) -> int:
         host=settings.api_host,
         port=settings.api_port,
         log_level=args.log_level,
+        log_config=None,  # our handlers (JSON), not uvicorn's
+        access_log=False,  # api.observe writes the access log, with the token's name
     )
     server = uvicorn.Server(config)
     server.run()

@@ -20,6 +20,7 @@ from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.core.tokens import ANONYMOUS, Principal, hash_token
 from api.live.service import Live
+from api.observe import PRINCIPAL
 from common.influx import AsyncInfluxClient
 
 
@@ -76,9 +77,16 @@ _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
 def authenticate(
+    request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    principal = _principal(runtime, credentials)
+    request.scope[PRINCIPAL] = principal.name  # for the access log (api.observe)
+    return principal
+
+
+def _principal(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     if runtime.tokens is None:
         return ANONYMOUS
     if credentials is None:

@@ -24,6 +24,7 @@ from api.core.supervise import Supervisor
 from api.core.tokens import Principal, load_tokens
 from api.deps import Runtime
 from api.live.service import Live
+from api.observe import AccessLog, Metrics, RuntimeCollector
 from api.routes import api_router
 from common import __version__
 from common.errors import ConfigError
@@ -157,5 +158,29 @@ def create_app(
         static_url=DOCS_ASSETS,
     )
     errors.install(app, scrub)
+    app.state.metrics = metrics = Metrics()
+    metrics.registry.register(RuntimeCollector(lambda: _gauges(app)))
+    app.add_middleware(AccessLog, metrics=metrics)
     app.include_router(api_router)
     return app
+
+
+def _gauges(app: FastAPI) -> dict[str, tuple[str, float]]:
+    runtime = getattr(app.state, "runtime", None)
+    if not isinstance(runtime, Runtime):
+        return {}
+    live = runtime.live
+    return {
+        "devices": ("Registered devices in the live state", len(live.state.devices)),
+        "state_loaded": ("1 once the latest state was loaded from InfluxDB", live.state.loaded),
+        "stream_clients": ("Server-Sent Events clients connected", live.hub.clients),
+        "alarms_active": ("Alarms active now", len(live.alarms.active)),
+        "alarm_events_waiting": ("Alarm events not yet stored", len(live.alarms.outbox)),
+        "alarm_events_dropped": (
+            "Alarm events dropped while InfluxDB was away",
+            live.alarms.outbox.dropped,
+        ),
+        "feed_messages_dropped": ("State-feed messages dropped, backlog full", live.feed_dropped),
+        "aggregate_cells_kept": ("Aggregate cells kept", len(runtime.cells)),
+        "background_crashes": ("Background tasks or threads that died", runtime.supervisor.crashes),
+    }

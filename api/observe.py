@@ -1,0 +1,92 @@
+"""What the API tells its operators about itself: an access log line per request — who (the
+token's name, never the token), what (method, path, query), the outcome and how long it took —
+so a department's reads of another's data can be audited; and Prometheus metrics on /metrics.
+
+A plain ASGI middleware rather than Starlette's BaseHTTPMiddleware, which would buffer the
+event stream (/stream) it wraps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access = logging.getLogger("citysense.api.access")
+
+PRINCIPAL = "citysense.principal"  # where authentication leaves the token's name in the scope
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "citysense_api_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "citysense_api_request_seconds",
+            "Time to the start of the response, by route template",
+            ["route"],
+            registry=self.registry,
+        )
+
+
+class AccessLog:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app fails before answering
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                self._record(scope, status, time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            self._record(scope, status, time.perf_counter() - started)
+            raise
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", "unmatched")
+        method = str(scope.get("method", ""))
+        self.metrics.requests.labels(route, method, str(status)).inc()
+        self.metrics.seconds.labels(route).observe(seconds)
+        fields = {
+            "method": method,
+            "path": scope.get("path", ""),
+            "query": scope.get("query_string", b"").decode("latin-1"),
+            "status": status,
+            "ms": round(seconds * 1000, 1),
+            "token": scope.get(PRINCIPAL),
+        }
+        access.info("%s %s %d", method, fields["path"], status, extra={"fields": fields})
+
+
+class RuntimeCollector(Collector):
+    """Gauges read from the running API at scrape time."""
+
+    def __init__(self, read: Any) -> None:
+        self._read = read  # () -> dict[name, (help, value)], empty before the lifespan ran
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (text, value) in self._read().items():
+            yield GaugeMetricFamily(f"citysense_api_{name}", text, value=value)
