@@ -14,7 +14,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from api.core.settings import ApiSettings
+from api.core.tokens import TokenBook
 from api.main import create_app
+from common.errors import ConfigError
 from common.logs import configure
 from common.settings import settings_problems
 
@@ -44,6 +46,7 @@ def main(args: argparse.Namespace) -> int:
         problems = settings_problems(exc)
         print(f"citysense api: invalid settings:\n{problems}", file=sys.stderr)
         return 2
+    _check(settings)
     # JSON lines like ingest's; httpx (whose request lines carry URLs, which may carry
     # credentials) kept to warnings. The access log is ours (api.observe), with the token's name.
     configure(args.log_level.upper())
@@ -72,3 +75,17 @@ def main(args: argparse.Namespace) -> int:
     if failed:
         return 1
     return 0 if server.started else 3
+
+
+def _check(settings: ApiSettings) -> None:
+    """What would stop the app's start, said before uvicorn runs: one line from the command
+    (citysense.cli), rather than a traceback from inside the server's lifespan."""
+    profiles, registry = settings.load_contract()
+    if settings.api_auth == "off":
+        return
+    if settings.api_tokens is None:
+        raise ConfigError(
+            "no tokens file: set CITYSENSE_API_TOKENS (create one with `citysense tokens new`), "
+            "or CITYSENSE_API_AUTH=off for a development deployment"
+        )
+    TokenBook(settings.api_tokens, profiles, registry.districts)

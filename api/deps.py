@@ -18,7 +18,7 @@ from api.compute.warm import Warmer
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
-from api.core.tokens import ANONYMOUS, Principal, hash_token
+from api.core.tokens import ANONYMOUS, Principal, TokenBook, hash_token
 from api.live.service import Live
 from api.observe import PRINCIPAL
 from common.influx import AsyncInfluxClient
@@ -29,8 +29,9 @@ class Runtime:
     settings: ApiSettings
     contract: Contract
     influx: AsyncInfluxClient
-    # Principals by SHA-256 of their token; None when the operator turned authentication off.
-    tokens: dict[str, Principal] | None
+    # Principals by SHA-256 of their token, kept current with the tokens file; None when the
+    # operator turned authentication off.
+    tokens: TokenBook | None
     live: Live
     cells: CellCache
     warmer: Warmer

@@ -21,7 +21,7 @@ from api.core.contract import Contract
 from api.core.scrub import Scrubber, secrets_of
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
-from api.core.tokens import Principal, load_tokens
+from api.core.tokens import TokenBook, watch
 from api.deps import Runtime
 from api.live.service import Live
 from api.observe import AccessLog, Metrics, RuntimeCollector
@@ -43,7 +43,7 @@ from the device-profile contract (YAML profiles and the device registry) the ser
 """
 
 
-def _access(config: ApiSettings, contract: Contract) -> dict[str, Principal] | None:
+def _access(config: ApiSettings, contract: Contract) -> TokenBook | None:
     """Principals by token hash, or None when authentication is explicitly off. Neither a
     forgotten setting nor a broken file may leave a deployment open: both refuse to start."""
     if config.api_auth == "off":
@@ -55,12 +55,12 @@ def _access(config: ApiSettings, contract: Contract) -> dict[str, Principal] | N
     if config.api_tokens is None:
         message = (
             "no tokens file: set CITYSENSE_API_TOKENS to the operator's tokens file (see "
-            "api/tokens.py), or CITYSENSE_API_AUTH=off for a development deployment"
+            "api/core/tokens.py), or CITYSENSE_API_AUTH=off for a development deployment"
         )
         logger.error("refusing to start: %s", message)
         raise ConfigError(message)
     try:
-        tokens = load_tokens(config.api_tokens, contract.profiles, contract.districts)
+        tokens = TokenBook(config.api_tokens, contract.profiles, contract.districts)
     except ConfigError as exc:
         logger.error("refusing to start: %s", exc)
         raise
@@ -141,9 +141,15 @@ def create_app(
         )
         await runtime.live.start()
         runtime.warmer.start()
+        watching = None
+        if runtime.tokens is not None:
+            every = config.api_tokens_reload_every
+            watching = supervisor.start(watch(runtime.tokens, every), "citysense-tokens")
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
             await runtime.warmer.stop()
             await runtime.live.stop()
             await runtime.influx.aclose()

@@ -1,15 +1,22 @@
-"""The `citysense` command: up, ingest, api, simulate, profiles check.
+"""The `citysense` command: up, ingest, api, simulate, profiles check, replay, tokens.
 
 Each subcommand's module is imported only when it runs, so `citysense ingest` never loads the API
-and the three parts stay independent.
+and the three parts stay independent. An expected failure (a setting, the contract, InfluxDB or
+the broker) ends as one clear line on stderr and a non-zero status, never a traceback; the line
+never carries a password from a URL.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
+
+from common import __version__
+from common.errors import CitySenseError, ConfigError
+from device_profiles import ContractError
 
 # subcommand → (module providing add_arguments(parser) and main(args), help)
 COMMANDS = {
@@ -19,7 +26,10 @@ COMMANDS = {
     "simulate": ("simulators.cli", "publish a simulated fleet of devices"),
     "profiles": ("citysense.profiles", "check device profiles and the registry"),
     "replay": ("ingest.replay", "re-ingest dead letters after a profile or registry fix"),
+    "tokens": ("citysense.tokens", "create, list and revoke the API's tokens"),
 }
+# A password in a URL (scheme://user:password@host) is masked in any message we print.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
@@ -28,6 +38,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         description="CitySense: IoT urban-sensing ingestion. Settings come from CITYSENSE_* "
         "environment variables or a .env file.",
     )
+    parser.add_argument("--version", action="version", version=f"citysense {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
@@ -41,8 +52,20 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(args_list).parse_args(args_list)
-    result: int = importlib.import_module(args.module).main(args)
+    try:
+        result: int = importlib.import_module(args.module).main(args)
+    except (ConfigError, ContractError) as exc:
+        return _fail(args.command, exc, 2)
+    except CitySenseError as exc:
+        return _fail(args.command, exc, 1)
     return result
+
+
+def _fail(command: str, exc: Exception, status: int) -> int:
+    text = " ".join(str(exc).split())  # one line, whatever the message held
+    masked = _URL_PASSWORD.sub(r"\g<head>***@", text)
+    print(f"citysense {command}: {masked}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

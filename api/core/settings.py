@@ -42,6 +42,8 @@ class ApiSettings(CommonSettings):
     api_aggregate_warm_recent_per_token: int = Field(default=10, ge=1)
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
+    # How often the tokens file is checked for changes (new and revoked tokens).
+    api_tokens_reload_every: float = Field(default=2.0, gt=0)
     # /health needs no token: its broker probe (a real CONNECT) is answered from one probe per
     # this many seconds, however often it is asked.
     api_health_probe_every: float = Field(default=5.0, ge=0)
@@ -81,6 +83,11 @@ class ApiSettings(CommonSettings):
     # counted, and its readings come back with the next reconcile.
     api_feed_backlog: int = Field(default=200, ge=1)
     api_stream_heartbeat: float = Field(default=15.0, gt=0)
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _no_tokens(cls, value: object) -> object:
+        return None if value in ("", None) else value  # set but empty: no file, not "."
 
     @field_validator("api_latest_lookback", "api_alarm_lookback", mode="before")
     @classmethod

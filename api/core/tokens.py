@@ -11,12 +11,16 @@ hashes of the tokens are stored there, so the file leaking does not leak a usabl
       - {name: city-brain, sha256: 9b1c..., scope: city}          # everything, read only
       - {name: open-data-portal, sha256: 77de..., scope: open_data} # aggregates only
 
-A new token and its hash: `python -m api.tokens new`. JSON with the same shape works too.
+A new token and its hash: `python -m api.tokens new`; or let `citysense tokens new|list|revoke`
+edit the file. JSON with the same shape works too. A running API reads the file again when it
+changes (`TokenBook`), so a revoked token is refused within seconds, without a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import sys
 from collections.abc import Mapping
@@ -30,6 +34,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 class Scope(StrEnum):
@@ -79,7 +85,7 @@ class Principal:
 ANONYMOUS = Principal(name="anonymous", scope=Scope.CITY, acknowledge=True)
 
 
-class _Entry(BaseModel):
+class TokenEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=64)
@@ -90,7 +96,7 @@ class _Entry(BaseModel):
     acknowledge: bool = False
 
     @model_validator(mode="after")
-    def _shape(self) -> _Entry:
+    def _shape(self) -> TokenEntry:
         if self.scope == "department":
             if not self.profiles:
                 raise ValueError("a department token lists the profiles it may read")
@@ -101,9 +107,9 @@ class _Entry(BaseModel):
         return self
 
 
-class _File(BaseModel):
+class TokensFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tokens: list[_Entry]
+    tokens: list[TokenEntry]
 
 
 def load_tokens(
@@ -114,7 +120,7 @@ def load_tokens(
     try:
         text = path.read_text(encoding="utf-8")
         raw = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        parsed = _File.model_validate(raw)
+        parsed = TokensFile.model_validate(raw)
     except (OSError, orjson.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"tokens file {path}: {exc}") from exc
     except ValidationError as exc:
@@ -148,6 +154,61 @@ def load_tokens(
     if problems_found:
         raise ConfigError(f"tokens file {path}: " + "; ".join(problems_found))
     return out
+
+
+def read_tokens_file(path: Path) -> TokensFile:
+    """The file as written, unchecked against the contract (for `citysense tokens`)."""
+    text = path.read_text(encoding="utf-8")
+    raw = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return TokensFile.model_validate(raw or {"tokens": []})
+
+
+class TokenBook:
+    """The principals of a tokens file, read again whenever the file changes. A file that no
+    longer loads keeps the last good principals (and says why): a typo while editing must not
+    lock everybody out, nor open anything."""
+
+    def __init__(
+        self, path: Path, profiles: Mapping[str, object], districts: tuple[str, ...]
+    ) -> None:
+        self.path = path
+        self._profiles = profiles
+        self._districts = districts
+        self._seen = self._signature()
+        self._principals = load_tokens(path, profiles, districts)
+
+    def get(self, token_hash: str) -> Principal | None:
+        return self._principals.get(token_hash)
+
+    def __len__(self) -> int:
+        return len(self._principals)
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+    def reload_if_changed(self) -> bool:
+        """True if the file changed and was loaded; ConfigError if it changed and is broken."""
+        seen = self._signature()
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        self._principals = load_tokens(self.path, self._profiles, self._districts)
+        return True
+
+
+async def watch(book: TokenBook, every: float) -> None:
+    """Read the tokens file again whenever it changes."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if book.reload_if_changed():
+                logger.info("tokens file %s read again: %d tokens", book.path, len(book))
+        except ConfigError as exc:
+            logger.error("tokens file changed but does not load; keeping the last good: %s", exc)
 
 
 USAGE = """usage: python -m api.tokens new    print a new token and the hash for the tokens file

@@ -1,0 +1,122 @@
+"""The `citysense` command as an operator meets it: --version, expected failures as one clear
+line (never a traceback, never a password), machine-readable profile checks, and API tokens
+created, listed and revoked — a revoked token refused by a running API within seconds (issue 11)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from citysense.servers import LocalServers, free_port
+from common import __version__
+from common.influx import InfluxConfig
+from tests.support.polling import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def citysense(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "citysense.cli", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    done = citysense("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"citysense {__version__}"
+
+
+def test_api_without_a_tokens_file_says_so_in_one_line() -> None:
+    done = citysense("api", env={"CITYSENSE_API_TOKENS": "", "CITYSENSE_API_AUTH": "on"})
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("citysense api: no tokens file")
+
+
+def test_replay_with_influxdb_unreachable_is_one_line_without_the_password() -> None:
+    secret = "s3cret-pw"
+    url = f"http://reader:{secret}@127.0.0.1:{free_port()}"
+    done = citysense("replay", "--no-progress", env={"CITYSENSE_INFLUX_URL": url})
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    [line] = [x for x in done.stderr.strip().splitlines() if x.startswith("citysense replay:")]
+    assert "unreachable" in line or "refused" in line.lower()
+    assert secret not in done.stderr + done.stdout
+
+
+def test_profiles_check_json(tmp_path: Path) -> None:
+    good = citysense("profiles", "check", "--json")
+    assert good.returncode == 0
+    body = orjson.loads(good.stdout)
+    assert body["ok"] is True and body["registry"]["devices"] > 0
+    broken = tmp_path / "profiles"
+    broken.mkdir()
+    (broken / "bad.yaml").write_text("profile: bad\nreporting_interval: 1m\nfields: {}\n")
+    bad = citysense("profiles", "check", "--json", "--profiles", str(broken))
+    assert bad.returncode == 1
+    problems = orjson.loads(bad.stdout)["problems"]
+    assert problems and problems[0]["file"].endswith("bad.yaml")
+
+
+def test_a_revoked_token_is_refused_by_a_running_api(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    created = citysense("tokens", "new", "--file", str(tokens), "--name", "ops", "--scope", "city")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.split("token: ")[1].split()[0]
+    assert token not in tokens.read_text()  # only its hash is kept
+    listed = citysense("tokens", "list", "--file", str(tokens))
+    assert listed.stdout.split() == ["ops", "city"]
+    port = free_port()
+    env = {
+        **os.environ,
+        "CITYSENSE_API_TOKENS": str(tokens),
+        "CITYSENSE_API_PORT": str(port),
+        "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-api"),
+        "CITYSENSE_INFLUX_URL": influx.url,
+        "CITYSENSE_INFLUX_DB": influx.database,
+        "CITYSENSE_API_TOKENS_RELOAD_EVERY": "0.2",
+    }
+    api = subprocess.Popen(
+        [sys.executable, "-m", "citysense.cli", "api"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "api.log").open("wb"),
+    )
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{port}"
+
+        def status() -> int:
+            try:
+                return httpx.get(f"{base}/districts", headers=headers, timeout=2).status_code
+            except httpx.HTTPError:
+                return 0
+
+        wait_for(lambda: status() == 200, 30, what="the API answering the new token")
+        revoked = citysense("tokens", "revoke", "--file", str(tokens), "--name", "ops")
+        assert revoked.returncode == 0
+        wait_for(lambda: status() == 401, 10, what="the revoked token refused")
+        assert token not in (tmp_path / "api.log").read_text()
+    finally:
+        api.terminate()
+        api.wait(15)
+
+
+def test_a_second_revoke_says_there_is_no_such_token(tmp_path: Path) -> None:
+    done = citysense("tokens", "revoke", "--file", str(tmp_path / "t.yaml"), "--name", "x")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"citysense tokens: no token named 'x' in {tmp_path / 't.yaml'}"
