@@ -12,6 +12,7 @@ import hashlib
 import os
 import secrets
 import signal
+import socket
 import threading
 from pathlib import Path
 from types import FrameType
@@ -26,6 +27,7 @@ from citysense.children import (
     wait_until,
 )
 from citysense.servers import LocalServers
+from common.errors import ConfigError
 
 # Aggregates the local API keeps computed (CITYSENSE_API_AGGREGATE_WARM), so the banner's example
 # answers at once: energy per district per day, pressure and lamps on per district per hour.
@@ -59,8 +61,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="simulated messages per second")
 
 
+def _taken(host: str, ports: dict[str, int]) -> list[str]:
+    """The ports another program listens on already (`what port` each)."""
+    busy = []
+    for what, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                busy.append(f"{port} ({what})")
+    return busy
+
+
+def local_token(home: Path) -> str:
+    """This deployment's operator token, the same on every start: kept in a file only its owner
+    reads, next to the tokens file that holds its hash."""
+    kept = home / "local-operator.token"
+    if kept.exists():
+        return kept.read_text().strip()
+    token = "cst_" + secrets.token_urlsafe(24)  # never starts with "-", safe in a shell
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
+
+
 def main(args: argparse.Namespace) -> int:
     home: Path = args.home.resolve()
+    ports = {
+        "mqtt": args.mqtt_port,
+        "influxdb": args.influx_port,
+        "api": args.api_port,
+        "ingest metrics": args.metrics_port,
+    }
+    busy = _taken(args.listen, ports)
+    if busy:
+        raise ConfigError(
+            f"already in use on {args.listen}: {', '.join(busy)} — is another `citysense up` "
+            "running? Choose others with --mqtt-port, --influx-port, --api-port, --metrics-port"
+        )
     servers = LocalServers.create(
         home, host=args.listen, mqtt_port=args.mqtt_port, influx_port=args.influx_port
     )
@@ -77,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
         )
         servers.stop()
         return 1
-    token = "cst_" + secrets.token_urlsafe(24)  # never starts with "-", safe in a shell
+    token = local_token(home)
     tokens_file = home / "tokens.yaml"
     tokens_file.write_text(
         "# Written by `citysense up`: one city-wide token for this local deployment.\n"

@@ -5,6 +5,7 @@ created, listed and revoked — a revoked token refused by a running API within 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 from citysense.servers import LocalServers, free_port
+from citysense.up import local_token
 from common import __version__
 from common.influx import InfluxConfig
 from tests.support.polling import wait_for
@@ -120,3 +122,25 @@ def test_a_second_revoke_says_there_is_no_such_token(tmp_path: Path) -> None:
     done = citysense("tokens", "revoke", "--file", str(tmp_path / "t.yaml"), "--name", "x")
     assert done.returncode == 2
     assert done.stderr.strip() == f"citysense tokens: no token named 'x' in {tmp_path / 't.yaml'}"
+
+
+def test_up_refuses_ports_in_use_and_says_which(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = citysense(
+            "up", "--home", str(tmp_path / "home"), "--api-port", str(port),
+            "--mqtt-port", str(free_port()), "--influx-port", str(free_port()),
+            "--metrics-port", str(free_port()),
+        )  # fmt: skip
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("citysense up: already in use on 127.0.0.1:") and f"{port} (api)" in line
+    assert not (tmp_path / "home").exists()  # nothing was started
+
+
+def test_up_keeps_its_operator_token_across_starts(tmp_path: Path) -> None:
+    first = local_token(tmp_path)
+    assert local_token(tmp_path) == first
+    assert (tmp_path / "local-operator.token").stat().st_mode & 0o077 == 0
