@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from wire.reasons import Reason
 
@@ -87,28 +96,71 @@ class Stats:
         return counters
 
     def prometheus(self) -> str:
-        snap = self.snapshot()
-        out: list[str] = []
-        for name, value in snap.items():
-            if name in ("rejected", "write_seconds"):
+        """Prometheus text exposition (prometheus_client), with HELP and TYPE lines."""
+        registry = CollectorRegistry()
+        registry.register(_StatsCollector(self))
+        return generate_latest(registry).decode()
+
+
+# What each metric means, for its HELP line; a counter or gauge without one says so.
+HELP = {
+    "received": "MQTT messages taken from the broker",
+    "redelivered_skipped": "Deliveries of messages already held, skipped (acked once stored)",
+    "readings_accepted": "Readings that passed validation",
+    "sentinel_values": "Values a device sent to mean no data, left out",
+    "readings_stored": "Readings InfluxDB stored",
+    "dead_letters_stored": "Dead letters InfluxDB stored",
+    "messages_acked": "Messages acknowledged to the broker after their batch was stored",
+    "batches_written": "Batches written to InfluxDB",
+    "write_retries": "InfluxDB writes retried",
+    "spilled_batches": "Batches spooled to disk while InfluxDB was away",
+    "unspooled_batches": "Spooled batches written to InfluxDB",
+    "thread_crashes": "Long-lived threads ended by an unexpected exception",
+    "dead_letters_lost": "Dead letters InfluxDB refused too (logged in full)",
+    "buffered_lines": "Lines waiting for the next batch",
+    "unacked_messages": "Messages held, not yet acknowledged",
+    "acks_voided": "Acknowledgements dropped: the broker reused their id or lost the session",
+    "held_bytes": "Bytes held between receiving messages and storing them",
+    "held_bytes_limit": "The byte budget (CITYSENSE_MAX_HELD_BYTES)",
+    "budget_waits": "Times the MQTT thread waited for room in the byte budget",
+    "oldest_unacked_seconds": "Age of the oldest message not yet acknowledged",
+    "ready": "1 while no thread of the worker has died",
+    "spool_bytes": "Bytes in the disk spool",
+    "spool_corrupt_segments": "Spool segments found damaged and moved aside",
+    "spool_refused_appends": "Batches the spool's disk refused",
+}
+
+
+class _StatsCollector(Collector):
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        for name, value in stats.snapshot().items():
+            if name in ("rejected", "write_seconds") or not isinstance(value, int | float):
                 continue
-            kind = "gauge" if name in self.gauges else "counter"
-            metric = f"citysense_ingest_{name}" + ("_total" if kind == "counter" else "")
-            out += [f"# TYPE {metric} {kind}", f"{metric} {value}"]
-        out.append("# TYPE citysense_ingest_write_latency_seconds histogram")
-        with self._lock:
-            buckets = list(self.write_buckets.items())
-            total_seconds = self.write_seconds
-        for bound, n in buckets:
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(f'citysense_ingest_write_latency_seconds_bucket{{le="{le}"}} {n}')
-        out.append(f"citysense_ingest_write_latency_seconds_sum {total_seconds}")
-        out.append(f"citysense_ingest_write_latency_seconds_count {buckets[-1][1]}")
-        out.append("# TYPE citysense_ingest_rejected_total counter")
-        with self._lock:
-            items = sorted(self.rejections.items())
-        out += [
-            f'citysense_ingest_rejected_total{{profile="{p}",reason="{r}"}} {n}'
-            for (p, r), n in items
-        ]
-        return "\n".join(out) + "\n"
+            metric = f"citysense_ingest_{name}"
+            text = HELP.get(name, name.replace("_", " "))
+            if name in stats.gauges:
+                yield GaugeMetricFamily(metric, text, value=value)
+            else:
+                yield CounterMetricFamily(metric, text, value=value)
+        with stats._lock:
+            buckets = list(stats.write_buckets.items())
+            total = stats.write_seconds
+            rejections = sorted(stats.rejections.items())
+        yield HistogramMetricFamily(
+            "citysense_ingest_write_latency_seconds",
+            "InfluxDB write latency",
+            buckets=[("+Inf" if b == float("inf") else repr(b), n) for b, n in buckets],
+            sum_value=total,
+        )
+        rejected = CounterMetricFamily(
+            "citysense_ingest_rejected",
+            "Messages or readings rejected, by profile and reason",
+            labels=["profile", "reason"],
+        )
+        for (profile, reason), n in rejections:
+            rejected.add_metric([profile, reason], n)
+        yield rejected

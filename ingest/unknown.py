@@ -14,7 +14,12 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from wire.deadletters import printable
 
@@ -72,16 +77,25 @@ class UnknownFields:
         return sorted(found)
 
     def prometheus(self) -> str:
-        lines = ["# TYPE citysense_ingest_unknown_fields_total counter"]
+        family = CounterMetricFamily(
+            "citysense_ingest_unknown_fields",
+            "Fields devices sent that their profile does not declare, by profile and field",
+            labels=["profile", "field"],
+        )
         for profile, field, n in self.counts():
-            labels = f'profile="{_label(profile)}",field="{_label(field)}"'
-            lines.append(f"citysense_ingest_unknown_fields_total{{{labels}}} {n}")
-        return "\n".join(lines) + "\n"
+            family.add_metric([profile, field], n)
+        registry = CollectorRegistry()
+        registry.register(_Fixed([family]))
+        return generate_latest(registry).decode()
 
     def sightings(self) -> list[dict[str, object]]:
         with self._lock:
             return [vars(s).copy() for s in sorted(self._seen.values(), key=lambda s: s.field)]
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families

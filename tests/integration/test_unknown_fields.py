@@ -37,7 +37,9 @@ def test_an_unknown_field_is_reported_and_its_reading_stored(
     [row] = rows(influx, 'SELECT * FROM "streetlight"')
     assert row["powerConsumption"] == 3.0
     assert "PWNED" not in row
-    assert 'citysense_ingest_unknown_fields_total{profile="streetlight",field="PWNED"} 1' in metrics
+    assert (
+        'citysense_ingest_unknown_fields_total{field="PWNED",profile="streetlight"} 1.0' in metrics
+    )
     [seen] = sightings
     assert (seen["field"], seen["device_id"], seen["sample"], seen["count"]) == (
         "PWNED",

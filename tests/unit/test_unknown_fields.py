@@ -58,4 +58,6 @@ def test_the_record_counts_keeps_a_sample_and_is_bounded() -> None:
     [first, _] = record.sightings()
     assert (first["field"], first["device_id"], first["sample"]) == ("PWNED", "SL-1", "5.0")
     metrics = record.prometheus()
-    assert 'citysense_ingest_unknown_fields_total{profile="streetlight",field="PWNED"} 2' in metrics
+    assert (
+        'citysense_ingest_unknown_fields_total{field="PWNED",profile="streetlight"} 2.0' in metrics
+    )
