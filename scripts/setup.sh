@@ -17,6 +17,7 @@ missing=()
 have mosquitto || missing+=(mosquitto)
 have mosquitto_passwd || missing+=(mosquitto-clients)
 have influxd || missing+=(influxdb)
+have promtool || missing+=(prometheus)  # the shipped Prometheus config is tested with it
 have python3 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
