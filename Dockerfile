@@ -7,6 +7,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/citysense
 COPY pyproject.toml README.md ./
+COPY wire wire
+COPY common common
 COPY citysense citysense
 COPY ingest ingest
 COPY api api
