@@ -8,6 +8,7 @@ letter rather than a lost message.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,10 +83,17 @@ class Pipeline:
             )
             return self._outcome([], [rejected])
 
+    def _owner(self, device_id: str) -> str:
+        """The profile a dead letter of `device_id` is filed under: the registry's, never the
+        topic's, which the publisher chooses — else a device could put its payload in another
+        department's view. A device the registry does not know: `unknown` (the city's)."""
+        device = self._registry.get(device_id)
+        return device.profile if device is not None else UNKNOWN
+
     def _process(self, msg: Received) -> Outcome:
         decoded = decode(msg, self._layout, self._profiles, self._limits)
         if isinstance(decoded, Rejected):
-            return self._outcome([], [decoded])
+            return self._outcome([], [replace(decoded, profile=self._owner(decoded.device_id))])
         device = self._registry.get(decoded.device_id)  # once per message, not per reading
         normalize = None
         if device is not None and device.variant and device.profile == decoded.profile.profile:
@@ -113,7 +121,7 @@ class Pipeline:
                         p.reason,
                         p.detail,
                         msg.topic,
-                        decoded.profile.profile,
+                        self._owner(decoded.device_id),
                         decoded.device_id,
                         payload,
                     )

@@ -19,7 +19,8 @@ from wire.deadletters import UNKNOWN_PROFILE, payload_text
 from wire.reasons import Reason
 
 SCOPE_DOC = """A `city` token sees every dead letter; a department token without a district
-restriction sees those of its profiles (dead letters of unknown profiles are the city's). A
+restriction sees those of its profiles: a dead letter is filed under the registry's profile of its
+device, not the topic's, and a device the registry does not know is the city's (`unknown`). A
 department limited to some districts cannot read them (403): a rejected message may not name a
 registered device, so its district is unknown."""
 

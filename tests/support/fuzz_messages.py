@@ -50,7 +50,7 @@ PROFILES = load_profiles()
 MAX_PAYLOAD = 64 * 1024  # ingest's default limit (CITYSENSE_MAX_PAYLOAD_BYTES)
 MAX_DEPTH = 8  # ingest's default (CITYSENSE_MAX_JSON_DEPTH)
 MAX_READINGS = 1000  # ingest's default (CITYSENSE_MAX_READINGS_PER_MESSAGE)
-UNKNOWN = "unknown"  # the profile tag of a dead letter whose topic names no known profile
+UNKNOWN = "unknown"  # the profile tag of a dead letter of a device the registry does not know
 DAY_MS = 86_400_000
 
 # Vendor devices added to the sample city for this test: LUMIO LC-300 lamp controllers.
@@ -213,7 +213,11 @@ class Fuzz:
     def letter(
         self, reason: str, topic_profile: str, device_id: str, payload: bytes
     ) -> tuple[Letter]:
-        profile = topic_profile if topic_profile in PROFILES else UNKNOWN
+        # Filed under the registry's profile of the device, never the topic's (which the
+        # publisher chooses); a device the registry does not know is the city's: unknown.
+        del topic_profile
+        device = self.registry.get(device_id)
+        profile = device.profile if device is not None else UNKNOWN
         return (Letter(reason, profile, device_id, payload),)
 
     def rejected(
