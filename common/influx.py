@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -156,8 +157,23 @@ class _Requests:
         return data
 
 
+def redacted(url: str) -> str:
+    """`url` without a password (http://user:***@host:port): safe to log or show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _transport_error(exc: httpx.TransportError, url: str) -> InfluxUnavailable:
-    return InfluxUnavailable(f"InfluxDB at {url} unreachable: {type(exc).__name__}: {exc}")
+    # httpx's own message may quote the URL too: the password goes from both.
+    password = urlsplit(url).password
+    detail = f"{type(exc).__name__}: {exc}"
+    if password:
+        detail = detail.replace(password, "***")
+    return InfluxUnavailable(f"InfluxDB at {redacted(url)} unreachable: {detail}")
 
 
 class InfluxClient:

@@ -12,6 +12,7 @@ from types import FrameType
 import orjson
 from pydantic import ValidationError
 
+from common.influx import redacted
 from common.logs import configure
 from common.settings import settings_problems
 from device_profiles import ContractError
@@ -84,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         len(profiles),
         len(registry.devices),
         settings.mqtt.redacted(),
-        settings.influx_url,
+        redacted(settings.influx_url),
         settings.influx_db,
     )
     worker.start()

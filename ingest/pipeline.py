@@ -8,8 +8,8 @@ letter rather than a lost message.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
