@@ -1,0 +1,359 @@
+"""The guarantees across a network: every part on a host of its own, and the network failing.
+
+Hosts (tests.support.netns): `broker` (Mosquitto), `db` (InfluxDB), `ingest1` and `ingest2`
+(two `citysense ingest` workers in one share group, spool on, stable client ids), `api`
+(`citysense api`) and `devices` (this test's publisher). Every link delays what its host sends
+by 50 ms and loses 1 % of it. Each scenario counts what was published against what is stored,
+point by point (tests.support.faults): nothing lost, nothing twice.
+
+What the test process itself does runs on a host too: it publishes from `devices`, reads
+InfluxDB on `db` (its own loopback, outside the faults) and asks each worker on its own host.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from api.core.tokens import hash_token
+from citysense.children import Child, start_citysense
+from citysense.servers import InfluxDB, LocalServers, Mosquitto
+from common.influx import InfluxConfig
+from common.mqtturl import MqttUrl
+from tests.support import netns
+from tests.support.faults import assert_exactly, stream_of, wait_stored
+from tests.support.influx import count, make_database
+from tests.support.mqtt import Stream
+from tests.support.netns import Network
+from tests.support.polling import wait_for
+from tests.support.processes import IngestProcess, ingest_env
+from tests.support.servers import ACL_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HOSTS = ("broker", "db", "ingest1", "ingest2", "api", "devices")
+WORKERS = ("ingest1", "ingest2")
+READINGS = 20_000
+PER_MESSAGE = 2
+RATE = 200.0  # messages/s: the stream lasts 50 s
+PARTITION = 30.0  # seconds
+MQTT_PORT, INFLUX_PORT, API_PORT = 1883, 8086, 8000
+TOKEN = "city-token-across-the-network"
+
+
+@dataclass
+class City:
+    net: Network
+    servers: LocalServers
+    influx: InfluxConfig
+    root: str
+    group: str
+    folder: Path
+    workers: dict[str, IngestProcess] = field(default_factory=dict)
+    api: Child | None = None
+
+    def client_id(self, host: str) -> str:
+        return f"{self.group}-{host}"
+
+    def worker_env(self, host: str, **extra: str) -> dict[str, str]:
+        """A worker on `host`: its spool on that host's disk, INFO logs (reconnects are there)."""
+        own = self.folder / host
+        own.mkdir(parents=True, exist_ok=True)
+        return ingest_env(
+            self.servers, self.influx, self.root, own, CITYSENSE_LOG_LEVEL="INFO", **extra
+        )
+
+    def start_worker(self, host: str) -> IngestProcess:
+        worker = IngestProcess(
+            self.worker_env(host),
+            self.folder / f"{host}.log",
+            "--client-id", self.client_id(host), "--share-group", self.group,
+        )  # fmt: skip
+        with self.net.inside(host):
+            worker.start()
+        self.workers[host] = worker
+        return worker
+
+    def metric(self, host: str, name: str) -> float:
+        with self.net.inside(host):
+            return self.workers[host].metric(name)
+
+    def stored(self) -> int:
+        with self.net.inside("db"):
+            return count(self.influx, "water_pipe")
+
+    def wait_stored(self, n: int, timeout: float) -> None:
+        with self.net.inside("db"):
+            wait_stored(self.influx, n, timeout)
+
+    def assert_exactly(self, expected: dict[tuple[str, int], float]) -> None:
+        with self.net.inside("db"):
+            assert_exactly(self.influx, expected)
+
+    def publish(self, messages: list[tuple[str, bytes]]) -> Stream:
+        """Publish `messages` from host `devices` at RATE, in the background."""
+        with self.net.inside("devices"):
+            return Stream(self.servers.mosquitto.url("citysense-simulator"), messages, RATE)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.net.address('api')}:{API_PORT}"
+
+    def api_healthy(self, host: str = "api") -> bool:
+        with self.net.inside(host):
+            try:
+                return httpx.get(f"{self.api_url}/health", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+    def reconnects(self, host: str) -> int:
+        """How many times the worker on `host` connected to the broker again."""
+        log = (self.folder / f"{host}.log").read_text(errors="replace")
+        return max(0, len(re.findall(r"connected to mqtt://", log)) - 1)
+
+
+@pytest.fixture
+def city(tmp_path: Path, topic_root: str) -> Iterator[City]:
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with Network(tmp_path / "net", HOSTS) as net:
+        with net.inside("broker"):
+            mosquitto = Mosquitto(
+                "mosquitto", tmp_path / "broker", net.address("broker"), MQTT_PORT, root=ACL_ROOT
+            )
+            mosquitto.start()
+        with net.inside("db"):
+            influxdb = InfluxDB("influxdb", tmp_path / "db", net.address("db"), INFLUX_PORT)
+            influxdb.start()
+        servers = LocalServers(mosquitto, influxdb)
+        with net.inside("db"):
+            influx = make_database(servers)
+        city = City(net, servers, influx, topic_root, f"g{secrets.token_hex(3)}", tmp_path)
+        try:
+            for host in WORKERS:
+                city.start_worker(host)
+            city.api = start_api(city)
+            yield city
+        finally:
+            for child in (mosquitto, influxdb, city.api):
+                if child is not None:
+                    child.kill()
+            IngestProcess.kill_all()
+
+
+def start_api(city: City) -> Child:
+    """`citysense api` on host `api`, healthy: it reaches InfluxDB and the broker."""
+    env = {
+        **ingest_env(city.servers, city.influx, city.root, city.folder),
+        "CITYSENSE_MQTT_URL": city.servers.mosquitto.url("citysense-api"),
+        "CITYSENSE_API_TOKENS": str(write_token(city.folder / "tokens.yaml")),
+    }
+    with city.net.inside("api"):
+        api = start_citysense(
+            "api", "--host", city.net.address("api"), "--port", str(API_PORT),
+            "--log-level", "warning", log=city.folder / "api.log", env=env,
+        )  # fmt: skip
+        api.wait_http(f"{city.api_url}/health", 60)
+    return api
+
+
+def write_token(path: Path) -> Path:
+    """A tokens file with one city-wide token, TOKEN."""
+    path.write_text(f"tokens:\n  - {{name: city, sha256: {hash_token(TOKEN)}, scope: city}}\n")
+    return path
+
+
+def latest(expected: dict[tuple[str, int], float]) -> tuple[str, float]:
+    """A device of the stream and the value of its newest reading."""
+    device, ts = max(expected, key=lambda key: key[1])
+    return device, expected[(device, ts)]
+
+
+def assert_api_serves(city: City, expected: dict[tuple[str, int], float]) -> None:
+    """The API, on its host, is healthy; asked from `devices`, across the network, it serves a
+    device's newest reading as stored."""
+    assert city.api_healthy("api")
+    device, value = latest(expected)
+
+    def served() -> object:
+        with city.net.inside("devices"):
+            response = httpx.get(
+                f"{city.api_url}/devices/{device}",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=10,
+            )
+        assert response.status_code == 200, response.text
+        reading = response.json()["reading"]
+        return reading is not None and reading["values"].get("pressure") == value
+
+    wait_for(served, 30, 0.5, f"the API serving {device}'s newest reading")
+
+
+def hold(city: City, seconds: float, since: float) -> None:
+    """Keep the fault in place until `seconds` after `since`, the switch alive meanwhile."""
+    while (left := since + seconds - time.monotonic()) > 0:
+        city.net.check()
+        time.sleep(min(left, 1.0))
+
+
+def test_a_partition_ingest_influxdb_30s_mid_stream(city: City) -> None:
+    messages, expected = stream_of(city.root, READINGS, PER_MESSAGE)
+    stream = city.publish(messages)
+    city.wait_stored(READINGS // 10, 60)
+    assert stream.sent < len(messages), "the stream ended before the partition"
+    refused = city.net.switch_counts()["refused"]
+    started = time.monotonic()
+    for host in WORKERS:
+        city.net.partition(host, "db")
+    # Each worker finds InfluxDB gone and spools what it takes (acknowledged, on its own disk).
+    for host in WORKERS:
+        wait_for(
+            lambda h=host: city.metric(h, "spilled_batches_total") >= 1,
+            PARTITION,
+            0.5,
+            f"{host} spooling",
+        )
+    assert city.api_healthy(), "a partition of other hosts reached the API"
+    hold(city, PARTITION, started)
+    assert city.net.switch_counts()["refused"] > refused, "the partition dropped nothing"
+    assert stream.sent < len(messages), "the stream ended during the partition"
+    for host in WORKERS:
+        city.net.heal(host, "db")
+    healed = time.monotonic()
+    stream.wait_acked()
+    city.wait_stored(len(expected), 180)
+    recovered = time.monotonic() - healed
+    for host in WORKERS:
+        wait_for(lambda h=host: city.metric(h, "spool_bytes") == 0, 30, 0.5, f"{host} unspooled")
+    report(city, "a", recovered)
+    city.assert_exactly(expected)
+    assert_api_serves(city, expected)
+    for host in WORKERS:
+        with city.net.inside(host):
+            assert city.workers[host].terminate() == 0
+
+
+def test_b_partition_ingest_broker_30s_mid_stream(city: City) -> None:
+    messages, expected = stream_of(city.root, READINGS, PER_MESSAGE)
+    stream = city.publish(messages)
+    city.wait_stored(READINGS // 10, 60)
+    assert stream.sent < len(messages), "the stream ended before the partition"
+    refused = city.net.switch_counts()["refused"]
+    started = time.monotonic()
+    for host in WORKERS:
+        city.net.partition(host, "broker")
+    assert city.api_healthy(), "a partition of other hosts reached the API"
+    hold(city, PARTITION, started)
+    assert city.net.switch_counts()["refused"] > refused, "the partition dropped nothing"
+    assert stream.sent < len(messages), "the stream ended during the partition"
+    for host in WORKERS:
+        city.net.heal(host, "broker")
+    healed = time.monotonic()
+    stream.wait_acked()
+    city.wait_stored(len(expected), 180)
+    recovered = time.monotonic() - healed
+    report(city, "b", recovered)
+    city.assert_exactly(expected)
+    assert_api_serves(city, expected)
+    for host in WORKERS:
+        with city.net.inside(host):
+            assert city.workers[host].terminate() == 0
+
+
+def test_c_one_ingest_host_lost_for_good_mid_stream(city: City) -> None:
+    messages, expected = stream_of(city.root, READINGS, PER_MESSAGE)
+    stream = city.publish(messages)
+    city.wait_stored(READINGS // 10, 60)
+    assert stream.sent < len(messages), "the stream ended before the loss"
+    city.net.lose("ingest2")
+    lost = time.monotonic()
+    # The broker does not know yet: it keeps dealing ingest2's share to its session. Let some
+    # of it pile up there while ingest1 stores its own share.
+    at_loss = city.stored()
+    wait_for(lambda: city.stored() >= at_loss + READINGS // 10, 60, 0.5, "ingest1 storing on")
+    assert stream.sent < len(messages), "the stream ended before the slot was retired"
+    # The operator retires the lost slot from a host that is still there (ingest1's), with that
+    # host's own disk for its spool: it takes the session over and stores what it holds.
+    retire = IngestProcess(
+        city.worker_env("ingest1", CITYSENSE_SPOOL_DIR=str(city.folder / "ingest1" / "retire")),
+        city.folder / "retire.log",
+        "--client-id", city.client_id("ingest2"), "--share-group", city.group,
+        "--retire",
+    )  # fmt: skip
+    with city.net.inside("ingest1"):
+        retire.start(wait_ready=False)
+    assert retire.proc is not None
+    assert retire.proc.wait(180) == 0, retire.log.read_text()[-3000:]
+    retired = time.monotonic() - lost
+    log = retire.log.read_text()
+    took = re.search(r"(\d+) messages stored from its queue", log)
+    assert took is not None, log[-3000:]
+    with city.net.inside("ingest1"):
+        assert not session_present(
+            city.servers.mosquitto.url("citysense-ingest"), city.client_id("ingest2")
+        )
+    stream.wait_acked()
+    city.wait_stored(len(expected), 180)
+    report(city, "c", retired, retire_took=int(took.group(1)))
+    assert int(took.group(1)) > 0, "the lost host's session held nothing: nothing was tested"
+    city.assert_exactly(expected)
+    assert_api_serves(city, expected)
+    with city.net.inside("ingest1"):
+        assert city.workers["ingest1"].terminate() == 0
+
+
+def report(city: City, scenario: str, seconds: float, **more: int) -> None:
+    """What happened, for the README: printed (pytest -s, or -rA) and in the test's folder."""
+    facts = {
+        "seconds": round(seconds, 1),
+        **more,
+        "switch": city.net.switch_counts(),
+        "tcp_retransmits": {h: city.net.tcp_retransmits(h) for h in HOSTS},
+        "reconnects": {h: city.reconnects(h) for h in WORKERS},
+    }
+    for host in WORKERS:
+        if host not in city.net.lost:
+            facts[host] = {
+                name: city.metric(host, name)
+                for name in (
+                    "received_total",
+                    "redelivered_skipped_total",
+                    "messages_acked_total",
+                    "spilled_batches_total",
+                    "unspooled_batches_total",
+                    "write_retries_total",
+                    "acks_voided",
+                )
+            }
+    print(f"scenario {scenario}: {facts}")
+    (city.folder / f"report-{scenario}.txt").write_text(repr(facts))
+
+
+def session_present(url: str, client_id: str) -> bool:
+    """Whether the broker still holds a session for `client_id` (connecting without a clean
+    start, and leaving the session as it was found)."""
+    parsed = MqttUrl.parse(url)
+    flags: list[bool] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(parsed.username, parsed.password)
+    client.on_connect = lambda _c, _u, f, _r, _p: flags.append(f.session_present)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 0
+    client.connect(parsed.host, parsed.port, clean_start=False, properties=props)
+    client.loop_start()
+    wait_for(lambda: flags, 10, 0.05, "CONNACK")
+    client.disconnect()
+    client.loop_stop()
+    return flags[0]
