@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import re
 import secrets
+import signal
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -208,7 +211,9 @@ def hold(city: City, seconds: float, since: float) -> None:
         time.sleep(min(left, 1.0))
 
 
-def test_a_partition_ingest_influxdb_30s_mid_stream(city: City) -> None:
+def partition_mid_stream(city: City, peer: str) -> dict[str, float]:
+    """Publish the stream; once a tenth is stored, partition both ingest hosts from `peer` for
+    PARTITION seconds; heal; everything stored exactly once. How long the catching up took."""
     messages, expected = stream_of(city.root, READINGS, PER_MESSAGE)
     stream = city.publish(messages)
     city.wait_stored(READINGS // 10, 60)
@@ -216,60 +221,109 @@ def test_a_partition_ingest_influxdb_30s_mid_stream(city: City) -> None:
     refused = city.net.switch_counts()["refused"]
     started = time.monotonic()
     for host in WORKERS:
-        city.net.partition(host, "db")
-    # Each worker finds InfluxDB gone and spools what it takes (acknowledged, on its own disk).
-    for host in WORKERS:
-        wait_for(
-            lambda h=host: city.metric(h, "spilled_batches_total") >= 1,
-            PARTITION,
-            0.5,
-            f"{host} spooling",
-        )
-    assert city.api_healthy(), "a partition of other hosts reached the API"
+        city.net.partition(host, peer)
+    if peer == "db":
+        # Each worker finds InfluxDB gone and spools what it takes (acknowledged, its own disk).
+        for host in WORKERS:
+            wait_for(
+                lambda h=host: city.metric(h, "spilled_batches_total") >= 1,
+                PARTITION,
+                0.5,
+                f"{host} spooling",
+            )
+    assert city.api_healthy(), "a partition between other hosts reached the API"
     hold(city, PARTITION, started)
     assert city.net.switch_counts()["refused"] > refused, "the partition dropped nothing"
-    assert stream.sent < len(messages), "the stream ended during the partition"
+    backlog = stream.sent * PER_MESSAGE
+    assert backlog < len(expected), "the stream ended during the partition"
     for host in WORKERS:
-        city.net.heal(host, "db")
+        city.net.heal(host, peer)
     healed = time.monotonic()
+    city.wait_stored(backlog, 180)
+    facts = {"caught_up": time.monotonic() - healed}
+    if peer == "db":
+        for host in WORKERS:
+            wait_for(
+                lambda h=host: city.metric(h, "spool_bytes") == 0, 120, 0.5, f"{host} unspooled"
+            )
+        facts["unspooled"] = time.monotonic() - healed
+        for host in WORKERS:
+            assert city.metric(host, "unspooled_batches_total") >= 1
     stream.wait_acked()
-    city.wait_stored(len(expected), 180)
-    recovered = time.monotonic() - healed
-    for host in WORKERS:
-        wait_for(lambda h=host: city.metric(h, "spool_bytes") == 0, 30, 0.5, f"{host} unspooled")
-    report(city, "a", recovered)
+    published = time.monotonic()
+    city.wait_stored(len(expected), 120)
+    facts["after_last_publish"] = time.monotonic() - published
     city.assert_exactly(expected)
     assert_api_serves(city, expected)
-    for host in WORKERS:
-        with city.net.inside(host):
-            assert city.workers[host].terminate() == 0
+    return facts
+
+
+def stop_workers(city: City) -> None:
+    """SIGTERM: each drains and exits 0."""
+    for host, worker in city.workers.items():
+        if host not in city.net.lost:
+            with city.net.inside(host):
+                assert worker.terminate() == 0
+
+
+def test_network_delays_loses_partitions_and_loses_hosts(tmp_path: Path) -> None:
+    """The harness itself: 50 ms each way, about 1 % lost, a partition cuts one pair only, a
+    lost host's processes are gone, and nothing outlives the network."""
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with Network(tmp_path / "net", ("a", "b", "c")) as net:
+        servers = {}
+        for name in ("b", "c"):
+            with net.inside(name):
+                servers[name] = socket.create_server((net.address(name), 7000))
+        with net.inside("a"):
+            started = time.monotonic()
+            socket.create_connection((net.address("b"), 7000), timeout=10).close()
+            assert time.monotonic() - started >= 2 * netns.DELAY  # SYN out, SYN-ACK back
+            counts = net.switch_counts()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                for _ in range(3000):
+                    udp.sendto(b"x", (net.address("c"), 7001))
+                    time.sleep(0.0005)
+        wait_for(
+            lambda: net.switch_counts()["forwarded"] >= counts["forwarded"] + 2800,
+            10,
+            0.1,
+            "the datagrams through the switch",
+        )
+        lost = net.switch_counts()["lost"] - counts["lost"]
+        assert 5 <= lost <= 100, f"{lost} of 3000 frames lost, expected about 30"
+        net.partition("a", "b")
+        with net.inside("a"):
+            with pytest.raises(OSError):
+                socket.create_connection((net.address("b"), 7000), timeout=2)
+            socket.create_connection((net.address("c"), 7000), timeout=10).close()
+        with net.inside("c"):
+            socket.create_connection((net.address("b"), 7000), timeout=10).close()
+        net.heal("a", "b")
+        with net.inside("a"):
+            socket.create_connection((net.address("b"), 7000), timeout=10).close()
+            sleeper = subprocess.Popen(["sleep", "600"])
+        assert net.processes("a") == [sleeper.pid]
+        net.lose("a")
+        assert sleeper.wait(5) == -signal.SIGKILL
+        assert "state DOWN" in net.run("a", "ip", "link", "show", netns.LINK)
+        holders = [host.pid for host in net.hosts.values()]
+        for server in servers.values():
+            server.close()
+    for pid in holders:
+        assert not Path(f"/proc/{pid}").exists(), "a namespace outlived its network"
+
+
+def test_a_partition_ingest_influxdb_30s_mid_stream(city: City) -> None:
+    report(city, "a", partition_mid_stream(city, "db"))
+    stop_workers(city)
 
 
 def test_b_partition_ingest_broker_30s_mid_stream(city: City) -> None:
-    messages, expected = stream_of(city.root, READINGS, PER_MESSAGE)
-    stream = city.publish(messages)
-    city.wait_stored(READINGS // 10, 60)
-    assert stream.sent < len(messages), "the stream ended before the partition"
-    refused = city.net.switch_counts()["refused"]
-    started = time.monotonic()
-    for host in WORKERS:
-        city.net.partition(host, "broker")
-    assert city.api_healthy(), "a partition of other hosts reached the API"
-    hold(city, PARTITION, started)
-    assert city.net.switch_counts()["refused"] > refused, "the partition dropped nothing"
-    assert stream.sent < len(messages), "the stream ended during the partition"
-    for host in WORKERS:
-        city.net.heal(host, "broker")
-    healed = time.monotonic()
-    stream.wait_acked()
-    city.wait_stored(len(expected), 180)
-    recovered = time.monotonic() - healed
-    report(city, "b", recovered)
-    city.assert_exactly(expected)
-    assert_api_serves(city, expected)
-    for host in WORKERS:
-        with city.net.inside(host):
-            assert city.workers[host].terminate() == 0
+    report(city, "b", partition_mid_stream(city, "broker"))
+    stop_workers(city)
 
 
 def test_c_one_ingest_host_lost_for_good_mid_stream(city: City) -> None:
@@ -278,7 +332,6 @@ def test_c_one_ingest_host_lost_for_good_mid_stream(city: City) -> None:
     city.wait_stored(READINGS // 10, 60)
     assert stream.sent < len(messages), "the stream ended before the loss"
     city.net.lose("ingest2")
-    lost = time.monotonic()
     # The broker does not know yet: it keeps dealing ingest2's share to its session. Let some
     # of it pile up there while ingest1 stores its own share.
     at_loss = city.stored()
@@ -289,36 +342,35 @@ def test_c_one_ingest_host_lost_for_good_mid_stream(city: City) -> None:
     retire = IngestProcess(
         city.worker_env("ingest1", CITYSENSE_SPOOL_DIR=str(city.folder / "ingest1" / "retire")),
         city.folder / "retire.log",
-        "--client-id", city.client_id("ingest2"), "--share-group", city.group,
-        "--retire",
+        "--client-id", city.client_id("ingest2"), "--share-group", city.group, "--retire",
     )  # fmt: skip
+    started = time.monotonic()
     with city.net.inside("ingest1"):
         retire.start(wait_ready=False)
     assert retire.proc is not None
     assert retire.proc.wait(180) == 0, retire.log.read_text()[-3000:]
-    retired = time.monotonic() - lost
-    log = retire.log.read_text()
-    took = re.search(r"(\d+) messages stored from its queue", log)
-    assert took is not None, log[-3000:]
+    facts: dict[str, float] = {"retire": time.monotonic() - started}
+    took = re.search(r"(\d+) messages stored from its queue", retire.log.read_text())
+    assert took is not None, retire.log.read_text()[-3000:]
+    facts["retire_messages"] = int(took.group(1))
+    assert facts["retire_messages"] > 0, "the lost host's session held nothing: nothing tested"
     with city.net.inside("ingest1"):
-        assert not session_present(
-            city.servers.mosquitto.url("citysense-ingest"), city.client_id("ingest2")
-        )
+        url = city.servers.mosquitto.url("citysense-ingest")
+        assert not session_present(url, city.client_id("ingest2")), "the session is still there"
     stream.wait_acked()
-    city.wait_stored(len(expected), 180)
-    report(city, "c", retired, retire_took=int(took.group(1)))
-    assert int(took.group(1)) > 0, "the lost host's session held nothing: nothing was tested"
+    published = time.monotonic()
+    city.wait_stored(len(expected), 120)
+    facts["after_last_publish"] = time.monotonic() - published
     city.assert_exactly(expected)
     assert_api_serves(city, expected)
-    with city.net.inside("ingest1"):
-        assert city.workers["ingest1"].terminate() == 0
+    report(city, "c", facts)
+    stop_workers(city)
 
 
-def report(city: City, scenario: str, seconds: float, **more: int) -> None:
+def report(city: City, scenario: str, measured: dict[str, float]) -> None:
     """What happened, for the README: printed (pytest -s, or -rA) and in the test's folder."""
-    facts = {
-        "seconds": round(seconds, 1),
-        **more,
+    facts: dict[str, object] = {
+        **{k: round(v, 1) for k, v in measured.items()},
         "switch": city.net.switch_counts(),
         "tcp_retransmits": {h: city.net.tcp_retransmits(h) for h in HOSTS},
         "reconnects": {h: city.reconnects(h) for h in WORKERS},

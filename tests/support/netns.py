@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import ctypes
 import errno
+import functools
 import ipaddress
 import os
 import random
@@ -51,6 +52,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -394,12 +396,13 @@ class Network:
         self._switch = self._relay = None
 
 
+@functools.cache
 def unavailable() -> str | None:
     """Why these tests cannot run here (not root, no namespaces, no veth or cls_bpf), or None."""
     if os.geteuid() != 0:
         return "network namespaces need root"
     try:
-        with Network(Path(f"/tmp/cs-netns-probe-{os.getpid()}"), ["a", "b"]) as net:
+        with tempfile.TemporaryDirectory() as folder, Network(Path(folder), ["a", "b"]) as net:
             net.partition("a", "b")
             net.heal("a", "b")
     except (OSError, RuntimeError, subprocess.SubprocessError, AssertionError) as exc:
