@@ -17,6 +17,8 @@ missing=()
 have mosquitto || missing+=(mosquitto)
 have mosquitto_passwd || missing+=(mosquitto-clients)
 have influxd || missing+=(influxdb)
+# ip and tc: the network tests put each part on a host of its own (network namespaces, veth).
+{ have ip && have tc; } || missing+=(iproute2)
 have python3 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -9,8 +9,10 @@ between two named hosts, and a host lost for good.
         net.heal("ingest", "db")
         net.lose("ingest")                # its processes SIGKILLed, its link down
 
-Built for the kernel we have: ours (and a CI machine's may be the same) has no `netem`, `prio`
-or `gact` qdiscs or actions, so:
+The harness needs only what a minimal kernel has — veth, AF_PACKET, the clsact qdisc and the
+cls_bpf classifier — because that is what it gets: this project's machine runs a kernel without
+`netem`, `prio` or the `gact` action (CONFIG_NET_SCH_NETEM, _PRIO and NET_ACT_GACT unset), and
+CI may run the same. So:
 
 - **The switch** is a process (`python -m tests.support.netns`) in a namespace of its own, one
   AF_PACKET socket on the switch's end of each host's veth: it learns MAC addresses like a
@@ -23,13 +25,14 @@ or `gact` qdiscs or actions, so:
   action modules needed) on the egress of each of the two hosts' switch ports, dropping the IPv4
   frames from the other host. It drops after the sender's own stack let them go, so the sender
   sees silence, as on a broken route; ARP still passes. Every other pair of hosts is unaffected.
-- **Namespaces have no names** (no `ip netns add`): each is held by a `sleep` whose parent is
-  this process, started in a fresh namespace (unshare) and dying with us (PR_SET_PDEATHSIG), and
-  everything started in a namespace dies with us too. So when the test run ends — teardown,
-  Ctrl-C, even SIGKILL — the kernel removes the namespaces and their veths: nothing is left
-  behind, and the root namespace (the machine's interfaces, addresses, routes) is never touched.
-  Every `ip`/`tc` command runs through `nsenter` into the namespace it is meant for, and no
-  interface of ours has a name that exists outside them.
+- **Namespaces have no names** (no `ip netns add`, so nothing in /run/netns to forget): each is
+  held by a `sleep` that this process started in a fresh namespace (unshare) and that dies with
+  it (PR_SET_PDEATHSIG), as does everything the tests start on a host (the project's servers and
+  processes all set it). So when the test run ends — teardown, Ctrl-C, even SIGKILL — the last
+  process of each namespace goes and the kernel removes the namespace with its veths: nothing is
+  left behind, and the root namespace (the machine's interfaces, addresses, routes) is never
+  touched: every `ip`/`tc` command runs through `nsenter` into the namespace it is meant for,
+  and no interface of ours has a name that exists outside them.
 
 `inside(host)` moves the calling thread into a host's namespace for the block (setns): a
 process started there runs on that host (its children and threads too), a socket opened there
