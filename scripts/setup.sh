@@ -18,6 +18,8 @@ have mosquitto || missing+=(mosquitto)
 have mosquitto_passwd || missing+=(mosquitto-clients)
 have influxd || missing+=(influxdb)
 have promtool || missing+=(prometheus)  # the shipped Prometheus config is tested with it
+# ip and tc: the network tests put each part on a host of its own (network namespaces, veth).
+{ have ip && have tc; } || missing+=(iproute2)
 have python3 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
