@@ -85,6 +85,9 @@ class Worker:
             seen=self.seen,
         )
         self.influx = InfluxClient(settings.influx, transport=influx_transport)
+        # Every InfluxDB client of the worker goes through the same transport (tests put a
+        # fault-injecting one there; it is the network everywhere else).
+        self._transport = influx_transport
         # Set when the drain deadline passes: the writer stops retrying and acks nothing more.
         self._abort = threading.Event()
         self._intake = threading.Event()
@@ -185,7 +188,7 @@ class Worker:
         )
 
     def influx_reachable(self) -> bool:
-        with InfluxClient(self.settings.influx) as probe:
+        with InfluxClient(self.settings.influx, transport=self._transport) as probe:
             return probe.ping()
 
     def stop(self, *, end_session: bool = False) -> bool:
@@ -342,7 +345,7 @@ class Worker:
     def _unspool_loop(self) -> None:
         """Write spooled segments, oldest first, whenever there are any; delete each once stored."""
         assert self.spool is not None
-        with InfluxClient(self.settings.influx) as client:
+        with InfluxClient(self.settings.influx, transport=self._transport) as client:
             writer = Writer(
                 client,
                 self.stats,
@@ -354,17 +357,43 @@ class Worker:
                 segments = self.spool.segments()
                 if not segments and self._outage.is_set() and client.ping():
                     self._outage.clear()  # InfluxDB is back and nothing waits on disk
-                for segment in segments:
-                    if not self._unspool(segment, writer):
+                while segments:
+                    group, segments = self._group(segments)
+                    if not self._unspool(group, writer):
                         return  # stopping: what is on disk is written by the next start
 
-    def _unspool(self, segment: Path, writer: Writer) -> bool:
+    def _group(self, segments: list[Path]) -> tuple[list[tuple[Path, list[str]]], list[Path]]:
+        """The oldest segments whose lines fit in one request (at least one), read, and the
+        segments left. Several at once: across a network each write costs round trips, and
+        one segment per write drained no faster than an outage filled the spool. Damaged
+        segments are set aside on the way."""
         assert self.spool is not None
-        try:
-            lines, readings = self._read_back(self.spool.read(segment))
-        except CorruptSegment as exc:
-            self.spool.quarantine(segment, str(exc))
+        group: list[tuple[Path, list[str]]] = []
+        size = 0
+        for n, segment in enumerate(segments):
+            try:
+                lines = [line for line in self.spool.read(segment) if not is_change(line)]
+            except CorruptSegment as exc:
+                self.spool.quarantine(segment, str(exc))
+                continue
+            weight = sum(len(line) + 1 for line in lines)
+            if group and size + weight > self.settings.max_request_bytes:
+                return group, segments[n:]
+            group.append((segment, lines))
+            size += weight
+        return group, []
+
+    def _unspool(self, group: list[tuple[Path, list[str]]], writer: Writer) -> bool:
+        """Write a group of segments as one, with change marks derived again from their readings
+        (segments written before marks existed have none, and the stamps they hold may be long
+        seen); delete each once stored. Rewriting is idempotent, so a crash in between is safe."""
+        assert self.spool is not None
+        if not group:
             return True
+        data = [line for _, lines in group for line in lines]
+        measurements = set(self.pipeline.measurements)
+        readings = [(r, line) for line in data if (r := reading_of(line, measurements)) is not None]
+        lines = data + change_lines(changes_of(r for r, _ in readings))
         try:
             bad = writer.write(lines)
         except Stopped:
@@ -375,18 +404,10 @@ class Worker:
         if self.settings.state_feed:
             refused = {b.line for b in bad}
             self._announce([r for r, line in readings if line not in refused])
-        self.spool.remove(segment)
-        self.stats.add(unspooled_batches=1)
+        for segment, _ in group:
+            self.spool.remove(segment)
+        self.stats.add(unspooled_batches=len(group))
         return True
-
-    def _read_back(self, lines: list[str]) -> tuple[list[str], list[tuple[Enriched, str]]]:
-        """A spooled segment's lines, with change marks derived again from its readings
-        (segments written before marks existed have none, and the stamps they hold may be long
-        seen), and its readings with their lines, for the state feed once they are stored."""
-        data = [line for line in lines if not is_change(line)]
-        measurements = set(self.pipeline.measurements)
-        readings = [(r, line) for line in data if (r := reading_of(line, measurements)) is not None]
-        return data + change_lines(changes_of(r for r, _ in readings)), readings
 
     def _store_refused(self, bad: list[BadLine], writer: Writer) -> None:
         """Dead letters for the lines InfluxDB refused, stored (retrying like any write) before
