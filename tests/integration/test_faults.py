@@ -16,12 +16,14 @@ import pytest
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from device_profiles import load_profiles, load_registry
+from ingest.spool import frame
 from simulators.city import write_city
 from tests.support.faults import PIPES, assert_exactly, stream_of, wait_stored
 from tests.support.influx import count, make_database, rows
 from tests.support.mqtt import Stream, publish, subscriber
 from tests.support.polling import wait_for
 from tests.support.processes import IngestProcess, children, ingest_env, peak_rss_mb
+from wire.lineproto import line
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -328,3 +330,157 @@ def test_9_thousand_reading_messages_through_a_60s_outage_stay_in_the_byte_budge
     assert_exactly(influx, expected)
     assert held <= HELD_MB * 1024**2 + 1024**2  # the budget, plus at most one message over it
     assert peak < PROCESS_MB + HELD_MB, f"peak RSS {peak:.0f} MiB"
+
+
+RECEIVE_MAXIMUM = 50
+
+
+def test_10_receive_maximum_reached_holds_exactly_that_many(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """InfluxDB down, no spool, messages of one reading (the byte budget far away): the worker
+    holds exactly CITYSENSE_RECEIVE_MAXIMUM unacknowledged messages and takes no more; the rest
+    waits at the broker, and everything is stored exactly once once InfluxDB is back."""
+    stack = private_servers
+    influx = make_database(stack)
+    messages, expected = stream_of(topic_root, 4 * RECEIVE_MAXIMUM, per_message=1)
+    env = ingest_env(
+        stack,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_SPOOL_DIR="",
+        CITYSENSE_RECEIVE_MAXIMUM=str(RECEIVE_MAXIMUM),
+    )
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    stack.influxdb.stop()
+    publish(stack.mosquitto.url("citysense-simulator"), messages)  # the broker has them all
+    wait_for(
+        lambda: ingest.metric("unacked_messages") == RECEIVE_MAXIMUM,
+        30,
+        what=f"ingest holding {RECEIVE_MAXIMUM} messages",
+    )
+    # The broker had every chance to send more: the worker tried InfluxDB three more times.
+    retries = ingest.metric("write_retries_total")
+    wait_for(
+        lambda: ingest.metric("write_retries_total") >= retries + 3, 30, what="three more tries"
+    )
+    held = ingest.metrics()
+    assert held["unacked_messages"] == RECEIVE_MAXIMUM
+    assert held["received_total"] == RECEIVE_MAXIMUM  # no more than that was ever delivered
+    assert held["redelivered_skipped_total"] == 0
+    assert held["messages_acked_total"] == 0
+    assert held["readings_stored_total"] == 0
+    assert held["budget_waits"] == 0  # Receive Maximum bound it, not the byte budget
+    assert 0 < held["held_bytes"] < held["held_bytes_limit"]
+    assert ingest.status("/ready") == 503  # InfluxDB unreachable
+    stack.influxdb.start()
+    wait_stored(influx, len(expected), 60)
+    wait_for(lambda: ingest.metric("messages_acked_total") == len(messages), 30, what="every ack")
+    after = ingest.metrics()
+    assert after["received_total"] == len(messages)
+    assert after["unacked_messages"] == 0
+    assert after["held_bytes"] == 0
+    assert ingest.terminate() == 0
+    assert_exactly(influx, expected)
+
+
+DRAIN_TIMEOUT = 3
+
+
+def test_11_sigterm_with_influxdb_down_exits_1_within_the_drain_bound(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """SIGTERM while the worker holds messages it cannot store: it exits within
+    CITYSENSE_DRAIN_TIMEOUT + 5 s with status 1, having acknowledged nothing; a restarted worker
+    gets everything again from the broker and stores it exactly once."""
+    stack = private_servers
+    influx = make_database(stack)
+    messages, expected = stream_of(topic_root, 1000, per_message=5)
+    env = ingest_env(
+        stack,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_SPOOL_DIR="",  # nothing relieves the worker of what it holds
+        CITYSENSE_DRAIN_TIMEOUT=str(DRAIN_TIMEOUT),
+        CITYSENSE_LOG_LEVEL="INFO",
+    )
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    stack.influxdb.stop()
+    publish(stack.mosquitto.url("citysense-simulator"), messages)
+    wait_for(lambda: ingest.metric("unacked_messages") == len(messages), 30, what="ingest holding")
+    wait_for(lambda: ingest.metric("write_retries_total") >= 1, 30, what="the writer retrying")
+    # A functional bound, not a measurement: still running at the bound fails here.
+    assert ingest.terminate(timeout=DRAIN_TIMEOUT + 5) == 1
+    log = ingest.log.read_text()
+    assert "drain did not finish" in log
+    [last] = [line for line in log.splitlines() if "stopped with messages left" in line]
+    report = orjson.loads(orjson.loads(last)["msg"].split(": ", 1)[1])
+    assert report["messages_acked"] == 0 and report["readings_stored"] == 0
+    assert report["unacked_messages"] == len(messages)
+    stack.influxdb.start()
+    ingest.start()  # the same client id: the broker delivers what was never acknowledged
+    wait_stored(influx, len(expected), 60)
+    wait_for(lambda: ingest.metric("messages_acked_total") == len(messages), 30, what="every ack")
+    assert ingest.terminate() == 0
+    assert_exactly(influx, expected)
+
+
+def test_12_sigkill_with_spooled_segments_and_a_stale_tmp(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """SIGKILL while the spool holds acknowledged batches and InfluxDB is down, a half-written
+    segment (`.tmp`) left behind: the restarted worker writes every spooled reading once,
+    never the `.tmp` (its batch was never acknowledged), and deletes it."""
+    stack = private_servers
+    influx = make_database(stack)
+    messages, expected = stream_of(topic_root, 3000, per_message=5)
+    spooled, later = messages[:400], messages[400:]
+    env = ingest_env(
+        stack,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_SPILL_AFTER="0.5",
+        CITYSENSE_BATCH_SIZE="200",
+    )
+    folder = tmp_path / "spool" / env["CITYSENSE_CLIENT_ID"]
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    stack.influxdb.stop()
+    url = stack.mosquitto.url("citysense-simulator")
+    publish(url, spooled)
+    wait_for(
+        lambda: ingest.metric("messages_acked_total") == len(spooled),
+        60,
+        what="every message spooled and acknowledged",
+    )
+    held = ingest.metrics()
+    segments = sorted(folder.glob("*.seg"))
+    assert segments, "nothing reached the disk spool"
+    assert held["spilled_batches_total"] == len(segments)
+    assert held["spool_bytes"] == sum(s.stat().st_size for s in segments)
+    assert held["readings_stored_total"] == 0 and held["unacked_messages"] == 0
+    ingest.kill()
+    # What a crash inside Spool.append leaves: a whole, readable batch under a .tmp name. Its
+    # reading was never published; were it ever written, assert_exactly would find it.
+    ghost = line(
+        "water_pipe", {"device_id": PIPES[0], "district": "Nowhere"}, {"pressure": -1.0}, 10**18
+    )
+    stale = folder / f"{time.time_ns():020d}-999999.tmp"
+    stale.write_bytes(frame([ghost]))
+    publish(url, later)  # waits at the broker while ingest is down
+    stack.influxdb.start()
+    ingest.start()
+    assert not stale.exists(), "the stale .tmp survived the restart"
+    wait_stored(influx, len(expected), 60)
+    wait_for(lambda: not list(folder.glob("*.seg")), 30, what="the spool drained")
+    drained = ingest.metrics()
+    assert drained["unspooled_batches_total"] == len(segments)
+    assert drained["spool_bytes"] == 0
+    assert ingest.terminate() == 0
+    assert_exactly(influx, expected)
+    assert not list(folder.glob("*.tmp"))
