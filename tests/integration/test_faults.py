@@ -41,14 +41,21 @@ def test_1_sigkill_five_times_in_100k_readings(
     stream = Stream(servers.mosquitto.url("citysense-simulator"), messages, rate=1500)
     kills = 0
     while kills < 5:
-        time.sleep(0.8)
+        mark = stream.sent
+        # Killed mid-stream: new messages flowing, and this worker has taken some of them.
+        wait_for(
+            lambda mark=mark: stream.sent >= mark + 1000 and ingest.metric("received_total") > 0,
+            30,
+            0.05,
+            "the stream to flow into the worker",
+        )
         ingest.kill()
         kills += 1
         ingest.start()
     assert stream.sent < len(messages), "the stream ended before the kills: nothing tested"
     stream.wait_acked()
     wait_stored(influx, len(expected), 90)
-    time.sleep(0.5)
+    wait_for(ingest.holds_nothing, 30, what="ingest to have written all it took")
     assert ingest.terminate() == 0
     assert_exactly(influx, expected)
 
@@ -75,9 +82,9 @@ def test_2_influxdb_down_60s_mid_stream(
     stream = Stream(
         private_servers.mosquitto.url("citysense-simulator"), messages, rate=120
     )  # ~67 s
-    time.sleep(3)
+    wait_for(lambda: count(influx, "water_pipe") > 0, 30, what="the stream being stored")
     private_servers.influxdb.stop()
-    time.sleep(60)
+    time.sleep(60)  # the outage this scenario is about, not a wait for something
     assert ingest.metric("spilled_batches_total") >= 1, "nothing reached the disk spool"
     private_servers.influxdb.start()
     stream.wait_acked()
@@ -103,9 +110,20 @@ def test_3_mosquitto_restart_mid_stream(
     )
     ingest.start()
     stream = Stream(private_servers.mosquitto.url("citysense-simulator"), messages, rate=1000)
-    time.sleep(1.5)
+    wait_for(
+        lambda: stream.sent >= 1000 and ingest.metric("received_total") > 0,
+        30,
+        0.05,
+        "the stream to flow into the worker",
+    )
     private_servers.mosquitto.restart()  # graceful: sessions and queued messages persist
-    time.sleep(1.5)
+    mark = stream.sent
+    wait_for(
+        lambda: ingest.ready() and stream.sent >= mark + 500,
+        30,
+        0.05,
+        "the worker back on the restarted broker, the stream flowing",
+    )
     private_servers.mosquitto.restart()
     assert stream.sent < len(messages), "the stream ended before the restarts"
     stream.wait_acked()
@@ -125,16 +143,25 @@ def test_4_three_workers_one_sigkilled(
     for n in (1, 2, 3):
         wait_for(lambda n=n: supervisor.ready(str(base_port + n)), 30, what=f"worker {n}")
     stream = Stream(servers.mosquitto.url("citysense-simulator"), messages, rate=1000)
-    time.sleep(2)
+    wait_for(
+        lambda: all(supervisor.metric("received_total", str(base_port + n)) > 0 for n in (1, 2, 3)),
+        30,
+        0.05,
+        "the stream flowing into every worker",
+    )
     assert supervisor.proc is not None
     victim = sorted(children(supervisor.proc.pid))[1]
     os.kill(victim, 9)
     assert stream.sent < len(messages), "the stream ended before the kill"
     stream.wait_acked()
     wait_stored(influx, len(expected), 90)
-    time.sleep(0.5)
-    assert victim not in children(supervisor.proc.pid)
-    assert len(children(supervisor.proc.pid)) == 3  # the slot was refilled
+    wait_for(
+        lambda: (
+            victim not in children(supervisor.proc.pid) and len(children(supervisor.proc.pid)) == 3
+        ),  # the slot was refilled
+        30,
+        what="the dead worker's slot refilled",
+    )
     assert supervisor.terminate() == 0
     assert_exactly(influx, expected)
 
@@ -193,12 +220,16 @@ def test_6_sigterm_under_load(
     ingest = IngestProcess(env, tmp_path / "i.log")
     ingest.start()
     stream = Stream(servers.mosquitto.url("citysense-simulator"), messages, rate=1500)
-    time.sleep(2)
+    wait_for(
+        lambda: stream.sent >= 2000 and ingest.metric("messages_acked_total") > 0,
+        30,
+        0.05,
+        "the stream flowing through the worker",
+    )
     sent_before = stream.sent
-    started = time.monotonic()
-    assert ingest.terminate(timeout=30) == 0
-    took = time.monotonic() - started
-    assert took < 10 + 5, f"exit took {took:.1f}s, beyond the drain bound"
+    # The drain bound, functional: a process still running at DRAIN_TIMEOUT + 5 s fails here.
+    # (How long a drain under load takes is a figure, not a test.)
+    assert ingest.terminate(timeout=10 + 5) == 0
     last = [line for line in ingest.log.read_text().splitlines() if "stopped cleanly" in line]
     report = orjson.loads(orjson.loads(last[-1])["msg"].split(": ", 1)[1])
     # Everything it acknowledged is stored: count before anything else can write.

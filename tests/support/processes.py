@@ -110,6 +110,11 @@ class IngestProcess:
                 samples[name] = float(value)
         return samples
 
+    def holds_nothing(self, port: str | None = None) -> bool:
+        """No message unacknowledged, no line buffered, no byte held: all it took is written."""
+        m = self.metrics(port)
+        return m["unacked_messages"] == m["buffered_lines"] == m["held_bytes"] == 0
+
     def status(self, path: str, port: str | None = None) -> int:
         """The HTTP status ingest answers on `path` (/ready, /live)."""
         return httpx.get(f"http://127.0.0.1:{port or self.port}{path}", timeout=5).status_code
