@@ -16,7 +16,10 @@ Starts its own Mosquitto and InfluxDB (temporary folder, free ports) and measure
   seconds taken (tests/integration/test_simulators_publish.py once asserted 250-320 messages
   and < 2.5 s);
 - the simulator's live pacing: how long after its timestamp a paced live message arrives at a
-  subscriber (once asserted < 1.5 s).
+  subscriber (once asserted < 1.5 s);
+- SIGTERM under load: an ingest worker 2 s into a stream of 1,500 messages/s, from SIGTERM
+  until it exited, drained (the fault suite once asserted < 15 s, CITYSENSE_DRAIN_TIMEOUT + 5;
+  it now only requires the exit within that bound).
 Prints each figure's median and worst with the bound the tests used to assert.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import statistics
 import tempfile
@@ -42,7 +46,8 @@ from pydantic import SecretStr
 from api.core.settings import ApiSettings
 from api.live.hub import Event
 from api.main import create_app
-from citysense.servers import LocalServers
+from citysense.children import start_citysense
+from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
 from common.mqtturl import MqttUrl
 from device_profiles import DEFAULT_REGISTRY, Device, load_profiles, load_registry
@@ -220,6 +225,47 @@ def live_lateness(servers: LocalServers, devices: list[Device]) -> Figure:
     return Figure("simulator live message, due -> arrived", "s", late, "was < 1.5 s")
 
 
+def _ingest_env(servers: LocalServers, port: int, client_id: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-ingest"),
+        "CITYSENSE_INFLUX_URL": servers.influxdb.url,
+        "CITYSENSE_INFLUX_DB": DATABASE,
+        "CITYSENSE_TOPIC_ROOT": ROOT,
+        "CITYSENSE_HTTP_PORT": str(port),
+        "CITYSENSE_CLIENT_ID": client_id,
+        "CITYSENSE_SPOOL_DIR": "",
+        "CITYSENSE_DRAIN_TIMEOUT": "10",
+        "CITYSENSE_LOG_LEVEL": "WARNING",
+    }
+
+
+def sigterm_drain(servers: LocalServers, home: Path, devices: list[Device]) -> Figure:
+    """SIGTERM until exit, an ingest worker draining 2 s into a stream of 1,500 messages/s."""
+    values = []
+    simulator = MqttUrl.parse(servers.mosquitto.url("citysense-simulator"))
+    for n in range(3):
+        port = free_port()
+        env = _ingest_env(servers, port, f"bench-drain-{n}")
+        child = start_citysense("ingest", env=env, log=home / "drain.log", name="ingest")
+        child.wait_http(f"http://127.0.0.1:{port}/ready", 60)
+        stop = threading.Event()
+        messages = generate(devices, PROFILES, TopicLayout(ROOT), readings_per_device=10, seed=n)
+        publisher = threading.Thread(
+            target=publish, args=(simulator, messages), kwargs={"rate": 1500, "stop": stop}
+        )
+        publisher.start()
+        time.sleep(2)  # under load
+        started = time.monotonic()
+        code = child.stop(timeout=60)
+        values.append(time.monotonic() - started)
+        stop.set()
+        publisher.join()
+        if code != 0:
+            raise RuntimeError(f"ingest exited {code} after SIGTERM:\n{child.tail()}")
+    return Figure("SIGTERM under load -> exit (drain timeout 10 s)", "s", values, "was < 15 s")
+
+
 def run(trials: int) -> list[Figure]:
     devices = list(load_registry(DEFAULT_REGISTRY, PROFILES).devices.values())
     figures = [batch_age(trials), idle_wake(trials)]
@@ -230,6 +276,7 @@ def run(trials: int) -> list[Figure]:
             figures.append(feed_to_state(servers, devices, trials))
             figures += simulator_rate(servers, devices)
             figures.append(live_lateness(servers, devices))
+            figures.append(sigterm_drain(servers, Path(home), devices))
         finally:
             servers.stop()
     return figures

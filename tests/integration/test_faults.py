@@ -7,6 +7,7 @@ Real Mosquitto and InfluxDB, ingest as real processes. Every reading carries a u
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -38,21 +39,31 @@ def test_1_sigkill_five_times_in_100k_readings(
     messages, expected = stream_of(topic_root, 100_000)
     ingest = IngestProcess(ingest_env(servers, influx, topic_root, tmp_path), tmp_path / "i.log")
     ingest.start()
-    stream = Stream(servers.mosquitto.url("citysense-simulator"), messages, rate=1500)
     kills = 0
+    # Kill k comes in the k-th fifth of the stream, which waits for it: however slow the
+    # machine, the kills land mid-stream.
+    fifth = len(messages) // 5
+    stream = Stream(
+        servers.mosquitto.url("citysense-simulator"),
+        messages,
+        rate=1500,
+        gate=lambda n: kills >= 5 or n < kills * fifth + fifth // 2 + 500,
+    )
     while kills < 5:
-        mark = stream.sent
-        # Killed mid-stream: new messages flowing, and this worker has taken some of them.
+        # Killed while the stream flows, once this worker has taken a few hundred messages.
         wait_for(
-            lambda mark=mark: stream.sent >= mark + 1000 and ingest.metric("received_total") > 0,
+            lambda k=kills: (
+                stream.sent >= k * fifth + fifth // 4 and ingest.metric("received_total") >= 300
+            ),
             30,
             0.05,
             "the stream to flow into the worker",
         )
+        sent_at_kill = stream.sent
         ingest.kill()
         kills += 1
         ingest.start()
-    assert stream.sent < len(messages), "the stream ended before the kills: nothing tested"
+    assert sent_at_kill < len(messages), "the stream ended before the kills: nothing tested"
     stream.wait_acked()
     wait_stored(influx, len(expected), 90)
     wait_for(ingest.holds_nothing, 30, what="ingest to have written all it took")
@@ -109,7 +120,14 @@ def test_3_mosquitto_restart_mid_stream(
         ingest_env(private_servers, influx, topic_root, tmp_path), tmp_path / "i.log"
     )
     ingest.start()
-    stream = Stream(private_servers.mosquitto.url("citysense-simulator"), messages, rate=1000)
+    restarts = 0
+    # The stream waits for each restart at its own quarter: both come mid-stream.
+    stream = Stream(
+        private_servers.mosquitto.url("citysense-simulator"),
+        messages,
+        rate=1000,
+        gate=lambda n: restarts >= 2 or n < 1500 + 1000 * restarts,
+    )
     wait_for(
         lambda: stream.sent >= 1000 and ingest.metric("received_total") > 0,
         30,
@@ -117,15 +135,17 @@ def test_3_mosquitto_restart_mid_stream(
         "the stream to flow into the worker",
     )
     private_servers.mosquitto.restart()  # graceful: sessions and queued messages persist
-    mark = stream.sent
+    restarts = 1
     wait_for(
-        lambda: ingest.ready() and stream.sent >= mark + 500,
+        lambda: ingest.ready() and stream.sent >= 2000,
         30,
         0.05,
         "the worker back on the restarted broker, the stream flowing",
     )
+    sent_at_restart = stream.sent
     private_servers.mosquitto.restart()
-    assert stream.sent < len(messages), "the stream ended before the restarts"
+    restarts = 2
+    assert sent_at_restart < len(messages), "the stream ended before the restarts"
     stream.wait_acked()
     wait_stored(influx, len(expected), 60)
     assert ingest.terminate() == 0
@@ -142,7 +162,13 @@ def test_4_three_workers_one_sigkilled(
     supervisor.start(wait_ready=False)
     for n in (1, 2, 3):
         wait_for(lambda n=n: supervisor.ready(str(base_port + n)), 30, what=f"worker {n}")
-    stream = Stream(servers.mosquitto.url("citysense-simulator"), messages, rate=1000)
+    killed = threading.Event()  # the stream waits for the kill two-thirds in
+    stream = Stream(
+        servers.mosquitto.url("citysense-simulator"),
+        messages,
+        rate=1000,
+        gate=lambda n: killed.is_set() or n < 4000,
+    )
     wait_for(
         lambda: all(supervisor.metric("received_total", str(base_port + n)) > 0 for n in (1, 2, 3)),
         30,
@@ -153,6 +179,7 @@ def test_4_three_workers_one_sigkilled(
     victim = sorted(children(supervisor.proc.pid))[1]
     os.kill(victim, 9)
     assert stream.sent < len(messages), "the stream ended before the kill"
+    killed.set()
     stream.wait_acked()
     wait_stored(influx, len(expected), 90)
     wait_for(
@@ -219,7 +246,13 @@ def test_6_sigterm_under_load(
     )
     ingest = IngestProcess(env, tmp_path / "i.log")
     ingest.start()
-    stream = Stream(servers.mosquitto.url("citysense-simulator"), messages, rate=1500)
+    terminated = threading.Event()  # the stream waits for SIGTERM two-thirds in
+    stream = Stream(
+        servers.mosquitto.url("citysense-simulator"),
+        messages,
+        rate=1500,
+        gate=lambda n: terminated.is_set() or n < 4000,
+    )
     wait_for(
         lambda: stream.sent >= 2000 and ingest.metric("messages_acked_total") > 0,
         30,
@@ -230,6 +263,7 @@ def test_6_sigterm_under_load(
     # The drain bound, functional: a process still running at DRAIN_TIMEOUT + 5 s fails here.
     # (How long a drain under load takes is a figure, not a test.)
     assert ingest.terminate(timeout=10 + 5) == 0
+    terminated.set()  # the rest waits at the broker for the restarted worker
     last = [line for line in ingest.log.read_text().splitlines() if "stopped cleanly" in line]
     report = orjson.loads(orjson.loads(last[-1])["msg"].split(": ", 1)[1])
     # Everything it acknowledged is stored: count before anything else can write.

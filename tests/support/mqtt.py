@@ -106,11 +106,22 @@ def retain(url: str, topic: str, payload: bytes) -> None:
 
 class Stream:
     """Publishes in a background thread, optionally rate-limited, surviving broker restarts:
-    a persistent session and paho's own resend of unacknowledged QoS 1 messages on reconnect."""
+    a persistent session and paho's own resend of unacknowledged QoS 1 messages on reconnect.
 
-    def __init__(self, url: str, messages: list[tuple[str, bytes]], rate: float = 0.0) -> None:
+    `gate(n)`, if given, must be true before message n (from 0) goes out: a test that acts
+    mid-stream opens the gate further once it acted, so the stream cannot end before it did,
+    however slow the machine."""
+
+    def __init__(
+        self,
+        url: str,
+        messages: list[tuple[str, bytes]],
+        rate: float = 0.0,
+        gate: Callable[[int], bool] | None = None,
+    ) -> None:
         self.messages = messages
         self.rate = rate
+        self.gate = gate
         self.sent = 0
         parsed = MqttUrl.parse(url)
         self.client = mqtt.Client(
@@ -131,6 +142,8 @@ class Stream:
     def _run(self) -> None:
         started = time.monotonic()
         for n, (topic, payload) in enumerate(self.messages):
+            while self.gate is not None and not self.gate(n):
+                time.sleep(0.01)
             if self.rate:
                 delay = started + n / self.rate - time.monotonic()
                 if delay > 0:
