@@ -273,6 +273,12 @@ def with_password(url: str, password: str) -> str:
     return f"{scheme}://{user}:{password}@{where}"
 
 
+def server_logs(stack: LocalServers) -> str:
+    """What the broker and InfluxDB logged (the servers are processes of the deployment too)."""
+    files = (stack.mosquitto.log_file, stack.influxdb.log_file)
+    return "".join(f.read_text(errors="replace") for f in files if f.exists())
+
+
 def closed_port() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
@@ -333,6 +339,7 @@ def test_ingest_logs_no_secret_when_something_fails(
     text = log.read_text()
     assert "***" in text  # the broker's URL was logged, masked: the search below is not vacuous
     assert found(hidden, text) == []
+    assert found(hidden, server_logs(servers)) == []
 
 
 # Bug: ingest logs CITYSENSE_INFLUX_URL as given, and common.influx quotes it whole in every
@@ -494,6 +501,7 @@ def test_the_api_logs_and_answers_no_secret(
     ]
     text = log.read_text()
     assert found(hidden, text) == []
+    assert found(hidden, server_logs(servers)) == []
     for answer in answers:
         assert found(hidden, f"{answer.headers}\n{answer.text}") == [], answer.request.url
     statuses = {a.status_code for a in answers}
