@@ -1,15 +1,20 @@
 """Alarms from the shipped profile rules, evaluated on the state feed against the real servers:
-duration, update, hysteresis, clear, acknowledge, silent devices, and survival of a restart."""
+duration, update, hysteresis, clear, acknowledge, silent devices, survival of a restart, and who
+may see and acknowledge which alarm."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
+from api.core.tokens import hash_token
 from citysense.servers import LocalServers
 from common.influx import InfluxConfig
+from tests.support.influx import rows
 from tests.support.polling import until
 from tests.support.state import fast_profiles, live_settings, stack_for
 from tests.support.times import MIN, rfc3339
@@ -132,3 +137,148 @@ async def test_a_silent_device_raises_an_alarm_and_its_next_reading_clears_it(
             await st.client.get("/alarms", params={"rule": "silent", "state": "cleared"})
         ).json()
         assert [a["id"] for a in body["items"]] == [alarm["id"]]
+
+
+# --- who may see and acknowledge which alarm (access rights on) ---------------------------------
+
+# name: (scope, profiles, districts, may acknowledge)
+ALARM_TOKENS: dict[str, tuple[str, list[str] | None, list[str] | None, bool]] = {
+    "city": ("city", None, None, False),
+    "water-north": ("department", ["water_pipe"], ["North"], True),
+    "water-north-read": ("department", ["water_pipe"], ["North"], False),
+    "water-kx": ("department", ["water_pipe"], ["King's Cross"], True),
+    "lights": ("department", ["streetlight"], None, True),
+    "portal": ("open_data", None, None, False),
+}
+
+
+def alarm_token(name: str) -> str:
+    return f"{name}-alarm-token"
+
+
+def write_alarm_tokens(path: Path) -> Path:
+    entries = []
+    for name, (scope, profiles, districts, ack) in ALARM_TOKENS.items():
+        entry: dict[str, object] = {
+            "name": name,
+            "sha256": hash_token(alarm_token(name)),
+            "scope": scope,
+        }
+        if profiles is not None:
+            entry["profiles"] = profiles
+        if districts is not None:
+            entry["districts"] = districts
+        if ack:
+            entry["acknowledge"] = True
+        entries.append(entry)
+    path.write_text(yaml.safe_dump({"tokens": entries}))
+    return path
+
+
+def as_(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {alarm_token(name)}"}
+
+
+async def test_alarm_rights_follow_the_scope_of_each_token(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """city reads every alarm and acknowledges none; a department reads its own devices' alarms
+    and acknowledges them only with `acknowledge: true`, never another department's or another
+    district's; open data reaches no alarm route at all. Only the allowed acknowledgement is
+    pushed and stored."""
+    settings = live_settings(
+        servers, influx, tmp_path, topic_root, tokens=write_alarm_tokens(tmp_path / "tokens.yaml")
+    )
+    async with stack_for(settings, servers) as st:
+        t = time.time_ns() - MIN
+        await st.feed(
+            ("water_pipe", "WP-A1", "North", t, {"pressure": 300.0, "leakDetected": True}),
+            ("water_pipe", "WP-K1", "King's Cross", t, {"pressure": 300.0, "leakDetected": True}),
+            ("streetlight", "SL-A1", "North", t, {"powerState": "on", "tiltAngle": 12.0}),
+        )
+        book = st.app.state.runtime.live.alarms
+        raised = [("WP-A1", "leak_flag"), ("WP-K1", "leak_flag"), ("SL-A1", "pole_tilted")]
+        await until(lambda: all(key in book.active for key in raised), 5, "three alarms")
+        north, kx, lamp = (book.active[key].id for key in raised)
+
+        async def listed(name: str) -> list[str]:
+            response = await st.client.get("/alarms", params={"state": "all"}, headers=as_(name))
+            assert response.status_code == 200, (name, response.text)
+            body = response.json()
+            assert body["total"] == len(body["items"])
+            return sorted(a["id"] for a in body["items"])
+
+        assert await listed("city") == sorted([north, kx, lamp])
+        assert await listed("water-north") == [north]
+        assert await listed("water-north-read") == [north]
+        assert await listed("water-kx") == [kx]
+        assert await listed("lights") == [lamp]
+        for name, params in [
+            ("water-north", {"profile": "streetlight"}),
+            ("water-north", {"district": "King's Cross"}),
+            ("lights", {"profile": "water_pipe"}),
+        ]:
+            response = await st.client.get("/alarms", params=params, headers=as_(name))
+            assert response.status_code == 403, (name, params)
+
+        # one alarm by id: only within the scope
+        for name, visible in [
+            ("city", {north, kx, lamp}),
+            ("water-north", {north}),
+            ("water-kx", {kx}),
+            ("lights", {lamp}),
+        ]:
+            for alarm in (north, kx, lamp):
+                response = await st.client.get(f"/alarms/{alarm}", headers=as_(name))
+                assert response.status_code == (200 if alarm in visible else 403), (name, alarm)
+
+        # open data: no alarm route at all; no token: 401
+        for method, path in [
+            ("GET", "/alarms"),
+            ("GET", f"/alarms/{north}"),
+            ("POST", f"/alarms/{north}/acknowledge"),
+        ]:
+            response = await st.client.request(method, path, headers=as_("portal"))
+            assert response.status_code == 403, (method, path)
+            assert (await st.client.request(method, path)).status_code == 401, (method, path)
+
+        # acknowledging WP-A1's alarm: refused to everyone but its own department with the right
+        async def acknowledge(name: str, alarm: str) -> httpx.Response:
+            return await st.client.post(
+                f"/alarms/{alarm}/acknowledge", json={"note": f"by {name}"}, headers=as_(name)
+            )
+
+        for name in ("city", "water-north-read", "water-kx", "lights"):
+            response = await acknowledge(name, north)
+            assert response.status_code == 403, (name, response.text)
+            assert name in response.json()["detail"]
+        assert book.by_id[north].acknowledged_by is None
+        response = await acknowledge("water-north", north)
+        assert response.status_code == 200, response.text
+        assert response.json()["acknowledged_by"] == "water-north"
+        assert response.json()["note"] == "by water-north"
+        seen = await st.client.get(f"/alarms/{north}", headers=as_("city"))
+        assert seen.json()["acknowledged_by"] == "water-north"
+        # a department with the right acknowledges its own alarm, not only water-north
+        assert (await acknowledge("lights", lamp)).status_code == 200
+        assert (await acknowledge("lights", kx)).status_code == 403
+        assert book.by_id[kx].acknowledged_by is None
+
+        acknowledged = [
+            (e.data["alarm"]["id"], e.data["alarm"]["acknowledged_by"])
+            for e in st.events
+            if e.kind == "alarm" and e.data["event"] == "acknowledged"
+        ]
+        assert acknowledged == [(north, "water-north"), (lamp, "lights")]
+
+        def stored() -> list[dict[str, object]]:
+            return rows(
+                influx,
+                "SELECT alarm_id, acknowledged_by, note FROM alarm_events "
+                "WHERE \"event\" = 'acknowledged'",
+            )
+
+        await until(lambda: len(stored()) >= 2, 10, "the acknowledgements stored", 0.2)
+        assert sorted((r["alarm_id"], r["acknowledged_by"], r["note"]) for r in stored()) == sorted(
+            [(north, "water-north", "by water-north"), (lamp, "lights", "by lights")]
+        )

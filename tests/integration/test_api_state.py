@@ -1,7 +1,8 @@
 """Latest state from the in-process cache against the real servers: rebuilt from InfluxDB at
-start, fed by the state feed (published here as ingest would, contract 3) within a second,
-connection status from retained status topics (contract 4), reporting transitions as events,
-filters, bounding box, GeoJSON, pagination, and reconciliation with InfluxDB."""
+start, fed by the state feed (published here as ingest would, contract 3; how fast is measured
+by `python -m bench.timings`), connection status from retained status topics (contract 4),
+reporting transitions as events, filters, bounding box, GeoJSON, pagination, and reconciliation
+with InfluxDB."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.support.api import api_settings, running
 from tests.support.mqtt import retain
 from tests.support.polling import until
 from tests.support.seeding import REGISTRY, Point, line_protocol
-from tests.support.state import Stack, fast_profiles, live_settings, stack_for
+from tests.support.state import Stack, count_calls, fast_profiles, live_settings, stack_for
 from tests.support.times import S, rfc3339
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -69,9 +70,8 @@ async def test_rebuilt_from_influx_at_start_with_status(stack: Stack, now: int) 
     assert (await stack.device("WP-A1"))["status"]["reporting"] == "on_time"
 
 
-async def test_feed_updates_the_state_within_a_second(stack: Stack) -> None:
+async def test_feed_updates_the_state(stack: Stack) -> None:
     newer = time.time_ns()
-    started = time.monotonic()
     await stack.feed(
         ("streetlight", "SL-A3", "North", newer, {"powerState": "low", "illuminanceLevel": 0.4}),
         ("streetlight", "SL-GHOST", "North", newer, {"powerState": "on"}),  # not registered
@@ -81,7 +81,6 @@ async def test_feed_updates_the_state_within_a_second(stack: Stack) -> None:
         return (await stack.device("SL-A3"))["reading"] is not None
 
     await until(arrived, 5, "the fed reading")
-    assert time.monotonic() - started < 1.0
     a3 = await stack.device("SL-A3")
     assert a3["reading"] == {
         "time": rfc3339(newer),
@@ -204,7 +203,8 @@ async def test_reconcile_recovers_a_lost_feed_message(
         # Later reconciles find the same readings again: no events (at city scale, one per
         # device would overflow every live client's queue every reconcile).
         readings = sum(e.kind == "reading" for e in started.events)
-        await asyncio.sleep(1.6)  # three more reconciles
+        reloads = count_calls(started.app.state.runtime.live, "reload")
+        await until(lambda: reloads[0] >= 3, 10, "three more reconciles")
         assert sum(e.kind == "reading" for e in started.events) == readings
 
 

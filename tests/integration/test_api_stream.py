@@ -11,7 +11,9 @@ import httpx
 import orjson
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
+from api.live.hub import Hub
 from api.main import create_app
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
@@ -21,6 +23,12 @@ from tests.support.polling import wait_for
 from tests.support.state import feed_message, live_settings
 
 pytestmark = pytest.mark.integration
+
+
+def clients(app: FastAPI) -> int:
+    """SSE clients subscribed to the running app's live events."""
+    hub: Hub = app.state.runtime.live.hub
+    return hub.clients
 
 
 def test_sse_pushes_filtered_scoped_events(
@@ -34,9 +42,8 @@ def test_sse_pushes_filtered_scoped_events(
         }
     )
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -76,7 +83,7 @@ def test_sse_pushes_filtered_scoped_events(
     for t in listeners:
         t.start()
     try:
-        time.sleep(1.0)  # both subscribed
+        wait_for(lambda: clients(app) == 2, 10, 0.02, "both listeners subscribed")
         now = time.time_ns()
         readings = [
             ("streetlight", "SL-A1", "North", now, {"powerState": "on"}),  # nobody's filter
@@ -117,9 +124,8 @@ def test_sse_burst_arrives_whole_and_in_order(
     # every event must still arrive, whole and in order.
     settings = live_settings(servers, influx, tmp_path, topic_root)
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -148,7 +154,7 @@ def test_sse_burst_arrives_whole_and_in_order(
     listener = threading.Thread(target=listen)
     listener.start()
     try:
-        time.sleep(1.0)  # subscribed
+        wait_for(lambda: clients(app) == 1, 10, 0.02, "the listener subscribed")
         now = time.time_ns()
         readings = [
             ("water_pipe", "WP-A1", "North", now + n, {"pressure": float(n)}) for n in range(burst)

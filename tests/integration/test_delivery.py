@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from citysense.servers import LocalServers
+from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
 from ingest import cli as ingest_cli
 from ingest.worker import Worker
@@ -153,3 +153,22 @@ def test_a_thread_that_dies_ends_the_process_non_zero_and_a_restart_loses_nothin
     monkeypatch.undo()
     with running_worker(settings):  # its supervisor restarts it: the broker redelivers
         wait_for(lambda: count(influx, "water_pipe") == 10, 30, what="all ten stored")
+
+
+def test_a_thread_that_dies_is_counted_and_ready_turns_false(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, crash_on_first_store: None
+) -> None:
+    """What an operator sees of a dead thread: `thread_crashes` counts it, /ready is 503, and
+    nothing it held was acknowledged."""
+    port = free_port()
+    settings = ingest_settings(servers, influx, topic_root, http_port=port)
+    topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
+    with running_worker(settings) as worker:
+        assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
+        publish(servers.mosquitto.url("citysense-simulator"), [(topic, reading(now_ms(), 1.0))])
+        wait_for(worker.crashed.is_set, 30, what="the writer thread to die")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines()
+        assert "citysense_ingest_thread_crashes_total 1" in metrics
+        assert "citysense_ingest_ready 0.0" in metrics
+        assert "citysense_ingest_messages_acked_total 0" in metrics
+        assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 503

@@ -7,6 +7,7 @@ Real Mosquitto and InfluxDB, ingest as real processes. Every reading carries a u
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -16,12 +17,14 @@ import pytest
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from device_profiles import load_profiles, load_registry
+from ingest.spool import frame
 from simulators.city import write_city
 from tests.support.faults import PIPES, assert_exactly, stream_of, wait_stored
 from tests.support.influx import count, make_database, rows
 from tests.support.mqtt import Stream, publish, subscriber
 from tests.support.polling import wait_for
 from tests.support.processes import IngestProcess, children, ingest_env, peak_rss_mb
+from wire.lineproto import line
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,17 +39,34 @@ def test_1_sigkill_five_times_in_100k_readings(
     messages, expected = stream_of(topic_root, 100_000)
     ingest = IngestProcess(ingest_env(servers, influx, topic_root, tmp_path), tmp_path / "i.log")
     ingest.start()
-    stream = Stream(servers.mosquitto.url("citysense-simulator"), messages, rate=1500)
     kills = 0
+    # Kill k comes in the k-th fifth of the stream, which waits for it: however slow the
+    # machine, the kills land mid-stream.
+    fifth = len(messages) // 5
+    stream = Stream(
+        servers.mosquitto.url("citysense-simulator"),
+        messages,
+        rate=1500,
+        gate=lambda n: kills >= 5 or n < kills * fifth + fifth // 2 + 500,
+    )
     while kills < 5:
-        time.sleep(0.8)
+        # Killed while the stream flows, once this worker has taken a few hundred messages.
+        wait_for(
+            lambda k=kills: (
+                stream.sent >= k * fifth + fifth // 4 and ingest.metric("received_total") >= 300
+            ),
+            30,
+            0.05,
+            "the stream to flow into the worker",
+        )
+        sent_at_kill = stream.sent
         ingest.kill()
         kills += 1
         ingest.start()
-    assert stream.sent < len(messages), "the stream ended before the kills: nothing tested"
+    assert sent_at_kill < len(messages), "the stream ended before the kills: nothing tested"
     stream.wait_acked()
     wait_stored(influx, len(expected), 90)
-    time.sleep(0.5)
+    wait_for(ingest.holds_nothing, 30, what="ingest to have written all it took")
     assert ingest.terminate() == 0
     assert_exactly(influx, expected)
 
@@ -73,9 +93,9 @@ def test_2_influxdb_down_60s_mid_stream(
     stream = Stream(
         private_servers.mosquitto.url("citysense-simulator"), messages, rate=120
     )  # ~67 s
-    time.sleep(3)
+    wait_for(lambda: count(influx, "water_pipe") > 0, 30, what="the stream being stored")
     private_servers.influxdb.stop()
-    time.sleep(60)
+    time.sleep(60)  # the outage this scenario is about, not a wait for something
     assert ingest.metric("spilled_batches_total") >= 1, "nothing reached the disk spool"
     private_servers.influxdb.start()
     stream.wait_acked()
@@ -100,12 +120,32 @@ def test_3_mosquitto_restart_mid_stream(
         ingest_env(private_servers, influx, topic_root, tmp_path), tmp_path / "i.log"
     )
     ingest.start()
-    stream = Stream(private_servers.mosquitto.url("citysense-simulator"), messages, rate=1000)
-    time.sleep(1.5)
+    restarts = 0
+    # The stream waits for each restart at its own quarter: both come mid-stream.
+    stream = Stream(
+        private_servers.mosquitto.url("citysense-simulator"),
+        messages,
+        rate=1000,
+        gate=lambda n: restarts >= 2 or n < 1500 + 1000 * restarts,
+    )
+    wait_for(
+        lambda: stream.sent >= 1000 and ingest.metric("received_total") > 0,
+        30,
+        0.05,
+        "the stream to flow into the worker",
+    )
     private_servers.mosquitto.restart()  # graceful: sessions and queued messages persist
-    time.sleep(1.5)
+    restarts = 1
+    wait_for(
+        lambda: ingest.ready() and stream.sent >= 2000,
+        30,
+        0.05,
+        "the worker back on the restarted broker, the stream flowing",
+    )
+    sent_at_restart = stream.sent
     private_servers.mosquitto.restart()
-    assert stream.sent < len(messages), "the stream ended before the restarts"
+    restarts = 2
+    assert sent_at_restart < len(messages), "the stream ended before the restarts"
     stream.wait_acked()
     wait_stored(influx, len(expected), 60)
     assert ingest.terminate() == 0
@@ -122,17 +162,33 @@ def test_4_three_workers_one_sigkilled(
     supervisor.start(wait_ready=False)
     for n in (1, 2, 3):
         wait_for(lambda n=n: supervisor.ready(str(base_port + n)), 30, what=f"worker {n}")
-    stream = Stream(servers.mosquitto.url("citysense-simulator"), messages, rate=1000)
-    time.sleep(2)
+    killed = threading.Event()  # the stream waits for the kill two-thirds in
+    stream = Stream(
+        servers.mosquitto.url("citysense-simulator"),
+        messages,
+        rate=1000,
+        gate=lambda n: killed.is_set() or n < 4000,
+    )
+    wait_for(
+        lambda: all(supervisor.metric("received_total", str(base_port + n)) > 0 for n in (1, 2, 3)),
+        30,
+        0.05,
+        "the stream flowing into every worker",
+    )
     assert supervisor.proc is not None
     victim = sorted(children(supervisor.proc.pid))[1]
     os.kill(victim, 9)
     assert stream.sent < len(messages), "the stream ended before the kill"
+    killed.set()
     stream.wait_acked()
     wait_stored(influx, len(expected), 90)
-    time.sleep(0.5)
-    assert victim not in children(supervisor.proc.pid)
-    assert len(children(supervisor.proc.pid)) == 3  # the slot was refilled
+    wait_for(
+        lambda: (
+            victim not in children(supervisor.proc.pid) and len(children(supervisor.proc.pid)) == 3
+        ),  # the slot was refilled
+        30,
+        what="the dead worker's slot refilled",
+    )
     assert supervisor.terminate() == 0
     assert_exactly(influx, expected)
 
@@ -190,13 +246,24 @@ def test_6_sigterm_under_load(
     )
     ingest = IngestProcess(env, tmp_path / "i.log")
     ingest.start()
-    stream = Stream(servers.mosquitto.url("citysense-simulator"), messages, rate=1500)
-    time.sleep(2)
+    terminated = threading.Event()  # the stream waits for SIGTERM two-thirds in
+    stream = Stream(
+        servers.mosquitto.url("citysense-simulator"),
+        messages,
+        rate=1500,
+        gate=lambda n: terminated.is_set() or n < 4000,
+    )
+    wait_for(
+        lambda: stream.sent >= 2000 and ingest.metric("messages_acked_total") > 0,
+        30,
+        0.05,
+        "the stream flowing through the worker",
+    )
     sent_before = stream.sent
-    started = time.monotonic()
-    assert ingest.terminate(timeout=30) == 0
-    took = time.monotonic() - started
-    assert took < 10 + 5, f"exit took {took:.1f}s, beyond the drain bound"
+    # The drain bound, functional: a process still running at DRAIN_TIMEOUT + 5 s fails here.
+    # (How long a drain under load takes is a figure, not a test.)
+    assert ingest.terminate(timeout=10 + 5) == 0
+    terminated.set()  # the rest waits at the broker for the restarted worker
     last = [line for line in ingest.log.read_text().splitlines() if "stopped cleanly" in line]
     report = orjson.loads(orjson.loads(last[-1])["msg"].split(": ", 1)[1])
     # Everything it acknowledged is stored: count before anything else can write.
@@ -328,3 +395,157 @@ def test_9_thousand_reading_messages_through_a_60s_outage_stay_in_the_byte_budge
     assert_exactly(influx, expected)
     assert held <= HELD_MB * 1024**2 + 1024**2  # the budget, plus at most one message over it
     assert peak < PROCESS_MB + HELD_MB, f"peak RSS {peak:.0f} MiB"
+
+
+RECEIVE_MAXIMUM = 50
+
+
+def test_10_receive_maximum_reached_holds_exactly_that_many(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """InfluxDB down, no spool, messages of one reading (the byte budget far away): the worker
+    holds exactly CITYSENSE_RECEIVE_MAXIMUM unacknowledged messages and takes no more; the rest
+    waits at the broker, and everything is stored exactly once once InfluxDB is back."""
+    stack = private_servers
+    influx = make_database(stack)
+    messages, expected = stream_of(topic_root, 4 * RECEIVE_MAXIMUM, per_message=1)
+    env = ingest_env(
+        stack,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_SPOOL_DIR="",
+        CITYSENSE_RECEIVE_MAXIMUM=str(RECEIVE_MAXIMUM),
+    )
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    stack.influxdb.stop()
+    publish(stack.mosquitto.url("citysense-simulator"), messages)  # the broker has them all
+    wait_for(
+        lambda: ingest.metric("unacked_messages") == RECEIVE_MAXIMUM,
+        30,
+        what=f"ingest holding {RECEIVE_MAXIMUM} messages",
+    )
+    # The broker had every chance to send more: the worker tried InfluxDB three more times.
+    retries = ingest.metric("write_retries_total")
+    wait_for(
+        lambda: ingest.metric("write_retries_total") >= retries + 3, 30, what="three more tries"
+    )
+    held = ingest.metrics()
+    assert held["unacked_messages"] == RECEIVE_MAXIMUM
+    assert held["received_total"] == RECEIVE_MAXIMUM  # no more than that was ever delivered
+    assert held["redelivered_skipped_total"] == 0
+    assert held["messages_acked_total"] == 0
+    assert held["readings_stored_total"] == 0
+    assert held["budget_waits"] == 0  # Receive Maximum bound it, not the byte budget
+    assert 0 < held["held_bytes"] < held["held_bytes_limit"]
+    assert ingest.status("/ready") == 503  # InfluxDB unreachable
+    stack.influxdb.start()
+    wait_stored(influx, len(expected), 60)
+    wait_for(lambda: ingest.metric("messages_acked_total") == len(messages), 30, what="every ack")
+    after = ingest.metrics()
+    assert after["received_total"] == len(messages)
+    assert after["unacked_messages"] == 0
+    assert after["held_bytes"] == 0
+    assert ingest.terminate() == 0
+    assert_exactly(influx, expected)
+
+
+DRAIN_TIMEOUT = 3
+
+
+def test_11_sigterm_with_influxdb_down_exits_1_within_the_drain_bound(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """SIGTERM while the worker holds messages it cannot store: it exits within
+    CITYSENSE_DRAIN_TIMEOUT + 5 s with status 1, having acknowledged nothing; a restarted worker
+    gets everything again from the broker and stores it exactly once."""
+    stack = private_servers
+    influx = make_database(stack)
+    messages, expected = stream_of(topic_root, 1000, per_message=5)
+    env = ingest_env(
+        stack,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_SPOOL_DIR="",  # nothing relieves the worker of what it holds
+        CITYSENSE_DRAIN_TIMEOUT=str(DRAIN_TIMEOUT),
+        CITYSENSE_LOG_LEVEL="INFO",
+    )
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    stack.influxdb.stop()
+    publish(stack.mosquitto.url("citysense-simulator"), messages)
+    wait_for(lambda: ingest.metric("unacked_messages") == len(messages), 30, what="ingest holding")
+    wait_for(lambda: ingest.metric("write_retries_total") >= 1, 30, what="the writer retrying")
+    # A functional bound, not a measurement: still running at the bound fails here.
+    assert ingest.terminate(timeout=DRAIN_TIMEOUT + 5) == 1
+    log = ingest.log.read_text()
+    assert "drain did not finish" in log
+    [last] = [line for line in log.splitlines() if "stopped with messages left" in line]
+    report = orjson.loads(orjson.loads(last)["msg"].split(": ", 1)[1])
+    assert report["messages_acked"] == 0 and report["readings_stored"] == 0
+    assert report["unacked_messages"] == len(messages)
+    stack.influxdb.start()
+    ingest.start()  # the same client id: the broker delivers what was never acknowledged
+    wait_stored(influx, len(expected), 60)
+    wait_for(lambda: ingest.metric("messages_acked_total") == len(messages), 30, what="every ack")
+    assert ingest.terminate() == 0
+    assert_exactly(influx, expected)
+
+
+def test_12_sigkill_with_spooled_segments_and_a_stale_tmp(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """SIGKILL while the spool holds acknowledged batches and InfluxDB is down, a half-written
+    segment (`.tmp`) left behind: the restarted worker writes every spooled reading once,
+    never the `.tmp` (its batch was never acknowledged), and deletes it."""
+    stack = private_servers
+    influx = make_database(stack)
+    messages, expected = stream_of(topic_root, 3000, per_message=5)
+    spooled, later = messages[:400], messages[400:]
+    env = ingest_env(
+        stack,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_SPILL_AFTER="0.5",
+        CITYSENSE_BATCH_SIZE="200",
+    )
+    folder = tmp_path / "spool" / env["CITYSENSE_CLIENT_ID"]
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    stack.influxdb.stop()
+    url = stack.mosquitto.url("citysense-simulator")
+    publish(url, spooled)
+    wait_for(
+        lambda: ingest.metric("messages_acked_total") == len(spooled),
+        60,
+        what="every message spooled and acknowledged",
+    )
+    held = ingest.metrics()
+    segments = sorted(folder.glob("*.seg"))
+    assert segments, "nothing reached the disk spool"
+    assert held["spilled_batches_total"] == len(segments)
+    assert held["spool_bytes"] == sum(s.stat().st_size for s in segments)
+    assert held["readings_stored_total"] == 0 and held["unacked_messages"] == 0
+    ingest.kill()
+    # What a crash inside Spool.append leaves: a whole, readable batch under a .tmp name. Its
+    # reading was never published; were it ever written, assert_exactly would find it.
+    ghost = line(
+        "water_pipe", {"device_id": PIPES[0], "district": "Nowhere"}, {"pressure": -1.0}, 10**18
+    )
+    stale = folder / f"{time.time_ns():020d}-999999.tmp"
+    stale.write_bytes(frame([ghost]))
+    publish(url, later)  # waits at the broker while ingest is down
+    stack.influxdb.start()
+    ingest.start()
+    assert not stale.exists(), "the stale .tmp survived the restart"
+    wait_stored(influx, len(expected), 60)
+    wait_for(lambda: not list(folder.glob("*.seg")), 30, what="the spool drained")
+    drained = ingest.metrics()
+    assert drained["unspooled_batches_total"] == len(segments)
+    assert drained["spool_bytes"] == 0
+    assert ingest.terminate() == 0
+    assert_exactly(influx, expected)
+    assert not list(folder.glob("*.tmp"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -19,7 +18,6 @@ from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
 from common.mqtturl import MqttUrl
 from tests.support.faults import assert_exactly, stream_of, wait_stored
-from tests.support.influx import count
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
 from tests.support.processes import IngestProcess, ingest_env
@@ -54,10 +52,9 @@ def test_retiring_a_slot_stores_its_queue_and_ends_its_session(
     messages, expected = stream_of(topic_root, 4000, per_message=5)
     first, later = messages[:400], messages[400:]
     publish(url, first)
-    # The broker deals about half of them to the stopped member's session, where they wait.
-    time.sleep(3)
-    stranded = 400 * 5 - count(influx, "water_pipe")
-    assert stranded > 0, "the broker dealt nothing to the stopped member: nothing to retire"
+    # The broker deals about half of them to the stopped member's session, where they wait;
+    # the member that stays stores its share.
+    wait_for(lambda: staying.metric("messages_acked_total") > 0, 30, what="the staying share")
 
     retire = worker("b", "--retire", "--retire-idle", "2")
     retire.start(wait_ready=False)
@@ -67,6 +64,9 @@ def test_retiring_a_slot_stores_its_queue_and_ends_its_session(
     except subprocess.TimeoutExpired:
         pytest.fail(f"--retire did not finish:\n{retire.log.read_text()[-3000:]}")
     wait_stored(influx, 400 * 5, 30)
+    # What the staying member did not take waited for the stopped one, and retiring stored it.
+    stranded = len(first) - staying.metric("received_total")
+    assert stranded > 0, "the broker dealt nothing to the stopped member: nothing to retire"
     assert not session_present(env["CITYSENSE_MQTT_URL"], f"{group}-b"), "session not ended"
 
     # Its session is gone: everything published from now on reaches the worker that stays.

@@ -74,20 +74,14 @@ def probe(
     return pipeline, make_database(servers)
 
 
-@settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    device_id=DEVICE_IDS,
-    values=VALUES,
-    extra_keys=st.dictionaries(ADVERSARIAL, st.integers(-1000, 1000), max_size=3),
-)
-def test_round_trip_through_influxdb(
+def round_trip(
     probe: tuple[Pipeline, InfluxConfig],
     device_id: str,
     values: dict[str, Any],
     extra_keys: dict[str, int],
 ) -> None:
+    """One reading through the pipeline into InfluxDB and back: stored exactly as validated, or
+    rejected for a reason the contract gives."""
     pipeline, config = probe
     ts_ms = time.time_ns() // 1_000_000 - 1000
     payload: dict[str, Any] = {**extra_keys, **values, "ts": ts_ms}
@@ -125,9 +119,38 @@ def test_round_trip_through_influxdb(
     assert row["device_id"] == device_id
 
 
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    device_id=DEVICE_IDS,
+    values=VALUES,
+    extra_keys=st.dictionaries(ADVERSARIAL, st.integers(-1000, 1000), max_size=3),
+)
+def test_round_trip_through_influxdb(
+    probe: tuple[Pipeline, InfluxConfig],
+    device_id: str,
+    values: dict[str, Any],
+    extra_keys: dict[str, int],
+) -> None:
+    round_trip(probe, device_id, values, extra_keys)
+
+
+# Readings of every field type, with ids, values and stray keys made of every metacharacter.
+EVERY_KIND = [
+    ("plain-1", {"n": 1.5, "i": -3, "b": True, "s": "c,d", "t": "x"}, {}),
+    (METACHARS.replace("/", "").replace("\x00", ""), {"t": METACHARS}, {METACHARS: 1}),
+    ('a"b c,d=e', {"s": 'g"h', "t": "tab\tnewline\n"}, {"ts2": 5, "device_id ": 7}),
+    ("x\\y", {"n": -1.0e300, "i": 2**63 - 1, "b": False}, {"#": 1, "{}": 2}),
+]
+
+
 def test_no_extra_series_tags_or_fields(probe: tuple[Pipeline, InfluxConfig]) -> None:
-    """Run after the property test in this module: the schema holds only what the contract
-    allows, whatever the generated device ids, values and stray payload keys were."""
+    """The schema holds only what the contract allows, whatever the device ids, values and
+    stray payload keys were: the readings written here, and in a whole run of this module also
+    everything the property above generated (the database is the module's)."""
+    for device_id, values, extra_keys in EVERY_KIND:
+        round_trip(probe, device_id, values, extra_keys)
     _, config = probe
     with InfluxClient(config) as client:
         measurements = client.query("SHOW MEASUREMENTS")

@@ -18,6 +18,7 @@ from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 from simulators import cli
 from simulators.fleet import generate
 from simulators.publish import Publisher, publish
+from tests.support.mqtt import publish as send
 from tests.support.mqtt import subscriber
 from tests.support.polling import wait_for
 from wire.topics import TopicLayout
@@ -47,8 +48,13 @@ def test_every_published_message_arrives(servers: LocalServers, topic_root: str)
     report = publish(url, messages, progress=True)
     try:
         wait_for(lambda: len(received) >= len(messages), 30, what="every message")
-        time.sleep(0.2)  # nothing more may come
-        assert Counter(received) == Counter(m.payload for m in messages)
+        # A marker published once every message above was acknowledged reaches the subscriber
+        # after them: a copy delivered twice would have come before it.
+        topic = messages[0].topic
+        send(servers.mosquitto.url("citysense-simulator"), [(topic, b"marker")])
+        wait_for(lambda: b"marker" in received, 10, what="the marker")
+        assert received[-1] == b"marker"
+        assert Counter(received[:-1]) == Counter(m.payload for m in messages)
     finally:
         client.disconnect()
     assert report.messages == len(messages)
@@ -62,8 +68,11 @@ def test_rate_limit_and_duration_are_kept(servers: LocalServers, topic_root: str
     messages = generate(DEVICES[:30], PROFILES, TopicLayout(topic_root), readings_per_device=100)
     url = MqttUrl.parse(servers.mosquitto.url("citysense-simulator"))
     report = publish(url, messages, rate=200, duration=1.5)
-    assert 250 <= report.messages <= 320
-    assert report.seconds < 2.5
+    # The cap allows at most rate x duration messages, however fast the machine; the run ended
+    # by its duration, long before the 3,000 messages ran out. (How close to the cap a run
+    # comes and how long it takes: python -m bench.timings.)
+    assert 0 < report.messages <= 320
+    assert not report.interrupted
 
 
 def test_live_messages_go_out_when_due(servers: LocalServers, topic_root: str) -> None:
@@ -81,13 +90,17 @@ def test_live_messages_go_out_when_due(servers: LocalServers, topic_root: str) -
         wait_for(lambda: len(received) >= report.messages, 10, what="the live messages")
     finally:
         client.disconnect()
-    assert 9 <= report.messages <= 30
+    assert 9 <= report.messages <= 30  # each device's first reading, then one a second
+    stamps = 0
     for arrived, payload in received:
         ts = json.loads(payload)["ts"]
         if isinstance(ts, int):
-            sent = ts if ts < 10**11 else ts / 1000
-            # stamped when due, sent then: at most a second's rounding plus delivery apart
-            assert abs(arrived - sent) < 1.5
+            stamps += 1
+            due = ts if ts < 10**11 else ts / 1000
+            # stamped when due and held until then: never out before it, but for a second's
+            # rounding of the stamp (how late it arrives: python -m bench.timings)
+            assert arrived > due - 1
+    assert stamps, "no message with a numeric timestamp: nothing checked"
 
 
 def test_a_wrong_password_is_a_broker_error(servers: LocalServers) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from common.mqtturl import MqttUrl
 from tests.support.polling import wait_for
@@ -33,6 +34,30 @@ def publish(url: str, messages: Iterable[tuple[str, bytes]], *, qos: int = 1) ->
     return len(infos)
 
 
+def publish_v5(url: str, topic: str, payload: bytes, *, retain: bool = False) -> ReasonCode:
+    """One QoS 1 publish over MQTT 5, and the reason code of the broker's PUBACK: under MQTT 5
+    Mosquitto answers a publish its ACL denies with "Not authorized" (under 3.1.1 it
+    acknowledges it as a success and drops it)."""
+    parsed = MqttUrl.parse(url)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"test-pub5-{secrets.token_hex(4)}",
+        protocol=mqtt.MQTTv5,
+    )
+    client.username_pw_set(parsed.username, parsed.password)
+    answers: list[ReasonCode] = []
+    client.on_publish = lambda _c, _u, _mid, reason, _p: answers.append(reason)
+    client.connect(parsed.host, parsed.port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1, retain=retain)
+        wait_for(lambda: answers, 10, what=f"PUBACK for {topic}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return answers[0]
+
+
 def subscriber(url: str, topic: str, on_payload: Callable[[bytes], object]) -> mqtt.Client:
     """A plain paho subscriber, subscribed before this returns; the caller disconnects it."""
     parsed = MqttUrl.parse(url)
@@ -46,6 +71,25 @@ def subscriber(url: str, topic: str, on_payload: Callable[[bytes], object]) -> m
     client.loop_start()
     wait_for(lambda: subscribed, 10, what=f"subscription to {topic}")
     return client
+
+
+def listen(url: str, filters: Iterable[str]) -> tuple[list[tuple[str, bytes]], mqtt.Client]:
+    """A plain paho subscriber to every one of `filters`, subscribed before this returns, and
+    what it hears as (topic, payload) in order of arrival; the caller disconnects it."""
+    parsed = MqttUrl.parse(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-lis-{secrets.token_hex(4)}")
+    client.username_pw_set(parsed.username, parsed.password)
+    heard: list[tuple[str, bytes]] = []
+    granted: list[bool] = []
+    client.on_subscribe = lambda *_args: granted.append(True)
+    client.on_message = lambda _c, _u, message: heard.append((message.topic, message.payload))
+    client.connect(parsed.host, parsed.port)
+    wanted = list(filters)
+    for topic in wanted:
+        client.subscribe(topic, qos=1)
+    client.loop_start()
+    wait_for(lambda: len(granted) == len(wanted), 10, what=f"subscriptions to {wanted}")
+    return heard, client
 
 
 def retain(url: str, topic: str, payload: bytes) -> None:
@@ -62,11 +106,22 @@ def retain(url: str, topic: str, payload: bytes) -> None:
 
 class Stream:
     """Publishes in a background thread, optionally rate-limited, surviving broker restarts:
-    a persistent session and paho's own resend of unacknowledged QoS 1 messages on reconnect."""
+    a persistent session and paho's own resend of unacknowledged QoS 1 messages on reconnect.
 
-    def __init__(self, url: str, messages: list[tuple[str, bytes]], rate: float = 0.0) -> None:
+    `gate(n)`, if given, must be true before message n (from 0) goes out: a test that acts
+    mid-stream opens the gate further once it acted, so the stream cannot end before it did,
+    however slow the machine."""
+
+    def __init__(
+        self,
+        url: str,
+        messages: list[tuple[str, bytes]],
+        rate: float = 0.0,
+        gate: Callable[[int], bool] | None = None,
+    ) -> None:
         self.messages = messages
         self.rate = rate
+        self.gate = gate
         self.sent = 0
         parsed = MqttUrl.parse(url)
         self.client = mqtt.Client(
@@ -87,6 +142,8 @@ class Stream:
     def _run(self) -> None:
         started = time.monotonic()
         for n, (topic, payload) in enumerate(self.messages):
+            while self.gate is not None and not self.gate(n):
+                time.sleep(0.01)
             if self.rate:
                 delay = started + n / self.rate - time.monotonic()
                 if delay > 0:

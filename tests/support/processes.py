@@ -99,6 +99,26 @@ class IngestProcess:
                 return float(line.split()[1])
         raise KeyError(name)
 
+    def metrics(self, port: str | None = None) -> dict[str, float]:
+        """Every sample on /metrics by its name, labels included and the `citysense_ingest_`
+        prefix left off: `received_total`, `rejected_total{profile="x",reason="y"}`."""
+        text = httpx.get(f"http://127.0.0.1:{port or self.port}/metrics", timeout=5).text
+        samples = {}
+        for line in text.splitlines():
+            if line.startswith("citysense_ingest_"):
+                name, value = line.removeprefix("citysense_ingest_").rsplit(" ", 1)
+                samples[name] = float(value)
+        return samples
+
+    def holds_nothing(self, port: str | None = None) -> bool:
+        """No message unacknowledged, no line buffered, no byte held: all it took is written."""
+        m = self.metrics(port)
+        return m["unacked_messages"] == m["buffered_lines"] == m["held_bytes"] == 0
+
+    def status(self, path: str, port: str | None = None) -> int:
+        """The HTTP status ingest answers on `path` (/ready, /live)."""
+        return httpx.get(f"http://127.0.0.1:{port or self.port}{path}", timeout=5).status_code
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

@@ -107,3 +107,19 @@ async def stack_for(settings: ApiSettings, servers: LocalServers) -> AsyncIterat
         live = app.state.runtime.live
         await until(live.feed.subscribed.is_set, 10, "the state feed subscription")
         yield Stack(app, client, servers, settings.topic_root)
+
+
+def count_calls(obj: object, name: str) -> list[int]:
+    """From now on, count the completed calls of the coroutine method `name` of `obj` (patched
+    on the instance), so that a test waits for it to have run rather than sleeping as long as it
+    might take. The count is the list's one item."""
+    original = getattr(obj, name)
+    calls = [0]
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        result = await original(*args, **kwargs)
+        calls[0] += 1
+        return result
+
+    setattr(obj, name, counted)
+    return calls

@@ -4,7 +4,6 @@ damaged segments aside, and requests kept under InfluxDB's body limit (issue 10:
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ from ingest.retry import RetryPolicy
 from ingest.spool import CORRUPT, CorruptSegment, Spool, frame, unframe
 from ingest.stats import Stats
 from ingest.write import Writer
+from tests.support.polling import wait_for
 
 # --- spool -------------------------------------------------------------------------------------
 
@@ -85,20 +85,19 @@ def test_the_budget_waits_for_room_and_lets_one_heavy_message_through() -> None:
     budget = Budget(1000)
     never = threading.Event()
     assert budget.acquire(5000, never)  # alone, heavier than the budget: let through
-    waited: list[float] = []
+    acquired: list[bool] = []
 
     def second() -> None:
-        started = time.monotonic()
-        assert budget.acquire(10, never)
-        waited.append(time.monotonic() - started)
+        acquired.append(budget.acquire(10, never))
 
-    thread = threading.Thread(target=second)
+    thread = threading.Thread(target=second, daemon=True)
     thread.start()
-    thread.join(0.3)
-    assert thread.is_alive()  # no room while the heavy one is held
+    wait_for(lambda: budget.waits == 1, 5, what="the second acquire waiting")
+    assert thread.is_alive() and not acquired  # no room while the heavy one is held
+    assert budget.held == 5000
     budget.release(5000)
     thread.join(5)
-    assert waited and budget.held == 10
+    assert acquired == [True] and budget.held == 10
     assert budget.waits == 1
 
 

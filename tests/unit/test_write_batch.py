@@ -4,7 +4,6 @@ fake InfluxDB."""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
@@ -12,11 +11,12 @@ import pytest
 from common.errors import InfluxRejected
 from common.influx import InfluxClient, InfluxConfig
 from ingest.acks import Acks, Ticket
-from ingest.batch import Batcher
+from ingest.batch import Batch, Batcher
 from ingest.changes import change_lines
 from ingest.retry import RetryPolicy
 from ingest.stats import Stats
 from ingest.write import Stopped, Writer
+from tests.support.polling import wait_for
 
 
 def test_batch_cut_by_size_keeps_messages_whole() -> None:
@@ -30,34 +30,48 @@ def test_batch_cut_by_size_keeps_messages_whole() -> None:
     assert [t.mid for t in batch.tickets] == [1, 2]
 
 
+# A take() whose own timeout is this long returns within a test's deadline only if something
+# else ends its wait: the batch's age, or the first message waking it. (How soon: bench.timings.)
+HOUR = 3600.0
+
+
+def taken_in_thread(batcher: Batcher) -> tuple[threading.Thread, list[Batch | None]]:
+    """take(timeout=HOUR) in a daemon thread, its result in the list once it returns."""
+    taken: list[Batch | None] = []
+    thread = threading.Thread(target=lambda: taken.append(batcher.take(timeout=HOUR)), daemon=True)
+    thread.start()
+    return thread, taken
+
+
 def test_batch_cut_by_age() -> None:
     batcher = Batcher(max_lines=1000, max_age=0.05)
     batcher.add(["x"], Ticket(1, 1, 1), 1, 0)
     assert batcher.take(timeout=0) is None  # neither full nor old yet
-    started = time.monotonic()
-    batch = batcher.take(timeout=5)
+    _, taken = taken_in_thread(batcher)
+    wait_for(lambda: taken, 30, what="the batch cut by its age, not by take()'s timeout")
+    [batch] = taken
     assert batch is not None
     assert batch.lines == ["x"]
-    assert time.monotonic() - started < 1
 
 
 def test_an_idle_writer_wakes_for_the_first_message() -> None:
     """A reading reaching an idle worker waits max_age, not the writer's idle timeout."""
     batcher = Batcher(max_lines=1000, max_age=0.05)
-    taken: list[float] = []
+    waiting = threading.Event()
+    wait = batcher._cond.wait
 
-    def writer() -> None:
-        batcher.take(timeout=5.0)
-        taken.append(time.monotonic())
+    def noted_wait(timeout: float | None = None) -> bool:
+        waiting.set()
+        return wait(timeout)
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    time.sleep(0.2)  # the writer is now waiting with nothing buffered
-    added = time.monotonic()
+    batcher._cond.wait = noted_wait  # type: ignore[method-assign]
+    _, taken = taken_in_thread(batcher)
+    wait_for(waiting.is_set, 10, what="the writer waiting with nothing buffered")
+    assert not taken
     batcher.add(["x"], Ticket(1, 1, 1), 1, 0)
-    thread.join(6)
-    assert taken
-    assert taken[0] - added < 0.5
+    wait_for(lambda: taken, 30, what="the writer woken by the first message")
+    [batch] = taken
+    assert batch is not None and batch.lines == ["x"]
 
 
 def test_redelivery_of_held_message_is_skipped_and_acked_once() -> None:
