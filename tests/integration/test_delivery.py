@@ -168,7 +168,7 @@ def test_a_thread_that_dies_is_counted_and_ready_turns_false(
         publish(servers.mosquitto.url("citysense-simulator"), [(topic, reading(now_ms(), 1.0))])
         wait_for(worker.crashed.is_set, 30, what="the writer thread to die")
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines()
-        assert "citysense_ingest_thread_crashes_total 1" in metrics
+        assert "citysense_ingest_thread_crashes_total 1.0" in metrics
         assert "citysense_ingest_ready 0.0" in metrics
-        assert "citysense_ingest_messages_acked_total 0" in metrics
+        assert "citysense_ingest_messages_acked_total 0.0" in metrics
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 503

@@ -52,7 +52,8 @@ def test_ready_follows_influxdb_and_the_metrics_add_up(
         ("water_pipe", "invalid_json"): [
             (layout.telemetry("water_pipe", PIPES[0]), b'{"pressure": ')
         ],
-        ("water_pipe", "unknown_device"): [
+        # Filed under `unknown`: the registry does not know the device (its topic says water).
+        ("unknown", "unknown_device"): [
             (layout.telemetry("water_pipe", "WP-NOT-REGISTERED"), orjson.dumps({"pressure": 1}))
         ],
     }

@@ -342,23 +342,9 @@ def test_ingest_logs_no_secret_when_something_fails(
     assert found(hidden, server_logs(servers)) == []
 
 
-# Bug: ingest logs CITYSENSE_INFLUX_URL as given, and common.influx quotes it whole in every
-# "unreachable" error, so a password in it is printed; the API masks it (api.core.scrub).
-INFLUX_URL_LEAKS = pytest.mark.xfail(
-    strict=True,
-    reason="ingest/cli.py logs settings.influx_url unmasked in its 'starting:' line, and "
-    "common/influx.py _transport_error() puts config.url with its password into "
-    "InfluxUnavailable, which ingest.worker ('could not create database') and ingest.write "
-    "('write failed ... retrying') log and `citysense replay` prints in its traceback",
-)
-
-
 @pytest.mark.parametrize(
     "influxdb",
-    [
-        pytest.param("reachable", marks=INFLUX_URL_LEAKS),
-        pytest.param("unreachable", marks=INFLUX_URL_LEAKS),
-    ],
+    ["reachable", "unreachable"],
 )
 def test_a_password_in_the_influxdb_url_reaches_no_ingest_log(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path, influxdb: str
@@ -383,7 +369,7 @@ def test_a_password_in_the_influxdb_url_reaches_no_ingest_log(
     assert found([INFLUX_PASSWORD], log.read_text()) == []
 
 
-@pytest.mark.parametrize("where", ["token", pytest.param("url", marks=INFLUX_URL_LEAKS)])
+@pytest.mark.parametrize("where", ["token", "url"])
 def test_replay_with_influxdb_unreachable_prints_no_secret(
     servers: LocalServers, topic_root: str, where: str
 ) -> None:
