@@ -1,0 +1,82 @@
+// Open alarms by severity and age, raised live from the stream; acknowledged from the page when
+// the token may; a cleared alarm fades out.
+
+import { api } from "./api.js";
+import { h } from "./dom.js";
+import { age, number, t, time } from "./i18n.js";
+
+const SEVERITY = { critical: 0, warning: 1, info: 2 };
+const SYMBOL = { critical: "▲", warning: "◆", info: "●" };
+const FADE_MS = 4000;
+
+export class Alarms {
+  // onChange(alarm) when an alarm of a device is raised, cleared or changed (the map redraws it).
+  constructor(element, view, { onChange, onSelect }) {
+    Object.assign(this, { element, view, onChange, onSelect });
+    this.active = new Map(); // id → alarm
+    this.fading = new Map(); // id → alarm, cleared and fading out
+    this.raised = 0; // alarms raised while the page was open
+  }
+
+  load(alarms) {
+    this.active = new Map(alarms.map((a) => [a.id, a]));
+    this.render();
+  }
+
+  event({ event, alarm }) {
+    if (alarm.state === "cleared") {
+      this.active.delete(alarm.id);
+      this.fading.set(alarm.id, alarm);
+      setTimeout(() => { this.fading.delete(alarm.id); this.render(); }, FADE_MS);
+    } else {
+      if (event === "raised") this.raised += 1;
+      this.active.set(alarm.id, alarm);
+    }
+    this.onChange(alarm);
+    this.render();
+  }
+
+  ofDevice(deviceId) {
+    return [...this.active.values()].filter((a) => a.device_id === deviceId);
+  }
+
+  async acknowledge(alarm, button) {
+    button.disabled = true;
+    try {
+      this.active.set(alarm.id, await api(`/alarms/${alarm.id}/acknowledge`, { method: "POST", body: {} }));
+    } catch (error) {
+      button.disabled = false;
+      button.title = error.message;
+      return;
+    }
+    this.render();
+  }
+
+  render() {
+    const now = Date.now();
+    const sorted = [...this.active.values()].sort(
+      (a, b) => SEVERITY[a.severity] - SEVERITY[b.severity] || Date.parse(a.start) - Date.parse(b.start),
+    );
+    const counts = Object.keys(SEVERITY).map((s) => h("span", { class: `count ${s}` },
+      `${SYMBOL[s]} ${t(s)} ${number(sorted.filter((a) => a.severity === s).length, 0)}`));
+    const rows = [...sorted, ...this.fading.values()].map((a) => this.row(a, now));
+    this.element.replaceChildren(
+      h("div", { class: "counts" }, ...counts),
+      rows.length ? h("ul", { class: "alarm-list" }, ...rows) : h("p", { class: "empty" }, t("no_alarms")),
+    );
+  }
+
+  row(alarm, now) {
+    const cleared = alarm.state === "cleared";
+    const may = this.view.acknowledge && !cleared && !alarm.acknowledged_by;
+    const ack = may ? h("button", { class: "ack", onclick: (e) => this.acknowledge(alarm, e.target) }, t("acknowledge")) : null;
+    const state = cleared ? t("cleared") : alarm.acknowledged_by ? `${t("acknowledged")} (${alarm.acknowledged_by})` : "";
+    return h("li", { class: `alarm ${alarm.severity}${cleared ? " fading" : ""}`, dataset: { alarm: alarm.id, device: alarm.device_id, state: alarm.state } },
+      h("span", { class: "sev", title: t(alarm.severity) }, SYMBOL[alarm.severity]),
+      h("a", { href: "#", class: "dev", onclick: (e) => { e.preventDefault(); this.onSelect(alarm.device_id); } }, alarm.device_id),
+      h("span", { class: "rule" }, `${t(alarm.rule)} ${alarm.field}=${number(alarm.value, 2)}`),
+      h("span", { class: "age", title: time(alarm.start, true) }, age(now - Date.parse(alarm.start))),
+      h("span", { class: "ack-state" }, state),
+      ack);
+  }
+}
