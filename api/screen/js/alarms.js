@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { h } from "./dom.js";
-import { age, number, t, time } from "./i18n.js";
+import { age, getLanguage, number, t, time } from "./i18n.js";
 
 const SEVERITY = { critical: 0, warning: 1, info: 2 };
 const SYMBOL = { critical: "▲", warning: "◆", info: "●" };
@@ -15,7 +15,12 @@ export class Alarms {
     Object.assign(this, { element, view, onChange, onSelect });
     this.active = new Map(); // id → alarm
     this.fading = new Map(); // id → alarm, cleared and fading out
-    this.raised = 0; // alarms raised while the page was open
+    this.fresh = new Map(); // id → when the page saw it raised
+    this.rows = new Map(); // id → its row
+    this.counts = h("div", { class: "counts" });
+    this.list = h("ul", { class: "alarm-list" });
+    this.empty = h("p", { class: "empty" });
+    element.replaceChildren(this.counts, this.list, this.empty);
   }
 
   load(alarms) {
@@ -29,7 +34,7 @@ export class Alarms {
       this.fading.set(alarm.id, alarm);
       setTimeout(() => { this.fading.delete(alarm.id); this.render(); }, FADE_MS);
     } else {
-      if (event === "raised") this.raised += 1;
+      if (event === "raised") this.fresh.set(alarm.id, Date.now());
       this.active.set(alarm.id, alarm);
     }
     this.onChange(alarm);
@@ -52,31 +57,49 @@ export class Alarms {
     this.render();
   }
 
+  // Rows are kept per alarm and updated in place, so that a raised alarm's highlight and a
+  // cleared one's fading play once rather than restarting with every refresh.
   render() {
     const now = Date.now();
     const sorted = [...this.active.values()].sort(
       (a, b) => SEVERITY[a.severity] - SEVERITY[b.severity] || Date.parse(a.start) - Date.parse(b.start),
     );
-    const counts = Object.keys(SEVERITY).map((s) => h("span", { class: `count ${s}` },
-      `${SYMBOL[s]} ${t(s)} ${number(sorted.filter((a) => a.severity === s).length, 0)}`));
-    const rows = [...sorted, ...this.fading.values()].map((a) => this.row(a, now));
-    this.element.replaceChildren(
-      h("div", { class: "counts" }, ...counts),
-      rows.length ? h("ul", { class: "alarm-list" }, ...rows) : h("p", { class: "empty" }, t("no_alarms")),
-    );
+    this.counts.replaceChildren(...Object.keys(SEVERITY).map((s) => h("span", { class: `count ${s}` },
+      `${SYMBOL[s]} ${t(s)} ${number(sorted.filter((a) => a.severity === s).length, 0)}`)));
+    const shown = [...sorted, ...this.fading.values()];
+    const rows = new Map(shown.map((alarm) => [alarm.id, this.row(alarm, now)]));
+    this.rows = rows;
+    const order = [...rows.values()];
+    const list = this.list;
+    if (list.children.length !== order.length || order.some((row, n) => list.children[n] !== row)) {
+      list.replaceChildren(...order);
+    }
+    this.empty.textContent = shown.length ? "" : t("no_alarms");
   }
 
   row(alarm, now) {
     const cleared = alarm.state === "cleared";
+    const row = this.rows.get(alarm.id) ?? h("li", { class: `alarm ${alarm.severity}`, dataset: { alarm: alarm.id, device: alarm.device_id } });
+    row.dataset.state = alarm.state;
+    row.classList.toggle("fading", cleared);
+    row.classList.toggle("new", !cleared && now - (this.fresh.get(alarm.id) ?? 0) < 5000);
     const may = this.view.acknowledge && !cleared && !alarm.acknowledged_by;
     const ack = may ? h("button", { class: "ack", onclick: (e) => this.acknowledge(alarm, e.target) }, t("acknowledge")) : null;
     const state = cleared ? t("cleared") : alarm.acknowledged_by ? `${t("acknowledged")} (${alarm.acknowledged_by})` : "";
-    return h("li", { class: `alarm ${alarm.severity}${cleared ? " fading" : ""}`, dataset: { alarm: alarm.id, device: alarm.device_id, state: alarm.state } },
+    const parts = [
       h("span", { class: "sev", title: t(alarm.severity) }, SYMBOL[alarm.severity]),
       h("a", { href: "#", class: "dev", onclick: (e) => { e.preventDefault(); this.onSelect(alarm.device_id); } }, alarm.device_id),
       h("span", { class: "rule" }, `${t(alarm.rule)} ${alarm.field}=${number(alarm.value, 2)}`),
       h("span", { class: "age", title: time(alarm.start, true) }, age(now - Date.parse(alarm.start))),
       h("span", { class: "ack-state" }, state),
-      ack);
+      ack,
+    ];
+    // Rebuilt only when something shown changed (a button being clicked must stay).
+    const key = JSON.stringify([alarm.value, state, may, getLanguage(), parts[3].textContent]);
+    if (row.dataset.key !== key) {
+      row.dataset.key = key;
+      row.replaceChildren(...parts.filter(Boolean));
+    }
+    return row;
   }
 }

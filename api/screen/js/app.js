@@ -63,6 +63,7 @@ class Screen {
   async reload() {
     this.stream.stop();
     const state = await api("/screen/state");
+    screen.timings.state = performance.now();
     this.devices = state.devices;
     this.reportingNames = state.reporting;
     this.reporting = Uint8Array.from(state.devices.reporting);
@@ -71,6 +72,7 @@ class Screen {
     this.alarms.load(state.alarms);
     for (const alarm of state.alarms) this.count(alarm, 1);
     this.map.setDevices(state.devices, (i) => this.statusOf(i));
+    screen.timings.indexed = performance.now();
     this.stream.start(state.event_id);
     screen.devices = state.devices.id.length;
   }
@@ -181,6 +183,7 @@ function applyLanguage(lang, app) {
 }
 
 async function open() {
+  screen.timings = { signin: performance.now() };
   let view;
   try {
     view = await api("/screen/view");
