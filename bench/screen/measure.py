@@ -66,7 +66,7 @@ def first_render(page: Page, devices: int) -> FirstRender:
 # Redraws the map at each zoom from the whole city down to single devices, timing each frame.
 REDRAW = """() => {
   const map = citysense.app.map;
-  const centre = map.map.getCenter();
+  const centre = [map.devices.lat[0], map.devices.lon[0]]; // on a device, down to its street
   const times = [];
   for (let zoom = 10; zoom <= 17; zoom += 1) {
     map.map.setView(centre, zoom, { animate: false });

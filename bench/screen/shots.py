@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -44,11 +45,26 @@ def populate(run: Stack) -> None:
     )  # fmt: skip
     if backfill.reap(900) != 0:
         raise RuntimeError(f"backfill failed:\n{backfill.tail()}")
+    ingest.wait_until(lambda: settled(f"http://127.0.0.1:{port}/metrics"), 600, "ingest done")
     run.start_api()
     run.start(
         "simulate", "--mode", "live", "--rate", "60", "--duration", "0", "--fault-ratio", "0.02",
         "--seed", "2", "--no-progress", user="citysense-simulator",
     )  # fmt: skip
+
+
+def settled(metrics: str, counter: str = "citysense_ingest_readings_stored_total") -> bool:
+    """Whether ingest stored nothing more in the last second (it caught up with the backfill)."""
+
+    def stored() -> float:
+        for line in httpx.get(metrics, timeout=5).text.splitlines():
+            if line.startswith(counter + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    before = stored()
+    time.sleep(1.0)
+    return before > 0 and stored() == before
 
 
 def raise_alarms(run: Stack) -> None:
@@ -67,12 +83,14 @@ def raise_alarms(run: Stack) -> None:
 def shoot(run: Stack, out: Path) -> list[Path]:
     desk, wall = out / "screen-desk.png", out / "screen-wall.png"
     with chromium() as browser:
+        print("desk mode ...", flush=True)
         page = signed_in(browser, run.base, run.token, "?lang=en")
         page.wait_for_function("() => window.citysense.events > 50", timeout=60_000)
         page.evaluate("citysense.app.select('WP-000031')")
         page.wait_for_selector("#device figure", timeout=30_000)
         page.wait_for_timeout(1500)  # let the charts and the live counters settle
         page.screenshot(path=str(desk))
+        print("wall mode ...", flush=True)
         page = signed_in(browser, run.base, run.token, "?mode=wall&lang=zh", (1920, 1080))
         page.wait_for_function("() => window.citysense.events > 50", timeout=60_000)
         page.wait_for_timeout(1500)
@@ -88,6 +106,7 @@ def main() -> None:
     with stack() as run:
         print("starting servers, ingest and the API; loading a day of history ...", flush=True)
         populate(run)
+        print("raising alarms ...", flush=True)
         raise_alarms(run)
         for path in shoot(run, args.out):
             print(f"wrote {path}")

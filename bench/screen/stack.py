@@ -16,10 +16,12 @@ import httpx
 
 from citysense.children import Child, Children, start_citysense
 from citysense.servers import LocalServers, free_port
+from common.influx import InfluxClient, InfluxConfig
 from device_profiles import DEFAULT_REGISTRY
 
 HOST = "127.0.0.1"
 ROOT = "city"
+DATABASE = "citysense"
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Stack:
         return {
             **os.environ,
             "CITYSENSE_INFLUX_URL": self.servers.influxdb.url,
-            "CITYSENSE_INFLUX_DB": "citysense",
+            "CITYSENSE_INFLUX_DB": DATABASE,
             "CITYSENSE_TOPIC_ROOT": ROOT,
             "CITYSENSE_REGISTRY": str(self.registry),
             "CITYSENSE_MQTT_URL": self.servers.mosquitto.url(user),
@@ -55,6 +57,9 @@ class Stack:
 
     def start_api(self, **extra: str) -> None:
         """`citysense api` with the run's tokens, awaited until it serves the screen's state."""
+        config = InfluxConfig(url=self.servers.influxdb.url, database=DATABASE)
+        with InfluxClient(config) as client:
+            client.create_database()  # ingest would, when it runs
         self.api_port = free_port()
         api = self.start(
             "api", "--host", HOST, "--port", str(self.api_port),

@@ -130,6 +130,9 @@ async def test_city_sees_every_device_and_a_broken_rule_within_two_seconds(stack
         await city.page.wait_for_selector("#device tr[data-field='leakDetected']", timeout=5000)
         assert "North" in await city.page.inner_text("#device table.registry")
         assert city.errors == [] and water.errors == []
+        # Everything came from the API: no CDN, no tile server (none is set), no font service.
+        outside = [u for u in city.requests if not u.startswith((stack.proxy.url + "/", "data:"))]
+        assert city.requests and outside == []
 
 
 async def test_a_department_sees_no_device_of_another_profile(stack: Stack) -> None:

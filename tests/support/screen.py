@@ -126,6 +126,7 @@ class Screen:
     page: Page
     base: str
     errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # every URL the page asked for
 
     async def sign_in(self, token: str, query: str = "") -> None:
         await self.page.goto(f"{self.base}/screen{query}")
@@ -170,6 +171,7 @@ async def screen_tab(
 
     page.on("console", console)
     page.on("pageerror", lambda error: screen.errors.append(f"uncaught: {error}"))
+    page.on("request", lambda request: screen.requests.append(request.url))
     try:
         yield screen
     finally:

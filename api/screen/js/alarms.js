@@ -9,6 +9,12 @@ const SEVERITY = { critical: 0, warning: 1, info: 2 };
 const SYMBOL = { critical: "▲", warning: "◆", info: "●" };
 const FADE_MS = 4000;
 
+// What broke: the rule and the value that broke it (a silent device has no value to show).
+export function describe(alarm) {
+  if (alarm.rule === "silent") return t("silent");
+  return `${t(alarm.rule)} ${t(alarm.field)} = ${number(alarm.value, 2)}`;
+}
+
 export class Alarms {
   // onChange(alarm) when an alarm of a device is raised, cleared or changed (the map redraws it).
   constructor(element, view, { onChange, onSelect }) {
@@ -89,7 +95,7 @@ export class Alarms {
     const parts = [
       h("span", { class: "sev", title: t(alarm.severity) }, SYMBOL[alarm.severity]),
       h("a", { href: "#", class: "dev", onclick: (e) => { e.preventDefault(); this.onSelect(alarm.device_id); } }, alarm.device_id),
-      h("span", { class: "rule" }, `${t(alarm.rule)} ${alarm.field}=${number(alarm.value, 2)}`),
+      h("span", { class: "rule" }, describe(alarm)),
       h("span", { class: "age", title: time(alarm.start, true) }, age(now - Date.parse(alarm.start))),
       h("span", { class: "ack-state" }, state),
       ack,

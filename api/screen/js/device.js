@@ -1,6 +1,7 @@
 // One device: its registry data, latest values with units (kept current from the stream), a
 // 24 h chart per numeric field (GET /devices/{id}/history) and its open alarms.
 
+import { describe } from "./alarms.js";
 import { api } from "./api.js";
 import { chart } from "./charts.js";
 import { h, unit } from "./dom.js";
@@ -71,7 +72,7 @@ export class DevicePanel {
   renderAlarms() {
     const alarms = this.alarmsOf(this.device.device_id);
     this.element.querySelector(".device-alarms").replaceChildren(...alarms.map((a) =>
-      h("div", { class: `alarm ${a.severity}` }, `${t(a.severity)}: ${t(a.rule)} (${a.field} = ${number(a.value, 2)})`)));
+      h("div", { class: `alarm ${a.severity}` }, `${t(a.severity)}: ${describe(a)}`)));
   }
 
   async charts() {

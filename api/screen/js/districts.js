@@ -32,8 +32,11 @@ export class Districts {
     this.plots = [];
   }
 
+  // The trends are computed by InfluxDB over a day of readings (seconds, the first time): they
+  // are drawn when they come, without holding up the rest.
   async start() {
-    await Promise.all([this.refreshAll(), this.refreshTrends()]);
+    this.trendsLoaded = this.refreshTrends().catch((error) => console.warn("trends:", error.message));
+    await this.refreshAll();
     this.timer = setInterval(() => this.refreshDirty(), 1000);
     this.trendTimer = setInterval(() => this.refreshTrends(), TREND_MS);
   }
