@@ -45,16 +45,18 @@ def populate(run: Stack) -> None:
     )  # fmt: skip
     if backfill.reap(900) != 0:
         raise RuntimeError(f"backfill failed:\n{backfill.tail()}")
-    ingest.wait_until(lambda: settled(f"http://127.0.0.1:{port}/metrics"), 600, "ingest done")
-    run.start_api()
+    # The fleet goes live at once (every device reports about every 30 s), while ingest stores the
+    # day; the API starts once that is stored, so that no device looks silent meanwhile.
     run.start(
-        "simulate", "--mode", "live", "--rate", "60", "--duration", "0", "--fault-ratio", "0.02",
+        "simulate", "--mode", "live", "--rate", "100", "--duration", "0", "--fault-ratio", "0.02",
         "--seed", "2", "--no-progress", user="citysense-simulator",
     )  # fmt: skip
+    ingest.wait_until(lambda: settled(f"http://127.0.0.1:{port}/metrics"), 600, "ingest done")
+    run.start_api()
 
 
 def settled(metrics: str, counter: str = "citysense_ingest_readings_stored_total") -> bool:
-    """Whether ingest stored nothing more in the last second (it caught up with the backfill)."""
+    """Whether ingest caught up with the backfill: it stores no more than the live fleet's pace."""
 
     def stored() -> float:
         for line in httpx.get(metrics, timeout=5).text.splitlines():
@@ -64,7 +66,7 @@ def settled(metrics: str, counter: str = "citysense_ingest_readings_stored_total
 
     before = stored()
     time.sleep(1.0)
-    return before > 0 and stored() == before
+    return before > 0 and stored() - before < 1000
 
 
 def raise_alarms(run: Stack) -> None:

@@ -85,6 +85,11 @@ export class DeviceMap {
   }
 
   reindex() {
+    this.build();
+    this.request();
+  }
+
+  build() {
     const { lon, lat } = this.devices;
     const points = new Array(lon.length);
     for (let i = 0; i < lon.length; i += 1) {
@@ -100,13 +105,14 @@ export class DeviceMap {
     }).load(points);
     this.indexed = performance.now();
     this.stale = false;
-    this.request();
   }
 
   // A device's status changed: points redraw at once; clusters are re-indexed at most every 2 s.
   changed() {
     this.stale = true;
     this.request();
+    clearTimeout(this.restale);
+    this.restale = setTimeout(() => this.request(), 2100); // the last change is drawn too
   }
 
   fit(bounds) {
@@ -152,14 +158,11 @@ export class DeviceMap {
       canvas.style.width = `${size.x}px`;
       canvas.style.height = `${size.y}px`;
     }
+    if (this.index && this.stale && performance.now() - this.indexed > 2000) this.build();
     const ctx = canvas.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.clearRect(0, 0, size.x, size.y);
     if (!this.index) return;
-    if (this.stale && performance.now() - this.indexed > 2000) {
-      this.reindex();
-      return;
-    }
     const b = this.map.getBounds();
     const items = this.index.getClusters([b.getWest(), b.getSouth(), b.getEast(), b.getNorth()], Math.round(this.map.getZoom()));
     ctx.textAlign = "center";
