@@ -125,14 +125,25 @@ async def test_city_sees_every_device_and_a_broken_rule_within_two_seconds(stack
             headers = {"Authorization": f"Bearer {TOKENS['city']}"}
             body = (await api.get(f"/alarms/{alarm_id}", headers=headers)).json()
         assert body["acknowledged_by"] == "water-north"
-        # The device on the map: clicking it opens its registry data and latest values.
-        await city.page.evaluate("citysense.app.select('WP-A1')")
+        # The device on the map, zoomed in to its street: a click on it opens its registry data,
+        # latest values and open alarm.
+        box = await city.page.locator("#map").bounding_box()
+        assert box is not None
+        x, y = await city.value(
+            """(() => { const m = citysense.app.map, i = citysense.app.byId.get('WP-A1');
+            m.map.setView([m.devices.lat[i], m.devices.lon[i]], 17, { animate: false }); m.draw();
+            const p = m.map.latLngToContainerPoint([m.devices.lat[i], m.devices.lon[i]]);
+            return [p.x, p.y]; })()"""
+        )
+        await city.page.mouse.click(box["x"] + x, box["y"] + y)
         await city.page.wait_for_selector("#device tr[data-field='leakDetected']", timeout=5000)
         assert "North" in await city.page.inner_text("#device table.registry")
+        assert "leak_flag" in await city.page.inner_text("#device .device-alarms")
         assert city.errors == [] and water.errors == []
         # Everything came from the API: no CDN, no tile server (none is set), no font service.
         outside = [u for u in city.requests if not u.startswith((stack.proxy.url + "/", "data:"))]
         assert city.requests and outside == []
+        assert not any(TOKENS["city"] in url for url in city.requests + water.requests)
 
 
 async def test_a_department_sees_no_device_of_another_profile(stack: Stack) -> None:
@@ -174,7 +185,8 @@ async def test_a_cut_stream_resumes_without_missing_an_event(stack: Stack) -> No
         assert ids[ids.index(first) :] == list(range(first, ids[-1] + 1))
         assert await city.value("citysense.resumes") == 1
         assert await city.value("citysense.resets") == 0
-        # Only the cut itself may show in the console (the stream's request failing).
+        # Only the cut itself may show in the console: "Failed to load resource:
+        # net::ERR_INCOMPLETE_CHUNKED_ENCODING" for the stream's request.
         assert [e for e in city.errors if "/stream" not in e] == []
 
 
@@ -204,3 +216,14 @@ async def test_wall_mode_renders_dark_and_cycles_districts(stack: Stack) -> None
             f'#districts article.district:not([data-district="{first}"])', timeout=10_000
         )
         assert wall.errors == []
+
+
+async def test_open_data_sees_daily_figures_per_district_and_no_device(stack: Stack) -> None:
+    async with tab(stack, "portal") as portal:
+        await portal.until("document.querySelectorAll('table.open-data').length === 3")
+        assert await portal.value("document.body.dataset.scope") == "open_data"
+        asked = {url.split("?")[0].removeprefix(stack.proxy.url) for url in portal.requests}
+        assert {"/districts", "/aggregates", "/screen/view"} <= asked
+        assert not asked & {"/screen/state", "/stream", "/alarms", "/dead-letters/counts"}
+        assert "SL-" not in await portal.page.inner_text("body")
+        assert portal.errors == []
