@@ -123,7 +123,7 @@ class Screen {
 
   status(status) {
     if (status === "live" && this.stream.connections > 1) screen.resumes = this.stream.connections - 1;
-    $("#live").dataset.status = status;
+    Object.assign($("#live").dataset, { status, t: status });
     $("#live").textContent = t(status);
   }
 

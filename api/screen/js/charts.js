@@ -1,6 +1,6 @@
 // Time-series charts (uPlot): a 24 h chart per field of a device, a day's trend per district.
 
-import { getZone, number } from "./i18n.js";
+import { clock, getZone, number } from "./i18n.js";
 
 const uPlot = window.uPlot;
 
@@ -19,7 +19,7 @@ export function chart(element, { label, unit, points, width = 320, height = 110,
       cursor: { show: true, y: false },
       scales: { x: { time: true } },
       axes: [
-        { stroke: "currentColor", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 28 },
+        { stroke: "currentColor", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 28, values: (u, v) => v.map(clock) },
         { stroke: "currentColor", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 46, values: (u, v) => v.map((n) => number(n, 1)) },
       ],
       series: [{}, { label: unit ? `${label} (${unit})` : label, stroke: colour, width: 1.5, fill: `${colour}22`, spanGaps: true }],

@@ -182,6 +182,12 @@ export function time(iso, withDate = false) {
   return new Intl.DateTimeFormat(LOCALES[language], options).format(new Date(iso));
 }
 
+// A chart's time axis: hours and minutes in the city's zone (epoch seconds in).
+export function clock(seconds) {
+  const options = { timeZone: zone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+  return new Intl.DateTimeFormat(LOCALES[language], options).format(new Date(seconds * 1000));
+}
+
 export function age(ms) {
   const format = new Intl.RelativeTimeFormat(LOCALES[language], { numeric: "always" });
   const s = Math.max(0, Math.round(ms / 1000));

@@ -35,6 +35,12 @@ export class Stream {
         delay = 250;
       } catch (error) {
         if (this.stopped) return;
+        if (error.status === 401 || error.status === 403) {
+          // The token was revoked (or never could read the stream): retrying cannot help.
+          this.stopped = true;
+          this.onStatus("offline");
+          return;
+        }
       }
       if (this.stopped) return;
       this.onStatus("reconnecting");
@@ -51,7 +57,7 @@ export class Stream {
       signal: this.controller.signal,
       cache: "no-store",
     });
-    if (!response.ok) throw new Error(`stream answered ${response.status}`);
+    if (!response.ok) throw Object.assign(new Error(`stream answered ${response.status}`), { status: response.status });
     this.connections += 1;
     this.onStatus("live");
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
