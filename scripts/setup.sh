@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian machine for CitySense: Mosquitto and InfluxDB from Debian's packages when
-# missing, and a Python virtual environment in .venv with the project installed. Idempotent and
-# quick when nothing changed. Sourced by scripts/up.sh and scripts/test.sh.
+# Set up a fresh Debian machine for CitySense: Mosquitto, InfluxDB and Chromium from Debian's
+# packages when missing, and a Python virtual environment in .venv with the project installed.
+# Idempotent and quick when nothing changed. Sourced by scripts/up.sh and scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,6 +20,8 @@ have influxd || missing+=(influxdb)
 have promtool || missing+=(prometheus)  # the shipped Prometheus config is tested with it
 # ip and tc: the network tests put each part on a host of its own (network namespaces, veth).
 { have ip && have tc; } || missing+=(iproute2)
+# The operations screen's tests drive Debian's Chromium (Playwright downloads no browser here).
+have chromium || missing+=(chromium)
 have python3 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,5 +1,6 @@
 """Live events as Server-Sent Events frames: a subscription to the hub within the token's scope,
-and the frames written to one client until it goes away or falls too far behind."""
+the events a resuming client missed (`Last-Event-ID`), and the frames written to one client
+until it goes away or falls too far behind."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from api.core.tokens import Principal
 from api.live.hub import EVENT_KINDS, Event, Hub, Subscription
 
 BATCH = 500  # events at most in one write to a client
+# Sent instead of a replay the hub cannot give (the missed events are no longer kept, or the id
+# is not one of this process): the client must reload the state, then resume from there.
+RESET = b'event: reset\ndata: {"reason": "events after Last-Event-ID are no longer kept"}\n\n'
 
 
 def subscribe(
@@ -59,16 +63,35 @@ def _frame(event: Event) -> bytes:
     return frame
 
 
+def missed(hub: Hub, subscription: Subscription, last_event_id: str | None) -> list[bytes]:
+    """The frames of the events after `last_event_id` that `subscription` accepts, or a `reset`
+    event. Called right after subscribing, with no await between: together they cover every
+    event exactly once (the ring up to now, the queue from now on)."""
+    if last_event_id is None:
+        return []
+    try:
+        events = hub.since(int(last_event_id))
+    except ValueError:
+        events = None
+    if events is None:
+        return [RESET]
+    return [_frame(event) for event in events if subscription.accepts(event)]
+
+
 async def frames(
     hub: Hub,
     subscription: Subscription,
     heartbeat: float,
     disconnected: Callable[[], Awaitable[bool]],
+    backlog: list[bytes] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The bytes of the stream, ending with an `overflow` event if the client fell behind."""
+    """The bytes of the stream, `backlog` first (api.live.stream.missed), ending with an
+    `overflow` event if the client fell behind."""
     queue = subscription.queue
     try:
         yield b": connected\n\n"
+        for start in range(0, len(backlog or ()), BATCH):
+            yield b"".join((backlog or [])[start : start + BATCH])
         while not await disconnected():
             if queue.empty():
                 try:

@@ -10,6 +10,7 @@ from api.routes.devices import router as devices_router
 from api.routes.districts import router as districts_router
 from api.routes.health import router as health_router
 from api.routes.metrics import router as metrics_router
+from api.routes.screen import router as screen_router
 from api.routes.stream import router as stream_router
 
 api_router = APIRouter()
@@ -22,3 +23,4 @@ api_router.include_router(districts_router)
 api_router.include_router(health_router)
 api_router.include_router(metrics_router)
 api_router.include_router(stream_router)
+api_router.include_router(screen_router)
