@@ -202,9 +202,10 @@ def _banner(api_url: str, metrics_port: int, logs: Path, token: str) -> None:
     print(f"""
 CitySense is running. A simulated city is publishing live telemetry.
 
+  operations       {api_url}/screen   (sign in with the token below)
   API docs         {api_url}/docs
   API token        {token}
-                   (city-wide, this run only; only its hash is stored)
+                   (city-wide, kept for the next start in {logs.parent / "local-operator.token"})
   health           curl -s {api_url}/health
   one lamppost     curl -s {auth} {api_url}/devices/SL-000001
   a district       curl -s {auth} '{api_url}/districts/Xihu/summary?window=1h'
