@@ -13,6 +13,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.core.tokens import TokenBook
 from api.main import create_app
@@ -46,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         problems = settings_problems(exc)
         print(f"citysense api: invalid settings:\n{problems}", file=sys.stderr)
         return 2
-    _check(settings)
+    contract = _checked_contract(settings)
     # JSON lines like ingest's; httpx (whose request lines carry URLs, which may carry
     # credentials) kept to warnings. The access log is ours (api.observe), with the token's name.
     configure(args.log_level.upper())
@@ -62,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     config = uvicorn.Config(
-        functools.partial(create_app, settings, on_failure=stop_on_failure),
+        functools.partial(create_app, settings, on_failure=stop_on_failure, contract=contract),
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
@@ -77,15 +78,18 @@ def main(args: argparse.Namespace) -> int:
     return 0 if server.started else 3
 
 
-def _check(settings: ApiSettings) -> None:
+def _checked_contract(settings: ApiSettings) -> Contract:
     """What would stop the app's start, said before uvicorn runs: one line from the command
-    (citysense.cli), rather than a traceback from inside the server's lifespan."""
+    (citysense.cli), rather than a traceback from inside the server's lifespan. The contract
+    loaded here is the app's: it is not loaded twice."""
     profiles, registry = settings.load_contract()
+    contract = Contract.build(profiles, registry)
     if settings.api_auth == "off":
-        return
+        return contract
     if settings.api_tokens is None:
         raise ConfigError(
             "no tokens file: set CITYSENSE_API_TOKENS (create one with `citysense tokens new`), "
             "or CITYSENSE_API_AUTH=off for a development deployment"
         )
     TokenBook(settings.api_tokens, profiles, registry.districts)
+    return contract

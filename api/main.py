@@ -84,9 +84,10 @@ def _runtime(
     scrub: Scrubber,
     transport: httpx.AsyncBaseTransport | None,
     supervisor: Supervisor,
+    contract: Contract | None,
 ) -> Runtime:
     """Everything the routes share, built and checked before the first request."""
-    contract = _contract(config)
+    contract = contract if contract is not None else _contract(config)
     tokens = _access(config, contract)
     influx = AsyncInfluxClient(config.influx, transport=transport)
     cells = CellCache(config.api_aggregate_cells, config.api_aggregate_max_staleness)
@@ -120,16 +121,21 @@ def create_app(
     *,
     influx_transport: httpx.AsyncBaseTransport | None = None,
     on_failure: Callable[[], None] | None = None,
+    contract: Contract | None = None,
 ) -> FastAPI:
     """The app; `influx_transport` replaces the network under the InfluxDB client in tests;
-    `on_failure` is called once if a background task or thread dies (api.core.supervise)."""
+    `on_failure` is called once if a background task or thread dies (api.core.supervise);
+    `contract`, when the caller loaded it already (`citysense api` checks it before serving),
+    is not loaded again — at a million devices that is seconds of start-up."""
     config = settings if settings is not None else ApiSettings()
     supervisor = Supervisor(on_failure)
     scrub = Scrubber(secrets_of(config))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = app.state.runtime = _runtime(config, scrub, influx_transport, supervisor)
+        runtime = app.state.runtime = _runtime(
+            config, scrub, influx_transport, supervisor, contract
+        )
         registry = runtime.contract.registry
         logger.info(
             "serving %d devices of %d profiles in %d districts; InfluxDB %s, database %s",
