@@ -118,9 +118,7 @@ def load_tokens(
     """Principals by token hash; raises ConfigError naming the file and every problem. Profiles
     and districts must exist: a typo would otherwise silently narrow (or empty) a scope."""
     try:
-        text = path.read_text(encoding="utf-8")
-        raw = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        parsed = TokensFile.model_validate(raw)
+        parsed = read_tokens_file(path)
     except (OSError, orjson.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"tokens file {path}: {exc}") from exc
     except ValidationError as exc:
@@ -157,10 +155,10 @@ def load_tokens(
 
 
 def read_tokens_file(path: Path) -> TokensFile:
-    """The file as written, unchecked against the contract (for `citysense tokens`)."""
+    """The file as written, unchecked against the contract (load_tokens checks it)."""
     text = path.read_text(encoding="utf-8")
     raw = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    return TokensFile.model_validate(raw or {"tokens": []})
+    return TokensFile.model_validate(raw)
 
 
 class TokenBook:
