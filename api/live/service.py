@@ -5,7 +5,6 @@ InfluxDB. `Live.start()` / `Live.stop()` run in the app's lifespan."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -165,11 +164,12 @@ class Live:
         self._feed_task = self.supervisor.start(self._apply_feed(), "citysense-feed")
 
     async def stop(self) -> None:
-        for task in (self._task, self._writer_task, self._feed_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._task, self._writer_task, self._feed_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        # A task that died already was reported by the supervisor; stopping goes on regardless,
+        # so the alarm events still waiting are flushed and the subscriber closed.
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.writer.aclose()
         if self.feed is not None:
             self.feed.stop()
