@@ -7,8 +7,10 @@ Real Mosquitto and InfluxDB, ingest as real processes. Every reading carries a u
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -549,3 +551,56 @@ def test_12_sigkill_with_spooled_segments_and_a_stale_tmp(
     assert ingest.terminate() == 0
     assert_exactly(influx, expected)
     assert not list(folder.glob("*.tmp"))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real filesystem of 256 KiB (tmpfs): writes past it fail with ENOSPC, as a full disk's
+    would. Mounting needs root, as CI has."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs (root needed): {mounted.stderr.decode()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_13_a_full_disk_under_the_spool_is_back_pressure_not_loss(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path, small_disk: Path
+) -> None:
+    """InfluxDB down and the spool's disk full long before the spool's own bound: appends fail
+    with ENOSPC, the worker holds the batch instead (nothing acknowledged, no thread dies), and
+    once InfluxDB is back every reading is stored exactly once."""
+    stack = private_servers
+    influx = make_database(stack)
+    messages, expected = stream_of(topic_root, 10_000, per_message=10)
+    env = ingest_env(
+        stack,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_SPOOL_DIR=str(small_disk),
+        CITYSENSE_SPOOL_MAX_BYTES=str(1024**3),  # the disk, not this bound, is what runs out
+        CITYSENSE_SPILL_AFTER="0.3",
+        CITYSENSE_BATCH_SIZE="500",
+    )
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    stack.influxdb.stop()
+    publish(stack.mosquitto.url("citysense-simulator"), messages)
+    wait_for(lambda: ingest.metric("spool_refused_appends") >= 1, 60, what="the disk full")
+    held = ingest.metrics()
+    assert held["thread_crashes_total"] == 0
+    assert held["messages_acked_total"] < len(messages)  # the rest is held, unacknowledged
+    stack.influxdb.start()
+    wait_stored(influx, len(expected), 120)
+    assert ingest.metric("thread_crashes_total") == 0
+    assert ingest.terminate() == 0
+    assert_exactly(influx, expected)
