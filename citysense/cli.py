@@ -1,4 +1,5 @@
-"""The `citysense` command: up, ingest, api, simulate, profiles check, replay, tokens.
+"""The `citysense` command: up, ingest, api, simulate, profiles, replay, tokens, devices, certs,
+broker.
 
 Each subcommand's module is imported only when it runs, so `citysense ingest` never loads the API
 and the three parts stay independent. An expected failure (a setting, the contract, InfluxDB or
@@ -27,6 +28,9 @@ COMMANDS = {
     "profiles": ("citysense.profiles", "check device profiles and the registry"),
     "replay": ("ingest.replay", "re-ingest dead letters after a profile or registry fix"),
     "tokens": ("citysense.tokens", "create, list and revoke the API's tokens"),
+    "devices": ("citysense.devices", "add, import, rotate, revoke and list device credentials"),
+    "certs": ("citysense.certs", "create the broker's TLS certificate authority and certificate"),
+    "broker": ("citysense.broker", "render the broker's config and run Mosquitto (compose)"),
 }
 # A password in a URL (scheme://user:password@host) is masked in any message we print.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)

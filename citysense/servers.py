@@ -6,7 +6,6 @@ temporary folder, free ports). No systemd, no shared system state: stopping the 
 
 from __future__ import annotations
 
-import getpass
 import os
 import secrets
 import shutil
@@ -17,17 +16,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
+from citysense.broker import ACCOUNTS, BrokerLayout
+from citysense.dynsec import DeviceAccount
 from common.errors import ConfigError
 from common.process import die_with_parent
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
-
-# MQTT users the shipped ACL knows; passwords are generated per deployment.
-MQTT_USERS = ("citysense-ingest", "citysense-api", "citysense-simulator")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -143,6 +142,9 @@ class _Child:
 class Mosquitto(_Child):
     root: str = "city"
     passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    # Devices with their own accounts, written into the broker's accounts file at start.
+    devices: list[DeviceAccount] = field(default_factory=list, repr=False)
+    tls_port: int = 0
     max_queued_messages: int = 8_000_000
     max_queued_bytes: int = 4 * 1024**3
     max_inflight_messages: int = 65_535
@@ -150,54 +152,46 @@ class Mosquitto(_Child):
     autosave_interval: int = 10
 
     def url(self, user: str) -> str:
+        """Plain MQTT on the internal listener, as the services use it."""
         return f"mqtt://{user}:{self.passwords[user]}@{self.host}:{self.port}"
 
+    def tls_url(self, user: str, password: str | None = None) -> str:
+        """MQTT over TLS, checked against this broker's CA, as a device connects."""
+        secret = password if password is not None else self.passwords[user]
+        ca = quote(str(self.layout.tls_files.ca_cert))
+        return f"mqtts://{user}:{secret}@localhost:{self.tls_port}?ca={ca}"
+
+    @property
+    def layout(self) -> BrokerLayout:
+        if not self.tls_port:
+            self.tls_port = free_port(self.host)
+        return BrokerLayout(
+            home=self.home,
+            host=self.host,
+            port=self.port,
+            tls_host=self.host,
+            tls_port=self.tls_port,
+            root=self.root,
+            max_queued_messages=self.max_queued_messages,
+            max_queued_bytes=self.max_queued_bytes,
+            max_inflight_messages=self.max_inflight_messages,
+            autosave_interval=self.autosave_interval,
+        )
+
+    @property
+    def log_file(self) -> Path:
+        return self.layout.log_file
+
     def command(self) -> list[str]:
-        self._render()
-        return [find_binary("mosquitto", "CITYSENSE_MOSQUITTO_BIN"), "-c", str(self.conf_file)]
+        for user in ACCOUNTS:
+            self.passwords.setdefault(user, secrets.token_urlsafe(18))
+        conf = self.layout.render(self.passwords, self.devices)
+        self.devices = []  # in the accounts file now; a restart must not reset their passwords
+        return [find_binary("mosquitto", "CITYSENSE_MOSQUITTO_BIN"), "-c", str(conf)]
 
     @property
     def conf_file(self) -> Path:
-        return self.home / "mosquitto.conf"
-
-    def _render(self) -> None:
-        data_dir = self.home / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        for user in MQTT_USERS:
-            self.passwords.setdefault(user, secrets.token_urlsafe(18))
-        password_file = self.home / "passwd"
-        password_file.write_text("".join(f"{u}:{p}\n" for u, p in self.passwords.items()))
-        password_file.chmod(0o600)
-        # mosquitto_passwd -U hashes a plain `user:password` file in place.
-        subprocess.run(
-            [
-                find_binary("mosquitto_passwd", "CITYSENSE_MOSQUITTO_PASSWD_BIN"),
-                "-U",
-                str(password_file),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        acl_file = self.home / "acl"
-        acl_file.write_text((CONF_DIR / "mosquitto.acl").read_text().format(root=self.root))
-        conf = (
-            (CONF_DIR / "mosquitto.conf")
-            .read_text()
-            .format(
-                user=getpass.getuser(),
-                host=self.host,
-                port=self.port,
-                password_file=password_file,
-                acl_file=acl_file,
-                data_dir=data_dir,
-                log_file=self.log_file,
-                max_queued_messages=self.max_queued_messages,
-                max_queued_bytes=self.max_queued_bytes,
-                max_inflight_messages=self.max_inflight_messages,
-                autosave_interval=self.autosave_interval,
-            )
-        )
-        self.conf_file.write_text(conf)
+        return self.layout.conf_file
 
     def ready(self) -> bool:
         return self._tcp_open()

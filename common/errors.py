@@ -11,6 +11,7 @@ into this tree, so callers decide on meaning (retry or not) rather than on libra
     │       ├── InfluxPartialWrite   - 400 on /write; some lines stored, `dropped` were not
     │       └── InfluxNotFound       - 404: the database does not exist
     └── BrokerError              - the MQTT broker refused us or could not be reached
+        └── BrokerRefused        - it answered, and said no (a login, a dynamic-security command)
 """
 
 from __future__ import annotations
@@ -55,4 +56,8 @@ class InfluxNotFound(InfluxRejected):
 
 
 class BrokerError(CitySenseError):
+    pass
+
+
+class BrokerRefused(BrokerError):
     pass

@@ -66,8 +66,7 @@ class Consumer:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if url.username:
-            self._client.username_pw_set(url.username, url.password)
+        url.configure(self._client)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected

@@ -73,7 +73,7 @@ class Publisher:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
         )
-        self._client.username_pw_set(url.username, url.password)
+        url.configure(self._client)
         self._client.max_inflight_messages_set(0)  # see the module docstring: the window rules
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(1, 10)

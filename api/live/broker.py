@@ -30,8 +30,7 @@ def check_broker(url: MqttUrl, timeout: float) -> str | None:
         clean_session=True,
         reconnect_on_failure=False,
     )
-    if url.username:
-        client.username_pw_set(url.username, url.password)
+    url.configure(client)
     client.connect_timeout = timeout
     answers: list[ReasonCode] = []
 

@@ -54,8 +54,7 @@ class FeedSubscriber:
             client_id=f"citysense-api-{secrets.token_hex(6)}",
             clean_session=True,
         )
-        if url.username:
-            self._client.username_pw_set(url.username, url.password)
+        url.configure(self._client)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._connected
         self._client.on_subscribe = self._on_subscribed

@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
 from api.core.tokens import hash_token
+from citysense.dynsec import DeviceAccount
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
 from common.process import die_with_parent
@@ -44,7 +45,9 @@ DEVICE_PASSWORD = secrets.token_urlsafe(12)
 @pytest.fixture
 def stack_with_device(tmp_path: Path) -> Iterator[LocalServers]:
     """Servers whose broker also knows one device by its own credentials."""
-    with local_servers(tmp_path / "servers", {DEVICE: DEVICE_PASSWORD}) as stack:
+    with local_servers(
+        tmp_path / "servers", [DeviceAccount(DEVICE, "streetlight", DEVICE_PASSWORD)]
+    ) as stack:
         yield stack
 
 
@@ -185,7 +188,7 @@ def test_secrets_never_reach_the_logs(
     assert token not in text
 
 
-# --- the ACL: what each broker user may publish (citysense/conf/mosquitto.acl) ----------------
+# --- the ACL: what each broker user may publish (citysense/dynsec.py) ----------------
 
 NOT_AUTHORIZED = 0x87  # what Mosquitto answers an MQTT 5 publish its ACL denies
 

@@ -20,7 +20,7 @@ def publish(url: str, messages: Iterable[tuple[str, bytes]], *, qos: int = 1) ->
     """Publish at QoS 1 and wait until the broker acknowledged every message."""
     parsed = MqttUrl.parse(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{secrets.token_hex(4)}")
-    client.username_pw_set(parsed.username, parsed.password)
+    parsed.configure(client)
     client.max_inflight_messages_set(500)
     client.max_queued_messages_set(0)
     client.connect(parsed.host, parsed.port)
@@ -44,7 +44,7 @@ def publish_v5(url: str, topic: str, payload: bytes, *, retain: bool = False) ->
         client_id=f"test-pub5-{secrets.token_hex(4)}",
         protocol=mqtt.MQTTv5,
     )
-    client.username_pw_set(parsed.username, parsed.password)
+    parsed.configure(client)
     answers: list[ReasonCode] = []
     client.on_publish = lambda _c, _u, _mid, reason, _p: answers.append(reason)
     client.connect(parsed.host, parsed.port)
@@ -62,7 +62,7 @@ def subscriber(url: str, topic: str, on_payload: Callable[[bytes], object]) -> m
     """A plain paho subscriber, subscribed before this returns; the caller disconnects it."""
     parsed = MqttUrl.parse(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{secrets.token_hex(4)}")
-    client.username_pw_set(parsed.username, parsed.password)
+    parsed.configure(client)
     subscribed: list[bool] = []
     client.on_subscribe = lambda *_args: subscribed.append(True)
     client.on_message = lambda _c, _u, message: on_payload(message.payload)
@@ -78,7 +78,7 @@ def listen(url: str, filters: Iterable[str]) -> tuple[list[tuple[str, bytes]], m
     what it hears as (topic, payload) in order of arrival; the caller disconnects it."""
     parsed = MqttUrl.parse(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-lis-{secrets.token_hex(4)}")
-    client.username_pw_set(parsed.username, parsed.password)
+    parsed.configure(client)
     heard: list[tuple[str, bytes]] = []
     granted: list[bool] = []
     client.on_subscribe = lambda *_args: granted.append(True)
@@ -96,7 +96,7 @@ def retain(url: str, topic: str, payload: bytes) -> None:
     """Publish `payload` retained (as a device's status is), acknowledged before this returns."""
     parsed = MqttUrl.parse(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
-    client.username_pw_set(parsed.username, parsed.password)
+    parsed.configure(client)
     client.connect(parsed.host, parsed.port)
     client.loop_start()
     client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
@@ -129,7 +129,7 @@ class Stream:
             clean_session=False,
             client_id=f"test-stream-{secrets.token_hex(4)}",
         )
-        self.client.username_pw_set(parsed.username, parsed.password)
+        parsed.configure(self.client)
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(0.2, 2)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from citysense.dynsec import DeviceAccount
 from citysense.servers import LocalServers
 
 TEST_ROOT = "citytest"
@@ -15,11 +16,13 @@ ACL_ROOT = f"{TEST_ROOT}/+"
 
 
 @contextmanager
-def local_servers(folder: Path, passwords: dict[str, str] | None = None) -> Iterator[LocalServers]:
-    """Servers in `folder`, running until the block ends; `passwords` adds broker users (a
-    device by its own credentials) before the broker starts."""
+def local_servers(
+    folder: Path, devices: list[DeviceAccount] | None = None
+) -> Iterator[LocalServers]:
+    """Servers in `folder`, running until the block ends; `devices` get broker accounts of
+    their own (a device by its own credentials) before the broker starts."""
     stack = LocalServers.create(folder, root=ACL_ROOT)
-    stack.mosquitto.passwords.update(passwords or {})
+    stack.mosquitto.devices.extend(devices or [])
     stack.start()
     yield stack
     stack.stop()

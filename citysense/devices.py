@@ -1,0 +1,174 @@
+"""`citysense devices add|import|rotate|revoke|list`: device credentials, in the registry and the
+broker together.
+
+A device's MQTT account is its id with a secret printed once, here, and stored by the broker only
+as a salted hash; its role lets it publish its own telemetry and status and nothing else
+(citysense/dynsec.py). The registry file is rewritten atomically after the new rows were checked
+with every other row, so a running ingest or API never reads half a file. Revoking removes the
+broker account at once (an open connection is closed) and keeps the registry row: the device's
+stored readings still need their district and place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from citysense import dynsec
+from citysense.broker import ACCOUNTS
+from common.errors import ConfigError
+from common.mqtturl import MqttUrl
+from common.settings import CommonSettings
+from device_profiles import Device, load_profiles, load_registry
+from device_profiles.load import OPTIONAL_COLUMNS, REGISTRY_COLUMNS
+
+COLUMNS = (*REGISTRY_COLUMNS, *OPTIONAL_COLUMNS)
+
+
+class DevicesSettings(CommonSettings):
+    # The broker's admin account (dynamic security), over TLS when the broker is remote.
+    mqtt_admin_url: SecretStr | None = None
+
+    def control(self) -> dynsec.Control:
+        if self.mqtt_admin_url is None:
+            raise ConfigError("set CITYSENSE_MQTT_ADMIN_URL: the broker's admin account")
+        return dynsec.Control(MqttUrl.parse(self.mqtt_admin_url.get_secret_value()))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["add", "import", "rotate", "revoke", "list"])
+    parser.add_argument("target", nargs="?", help="add/rotate/revoke: a device id; import: a CSV")
+    parser.add_argument("--profile", help="add: the device's profile")
+    parser.add_argument("--district", help="add: its district")
+    parser.add_argument("--lat", type=float, help="add: latitude")
+    parser.add_argument("--lon", type=float, help="add: longitude")
+    parser.add_argument("--address", default="", help="add: street address")
+    parser.add_argument("--variant", default="", help="add: vendor variant of the profile")
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = DevicesSettings()
+    if args.action == "list":
+        return _list(settings)
+    if not args.target:
+        raise ConfigError(f"devices {args.action}: give a {_what(args.action)}")
+    if args.action == "add":
+        return _add(settings, [_row_from_args(args)])
+    if args.action == "import":
+        return _add(settings, _rows_from_csv(Path(args.target)))
+    if args.action == "rotate":
+        _known(settings, args.target)
+        secret = dynsec.new_secret()
+        settings.control().run(dynsec.rotate_device(args.target, secret))
+        _print_secrets([(args.target, secret)])
+        return 0
+    settings.control().run(dynsec.revoke_device(_known(settings, args.target)))
+    print(f"revoked {args.target}: the broker refuses it from now on; its registry row is kept")
+    return 0
+
+
+def _what(action: str) -> str:
+    return "CSV file" if action == "import" else "device id"
+
+
+def _row_from_args(args: argparse.Namespace) -> dict[str, str]:
+    needed = {"--profile": args.profile, "--district": args.district, "--lat": args.lat}
+    needed["--lon"] = args.lon
+    missing = [flag for flag, value in needed.items() if value is None]
+    if missing:
+        raise ConfigError(f"devices add: missing {', '.join(missing)}")
+    values = (args.target, args.profile, args.district, args.lat, args.lon, args.address)
+    return {**dict(zip(REGISTRY_COLUMNS, map(str, values), strict=True)), "variant": args.variant}
+
+
+def _rows_from_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise ConfigError(f"devices import: {path} not found")
+    with path.open(newline="", encoding="utf-8") as src:
+        reader = csv.DictReader(src)
+        missing = [c for c in REGISTRY_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(f"{path}: missing columns {', '.join(missing)}")
+        return [{c: (row.get(c) or "").strip() for c in COLUMNS} for row in reader]
+
+
+def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
+    clash = sorted({r["device_id"] for r in rows} & set(ACCOUNTS))
+    if clash:
+        raise ConfigError(f"{', '.join(clash)}: the name of a CitySense service account")
+    devices = _register(settings, rows)
+    accounts = [dynsec.DeviceAccount(d.device_id, d.profile, dynsec.new_secret()) for d in devices]
+    commands = [c for a in accounts for c in dynsec.create_device(settings.topic_root, a)]
+    settings.control().run(commands)
+    _print_secrets([(a.device_id, a.password) for a in accounts])
+    return 0
+
+
+def _register(settings: DevicesSettings, rows: list[dict[str, str]]) -> list[Device]:
+    """Append `rows` to the registry once the whole new file loads cleanly; their devices."""
+    path = settings.registry
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    existing = list(csv.DictReader(io.StringIO(text)))
+    known = {r["device_id"] for r in existing}
+    again = sorted(known & {r["device_id"] for r in rows})
+    if again:
+        raise ConfigError(
+            f"already registered: {', '.join(again[:10])} (rotate gives a new secret)"
+        )
+    candidate = path.with_name(f".{path.name}.new")
+    with candidate.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows([{c: r.get(c, "") for c in COLUMNS} for r in (*existing, *rows)])
+    try:
+        profiles = load_profiles(settings.profiles)
+        registry = load_registry(candidate, profiles, settings.load_variants(profiles))
+        candidate.replace(path)
+    finally:
+        candidate.unlink(missing_ok=True)  # refused (ContractError names the row): no trace
+    return [registry.devices[r["device_id"]] for r in rows]
+
+
+def _known(settings: DevicesSettings, device_id: str) -> str:
+    _, registry = settings.load_contract()
+    if registry.get(device_id) is None:
+        raise ConfigError(f"{device_id}: not in the registry {settings.registry}")
+    return device_id
+
+
+def _list(settings: DevicesSettings) -> int:
+    _, registry = settings.load_contract()
+    answer = settings.control().run([{"command": "listClients", "verbose": True}])
+    accounts = {c["username"]: c for c in answer[0].get("data", {}).get("clients", [])}
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["device_id", "profile", "district", "broker_account"])
+    for device in registry.devices.values():
+        out.writerow(
+            [
+                device.device_id,
+                device.profile,
+                device.district,
+                _state(accounts.get(device.device_id)),
+            ]
+        )
+    return 0
+
+
+def _state(account: dict[str, Any] | None) -> str:
+    if account is None:
+        return "none"
+    return "disabled" if account.get("disabled") else "active"
+
+
+def _print_secrets(pairs: list[tuple[str, str]]) -> None:
+    """Each new secret, once: the broker keeps only its hash."""
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["device_id", "secret"])
+    out.writerows(pairs)
+    print(f"# {len(pairs)} secret(s) shown once; CitySense keeps only their hash", file=sys.stderr)

@@ -1,0 +1,165 @@
+"""Device credentials end to end: `citysense devices` (the real command) against a broker
+rendered by citysense.broker, the renderer the compose stack's `mosquitto` service runs, with
+its TLS listener and the dynamic-security plugin; ingest storing what an added device sent."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from api.live.broker import check_broker
+from citysense.servers import LocalServers
+from common.mqtturl import MqttUrl
+from tests.support.influx import make_database, rows
+from tests.support.ingest import ingest_settings, running_worker
+from tests.support.mqtt import listen, publish_v5
+from tests.support.polling import wait_for
+from tests.support.seeding import write_registry
+from wire.topics import TopicLayout
+
+pytestmark = pytest.mark.integration
+
+NOT_AUTHORIZED = 0x87
+ADD = ["SL-900001", "--profile", "streetlight", "--district", "Xihu", "--lat", "30.25"]
+ADD += ["--lon", "120.15", "--address", "1 New Rd"]
+
+
+def devices(stack: LocalServers, registry: Path, root: str, *args: str) -> dict[str, str]:
+    """Run `citysense devices ARGS`; the secrets it printed, by device id."""
+    env = {
+        **os.environ,
+        "CITYSENSE_MQTT_ADMIN_URL": stack.mosquitto.tls_url("citysense-admin"),
+        "CITYSENSE_REGISTRY": str(registry),
+        "CITYSENSE_TOPIC_ROOT": root,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "citysense.cli", "devices", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    if args[0] in ("revoke", "list"):
+        return {"output": done.stdout}
+    return {r["device_id"]: r["secret"] for r in csv.DictReader(io.StringIO(done.stdout))}
+
+
+def reading(value: float) -> bytes:
+    return orjson.dumps(
+        {"ts": int(time.time() * 1000), "powerState": "on", "powerConsumption": value}
+    )
+
+
+class Connected:
+    """A device's open TLS connection, and whether the broker closed it."""
+
+    def __init__(self, url: str) -> None:
+        parsed = MqttUrl.parse(url)
+        self.closed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        parsed.configure(self.client)
+        self.client.on_disconnect = lambda *_: self.closed.set()
+        self.client.connect(parsed.host, parsed.port)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_an_added_device_publishes_over_tls_and_ingest_stores_it(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    stack, layout = private_servers, TopicLayout(topic_root)
+    registry = write_registry(tmp_path / "registry.csv")
+    secret = devices(stack, registry, topic_root, "add", *ADD)["SL-900001"]
+    assert "SL-900001,streetlight,Xihu,30.25,120.15,1 New Rd" in registry.read_text()
+    url = stack.mosquitto.tls_url("SL-900001", secret)
+    # Its own topic over TLS: accepted; another device's, or its own id under another profile:
+    # refused by the broker, whatever the payload says.
+    assert not publish_v5(url, layout.telemetry("streetlight", "SL-900001"), reading(1)).is_failure
+    for topic in (
+        layout.telemetry("streetlight", "SL-000001"),
+        layout.telemetry("water_pipe", "SL-900001"),
+    ):
+        assert publish_v5(url, topic, reading(2)).value == NOT_AUTHORIZED, topic
+    # The certificate is checked: against the system's trust store alone, ours is unknown.
+    untrusted = url.split("?")[0]
+    assert "CERTIFICATE_VERIFY_FAILED" in (check_broker(MqttUrl.parse(untrusted), 5) or "")
+    # Ingest, started with the registry `add` wrote, stores what the device sends.
+    influx = make_database(stack)
+    settings = ingest_settings(stack, influx, topic_root, registry=registry)
+    with running_worker(settings):
+        assert not publish_v5(
+            url, layout.telemetry("streetlight", "SL-900001"), reading(42)
+        ).is_failure
+        query = "SELECT powerConsumption FROM streetlight WHERE device_id = 'SL-900001'"
+        wait_for(lambda: rows(influx, query), 20, what="the added device's reading")
+    assert [r["powerConsumption"] for r in rows(influx, query)] == [42.0]
+
+
+def test_revoke_and_rotate_take_effect_without_a_broker_restart(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    stack = private_servers
+    registry = write_registry(tmp_path / "registry.csv")
+    broker_pid = stack.mosquitto.process.pid if stack.mosquitto.process else None
+    first = devices(stack, registry, topic_root, "add", *ADD)["SL-900001"]
+    rotated = devices(stack, registry, topic_root, "rotate", "SL-900001")["SL-900001"]
+    assert rotated != first
+    assert "refused" in (
+        check_broker(MqttUrl.parse(stack.mosquitto.tls_url("SL-900001", first)), 5) or ""
+    )
+    url = stack.mosquitto.tls_url("SL-900001", rotated)
+    assert check_broker(MqttUrl.parse(url), 5) is None
+    connected = Connected(url)
+    try:
+        wait_for(connected.client.is_connected, 10, what="the device connected")
+        devices(stack, registry, topic_root, "revoke", "SL-900001")
+        wait_for(connected.closed.is_set, 10, what="the broker closing the revoked connection")
+    finally:
+        connected.stop()
+    assert "refused" in (check_broker(MqttUrl.parse(url), 5) or "")
+    assert stack.mosquitto.process is not None and stack.mosquitto.process.pid == broker_pid
+    listed = devices(stack, registry, topic_root, "list")["output"]
+    assert "SL-900001,streetlight,Xihu,none" in listed  # registry row kept, account gone
+
+
+def test_imported_devices_survive_a_broker_restart(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    stack, layout = private_servers, TopicLayout(topic_root)
+    registry = write_registry(tmp_path / "registry.csv")
+    batch = tmp_path / "new.csv"
+    batch.write_text(
+        "device_id,profile,district,latitude,longitude,address\n"
+        + "".join(f"WP-9{n:05d},water_pipe,Gongshu,30.3,120.1,{n} Pipe St\n" for n in range(50))
+    )
+    secrets_by_id = devices(stack, registry, topic_root, "import", str(batch))
+    assert len(secrets_by_id) == 50 and len(set(secrets_by_id.values())) == 50
+    stack.mosquitto.restart()  # the accounts file is rendered again: operator's devices kept
+    heard, listener = listen(stack.mosquitto.url("citysense-api"), [layout.subscription])
+    try:
+        for device_id in ("WP-900000", "WP-900049"):
+            url = stack.mosquitto.tls_url(device_id, secrets_by_id[device_id])
+            topic = layout.telemetry("water_pipe", device_id)
+            assert not publish_v5(url, topic, b"{}").is_failure
+        wait_for(lambda: len(heard) == 2, 10, what="both devices' messages")
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+    listed = devices(stack, registry, topic_root, "list")["output"]
+    assert listed.count(",active") == 50
