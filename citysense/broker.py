@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from citysense import dynsec
 from citysense.certs import DEFAULT_HOSTS, TlsFiles, ensure
+from citysense.programs import find_binary
 from common.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -150,8 +151,6 @@ def main(args: argparse.Namespace) -> int:
     if args.render_only:
         print(conf)
         return 0
-    from citysense.servers import find_binary  # noqa: PLC0415 - only when becoming the broker
-
     binary = find_binary("mosquitto", "CITYSENSE_MOSQUITTO_BIN")
     os.execv(binary, [binary, "-c", str(conf)])  # noqa: S606 - a fixed binary, no shell
     return 1  # not reached: exec replaced this process

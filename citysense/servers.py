@@ -6,9 +6,7 @@ temporary folder, free ports). No systemd, no shared system state: stopping the 
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,11 +20,10 @@ import httpx
 
 from citysense.broker import ACCOUNTS, BrokerLayout
 from citysense.dynsec import DeviceAccount
-from common.errors import ConfigError
+from citysense.programs import find_binary
 from common.process import die_with_parent
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -34,19 +31,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def find_binary(name: str, env_var: str) -> str:
-    explicit = os.environ.get(env_var)
-    if explicit:
-        return explicit
-    found = shutil.which(name) or shutil.which(name, path=os.pathsep.join(SEARCH_PATH))
-    if found is None:
-        raise ConfigError(
-            f"{name} not found; install Debian's package (apt-get install {name.rstrip('d')}) "
-            f"or set {env_var}"
-        )
-    return found
 
 
 def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
