@@ -201,6 +201,7 @@ class Mosquitto(_Child):
 @dataclass
 class InfluxDB(_Child):
     rpc_port: int = 0
+    retention_check: str = "30m"
 
     @property
     def url(self) -> str:
@@ -214,7 +215,13 @@ class InfluxDB(_Child):
         conf = (
             (CONF_DIR / "influxdb.conf")
             .read_text()
-            .format(host=self.host, port=self.port, rpc_port=self.rpc_port, data_dir=data_dir)
+            .format(
+                host=self.host,
+                port=self.port,
+                rpc_port=self.rpc_port,
+                data_dir=data_dir,
+                retention_check=self.retention_check,
+            )
         )
         conf_file = self.home / "influxdb.conf"
         conf_file.write_text(conf)

@@ -140,10 +140,10 @@ class _Requests:
     def __init__(self, config: InfluxConfig) -> None:
         self.config = config
 
-    def write_params(self, precision: str) -> dict[str, str]:
+    def write_params(self, precision: str, policy: str | None = None) -> dict[str, str]:
         params = {"db": self.config.database, "precision": precision}
-        if self.config.retention_policy:
-            params["rp"] = self.config.retention_policy
+        if policy or self.config.retention_policy:
+            params["rp"] = policy or self.config.retention_policy
         return params
 
     def query_data(
@@ -212,9 +212,11 @@ class InfluxClient:
         except httpx.TransportError:
             return False
 
-    def write(self, body: bytes, *, precision: str = "ns") -> None:
-        """POST line protocol; raises InfluxUnavailable / InfluxPartialWrite / InfluxRejected."""
-        response = self._post("/write", params=self._req.write_params(precision), content=body)
+    def write(self, body: bytes, *, precision: str = "ns", policy: str | None = None) -> None:
+        """POST line protocol into retention policy `policy` (default: the database's);
+        raises InfluxUnavailable / InfluxPartialWrite / InfluxRejected."""
+        params = self._req.write_params(precision, policy)
+        response = self._post("/write", params=params, content=body)
         check_response(response, writing=True)
 
     def query(
@@ -260,11 +262,12 @@ class AsyncInfluxClient:
         except httpx.TransportError:
             return False
 
-    async def write(self, body: bytes, *, precision: str = "ns") -> None:
-        """POST line protocol; raises InfluxUnavailable / InfluxPartialWrite / InfluxRejected."""
+    async def write(self, body: bytes, *, precision: str = "ns", policy: str | None = None) -> None:
+        """POST line protocol into retention policy `policy` (default: the database's);
+        raises InfluxUnavailable / InfluxPartialWrite / InfluxRejected."""
         try:
             response = await self._http.post(
-                "/write", params=self._req.write_params(precision), content=body
+                "/write", params=self._req.write_params(precision, policy), content=body
             )
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.config.url) from exc

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.influx import InfluxConfig
 from common.mqtturl import MqttUrl
+from common.schema import Duration, Retention
 from device_profiles import (
     DEFAULT_PROFILES,
     DEFAULT_REGISTRY,
@@ -40,6 +41,12 @@ class CommonSettings(BaseSettings):
     profiles: Path = DEFAULT_PROFILES
     registry: Path = DEFAULT_REGISTRY
     topic_root: str = "city"
+    # How long InfluxDB keeps each class of data (common.schema), set at every start.
+    retention_readings: Duration = "400d"
+    retention_dead_letters: Duration = "90d"
+    retention_changes: Duration = "40d"
+    retention_alarms: Duration = "400d"
+    retention_long_term: Duration = "INF"
 
     @field_validator("topic_root")
     @classmethod
@@ -71,6 +78,16 @@ class CommonSettings(BaseSettings):
             database=self.influx_db,
             token=token,
             timeout=self.influx_timeout,
+        )
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(
+            readings=self.retention_readings,
+            dead_letters=self.retention_dead_letters,
+            changes=self.retention_changes,
+            alarms=self.retention_alarms,
+            long_term=self.retention_long_term,
         )
 
     @property

@@ -34,6 +34,7 @@ from ingest.stats import Stats
 from ingest.write import Writer
 from wire.deadletters import MEASUREMENT, TAGS, decode_payload, replay_mark_line
 from wire.reasons import Reason
+from wire.retention import qualified
 
 PAGE = 2000
 # Replaying these would undo what they protect against, unless asked for by name.
@@ -85,7 +86,7 @@ def select(client: InfluxClient, sel: Selection) -> Iterator[dict[str, Any]]:
         params["device"] = sel.device_id
     cursor, seen = sel.start_ns, 0
     # Only our own fixed conditions are joined here; every value is a bound parameter.
-    query = f'SELECT * FROM "{MEASUREMENT}" WHERE {" AND ".join(conditions)} LIMIT {PAGE}'  # noqa: S608
+    query = f"SELECT * FROM {qualified(MEASUREMENT)} WHERE {' AND '.join(conditions)} LIMIT {PAGE}"  # noqa: S608
     while True:
         result = client.query(query, {**params, "start": cursor}, epoch="ns")
         batch = [row for s in (result[0] if result else []) for row in s.rows()]

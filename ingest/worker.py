@@ -24,6 +24,7 @@ import httpx
 
 from common.errors import InfluxError
 from common.influx import InfluxClient
+from common.schema import ensure_schema
 from device_profiles import Profile, Registry, Variant
 from ingest.acks import Acks
 from ingest.batch import Batch, Batcher
@@ -62,6 +63,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.retiring = retire
+        self._measurements = tuple(profiles)  # a profile's readings are stored under its name
         self.stats = Stats()
         self.batcher = Batcher(settings.batch_size, settings.flush_interval)
         self.acks = Acks()
@@ -217,16 +219,20 @@ class Worker:
         return clean
 
     def _create_database(self) -> None:
-        # InfluxDB 1.x creates it idempotently; on 2.x/3.x the operator provides the bucket and
-        # this statement is refused, which is fine.
+        # InfluxDB 1.x: database, retention policies and roll-ups, idempotently. On 2.x/3.x, or
+        # where ingest's account is not InfluxDB's admin (the compose stack: `citysense schema`
+        # did it first), these statements are refused, which is fine.
         try:
-            self.influx.create_database()
+            report = ensure_schema(self.influx, self.settings.retention, self._measurements)
         except InfluxError as exc:
             log.warning(
-                "could not create database %r (%s); assuming it exists",
+                "could not set up database %r (%s); assuming it exists",
                 self.settings.influx_db,
                 exc,
             )
+            return
+        if report.created or report.altered:
+            log.info("database set up: created %s, altered %s", report.created, report.altered)
 
     # --- MQTT thread -------------------------------------------------------------------------
 

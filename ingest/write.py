@@ -27,6 +27,7 @@ from common.influx import InfluxClient
 from ingest.changes import restamp, split_marks
 from ingest.retry import RetryPolicy, sleep
 from ingest.stats import Stats
+from wire.retention import CHANGES, by_policy
 
 log = logging.getLogger(__name__)
 
@@ -70,31 +71,35 @@ class Writer:
         GaveUp if still failing at `deadline` (time.monotonic())."""
         data, marks = split_marks(lines)
         bad = []
-        for part in (data, marks):
+        # One request per retention policy (wire.retention): readings, then dead letters, then
+        # the marks, each into the policy that keeps them for their own time.
+        for policy, part in (*by_policy(data), (CHANGES, marks)):
             for chunk in _chunks(part, self._max_bytes):
-                bad += self._write(chunk, deadline)
+                bad += self._write(chunk, policy, deadline)
         return bad
 
-    def _write(self, lines: list[str], deadline: float | None) -> list[BadLine]:
+    def _write(self, lines: list[str], policy: str, deadline: float | None) -> list[BadLine]:
         if not lines:
             return []
         try:
-            self._write_retrying(lines, deadline)
+            self._write_retrying(lines, policy, deadline)
         except InfluxRejected as exc:
             if exc.status not in SPLIT:
                 raise
             if len(lines) == 1:
                 return [BadLine(lines[0], str(exc))]
             half = len(lines) // 2
-            return self._write(lines[:half], deadline) + self._write(lines[half:], deadline)
+            return self._write(lines[:half], policy, deadline) + self._write(
+                lines[half:], policy, deadline
+            )
         return []
 
-    def _write_retrying(self, lines: list[str], deadline: float | None) -> None:
+    def _write_retrying(self, lines: list[str], policy: str, deadline: float | None) -> None:
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                self._client.write("\n".join(restamp(lines)).encode())
+                self._client.write("\n".join(restamp(lines)).encode(), policy=policy)
             except InfluxUnavailable as exc:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise GaveUp(str(exc)) from exc

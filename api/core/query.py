@@ -22,10 +22,12 @@ from api.core.windows import Window
 from common.influx import AsyncInfluxClient, ParamValue, Series, first_series, quote_ident
 from device_profiles import FieldKind, FieldSpec, FieldType, Profile
 from wire import changes as changes_layout
+from wire import deadletters as dead_letters_layout
+from wire.retention import qualified
 
 DEVICE_TAG = quote_ident("device_id")
 DISTRICT_TAG = quote_ident("district")
-CHANGES = quote_ident(changes_layout.MEASUREMENT)
+CHANGES = qualified(changes_layout.MEASUREMENT)
 STAMP = quote_ident("stamp")
 WINDOW_S = changes_layout.WINDOW_S
 
@@ -154,7 +156,7 @@ def history(
 
 # --- dead letters (written by ingest: see ingest/deadletter.py) ---------------------------------
 
-DEAD_LETTERS = quote_ident("dead_letters")
+DEAD_LETTERS = qualified(dead_letters_layout.MEASUREMENT)
 
 
 @dataclass(frozen=True, slots=True)

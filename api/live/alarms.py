@@ -35,6 +35,7 @@ from common.errors import InfluxError
 from common.influx import AsyncInfluxClient, InfluxConfig
 from device_profiles import AlarmOp, AlarmRule, Severity
 from wire.lineproto import line, one_line
+from wire.retention import policy_of, qualified
 
 logger = logging.getLogger(__name__)
 
@@ -364,7 +365,7 @@ class AlarmBook:
 
 async def load_events(influx: AsyncInfluxClient, since_ns: int) -> list[dict[str, Any]]:
     result = await influx.query(
-        'SELECT * FROM "alarm_events" WHERE time >= $since ORDER BY time ASC',
+        f"SELECT * FROM {qualified(MEASUREMENT)} WHERE time >= $since ORDER BY time ASC",  # noqa: S608
         {"since": since_ns},
         epoch="ns",
     )
@@ -391,7 +392,7 @@ class Writer:
             return
         lines = outbox.pending()
         try:
-            await self._influx.write("\n".join(lines).encode())
+            await self._influx.write("\n".join(lines).encode(), policy=policy_of(MEASUREMENT))
         except InfluxError as exc:
             logger.warning("alarm events not stored yet, will retry: %s", self._scrub(str(exc)))
             return

@@ -20,6 +20,7 @@ from tests.support.api import TOKENS, api_settings, running, write_tokens
 from tests.support.deadletters import dead_letter_line
 from tests.support.seeding import REGISTRY, line_protocol, seed_points
 from tests.support.times import S
+from wire.retention import DEAD_LETTERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -41,7 +42,8 @@ def app_settings(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) ->
                 for n, (p, d) in enumerate(
                     [("streetlight", "SL-A1"), ("water_pipe", "WP-A1"), ("unknown", "X")], start=1
                 )
-            ).encode()
+            ).encode(),
+            policy=DEAD_LETTERS,
         )
     return api_settings(servers, influx, tmp_path, tokens=write_tokens(tmp_path / "tokens.yaml"))
 

@@ -278,7 +278,7 @@ async def test_alarm_rights_follow_the_scope_of_each_token(
         def stored() -> list[dict[str, object]]:
             return rows(
                 influx,
-                "SELECT alarm_id, acknowledged_by, note FROM alarm_events "
+                "SELECT alarm_id, acknowledged_by, note FROM alarms.alarm_events "
                 "WHERE \"event\" = 'acknowledged'",
             )
 

@@ -18,6 +18,7 @@ from common.influx import InfluxClient, InfluxConfig
 from tests.support.api import api_settings
 from tests.support.deadletters import dead_letter_line
 from tests.support.times import S, rfc3339
+from wire.retention import DEAD_LETTERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -53,7 +54,7 @@ def app_settings(
         )
     )
     with InfluxClient(influx) as client:
-        client.write("\n".join(lines).encode())
+        client.write("\n".join(lines).encode(), policy=DEAD_LETTERS)
     return api_settings(servers, influx, tmp_path)
 
 

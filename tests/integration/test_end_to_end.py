@@ -147,7 +147,9 @@ async def test_simulated_city_end_to_end(
 
     # Every bad message is recorded with its reason, exactly as many as were sent.
     assert count(influx, "dead_letters") == total
-    stored_reasons = Counter(str(r["reason"]) for r in rows(influx, "SELECT * FROM dead_letters"))
+    stored_reasons = Counter(
+        str(r["reason"]) for r in rows(influx, "SELECT * FROM dead_letters.dead_letters")
+    )
     assert stored_reasons == rejections
 
     # The API answers from what was stored.

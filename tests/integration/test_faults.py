@@ -228,7 +228,7 @@ def test_5_one_poisoned_line_in_a_batch(
         for r in rows(influx, "SELECT pressure FROM \"water_pipe\" WHERE device_id != 'X'")
     )
     assert pressures == [300.0 + n for n in range(99)]
-    (letter,) = rows(influx, "SELECT * FROM dead_letters")
+    (letter,) = rows(influx, "SELECT * FROM dead_letters.dead_letters")
     assert letter["reason"] == "write_rejected"
     assert "turbidity" in str(letter["payload"])
     assert "conflict" in str(letter["detail"])

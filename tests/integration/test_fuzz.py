@@ -237,7 +237,7 @@ def stored_payload(row: dict[str, object]) -> bytes:
 def check_letters(influx: InfluxConfig, fuzz: FuzzSet) -> None:
     """Every bad message (or bad reading of an array) is one dead letter: its reason, topic,
     profile, device and payload (bounded), exactly as many as were sent."""
-    letters = rows(influx, "SELECT * FROM dead_letters")
+    letters = rows(influx, "SELECT * FROM dead_letters.dead_letters")
     want_reasons = Counter(letter.reason for letter in fuzz.letters)
     got_reasons = Counter(str(row["reason"]) for row in letters)
 

@@ -140,7 +140,7 @@ def test_bad_messages_become_dead_letters_and_ingest_continues(
     wait_for(lambda: worker.stats.messages_acked == len(bad) + len(good), 10, what="acks")
 
     assert count(influx, "streetlight") == 5
-    letters = rows(influx, "SELECT * FROM dead_letters")
+    letters = rows(influx, "SELECT * FROM dead_letters.dead_letters")
     assert sorted(r["reason"] for r in letters) == sorted(bad)
     by_reason = {r["reason"]: r for r in letters}
     # the raw payload is kept, safely encoded, so it can be inspected and replayed
@@ -498,5 +498,5 @@ def test_a_district_name_with_a_space_is_stored_whole(
             "district": "West Lake",
         }
     ]
-    marks = rows(influx, 'SELECT stamp, district FROM "citysense_changes"')
+    marks = rows(influx, "SELECT stamp, district FROM changes.citysense_changes")
     assert [m["district"] for m in marks] == ["West Lake"]

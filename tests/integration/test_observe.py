@@ -71,7 +71,7 @@ def test_ready_follows_influxdb_and_the_metrics_add_up(
         f'rejected_total{{profile="{p}",reason="{r}"}}': len(ms) for (p, r), ms in bad.items()
     }
     assert rejected == expected
-    letters = rows(influx, "SELECT reason, profile, detail FROM dead_letters")
+    letters = rows(influx, "SELECT reason, profile, detail FROM dead_letters.dead_letters")
     assert Counter((r["profile"], r["reason"]) for r in letters) == {
         key: len(ms) for key, ms in bad.items()
     }

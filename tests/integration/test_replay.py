@@ -108,7 +108,7 @@ def test_profile_fix_and_replay_recover_without_duplicates(
     assert again["results"] == {"stored": 21, "still rejected": 1}
     assert count(influx, "water_pipe") == 22
     assert count(influx, "dead_letters") == 22  # marked, never copied
-    letters = rows(influx, "SELECT reason, replay_result FROM dead_letters")
+    letters = rows(influx, "SELECT reason, replay_result FROM dead_letters.dead_letters")
     assert sorted(str(r["replay_result"]) for r in letters) == sorted(
         ["stored"] * 21 + ["still rejected: invalid_json"]
     )

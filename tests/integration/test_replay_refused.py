@@ -36,7 +36,7 @@ def test_a_refused_line_is_stored_by_replay_after_the_fix(
             [(topic, orjson.dumps({"ts": ts, "pressure": 321.0}))],
         )
         wait_for(lambda: worker.stats.messages_acked == 1, 30, what="the message settled")
-    [letter] = rows(influx, "SELECT reason, detail FROM dead_letters")
+    [letter] = rows(influx, "SELECT reason, detail FROM dead_letters.dead_letters")
     assert letter["reason"] == "write_rejected"
     with InfluxClient(influx) as client:  # the operator's fix: the conflicting data goes
         client.query('DROP MEASUREMENT "water_pipe"')
@@ -64,6 +64,6 @@ def test_a_refused_line_is_stored_by_replay_after_the_fix(
     assert orjson.loads(done.stdout.strip().splitlines()[-1])["results"] == {"stored": 1}
     [reading] = rows(influx, 'SELECT pressure, device_id FROM "water_pipe"')
     assert (reading["device_id"], reading["pressure"]) == ("WP-000003", 321.0)
-    [marked] = rows(influx, "SELECT replay_result FROM dead_letters")
+    [marked] = rows(influx, "SELECT replay_result FROM dead_letters.dead_letters")
     assert marked["replay_result"] == "stored"
     assert count(influx, "citysense_changes") >= 1

@@ -63,7 +63,7 @@ def test_ingest_stores_and_rejects_exactly_what_the_simulator_expects(
         for row in rows(influx, f'SELECT * FROM "{profile}"')
     }
     assert stored == expected
-    letters = rows(influx, "SELECT * FROM dead_letters")
+    letters = rows(influx, "SELECT * FROM dead_letters.dead_letters")
     assert Counter(row["reason"] for row in letters) == Counter(
         reason for m in messages for reason in m.rejections
     )

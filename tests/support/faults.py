@@ -13,6 +13,7 @@ from tests.support.influx import count, rows
 from tests.support.polling import wait_for
 from wire.changes import MEASUREMENT as CHANGES
 from wire.changes import window_of
+from wire.retention import qualified
 from wire.topics import TopicLayout
 
 PIPES = sorted(
@@ -55,11 +56,14 @@ def assert_exactly(influx: InfluxConfig, expected: dict[tuple[str, int], float])
     assert got == expected
     # A publisher resending after a broker restart, or a redelivery whose ack was lost, is
     # recognised and recorded as a duplicate; nothing else may be rejected.
-    reasons = {str(r["reason"]) for r in rows(influx, "SELECT reason, detail FROM dead_letters")}
+    reasons = {
+        str(r["reason"])
+        for r in rows(influx, "SELECT reason, detail FROM dead_letters.dead_letters")
+    }
     assert reasons <= {"duplicate"}
     # Every window written into carries its change mark, whatever path the write took (retried,
     # bisected, spooled and written after the outage): kept aggregates rely on it (api.cells).
-    marks = rows(influx, f"SELECT stamp FROM {CHANGES} WHERE profile = 'water_pipe'")
+    marks = rows(influx, f"SELECT stamp FROM {qualified(CHANGES)} WHERE profile = 'water_pipe'")
     assert {int(str(r["time"])) for r in marks} == {window_of(t) for _, t in expected}
 
 

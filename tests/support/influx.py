@@ -6,20 +6,24 @@ import secrets
 
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
+from common.schema import Retention, ensure_schema
+from device_profiles import load_profiles
+from wire.retention import qualified
 
 
 def make_database(stack: LocalServers) -> InfluxConfig:
-    """A new, empty database of its own on the InfluxDB of `stack`."""
+    """A new, empty database of its own on the InfluxDB of `stack`, set up as ingest sets it up
+    at start (retention policies, roll-ups of the shipped profiles)."""
     config = InfluxConfig(url=stack.influxdb.url, database=f"t_{secrets.token_hex(6)}")
     with InfluxClient(config) as client:
-        client.create_database()
+        ensure_schema(client, Retention(), load_profiles())
     return config
 
 
 def count(config: InfluxConfig, measurement: str, where: str = "") -> int:
     """Points in a measurement, counted by time (every point has one)."""
     with InfluxClient(config) as client:
-        rows = client.query(f'SELECT * FROM "{measurement}" {where}', epoch="ns")
+        rows = client.query(f"SELECT * FROM {qualified(measurement)} {where}", epoch="ns")
     return sum(len(s.values) for s in rows[0]) if rows else 0
 
 

@@ -1,0 +1,129 @@
+"""The database's shape, created (or brought in line with configuration) at start: the database,
+one retention policy per class of data (wire.retention) and the hourly roll-ups into
+`long_term`. Idempotent; run by ingest at start and by `citysense schema` (the compose stack's
+one-shot `influxdb-init`, as InfluxDB's admin).
+
+Durations are InfluxQL's (`90d`, `12w`, `400d`, `INF` for ever); InfluxDB refuses less than 1h.
+A policy's duration is what a reading older than it gets: InfluxDB drops it when its shard group
+is wholly older (so up to one shard group's length later: 1h for policies under 2 days, a day up
+to six months, a week beyond).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel
+
+from common.influx import InfluxClient, quote_ident
+from wire.retention import ALARMS, CHANGES, DEAD_LETTERS, LONG_TERM, READINGS
+
+_DURATION = re.compile(r"^(INF|[1-9][0-9]*[hdw])$")
+ROLLUP_EVERY = "1h"
+# A CQ re-aggregates the last two hours each hour, so readings that arrive up to an hour late
+# (a reconnecting device, a drained spool) still count; later ones are in `readings` only.
+ROLLUP_FOR = "2h"
+
+
+def check_duration(value: str) -> str:
+    if not _DURATION.match(value):
+        raise ValueError(f"retention {value!r}: a whole number of h, d or w, or INF")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(check_duration)]
+
+
+class Retention(BaseModel):
+    """How long each class of data is kept."""
+
+    readings: Duration = "400d"
+    dead_letters: Duration = "90d"
+    # Longer than any profile's max_age (30d in the shipped profiles): no reading can be
+    # written into a window whose change mark has already expired.
+    changes: Duration = "40d"
+    alarms: Duration = "400d"
+    long_term: Duration = "INF"
+
+    def policies(self) -> dict[str, str]:
+        return {
+            READINGS: self.readings,
+            DEAD_LETTERS: self.dead_letters,
+            CHANGES: self.changes,
+            ALARMS: self.alarms,
+            LONG_TERM: self.long_term,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaReport:
+    created: tuple[str, ...]
+    altered: tuple[str, ...]
+
+
+def ensure_schema(
+    client: InfluxClient, retention: Retention, profiles: Iterable[str]
+) -> SchemaReport:
+    """Database, policies (readings the default) and roll-ups of each profile's readings."""
+    db = quote_ident(client.config.database)
+    client.create_database()
+    existing = _policies(client)
+    created: list[str] = []
+    altered: list[str] = []
+    for name, duration in retention.policies().items():
+        default = " DEFAULT" if name == READINGS else ""
+        verb = "ALTER" if name in existing else "CREATE"
+        if verb == "ALTER" and existing[name] == (duration, name == READINGS):
+            continue
+        tail = ("" if verb == "ALTER" else " REPLICATION 1") + default
+        target = f"{quote_ident(name)} ON {db}"
+        client.query(f"{verb} RETENTION POLICY {target} DURATION {duration}{tail}")
+        (altered if verb == "ALTER" else created).append(name)
+    queries = _continuous_queries(client)
+    for profile in sorted(set(profiles)):
+        name = f"rollup_{profile}"
+        if name not in queries:
+            client.query(rollup_query(client.config.database, name, profile))
+            created.append(name)
+    return SchemaReport(tuple(created), tuple(altered))
+
+
+def rollup_query(database: str, name: str, measurement: str) -> str:
+    """Hourly mean, min, max and count of every numeric field (count of every field) per
+    series, into the same measurement in `long_term`, for long windows and dashboards."""
+    db, target = quote_ident(database), quote_ident(measurement)
+    source = f"{db}.{quote_ident(READINGS)}.{target}"
+    # Names are quoted identifiers of our own measurements; nothing here comes from a request.
+    return (
+        f"CREATE CONTINUOUS QUERY {quote_ident(name)} ON {db} "  # noqa: S608
+        f"RESAMPLE EVERY {ROLLUP_EVERY} FOR {ROLLUP_FOR} BEGIN "
+        f"SELECT mean(*), min(*), max(*), count(*) INTO {db}.{quote_ident(LONG_TERM)}.{target} "
+        f"FROM {source} GROUP BY time({ROLLUP_EVERY}), * END"
+    )
+
+
+def _policies(client: InfluxClient) -> dict[str, tuple[str, bool]]:
+    """Existing policies: name → (duration as we write it, is default)."""
+    result = client.query(f"SHOW RETENTION POLICIES ON {quote_ident(client.config.database)}")
+    rows = [row for series in (result[0] if result else []) for row in series.rows()]
+    return {str(r["name"]): (_as_written(str(r["duration"])), bool(r["default"])) for r in rows}
+
+
+def _as_written(shown: str) -> str:
+    """InfluxDB shows `9600h0m0s` for our `400d`: back to whole days or hours, 0s as INF."""
+    hours = int(shown.split("h", 1)[0]) if "h" in shown else 0
+    if hours == 0:
+        return "INF"
+    return f"{hours // 24}d" if hours % 24 == 0 else f"{hours}h"
+
+
+def _continuous_queries(client: InfluxClient) -> set[str]:
+    result = client.query("SHOW CONTINUOUS QUERIES")
+    names: set[str] = set()
+    for series in result[0] if result else []:
+        if series.name == client.config.database:
+            names.update(str(row["name"]) for row in series.rows())
+    return names

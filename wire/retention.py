@@ -1,0 +1,50 @@
+"""Which retention policy (InfluxDB 1.x) each measurement is stored in: the contract between every
+writer (ingest, replay, the API's alarm events) and every reader (the API, replay, dashboards).
+
+Each class of data keeps for its own time (set from configuration, created at start by
+common.schema): readings in `readings`, the database's default, so questions on readings name
+no policy; dead letters, change marks and alarm events in policies of their own, which a query
+must name (`qualified`); hourly roll-ups of every reading in `long_term`. On InfluxDB 2.x the
+same names reach buckets called `<database>/<policy>` through its automatic DBRP mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+READINGS = "readings"
+DEAD_LETTERS = "dead_letters"
+CHANGES = "changes"
+ALARMS = "alarms"
+LONG_TERM = "long_term"
+POLICIES = (READINGS, DEAD_LETTERS, CHANGES, ALARMS, LONG_TERM)
+
+# Measurements outside the readings policy; every other measurement is a profile's readings.
+_POLICY_OF = {"dead_letters": DEAD_LETTERS, "citysense_changes": CHANGES, "alarm_events": ALARMS}
+
+
+def policy_of(measurement: str) -> str:
+    return _POLICY_OF.get(measurement, READINGS)
+
+
+def qualified(measurement: str) -> str:
+    """`"policy"."measurement"` for a FROM clause (the database comes with the request)."""
+    return f'"{policy_of(measurement)}"."{measurement}"'
+
+
+def measurement_of(line: str) -> str:
+    """The measurement of one line of line protocol (ours never escape a comma or space in it)."""
+    end = len(line)
+    for sep in (",", " "):
+        at = line.find(sep)
+        if at != -1:
+            end = min(end, at)
+    return line[:end]
+
+
+def by_policy(lines: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """`lines` grouped by policy, each group in its original order; readings first."""
+    groups: dict[str, list[str]] = {READINGS: []}
+    for line in lines:
+        groups.setdefault(policy_of(measurement_of(line)), []).append(line)
+    return [(policy, group) for policy, group in groups.items() if group]
