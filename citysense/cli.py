@@ -1,5 +1,5 @@
 """The `citysense` command: up, ingest, api, simulate, profiles, replay, tokens, devices, certs,
-broker.
+broker, secrets, schema.
 
 Each subcommand's module is imported only when it runs, so `citysense ingest` never loads the API
 and the three parts stay independent. An expected failure (a setting, the contract, InfluxDB or
@@ -31,6 +31,8 @@ COMMANDS = {
     "devices": ("citysense.devices", "add, import, rotate, revoke and list device credentials"),
     "certs": ("citysense.certs", "create the broker's TLS certificate authority and certificate"),
     "broker": ("citysense.broker", "render the broker's config and run Mosquitto (compose)"),
+    "secrets": ("citysense.secrets", "generate every secret the compose stack reads"),
+    "schema": ("citysense.schema", "InfluxDB's accounts, retention policies and roll-ups"),
 }
 # A password in a URL (scheme://user:password@host) is masked in any message we print.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)

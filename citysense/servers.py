@@ -202,6 +202,7 @@ class Mosquitto(_Child):
 class InfluxDB(_Child):
     rpc_port: int = 0
     retention_check: str = "30m"
+    auth: bool = False  # on: accounts as `citysense schema` creates them (the compose stack)
 
     @property
     def url(self) -> str:
@@ -221,6 +222,7 @@ class InfluxDB(_Child):
                 rpc_port=self.rpc_port,
                 data_dir=data_dir,
                 retention_check=self.retention_check,
+                auth=str(self.auth).lower(),
             )
         )
         conf_file = self.home / "influxdb.conf"

@@ -6,6 +6,7 @@ what `citysense up` starts, so a newcomer needs to set nothing.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -29,7 +30,13 @@ from wire.topics import TopicLayout
 
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CITYSENSE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="CITYSENSE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # Secrets as files (compose mounts them under /run/secrets): a file named like the
+        # variable, e.g. citysense_mqtt_url, holds the value. Environment variables win.
+        secrets_dir=os.environ.get("CITYSENSE_SECRETS_DIR") or None,
     )
 
     # SecretStr: the URL may carry a password and must never be printed or logged as is.

@@ -63,6 +63,14 @@ class Pipeline:
         self._dead = dead_letters or DeadLetterEncoder()
         self._encoder = ReadingEncoder()
 
+    def use_registry(self, registry: Registry) -> None:
+        """A newer registry (ingest.registry_watch); each message reads it once, whole."""
+        self._registry = registry
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
     @property
     def measurements(self) -> list[str]:
         """The measurements readings are stored in, one per profile."""

@@ -15,6 +15,8 @@ from ingest.retry import RetryPolicy
 class IngestSettings(CommonSettings):
     # A stable client id is what lets the broker keep our session (and our unacknowledged
     # messages) across a crash or restart. Give each worker of a group its own.
+    # Seconds between looks at the registry file for devices added while running (0: never).
+    registry_check: float = Field(default=5.0, ge=0)
     client_id: str = Field(default="citysense-ingest", min_length=1, max_length=64)
     # When set, workers share `$share/<group>/...`: the broker spreads messages over them.
     share_group: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$")

@@ -36,6 +36,7 @@ from ingest.dedupe import Seen
 from ingest.encode import reading_of
 from ingest.observe import ObserveServer
 from ingest.pipeline import Pipeline
+from ingest.registry_watch import RegistryWatch
 from ingest.settings import IngestSettings
 from ingest.spool import CorruptSegment, Spool
 from ingest.stages import Enriched, Received, Rejected
@@ -119,6 +120,16 @@ class Worker:
                 self.spool.bytes_used if self.spool else 0
             )
         self._unspool_thread = self._supervised(self._unspool_loop, "citysense-unspool")
+        self.registry_watch = RegistryWatch(
+            settings.registry,
+            profiles,
+            variants if variants is not None else settings.load_variants(dict(profiles)),
+            self.pipeline.use_registry,
+        )
+        self._registry_thread = self._supervised(
+            lambda: self.registry_watch.run(self._stopping, settings.registry_check),
+            "citysense-registry",
+        )
         self._observe: ObserveServer | None = None
         self.stats.gauges.update(
             buffered_lines=self.batcher.buffered_lines,
@@ -169,6 +180,8 @@ class Worker:
         self._writer_thread.start()
         if self.spool is not None:
             self._unspool_thread.start()
+        if self.settings.registry_check > 0:
+            self._registry_thread.start()
         self.consumer.start()
 
     def ready(self) -> bool:

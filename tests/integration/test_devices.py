@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from api.live.broker import check_broker
 from citysense.servers import LocalServers
 from common.mqtturl import MqttUrl
+from ingest.worker import Worker
 from tests.support.influx import make_database, rows
 from tests.support.ingest import ingest_settings, running_worker
 from tests.support.mqtt import listen, publish_v5
@@ -80,35 +81,37 @@ class Connected:
         self.client.loop_stop()
 
 
-def test_an_added_device_publishes_over_tls_and_ingest_stores_it(
+def test_an_added_device_publishes_over_tls_and_a_running_ingest_stores_it(
     private_servers: LocalServers, topic_root: str, tmp_path: Path
 ) -> None:
     stack, layout = private_servers, TopicLayout(topic_root)
     registry = write_registry(tmp_path / "registry.csv")
-    secret = devices(stack, registry, topic_root, "add", *ADD)["SL-900001"]
-    assert "SL-900001,streetlight,Xihu,30.25,120.15,1 New Rd" in registry.read_text()
-    url = stack.mosquitto.tls_url("SL-900001", secret)
-    # Its own topic over TLS: accepted; another device's, or its own id under another profile:
-    # refused by the broker, whatever the payload says.
-    assert not publish_v5(url, layout.telemetry("streetlight", "SL-900001"), reading(1)).is_failure
-    for topic in (
-        layout.telemetry("streetlight", "SL-000001"),
-        layout.telemetry("water_pipe", "SL-900001"),
-    ):
-        assert publish_v5(url, topic, reading(2)).value == NOT_AUTHORIZED, topic
-    # The certificate is checked: against the system's trust store alone, ours is unknown.
-    untrusted = url.split("?")[0]
-    assert "CERTIFICATE_VERIFY_FAILED" in (check_broker(MqttUrl.parse(untrusted), 5) or "")
-    # Ingest, started with the registry `add` wrote, stores what the device sends.
     influx = make_database(stack)
-    settings = ingest_settings(stack, influx, topic_root, registry=registry)
-    with running_worker(settings):
-        assert not publish_v5(
-            url, layout.telemetry("streetlight", "SL-900001"), reading(42)
-        ).is_failure
+    # Ingest runs before the device exists: it picks the new registry row up by itself.
+    settings = ingest_settings(stack, influx, topic_root, registry=registry, registry_check=0.2)
+    with running_worker(settings) as worker:
+        secret = devices(stack, registry, topic_root, "add", *ADD)["SL-900001"]
+        assert "SL-900001,streetlight,Xihu,30.25,120.15,1 New Rd" in registry.read_text()
+        wait_for(lambda: _knows(worker, "SL-900001"), 10, what="ingest reloading the registry")
+        url = stack.mosquitto.tls_url("SL-900001", secret)
+        own = layout.telemetry("streetlight", "SL-900001")
+        assert not publish_v5(url, own, reading(42)).is_failure
+        # Another device's topic, or its own id under another profile: refused by the broker.
+        for topic in (
+            layout.telemetry("streetlight", "SL-000001"),
+            layout.telemetry("water_pipe", "SL-900001"),
+        ):
+            assert publish_v5(url, topic, reading(2)).value == NOT_AUTHORIZED, topic
         query = "SELECT powerConsumption FROM streetlight WHERE device_id = 'SL-900001'"
         wait_for(lambda: rows(influx, query), 20, what="the added device's reading")
     assert [r["powerConsumption"] for r in rows(influx, query)] == [42.0]
+    # The certificate is checked: against the system's trust store alone, ours is unknown.
+    untrusted = url.split("?")[0]
+    assert "CERTIFICATE_VERIFY_FAILED" in (check_broker(MqttUrl.parse(untrusted), 5) or "")
+
+
+def _knows(worker: Worker, device_id: str) -> bool:
+    return worker.pipeline.registry.get(device_id) is not None
 
 
 def test_revoke_and_rotate_take_effect_without_a_broker_restart(

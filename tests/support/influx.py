@@ -13,10 +13,11 @@ from wire.retention import qualified
 
 def make_database(stack: LocalServers) -> InfluxConfig:
     """A new, empty database of its own on the InfluxDB of `stack`, set up as ingest sets it up
-    at start (retention policies, roll-ups of the shipped profiles)."""
+    at start (retention policies, roll-ups of the shipped profiles), except that readings are
+    kept for ever: tests seed history years back (calendar windows, counters across a year)."""
     config = InfluxConfig(url=stack.influxdb.url, database=f"t_{secrets.token_hex(6)}")
     with InfluxClient(config) as client:
-        ensure_schema(client, Retention(), load_profiles())
+        ensure_schema(client, Retention(readings="INF"), load_profiles())
     return config
 
 

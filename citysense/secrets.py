@@ -1,0 +1,100 @@
+"""`citysense secrets --out DIR`: every secret the compose stack reads, generated once.
+
+One file per secret (compose mounts each under /run/secrets, where the services' settings read
+them: CITYSENSE_SECRETS_DIR). The folder is its owner's only (0700); the files in it are
+readable (0644) because compose bind-mounts each one into containers that run as their own
+non-root user, which would otherwise be refused them. Files that exist are kept, so running
+it again after adding a host name or losing one file regenerates only what is missing; rotating
+a secret is deleting its file and running this again (and restarting what uses it). Nothing here
+ends up in the image or in the compose file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from citysense.certs import DEFAULT_HOSTS, TlsFiles, ensure
+
+MQTT_ACCOUNTS = ("admin", "ingest", "api", "simulator")
+INFLUX_ACCOUNTS = ("admin", "ingest", "api", "grafana")
+# The services' connection URLs: each holds its own account's password.
+MQTT_INTERNAL = "mqtt://citysense-{name}:{password}@mosquitto:1883"
+MQTT_TLS = "mqtts://citysense-{name}:{password}@mosquitto:8883?ca=/run/secrets/ca.crt"
+INFLUX_URL = "http://{name}:{password}@influxdb:8086"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="folder for the secret files")
+    parser.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="a name devices reach the broker by, for its certificate (repeatable)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    written = generate(out, tuple(args.host))
+    ensure(TlsFiles(out), (*DEFAULT_HOSTS, *args.host))
+    for name in written:
+        print(f"wrote {out / name}")
+    token = _operator_token(out)
+    if token:
+        print(f"API operator token (shown once; its hash is in {out / 'api_tokens.yaml'}):")
+        print(token)
+    return 0
+
+
+def generate(out: Path, hosts: tuple[str, ...] = ()) -> list[str]:
+    """Every password and URL file missing in `out`; the names written."""
+    written = []
+    for name in MQTT_ACCOUNTS:
+        written += _keep(out, f"mqtt_{name}_password", secrets.token_urlsafe(24))
+    for name in INFLUX_ACCOUNTS:
+        written += _keep(out, f"influx_{name}_password", secrets.token_urlsafe(24))
+    for name in ("ingest", "api"):
+        password = _read(out, f"mqtt_{name}_password")
+        written += _keep(
+            out, f"{name}_mqtt_url", MQTT_INTERNAL.format(name=name, password=password)
+        )
+    for name in ("admin", "simulator"):  # from outside the stack: over TLS
+        password = _read(out, f"mqtt_{name}_password")
+        written += _keep(out, f"{name}_mqtt_url", MQTT_TLS.format(name=name, password=password))
+    for name in ("admin", "ingest", "api"):
+        password = _read(out, f"influx_{name}_password")
+        written += _keep(out, f"{name}_influx_url", INFLUX_URL.format(name=name, password=password))
+    return written
+
+
+def _operator_token(out: Path) -> str | None:
+    path = out / "api_tokens.yaml"
+    if path.exists():
+        return None
+    token = "cst_" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    _write(path, f"tokens:\n  - {{name: operator, sha256: {digest}, scope: city}}\n")
+    return token
+
+
+def _keep(out: Path, name: str, value: str) -> list[str]:
+    if (out / name).exists():
+        return []
+    _write(out / name, value + "\n")
+    return [name]
+
+
+def _read(out: Path, name: str) -> str:
+    return (out / name).read_text().strip()
+
+
+def _write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as dest:
+        dest.write(text)

@@ -1,0 +1,211 @@
+"""The compose stack's own services, run with the real programs this machine has: `citysense
+secrets`, then Mosquitto (`citysense broker`), InfluxDB with authentication, the one-shot
+`citysense schema`, an ingest worker and the API, each with the command, environment and
+secrets docker-compose.yml gives it. A device added with `citysense devices add` publishes over
+TLS and the API answers with its reading; InfluxDB refuses anyone without an account."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from citysense.children import Child, start_citysense
+from citysense.servers import free_port
+from tests.support.compose import ROOT, compose, mount_secrets, service
+from tests.support.mqtt import publish_v5
+from tests.support.polling import wait_for
+from wire.topics import TopicLayout
+
+pytestmark = pytest.mark.integration
+
+DEVICE = ["SL-990001", "--profile", "streetlight", "--district", "Xihu"]
+DEVICE += ["--lat", "30.25", "--lon", "120.15"]
+
+
+def run(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "citysense.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_docker_compose_validates_the_stack() -> None:
+    """docker-compose (Debian's 1.29; no engine needed for `config`) parses the file and checks it
+    against the compose schema: every service, reference, secret and volume. (1.29 lists
+    profiled services whatever the profile; the `demo` profile is checked in the test below.)"""
+    binary = shutil.which("docker-compose")
+    assert binary, "scripts/setup.sh installs docker-compose for this check"
+    checked = subprocess.run(
+        [binary, "-f", "docker-compose.yml", "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    listed = subprocess.run(
+        [binary, "config", "--services"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    assert set(listed) == set(compose()["services"])
+
+
+def test_every_service_is_unprivileged_checked_and_keeps_its_secrets_out() -> None:
+    stack = compose()
+    for name, spec in stack["services"].items():
+        assert spec.get("user") and not str(spec["user"]).startswith("0"), name
+        # Exempt: the one-shot init (its exit status is its health) and the demo simulator,
+        # which exits on any failure and is restarted; nothing waits on either being ready.
+        if name not in ("influxdb-init", "simulator"):
+            assert "healthcheck" in spec, name
+        for key, value in (spec.get("environment") or {}).items():
+            # Passwords only as the path of a mounted secret file, never as a value.
+            assert "PASSWORD" not in key or str(value).startswith("/run/secrets"), (name, key)
+            assert "://" not in str(value) or "@" not in str(value), (name, key)
+    published = {p.split(":")[-1] for s in stack["services"].values() for p in s.get("ports", [])}
+    assert published == {"8883", "8000", "3000"}  # TLS MQTT, the API, Grafana; nothing plain
+    assert stack["services"]["simulator"]["profiles"] == ["demo"]
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
+    children: list[Child] = []
+    yield {"tmp": tmp_path, "children": children}
+    for child in reversed(children):
+        child.stop()
+
+
+def test_the_stack_from_its_compose_services(stack: dict[str, object]) -> None:
+    tmp, children = Path(str(stack["tmp"])), stack["children"]
+    assert isinstance(children, list)
+    secrets_dir = tmp / "secrets"
+    printed = run("secrets", "--out", str(secrets_dir), env={})
+    token = printed.strip().splitlines()[-1]
+    assert token.startswith("cst_") and oct(secrets_dir.stat().st_mode & 0o777) == "0o700"
+    mqtt, tls, influx, api = free_port(), free_port(), free_port(), free_port()
+    rewrite = {
+        "mosquitto:1883": f"127.0.0.1:{mqtt}",
+        "mosquitto:8883": f"localhost:{tls}",
+        "influxdb:8086": f"127.0.0.1:{influx}",
+        "/run/secrets/": f"{secrets_dir}/",
+    }
+    registry = tmp / "registry" / "registry.csv"  # a folder, as the stack mounts it
+    registry.parent.mkdir()
+    shutil.copy(ROOT / "device_profiles/registry/sample_city.csv", registry)
+    paths = {
+        "/run/secrets": secrets_dir,
+        "/etc/citysense/registry": registry.parent,
+        "/var/lib/citysense": tmp,
+    }
+    # The broker: the compose service's command and environment; its ports here.
+    broker = service("mosquitto")
+    broker_env = broker.local_env(
+        paths,
+        CITYSENSE_BROKER_LISTEN="127.0.0.1",
+        CITYSENSE_BROKER_PORT=str(mqtt),
+        CITYSENSE_BROKER_TLS_PORT=str(tls),
+    )
+    children.append(
+        Child.start(
+            broker.argv(),
+            name="mosquitto",
+            log=tmp / "mosquitto.log",
+            env={**os.environ, **broker_env},
+        )
+    )
+    # InfluxDB: Debian's influxd configured by the compose service's environment alone.
+    db = service("influxdb")
+    db_env = db.local_env(
+        paths,
+        INFLUXDB_HTTP_BIND_ADDRESS=f"127.0.0.1:{influx}",
+        INFLUXDB_BIND_ADDRESS=f"127.0.0.1:{free_port()}",
+    )
+    influxd = shutil.which("influxd", path="/usr/bin:/usr/sbin") or "influxd"
+    children.append(
+        Child.start(
+            [influxd], name="influxd", log=tmp / "influxd.log", env={**os.environ, **db_env}
+        )
+    )
+    wait_for(lambda: _ok(f"http://127.0.0.1:{influx}/ping", 204), 30, what="influxd")
+    init = service("influxdb-init")
+    init_env = init.local_env(paths, CITYSENSE_INFLUX_URL=f"http://127.0.0.1:{influx}")
+    for _ in range(2):  # idempotent: a restart of the stack runs it again
+        assert "database citysense" in run(*init.command[1:], env=init_env)
+    anonymous = httpx.post(f"http://127.0.0.1:{influx}/query", data={"q": "SHOW DATABASES"})
+    assert anonymous.status_code == 401
+    # Ingest and the API, each with its own secrets, as compose mounts them.
+    ingest = service("ingest-1")
+    metrics = free_port()
+    ingest_paths = {**paths, "/run/secrets": mount_secrets(ingest, secrets_dir, tmp / "i", rewrite)}
+    ingest_env = ingest.local_env(
+        ingest_paths, CITYSENSE_HTTP_HOST="127.0.0.1", CITYSENSE_HTTP_PORT=str(metrics)
+    )
+    worker = start_citysense("ingest", log=tmp / "ingest.log", env={**os.environ, **ingest_env})
+    children.append(worker)
+    worker.wait_http(f"http://127.0.0.1:{metrics}/ready", 30)
+    api_svc = service("api")
+    api_paths = {**paths, "/run/secrets": mount_secrets(api_svc, secrets_dir, tmp / "a", rewrite)}
+    api_env = api_svc.local_env(
+        api_paths, CITYSENSE_API_HOST="127.0.0.1", CITYSENSE_API_PORT=str(api)
+    )
+    server = start_citysense("api", log=tmp / "api.log", env={**os.environ, **api_env})
+    children.append(server)
+    server.wait_http(f"http://127.0.0.1:{api}/health", 60)
+    # A device added by the operator with the admin URL `citysense secrets` wrote, over TLS.
+    admin = {"CITYSENSE_MQTT_ADMIN_URL": _rewritten(secrets_dir / "admin_mqtt_url", rewrite)}
+    added = run("devices", "add", *DEVICE, env={**admin, "CITYSENSE_REGISTRY": str(registry)})
+    secret = added.splitlines()[1].split(",")[1]
+    device_url = f"mqtts://SL-990001:{secret}@localhost:{tls}?ca={secrets_dir / 'ca.crt'}"
+    topic = TopicLayout("city").telemetry("streetlight", "SL-990001")
+    worker.wait_for_line("registry", 20)  # the running worker picked the new device up
+    assert not publish_v5(device_url, topic, lamp(33.0)).is_failure
+    # Stored by ingest's account; read back with Grafana's (READ only), which cannot write.
+    grafana = ("grafana", (secrets_dir / "influx_grafana_password").read_text().strip())
+    query = {"db": "citysense", "q": "SELECT powerConsumption FROM streetlight"}
+    url = f"http://127.0.0.1:{influx}"
+    wait_for(
+        lambda: "33" in httpx.post(f"{url}/query", data=query, auth=grafana).text,
+        30,
+        what="the device's reading, stored",
+    )
+    refused = httpx.post(f"{url}/write", params={"db": "citysense"}, content=b"x v=1", auth=grafana)
+    assert refused.status_code == 403
+    # And the API, with its own account, answers with the operator's token.
+    answer = httpx.get(
+        f"http://127.0.0.1:{api}/districts", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200 and "Xihu" in answer.text
+
+
+def lamp(power: float) -> bytes:
+    return orjson.dumps(
+        {"ts": int(time.time() * 1000), "powerState": "on", "powerConsumption": power}
+    )
+
+
+def _ok(url: str, status: int) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == status
+    except httpx.HTTPError:
+        return False
+
+
+def _rewritten(path: Path, rewrite: dict[str, str]) -> str:
+    text = path.read_text().strip()
+    for old, new in rewrite.items():
+        text = text.replace(old, new)
+    return text

@@ -1,0 +1,40 @@
+"""ingest.registry_watch: a changed registry file is used once it loads, ignored (and the old one
+kept) while it does not."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from device_profiles import Registry, load_profiles
+from ingest.registry_watch import RegistryWatch
+
+HEADER = "device_id,profile,district,latitude,longitude,address\n"
+
+
+def touch_later(path: Path, text: str, step: int) -> None:
+    path.write_text(text)
+    stat = path.stat()  # a distinct mtime even within one clock tick
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + step * 1_000_000_000))
+
+
+def test_reloads_a_good_change_and_keeps_the_old_registry_on_a_bad_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "registry.csv"
+    path.write_text(HEADER + "SL-1,streetlight,North,30.1,120.1,a\n")
+    used: list[Registry] = []
+    watch = RegistryWatch(path, load_profiles(), {}, used.append)
+    assert not watch.check()  # unchanged since the worker loaded it
+    touch_later(
+        path, HEADER + "SL-1,streetlight,North,30.1,120.1,a\nSL-2,water_pipe,South,30,120,b\n", 1
+    )
+    assert watch.check()
+    assert sorted(used[-1].devices) == ["SL-1", "SL-2"]
+    with caplog.at_level(logging.ERROR):
+        touch_later(path, HEADER + "SL-3,no_such_profile,North,30,120,c\n", 2)
+        assert not watch.check()
+    assert len(used) == 1 and "no_such_profile" in caplog.text
