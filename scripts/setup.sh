@@ -22,6 +22,8 @@ have promtool || missing+=(prometheus)  # the shipped Prometheus config is teste
 { have ip && have tc; } || missing+=(iproute2)
 # The operations screen's tests drive Debian's Chromium (Playwright downloads no browser here).
 have chromium || missing+=(chromium)
+# `docker-compose config` validates docker-compose.yml in the tests (no container engine needed).
+have docker-compose || missing+=(docker-compose)
 have python3 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
