@@ -75,6 +75,8 @@ async def sta_resource(
     result_format: Annotated[str | None, Query(alias="$resultFormat")] = None,
 ) -> Response:
     require_devices(principal)
+    if not path.strip("/"):  # the root with a trailing slash
+        return _json(service_root(_base(request)))
     sta = StaRequest(_base(request), path, _options(request))
     result = await answer(sta, principal, contract, influx)
     if result.text is not None:

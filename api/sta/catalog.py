@@ -31,6 +31,8 @@ class Ref:
 
     @property
     def id(self) -> str:
+        if self.kind == "Sensors" and not self.key[1]:
+            return self.key[0]  # a profile without a variant
         return ":".join(self.key)
 
 

@@ -186,7 +186,7 @@ class _Job:
         if not many:
             out[nav] = await self._entity(self._one(ref, nav), expand.options)
             return
-        page = await self._page(kind, ref, expand.options)
+        page = await self._page(kind, ref, expand.options, f"{link(self.base, ref)}/{nav}")
         out[nav] = page["value"]
         for key in ("@iot.count", "@iot.nextLink"):
             if key in page:
@@ -195,16 +195,18 @@ class _Job:
     async def _collection(
         self, kind: str, owner: Ref | None, options: Options, path: ResourcePath
     ) -> Answer:
-        page = await self._page(kind, owner, options, next_path=path)
+        page = await self._page(kind, owner, options, f"{self.base}/{self.request.path.strip('/')}")
         if path.ref:
             page["value"] = [{"@iot.selfLink": item["@iot.selfLink"]} for item in page["value"]]
         return Answer(page)
 
     async def _page(
-        self, kind: str, owner: Ref | None, options: Options, next_path: ResourcePath | None = None
+        self, kind: str, owner: Ref | None, options: Options, url: str
     ) -> dict[str, Any]:
+        """A page of `kind` (related to `owner`, if given) as the options select it; `url`
+        is where the collection lives, for its @iot.nextLink."""
         if kind == "Observations":
-            return await self._observations(owner, options, next_path)
+            return await self._observations(owner, options, url)
         source = (
             self.graph.related(owner, _nav_to(owner, kind))
             if owner
@@ -218,8 +220,8 @@ class _Job:
         body["value"] = [
             await self._json(ref, props(self.graph.catalog, ref), options) for ref in refs
         ]
-        if more and next_path is not None:
-            body["@iot.nextLink"] = self._next_link(options)
+        if more:
+            body["@iot.nextLink"] = _next_link(url, options)
         return body
 
     def _select_refs(
@@ -241,9 +243,7 @@ class _Job:
         window = list(itertools.islice(source, options.skip, options.skip + options.top + 1))
         return window[: options.top], None, len(window) > options.top
 
-    async def _observations(
-        self, owner: Ref | None, options: Options, next_path: ResourcePath | None
-    ) -> dict[str, Any]:
+    async def _observations(self, owner: Ref | None, options: Options, url: str) -> dict[str, Any]:
         options, series_ref = self._observation_series(owner, options)
         series = self._series(series_ref)
         page = await read_page(self.influx, series, options, limit=options.top + 1)
@@ -262,8 +262,8 @@ class _Job:
                 )
                 for t, r in rows
             ]
-        if more and next_path is not None:
-            body["@iot.nextLink"] = self._next_link(options)
+        if more:
+            body["@iot.nextLink"] = _next_link(url, options)
         return body
 
     def _observation_series(self, owner: Ref | None, options: Options) -> tuple[Options, Ref]:
@@ -297,13 +297,6 @@ class _Job:
         }
         return item
 
-    def _next_link(self, options: Options) -> str:
-        query = dict(options.raw)
-        query["$skip"] = str(options.skip + options.top)
-        query["$top"] = str(options.top)
-        path = self.request.path.strip("/")
-        return f"{self.base}/{path}?{urlencode(query)}"
-
     async def _fill_spans(self) -> None:
         if not self.pending:
             return
@@ -317,6 +310,13 @@ class _Job:
         for out, ref in self.pending:
             out["phenomenonTime"] = entities.span_text(found.get((ref.key[0], ref.key[1])))
         self.pending.clear()
+
+
+def _next_link(url: str, options: Options) -> str:
+    query = dict(options.raw)
+    query["$skip"] = str(options.skip + options.top)
+    query["$top"] = str(options.top)
+    return f"{url}?{urlencode(query)}"
 
 
 def _nav_to(owner: Ref, kind: str) -> str:
