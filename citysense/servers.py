@@ -27,7 +27,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
 
 # MQTT users the shipped ACL knows; passwords are generated per deployment.
-MQTT_USERS = ("citysense-ingest", "citysense-api", "citysense-simulator")
+MQTT_USERS = ("citysense-ingest", "citysense-api", "citysense-simulator", "citysense-sta")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
