@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from api.core.errors import ApiError, Conflict, Forbidden, InvalidParameter, NotFound
 from api.core.scrub import Scrubber
 from api.schemas import ErrorPublic
+from api.sta.errors import StaError
 from common.errors import InfluxRejected, InfluxUnavailable
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,14 @@ def install(app: FastAPI, scrub: Scrubber) -> None:
         logger.error("%s %s: %s", request.method, request.url.path, detail)
         return JSONResponse({"detail": detail}, status_code=502)
 
+    async def sta_refused(_request: Request, exc: Exception) -> JSONResponse:
+        # The error document SensorThings servers (FROST) answer with.
+        assert isinstance(exc, StaError)
+        body = {"code": exc.status, "type": "error", "message": exc.detail}
+        return JSONResponse(body, status_code=exc.status)
+
     app.add_exception_handler(InvalidParameter, invalid)
+    app.add_exception_handler(StaError, sta_refused)
     for kind in _STATUS:
         app.add_exception_handler(kind, refused)
     app.add_exception_handler(InfluxUnavailable, unavailable)

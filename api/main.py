@@ -26,6 +26,7 @@ from api.deps import Runtime
 from api.live.service import Live
 from api.observe import AccessLog, Metrics, RuntimeCollector
 from api.routes import api_router
+from api.sta.mqtt import ObservationPublisher
 from common import __version__
 from common.errors import ConfigError
 from common.influx import AsyncInfluxClient
@@ -145,6 +146,10 @@ def create_app(
             scrub(config.influx_url),
             config.influx_db,
         )
+        # SensorThings' MQTT extension: stored readings out as Observations (api.sta.mqtt).
+        observations = ObservationPublisher(config.mqtt, runtime.contract.profiles)
+        runtime.live.listeners.append(observations.publish)
+        observations.start()
         await runtime.live.start()
         runtime.warmer.start()
         watching = None
@@ -158,6 +163,7 @@ def create_app(
                 watching.cancel()
             await runtime.warmer.stop()
             await runtime.live.stop()
+            observations.stop()
             await runtime.influx.aclose()
 
     # Swagger UI (/docs) and ReDoc (/redoc) from assets the API serves itself: a city's

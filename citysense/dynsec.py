@@ -35,11 +35,12 @@ PLUGIN = "mosquitto_dynamic_security.so"
 PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib")
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 ADMIN = "citysense-admin"
-SERVICES = ("citysense-ingest", "citysense-api", "citysense-simulator")
+SERVICES = ("citysense-ingest", "citysense-api", "citysense-simulator", "citysense-sta")
 # What Mosquitto's own tools write: PBKDF2-SHA512 over a 12-byte salt. The passwords we issue are
 # 24 random characters, so the iteration count is not what protects them.
 ITERATIONS = 101
-COMMANDS_PER_MESSAGE = 200  # a CSV import of thousands goes in messages well under max_packet_size
+COMMANDS_PER_MESSAGE = 200
+STA_TOPICS = "v1.1/#"  # a CSV import of thousands goes in messages well under max_packet_size
 
 
 def find_plugin() -> Path:
@@ -69,8 +70,11 @@ def service_roles(root: str) -> dict[str, list[dict[str, Any]]]:
     return {
         # Ingest reads telemetry and announces what it stored on the state feed.
         "citysense-ingest": _reads(telemetry) + _writes(feed),
-        # The API only reads: telemetry, status and the state feed.
-        "citysense-api": _reads(telemetry, status, feed),
+        # The API reads telemetry, status and the state feed, and publishes only SensorThings
+        # Observations as they are stored (api/sta, the MQTT extension).
+        "citysense-api": _reads(telemetry, status, feed) + _writes(STA_TOPICS),
+        # SensorThings clients read those Observations (all of them: see the README).
+        "citysense-sta": _reads(STA_TOPICS),
         # The simulator stands in for a gateway publishing on behalf of many devices.
         "citysense-simulator": _writes(telemetry, status),
         ADMIN: _reads(control) + _writes(control),

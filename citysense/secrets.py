@@ -19,7 +19,7 @@ from pathlib import Path
 
 from citysense.certs import DEFAULT_HOSTS, TlsFiles, ensure
 
-MQTT_ACCOUNTS = ("admin", "ingest", "api", "simulator")
+MQTT_ACCOUNTS = ("admin", "ingest", "api", "simulator", "sta")
 INFLUX_ACCOUNTS = ("admin", "ingest", "api", "grafana")
 # The services' connection URLs: each holds its own account's password.
 MQTT_INTERNAL = "mqtt://citysense-{name}:{password}@mosquitto:1883"

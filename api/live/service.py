@@ -79,6 +79,9 @@ class Live:
             settings.api_feed_backlog
         )
         self.feed_dropped = 0
+        # Called with every feed message once its readings are applied (the SensorThings MQTT
+        # publisher); one that raises ends the feed's task, which the supervisor reports.
+        self.listeners: list[Callable[[list[statefeed.Announced]], None]] = []
 
     def require_loaded(self) -> None:
         """Serving an empty cache as "no device ever reported" would be a lie: 503 instead."""
@@ -192,6 +195,8 @@ class Live:
             for start in range(0, len(readings), FEED_SLICE):
                 self.state.apply_feed(readings[start : start + FEED_SLICE], now_ns())
                 await asyncio.sleep(0)  # SSE clients drain between slices
+            for listener in self.listeners:
+                listener(readings)
 
     def _on_status(self, profile: str, device_id: str, online: bool) -> None:
         self.state.set_connected(profile, device_id, online, now_ns())
