@@ -61,8 +61,9 @@ class WaterNode:
         moment = calendar.local(ts_ms)
         hour = moment.hour + moment.minute / 60
         demand = WATER_DEMAND(hour)
-        if calendar.rest_day(moment):
-            demand = WATER_DEMAND((hour - 1.5) % 24)  # everything an hour and a half later
+        if calendar.rest_day(moment) and hour >= 5:
+            # The day starts an hour and a half later; the night is the same.
+            demand = WATER_DEMAND(max(5.0, hour - 1.5))
         # Hot days: more showers and gardens, a little even at night.
         demand *= 1.0 + 0.01 * (calendar.temperature(ts_ms) - 25.0)
         flow = self.mean_flow * demand * (1.0 + 0.04 * (self.rng.random() - 0.5))
