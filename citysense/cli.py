@@ -27,6 +27,7 @@ COMMANDS = {
     "profiles": ("citysense.profiles", "check device profiles and the registry"),
     "replay": ("ingest.replay", "re-ingest dead letters after a profile or registry fix"),
     "tokens": ("citysense.tokens", "create, list and revoke the API's tokens"),
+    "evaluate": ("citysense.evaluate", "score the foresight signals on a simulated month"),
 }
 # A password in a URL (scheme://user:password@host) is masked in any message we print.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)

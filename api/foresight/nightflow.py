@@ -25,6 +25,7 @@ MIN_BASELINE_NIGHTS = 4
 CONFIRM_NIGHTS = 2
 NOISE_FACTOR = 4.0  # rises within four robust standard deviations are the node's own noise
 MAD_TO_SIGMA = 1.4826
+STUCK_READINGS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +42,19 @@ class NightFlow:
 def night_minimums(
     rows: Iterable[tuple[str, int, float]], zone: ZoneInfo
 ) -> dict[str, dict[date, float]]:
-    """(device, time_ns, flow) → each device's minimum flow per night (02:00-04:00 local)."""
-    out: defaultdict[str, dict[date, float]] = defaultdict(dict)
+    """(device, time_ns, flow) → each device's minimum flow per night (02:00-04:00 local),
+    nights of a stuck meter left out."""
+    seen: defaultdict[tuple[str, date], list[float]] = defaultdict(list)
     for device_id, time_ns, flow in rows:
         moment = datetime.fromtimestamp(time_ns / 1e9, zone)
         if NIGHT_FROM_HOUR <= moment.hour < NIGHT_TO_HOUR:
-            nights = out[device_id]
-            night = moment.date()
-            nights[night] = min(flow, nights.get(night, flow))
+            seen[(device_id, moment.date())].append(flow)
+    out: defaultdict[str, dict[date, float]] = defaultdict(dict)
+    for (device_id, night), flows in seen.items():
+        # A meter repeating one value all night is stuck (data quality says so), not a node
+        # whose night flow rose: its night says nothing about leaks.
+        if len(flows) < STUCK_READINGS or len(set(flows)) > 1:
+            out[device_id][night] = min(flows)
     return dict(out)
 
 

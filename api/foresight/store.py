@@ -20,6 +20,7 @@ from api.foresight.lamps import LampDay
 from api.foresight.nightflow import NightFlow
 from api.foresight.quality import DeviceQuality, DistrictQuality
 from api.foresight.queries import FORECAST_ERRORS, FORECASTS, QUALITY, SIGNALS
+from api.foresight.run import Round
 from device_profiles import SignalName
 from wire.lineproto import FieldValue, line
 
@@ -141,4 +142,32 @@ def quality_lines(
     for q in districts:
         values = {"score": q.score, **q.parts, "devices": q.devices, "worst": ",".join(q.worst)}
         out.append(line(QUALITY, {"district": q.district}, values, time_ns))
+    return out
+
+
+def round_lines(result: Round, quality_ns: int) -> list[str]:
+    """Every point of a round; quality stamped `quality_ns` (the end of the window judged)."""
+    out: list[str] = []
+    for district, rows in result.night_flow.items():
+        out += night_flow_lines(rows, district, result.zone)
+        out += district_night_lines(result.district_night.get(district, {}), district, result.zone)
+    for district, days in result.lamp_days.items():
+        out += lamp_lines(days, result.drift.get(district, {}), district, result.zone)
+    for district, scores in result.backtest.items():
+        for s in scores:
+            out.append(
+                error_line(
+                    district,
+                    s.day,
+                    result.zone,
+                    mape_model=s.mape_model,
+                    mape_naive=s.mape_naive,
+                    actual=s.actual,
+                )
+            )
+    for district, (day, model, naive) in result.ahead.items():
+        first = day_ns(day, result.zone)
+        out += forecast_lines(district, MODEL, first, model)
+        out += forecast_lines(district, NAIVE, first, naive)
+    out += quality_lines(result.devices_quality, result.districts_quality, quality_ns)
     return out
