@@ -59,13 +59,15 @@ def night_minimums(
 
 
 def district_night_flow(minimums: dict[str, dict[date, float]]) -> dict[date, float]:
-    """The district's night flow per night: the sum of its nodes' minima (nights all nodes of the
-    district reported in; a node missing a night would make the district look thirstier)."""
+    """The district's night flow per night: the sum of its nodes' minima, scaled up by the share
+    of nodes missing that night (a stuck or silent meter must not make the district look less
+    thirsty); nights with fewer than half the nodes are left out."""
     nights: defaultdict[date, list[float]] = defaultdict(list)
     for per_night in minimums.values():
         for night, value in per_night.items():
             nights[night].append(value)
-    return {n: sum(v) for n, v in nights.items() if len(v) == len(minimums)}
+    nodes = len(minimums)
+    return {n: sum(v) * nodes / len(v) for n, v in nights.items() if 2 * len(v) >= nodes}
 
 
 def _spread(values: list[float]) -> float:

@@ -7,7 +7,7 @@ time() interval is formatted from an int we chose."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from api.core.query import DEVICE_TAG, DISTRICT_TAG, Query
 from common.influx import ParamValue, quote_ident
@@ -56,7 +56,7 @@ def hourly_means(profile: Profile, field: str, district: str, start_ns: int, end
 
 
 def stored(
-    measurement: str, start_ns: int, end_ns: int, tags: dict[str, Sequence[str]], limit: int
+    measurement: str, start_ns: int, end_ns: int, tags: Mapping[str, Sequence[str]], limit: int
 ) -> Query:
     """Points of one of foresight's own measurements in [start, end), each tag restricted to the
     given values (any of them), newest first, at most `limit`."""
