@@ -19,6 +19,7 @@ from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.core.tokens import ANONYMOUS, Principal, TokenBook, hash_token
+from api.foresight.schedule import Scheduler
 from api.live.service import Live
 from api.observe import PRINCIPAL
 from common.influx import AsyncInfluxClient
@@ -36,6 +37,7 @@ class Runtime:
     cells: CellCache
     warmer: Warmer
     supervisor: Supervisor
+    foresight: Scheduler
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -23,6 +23,7 @@ from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.core.tokens import TokenBook, watch
 from api.deps import Runtime
+from api.foresight.schedule import Scheduler
 from api.live.service import Live
 from api.observe import AccessLog, Metrics, RuntimeCollector
 from api.routes import api_router
@@ -105,15 +106,17 @@ def _runtime(
         cache=cells,
         supervisor=supervisor,
     )
+    live = Live(config, contract, influx, scrub, transport, supervisor=supervisor)
     return Runtime(
         settings=config,
         contract=contract,
         influx=influx,
         tokens=tokens,
-        live=Live(config, contract, influx, scrub, transport, supervisor=supervisor),
+        live=live,
         cells=cells,
         warmer=warmer,
         supervisor=supervisor,
+        foresight=Scheduler(config, contract, influx, live.alarms, supervisor),
     )
 
 
@@ -152,6 +155,7 @@ def create_app(
         observations.start()
         await runtime.live.start()
         runtime.warmer.start()
+        runtime.foresight.start()
         watching = None
         if runtime.tokens is not None:
             every = config.api_tokens_reload_every
@@ -162,6 +166,7 @@ def create_app(
             if watching is not None:
                 watching.cancel()
             await runtime.warmer.stop()
+            await runtime.foresight.stop()
             await runtime.live.stop()
             observations.stop()
             await runtime.influx.aclose()

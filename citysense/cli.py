@@ -33,6 +33,7 @@ COMMANDS = {
     "broker": ("citysense.broker", "render the broker's config and run Mosquitto (compose)"),
     "secrets": ("citysense.secrets", "generate every secret the compose stack reads"),
     "schema": ("citysense.schema", "InfluxDB's accounts, retention policies and roll-ups"),
+    "evaluate": ("citysense.evaluate", "score the foresight signals on a simulated month"),
 }
 # A password in a URL (scheme://user:password@host) is masked in any message we print.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)

@@ -175,6 +175,46 @@ class AlarmRule(_Strict):
         return self
 
 
+class SignalName(StrEnum):
+    """Signals the API computes from stored readings on a schedule (api.foresight); a profile's
+    `signals` rules raise alarms on them."""
+
+    # Water: the rise of a node's minimum night flow (02:00-04:00) over its previous week's, as
+    # a share of the district's minimum night flow, held two nights running (a new leak).
+    NIGHT_FLOW_RISE = "night_flow_rise"
+    # Water: pressure below the node's usual for the hour (kPa) while its flow is above it.
+    BURST = "burst"
+    # Lamps, per day: share of daytime readings lit (sun up at the pole, astral).
+    LIT_BY_DAY = "lit_by_day"
+    # Lamps, per night: share of night-time readings dark.
+    DARK_BY_NIGHT = "dark_by_night"
+    # Lamps, per day: median power drawn while switched off (W).
+    POWER_WHILE_OFF = "power_while_off"
+    # Lamps, per night: how far the lamp's full power moved from its first week's, against how
+    # far its district peers' moved (a share: 0.1 is 10 %).
+    POWER_DRIFT = "power_drift"
+    # Every device: its data-quality score, 0-1.
+    QUALITY_SCORE = "quality_score"
+
+
+class SignalRule(_Strict):
+    """Raise an alarm on a device when `signal` is `op` `threshold`; clear when it no longer is."""
+
+    name: str
+    signal: SignalName
+    op: Literal[AlarmOp.ABOVE, AlarmOp.BELOW]
+    threshold: float
+    severity: Severity = Severity.WARNING
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not IDENTIFIER.match(value):
+            raise ValueError(f"signal rule name {value!r} must match {IDENTIFIER.pattern}")
+        return value
+
+
 class Profile(_Strict):
     profile: str
     description: str = ""
@@ -191,6 +231,11 @@ class Profile(_Strict):
     fields: dict[str, FieldSpec]
     summary: tuple[SummarySpec, ...] = ()
     alarms: tuple[AlarmRule, ...] = ()
+    # Alarm rules on the computed signals (api.foresight); none by default.
+    signals: tuple[SignalRule, ...] = ()
+    # Noisy gauges whose value never repeats for long on a healthy device: a run of identical
+    # readings there is a stuck sensor (data quality).
+    stuck_fields: tuple[str, ...] = ()
 
     @field_validator("profile")
     @classmethod
@@ -224,6 +269,12 @@ class Profile(_Strict):
         for rule in self.alarms:
             if rule.field not in self.fields:
                 raise ValueError(f"alarm {rule.name!r} names unknown field {rule.field!r}")
+        names = [rule.name for rule in self.alarms] + [rule.name for rule in self.signals]
+        if len(set(names)) != len(names):
+            raise ValueError("alarm and signal rule names must be distinct within a profile")
+        for name in self.stuck_fields:
+            if name not in self.fields:
+                raise ValueError(f"stuck_fields names unknown field {name!r}")
         return self
 
     @property

@@ -84,6 +84,15 @@ class ApiSettings(CommonSettings):
     api_feed_backlog: int = Field(default=200, ge=1)
     api_stream_heartbeat: float = Field(default=15.0, gt=0)
 
+    # --- foresight (api.foresight) ---
+    # Signals, forecasts and data quality computed in the background this often (0: off), over
+    # this many past days, in the city's time zone, with its public holidays (ISO dates, comma
+    # separated) for the forecast.
+    api_foresight_every: float = Field(default=3600.0, ge=0)
+    api_foresight_days: int = Field(default=21, ge=9, le=28)
+    api_foresight_timezone: str = "Asia/Shanghai"
+    api_foresight_holidays: str = ""
+
     @field_validator("api_tokens", mode="before")
     @classmethod
     def _no_tokens(cls, value: object) -> object:
@@ -99,7 +108,7 @@ class ApiSettings(CommonSettings):
     def _interval(cls, value: str | float) -> float:
         return parse_duration(value)
 
-    @field_validator("api_open_data_timezone")
+    @field_validator("api_open_data_timezone", "api_foresight_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
         try:

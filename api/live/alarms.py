@@ -294,6 +294,21 @@ class AlarmBook:
                 self.pending.pop(key, None)
                 self._raise(rule, device_id, value, since)
 
+    def judge(
+        self, rule: AlarmRule, device_id: str, value: Any, breached: bool, time_ns: int
+    ) -> None:
+        """A signal computed in the background (api.foresight) judged against a profile's
+        signal rule: raise when breached and not yet active, clear once no longer breached."""
+        key = (device_id, rule.name)
+        alarm = self.active.get(key)
+        if alarm is None and breached:
+            self._raise(rule, device_id, value, time_ns)
+        elif alarm is not None and not breached:
+            self._clear(key, time_ns, value)
+        elif alarm is not None and value != alarm.value:
+            alarm.value = value
+            self._emit("updated", alarm)
+
     def on_event(self, event: Event) -> None:
         if event.kind == "reading":
             self.evaluate(

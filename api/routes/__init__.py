@@ -11,6 +11,7 @@ from api.routes.districts import router as districts_router
 from api.routes.health import router as health_router
 from api.routes.metrics import router as metrics_router
 from api.routes.screen import router as screen_router
+from api.routes.signals import router as signals_router
 from api.routes.sta import router as sta_router
 from api.routes.stream import router as stream_router
 
@@ -26,3 +27,4 @@ api_router.include_router(metrics_router)
 api_router.include_router(stream_router)
 api_router.include_router(screen_router)
 api_router.include_router(sta_router)
+api_router.include_router(signals_router)

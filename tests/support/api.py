@@ -53,6 +53,9 @@ def api_settings(
         profiles=DEFAULT_PROFILES,
         registry=registry,
         api_auth="off",
+        # Foresight's background rounds write signals and raise alarms of their own: off unless
+        # a test asks for them (tests/integration/test_foresight*.py).
+        api_foresight_every=0,
     )
     if tokens is not None:
         update = {"api_auth": "on", "api_tokens": tokens, **update}
