@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -28,6 +29,7 @@ from citysense.children import (
 )
 from citysense.servers import LocalServers
 from common.errors import ConfigError
+from device_profiles import DEFAULT_REGISTRY
 
 # Aggregates the local API keeps computed (CITYSENSE_API_AGGREGATE_WARM), so the banner's example
 # answers at once: energy per district per day, pressure and lamps on per district per hour.
@@ -54,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address the broker, API and metrics listen on (default loopback)",
     )
     parser.add_argument("--mqtt-port", type=int, default=1883)
+    parser.add_argument("--mqtts-port", type=int, default=8883, help="MQTT over TLS, for devices")
     parser.add_argument("--influx-port", type=int, default=8086)
     parser.add_argument("--api-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=9101, help="ingest /metrics port")
@@ -91,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
     home: Path = args.home.resolve()
     ports = {
         "mqtt": args.mqtt_port,
+        "mqtts": args.mqtts_port,
         "influxdb": args.influx_port,
         "api": args.api_port,
         "ingest metrics": args.metrics_port,
@@ -104,6 +108,7 @@ def main(args: argparse.Namespace) -> int:
     servers = LocalServers.create(
         home, host=args.listen, mqtt_port=args.mqtt_port, influx_port=args.influx_port
     )
+    servers.mosquitto.tls_port = args.mqtts_port
     print(
         f"starting Mosquitto on :{args.mqtt_port} and InfluxDB on :{args.influx_port} "
         f"(data and logs in {home})"
@@ -126,8 +131,10 @@ def main(args: argparse.Namespace) -> int:
         "scope: city}\n"
     )
     tokens_file.chmod(0o600)
+    registry = _registry(home)
     base = {
         **os.environ,
+        "CITYSENSE_REGISTRY": str(registry),
         "CITYSENSE_INFLUX_URL": servers.influxdb.url,
         "CITYSENSE_INFLUX_DB": "citysense",
         "CITYSENSE_TOPIC_ROOT": "city",
@@ -181,7 +188,8 @@ def main(args: argparse.Namespace) -> int:
         log=logs / "simulate.log",
     )
     children.insert(0, simulate)
-    _banner(api_url, args.metrics_port, logs, token)
+    operator = _operator_env(home, servers, registry)
+    _banner(api_url, args.metrics_port, logs, token, operator)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -197,7 +205,32 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _banner(api_url: str, metrics_port: int, logs: Path, token: str) -> None:
+def _registry(home: Path) -> Path:
+    """This deployment's registry: the sample city's, copied on the first start, so that
+    `citysense devices add` edits a file of its own and not the installed package."""
+    kept = home / "registry.csv"
+    if not kept.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DEFAULT_REGISTRY, kept)
+    return kept
+
+
+def _operator_env(home: Path, servers: LocalServers, registry: Path) -> Path:
+    """Settings for `citysense devices` and `citysense simulate` against this stack, in a file
+    only its owner reads (the passwords change at every start)."""
+    path = home / "operator.env"
+    lines = {
+        "CITYSENSE_MQTT_ADMIN_URL": servers.mosquitto.tls_url("citysense-admin"),
+        "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-simulator"),
+        "CITYSENSE_REGISTRY": str(registry),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("".join(f"{k}='{v}'\n" for k, v in lines.items()))
+    return path
+
+
+def _banner(api_url: str, metrics_port: int, logs: Path, token: str, operator: Path) -> None:
     auth = f'-H "Authorization: Bearer {token}"'
     print(f"""
 CitySense is running. A simulated city is publishing live telemetry.
@@ -215,6 +248,8 @@ CitySense is running. A simulated city is publishing live telemetry.
                      '{api_url}/aggregates?{ENERGY_PER_DAY}'
   dead letters     curl -s {auth} '{api_url}/dead-letters/counts'
   ingest metrics   curl -s http://127.0.0.1:{metrics_port}/metrics
+  add a device     (set -a; . {operator}; citysense devices add SL-990001 --profile streetlight \\
+                     --district Xihu --lat 30.25 --lon 120.15)   # prints its secret, once
   logs             {logs}
 
 Press Ctrl-C to stop everything.

@@ -96,6 +96,8 @@ def backtest(
     for d in range(max(from_day, MIN_DAYS), len(series) // HOURS):
         history = series[: d * HOURS]
         actual = list(series[d * HOURS : (d + 1) * HOURS])
+        if not any(a > 0 for a in actual):
+            continue  # a day without any energy measured (no meter reported) cannot be scored
         model = model_forecast(history, first, holidays)
         naive = seasonal_naive(history)
         out.append(

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from api.core.query import DEVICE_TAG, DISTRICT_TAG, Query
 from common.influx import ParamValue, quote_ident
 from device_profiles import Profile
+from wire.deadletters import MEASUREMENT as DEAD_LETTERS
+from wire.retention import qualified
 
 SIGNALS, FORECASTS, FORECAST_ERRORS, QUALITY = "signals", "forecasts", "forecast_errors", "quality"
 HOUR_S = 3600
@@ -36,7 +38,7 @@ def readings(
 def dead_letters(profile: str, start_ns: int, end_ns: int) -> Query:
     """Device and reason of each dead letter of a profile received in [start, end)."""
     return Query(
-        f"SELECT {DEVICE_TAG}, {quote_ident('reason')} FROM {quote_ident('dead_letters')} "
+        f"SELECT {DEVICE_TAG}, {quote_ident('reason')} FROM {qualified(DEAD_LETTERS)} "
         f"WHERE {quote_ident('profile')} = $profile AND time >= $start AND time < $end",
         {"profile": profile, "start": start_ns, "end": end_ns},
     )

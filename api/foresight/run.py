@@ -154,6 +154,8 @@ class Foresight:
             index = (t - span.start_ns) // (3600 * NS)
             if v is not None and 0 <= index < hours:
                 energy[index] += float(v)  # kW averaged over an hour: kWh
+        if not any(energy):
+            return  # no meter of the district reported in the span: nothing to forecast from
         first = datetime.fromtimestamp(span.start_ns / NS, self.zone).date()
         # Fitting is CPU work: off the event loop, so requests are answered meanwhile.
         scores = await asyncio.to_thread(

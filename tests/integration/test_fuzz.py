@@ -320,6 +320,6 @@ def check_schema(influx: InfluxConfig, registry: Registry) -> None:
     assert profiles <= {*PROFILES, UNKNOWN}
     fields = {
         str(r["fieldKey"]): str(r["fieldType"])
-        for r in rows(influx, 'SHOW FIELD KEYS FROM "dead_letters"')
+        for r in rows(influx, 'SHOW FIELD KEYS FROM "dead_letters"."dead_letters"')
     }
     assert fields == DEAD_LETTER_FIELDS

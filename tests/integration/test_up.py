@@ -10,14 +10,17 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from api.live.broker import check_broker
 from citysense.servers import free_port
 from citysense.up import ENERGY_PER_DAY
+from common.mqtturl import MqttUrl
 from common.process import die_with_parent
 from tests.support.polling import wait_for
 from tests.support.processes import children
@@ -29,6 +32,7 @@ def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
     api_port, metrics_port = free_port(), free_port()
     args = [
         "--home", str(tmp_path / "home"), "--mqtt-port", str(free_port()),
+        "--mqtts-port", str(free_port()),
         "--influx-port", str(free_port()), "--api-port", str(api_port),
         "--metrics-port", str(metrics_port), "--devices", "60", "--rate", "30",
     ]  # fmt: skip
@@ -69,6 +73,8 @@ def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
         assert any(row["value"] is not None for row in pressure.json()["rows"])
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         assert re.search(r"^citysense_ingest_readings_stored_total [1-9]", metrics, re.M)
+        # The banner's way to add a device works against the running stack, over TLS.
+        _add_a_device(tmp_path / "home" / "operator.env", env)
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)
@@ -76,6 +82,21 @@ def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
     assert code == 0, "".join(output)[-3000:]
     for pid in started:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} outlived up"
+
+
+def _add_a_device(operator: Path, env: dict[str, str]) -> None:
+    settings = dict(line.split("=", 1) for line in operator.read_text().splitlines() if "=" in line)
+    settings = {k: v.strip("'") for k, v in settings.items()}
+    add = ["devices", "add", "SL-990001", "--profile", "streetlight", "--district", "Xihu"]
+    done = subprocess.run(
+        [sys.executable, "-m", "citysense.cli", *add, "--lat", "30.2", "--lon", "120.1"],
+        env={**env, **settings}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    secret = done.stdout.splitlines()[1].split(",")[1]
+    admin = MqttUrl.parse(settings["CITYSENSE_MQTT_ADMIN_URL"])
+    device = replace(admin, username="SL-990001", password=secret)
+    assert check_broker(device, 5) is None
 
 
 def _token(text: str) -> str | None:

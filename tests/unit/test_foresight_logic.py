@@ -140,3 +140,13 @@ def test_the_model_learns_the_shape_of_each_kind_of_day() -> None:
     tomorrow = FIRST + timedelta(days=days)
     predicted = forecast.model_forecast(history, FIRST, ())
     assert predicted == pytest.approx([energy(tomorrow, h) for h in range(24)], rel=1e-6)
+
+
+def test_a_day_without_energy_is_left_out_of_the_backtest() -> None:
+    """A day no meter reported has no error to score; the backtest goes on past it (it raised,
+    and the API's foresight task died, on a district with a gap or no meters yet)."""
+    day = [1.0 + h / 10 for h in range(forecast.HOURS)]
+    series = day * 9 + [0.0] * forecast.HOURS + day
+    scores = forecast.backtest(series, FIRST, set(), forecast.MIN_DAYS)
+    assert [s.day for s in scores] == [FIRST + timedelta(days=8), FIRST + timedelta(days=10)]
+    assert forecast.backtest([0.0] * forecast.HOURS * 10, FIRST, set(), forecast.MIN_DAYS) == []
