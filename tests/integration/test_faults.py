@@ -90,7 +90,7 @@ def test_2_influxdb_down_60s_mid_stream(
         announced.update((r["device_id"], r["time"]) for r in orjson.loads(payload)["readings"])
 
     feed = subscriber(
-        private_servers.mosquitto.url("citysense-api"), f"{topic_root}/_ingested/#", heard
+        private_servers.mosquitto.url("citysense-api"), f"{topic_root}/_ingested/+", heard
     )
     stream = Stream(
         private_servers.mosquitto.url("citysense-simulator"), messages, rate=120
