@@ -70,9 +70,11 @@ def service_roles(root: str) -> dict[str, list[dict[str, Any]]]:
     return {
         # Ingest reads telemetry and announces what it stored on the state feed.
         # Mosquitto 2.0's plugin checks a shared subscription as written, `$share/<group>/…`.
-        "citysense-ingest": _reads(telemetry)
-        + [_acl("subscribePattern", f"$share/+/{telemetry}")]
-        + _writes(feed),
+        "citysense-ingest": [
+            *_reads(telemetry),
+            _acl("subscribePattern", f"$share/+/{telemetry}"),
+            *_writes(feed),
+        ],
         # The API reads telemetry, status and the state feed, and publishes only SensorThings
         # Observations as they are stored (api/sta, the MQTT extension).
         "citysense-api": _reads(telemetry, status, feed) + _writes(STA_TOPICS),
