@@ -35,6 +35,14 @@ def check_duration(value: str) -> str:
 
 
 Duration = Annotated[str, AfterValidator(check_duration)]
+_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def seconds(duration: str) -> int | None:
+    """A checked duration in seconds; None for INF (kept for ever)."""
+    if check_duration(duration) == "INF":
+        return None
+    return int(duration[:-1]) * _SECONDS[duration[-1]]
 
 
 class Retention(BaseModel):
@@ -94,15 +102,23 @@ def ensure_schema(
 def rollup_query(database: str, name: str, measurement: str) -> str:
     """Hourly mean, min, max and count of every numeric field (count of every field) per
     series, into the same measurement in `long_term`, for long windows and dashboards."""
+    db = quote_ident(database)
+    return (
+        f"CREATE CONTINUOUS QUERY {quote_ident(name)} ON {db} "
+        f"RESAMPLE EVERY {ROLLUP_EVERY} FOR {ROLLUP_FOR} BEGIN "
+        f"{rollup_select(database, measurement)} GROUP BY time({ROLLUP_EVERY}), * END"
+    )
+
+
+def rollup_select(database: str, measurement: str, where: str = "") -> str:
+    """The roll-up's SELECT … INTO (the continuous query's body, without its GROUP BY);
+    `where` a condition on time, to run it by hand over past hours."""
     db, target = quote_ident(database), quote_ident(measurement)
     source = f"{db}.{quote_ident(READINGS)}.{target}"
+    into = f"{db}.{quote_ident(LONG_TERM)}.{target}"
+    condition = f" WHERE {where}" if where else ""
     # Names are quoted identifiers of our own measurements; nothing here comes from a request.
-    return (
-        f"CREATE CONTINUOUS QUERY {quote_ident(name)} ON {db} "  # noqa: S608
-        f"RESAMPLE EVERY {ROLLUP_EVERY} FOR {ROLLUP_FOR} BEGIN "
-        f"SELECT mean(*), min(*), max(*), count(*) INTO {db}.{quote_ident(LONG_TERM)}.{target} "
-        f"FROM {source} GROUP BY time({ROLLUP_EVERY}), * END"
-    )
+    return f"SELECT mean(*), min(*), max(*), count(*) INTO {into} FROM {source}{condition}"  # noqa: S608
 
 
 def _policies(client: InfluxClient) -> dict[str, tuple[str, bool]]:

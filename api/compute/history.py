@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from api.core import query as q
@@ -19,6 +21,7 @@ from api.core.times import NS_PER_S, format_rfc3339
 from api.core.windows import Window
 from api.schemas import BucketPublic, HistoryPublic
 from common.influx import AsyncInfluxClient
+from common.schema import seconds
 from device_profiles import Device, FieldSpec, Profile
 
 
@@ -64,7 +67,8 @@ async def history(
         lookback = int(settings.api_latest_lookback * NS_PER_S)
         buckets = await _counter(influx, span, lookback)
     elif every_s is not None:
-        buckets = await _fixed(influx, span, every_s)
+        cutoff = long_term_cutoff(settings, request.agg, every_s, time.time_ns())
+        buckets = await _fixed(influx, span, every_s, cutoff)
     else:
         buckets = await _calendar(influx, span)
     return HistoryPublic(
@@ -115,14 +119,58 @@ async def _counter(influx: AsyncInfluxClient, span: _Span, lookback_ns: int) -> 
     ]
 
 
-async def _fixed(influx: AsyncInfluxClient, span: _Span, every_s: int) -> list[BucketPublic]:
-    query = q.history(
+def long_term_cutoff(
+    settings: ApiSettings, agg: q.Aggregate, every_s: int, now_ns: int
+) -> int | None:
+    """Where the readings' retention begins, on a bucket boundary: buckets before it are
+    answered from the hourly roll-ups (`long_term`), those after from the readings themselves.
+    None when readings are kept for ever, or the question is not one roll-ups answer exactly
+    (buckets of whole hours; mean, sum, count, min, max, spread)."""
+    kept = seconds(settings.retention_readings)
+    if kept is None or agg not in q.LONG_TERM_AGGREGATES or every_s % q.HOUR_S:
+        return None
+    every_ns = every_s * NS_PER_S
+    oldest = now_ns - kept * NS_PER_S
+    return -(-oldest // every_ns) * every_ns  # the first bucket wholly inside the retention
+
+
+async def _fixed(
+    influx: AsyncInfluxClient, span: _Span, every_s: int, cutoff: int | None
+) -> list[BucketPublic]:
+    if cutoff is None or cutoff <= span.start_ns:
+        return await _buckets(
+            influx, q.history, span, start_ns=span.start_ns, end_ns=span.end_ns, every_s=every_s
+        )
+    before = min(cutoff, span.end_ns)
+    # Before the cutoff the roll-ups answer; a bucket they lack (hours before the continuous
+    # queries existed, readings not yet dropped) still comes from the readings.
+    rolled = await _buckets(
+        influx, q.history_long_term, span, start_ns=span.start_ns, end_ns=before, every_s=every_s
+    )
+    raw = await _buckets(
+        influx, q.history, span, start_ns=span.start_ns, end_ns=span.end_ns, every_s=every_s
+    )
+    found = {b.time: b for b in raw}
+    found.update({b.time: b for b in rolled})
+    return sorted(found.values(), key=lambda b: b.time)
+
+
+async def _buckets(
+    influx: AsyncInfluxClient,
+    build: Callable[..., q.Query],
+    span: _Span,
+    *,
+    start_ns: int,
+    end_ns: int,
+    every_s: int,
+) -> list[BucketPublic]:
+    query = build(
         span.profile,
         span.field,
         span.agg,
         span.device.device_id,
-        start_ns=span.start_ns,
-        end_ns=span.end_ns,
+        start_ns=start_ns,
+        end_ns=end_ns,
         every_s=every_s,
     )
     return [

@@ -23,7 +23,7 @@ from common.influx import AsyncInfluxClient, ParamValue, Series, first_series, q
 from device_profiles import FieldKind, FieldSpec, FieldType, Profile
 from wire import changes as changes_layout
 from wire import deadletters as dead_letters_layout
-from wire.retention import qualified
+from wire.retention import LONG_TERM, qualified
 
 DEVICE_TAG = quote_ident("device_id")
 DISTRICT_TAG = quote_ident("district")
@@ -32,6 +32,9 @@ STAMP = quote_ident("stamp")
 WINDOW_S = changes_layout.WINDOW_S
 
 NUMERIC = (FieldType.NUMBER, FieldType.INTEGER)
+
+
+HOUR_S = 3600
 
 
 class Aggregate(StrEnum):
@@ -150,6 +153,50 @@ def history(
         f"FROM {_measurement(profile)} "
         f"WHERE {DEVICE_TAG} = $device_id AND time >= $start AND time < $end "
         f"GROUP BY time({every_s:d}s) fill(none)",
+        {"device_id": device_id, "start": start_ns, "end": end_ns},
+    )
+
+
+# Aggregates the hourly roll-ups in `long_term` (common.schema) answer exactly for whole hours:
+# each hour keeps mean, min, max and count per field, so a sum is mean x count.
+LONG_TERM_AGGREGATES = {
+    Aggregate.MEAN: "sum({w}) / sum({c})",
+    Aggregate.SUM: "sum({w})",
+    Aggregate.COUNT: "sum({c})",
+    Aggregate.MIN: "min({lo})",
+    Aggregate.MAX: "max({hi})",
+    Aggregate.SPREAD: "max({hi}) - min({lo})",
+}
+
+
+def history_long_term(
+    profile: Profile,
+    field: str,
+    agg: Aggregate,
+    device_id: str,
+    *,
+    start_ns: int,
+    end_ns: int,
+    every_s: int,
+) -> Query:
+    """`history` from the hourly roll-ups of the `long_term` policy, for windows older than the
+    readings' own retention; `every_s` a whole number of hours, buckets epoch-aligned as there."""
+    if field not in profile.fields or agg not in LONG_TERM_AGGREGATES:
+        raise ValueError(f"{agg.value}({field!r}) is not kept in the long-term roll-ups")
+    if every_s < HOUR_S or every_s % HOUR_S:
+        raise ValueError(f"long-term buckets are whole hours, not {every_s!r} s")
+    rollup = f"{quote_ident(LONG_TERM)}.{_measurement(profile)}"
+    mean, count = quote_ident(f"mean_{field}"), quote_ident(f"count_{field}")
+    lo, hi = quote_ident(f"min_{field}"), quote_ident(f"max_{field}")
+    when = "time >= $start AND time < $end"
+    inner = (
+        f"SELECT {mean} * {count} AS w, {count} AS c, {lo} AS lo, {hi} AS hi FROM {rollup} "
+        f"WHERE {DEVICE_TAG} = $device_id AND {when}"
+    )
+    select = LONG_TERM_AGGREGATES[agg].format(w="w", c="c", lo="lo", hi="hi")
+    return Query(
+        f"SELECT {select} AS {quote_ident('value')} FROM ({inner}) "
+        f"WHERE {when} GROUP BY time({every_s:d}s) fill(none)",
         {"device_id": device_id, "start": start_ns, "end": end_ns},
     )
 
