@@ -370,9 +370,17 @@ class Network:
         self.check()
         before = self.relay_log.stat().st_size
         self._relay.send_signal(signal.SIGUSR1)
-        wait_for(lambda: self.relay_log.stat().st_size > before, 5, 0.02, "switch counts")
-        last = self.relay_log.read_text().strip().splitlines()[-1]
-        return {k: int(v) for k, v in (kv.split("=") for kv in last.split()[1:])}
+        # The first whole `counts …` line written since: the size alone can grow by part of a
+        # line, or by another line of the switch's log (seen once under load: a KeyError).
+        line = wait_for(lambda: self._counts_line(before), 5, 0.02, "switch counts")
+        return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+
+    def _counts_line(self, offset: int) -> str | None:
+        with self.relay_log.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        whole = text[: text.rfind("\n") + 1].splitlines()
+        return next((ln for ln in whole if ln.startswith("counts ") and "refused=" in ln), None)
 
     # --- teardown --------------------------------------------------------------------------
 
