@@ -26,6 +26,12 @@ from common.process import die_with_parent
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
+PORT_ATTEMPTS = 3
+# MQTT 3.1.1 CONNECT, clean session, keepalive 5 s, client id "citysense-probe", no credentials:
+# 29 bytes written out by hand: a readiness probe needs no client library.
+_PROBE_CONNECT = b"\x10\x1b\x00\x04MQTT\x04\x02\x00\x05\x00\x0fcitysense-probe"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -52,6 +58,9 @@ class _Child:
     host: str
     port: int
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    # Whether the ports were picked by free_port (may be retried) or given (must be kept).
+    ports_chosen: bool = field(default=False, kw_only=True)
+    started_once: bool = field(default=False, init=False)
 
     @property
     def log_file(self) -> Path:
@@ -64,6 +73,27 @@ class _Child:
         raise NotImplementedError
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start and wait until ready. Ports chosen here (`free_port`) can be taken by another
+        program between the choice and the bind: on a first start, that is retried on new ports
+        (never on a restart, whose clients expect the same ones)."""
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self._start_once(timeout)
+                self.started_once = True
+                return
+            except RuntimeError as exc:
+                taken = "already in use" in str(exc).lower()
+                if not (taken and self.ports_chosen and not self.started_once):
+                    raise
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self.process = None
+                self.repick_ports()
+
+    def repick_ports(self) -> None:
+        self.port = free_port(self.host)
+
+    def _start_once(self, timeout: float) -> None:
         if self.running:
             return
         self.home.mkdir(parents=True, exist_ok=True)
@@ -145,6 +175,10 @@ class Mosquitto(_Child):
         ca = quote(str(self.layout.tls_files.ca_cert))
         return f"mqtts://{user}:{secret}@localhost:{self.tls_port}?ca={ca}"
 
+    def repick_ports(self) -> None:
+        self.port = free_port(self.host)
+        self.tls_port = free_port(self.host)
+
     @property
     def layout(self) -> BrokerLayout:
         if not self.tls_port:
@@ -178,7 +212,15 @@ class Mosquitto(_Child):
         return self.layout.conf_file
 
     def ready(self) -> bool:
-        return self._tcp_open()
+        """Mosquitto answers an MQTT CONNECT (with a refusal: no credentials): an open port alone
+        could be another program's, which took a port we chose before Mosquitto could bind it."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                sock.settimeout(0.5)
+                sock.sendall(_PROBE_CONNECT)
+                return sock.recv(1) == b"\x20"  # CONNACK
+        except OSError:
+            return False
 
     @property
     def persistence_file(self) -> Path:
@@ -207,6 +249,10 @@ class InfluxDB(_Child):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def repick_ports(self) -> None:
+        self.port = free_port(self.host)
+        self.rpc_port = free_port(self.host)
 
     def command(self) -> list[str]:
         if not self.rpc_port:
@@ -253,12 +299,22 @@ class LocalServers:
         mqtt_port: int | None = None,
         influx_port: int | None = None,
     ) -> LocalServers:
-        return cls(
-            mosquitto=Mosquitto(
-                "mosquitto", home / "mosquitto", host, mqtt_port or free_port(host), root=root
-            ),
-            influxdb=InfluxDB("influxdb", home / "influxdb", host, influx_port or free_port(host)),
+        mosquitto = Mosquitto(
+            "mosquitto",
+            home / "mosquitto",
+            host,
+            mqtt_port or free_port(host),
+            root=root,
+            ports_chosen=mqtt_port is None,
         )
+        influxdb = InfluxDB(
+            "influxdb",
+            home / "influxdb",
+            host,
+            influx_port or free_port(host),
+            ports_chosen=influx_port is None,
+        )
+        return cls(mosquitto=mosquitto, influxdb=influxdb)
 
     def start(self) -> None:
         self.mosquitto.start()
