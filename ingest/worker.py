@@ -64,6 +64,9 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.retiring = retire
+        # Read once: the pipeline and the registry watch both need them.
+        if variants is None:
+            variants = settings.load_variants(dict(profiles))
         self._measurements = tuple(profiles)  # a profile's readings are stored under its name
         self.stats = Stats()
         self.batcher = Batcher(settings.batch_size, settings.flush_interval)
@@ -83,7 +86,7 @@ class Worker:
             self.stats,
             limits=settings.limits,
             dead_letters=DeadLetterEncoder(settings.dead_letter_max_payload),
-            variants=variants if variants is not None else settings.load_variants(dict(profiles)),
+            variants=variants,
             accept_unknown_devices=settings.unknown_devices == "accept",
             seen=self.seen,
         )
@@ -123,7 +126,7 @@ class Worker:
         self.registry_watch = RegistryWatch(
             settings.registry,
             profiles,
-            variants if variants is not None else settings.load_variants(dict(profiles)),
+            variants,
             self.pipeline.use_registry,
         )
         self._registry_thread = self._supervised(
