@@ -144,13 +144,6 @@ class _Child:
         self.stop()
         self.start()
 
-    def _tcp_open(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
 
 @dataclass
 class Mosquitto(_Child):
