@@ -141,13 +141,7 @@ def history(
 ) -> Query:
     """`agg(field)` of one device over [start, end) in epoch-aligned buckets of `every_s`;
     buckets without readings are left out (fill(none))."""
-    spec = profile.fields.get(field)
-    if spec is None:
-        raise ValueError(f"{field!r} is not a field of profile {profile.profile!r}")
-    if agg.on_counter or not agg.accepts(spec.type):
-        raise ValueError(f"{agg.value} does not apply to {spec.type.value} field {field!r}")
-    if every_s < 1:  # `:d` below also refuses anything but an int
-        raise ValueError(f"bucket width must be at least 1s: {every_s!r}")
+    _check_history(profile, field, agg, every_s)
     return Query(
         f"SELECT {agg.value}({quote_ident(field)}) AS {quote_ident('value')} "
         f"FROM {_measurement(profile)} "
@@ -155,6 +149,16 @@ def history(
         f"GROUP BY time({every_s:d}s) fill(none)",
         {"device_id": device_id, "start": start_ns, "end": end_ns},
     )
+
+
+def _check_history(profile: Profile, field: str, agg: Aggregate, every_s: int) -> None:
+    spec = profile.fields.get(field)
+    if spec is None:
+        raise ValueError(f"{field!r} is not a field of profile {profile.profile!r}")
+    if agg.on_counter or not agg.accepts(spec.type):
+        raise ValueError(f"{agg.value} does not apply to {spec.type.value} field {field!r}")
+    if every_s < 1:  # `:d` in the statements also refuses anything but an int
+        raise ValueError(f"bucket width must be at least 1s: {every_s!r}")
 
 
 # Aggregates the hourly roll-ups in `long_term` (common.schema) answer exactly for whole hours:
@@ -181,7 +185,8 @@ def history_long_term(
 ) -> Query:
     """`history` from the hourly roll-ups of the `long_term` policy, for windows older than the
     readings' own retention; `every_s` a whole number of hours, buckets epoch-aligned as there."""
-    if field not in profile.fields or agg not in LONG_TERM_AGGREGATES:
+    _check_history(profile, field, agg, every_s)
+    if agg not in LONG_TERM_AGGREGATES:
         raise ValueError(f"{agg.value}({field!r}) is not kept in the long-term roll-ups")
     if every_s < HOUR_S or every_s % HOUR_S:
         raise ValueError(f"long-term buckets are whole hours, not {every_s!r} s")
