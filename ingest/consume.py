@@ -33,6 +33,56 @@ from ingest.stages import Received
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Received], None]
+Publish = Callable[[bytes, bytes, int, int], None]  # raw topic, payload, packet id, QoS
+
+
+class _Client(mqtt.Client):
+    """paho's client with a fast path for the PUBLISH packets ingest receives.
+
+    Why not paho's own path: for MQTT 5, paho 2.x decodes every PUBLISH's properties by building
+    a `Properties` object, whose constructor fills two tables of every MQTT 5 property — 19 µs
+    of the 21 µs paho spends decoding a message (measured, `timeit` on `_packet.decode_publish`;
+    its MQTT 3.1.1 path takes 2 µs), and the reason a bare paho subscriber drains half as many
+    messages a second with MQTT 5 as with 3.1.1. Ingest keeps MQTT 5 for its guarantees
+    (Receive Maximum, session expiry, retain handling, ending a retired session), so it decodes
+    the common case itself: QoS 0/1 with no properties (what devices send; ingest reads none of
+    them). Anything else — properties present, QoS 2, paho's logging on, a malformed packet —
+    goes through paho unchanged. The layout is MQTT 5's (§3.3): topic (2-byte length), packet
+    id when QoS > 0, properties length (a variable byte integer, 0 for none), payload.
+    tests/unit/test_consume_fast.py checks it against paho's own decoder.
+    """
+
+    on_publish_fast: Publish | None = None
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        fast = self.on_publish_fast
+        if fast is None or self._logger is not None or self._on_log is not None:
+            return super()._handle_publish()
+        decoded = decode_publish(self._in_packet["command"], self._in_packet["packet"])
+        if decoded is None:
+            return super()._handle_publish()
+        fast(*decoded)
+        # Manual acknowledgement: nothing to send now, the writer acks once the batch is stored.
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def decode_publish(command: int, packet: bytes | bytearray) -> tuple[bytes, bytes, int, int] | None:
+    """(topic, payload, packet id, QoS) of an MQTT 5 PUBLISH of QoS 0 or 1 without properties;
+    None for any other (left to paho)."""
+    qos = (command & 0x06) >> 1
+    if qos > 1 or len(packet) < 2:
+        return None
+    topic_end = 2 + ((packet[0] << 8) | packet[1])
+    at = topic_end
+    mid = 0
+    if qos:
+        if len(packet) < at + 2:
+            return None
+        mid = (packet[at] << 8) | packet[at + 1]
+        at += 2
+    if topic_end == 2 or (qos and mid == 0) or len(packet) <= at or packet[at] != 0:
+        return None  # no topic (an alias is a property), packet id 0, or properties: paho's
+    return bytes(packet[2:topic_end]), bytes(packet[at + 1 :]), mid, qos
 
 
 class Consumer:
@@ -60,7 +110,7 @@ class Consumer:
         self._receive_maximum = receive_maximum
         self._session_expiry = session_expiry
         self.subscribed = threading.Event()
-        self._client = mqtt.Client(
+        self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
@@ -73,6 +123,7 @@ class Consumer:
         self._client.on_subscribe = self._subscribed
         self._client.on_unsubscribe = self._unsubscribed
         self._client.on_message = self._message
+        self._client.on_publish_fast = self._publish
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -174,6 +225,16 @@ class Consumer:
         self.subscribed.clear()
         if reason.is_failure:
             log.warning("disconnected from broker: %s; reconnecting", reason)
+
+    def _publish(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+        """The fast path (_Client): the same as `_message`, without paho's message object."""
+        try:
+            text = topic.decode()
+        except UnicodeDecodeError:
+            # MQTT requires UTF-8 topics; keep the message anyway, it becomes a bad_topic letter.
+            text = topic.decode("utf-8", "replace")
+        self.last_message = time.monotonic()
+        self._on_received(Received(text, payload, mid, qos, self._clock()))
 
     def _message(self, _c: mqtt.Client, _ud: Any, message: mqtt.MQTTMessage) -> None:
         try:

@@ -1,0 +1,100 @@
+"""ingest.consume's own PUBLISH decoding (the MQTT 5 fast path) against paho's decoder: the same
+topic, payload, packet id and QoS for every packet it takes, and every packet it cannot take
+(properties, QoS 2, malformed) left to paho."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paho.mqtt import _packet
+from paho.mqtt.client import MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.consume import _Client, decode_publish
+
+PUBLISH = 0x30
+
+
+def _packet_of(topic: bytes, payload: bytes, mid: int, qos: int, props: bytes = b"\x00") -> bytes:
+    head = struct.pack("!H", len(topic)) + topic
+    if qos:
+        head += struct.pack("!H", mid)
+    return head + props + payload
+
+
+def _expiry() -> bytes:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.MessageExpiryInterval = 60
+    packed: bytes = props.pack()  # type: ignore[no-untyped-call]
+    return packed
+
+
+@given(
+    topic=st.text(min_size=1, max_size=80).map(str.encode),
+    payload=st.binary(max_size=300),
+    mid=st.integers(1, 65535),
+    qos=st.sampled_from([0, 1]),
+)
+def test_the_same_as_paho_for_every_packet_it_takes(
+    topic: bytes, payload: bytes, mid: int, qos: int
+) -> None:
+    packet = bytearray(_packet_of(topic, payload, mid, qos))
+    command = PUBLISH | (qos << 1)
+    paho = _packet.decode_publish(command, packet, MQTTProtocolVersion.MQTTv5)
+    assert decode_publish(command, packet) == (
+        paho.topic,
+        paho.payload,
+        paho.mid if qos else 0,
+        paho.qos,
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "packet"),
+    [
+        (PUBLISH | 2, _packet_of(b"a/b", b"{}", 7, 1, _expiry())),  # properties: paho's
+        (PUBLISH | 4, _packet_of(b"a/b", b"{}", 7, 2)),  # QoS 2: paho's
+        (PUBLISH | 6, _packet_of(b"a/b", b"{}", 7, 3)),  # QoS 3 does not exist
+        (PUBLISH | 2, _packet_of(b"", b"{}", 7, 1)),  # no topic
+        (PUBLISH | 2, _packet_of(b"a/b", b"{}", 0, 1)),  # packet id 0
+        (PUBLISH | 2, b"\x00\x03a/b\x00"),  # cut short
+        (PUBLISH, b"\x00"),
+    ],
+)
+def test_anything_else_is_left_to_paho(command: int, packet: bytes) -> None:
+    assert decode_publish(command, bytearray(packet)) is None
+
+
+def _client_with(packet: bytes, command: int) -> tuple[_Client, list[Any], list[Any]]:
+    client = _Client(
+        CallbackAPIVersion.VERSION2, client_id="t", protocol=5, manual_ack=True
+    )  # never connected: the handler is fed one packet by hand
+    fast: list[Any] = []
+    slow: list[Any] = []
+    client.on_publish_fast = lambda *args: fast.append(args)
+
+    def on_message(_c: Any, _u: Any, message: MQTTMessage) -> None:
+        slow.append((message.topic, message.payload, message.mid))
+
+    client.on_message = on_message
+    client._in_packet["command"] = command
+    client._in_packet["packet"] = bytearray(packet)
+    client._handle_publish()
+    return client, fast, slow
+
+
+def test_the_client_takes_the_fast_path_and_falls_back_to_paho() -> None:
+    _, fast, slow = _client_with(_packet_of(b"c/sl/1/telemetry", b'{"a":1}', 9, 1), PUBLISH | 2)
+    assert fast == [(b"c/sl/1/telemetry", b'{"a":1}', 9, 1)]
+    assert slow == []
+    _, fast, slow = _client_with(
+        _packet_of(b"c/sl/1/telemetry", b'{"a":1}', 9, 1, _expiry()), PUBLISH | 2
+    )
+    assert fast == []
+    assert slow == [("c/sl/1/telemetry", b'{"a":1}', 9)]
