@@ -34,6 +34,7 @@ import httpx
 import orjson
 
 from bench.publisher import write_messages
+from bench.stages import report as stage_report
 from citysense.children import Child, module_argv, start_citysense, stop_together
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
@@ -129,14 +130,22 @@ def baseline(
     return messages / (counted(proc, messages)["last"] - started)
 
 
-def _stored(ports: list[int]) -> int:
-    total = 0
+def _metric(ports: list[int], name: str) -> float:
+    """The sum over the workers of one of their metrics (citysense_ingest_<name>)."""
+    total = 0.0
     for port in ports:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         for line in text.splitlines():
-            if line.startswith("citysense_ingest_readings_stored_total "):
-                total += int(float(line.split()[1]))
+            if line.startswith(f"citysense_ingest_{name} "):
+                total += float(line.split()[1])
     return total
+
+
+def _stored(ports: list[int]) -> int:
+    return int(_metric(ports, "readings_stored_total"))
+
+
+THREADS = ("mqtt_thread", "writer_thread")  # the workers' own CPU gauges, per thread
 
 
 def _connected_at(log: Path) -> float:
@@ -217,7 +226,7 @@ def pipeline(
     *,
     backlog: bool,
     module: str = "citysense.cli",
-) -> tuple[float, float]:
+) -> tuple[float, float, dict[str, float]]:
     database = f"bench_{workers}w_{'backlog' if backlog else 'live'}_{time.time_ns()}"
     group = Workers(servers, database, workers, home, module)
     group.start()
@@ -236,9 +245,10 @@ def pipeline(
         time.sleep(0.02)
     finished = time.time()
     cpu = group.cpu_seconds() - cpu_before
+    per_thread = {t: _metric(group.ports, f"cpu_seconds_{t}") * 1e6 / readings for t in THREADS}
     group.stop()
     _check_stored(servers, database, readings)
-    return readings / (finished - started), cpu * 1e6 / readings
+    return readings / (finished - started), cpu * 1e6 / readings, per_thread
 
 
 def _check_stored(servers: LocalServers, database: str, readings: int) -> None:
@@ -282,6 +292,8 @@ def main() -> None:
                 f"load: {messages} messages, {readings} readings, QoS 1, "
                 f"{PUBLISHERS} publisher processes, {os.cpu_count()} CPUs"
             )
+            print("CPU per reading by stage, in this process (bench.stages):")
+            print("\n".join(stage_report(ROOT, load, readings)))
             for mode in args.modes:
                 _compare(servers, load, (messages, readings), mode, args)
         finally:
@@ -304,14 +316,16 @@ def _compare(
     print(f"{mode:8} ratios below are against the faster baseline, MQTT {fastest}")
     for workers in args.workers:
         home = load.parent
-        rate, cpu_us = pipeline(servers, load, readings, workers, home, backlog=backlog)
+        rate, cpu_us, threads = pipeline(servers, load, readings, workers, home, backlog=backlog)
         print(
             f"{mode:8} ingest, {workers} worker(s), stored in InfluxDB "
             f"{rate:9,.0f} readings/s  ratio {rate / base:.2f}  "
-            f"({cpu_us:.0f} µs ingest CPU per reading)"
+            f"({cpu_us:.0f} µs ingest CPU per reading: "
+            + ", ".join(f"{t.replace('_', ' ')} {us:.0f}" for t, us in threads.items())
+            + f", other threads {cpu_us - sum(threads.values()):.0f})"
         )
         if args.validation:
-            bare, bare_us = pipeline(
+            bare, bare_us, _ = pipeline(
                 servers,
                 load,
                 readings,

@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.consume import _Client, decode_publish
+from ingest.consume import _Client, decode_publish, queue_ack
 
 PUBLISH = 0x30
 
@@ -98,3 +98,14 @@ def test_the_client_takes_the_fast_path_and_falls_back_to_paho() -> None:
     )
     assert fast == []
     assert slow == [("c/sl/1/telemetry", b'{"a":1}', 9)]
+
+
+def test_a_queued_acknowledgement_is_the_packet_paho_would_queue() -> None:
+    ours, theirs = (
+        _Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=5, manual_ack=True)
+        for name in ("ours", "theirs")
+    )
+    queue_ack(ours, 4242, 1)
+    theirs.ack(4242, 1)
+    assert list(ours._out_packet) == list(theirs._out_packet)
+    assert ours._out_packet[0]["packet"] == b"\x40\x02\x10\x92"
