@@ -4,6 +4,7 @@ topic, payload, packet id and QoS for every packet it takes, and every packet it
 
 from __future__ import annotations
 
+import socket
 import struct
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from paho.mqtt import _packet
 from paho.mqtt.client import MQTTMessage
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -109,3 +110,40 @@ def test_a_queued_acknowledgement_is_the_packet_paho_would_queue() -> None:
     theirs.ack(4242, 1)
     assert list(ours._out_packet) == list(theirs._out_packet)
     assert ours._out_packet[0]["packet"] == b"\x40\x02\x10\x92"
+
+
+def _wire(topic: bytes, payload: bytes, mid: int) -> bytes:
+    """A whole MQTT 5 PUBLISH (QoS 1) as it crosses the socket: fixed header and all."""
+    body = _packet_of(topic, payload, mid, 1)
+    length, size = b"", len(body)
+    while True:
+        size, digit = divmod(size, 128)
+        length += bytes([digit | (0x80 if size else 0)])
+        if not size:
+            return bytes([PUBLISH | 2]) + length + body
+
+
+def test_buffered_reads_deliver_every_packet_whole_however_the_bytes_arrive() -> None:
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="t", protocol=5, manual_ack=True)
+    got: list[Any] = []
+    client.on_publish_fast = lambda *args: got.append(args)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    packets = [_wire(b"c/p/%d/telemetry" % n, b"x" * (n * 25_000), n + 1) for n in range(4)]
+    stream = b"".join(packets)
+    try:
+        cut = len(packets[0]) + len(packets[1]) + 7  # the third packet cut after 7 bytes
+        broker.sendall(stream[:cut])
+        client.loop_read()
+        assert [m for _, _, m, _ in got] == [1, 2]
+        broker.sendall(stream[cut:])
+        for _ in range(20):  # the rest, up to RECV_CHUNK a recv, whatever the kernel hands over
+            client.loop_read()
+        assert [(t, len(p), m) for t, p, m, _ in got] == [
+            (b"c/p/%d/telemetry" % n, n * 25_000, n + 1) for n in range(4)
+        ]
+        broker.close()
+        assert client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS  # the end reaches paho
+    finally:
+        ours.close()
