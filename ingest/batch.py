@@ -49,7 +49,8 @@ class Batcher:
         self._items: deque[_Item] = deque()
         self._lines = 0
         self._closing = False
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # `with` on it directly: see ingest.budget
+        self._cond = threading.Condition(self._lock)
 
     # --- MQTT thread ---------------------------------------------------------------------------
 
@@ -68,7 +69,7 @@ class Batcher:
         item = _Item(
             lines, ticket, readings, dead, feed or [], changes or set(), weight, time.monotonic()
         )
-        with self._cond:
+        with self._lock:
             first = not self._items
             self._items.append(item)
             self._lines += len(lines)
