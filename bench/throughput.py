@@ -242,7 +242,9 @@ def pipeline(
         cpu_before = group.cpu_seconds()
         started = run_publishers(servers, load)
     while _stored(group.ports) < readings:
-        time.sleep(0.02)
+        # Each look renders the workers' whole /metrics: every 20 ms it cost them 3-5 % of
+        # their CPU (py-spy); every 50 ms the end is still known within 1 % of a run.
+        time.sleep(0.05)
     finished = time.time()
     cpu = group.cpu_seconds() - cpu_before
     per_thread = {t: _metric(group.ports, f"cpu_seconds_{t}") * 1e6 / readings for t in THREADS}

@@ -18,7 +18,9 @@ from ingest.changes import Change
 from ingest.stages import Enriched
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which costs a
+# message ~0.5 µs here; the item is private to the batcher and never changed after it is made.
+@dataclass(slots=True)
 class _Item:
     lines: list[str]
     ticket: Ticket | None

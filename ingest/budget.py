@@ -21,12 +21,7 @@ PER_READING = 700  # the reading kept for the state feed: its dataclass and its 
 def weight_of(payload_bytes: int, lines: list[str], readings: int) -> int:
     """Bytes held for one message: its payload until processed, its lines and readings until
     stored."""
-    return (
-        payload_bytes
-        + sum(len(line) for line in lines)
-        + PER_LINE * len(lines)
-        + (PER_READING * readings)
-    )
+    return payload_bytes + sum(map(len, lines)) + PER_LINE * len(lines) + (PER_READING * readings)
 
 
 class Budget:
