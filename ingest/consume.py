@@ -122,33 +122,36 @@ class _Client(mqtt.Client):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
-def queue_ack(self: mqtt.Client, mid: int, qos: int) -> None:
-    """Queue a QoS 1 acknowledgement without waking paho's network thread (`wake` does, once
-    for a whole batch). paho's `ack` writes a byte to its wake-up socket for every packet: a
-    system call and a wake-up per message, where one per stored batch is enough. The packet is
-    paho's own (`_send_command_with_mid`), queued where paho queues it; QoS 2 goes through paho."""
-    if qos != 1:
-        self.ack(mid, qos)
-        return
-    packet = struct.pack("!BBH", PUBACK, 2, mid)
-    self._out_packet.append(
+_PUBACK = struct.Struct("!BBH")  # paho's own layout (_send_command_with_mid): type, length, id
+
+
+def pubacks(mids: list[int]) -> bytes:
+    """The PUBACK packets of QoS 1 messages, back to back, as paho would send each of them."""
+    return b"".join([_PUBACK.pack(PUBACK, 2, mid) for mid in mids])
+
+
+def send_packets(client: mqtt.Client, data: bytes) -> None:
+    """Queue `data` (whole packets) as one write of paho's network thread, and wake it.
+
+    Why not paho's `ack` per message: it queues each PUBACK as a packet of its own, written with
+    a send() of its own, and writes a byte to its wake-up socket for each — two system calls a
+    message. A stored batch's acknowledgements go here as one entry of paho's queue instead:
+    one send() for thousands of them (the socket may take part; paho writes the rest later, as
+    for any packet). Nothing in paho acts on a PUBACK it sent, so one entry for many is safe."""
+    client._out_packet.append(
         {
             "command": PUBACK,
-            "mid": mid,
-            "qos": 1,
+            "mid": 0,
+            "qos": 0,
             "pos": 0,
-            "to_process": len(packet),
-            "packet": packet,
+            "to_process": len(data),
+            "packet": data,
             "info": None,
         }
     )
-
-
-def wake(self: mqtt.Client) -> None:
-    """Have paho's network thread write what is queued (as its `_packet_queue` does)."""
-    if self._sockpairW is not None:
+    if client._sockpairW is not None:
         with contextlib.suppress(BlockingIOError):  # full: the thread is awake already
-            self._sockpairW.send(b"0")
+            client._sockpairW.send(b"0")
 
 
 def decode_publish(command: int, packet: bytes | bytearray) -> tuple[bytes, bytes, int, int] | None:
@@ -196,6 +199,7 @@ class Consumer:
         self._session_expiry = session_expiry
         self.subscribed = threading.Event()
         self.thread_id: int | None = None  # paho's network thread's Linux id, once connected
+        self._queued_acks: list[int] = []  # QoS 1 packet ids, until send_acks
         self._client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -227,11 +231,18 @@ class Consumer:
         self._client.ack(mid, qos)
 
     def queue_ack(self, mid: int, qos: int) -> None:
-        """Acknowledge, sent at the next `send_acks` (one wake-up of paho's thread a batch)."""
-        queue_ack(self._client, mid, qos)
+        """Acknowledge at the next `send_acks` (QoS 1; QoS 2 at once, through paho). Called by
+        one thread only, the writer, as `send_acks` is."""
+        if qos == 1:
+            self._queued_acks.append(mid)
+        else:
+            self._client.ack(mid, qos)
 
     def send_acks(self) -> None:
-        wake(self._client)
+        """Send the queued acknowledgements, in one write (send_packets)."""
+        mids, self._queued_acks = self._queued_acks, []
+        if mids:
+            send_packets(self._client, pubacks(mids))
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Fire and forget (QoS 0); used for the state feed, never for data."""

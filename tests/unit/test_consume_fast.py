@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.consume import _Client, decode_publish, queue_ack
+from ingest.consume import _Client, decode_publish, pubacks, send_packets
 
 PUBLISH = 0x30
 
@@ -101,15 +101,18 @@ def test_the_client_takes_the_fast_path_and_falls_back_to_paho() -> None:
     assert slow == [("c/sl/1/telemetry", b'{"a":1}', 9)]
 
 
-def test_a_queued_acknowledgement_is_the_packet_paho_would_queue() -> None:
+def test_acknowledgements_are_the_packets_paho_would_send_in_one_write() -> None:
     ours, theirs = (
         _Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=5, manual_ack=True)
         for name in ("ours", "theirs")
     )
-    queue_ack(ours, 4242, 1)
-    theirs.ack(4242, 1)
-    assert list(ours._out_packet) == list(theirs._out_packet)
-    assert ours._out_packet[0]["packet"] == b"\x40\x02\x10\x92"
+    mids = [1, 4242, 65535]
+    send_packets(ours, pubacks(mids))
+    for mid in mids:
+        theirs.ack(mid, 1)
+    assert len(ours._out_packet) == 1
+    assert ours._out_packet[0]["packet"] == b"".join(p["packet"] for p in theirs._out_packet)
+    assert ours._out_packet[0]["packet"][4:8] == b"\x40\x02\x10\x92"
 
 
 def _wire(topic: bytes, payload: bytes, mid: int) -> bytes:
