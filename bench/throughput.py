@@ -6,8 +6,9 @@ Starts its own Mosquitto and InfluxDB (temporary folder, free ports), generates 
 load once (simulators.fleet), and replays the same file for each contender:
 - baseline: a paho subscriber that only counts (QoS 1, acks on receipt) — the ceiling of any
   Python consumer built on paho — on the same broker and account as ingest, measured with MQTT
-  3.1.1 and with MQTT 5 (paho's cost per message differs between them); every ingest figure is
-  a ratio against the faster of the two, measured in the same run;
+  3.1.1 and with MQTT 5 (paho's cost per message differs between them) just before each ingest
+  figure; every ingest figure is a ratio against the faster of the two, in the same run (and,
+  in backlog mode, a CPU ratio: the counter's CPU per message over ingest's per reading);
 - ingest with N workers: decode, validate, enrich, write to InfluxDB, ack after store.
 Two measurements of each:
 - live: publishers and consumer run together; timed from the first publish until the last
@@ -118,16 +119,30 @@ def counted(child: Child, messages: int) -> dict[str, float]:
 
 def baseline(
     servers: LocalServers, load: Path, messages: int, backlog: bool, protocol: str
-) -> float:
+) -> tuple[float, float]:
+    """The bare counter's rate (messages/s) and, in backlog mode, its CPU per message (µs)."""
     client_id = f"bench-count-{time.time_ns()}"
     if backlog:
         counted(counter(servers, 0, client_id, protocol), 0)  # leaves its session to queue into
         run_publishers(servers, load)
         result = counted(counter(servers, messages, client_id, protocol), messages)
-        return messages / (result["last"] - result["connected"])
+        cpu = result["cpu_last"] - result["cpu_connected"]
+        return messages / (result["last"] - result["connected"]), cpu * 1e6 / messages
     proc = counter(servers, messages, client_id, protocol)
     started = run_publishers(servers, load)
-    return messages / (counted(proc, messages)["last"] - started)
+    return messages / (counted(proc, messages)["last"] - started), float("nan")
+
+
+def baselines(servers: LocalServers, load: Path, messages: int, mode: str) -> tuple[float, float]:
+    """Both protocol versions measured now, printed; the faster's rate and CPU per message."""
+    bases = {p: baseline(servers, load, messages, mode == "backlog", p) for p in PROTOCOLS}
+    for protocol, (rate, cpu_us) in bases.items():
+        print(
+            f"{mode:8} baseline: bare paho subscriber, MQTT {protocol:5}, counts only  "
+            f"{rate:9,.0f} msg/s  ({cpu_us:.0f} µs CPU per message)"
+        )
+    fastest = max(bases, key=lambda p: bases[p][0])
+    return bases[fastest]
 
 
 def _metric(ports: list[int], name: str) -> float:
@@ -307,21 +322,16 @@ def _compare(
 ) -> None:
     messages, readings = sizes
     backlog = mode == "backlog"
-    bases = {p: baseline(servers, load, messages, backlog, p) for p in PROTOCOLS}
-    for protocol, rate in bases.items():
-        print(
-            f"{mode:8} baseline: bare paho subscriber, MQTT {protocol:5}, counts only  "
-            f"{rate:9,.0f} msg/s"
-        )
-    fastest = max(bases, key=bases.__getitem__)
-    base = bases[fastest]
-    print(f"{mode:8} ratios below are against the faster baseline, MQTT {fastest}")
     for workers in args.workers:
+        # Measured again before each figure: this machine is shared, and a baseline taken
+        # minutes earlier may have run on a quieter or a busier machine than the figure.
+        base, base_us = baselines(servers, load, messages, mode)
         home = load.parent
         rate, cpu_us, threads = pipeline(servers, load, readings, workers, home, backlog=backlog)
         print(
             f"{mode:8} ingest, {workers} worker(s), stored in InfluxDB "
-            f"{rate:9,.0f} readings/s  ratio {rate / base:.2f}  "
+            f"{rate:9,.0f} readings/s  ratio {rate / base:.2f} to the faster baseline just "
+            f"before, CPU ratio {base_us / cpu_us:.2f}  "
             f"({cpu_us:.0f} µs ingest CPU per reading: "
             + ", ".join(f"{t.replace('_', ' ')} {us:.0f}" for t, us in threads.items())
             + f", other threads {cpu_us - sum(threads.values()):.0f})"
