@@ -3,11 +3,11 @@ readings that pass every check — nearly all of them.
 
 `validate` (ingest.validate) walks a reading key by key through a table of checker closures and
 builds a Reading, then `ReadingEncoder` walks the fields again to format them: 25 dict look-ups,
-eight closure calls and three objects per reading, about 20 µs of the ~50 µs the pipeline spent
-per single-reading message (cProfile on the benchmark's load). The function generated here does
-the same checks for one profile in straight-line code — one `obj.get` per declared field, the
-exact type test, the range as one chained comparison, the field already encoded as line
-protocol — and returns the fields and their encoded text together.
+eight closure calls and three objects per reading — 15.4 µs for validate, enrich and encode on the
+benchmark's load, against 5.9 µs for the function generated here, which does the same checks for one
+profile in straight-line code — one `obj.get` per declared field, the exact type test, the range as
+one chained comparison, the field already encoded as line protocol — and returns the fields and
+their encoded text together.
 
 It only ever accepts: any reading it is not sure of (a missing required field, a wrong type, a
 value out of range, a sentinel, a key the profile does not declare, a timestamp out of bounds,
