@@ -5,7 +5,10 @@
 Starts its own Mosquitto and InfluxDB (temporary folder, free ports), generates a simulated city's
 load once (simulators.fleet), and replays the same file for each contender:
 - baseline: a paho subscriber that only counts (QoS 1, acks on receipt) — the ceiling of any
-  Python consumer built on paho;
+  Python consumer built on paho — on the same broker and account as ingest, measured with MQTT
+  3.1.1 and with MQTT 5 (paho's cost per message differs between them) just before each ingest
+  figure; every ingest figure is a ratio against the faster of the two, in the same run (and,
+  in backlog mode, a CPU ratio: the counter's CPU per message over ingest's per reading);
 - ingest with N workers: decode, validate, enrich, write to InfluxDB, ack after store.
 Two measurements of each:
 - live: publishers and consumer run together; timed from the first publish until the last
@@ -32,6 +35,7 @@ import httpx
 import orjson
 
 from bench.publisher import write_messages
+from bench.stages import report as stage_report
 from citysense.children import Child, module_argv, start_citysense, stop_together
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
@@ -93,10 +97,13 @@ def run_publishers(servers: LocalServers, load: Path) -> float:
     return float(min(r["started"] for r in results))
 
 
-def counter(servers: LocalServers, expected: int, client_id: str) -> Child:
+PROTOCOLS = ("3.1.1", "5")  # bench.counter's names for the MQTT versions
+
+
+def counter(servers: LocalServers, expected: int, client_id: str, protocol: str) -> Child:
     url = servers.mosquitto.url("citysense-ingest")
     topic = f"{ROOT}/+/+/telemetry"
-    child = _piped("counter", "bench.counter", url, topic, str(expected), client_id)
+    child = _piped("counter", "bench.counter", url, topic, str(expected), client_id, protocol)
     assert child.proc.stdout is not None
     assert child.proc.stdout.readline().strip() == "ready"
     return child
@@ -110,26 +117,50 @@ def counted(child: Child, messages: int) -> dict[str, float]:
     return result
 
 
-def baseline(servers: LocalServers, load: Path, messages: int, backlog: bool) -> float:
+def baseline(
+    servers: LocalServers, load: Path, messages: int, backlog: bool, protocol: str
+) -> tuple[float, float]:
+    """The bare counter's rate (messages/s) and, in backlog mode, its CPU per message (µs)."""
     client_id = f"bench-count-{time.time_ns()}"
     if backlog:
-        counted(counter(servers, 0, client_id), 0)  # leaves its session to queue into
+        counted(counter(servers, 0, client_id, protocol), 0)  # leaves its session to queue into
         run_publishers(servers, load)
-        result = counted(counter(servers, messages, client_id), messages)
-        return messages / (result["last"] - result["connected"])
-    proc = counter(servers, messages, client_id)
+        result = counted(counter(servers, messages, client_id, protocol), messages)
+        cpu = result["cpu_last"] - result["cpu_connected"]
+        return messages / (result["last"] - result["connected"]), cpu * 1e6 / messages
+    proc = counter(servers, messages, client_id, protocol)
     started = run_publishers(servers, load)
-    return messages / (counted(proc, messages)["last"] - started)
+    return messages / (counted(proc, messages)["last"] - started), float("nan")
 
 
-def _stored(ports: list[int]) -> int:
-    total = 0
+def baselines(servers: LocalServers, load: Path, messages: int, mode: str) -> tuple[float, float]:
+    """Both protocol versions measured now, printed; the faster's rate and CPU per message."""
+    bases = {p: baseline(servers, load, messages, mode == "backlog", p) for p in PROTOCOLS}
+    for protocol, (rate, cpu_us) in bases.items():
+        print(
+            f"{mode:8} baseline: bare paho subscriber, MQTT {protocol:5}, counts only  "
+            f"{rate:9,.0f} msg/s  ({cpu_us:.0f} µs CPU per message)"
+        )
+    fastest = max(bases, key=lambda p: bases[p][0])
+    return bases[fastest]
+
+
+def _metric(ports: list[int], name: str) -> float:
+    """The sum over the workers of one of their metrics (citysense_ingest_<name>)."""
+    total = 0.0
     for port in ports:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         for line in text.splitlines():
-            if line.startswith("citysense_ingest_readings_stored_total "):
-                total += int(float(line.split()[1]))
+            if line.startswith(f"citysense_ingest_{name} "):
+                total += float(line.split()[1])
     return total
+
+
+def _stored(ports: list[int]) -> int:
+    return int(_metric(ports, "readings_stored_total"))
+
+
+THREADS = ("mqtt_thread", "writer_thread")  # the workers' own CPU gauges, per thread
 
 
 def _connected_at(log: Path) -> float:
@@ -210,7 +241,7 @@ def pipeline(
     *,
     backlog: bool,
     module: str = "citysense.cli",
-) -> tuple[float, float]:
+) -> tuple[float, float, dict[str, float]]:
     database = f"bench_{workers}w_{'backlog' if backlog else 'live'}_{time.time_ns()}"
     group = Workers(servers, database, workers, home, module)
     group.start()
@@ -226,12 +257,15 @@ def pipeline(
         cpu_before = group.cpu_seconds()
         started = run_publishers(servers, load)
     while _stored(group.ports) < readings:
-        time.sleep(0.02)
+        # Each look renders the workers' whole /metrics: every 20 ms it cost them 3-5 % of
+        # their CPU (py-spy); every 50 ms the end is still known within 1 % of a run.
+        time.sleep(0.05)
     finished = time.time()
     cpu = group.cpu_seconds() - cpu_before
+    per_thread = {t: _metric(group.ports, f"cpu_seconds_{t}") * 1e6 / readings for t in THREADS}
     group.stop()
     _check_stored(servers, database, readings)
-    return readings / (finished - started), cpu * 1e6 / readings
+    return readings / (finished - started), cpu * 1e6 / readings, per_thread
 
 
 def _check_stored(servers: LocalServers, database: str, readings: int) -> None:
@@ -275,6 +309,8 @@ def main() -> None:
                 f"load: {messages} messages, {readings} readings, QoS 1, "
                 f"{PUBLISHERS} publisher processes, {os.cpu_count()} CPUs"
             )
+            print("CPU per reading by stage, in this process (bench.stages):")
+            print("\n".join(stage_report(ROOT, load, readings)))
             for mode in args.modes:
                 _compare(servers, load, (messages, readings), mode, args)
         finally:
@@ -286,18 +322,22 @@ def _compare(
 ) -> None:
     messages, readings = sizes
     backlog = mode == "backlog"
-    base = baseline(servers, load, messages, backlog)
-    print(f"{mode:8} baseline: bare paho subscriber, counts only  {base:9,.0f} msg/s")
     for workers in args.workers:
+        # Measured again before each figure: this machine is shared, and a baseline taken
+        # minutes earlier may have run on a quieter or a busier machine than the figure.
+        base, base_us = baselines(servers, load, messages, mode)
         home = load.parent
-        rate, cpu_us = pipeline(servers, load, readings, workers, home, backlog=backlog)
+        rate, cpu_us, threads = pipeline(servers, load, readings, workers, home, backlog=backlog)
         print(
             f"{mode:8} ingest, {workers} worker(s), stored in InfluxDB "
-            f"{rate:9,.0f} readings/s  ratio {rate / base:.2f}  "
-            f"({cpu_us:.0f} µs ingest CPU per reading)"
+            f"{rate:9,.0f} readings/s  ratio {rate / base:.2f} to the faster baseline just "
+            f"before, CPU ratio {base_us / cpu_us:.2f}  "
+            f"({cpu_us:.0f} µs ingest CPU per reading: "
+            + ", ".join(f"{t.replace('_', ' ')} {us:.0f}" for t, us in threads.items())
+            + f", other threads {cpu_us - sum(threads.values()):.0f})"
         )
         if args.validation:
-            bare, bare_us = pipeline(
+            bare, bare_us, _ = pipeline(
                 servers,
                 load,
                 readings,

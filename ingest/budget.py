@@ -21,25 +21,24 @@ PER_READING = 700  # the reading kept for the state feed: its dataclass and its 
 def weight_of(payload_bytes: int, lines: list[str], readings: int) -> int:
     """Bytes held for one message: its payload until processed, its lines and readings until
     stored."""
-    return (
-        payload_bytes
-        + sum(len(line) for line in lines)
-        + PER_LINE * len(lines)
-        + (PER_READING * readings)
-    )
+    return payload_bytes + sum(map(len, lines)) + PER_LINE * len(lines) + (PER_READING * readings)
 
 
 class Budget:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._held = 0
-        self._cond = threading.Condition()
+        # Taken with `with self._lock` (C-level) once per message; the condition over it is only
+        # for waiting, which Condition's own context manager (Python-level) made every acquire
+        # pay for.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self.waits = 0
 
     def acquire(self, weight: int, give_up: threading.Event) -> bool:
         """Hold `weight` more bytes, waiting while the budget is spent; False (nothing held)
         if `give_up` is set first."""
-        with self._cond:
+        with self._lock:
             if self._held and self._held + weight > self.max_bytes:
                 self.waits += 1
                 while self._held and self._held + weight > self.max_bytes:
@@ -50,7 +49,7 @@ class Budget:
             return True
 
     def release(self, weight: int) -> None:
-        with self._cond:
+        with self._lock:
             self._held -= weight
             self._cond.notify_all()
 

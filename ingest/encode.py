@@ -20,7 +20,8 @@ class ReadingEncoder:
         self._series: dict[tuple[str, str, str], str] = {}
         self._keys: dict[str, str] = {}
 
-    def encode(self, reading: Enriched) -> str:
+    def series_of(self, reading: Enriched) -> str:
+        """The reading's measurement and tags as line protocol, escaped once per device."""
         key = (reading.measurement, reading.device_id, reading.district)
         known = self._series.get(key)
         if known is None:
@@ -28,6 +29,14 @@ class ReadingEncoder:
             known = self._series[key] = series(
                 reading.measurement, {"device_id": reading.device_id, "district": reading.district}
             )
+        return known
+
+    def line(self, reading: Enriched, encoded_fields: str) -> str:
+        """The line of a reading whose fields are already encoded (ingest.compiled)."""
+        return f"{self.series_of(reading)} {encoded_fields} {reading.time_ns}"
+
+    def encode(self, reading: Enriched) -> str:
+        known = self.series_of(reading)
         keys = self._keys
         parts = []
         for name, value in reading.fields.items():

@@ -40,7 +40,7 @@ from ingest.registry_watch import RegistryWatch
 from ingest.settings import IngestSettings
 from ingest.spool import CorruptSegment, Spool
 from ingest.stages import Enriched, Received, Rejected
-from ingest.stats import Stats
+from ingest.stats import Stats, thread_cpu_seconds
 from ingest.write import BadLine, GaveUp, Stopped, Writer
 from wire import statefeed
 from wire.deadletters import MEASUREMENT as DEAD_LETTERS
@@ -73,6 +73,7 @@ class Worker:
         self.acks = Acks()
         self.budget = Budget(settings.max_held_bytes)
         self.seen = Seen(settings.dedupe_window)
+        self._thread_ids: dict[str, int] = {}  # supervised threads' Linux ids, for their CPU
         # Set when a long-lived thread died of an unexpected exception (see the module's doc).
         self.crashed = threading.Event()
         # Set once a write gave up: batches go straight to the spool until InfluxDB is back.
@@ -143,6 +144,11 @@ class Worker:
             budget_waits=lambda: float(self.budget.waits),
             oldest_unacked_seconds=self._oldest_unacked,
             ready=lambda: float(not self.crashed.is_set()),
+            # Where the CPU goes, per thread (bench.throughput reports it per reading).
+            cpu_seconds_mqtt_thread=lambda: thread_cpu_seconds(self.consumer.thread_id),
+            cpu_seconds_writer_thread=lambda: thread_cpu_seconds(
+                self._thread_ids.get("citysense-writer")
+            ),
         )
         if self.spool is not None:
             spool = self.spool
@@ -153,6 +159,7 @@ class Worker:
 
     def _supervised(self, target: Callable[[], None], name: str) -> threading.Thread:
         def run() -> None:
+            self._thread_ids[name] = threading.get_native_id()
             try:
                 target()
             except Exception:
@@ -338,7 +345,8 @@ class Worker:
         return self.spool is not None and self.spool.append(lines)
 
     def _settle(self, batch: Batch, *, spooled: bool) -> None:
-        acked = self.acks.settle(batch.tickets, self.consumer.ack)
+        acked = self.acks.settle(batch.tickets, self.consumer.queue_ack)
+        self.consumer.send_acks()
         self.budget.release(batch.weight)
         self._writing_since = 0.0
         if spooled:
