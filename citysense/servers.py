@@ -72,7 +72,7 @@ class _Child:
     def ready(self) -> bool:
         raise NotImplementedError
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         """Start and wait until ready. Ports chosen here (`free_port`) can be taken by another
         program between the choice and the bind: on a first start, that is retried on new ports
         (never on a restart, whose clients expect the same ones)."""

@@ -13,4 +13,6 @@ echo "== import-linter (the layers of the tree)"
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/pytest -q "$@"
+# Two processes, a test file each at a time (its module fixtures stay in one process); each
+# process starts its own servers.
+.venv/bin/pytest -q -n 2 --dist loadfile "$@"

@@ -163,7 +163,7 @@ def test_4_three_workers_one_sigkilled(
     supervisor = IngestProcess(env, tmp_path / "i.log", "--workers", "3")
     supervisor.start(wait_ready=False)
     for n in (1, 2, 3):
-        wait_for(lambda n=n: supervisor.ready(str(base_port + n)), 30, what=f"worker {n}")
+        wait_for(lambda n=n: supervisor.ready(str(base_port + n)), 60, what=f"worker {n}")
     killed = threading.Event()  # the stream waits for the kill two-thirds in
     stream = Stream(
         servers.mosquitto.url("citysense-simulator"),
