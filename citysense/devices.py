@@ -7,6 +7,11 @@ as a salted hash; its role lets it publish its own telemetry and status and noth
 with every other row, so a running ingest or API never reads half a file. Revoking removes the
 broker account at once (an open connection is closed) and keeps the registry row: the device's
 stored readings still need their district and place.
+
+The registry row is written before the broker account is created: an add stopped between the two
+(killed, broker unreachable) leaves a registered device without an account, and the same add run
+again finishes it (a new secret; the row is not written twice). So does adding a revoked device
+again. A device registered with an account is refused: `rotate` gives it a new secret.
 """
 
 from __future__ import annotations
@@ -102,7 +107,9 @@ def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
     clash = sorted({r["device_id"] for r in rows} & set(ACCOUNTS))
     if clash:
         raise ConfigError(f"{', '.join(clash)}: the name of a CitySense service account")
-    devices = _register(settings, rows)
+    resumed = _without_account(settings, rows)
+    devices = _register(settings, [r for r in rows if r["device_id"] not in resumed])
+    devices += [resumed[r["device_id"]] for r in rows if r["device_id"] in resumed]
     accounts = [dynsec.DeviceAccount(d.device_id, d.profile, dynsec.new_secret()) for d in devices]
     commands = [c for a in accounts for c in dynsec.create_device(settings.topic_root, a)]
     settings.control().run(commands)
@@ -110,8 +117,36 @@ def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
     return 0
 
 
+def _without_account(settings: DevicesSettings, rows: list[dict[str, str]]) -> dict[str, Device]:
+    """Rows already registered, as asked, whose device has no broker account: an add that wrote
+    the registry and stopped before the broker created the account (killed, broker down), or a
+    revoked device the operator adds again. Adding them again finishes the add."""
+    if not settings.registry.exists():
+        return {}
+    _, registry = settings.load_contract()
+    registered = {r["device_id"]: registry.get(r["device_id"]) for r in rows}
+    if not any(registered.values()):
+        return {}
+    answer = settings.control().run([{"command": "listClients"}])
+    accounts = set(answer[0].get("data", {}).get("clients", []))
+    resumed: dict[str, Device] = {}
+    for row in rows:
+        device = registered[row["device_id"]]
+        if device is None or device.device_id in accounts:
+            continue  # new, or registered with an account: _register decides
+        if (device.profile, device.district) != (row["profile"], row["district"]):
+            raise ConfigError(
+                f"{device.device_id}: registered as a {device.profile} in {device.district}, "
+                f"not a {row['profile']} in {row['district']}; correct the registry row first"
+            )
+        resumed[device.device_id] = device
+    return resumed
+
+
 def _register(settings: DevicesSettings, rows: list[dict[str, str]]) -> list[Device]:
     """Append `rows` to the registry once the whole new file loads cleanly; their devices."""
+    if not rows:
+        return []
     path = settings.registry
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     existing = list(csv.DictReader(io.StringIO(text)))

@@ -36,8 +36,11 @@ ADD = ["SL-900001", "--profile", "streetlight", "--district", "Xihu", "--lat", "
 ADD += ["--lon", "120.15", "--address", "1 New Rd"]
 
 
-def devices(stack: LocalServers, registry: Path, root: str, *args: str) -> dict[str, str]:
-    """Run `citysense devices ARGS`; the secrets it printed, by device id."""
+def devices(
+    stack: LocalServers, registry: Path, root: str, *args: str, fails: bool = False
+) -> dict[str, str]:
+    """Run `citysense devices ARGS`; the secrets it printed, by device id (with `fails`, the
+    command must fail: what it said on stderr, as "error")."""
     env = {
         **os.environ,
         "CITYSENSE_MQTT_ADMIN_URL": stack.mosquitto.tls_url("citysense-admin"),
@@ -52,6 +55,9 @@ def devices(stack: LocalServers, registry: Path, root: str, *args: str) -> dict[
         timeout=60,
         check=False,
     )
+    if fails:
+        assert done.returncode != 0, done.stdout
+        return {"error": done.stderr}
     assert done.returncode == 0, done.stderr
     if args[0] in ("revoke", "list"):
         return {"output": done.stdout}
@@ -166,3 +172,30 @@ def test_imported_devices_survive_a_broker_restart(
         listener.loop_stop()
     listed = devices(stack, registry, topic_root, "list")["output"]
     assert listed.count(",active") == 50
+
+
+def test_an_add_stopped_before_the_broker_account_is_finished_by_the_same_add(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """`devices add` writes the registry row, then creates the account: killed between the two,
+    the device is registered and cannot connect. The same add run again gives it an account
+    (the row not written twice); one with an account is refused, as is one that says otherwise."""
+    stack = private_servers
+    registry = write_registry(tmp_path / "registry.csv")
+    with registry.open("a") as out:  # what the stopped add left: its row, no account
+        out.write("SL-900001,streetlight,Xihu,30.25,120.15,1 New Rd\n")
+    listed = devices(stack, registry, topic_root, "list")["output"]
+    assert "SL-900001,streetlight,Xihu,none" in listed
+    secret = devices(stack, registry, topic_root, "add", *ADD)["SL-900001"]
+    assert registry.read_text().count("SL-900001,") == 1
+    assert check_broker(MqttUrl.parse(stack.mosquitto.tls_url("SL-900001", secret)), 5) is None
+    refused = devices(stack, registry, topic_root, "add", *ADD, fails=True)["error"]
+    assert "already registered" in refused
+    devices(stack, registry, topic_root, "revoke", "SL-900001")
+    other = [*ADD[:4], "Gongshu", *ADD[5:]]
+    assert (
+        "registered as a streetlight in Xihu"
+        in (devices(stack, registry, topic_root, "add", *other, fails=True)["error"])
+    )
+    again = devices(stack, registry, topic_root, "add", *ADD)["SL-900001"]
+    assert check_broker(MqttUrl.parse(stack.mosquitto.tls_url("SL-900001", again)), 5) is None
