@@ -1,0 +1,157 @@
+"""bench/api_memory.py's steps: the API started over an empty registry (the baseline) and over
+the city, each measured from outside (start time, resident memory from /proc)."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.api.constants import HOST
+from bench.api.figures import Report, machine, ms
+from bench.api.history import load_history, write_registry
+from bench.api.processes import Stack
+from citysense.children import Child, Children, start_citysense
+from citysense.servers import LocalServers, free_port
+from common.influx import InfluxClient, InfluxConfig
+from simulators.city import DISTRICTS, write_city
+
+MIB = 1024 * 1024
+EMPTY_DB = "citysense_empty"
+
+
+@dataclass
+class Started:
+    child: Child
+    base: str
+    healthy: float  # seconds from process start until /health answered 200
+    serving: float  # ... until GET /devices answered 200 (latest state loaded)
+    rss_mb: float  # resident memory once serving
+
+
+def run(args: argparse.Namespace) -> None:
+    """Everything it starts is stopped at the end, pass or fail; then the report is printed."""
+    report = Report()
+    children = Children()
+    print(f"machine: {machine()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="citysense-api-memory-") as tmp:
+        home = Path(tmp)
+        servers = LocalServers.create(home / "servers", root="bench")
+        servers.start()
+        try:
+            measure(report, servers, children, home, args)
+        finally:
+            children.stop_all()
+            servers.stop()
+    report.print()
+
+
+def measure(
+    report: Report, servers: LocalServers, children: Children, home: Path, args: argparse.Namespace
+) -> None:
+    report.section(f"Setup: {machine()}")
+    registry, devices = write_registry(report, home, args.devices)
+    print("writing one reading per device ...", flush=True)
+    points, _, seconds = load_history(servers, devices, 0.0, 3600, args.loaders)
+    report.add("latest readings written", f"{points:,} points in {seconds:.1f} s")
+    report.section("API start (citysense api, one uvicorn process)")
+    baseline = start_baseline(Stack(report, servers, children, home, registry), args.timeout)
+    baseline.child.stop()
+    report.add("empty registry and database: start -> /health 200", ms(baseline.healthy))
+    report.add(
+        "empty registry and database: resident memory (baseline)", f"{baseline.rss_mb:,.1f} MB"
+    )
+    city = start(Stack(report, servers, children, home, registry), args.timeout, "city")
+    describe(report, city, baseline.rss_mb, len(devices))
+    district_page(report, city, DISTRICTS[0].name)
+    single_device(report, city, devices[len(devices) // 2].device_id)
+    report.add("resident memory after the requests", f"{city.child.rss_mb():,.1f} MB")
+    report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
+    city.child.stop()
+
+
+def start_baseline(stack: Stack, timeout: float) -> Started:
+    """The API over an empty registry and an empty database: with the city's database, it would
+    parse the latest readings of every device only to discard them, and the memory that parse
+    took counts in its resident memory thereafter (CPython keeps freed memory for reuse)."""
+    empty = stack.home / "empty.csv"
+    with empty.open("w") as out:
+        write_city(out, 0)
+    with InfluxClient(InfluxConfig(url=stack.servers.influxdb.url, database=EMPTY_DB)) as client:
+        client.create_database()
+    stack = Stack(stack.report, stack.servers, stack.children, stack.home, empty)
+    return start(stack, timeout, "baseline", {"CITYSENSE_INFLUX_DB": EMPTY_DB})
+
+
+def start(stack: Stack, timeout: float, label: str, extra: dict[str, str] | None = None) -> Started:
+    """`citysense api` over `stack`'s registry, timed until /health and GET /devices answer 200."""
+    print(f"starting the API ({label}) ...", flush=True)
+    port = free_port()
+    env = {**stack.env("citysense-api"), "CITYSENSE_API_AUTH": "off", **(extra or {})}
+    base = f"http://{HOST}:{port}"
+    started = time.perf_counter()
+    child = stack.children.add(
+        start_citysense(
+            "api", "--host", HOST, "--port", str(port), "--log-level", "info",
+            env=env, log=stack.home / f"api-{label}.log", name=f"the API ({label})",
+        )
+    )  # fmt: skip
+    with httpx.Client(base_url=base, timeout=30) as client:
+        child.wait_until(lambda: _answers(client, "/health"), timeout, "/health 200", 0.05)
+        healthy = time.perf_counter() - started
+        child.wait_until(lambda: _answers(client, "/devices"), timeout, "/devices 200", 0.05)
+        serving = time.perf_counter() - started
+    return Started(child, base, healthy, serving, child.rss_mb())
+
+
+def _answers(client: httpx.Client, path: str) -> bool:
+    try:
+        return client.get(path, params={"limit": 1} if path == "/devices" else {}).is_success
+    except httpx.TransportError:
+        return False
+
+
+def describe(report: Report, city: Started, baseline_mb: float, devices: int) -> None:
+    report.add(f"{devices:,} devices: start -> /health 200", ms(city.healthy))
+    report.add(f"{devices:,} devices: start -> GET /devices 200", ms(city.serving))
+    above = (city.rss_mb - baseline_mb) * MIB
+    report.add(
+        f"{devices:,} devices: resident memory",
+        f"{city.rss_mb:,.1f} MB",
+        f"{above / MIB:,.1f} MB above the baseline = {above / devices:,.0f} bytes per device",
+    )
+
+
+def district_page(report: Report, city: Started, district: str) -> None:
+    """A district's first page at the maximum page size: answered, and as many as it says."""
+    with httpx.Client(base_url=city.base, timeout=120) as client:
+        began = time.perf_counter()
+        response = client.get("/devices", params={"district": district, "limit": 1000})
+        seconds = time.perf_counter() - began
+    response.raise_for_status()
+    body = response.json()
+    with_reading = sum(1 for item in body["items"] if item["reading"] is not None)
+    if with_reading != len(body["items"]):
+        raise RuntimeError(
+            f"{len(body['items']) - with_reading} devices of the page lack a reading"
+        )
+    report.add(
+        f"GET /devices?district={district}&limit=1000",
+        ms(seconds),
+        f"{len(body['items'])} of {body['total']:,} devices, every one with its reading",
+    )
+
+
+def single_device(report: Report, city: Started, device_id: str) -> None:
+    with httpx.Client(base_url=city.base, timeout=60) as client:
+        began = time.perf_counter()
+        response = client.get(f"/devices/{device_id}")
+        seconds = time.perf_counter() - began
+    response.raise_for_status()
+    if response.json()["reading"] is None:
+        raise RuntimeError(f"device {device_id} has no reading")
+    report.add("GET /devices/{id}", ms(seconds))
