@@ -14,7 +14,7 @@ formatted from an `int` of seconds that the caller computed, never from the clie
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -86,6 +86,16 @@ async def fetch(influx: AsyncInfluxClient, query: Query) -> list[Series]:
     """Run one statement; times come back as integer nanoseconds (exact, unlike RFC 3339 text
     whose format differs between InfluxDB versions)."""
     return first_series(await influx.query(query.text, query.params, epoch="ns"))
+
+
+async def fetch_chunks(
+    influx: AsyncInfluxClient, query: Query, chunk_size: int
+) -> AsyncIterator[list[Series]]:
+    """fetch's series, a chunk of at most `chunk_size` rows at a time, each parsed as it comes."""
+    async for series in influx.query_chunks(
+        query.text, query.params, epoch="ns", chunk_size=chunk_size
+    ):
+        yield series
 
 
 def _measurement(profile: Profile) -> str:
