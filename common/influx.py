@@ -302,10 +302,11 @@ class AsyncInfluxClient:
         epoch: str | None = None,
         chunk_size: int = 10_000,
     ) -> AsyncIterator[list[Series]]:
-        """The series of a one-statement query, a chunk of at most `chunk_size` rows at a time
-        (InfluxDB's `chunked=true`: one JSON document per line), each parsed as it arrives: an
-        answer of 100,000 series parsed whole is a few seconds of one blocked event loop and
-        hundreds of MB of transient objects. A series longer than a chunk comes in parts."""
+        """The series of a one-statement query, parsed as the answer arrives: InfluxDB's
+        `chunked=true` answer is one JSON document per line (at most `chunk_size` rows each, and
+        a line per series when grouped), and each network read yields the series of the lines it
+        completed. Parsed whole, an answer of 100,000 series is seconds of one blocked event loop
+        and hundreds of MB of transient objects. A series longer than a chunk comes in parts."""
         data = {**self._req.query_data(query, params, epoch), "chunked": "true"}
         data["chunk_size"] = str(chunk_size)
         try:
@@ -313,11 +314,44 @@ class AsyncInfluxClient:
                 if response.status_code >= 300:
                     await response.aread()
                     check_response(response, writing=False)
-                async for line in response.aiter_lines():
-                    if line.strip():
-                        yield [s for statement in _results(orjson.loads(line)) for s in statement]
+                lines = _Lines()
+                async for block in response.aiter_bytes():
+                    if series := _chunk_series(lines.feed(block)):
+                        yield series
+                if series := _chunk_series(lines.rest()):
+                    yield series
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.config.url) from exc
+
+
+class _Lines:
+    """Complete lines out of a byte stream, whatever its blocks' boundaries."""
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []  # the start of a line not yet ended
+
+    def feed(self, block: bytes) -> list[bytes]:
+        *complete, tail = block.split(b"\n")
+        if complete:
+            complete[0] = b"".join((*self._pending, complete[0]))
+            self._pending.clear()
+        self._pending.append(tail)
+        return complete
+
+    def rest(self) -> list[bytes]:
+        last = b"".join(self._pending)
+        self._pending.clear()
+        return [last]
+
+
+def _chunk_series(lines: list[bytes]) -> list[Series]:
+    return [
+        series
+        for line in lines
+        if line.strip()
+        for statement in _results(orjson.loads(line))
+        for series in statement
+    ]
 
 
 def first_series(results: Sequence[Sequence[Series]]) -> list[Series]:

@@ -43,12 +43,14 @@ class Column:
         return self.odd.get(slot)
 
     def set(self, slot: int, value: Value | None) -> None:
-        self.odd.pop(slot, None)
-        self.present[slot] = 0
+        if self.odd:  # nearly always empty: every device's start-up load runs this per field
+            self.odd.pop(slot, None)
         if value is None:
+            self.present[slot] = 0
             return
         stored = self._encode(value)
         if stored is None:
+            self.present[slot] = 0
             self.odd[slot] = value
         else:
             self.values[slot] = stored  # type: ignore[assignment]  # _encode fits its array

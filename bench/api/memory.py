@@ -4,6 +4,7 @@ the city, each measured from outside (start time, resident memory from /proc).""
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from bench.api.constants import HOST
 from bench.api.figures import Report, machine, ms
 from bench.api.history import load_history, write_registry
 from bench.api.processes import Stack
-from citysense.children import Child, Children, start_citysense
+from citysense.children import Child, Children, cpu_seconds, start_citysense
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
 from simulators.city import DISTRICTS, write_city
@@ -31,6 +32,8 @@ class Started:
     healthy: float  # seconds from process start until /health answered 200
     serving: float  # ... until GET /devices answered 200 (latest state loaded)
     rss_mb: float  # resident memory once serving
+    cpu: float  # CPU seconds the API used until serving
+    influx_cpu: float  # ... and InfluxDB meanwhile (answering the start-up load)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -61,7 +64,11 @@ def measure(
     report.section("API start (citysense api, one uvicorn process)")
     baseline = start_baseline(Stack(report, servers, children, home, registry), args.timeout)
     baseline.child.stop()
-    report.add("empty registry and database: start -> /health 200", ms(baseline.healthy))
+    report.add(
+        "empty registry and database: start -> /health 200",
+        ms(baseline.healthy),
+        f"API CPU {baseline.cpu:,.1f} s",
+    )
     report.add(
         "empty registry and database: resident memory (baseline)", f"{baseline.rss_mb:,.1f} MB"
     )
@@ -93,6 +100,8 @@ def start(stack: Stack, timeout: float, label: str, extra: dict[str, str] | None
     port = free_port()
     env = {**stack.env("citysense-api"), "CITYSENSE_API_AUTH": "off", **(extra or {})}
     base = f"http://{HOST}:{port}"
+    influx = stack.servers.influxdb.process
+    influx_before = cpu_seconds(influx.pid) if influx is not None else 0.0
     started = time.perf_counter()
     child = stack.children.add(
         start_citysense(
@@ -105,7 +114,8 @@ def start(stack: Stack, timeout: float, label: str, extra: dict[str, str] | None
         healthy = time.perf_counter() - started
         child.wait_until(lambda: _answers(client, "/devices"), timeout, "/devices 200", 0.05)
         serving = time.perf_counter() - started
-    return Started(child, base, healthy, serving, child.rss_mb())
+    influx_cpu = cpu_seconds(influx.pid) - influx_before if influx is not None else 0.0
+    return Started(child, base, healthy, serving, child.rss_mb(), child.cpu_seconds(), influx_cpu)
 
 
 def _answers(client: httpx.Client, path: str) -> bool:
@@ -118,6 +128,12 @@ def _answers(client: httpx.Client, path: str) -> bool:
 def describe(report: Report, city: Started, baseline_mb: float, devices: int) -> None:
     report.add(f"{devices:,} devices: start -> /health 200", ms(city.healthy))
     report.add(f"{devices:,} devices: start -> GET /devices 200", ms(city.serving))
+    # The machine may be shared: CPU time says what the start cost whatever else ran.
+    report.add(
+        f"{devices:,} devices: CPU until serving",
+        f"API {city.cpu:,.1f} s, InfluxDB {city.influx_cpu:,.1f} s",
+        f"load average {os.getloadavg()[0]:.1f} at the end of the start",
+    )
     above = (city.rss_mb - baseline_mb) * MIB
     report.add(
         f"{devices:,} devices: resident memory",
