@@ -30,17 +30,21 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 class Column:
     """One field of every device of a profile; `None` is absent."""
 
-    __slots__ = ("odd", "present", "values")
+    __slots__ = ("odd", "present", "table", "values")
 
     def __init__(self, size: int) -> None:
         self.present = bytearray(size)
         self.odd: dict[int, Value] = {}
         self.values: array[int] | array[float] = array("d")
+        # Codes: what each code stands for. None: the array holds the values themselves (an
+        # array('d') item reads as a float, an array('q') item as an int).
+        self.table: list[Value] | None = None
 
     def get(self, slot: int) -> Value | None:
         if self.present[slot]:
-            return self._decode(self.values[slot])
-        return self.odd.get(slot)
+            stored = self.values[slot]
+            return stored if self.table is None else self.table[int(stored)]
+        return self.odd.get(slot) if self.odd else None
 
     def set(self, slot: int, value: Value | None) -> None:
         if self.odd:  # nearly always empty: every device's start-up load runs this per field
@@ -59,9 +63,6 @@ class Column:
     def _encode(self, value: Value) -> int | float | None:
         raise NotImplementedError
 
-    def _decode(self, stored: int | float) -> Value:
-        raise NotImplementedError
-
 
 class Floats(Column):
     __slots__ = ()
@@ -72,9 +73,6 @@ class Floats(Column):
 
     def _encode(self, value: Value) -> float | None:
         return value if type(value) is float else None
-
-    def _decode(self, stored: int | float) -> Value:
-        return float(stored)
 
 
 class Ints(Column):
@@ -87,34 +85,29 @@ class Ints(Column):
     def _encode(self, value: Value) -> int | None:
         return value if type(value) is int and INT_MIN <= value <= INT_MAX else None
 
-    def _decode(self, stored: int | float) -> Value:
-        return int(stored)
-
 
 class Codes(Column):
     """Booleans, states and text: codes into the column's table of the distinct values seen.
     Keyed by (type, value) since True == 1 == 1.0 in a dict."""
 
-    __slots__ = ("codes", "table")
+    __slots__ = ("codes",)
 
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.values = array("H", bytes(2 * size))
-        self.table: list[Value] = [False]  # code 0: absent, never read
+        self.table = [False]  # code 0: absent, never read
         self.codes: dict[tuple[type, Value], int] = {}
 
     def _encode(self, value: Value) -> int | None:
         key = (type(value), value)
         code = self.codes.get(key)
         if code is None:
-            if len(self.table) > MAX_CODES:
+            table = self.table
+            if table is None or len(table) > MAX_CODES:
                 return None
-            code = self.codes[key] = len(self.table)
-            self.table.append(value)
+            code = self.codes[key] = len(table)
+            table.append(value)
         return code
-
-    def _decode(self, stored: int | float) -> Value:
-        return self.table[int(stored)]
 
 
 _KINDS: Mapping[FieldType, type[Column]] = {
@@ -129,18 +122,26 @@ _KINDS: Mapping[FieldType, type[Column]] = {
 class ProfileColumns:
     """The latest values of `size` devices of one profile, a column per contract field."""
 
-    __slots__ = ("columns",)
+    __slots__ = ("_odd", "_plain", "columns")
 
     def __init__(self, profile: Profile, size: int) -> None:
         self.columns = {name: _KINDS[spec.type](size) for name, spec in profile.fields.items()}
+        # A column's arrays, table and odd map are created once and only ever changed in place.
+        self._plain = tuple((n, c.present, c.values, c.table) for n, c in self.columns.items())
+        self._odd = tuple((n, c.odd) for n, c in self.columns.items())
 
     def values(self, slot: int) -> dict[str, Value]:
-        """The device's values, in the contract's field order."""
-        out: dict[str, Value] = {}
-        for name, column in self.columns.items():
-            value = column.get(slot)
-            if value is not None:
-                out[name] = value
+        """The device's values (those kept as they are last). One comprehension over the
+        columns rather than Column.get per field: this runs for every device of an answer,
+        60,000 for the GeoJSON of a city's streetlights, and took twice as long."""
+        out: dict[str, Value] = {
+            name: stored[slot] if table is None else table[int(stored[slot])]
+            for name, present, stored, table in self._plain
+            if present[slot]
+        }
+        for name, odd in self._odd:
+            if odd and slot in odd:
+                out[name] = odd[slot]
         return out
 
     def replace(self, slot: int, values: Mapping[str, Value]) -> None:
