@@ -301,16 +301,19 @@ class AsyncInfluxClient:
         *,
         epoch: str | None = None,
         chunk_size: int = 10_000,
+        timeout: float | None = None,
     ) -> AsyncIterator[list[Series]]:
         """The series of a one-statement query, parsed as the answer arrives: InfluxDB's
         `chunked=true` answer is one JSON document per line (at most `chunk_size` rows each, and
         a line per series when grouped), and each network read yields the series of the lines it
         completed. Parsed whole, an answer of 100,000 series is seconds of one blocked event loop
-        and hundreds of MB of transient objects. A series longer than a chunk comes in parts."""
+        and hundreds of MB of transient objects. A series longer than a chunk comes in parts.
+        `timeout` (seconds to connect, and between two network reads) replaces the config's."""
         data = {**self._req.query_data(query, params, epoch), "chunked": "true"}
         data["chunk_size"] = str(chunk_size)
         try:
-            async with self._http.stream("POST", "/query", data=data) as response:
+            wait = self.config.timeout if timeout is None else timeout
+            async with self._http.stream("POST", "/query", data=data, timeout=wait) as response:
                 if response.status_code >= 300:
                     await response.aread()
                     check_response(response, writing=False)

@@ -89,11 +89,12 @@ async def fetch(influx: AsyncInfluxClient, query: Query) -> list[Series]:
 
 
 async def fetch_chunks(
-    influx: AsyncInfluxClient, query: Query, chunk_size: int
+    influx: AsyncInfluxClient, query: Query, chunk_size: int, timeout: float
 ) -> AsyncIterator[list[Series]]:
-    """fetch's series, a chunk of at most `chunk_size` rows at a time, each parsed as it comes."""
+    """fetch's series, a chunk of at most `chunk_size` rows at a time, each parsed as it comes;
+    InfluxDB may take up to `timeout` seconds to begin, and between two network reads."""
     async for series in influx.query_chunks(
-        query.text, query.params, epoch="ns", chunk_size=chunk_size
+        query.text, query.params, epoch="ns", chunk_size=chunk_size, timeout=timeout
     ):
         yield series
 

@@ -26,6 +26,11 @@ class ApiSettings(CommonSettings):
     # separate queries on separate cores. About InfluxDB's cores: more only slows each query
     # down towards influx_timeout (on 2 cores, 4 at once made 10 s queries time out).
     api_query_concurrency: int = Field(default=2, ge=1)
+    # How long InfluxDB may take to start (and continue) answering a latest-state load query
+    # (one profile and district): it plans every series before the first chunk, which took it
+    # over influx_timeout (10 s) for a district of 100,000 streetlights in a region of 1,000,000
+    # devices. A failed load is retried from scratch, so too short a bound never loads at all.
+    api_load_timeout: float = Field(default=600.0, gt=0)
     # Aggregates across devices are kept per (window, group) cell until a write touches their
     # windows (api.cells); a cell whose windows did change is still served this many seconds
     # after it was computed, so an answer lags the stored data by at most this much.

@@ -104,7 +104,10 @@ class Live:
             profile = self.contract.profiles[name]
             query = q.latest_readings(profile, since, district=district)
             async with gate:
-                async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE):
+                chunks = q.fetch_chunks(
+                    self.influx, query, LOAD_SLICE, self.settings.api_load_timeout
+                )
+                async for series in chunks:
                     self.state.load(name, readings_by_device(profile, series).items(), now_ns())
                     await asyncio.sleep(0)
 
