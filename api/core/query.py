@@ -477,3 +477,13 @@ def changes(profile: Profile, *, since_ns: int, start_ns: int, end_ns: int) -> Q
         return Query(windows, params)
     before = f"{select}{where}time >= $since AND time < $start GROUP BY {DISTRICT_TAG}"
     return Query(f"{before}; {windows}", params)
+
+
+def all_changes(since_ns: int) -> Query:
+    """Every change mark at or after `since_ns`, raw: one point per (profile, district, window),
+    since a later write into a window overwrites its mark (api.live.snapshot compares them)."""
+    return Query(
+        f"SELECT {STAMP} FROM {CHANGES} WHERE time >= $since "
+        f"GROUP BY {quote_ident('profile')}, {DISTRICT_TAG}",
+        {"since": since_ns},
+    )

@@ -128,6 +128,14 @@ class LiveState:
         self._due: list[int] = []
         self._queued = bytearray(size)
 
+    def times(self) -> array[int]:
+        """Each device's latest reading time (NO_TIME: none), by index; for api.live.snapshot."""
+        return self._time
+
+    def columns(self) -> list[tuple[str, ProfileColumns]]:
+        """Each profile's columns, by profile name; for api.live.snapshot."""
+        return list(zip(self._profiles, self._values, strict=True))
+
     def reading_of(self, index: int) -> Reading | None:
         time_ns = self._time[index]
         if time_ns == NO_TIME:
