@@ -77,7 +77,7 @@ class ApiSettings(CommonSettings):
     # InfluxDB only for what changed since. Unset: no snapshot, every start loads in full. One
     # folder per replica is simplest; replicas sharing one overwrite each other's (each valid).
     api_data_dir: Path | None = None
-    # A snapshot larger than this is neither written nor read (about 60 B a device).
+    # A snapshot larger than this is neither written nor read (about 110 B a device).
     api_snapshot_max_bytes: int = Field(default=1024**3, ge=1024)
     # A snapshot older than this is ignored (its change marks may have expired meanwhile).
     api_snapshot_max_age: float = Field(default=86400.0, gt=0)

@@ -188,7 +188,9 @@ def restore(
     """Check `data` whole, then put its columns into `state` (nothing is changed when refused)."""
     if not data.startswith(MAGIC):
         raise Refused("not a state snapshot")
-    digest, body = data[len(MAGIC) : len(MAGIC) + _DIGEST], data[len(MAGIC) + _DIGEST :]
+    # Views, not copies: at a million devices the body is tens of MB.
+    view = memoryview(data)
+    digest, body = view[len(MAGIC) : len(MAGIC) + _DIGEST], view[len(MAGIC) + _DIGEST :]
     if hashlib.sha256(body).digest() != digest:
         raise Refused("checksum mismatch (truncated or corrupt)")
     try:
@@ -212,7 +214,7 @@ def restore(
 def _restore(
     state: LiveState,
     header: Mapping[str, Any],
-    body: bytes,
+    body: memoryview,
     *,
     at: int,
     expected: str,
@@ -232,44 +234,40 @@ def _restore(
         raise Refused(f"as of {age:.0f} s ago, outside [0, {max_age_s:.0f}] s")
     sizes = iter(header["blobs"])
 
-    def blob(typecode: str | None) -> Any:
+    def blob(target: bytearray | array[Any]) -> memoryview:
+        """The next blob, checked to be exactly as long as `target`'s buffer."""
         nonlocal at
         length = next(sizes)
+        if length != memoryview(target).nbytes:
+            raise Refused("a part of another size than this registry's")
         raw = body[at : at + length]
         if len(raw) != length:
             raise Refused("shorter than its header says")
         at += length
-        if typecode is None:
-            return bytearray(raw)
-        out = array(typecode)
-        out.frombytes(raw)
-        return out
+        return raw
 
-    # Everything is read and checked before anything of `state` is changed.
-    times = blob("q")
-    if len(times) != len(state.registered):
-        raise Refused("another number of devices")
+    # Everything is read and checked before anything of `state` is changed, then copied into
+    # the state's own arrays in place (no copy of a column in between).
+    times = state.times()
+    staged: list[tuple[bytearray | array[Any], memoryview]] = [(times, blob(times))]
     by_key = {(p, n): c for p, values in state.columns() for n, c in values.columns.items()}
-    staged = []
+    tables = []
     for spec in header["columns"]:
         column = by_key.pop((spec["profile"], spec["field"]))
-        present, values = blob(None), blob(column.values.typecode)
-        if len(present) != len(column.present) or len(values) != len(column.values):
-            raise Refused(f"column {spec['profile']}.{spec['field']} of another size")
+        staged += [(column.present, blob(column.present)), (column.values, blob(column.values))]
         table = None if spec["table"] is None else [_unvalue(v) for v in spec["table"]]
         if (table is None) != (column.table is None):
             raise Refused(f"column {spec['profile']}.{spec['field']} of another kind")
         odd = {int(slot): _unvalue(v) for slot, v in spec["odd"]}
-        staged.append((column, present, values, table, odd))
+        tables.append((column, table, odd))
     if by_key:
         raise Refused("columns missing")
     marks: Marks = {
         (str(m), str(d)): {int(w): int(s) for w, s in windows} for m, d, windows in header["marks"]
     }
-    state.times()[:] = times
-    for column, present, values, table, odd in staged:
-        column.present[:] = present
-        column.values[:] = values
+    for target, raw in staged:
+        memoryview(target).cast("B")[:] = raw
+    for column, table, odd in tables:
         if table is not None and isinstance(column, Codes):
             assert column.table is not None
             column.table[1:] = table

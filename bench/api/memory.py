@@ -12,14 +12,22 @@ from pathlib import Path
 
 import httpx
 
-from bench.api.constants import HOST
+from api.core.times import format_rfc3339
+from api.live.snapshot import FILE_NAME as SNAPSHOT
+from bench.api.constants import DATABASE, HOST, WRITE_BATCH
 from bench.api.figures import Report, machine, ms
 from bench.api.history import load_history, write_registry
 from bench.api.processes import Stack
 from citysense.children import Child, Children, cpu_seconds, start_citysense
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
+from common.schema import Retention, ensure_schema
+from device_profiles import Device, load_profiles
+from ingest.changes import change_lines
 from simulators.city import DISTRICTS, write_city
+from wire.changes import window_of
+from wire.lineproto import line
+from wire.retention import CHANGES
 
 MIB = 1024 * 1024
 EMPTY_DB = "citysense_empty"
@@ -58,6 +66,10 @@ def measure(
 ) -> None:
     report.section(f"Setup: {machine()}")
     registry, devices = write_registry(report, home, args.devices)
+    # As ingest sets it up at start: the change marks' policy is where the API reads what was
+    # written since its snapshot.
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        ensure_schema(client, Retention(), load_profiles())
     print("writing one reading per device ...", flush=True)
     points, _, seconds = load_history(servers, devices, 0.0, 3600, args.loaders)
     report.add("latest readings written", f"{points:,} points in {seconds:.1f} s")
@@ -72,13 +84,50 @@ def measure(
     report.add(
         "empty registry and database: resident memory (baseline)", f"{baseline.rss_mb:,.1f} MB"
     )
-    city = start(Stack(report, servers, children, home, registry), args.timeout, "city")
-    describe(report, city, baseline.rss_mb, len(devices))
+    data = {"CITYSENSE_API_DATA_DIR": str(home / "api-data")}
+    stack = Stack(report, servers, children, home, registry)
+    city = start(stack, args.timeout, "city", data)
+    describe(report, city, baseline.rss_mb, len(devices), "no snapshot: full load")
     district_page(report, city, DISTRICTS[0].name)
     single_device(report, city, devices[len(devices) // 2].device_id)
     report.add("resident memory after the requests", f"{city.child.rss_mb():,.1f} MB")
     report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
+    city.child.stop()  # writes its snapshot at shutdown
+    snapshot = home / "api-data" / SNAPSHOT
+    report.add("snapshot at shutdown", f"{snapshot.stat().st_size:,} bytes")
+    fresh = write_fresh(servers, devices, DISTRICTS[0].name)
+    report.add(
+        "written while the API was down",
+        f"a newer reading of {len(fresh):,} devices",
+        f"{DISTRICTS[0].name}'s streetlights, with their change marks, as ingest writes them",
+    )
+    city = start(stack, args.timeout, "restart", data)
+    describe(report, city, baseline.rss_mb, len(devices), "from the snapshot")
+    district_page(report, city, DISTRICTS[0].name, fresh)
+    single_device(report, city, devices[len(devices) // 2].device_id)
+    report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
     city.child.stop()
+
+
+def write_fresh(servers: LocalServers, devices: list[Device], district: str) -> dict[str, int]:
+    """A newer reading for each streetlight of `district`, then its change marks (as ingest
+    writes: readings first); device id -> its time (ns)."""
+    base = time.time_ns() // 1_000_000 * 1_000_000
+    fresh = {
+        d.device_id: base - n * 1_000_000
+        for n, d in enumerate(x for x in devices if x.profile == "streetlight")
+        if d.district == district
+    }
+    lines = [
+        line("streetlight", {"device_id": i, "district": district}, {"powerState": "on"}, t)
+        for i, t in fresh.items()
+    ]
+    marks = change_lines({("streetlight", district, window_of(t)) for t in fresh.values()})
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        for at in range(0, len(lines), WRITE_BATCH):
+            client.write("\n".join(lines[at : at + WRITE_BATCH]).encode())
+        client.write("\n".join(marks).encode(), policy=CHANGES)
+    return fresh
 
 
 def start_baseline(stack: Stack, timeout: float) -> Started:
@@ -125,9 +174,9 @@ def _answers(client: httpx.Client, path: str) -> bool:
         return False
 
 
-def describe(report: Report, city: Started, baseline_mb: float, devices: int) -> None:
-    report.add(f"{devices:,} devices: start -> /health 200", ms(city.healthy))
-    report.add(f"{devices:,} devices: start -> GET /devices 200", ms(city.serving))
+def describe(report: Report, city: Started, baseline_mb: float, devices: int, how: str) -> None:
+    report.add(f"{devices:,} devices, {how}: start -> /health 200", ms(city.healthy))
+    report.add(f"{devices:,} devices, {how}: start -> GET /devices 200", ms(city.serving))
     # The machine may be shared: CPU time says what the start cost whatever else ran.
     report.add(
         f"{devices:,} devices: CPU until serving",
@@ -142,8 +191,11 @@ def describe(report: Report, city: Started, baseline_mb: float, devices: int) ->
     )
 
 
-def district_page(report: Report, city: Started, district: str) -> None:
-    """A district's first page at the maximum page size: answered, and as many as it says."""
+def district_page(
+    report: Report, city: Started, district: str, fresh: dict[str, int] | None = None
+) -> None:
+    """A district's first page at the maximum page size: answered, and as many as it says; the
+    devices of `fresh` with exactly their fresh reading's time."""
     with httpx.Client(base_url=city.base, timeout=120) as client:
         began = time.perf_counter()
         response = client.get("/devices", params={"district": district, "limit": 1000})
@@ -155,6 +207,14 @@ def district_page(report: Report, city: Started, district: str) -> None:
         raise RuntimeError(
             f"{len(body['items']) - with_reading} devices of the page lack a reading"
         )
+    stale = [
+        item["device_id"]
+        for item in body["items"]
+        if item["device_id"] in (fresh or {})
+        and item["reading"]["time"] != format_rfc3339((fresh or {})[item["device_id"]])
+    ]
+    if stale:
+        raise RuntimeError(f"{len(stale)} devices lack the reading written while the API was down")
     report.add(
         f"GET /devices?district={district}&limit=1000",
         ms(seconds),
