@@ -88,6 +88,7 @@ class Live:
         # load, and the change marks read just before it (None: snapshots are off).
         self._as_of = 0
         self._marks: snapshot.Marks | None = None
+        self._fingerprinted: str | None = None
         # Called with every feed message once its readings are applied (the SensorThings MQTT
         # publisher); one that raises ends the feed's task, which the supervisor reports.
         self.listeners: list[Callable[[list[statefeed.Announced]], None]] = []
@@ -196,9 +197,7 @@ class Live:
         if folder is None or self._marks is None or not self.state.loaded:
             return
         clock = time.perf_counter()
-        data = snapshot.encode(
-            self.state, self.settings.influx_db, self._as_of, self._marks, now_ns()
-        )
+        data = snapshot.encode(self.state, self._fingerprint(), self._as_of, self._marks, now_ns())
         try:
             written = await asyncio.to_thread(
                 snapshot.write, folder, data, self.settings.api_snapshot_max_bytes
@@ -208,8 +207,17 @@ class Live:
             return
         if written:
             logger.debug(
-                "state snapshot written: %d bytes in %.2f s", len(data), time.perf_counter() - clock
+                "state snapshot written: %d bytes in %.2f s",
+                sum(len(p) for p in data),
+                time.perf_counter() - clock,
             )
+
+    def _fingerprint(self) -> str:
+        # The registry and profiles are fixed for the process's life: hashed once (a million
+        # device ids take a good part of a second).
+        if self._fingerprinted is None:
+            self._fingerprinted = snapshot.fingerprint(self.state, self.settings.influx_db)
+        return self._fingerprinted
 
     async def _start_from_snapshot(self) -> None:
         """Restore the snapshot, if one is there and sound, then query InfluxDB only for the
@@ -223,7 +231,7 @@ class Live:
             data = snapshot.read(folder, self.settings.api_snapshot_max_bytes)
             restored = snapshot.restore(
                 self.state,
-                self.settings.influx_db,
+                self._fingerprint(),
                 data,
                 now_ns(),
                 self.settings.api_snapshot_max_age,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import struct
 import sys
 from array import array
@@ -119,7 +120,11 @@ def _unvalue(item: Any) -> Value:
     raise Refused(f"a value of unknown kind {kind!r}")
 
 
-def encode(state: LiveState, database: str, as_of_ns: int, marks: Marks, written_ns: int) -> bytes:
+def encode(
+    state: LiveState, fingerprinted: str, as_of_ns: int, marks: Marks, written_ns: int
+) -> list[bytes]:
+    """The snapshot as parts to write one after the other: one copy of the state's arrays
+    (taken on the event loop, written by another thread while the state moves on), not three."""
     blobs: list[bytes] = [state.times().tobytes()]
     columns: list[dict[str, Any]] = []
     for profile, values in state.columns():
@@ -138,7 +143,7 @@ def encode(state: LiveState, database: str, as_of_ns: int, marks: Marks, written
     header = {
         "version": VERSION,
         "byteorder": sys.byteorder,
-        "fingerprint": fingerprint(state, database),
+        "fingerprint": fingerprinted,
         "as_of_ns": as_of_ns,
         "written_ns": written_ns,
         "devices": len(state.registered),
@@ -147,22 +152,26 @@ def encode(state: LiveState, database: str, as_of_ns: int, marks: Marks, written
         "blobs": [len(b) for b in blobs],
     }
     head = orjson.dumps(header)
-    body = b"".join([_HEAD.pack(len(head)), head, *blobs])
-    return MAGIC + hashlib.sha256(body).digest() + body
+    body = [_HEAD.pack(len(head)) + head, *blobs]
+    digest = hashlib.sha256()
+    for part in body:
+        digest.update(part)
+    return [MAGIC, digest.digest(), *body]
 
 
-def write(folder: Path, data: bytes, max_bytes: int) -> bool:
+def write(folder: Path, parts: list[bytes], max_bytes: int) -> bool:
     """Atomically replace the snapshot in `folder`; False (logged) if over the bound."""
-    if len(data) > max_bytes:
+    size = sum(len(p) for p in parts)
+    if size > max_bytes:
         logger.warning(
-            "state snapshot not written: %d bytes is over the bound of %d", len(data), max_bytes
+            "state snapshot not written: %d bytes is over the bound of %d", size, max_bytes
         )
         return False
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / FILE_NAME
-    temporary = folder / f".{FILE_NAME}.{os.getpid()}.tmp"
+    temporary = folder / f".{FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     with temporary.open("wb") as out:
-        out.write(data)
+        out.writelines(parts)
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, target)  # readers see the old file or the new one, never a part
@@ -183,7 +192,7 @@ def read(folder: Path, max_bytes: int) -> bytes:
 
 
 def restore(
-    state: LiveState, database: str, data: bytes, now_ns: int, max_age_s: float
+    state: LiveState, fingerprinted: str, data: bytes, now_ns: int, max_age_s: float
 ) -> Restored:
     """Check `data` whole, then put its columns into `state` (nothing is changed when refused)."""
     if not data.startswith(MAGIC):
@@ -202,7 +211,7 @@ def restore(
             header,
             body,
             at=blobs_at,
-            expected=fingerprint(state, database),
+            expected=fingerprinted,
             now_ns=now_ns,
             max_age_s=max_age_s,
             size=len(data),

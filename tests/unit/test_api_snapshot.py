@@ -49,6 +49,10 @@ def _state(tmp_path: Path, registry: str = REGISTRY) -> LiveState:
     return LiveState(contract, Hub(100), late_after=1.5, silent_after=3.0)
 
 
+def _fp(state: LiveState) -> str:
+    return snapshot.fingerprint(state, DB)
+
+
 def _readings(state: LiveState) -> dict[str, Reading | None]:
     return {d.device_id: state.reading_of(n) for n, d in enumerate(state.registered)}
 
@@ -57,13 +61,13 @@ def _written(tmp_path: Path) -> bytes:
     state = _state(tmp_path)
     for device_id, (profile, time_ns, values) in READINGS.items():
         state.apply(device_id, profile, time_ns, values, NOW, announce=False)
-    return snapshot.encode(state, DB, NOW - 30 * S, MARKS, NOW)
+    return b"".join(snapshot.encode(state, _fp(state), NOW - 30 * S, MARKS, NOW))
 
 
 def test_what_is_written_comes_back_equal_and_of_its_type(tmp_path: Path) -> None:
     data = _written(tmp_path)
     state = _state(tmp_path)
-    restored = snapshot.restore(state, DB, data, NOW, 3600)
+    restored = snapshot.restore(state, _fp(state), data, NOW, 3600)
     assert restored.as_of_ns == NOW - 30 * S
     assert restored.marks == MARKS
     got = _readings(state)
@@ -86,7 +90,7 @@ def test_what_is_written_comes_back_equal_and_of_its_type(tmp_path: Path) -> Non
 def test_it_survives_the_file_round_trip(tmp_path: Path) -> None:
     data = _written(tmp_path)
     folder = tmp_path / "data"
-    assert snapshot.write(folder, data, 10**9)
+    assert snapshot.write(folder, [data[:10], data[10:]], 10**9)
     assert snapshot.read(folder, 10**9) == data
     assert [p.name for p in folder.iterdir()] == [snapshot.FILE_NAME]  # no temporary left
 
@@ -110,7 +114,7 @@ def test_a_spoilt_snapshot_is_refused_and_changes_nothing(
     data = spoil(_written(tmp_path))  # type: ignore[operator]
     state = _state(tmp_path)
     with pytest.raises(snapshot.Refused, match=reason):
-        snapshot.restore(state, DB, data, NOW, 3600)
+        snapshot.restore(state, _fp(state), data, NOW, 3600)
     assert set(_readings(state).values()) == {None}
 
 
@@ -118,17 +122,19 @@ def test_a_snapshot_of_another_registry_database_or_age_is_refused(tmp_path: Pat
     data = _written(tmp_path)
     other = _state(tmp_path, REGISTRY + "SL-4,streetlight,North,30.2,120.1,\n")
     with pytest.raises(snapshot.Refused, match="another registry"):
-        snapshot.restore(other, DB, data, NOW, 3600)
+        snapshot.restore(other, _fp(other), data, NOW, 3600)
     with pytest.raises(snapshot.Refused, match="another database"):
-        snapshot.restore(_state(tmp_path), "elsewhere", data, NOW, 3600)
+        state = _state(tmp_path)
+        snapshot.restore(state, snapshot.fingerprint(state, "elsewhere"), data, NOW, 3600)
     with pytest.raises(snapshot.Refused, match="ago"):
-        snapshot.restore(_state(tmp_path), DB, data, NOW + 7200 * S, 3600)
+        state = _state(tmp_path)
+        snapshot.restore(state, _fp(state), data, NOW + 7200 * S, 3600)
 
 
 def test_a_snapshot_over_the_bound_is_neither_written_nor_read(tmp_path: Path) -> None:
     data = _written(tmp_path)
-    assert not snapshot.write(tmp_path / "small", data, len(data) - 1)
-    assert snapshot.write(tmp_path / "big", data, len(data))
+    assert not snapshot.write(tmp_path / "small", [data], len(data) - 1)
+    assert snapshot.write(tmp_path / "big", [data], len(data))
     with pytest.raises(snapshot.Refused, match="over the bound"):
         snapshot.read(tmp_path / "big", len(data) - 1)
     with pytest.raises(snapshot.Refused, match="no snapshot"):
