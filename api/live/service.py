@@ -27,6 +27,7 @@ from api.live.state import LiveState
 from common.errors import InfluxError, InfluxUnavailable
 from common.influx import AsyncInfluxClient
 from wire import statefeed
+from wire.changes import window_of
 
 logger = logging.getLogger(__name__)
 
@@ -179,11 +180,12 @@ class Live:
         self.load_error = None
 
     async def _read_marks(self, since: int) -> snapshot.Marks:
+        """The change marks of every window holding a time at or after `since` (a window's mark
+        is stamped at its start, up to 15 minutes before the readings it announces)."""
         marks: snapshot.Marks = {}
+        query = q.all_changes(window_of(since))
         async with self._gate:
-            chunks = q.fetch_chunks(
-                self.influx, q.all_changes(since), LOAD_SLICE, self.settings.api_load_timeout
-            )
+            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, self.settings.api_load_timeout)
             async for found in chunks:
                 for series in found:
                     key = (series.tags.get("profile", ""), series.tags.get("district", ""))
