@@ -239,7 +239,9 @@ class Live:
                 self.settings.api_snapshot_max_age,
             )
         except snapshot.Refused as exc:
-            logger.warning("state snapshot in %s not used (%s): loading in full", folder, exc)
+            # Expected on a first start; anything else says something is wrong with the file.
+            level = logging.INFO if isinstance(exc, snapshot.Missing) else logging.WARNING
+            logger.log(level, "state snapshot in %s not used (%s): loading in full", folder, exc)
             return
         read_s = time.perf_counter() - clock
         assert self.feed is not None

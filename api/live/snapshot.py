@@ -60,6 +60,10 @@ class Refused(Exception):
     """The snapshot cannot be trusted; the message says why."""
 
 
+class Missing(Refused):
+    """No snapshot yet: a first start, a new replica."""
+
+
 @dataclass(frozen=True, slots=True)
 class Restored:
     as_of_ns: int
@@ -186,7 +190,7 @@ def read(folder: Path, max_bytes: int) -> bytes:
             raise Refused(f"{size} bytes is over the bound of {max_bytes}")
         return path.read_bytes()
     except FileNotFoundError:
-        raise Refused("no snapshot") from None
+        raise Missing("no snapshot") from None
     except OSError as exc:
         raise Refused(f"unreadable: {exc}") from exc
 

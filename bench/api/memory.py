@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 
 from api.core.times import format_rfc3339
 from api.live.snapshot import FILE_NAME as SNAPSHOT
@@ -42,6 +43,7 @@ class Started:
     rss_mb: float  # resident memory once serving
     cpu: float  # CPU seconds the API used until serving
     influx_cpu: float  # ... and InfluxDB meanwhile (answering the start-up load)
+    said: list[str]  # its log lines about the latest state
 
 
 def run(args: argparse.Namespace) -> None:
@@ -164,7 +166,16 @@ def start(stack: Stack, timeout: float, label: str, extra: dict[str, str] | None
         child.wait_until(lambda: _answers(client, "/devices"), timeout, "/devices 200", 0.05)
         serving = time.perf_counter() - started
     influx_cpu = cpu_seconds(influx.pid) - influx_before if influx is not None else 0.0
-    return Started(child, base, healthy, serving, child.rss_mb(), child.cpu_seconds(), influx_cpu)
+    said = [
+        message
+        for line in (stack.home / f"api-{label}.log").read_text(errors="replace").splitlines()
+        if line.startswith("{")
+        and (message := str(orjson.loads(line).get("msg", "")))
+        and ("latest state" in message or "state snapshot" in message)
+    ]
+    return Started(
+        child, base, healthy, serving, child.rss_mb(), child.cpu_seconds(), influx_cpu, said
+    )
 
 
 def _answers(client: httpx.Client, path: str) -> bool:
@@ -175,6 +186,9 @@ def _answers(client: httpx.Client, path: str) -> bool:
 
 
 def describe(report: Report, city: Started, baseline_mb: float, devices: int, how: str) -> None:
+    # The API's own account of what it loaded from where, and how long each part took.
+    for said in city.said:
+        report.add("  the API logged", said)
     report.add(f"{devices:,} devices, {how}: start -> /health 200", ms(city.healthy))
     report.add(f"{devices:,} devices, {how}: start -> GET /devices 200", ms(city.serving))
     # The machine may be shared: CPU time says what the start cost whatever else ran.
