@@ -6,13 +6,20 @@
 Starts its own Mosquitto and InfluxDB (temporary folder, free ports), writes a registry of
 `--devices` devices (simulators.city) and one reading per device (the latest, within a minute of
 now) straight into InfluxDB, then starts the API as a child process (`citysense api`,
-authentication off) twice, one after the other:
+authentication off) three times, one after the other:
 
 1. over an empty registry: the baseline, what the process holds before any device;
 2. over the city: the start time (process start until /health answers 200, which uvicorn does only
    once the app's start-up, latest state of every device loaded, is done; and until GET /devices
    answers 200 rather than 503), its resident memory once serving, and a district's first page
-   (limit 1000) and a single device, timed and checked.
+   (limit 1000) and a single device, timed and checked. It has a data folder
+   (CITYSENSE_API_DATA_DIR), empty: this start is the full load from InfluxDB, and the API writes
+   its state snapshot (api.live.snapshot) after it and at shutdown;
+3. stopped, a newer reading written for one district's streetlights (with their change marks, as
+   ingest writes them), and started again: the restart from the snapshot, measured as in 2, the
+   district's page checked to hold the newer readings.
+
+The API's own log lines on what it loaded from where, and how long it took, are in the report.
 
 Reports resident memory above the baseline per device. Figures of one run on one machine; the
 ratio is against a baseline measured in the same run.
