@@ -14,7 +14,7 @@ formatted from an `int` of seconds that the caller computed, never from the clie
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -86,6 +86,17 @@ async def fetch(influx: AsyncInfluxClient, query: Query) -> list[Series]:
     """Run one statement; times come back as integer nanoseconds (exact, unlike RFC 3339 text
     whose format differs between InfluxDB versions)."""
     return first_series(await influx.query(query.text, query.params, epoch="ns"))
+
+
+async def fetch_chunks(
+    influx: AsyncInfluxClient, query: Query, chunk_size: int, timeout: float
+) -> AsyncIterator[list[Series]]:
+    """fetch's series, a chunk of at most `chunk_size` rows at a time, each parsed as it comes;
+    InfluxDB may take up to `timeout` seconds to begin, and between two network reads."""
+    async for series in influx.query_chunks(
+        query.text, query.params, epoch="ns", chunk_size=chunk_size, timeout=timeout
+    ):
+        yield series
 
 
 def _measurement(profile: Profile) -> str:
@@ -466,3 +477,13 @@ def changes(profile: Profile, *, since_ns: int, start_ns: int, end_ns: int) -> Q
         return Query(windows, params)
     before = f"{select}{where}time >= $since AND time < $start GROUP BY {DISTRICT_TAG}"
     return Query(f"{before}; {windows}", params)
+
+
+def all_changes(since_ns: int) -> Query:
+    """Every change mark at or after `since_ns`, raw: one point per (profile, district, window),
+    since a later write into a window overwrites its mark (api.live.snapshot compares them)."""
+    return Query(
+        f"SELECT {STAMP} FROM {CHANGES} WHERE time >= $since "
+        f"GROUP BY {quote_ident('profile')}, {DISTRICT_TAG}",
+        {"since": since_ns},
+    )

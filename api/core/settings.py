@@ -26,6 +26,11 @@ class ApiSettings(CommonSettings):
     # separate queries on separate cores. About InfluxDB's cores: more only slows each query
     # down towards influx_timeout (on 2 cores, 4 at once made 10 s queries time out).
     api_query_concurrency: int = Field(default=2, ge=1)
+    # How long InfluxDB may take to start (and continue) answering a latest-state load query
+    # (one profile and district): it plans every series before the first chunk, which took it
+    # over influx_timeout (10 s) for a district of 100,000 streetlights in a region of 1,000,000
+    # devices. A failed load is retried from scratch, so too short a bound never loads at all.
+    api_load_timeout: float = Field(default=600.0, gt=0)
     # Aggregates across devices are kept per (window, group) cell until a write touches their
     # windows (api.cells); a cell whose windows did change is still served this many seconds
     # after it was computed, so an answer lags the stored data by at most this much.
@@ -67,6 +72,15 @@ class ApiSettings(CommonSettings):
     api_status_check_interval: float = Field(default=1.0, gt=0)
     # The state feed is QoS 0: re-read the latest readings from InfluxDB this often.
     api_state_reconcile_interval: float = Field(default=300.0, gt=0)
+    # A folder where the API keeps a snapshot of its latest state (api.live.snapshot), written
+    # after each complete load and at shutdown and read at start, so that a restart queries
+    # InfluxDB only for what changed since. Unset: no snapshot, every start loads in full. One
+    # folder per replica is simplest; replicas sharing one overwrite each other's (each valid).
+    api_data_dir: Path | None = None
+    # A snapshot larger than this is neither written nor read (about 110 B a device).
+    api_snapshot_max_bytes: int = Field(default=1024**3, ge=1024)
+    # A snapshot older than this is ignored (its change marks may have expired meanwhile).
+    api_snapshot_max_age: float = Field(default=86400.0, gt=0)
 
     # --- alarms (api.alarms) ---
     # Alarm events older than this are not replayed at start (active alarms older stay lost).
@@ -93,7 +107,7 @@ class ApiSettings(CommonSettings):
     api_foresight_timezone: str = "Asia/Shanghai"
     api_foresight_holidays: str = ""
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "api_data_dir", mode="before")
     @classmethod
     def _no_tokens(cls, value: object) -> object:
         return None if value in ("", None) else value  # set but empty: no file, not "."
@@ -103,7 +117,7 @@ class ApiSettings(CommonSettings):
     def _lookback(cls, value: str | float) -> float:
         return parse_duration(value)
 
-    @field_validator("api_state_reconcile_interval", mode="before")
+    @field_validator("api_state_reconcile_interval", "api_snapshot_max_age", mode="before")
     @classmethod
     def _interval(cls, value: str | float) -> float:
         return parse_duration(value)

@@ -8,7 +8,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -18,23 +18,28 @@ from api.core.readings import readings_by_device
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.core.times import NS_PER_S, now_ns
+from api.live import snapshot
 from api.live.alarms import AlarmBook, Outbox, Writer, load_events
 from api.live.broker import BrokerProbe
 from api.live.feed import FeedSubscriber
 from api.live.hub import Hub
-from api.live.state import LiveState, Reporting
+from api.live.state import LiveState
 from common.errors import InfluxError, InfluxUnavailable
-from common.influx import AsyncInfluxClient, Series
+from common.influx import AsyncInfluxClient
 from wire import statefeed
+from wire.changes import window_of
 
 logger = logging.getLogger(__name__)
 
 RETRY_LOAD_S = 2.0  # until the first load succeeded
-LOAD_SLICE = 2000  # devices merged between two yields to the event loop
+LOAD_SLICE = 2000  # rows (devices) of a chunk of InfluxDB's answer, merged between two yields
 # Feed readings applied between two yields to the event loop: a feed message of 500 readings
 # (and the alarms they raise) applied at once would fill every SSE client's queue before any
 # client had a turn to drain it, disconnecting clients that keep up.
 FEED_SLICE = 50
+# How long the start from a snapshot waits for the state feed's subscription before it catches
+# up from InfluxDB regardless (a broker that is down must not keep the API from serving).
+SUBSCRIBE_WAIT_S = 10.0
 
 
 class Live:
@@ -79,6 +84,12 @@ class Live:
             settings.api_feed_backlog
         )
         self.feed_dropped = 0
+        self._gate = asyncio.Semaphore(settings.api_query_concurrency)
+        # What the state is complete for (api.live.snapshot): the start of the last complete
+        # load, and the change marks read just before it (None: snapshots are off).
+        self._as_of = 0
+        self._marks: snapshot.Marks | None = None
+        self._fingerprinted: str | None = None
         # Called with every feed message once its readings are applied (the SensorThings MQTT
         # publisher); one that raises ends the feed's task, which the supervisor reports.
         self.listeners: list[Callable[[list[statefeed.Announced]], None]] = []
@@ -89,54 +100,191 @@ class Live:
             raise InfluxUnavailable(f"latest state not loaded from InfluxDB yet: {self.load_error}")
 
     async def reload(self) -> None:
-        """Latest reading of every device from InfluxDB, merged into the cache (newest wins).
+        """Latest reading of every device from InfluxDB, merged into the cache (newest wins),
+        then, when a data folder is set, a snapshot of the state written (api.live.snapshot).
 
         One query per profile and stored district, a few at a time: at 100,000 devices one
         query per profile kept a single InfluxDB core busy for seconds while the other idled.
-        Each answer is merged as it arrives, in slices with a yield to the event loop between
-        them, so a reconcile does not hold up requests and live events for seconds."""
-        since = now_ns() - int(self.settings.api_latest_lookback * NS_PER_S)
-        gate = asyncio.Semaphore(self.settings.api_query_concurrency)
-
-        async def latest(name: str, district: str | None) -> tuple[str, list[Series]]:
-            profile = self.contract.profiles[name]
-            async with gate:
-                return name, await q.fetch(
-                    self.influx, q.latest_readings(profile, since, district=district)
-                )
+        Each answer is streamed (InfluxDB's chunked answer, LOAD_SLICE devices a chunk), each
+        chunk parsed and merged as it arrives, with a yield to the event loop between chunks:
+        parsed whole, the answers held hundreds of MB of transient objects at 100,000 devices
+        and blocked requests and live events for seconds."""
+        began, clock = now_ns(), time.perf_counter()
+        since = began - int(self.settings.api_latest_lookback * NS_PER_S)
+        # Read before the readings: a write stored after them changed a mark (snapshot's doc).
+        marks = await self._read_marks(since) if self.settings.api_data_dir else None
 
         async def parts(name: str) -> list[str | None]:
-            async with gate:
+            async with self._gate:
                 found = await q.fetch(self.influx, q.district_values(self.contract.profiles[name]))
             # No district tag stored yet: one query for the whole measurement.
             return [str(row[1]) for series in found for row in series.values] or [None]
 
         profiles = sorted(self.contract.profiles)
         districts = await asyncio.gather(*(parts(name) for name in profiles))
-        tasks = [
-            asyncio.create_task(latest(name, district))
+        queries = [
+            (name, district, since)
             for name, names in zip(profiles, districts, strict=True)
             for district in names
         ]
-        try:
-            for answer in asyncio.as_completed(tasks):
-                name, series = await answer
-                profile = self.contract.profiles[name]
-                for start in range(0, len(series), LOAD_SLICE):
-                    readings = readings_by_device(profile, series[start : start + LOAD_SLICE])
-                    self.state.load(name, readings.items(), now_ns())
+        merged = await self._load_parts(queries)
+        first = not self.state.loaded
+        self._loaded_from(began, marks)
+        if first:
+            logger.info(
+                "latest state loaded for %d devices from InfluxDB in full (%d queries, %d "
+                "readings) in %.1f s%s",
+                len(self.state.devices),
+                len(queries),
+                merged,
+                time.perf_counter() - clock,
+                "" if self.settings.api_data_dir else " (no data folder: no snapshot)",
+            )
+        await self.save_snapshot()
+
+    async def _load_parts(self, queries: Sequence[tuple[str, str | None, int]]) -> int:
+        """Latest readings of each (profile, district or all, since), merged; how many."""
+        merged = 0
+
+        async def latest(name: str, district: str | None, since: int) -> None:
+            nonlocal merged
+            profile = self.contract.profiles[name]
+            query = q.latest_readings(profile, since, district=district)
+            async with self._gate:
+                chunks = q.fetch_chunks(
+                    self.influx, query, LOAD_SLICE, self.settings.api_load_timeout
+                )
+                async for series in chunks:
+                    found = readings_by_device(profile, series)
+                    self.state.load(name, found.items(), now_ns())
+                    merged += len(found)
                     await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(latest(*query)) for query in queries]
+        try:
+            await asyncio.gather(*tasks)
         finally:  # one failed: the others' answers are of no use
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        return merged
+
+    def _loaded_from(self, as_of_ns: int, marks: snapshot.Marks | None) -> None:
+        """The state now holds every reading stored before `as_of_ns` and, when `marks` are
+        given, every write whose mark was among them."""
+        self._as_of, self._marks = as_of_ns, marks
         if not self.state.loaded:
             now = now_ns()
             self.state.baseline(now)
-            logger.info("latest state loaded for %d devices", len(self.state.devices))
-            silent = [d for d, s in self.state.devices.items() if s.reporting is Reporting.SILENT]
-            self.alarms.silent_at_start(silent, now)
+            self.alarms.silent_at_start(self.state.silent(), now)
         self.load_error = None
+
+    async def _read_marks(self, since: int) -> snapshot.Marks:
+        """The change marks of every window holding a time at or after `since` (a window's mark
+        is stamped at its start, up to 15 minutes before the readings it announces)."""
+        marks: snapshot.Marks = {}
+        query = q.all_changes(window_of(since))
+        async with self._gate:
+            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, self.settings.api_load_timeout)
+            async for found in chunks:
+                for series in found:
+                    key = (series.tags.get("profile", ""), series.tags.get("district", ""))
+                    windows = marks.setdefault(key, {})
+                    windows.update((int(t), int(s)) for t, s in series.values if s is not None)
+        return marks
+
+    async def save_snapshot(self) -> None:
+        """The state and the marks it is complete for, to the data folder (if any)."""
+        folder = self.settings.api_data_dir
+        if folder is None or self._marks is None or not self.state.loaded:
+            return
+        clock = time.perf_counter()
+        data = snapshot.encode(self.state, self._fingerprint(), self._as_of, self._marks, now_ns())
+        try:
+            written = await asyncio.to_thread(
+                snapshot.write, folder, data, self.settings.api_snapshot_max_bytes
+            )
+        except OSError as exc:
+            logger.warning("state snapshot not written to %s: %s", folder, exc)
+            return
+        if written:
+            logger.debug(
+                "state snapshot written: %d bytes in %.2f s",
+                sum(len(p) for p in data),
+                time.perf_counter() - clock,
+            )
+
+    def _fingerprint(self) -> str:
+        # The registry and profiles are fixed for the process's life: hashed once (a million
+        # device ids take a good part of a second).
+        if self._fingerprinted is None:
+            self._fingerprinted = snapshot.fingerprint(self.state, self.settings.influx_db)
+        return self._fingerprinted
+
+    async def _start_from_snapshot(self) -> None:
+        """Restore the snapshot, if one is there and sound, then query InfluxDB only for the
+        (profile, district) parts whose change marks moved since. Any reason not to trust it
+        is logged and leaves the state as it was: the full load follows."""
+        folder = self.settings.api_data_dir
+        if folder is None:
+            return
+        clock = time.perf_counter()
+        try:
+            data = snapshot.read(folder, self.settings.api_snapshot_max_bytes)
+            restored = snapshot.restore(
+                self.state,
+                self._fingerprint(),
+                data,
+                now_ns(),
+                self.settings.api_snapshot_max_age,
+            )
+        except snapshot.Refused as exc:
+            # Expected on a first start; anything else says something is wrong with the file.
+            level = logging.INFO if isinstance(exc, snapshot.Missing) else logging.WARNING
+            logger.log(level, "state snapshot in %s not used (%s): loading in full", folder, exc)
+            return
+        read_s = time.perf_counter() - clock
+        assert self.feed is not None
+        # Readings stored before the subscription took effect, and announced before it, reach
+        # us only through the marks read below: they must be read after it.
+        try:
+            await asyncio.wait_for(self.feed.subscribed.wait(), SUBSCRIBE_WAIT_S)
+        except TimeoutError:
+            logger.warning(
+                "state feed not subscribed within %.0f s; catching up without it (the "
+                "reconcile covers what the feed misses)",
+                SUBSCRIBE_WAIT_S,
+            )
+        began = now_ns()
+        since = began - int(self.settings.api_latest_lookback * NS_PER_S)
+        try:
+            marks = await self._read_marks(since)
+            moved = snapshot.changed(restored.marks, marks)
+            queries = [
+                (name, district, max(since, window))
+                for (measurement, district), window in sorted(moved.items())
+                for name in sorted(self.contract.profiles)
+                if self.contract.profiles[name].measurement == measurement
+            ]
+            merged = await self._load_parts(queries)
+        except InfluxError as exc:
+            self.load_error = self.scrub(str(exc))
+            logger.warning("could not catch up after the snapshot: %s", self.load_error)
+            return  # the state stays not loaded; the full load is retried
+        self._loaded_from(began, marks)
+        logger.info(
+            "latest state of %d devices from the snapshot in %s (%d bytes, as of %.0f s ago, "
+            "read in %.2f s) and InfluxDB (%d changed profile and district parts, %d readings) "
+            "in %.2f s",
+            len(self.state.devices),
+            folder,
+            restored.size,
+            (began - restored.as_of_ns) / NS_PER_S,
+            read_s,
+            len(queries),
+            merged,
+            time.perf_counter() - clock,
+        )
 
     async def _try_reload(self) -> None:
         try:
@@ -161,7 +309,9 @@ class Live:
         except InfluxError as exc:
             logger.warning("could not replay alarm events: %s", self.scrub(str(exc)))
         self.feed.start()  # first: readings stored while we load are merged, not missed
-        await self._try_reload()
+        await self._start_from_snapshot()
+        if not self.state.loaded:
+            await self._try_reload()
         self._task = self.supervisor.start(self._run(), "citysense-live")
         self._writer_task = self.supervisor.start(self.writer.run(), "citysense-alarms")
         self._feed_task = self.supervisor.start(self._apply_feed(), "citysense-feed")
@@ -174,6 +324,7 @@ class Live:
         # so the alarm events still waiting are flushed and the subscriber closed.
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.writer.aclose()
+        await self.save_snapshot()  # what the feed brought since the last reconcile, too
         if self.feed is not None:
             self.feed.stop()
 

@@ -1,0 +1,247 @@
+"""bench/api_memory.py's steps: the API started over an empty registry (the baseline) and over
+the city, each measured from outside (start time, resident memory from /proc)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+
+from api.core.times import format_rfc3339
+from api.live.snapshot import FILE_NAME as SNAPSHOT
+from bench.api.constants import DATABASE, HOST, WRITE_BATCH
+from bench.api.figures import Report, machine, ms
+from bench.api.history import load_history, write_registry
+from bench.api.processes import Stack
+from citysense.children import Child, Children, cpu_seconds, start_citysense
+from citysense.servers import LocalServers, free_port
+from common.influx import InfluxClient, InfluxConfig
+from common.schema import Retention, ensure_schema
+from device_profiles import Device, load_profiles
+from ingest.changes import change_lines
+from simulators.city import DISTRICTS, write_city
+from wire.changes import window_of
+from wire.lineproto import line
+from wire.retention import CHANGES
+
+MIB = 1024 * 1024
+EMPTY_DB = "citysense_empty"
+
+
+@dataclass
+class Started:
+    child: Child
+    base: str
+    healthy: float  # seconds from process start until /health answered 200
+    serving: float  # ... until GET /devices answered 200 (latest state loaded)
+    rss_mb: float  # resident memory once serving
+    cpu: float  # CPU seconds the API used until serving
+    influx_cpu: float  # ... and InfluxDB meanwhile (answering the start-up load)
+    said: list[str]  # its log lines about the latest state
+
+
+def run(args: argparse.Namespace) -> None:
+    """Everything it starts is stopped at the end, pass or fail; then the report is printed."""
+    report = Report()
+    children = Children()
+    print(f"machine: {machine()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="citysense-api-memory-") as tmp:
+        home = Path(tmp)
+        servers = LocalServers.create(home / "servers", root="bench")
+        servers.start()
+        try:
+            measure(report, servers, children, home, args)
+        finally:
+            children.stop_all()
+            servers.stop()
+    report.print()
+
+
+def measure(
+    report: Report, servers: LocalServers, children: Children, home: Path, args: argparse.Namespace
+) -> None:
+    report.section(f"Setup: {machine()}")
+    registry, devices = write_registry(report, home, args.devices)
+    # As ingest sets it up at start: the change marks' policy is where the API reads what was
+    # written since its snapshot.
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        ensure_schema(client, Retention(), load_profiles())
+    print("writing one reading per device ...", flush=True)
+    points, _, seconds = load_history(servers, devices, 0.0, 3600, args.loaders)
+    report.add("latest readings written", f"{points:,} points in {seconds:.1f} s")
+    report.section("API start (citysense api, one uvicorn process)")
+    baseline = start_baseline(Stack(report, servers, children, home, registry), args.timeout)
+    baseline.child.stop()
+    report.add(
+        "empty registry and database: start -> /health 200",
+        ms(baseline.healthy),
+        f"API CPU {baseline.cpu:,.1f} s",
+    )
+    report.add(
+        "empty registry and database: resident memory (baseline)", f"{baseline.rss_mb:,.1f} MB"
+    )
+    data = {"CITYSENSE_API_DATA_DIR": str(home / "api-data")}
+    stack = Stack(report, servers, children, home, registry)
+    city = start(stack, args.timeout, "city", data)
+    describe(report, city, baseline.rss_mb, len(devices), "no snapshot: full load")
+    district_page(report, city, DISTRICTS[0].name)
+    single_device(report, city, devices[len(devices) // 2].device_id)
+    report.add("resident memory after the requests", f"{city.child.rss_mb():,.1f} MB")
+    report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
+    city.child.stop()  # writes its snapshot at shutdown
+    snapshot = home / "api-data" / SNAPSHOT
+    report.add("snapshot at shutdown", f"{snapshot.stat().st_size:,} bytes")
+    fresh = write_fresh(servers, devices, DISTRICTS[0].name)
+    report.add(
+        "written while the API was down",
+        f"a newer reading of {len(fresh):,} devices",
+        f"{DISTRICTS[0].name}'s streetlights, with their change marks, as ingest writes them",
+    )
+    city = start(stack, args.timeout, "restart", data)
+    describe(report, city, baseline.rss_mb, len(devices), "from the snapshot")
+    district_page(report, city, DISTRICTS[0].name, fresh)
+    single_device(report, city, devices[len(devices) // 2].device_id)
+    report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
+    city.child.stop()
+
+
+def write_fresh(servers: LocalServers, devices: list[Device], district: str) -> dict[str, int]:
+    """A newer reading for each streetlight of `district`, then its change marks (as ingest
+    writes: readings first); device id -> its time (ns)."""
+    base = time.time_ns() // 1_000_000 * 1_000_000
+    fresh = {
+        d.device_id: base - n * 1_000_000
+        for n, d in enumerate(x for x in devices if x.profile == "streetlight")
+        if d.district == district
+    }
+    lines = [
+        line("streetlight", {"device_id": i, "district": district}, {"powerState": "on"}, t)
+        for i, t in fresh.items()
+    ]
+    marks = change_lines({("streetlight", district, window_of(t)) for t in fresh.values()})
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        for at in range(0, len(lines), WRITE_BATCH):
+            client.write("\n".join(lines[at : at + WRITE_BATCH]).encode())
+        client.write("\n".join(marks).encode(), policy=CHANGES)
+    return fresh
+
+
+def start_baseline(stack: Stack, timeout: float) -> Started:
+    """The API over an empty registry and an empty database: with the city's database, it would
+    parse the latest readings of every device only to discard them, and the memory that parse
+    took counts in its resident memory thereafter (CPython keeps freed memory for reuse)."""
+    empty = stack.home / "empty.csv"
+    with empty.open("w") as out:
+        write_city(out, 0)
+    with InfluxClient(InfluxConfig(url=stack.servers.influxdb.url, database=EMPTY_DB)) as client:
+        client.create_database()
+    stack = Stack(stack.report, stack.servers, stack.children, stack.home, empty)
+    return start(stack, timeout, "baseline", {"CITYSENSE_INFLUX_DB": EMPTY_DB})
+
+
+def start(stack: Stack, timeout: float, label: str, extra: dict[str, str] | None = None) -> Started:
+    """`citysense api` over `stack`'s registry, timed until /health and GET /devices answer 200."""
+    print(f"starting the API ({label}) ...", flush=True)
+    port = free_port()
+    env = {**stack.env("citysense-api"), "CITYSENSE_API_AUTH": "off", **(extra or {})}
+    base = f"http://{HOST}:{port}"
+    influx = stack.servers.influxdb.process
+    influx_before = cpu_seconds(influx.pid) if influx is not None else 0.0
+    started = time.perf_counter()
+    child = stack.children.add(
+        start_citysense(
+            "api", "--host", HOST, "--port", str(port), "--log-level", "info",
+            env=env, log=stack.home / f"api-{label}.log", name=f"the API ({label})",
+        )
+    )  # fmt: skip
+    with httpx.Client(base_url=base, timeout=30) as client:
+        child.wait_until(lambda: _answers(client, "/health"), timeout, "/health 200", 0.05)
+        healthy = time.perf_counter() - started
+        child.wait_until(lambda: _answers(client, "/devices"), timeout, "/devices 200", 0.05)
+        serving = time.perf_counter() - started
+    influx_cpu = cpu_seconds(influx.pid) - influx_before if influx is not None else 0.0
+    said = [
+        message
+        for line in (stack.home / f"api-{label}.log").read_text(errors="replace").splitlines()
+        if line.startswith("{")
+        and (message := str(orjson.loads(line).get("msg", "")))
+        and ("latest state" in message or "state snapshot" in message)
+    ]
+    return Started(
+        child, base, healthy, serving, child.rss_mb(), child.cpu_seconds(), influx_cpu, said
+    )
+
+
+def _answers(client: httpx.Client, path: str) -> bool:
+    try:
+        return client.get(path, params={"limit": 1} if path == "/devices" else {}).is_success
+    except httpx.TransportError:
+        return False
+
+
+def describe(report: Report, city: Started, baseline_mb: float, devices: int, how: str) -> None:
+    # The API's own account of what it loaded from where, and how long each part took.
+    for said in city.said:
+        report.add("  the API logged", said)
+    report.add(f"{devices:,} devices, {how}: start -> /health 200", ms(city.healthy))
+    report.add(f"{devices:,} devices, {how}: start -> GET /devices 200", ms(city.serving))
+    # The machine may be shared: CPU time says what the start cost whatever else ran.
+    report.add(
+        f"{devices:,} devices: CPU until serving",
+        f"API {city.cpu:,.1f} s, InfluxDB {city.influx_cpu:,.1f} s",
+        f"load average {os.getloadavg()[0]:.1f} at the end of the start",
+    )
+    above = (city.rss_mb - baseline_mb) * MIB
+    report.add(
+        f"{devices:,} devices: resident memory",
+        f"{city.rss_mb:,.1f} MB",
+        f"{above / MIB:,.1f} MB above the baseline = {above / devices:,.0f} bytes per device",
+    )
+
+
+def district_page(
+    report: Report, city: Started, district: str, fresh: dict[str, int] | None = None
+) -> None:
+    """A district's first page at the maximum page size: answered, and as many as it says; the
+    devices of `fresh` with exactly their fresh reading's time."""
+    with httpx.Client(base_url=city.base, timeout=120) as client:
+        began = time.perf_counter()
+        response = client.get("/devices", params={"district": district, "limit": 1000})
+        seconds = time.perf_counter() - began
+    response.raise_for_status()
+    body = response.json()
+    with_reading = sum(1 for item in body["items"] if item["reading"] is not None)
+    if with_reading != len(body["items"]):
+        raise RuntimeError(
+            f"{len(body['items']) - with_reading} devices of the page lack a reading"
+        )
+    stale = [
+        item["device_id"]
+        for item in body["items"]
+        if item["device_id"] in (fresh or {})
+        and item["reading"]["time"] != format_rfc3339((fresh or {})[item["device_id"]])
+    ]
+    if stale:
+        raise RuntimeError(f"{len(stale)} devices lack the reading written while the API was down")
+    report.add(
+        f"GET /devices?district={district}&limit=1000",
+        ms(seconds),
+        f"{len(body['items'])} of {body['total']:,} devices, every one with its reading",
+    )
+
+
+def single_device(report: Report, city: Started, device_id: str) -> None:
+    with httpx.Client(base_url=city.base, timeout=60) as client:
+        began = time.perf_counter()
+        response = client.get(f"/devices/{device_id}")
+        seconds = time.perf_counter() - began
+    response.raise_for_status()
+    if response.json()["reading"] is None:
+        raise RuntimeError(f"device {device_id} has no reading")
+    report.add("GET /devices/{id}", ms(seconds))
