@@ -9,7 +9,7 @@ RUN apt-get update \
  && groupadd --gid 10001 citysense \
  && useradd --uid 10001 --gid 10001 --home-dir /var/lib/citysense --create-home citysense \
  && install -d -o citysense -g citysense /var/lib/citysense/mosquitto /var/lib/citysense/influxdb \
-      /var/lib/citysense/spool
+      /var/lib/citysense/spool /var/lib/citysense/api
 WORKDIR /opt/citysense
 COPY pyproject.toml README.md ./
 COPY wire wire

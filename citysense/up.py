@@ -140,6 +140,7 @@ def main(args: argparse.Namespace) -> int:
         "CITYSENSE_TOPIC_ROOT": "city",
         "CITYSENSE_API_TOKENS": str(tokens_file),
         "CITYSENSE_SPOOL_DIR": str(home / "spool"),
+        "CITYSENSE_API_DATA_DIR": str(home / "api"),  # the API's latest-state snapshot
         "CITYSENSE_API_HOST": args.listen,
         "CITYSENSE_HTTP_HOST": args.listen,
         # The dashboard questions of the README, kept computed (api.warm), unless set already.
