@@ -474,92 +474,6 @@ def changes(profile: Profile, *, since_ns: int, start_ns: int, end_ns: int) -> Q
 ROLLUPS = qualified(rollups_layout.MEASUREMENT)
 
 
-def _rollup_selects(profile: Profile) -> tuple[list[str], list[str]]:
-    """(inner per-device selections, outer per-window selections) of every field, the outer
-    ones named as the rollup's field keys (wire.rollups)."""
-    inner: list[str] = []
-    outer: list[str] = []
-    for name, spec in profile.fields.items():
-        f = quote_ident(name)
-
-        def col(stat: str, name: str = name) -> str:
-            return quote_ident(f"{name}.{stat}")
-
-        inner.append(f"count({f}) AS {col('c')}")
-        outer.append(f"sum({col('c')}) AS {col('c')}")
-        if spec.type in NUMERIC:
-            inner += [f"min({f}) AS {col('lo')}", f"max({f}) AS {col('hi')}"]
-            outer += [
-                f"count({col('lo')}) AS {col('n')}",
-                f"min({col('lo')}) AS {col('lo')}",
-                f"max({col('hi')}) AS {col('hi')}",
-            ]
-            if spec.effective_kind is not FieldKind.COUNTER:
-                inner.append(f"mean({f}) AS {col('m')}")
-                outer += [
-                    f"sum({col('m')}) AS {col('sm')}",
-                    f"min({col('m')}) AS {col('mnm')}",
-                    f"max({col('m')}) AS {col('mxm')}",
-                ]
-        else:
-            # last(): min/max do not take strings or booleans; any non-null marks a device.
-            inner.append(f"last({f}) AS {col('l')}")
-            outer.append(f"count({col('l')}) AS {col('n')}")
-    return inner, outer
-
-
-def rollup_compute(
-    profile: Profile,
-    windows: Sequence[Window],
-    *,
-    every_s: int | None,
-    offset_s: int,
-    district: str,
-    equals: Sequence[tuple[str, ParamValue]],
-) -> Query:
-    """What one district's rollups of these (whole, consecutive) windows hold of every field
-    but the counters' increases, in the shape across_devices measured fast (one group per query,
-    outer grouped by time only): first one statement with every field's per-window stats (per
-    window if `every_s` is None, else one GROUP BY time() over all), then for each (field, value)
-    of `equals` the devices whose last value of the field in the window was the value."""
-    if every_s is not None and every_s < 1:
-        raise ValueError(f"bucket width must be at least 1s: {every_s!r}")
-    params: dict[str, ParamValue] = {"district": district}
-    m = _measurement(profile)
-    inner_sel, outer_sel = _rollup_selects(profile)
-    if every_s is not None:
-        grid = (
-            f"time({every_s:d}s, {offset_s % every_s:d}s)"
-            if offset_s % every_s
-            else (f"time({every_s:d}s)")
-        )
-        inner_group, outer_group = (
-            f"{grid}, {DEVICE_TAG} fill(none)",
-            f" GROUP BY {grid} fill(none)",
-        )
-        spans: Sequence[Window] = [(windows[0][0], windows[-1][1])]
-    else:
-        inner_group, outer_group, spans = DEVICE_TAG, "", windows
-    statements = []
-    for n, (begin, end) in enumerate(spans):
-        bounds = f"time >= $s{n:d} AND time < $e{n:d}"
-        params[f"s{n}"], params[f"e{n}"] = begin, end
-        where = f"WHERE {bounds} AND {DISTRICT_TAG} = $district"
-        statements.append(
-            f"SELECT {', '.join(outer_sel)} FROM (SELECT {', '.join(inner_sel)} FROM {m} "
-            f"{where} GROUP BY {inner_group}) WHERE {bounds}{outer_group}"
-        )
-        for k, (name, value) in enumerate(equals):
-            f, v = quote_ident(name), quote_ident("v")
-            params[f"q{n}_{k}"] = value
-            statements.append(
-                f"SELECT count({v}) AS {quote_ident('value')} FROM (SELECT last({f}) AS {v} "
-                f"FROM {m} {where} GROUP BY {inner_group}) "
-                f"WHERE {bounds} AND {v} = $q{n:d}_{k:d}{outer_group}"
-            )
-    return Query("; ".join(statements), params)
-
-
 def rollups(
     profile: Profile,
     grain: str,
@@ -597,4 +511,19 @@ def oldest(profile: Profile, fields: Sequence[str], since_ns: int) -> Query:
             for f in fields
         ),
         {"since": since_ns},
+    )
+
+
+def field_readings(
+    profile: Profile, field: str, district: str, start_ns: int, end_ns: int
+) -> Query:
+    """Every reading of one field in [start, end) in one district, one series per device,
+    oldest first (the rollup keeper's input: no subquery, InfluxDB's cheapest read)."""
+    if field not in profile.fields:
+        raise ValueError(f"{field!r} is not a field of profile {profile.profile!r}")
+    return Query(
+        f"SELECT {quote_ident(field)} AS {quote_ident('value')} FROM {_measurement(profile)} "
+        f"WHERE time >= $start AND time < $end AND {DISTRICT_TAG} = $district "
+        f"GROUP BY {DEVICE_TAG}",
+        {"start": start_ns, "end": end_ns, "district": district},
     )

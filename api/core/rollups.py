@@ -257,3 +257,103 @@ def grain_of(windows: Sequence[Window], day_zone: ZoneInfo) -> str | None:
 def _starts_at_midnight(start_ns: int, zone: ZoneInfo) -> bool:
     local = datetime.fromtimestamp(start_ns / NS_PER_S, zone)
     return (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0)
+
+
+# --- computing them from readings, all grains in one pass ----------------------------------------
+
+
+class _Acc:
+    """One device's readings of one field in one window: sum, count, min, max, last."""
+
+    __slots__ = ("count", "hi", "last", "lo", "total")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+        self.lo: float | None = None
+        self.hi: float | None = None
+        self.last: Value | None = None
+
+    def add(self, value: Value, numeric: bool) -> None:
+        self.count += 1
+        self.last = value
+        if numeric and not isinstance(value, str):
+            x = float(value)
+            self.total += x
+            self.lo = x if self.lo is None or x < self.lo else self.lo
+            self.hi = x if self.hi is None or x > self.hi else self.hi
+
+
+def rollups_of_span(
+    spec: FieldSpec,
+    devices: Iterable[tuple[float | None, Sequence[tuple[int, Value]]]],
+    windows: Sequence[Window],
+    quarter_ns: int,
+) -> list[FieldRollup]:
+    """One field's rollup of each window, from every device's (previous reading, time-ordered
+    readings): one pass over the readings serves the windows of every grain at once. `windows`
+    are whole quarters (`quarter_ns`, 15 minutes) of a grid starting at the earliest of them;
+    readings outside them are not counted."""
+    numeric = spec.type in NUMERIC
+    counter = spec.effective_kind is FieldKind.COUNTER
+    counting = bool(eq_values(spec))
+    out = [FieldRollup() for _ in windows]
+    if not windows:
+        return out
+    origin = min(b for b, _ in windows)
+    members = _members(windows, origin, quarter_ns)
+    quarters = len(members)
+    for previous, readings in devices:
+        per: dict[int, _Acc] = {}
+        increases: dict[int, float] = {}
+        last = previous
+        for t, v in readings:
+            k = (t - origin) // quarter_ns
+            if not 0 <= k < quarters:
+                continue
+            for i in members[k]:
+                acc = per.get(i)
+                if acc is None:
+                    acc = per[i] = _Acc()
+                acc.add(v, numeric)
+            if counter and not isinstance(v, str):
+                x = float(v)
+                if last is not None:
+                    step = x - last if x >= last else x  # a reset counts from 0
+                    for i in members[k]:
+                        increases[i] = increases.get(i, 0.0) + step
+                last = x
+        for i, inc in increases.items():
+            out[i].inc += inc
+            out[i].incn += 1
+        for i, device in per.items():
+            _fold(out[i], device, numeric=numeric, counter=counter, counting=counting)
+    return out
+
+
+def _members(windows: Sequence[Window], origin: int, quarter_ns: int) -> list[list[int]]:
+    """The windows (of every grain) each quarter of the span belongs to."""
+    members: list[list[int]] = [
+        [] for _ in range((max(e for _, e in windows) - origin) // quarter_ns)
+    ]
+    for i, (b, e) in enumerate(windows):
+        for k in range((b - origin) // quarter_ns, (e - origin) // quarter_ns):
+            members[k].append(i)
+    return members
+
+
+def _fold(
+    rollup: FieldRollup, device: _Acc, *, numeric: bool, counter: bool, counting: bool
+) -> None:
+    """One device's window into its group's rollup."""
+    rollup.n += 1
+    rollup.c += device.count
+    if numeric:
+        rollup.lo, rollup.hi = _lower(rollup.lo, device.lo), _upper(rollup.hi, device.hi)
+        if not counter:
+            mean = device.total / device.count
+            rollup.sm += mean
+            rollup.mnm, rollup.mxm = _lower(rollup.mnm, mean), _upper(rollup.mxm, mean)
+    if counting and device.last is not None:
+        key = equals_key(device.last)
+        rollup.eq[key] = rollup.eq.get(key, 0) + 1

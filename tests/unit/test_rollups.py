@@ -20,6 +20,7 @@ from api.core.readings import Value
 from device_profiles import FieldKind, FieldSpec, FieldType, Profile
 
 W = (1_000_000, 2_000_000)  # the window
+QUARTER = 100_000  # the keeper's quarter-hour, scaled like W
 GAUGE = FieldSpec(type=FieldType.NUMBER, unit="W")
 INTEGER = FieldSpec(type=FieldType.INTEGER)
 COUNTER = FieldSpec(type=FieldType.NUMBER, kind=FieldKind.COUNTER)
@@ -101,7 +102,11 @@ def from_rollups(
             before = [float(v) for t, v in readings if t < W[0] and not isinstance(v, str)]
             if before:
                 previous[k] = before[-1]
-        parts.append(r.from_readings(spec, mine, W, previous))
+        # What the keeper runs (one pass, every grain); from_readings is checked against it.
+        devices = [(previous.get(k), readings) for k, readings in mine.items()]
+        (part,) = r.rollups_of_span(spec, devices, [W], QUARTER)
+        assert part == r.from_readings(spec, mine, W, previous)
+        parts.append(part)
     return r.value_of(r.combine(parts), spec, agg, match)
 
 
@@ -192,3 +197,28 @@ def test_grains() -> None:
     shifted = [(b + 60 * s, e + 60 * s) for b, e in hours]
     assert r.grain_of(shifted, utc) is None
     assert r.grain_of([(day0, day0 + 7200 * s)], utc) is None
+
+
+@settings(max_examples=80, deadline=None)
+@given(devices(COUNTS), st.sampled_from([GAUGE, COUNTER, INTEGER]))
+def test_one_pass_serves_every_grain(devs: Devices, spec: FieldSpec) -> None:
+    """Quarters, groups of four and the whole span at once, each as if computed alone."""
+    start = 0
+    quarters = [(start + k * QUARTER, start + (k + 1) * QUARTER) for k in range(30)]
+    hours = [(start + k * 4 * QUARTER, start + (k + 1) * 4 * QUARTER) for k in range(7)]
+    windows = [*quarters, *hours, (start, start + 30 * QUARTER)]
+    readings = {k: rd for k, (_, rd) in devs.items()}
+    got = r.rollups_of_span(spec, [(None, rd) for rd in readings.values()], windows, QUARTER)
+    for window, rollup in zip(windows, got, strict=True):
+        previous = {}
+        for k, rd in readings.items():
+            before = [float(v) for t, v in rd if t < window[0] and not isinstance(v, str)]
+            if before:
+                previous[k] = before[-1]
+        want = r.from_readings(spec, readings, window, previous)
+        assert rollup.n == want.n and rollup.c == want.c and rollup.incn == want.incn
+        for stat in ("sm", "mnm", "mxm", "lo", "hi", "inc"):
+            a, b = getattr(rollup, stat), getattr(want, stat)
+            assert (a is None) == (b is None), stat
+            if a is not None:
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-9), stat
