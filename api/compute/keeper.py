@@ -202,23 +202,29 @@ class RollupKeeper:
         districts = sorted(
             {str(row[1]) for s in tagged for row in s.values} | set(marks.districts())
         )
-        todo = [
-            (district, unit)
-            for district in districts
-            for unit in units
-            if any(
-                self._due(
-                    kept=stored[grain].get(district, {}).get(window[0]),
-                    marks=marks,
-                    district=district,
-                    window=window,
-                    now=now,
-                    counters=has_counters(profile),
-                )
-                for grain, windows in unit.items()
-                for window in windows
-            )
-        ]
+        counters = has_counters(profile)
+        todo: list[tuple[str, dict[str, list[Window]]]] = []
+        for district in districts:
+            for unit in units:
+                due = {
+                    grain: [
+                        w
+                        for w in windows
+                        if self._due(
+                            kept=stored[grain].get(district, {}).get(w[0]),
+                            marks=marks,
+                            district=district,
+                            window=w,
+                            now=now,
+                            grain=grain,
+                            counters=counters,
+                        )
+                    ]
+                    for grain, windows in unit.items()
+                }
+                part = _part(unit, due)
+                if part is not None:
+                    todo.append((district, part))
         self.progress.pending += len(todo)
         gate = asyncio.Semaphore(self._settings.api_query_concurrency)
 
@@ -242,6 +248,7 @@ class RollupKeeper:
         district: str,
         window: Window,
         now: int,
+        grain: str,
         counters: bool,
     ) -> bool:
         if window[0] > now:
@@ -255,8 +262,11 @@ class RollupKeeper:
         moved = own != (sig_s, sig_n) or (counters and lookback != (lsig_s, lsig_n))
         if not moved:
             return False
-        if window[1] > now:  # still filling: not at every batch
-            return (now - at) / NS_PER_S >= self._settings.api_rollups_open_every
+        if window[1] > now:  # still filling: not at every batch, a day (a day's reads) less often
+            every = self._settings.api_rollups_open_every
+            if grain == "day":
+                every = self._settings.api_rollups_open_day_every
+            return (now - at) / NS_PER_S >= every
         return True
 
     async def _stored(
@@ -284,7 +294,13 @@ class RollupKeeper:
         """Compute and write the rollups of one district's unit (a day's windows of every
         grain); how many."""
         at = now_ns()  # the marks were read before this: the data is at least as of then
+        # Windows that have not begun are not written: their rollup would be empty, and taken
+        # for current while no mark says otherwise.
+        unit = {g: [w for w in ws if w[0] <= at] for g, ws in unit.items()}
+        unit = {g: ws for g, ws in unit.items() if ws}
         windows = [w for grain_windows in unit.values() for w in grain_windows]
+        if not windows:
+            return 0
         by_field = await compute_rollups(self._influx, self._settings, profile, district, windows)
         lines = []
         n = 0
@@ -305,6 +321,25 @@ class RollupKeeper:
                 n += 1
         await self._influx.write("\n".join(lines).encode(), policy=policy_of(layout.MEASUREMENT))
         return n
+
+
+def _part(
+    unit: dict[str, list[Window]], due: dict[str, list[Window]]
+) -> dict[str, list[Window]] | None:
+    """What to compute of a unit whose `due` windows need it: the whole unit if its day does
+    (a day's readings are read anyway); else the quarters and hours of the hours holding the
+    due ones (an open hour costs an hour's reads, not the day's); None if nothing is due."""
+    if due.get("day"):
+        return unit
+    small = [w for grain in ("15m", "1h") for w in due.get(grain, [])]
+    if not small:
+        return None
+    start = min(w[0] for w in small) // HOUR_NS * HOUR_NS
+    end = -(-max(w[1] for w in small) // HOUR_NS) * HOUR_NS
+    return {
+        "15m": [(t, t + QUARTER_NS) for t in range(start, end, QUARTER_NS)],
+        "1h": [(t, t + HOUR_NS) for t in range(start, end, HOUR_NS)],
+    }
 
 
 async def compute_rollups(

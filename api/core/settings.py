@@ -51,6 +51,9 @@ class ApiSettings(CommonSettings):
     # Below max_staleness, so an open window's rollup is served rather than computed again.
     api_rollups_every: float = Field(default=5.0, gt=0)
     api_rollups_open_every: float = Field(default=20.0, ge=0)
+    # The open day at most this often (it reads the day so far); between, the current day's
+    # cell is computed from the readings once its marks moved past max_staleness.
+    api_rollups_open_day_every: float = Field(default=300.0, ge=0)
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
     # How often the tokens file is checked for changes (new and revoked tokens).
