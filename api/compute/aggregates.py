@@ -3,6 +3,14 @@
 of one profile. The question is an `AggregateRequest`; `answer` is what GET /aggregates returns,
 and api.compute.warm asks the same questions in the background.
 
+A cell not kept in memory is first looked up in the rollups the keeper stores in InfluxDB
+(api.compute.keeper): for whole windows of 15 minutes, an hour or a day in the open-data zone, and
+every aggregate but first/last (`equals` on state and boolean fields), it is combined from the
+groups' districts' rollups, if their change-mark signatures still match (or moved less than
+max-staleness seconds after they were computed). Everything else is computed from the readings
+as before: other widths, zones and offsets, first/last, `equals` on text, windows clipped by
+`start`/`end`, and windows whose rollup is missing or stale.
+
 Open data is answered here too, under the rules GET /aggregates documents: whole districts, whole
 days of the operator's zone that are over, and cells of fewer than k devices suppressed.
 """
