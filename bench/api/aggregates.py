@@ -103,7 +103,6 @@ def bench_aggregates_after_ingest(report: Report, base: str, district: str) -> N
 def bench_aggregates_after_restart(report: Report, base: str, district: str, repeat: int) -> None:
     """A new API process (a restart, or another replica): nothing kept in its memory; each
     question's first ask is answered from what InfluxDB holds (the rollups, if kept)."""
-    report.section("Aggregation across devices after an API restart (nothing kept in memory)")
     with httpx.Client(base_url=base, timeout=120) as client:
         for label, params in aggregate_cases(district):
             bench_aggregate(report, client, label, params, repeat)
