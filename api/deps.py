@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.compute.cells import CellCache
+from api.compute.keeper import RollupKeeper
 from api.compute.warm import Warmer
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
@@ -38,6 +39,7 @@ class Runtime:
     warmer: Warmer
     supervisor: Supervisor
     foresight: Scheduler
+    rollups: RollupKeeper  # runs only with CITYSENSE_API_ROLLUPS_KEEP (api.compute.keeper)
 
 
 def get_runtime(request: Request) -> Runtime:

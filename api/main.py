@@ -16,6 +16,7 @@ from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.compute.cells import CellCache
+from api.compute.keeper import RollupKeeper
 from api.compute.warm import Warmer, parse_questions
 from api.core.contract import Contract
 from api.core.scrub import Scrubber, secrets_of
@@ -117,6 +118,9 @@ def _runtime(
         warmer=warmer,
         supervisor=supervisor,
         foresight=Scheduler(config, contract, influx, live.alarms, supervisor),
+        rollups=RollupKeeper(
+            settings=config, contract=contract, influx=influx, supervisor=supervisor
+        ),
     )
 
 
@@ -155,6 +159,7 @@ def create_app(
         observations.start()
         await runtime.live.start()
         runtime.warmer.start()
+        runtime.rollups.start()
         runtime.foresight.start()
         watching = None
         if runtime.tokens is not None:
@@ -166,6 +171,7 @@ def create_app(
             if watching is not None:
                 watching.cancel()
             await runtime.warmer.stop()
+            await runtime.rollups.stop()
             await runtime.foresight.stop()
             await runtime.live.stop()
             observations.stop()
@@ -205,5 +211,21 @@ def _gauges(app: FastAPI) -> dict[str, tuple[str, float]]:
         ),
         "feed_messages_dropped": ("State-feed messages dropped, backlog full", live.feed_dropped),
         "aggregate_cells_kept": ("Aggregate cells kept", len(runtime.cells)),
+        "rollups_ready": (
+            "1 once the rollup keeper computed every window of the readings (0 if not keeping)",
+            runtime.rollups.progress.ready,
+        ),
+        "rollup_windows_pending": (
+            "Rollup windows the keeper found to compute and has not yet",
+            runtime.rollups.progress.pending,
+        ),
+        "rollup_windows_computed": (
+            "Rollup windows computed since start",
+            runtime.rollups.progress.computed,
+        ),
+        "rollups_backfill_seconds": (
+            "Seconds the keeper's first whole round took (the backfill)",
+            runtime.rollups.progress.backfill_s,
+        ),
         "background_crashes": ("Background tasks or threads that died", runtime.supervisor.crashes),
     }

@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel
 
 from common.influx import InfluxClient, quote_ident
-from wire.retention import ALARMS, CHANGES, DEAD_LETTERS, LONG_TERM, READINGS
+from wire.retention import AGGREGATES, ALARMS, CHANGES, DEAD_LETTERS, LONG_TERM, READINGS
 
 _DURATION = re.compile(r"^(INF|[1-9][0-9]*[hdw])$")
 ROLLUP_EVERY = "1h"
@@ -63,6 +63,10 @@ class Retention(BaseModel):
             CHANGES: self.changes,
             ALARMS: self.alarms,
             LONG_TERM: self.long_term,
+            # Rollups across devices (wire.rollups) live exactly as long as the readings: a
+            # rollup older than its readings could not be recomputed, one younger would make
+            # old windows fall back to computing from the readings.
+            AGGREGATES: self.readings,
         }
 
 

@@ -4,8 +4,11 @@ writer (ingest, replay, the API's alarm events) and every reader (the API, repla
 Each class of data keeps for its own time (set from configuration, created at start by
 common.schema): readings in `readings`, the database's default, so questions on readings name
 no policy; dead letters, change marks and alarm events in policies of their own, which a query
-must name (`qualified`); hourly roll-ups of every reading in `long_term`. On InfluxDB 2.x the
-same names reach buckets called `<database>/<policy>` through its automatic DBRP mapping.
+must name (`qualified`); hourly roll-ups of every reading in `long_term`; aggregates across
+devices kept as data (wire.rollups) in `aggregates`, for as long as the readings (common.schema
+gives it the readings' duration, so no rollup outlives or dies before the data it sums up).
+On InfluxDB 2.x the same names reach buckets called `<database>/<policy>` through its automatic
+DBRP mapping.
 """
 
 from __future__ import annotations
@@ -17,10 +20,16 @@ DEAD_LETTERS = "dead_letters"
 CHANGES = "changes"
 ALARMS = "alarms"
 LONG_TERM = "long_term"
-POLICIES = (READINGS, DEAD_LETTERS, CHANGES, ALARMS, LONG_TERM)
+AGGREGATES = "aggregates"
+POLICIES = (READINGS, DEAD_LETTERS, CHANGES, ALARMS, LONG_TERM, AGGREGATES)
 
 # Measurements outside the readings policy; every other measurement is a profile's readings.
-_POLICY_OF = {"dead_letters": DEAD_LETTERS, "citysense_changes": CHANGES, "alarm_events": ALARMS}
+_POLICY_OF = {
+    "dead_letters": DEAD_LETTERS,
+    "citysense_changes": CHANGES,
+    "alarm_events": ALARMS,
+    "citysense_rollups": AGGREGATES,
+}
 
 
 def policy_of(measurement: str) -> str:

@@ -3,6 +3,14 @@
 of one profile. The question is an `AggregateRequest`; `answer` is what GET /aggregates returns,
 and api.compute.warm asks the same questions in the background.
 
+A cell not kept in memory is first looked up in the rollups the keeper stores in InfluxDB
+(api.compute.keeper): for whole windows of 15 minutes, an hour or a day in the open-data zone, and
+every aggregate but first/last (`equals` on state and boolean fields), it is combined from the
+groups' districts' rollups, if their change-mark signatures still match (or moved less than
+max-staleness seconds after they were computed). Everything else is computed from the readings
+as before: other widths, zones and offsets, first/last, `equals` on text, windows clipped by
+`start`/`end`, and windows whose rollup is missing or stale.
+
 Open data is answered here too, under the rules GET /aggregates documents: whole districts, whole
 days of the operator's zone that are over, and cells of fewer than k devices suppressed.
 """
@@ -11,13 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from api.compute.cells import Cell, CellCache, Marks, Signature
+from api.compute.keeper import signatures as signatures_of
 from api.core import query as q
+from api.core import rollups
 from api.core.contract import Contract
 from api.core.counters import deltas, rate_per_hour
 from api.core.errors import forbidden, invalid_query
@@ -28,9 +40,12 @@ from api.core.times import NS_PER_S, format_rfc3339, now_ns
 from api.core.tokens import Principal, Scope
 from api.core.windows import Window, fixed_grid
 from api.schemas import AggregatePublic, AggregateRowPublic
+from common.errors import InfluxRejected
 from common.influx import AsyncInfluxClient, Series
 from device_profiles import FieldSpec, FieldType, Profile
 from wire.changes import window_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +123,9 @@ async def answer(
     influx: AsyncInfluxClient,
     settings: ApiSettings,
     cache: CellCache,
-) -> tuple[AggregatePublic, str]:
-    """The answer, and how many of its cells were computed (CELLS_HEADER's value)."""
+) -> tuple[AggregatePublic, str, int]:
+    """The answer, how many of its cells were computed from the readings (CELLS_HEADER's
+    value), and how many were served from stored rollups (ROLLUPS_HEADER's)."""
     spec, match = _validated(request, contract)
     check_choice("district", request.district, contract.districts)
     profile = contract.profiles[request.profile]
@@ -121,7 +137,7 @@ async def answer(
     if request.group_by == "district":
         groups = list(districts or await _stored_districts(influx, profile))
     question = Question(profile, request.field, request.agg, match, tuple(districts))
-    cells, as_of, computed = await _cells(
+    cells, as_of, computed, rolled = await _cells(
         influx,
         settings,
         cache,
@@ -157,7 +173,7 @@ async def answer(
         min_devices=k if open_data else None,
         rows=_rows(cells, contract, request.profile, districts, k=k if open_data else None),
     )
-    return body, f"{computed}/{len(span.windows) * len(groups)}"
+    return body, f"{computed}/{len(span.windows) * len(groups)}", rolled
 
 
 def _zeros(
@@ -295,10 +311,11 @@ async def _cells(
     clipped: list[Window],
     every_s: int | None,
     groups: list[str | None],
-) -> tuple[Cells, dict[tuple[int, str | None], int], int]:
-    """The answer's cells, from the cache where their data has not changed, the rest from
-    InfluxDB: per group, one computation spanning its first to its last stale window. Returns
-    the cells, the time each one's data is as of (ns), and how many were computed."""
+) -> tuple[Cells, dict[tuple[int, str | None], int], int, int]:
+    """The answer's cells, from the cache where their data has not changed, then from stored
+    rollups where they answer (`_from_rollups`), the rest from InfluxDB's readings: per group,
+    one computation spanning its first to its last stale window. Returns the cells, the time
+    each one's data is as of (ns), how many were computed, and how many came from rollups."""
     profile, counter = question.profile, question.agg.on_counter
     # A counter's increase in a window depends on the last reading before it, too.
     since = clipped[0][0] - (int(settings.api_latest_lookback * NS_PER_S) if counter else 0)
@@ -306,6 +323,10 @@ async def _cells(
     # the start of the change window holding `since`: marks are stamped at their window's start.
     read_at, as_of_ns = cache.now(), now_ns()
     lookback, start = window_of(since), window_of(clipped[0][0])
+    if counter and settings.api_rollups_serve:
+        # Per-window rows over the lookback too: a rollup's counter signature starts at its own
+        # window's lookback, not the answer's (api.compute.keeper.signatures).
+        start = lookback
     query = q.changes(profile, since_ns=lookback, start_ns=start, end_ns=clipped[-1][1])
     marks = Marks.from_series(s for result in await q.fetch_all(influx, query) for s in result)
     cells: Cells = {}
@@ -323,6 +344,21 @@ async def _cells(
             elif cell.value is not None:
                 cells[(windows[n][0], group)] = (cell.value, cell.devices)
                 as_of[(windows[n][0], group)] = cell.as_of_ns
+    rolled = 0
+    if stale and settings.api_rollups_serve:
+        rolled = await _from_rollups(
+            influx,
+            settings,
+            cache,
+            question,
+            marks,
+            windows=windows,
+            clipped=clipped,
+            stale=stale,
+            signatures=signatures,
+            cells=cells,
+            as_of=as_of,
+        )
     gate = asyncio.Semaphore(settings.api_query_concurrency)
 
     async def compute(group: str | None, lo: int, hi: int) -> Cells:
@@ -362,7 +398,143 @@ async def _cells(
                 as_of[(windows[n][0], group)] = as_of_ns
             cell = Cell(None, 0, as_of_ns) if value is None else Cell(*value, as_of_ns)
             cache.put(question.key(group, clipped[n]), cell, signatures[(group, n)], read_at)
-    return cells, as_of, sum(hi - lo for _, lo, hi in spans)
+    return cells, as_of, sum(hi - lo for _, lo, hi in spans), rolled
+
+
+async def _from_rollups(
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    cache: CellCache,
+    question: Question,
+    marks: Marks,
+    *,
+    windows: list[Window],
+    clipped: list[Window],
+    stale: dict[str | None, list[int]],
+    signatures: dict[tuple[str | None, int], Signature],
+    cells: Cells,
+    as_of: dict[tuple[int, str | None], int],
+) -> int:
+    """The stale cells the stored rollups (api.compute.keeper) answer, moved from `stale` into
+    `cells` and the cache; how many. Only whole windows of a grain (15m, 1h, the day in the
+    open-data zone) and aggregates rollups keep (api.core.rollups.answers); the others are
+    computed from the readings as before. A rollup is served if the change marks under it did
+    not move since it was computed, or moved less than max-staleness seconds after: the same
+    rule as kept cells, so an answer never lags the stored data by more than that."""
+    profile, agg, match = question.profile, question.agg, question.match
+    spec = profile.fields[question.field]
+    grain = rollups.grain_of(windows, ZoneInfo(settings.api_open_data_timezone))
+    if grain is None or not rollups.answers(spec, agg, match):
+        return 0
+    wanted = {n for ns in stale.values() for n in ns if clipped[n] == windows[n]}
+    if not wanted:
+        return 0
+    query = q.rollups(
+        profile,
+        grain,
+        start_ns=windows[min(wanted)][0],
+        end_ns=windows[max(wanted)][1],
+        fields=rollups.field_keys(question.field, spec),
+    )
+    try:
+        stored = _stored_rollups(await q.fetch(influx, query), profile, question.field)
+    except InfluxRejected as exc:
+        # A database whose schema predates rollups (no `aggregates` policy until ingest or
+        # `citysense schema` runs again): answer from the readings, as before rollups.
+        log.warning("rollups not readable, computing from the readings: %s", exc)
+        return 0
+    everywhere: list[str] = []
+    if None in stale and not question.districts:
+        everywhere = await _stored_districts(influx, profile)
+    now = now_ns()
+    lookback = int(settings.api_latest_lookback * NS_PER_S)
+    read_at = cache.now()
+    served = 0
+    for group, ns in list(stale.items()):  # groups answered whole are taken out
+        members = [group] if group is not None else (list(question.districts) or everywhere)
+        left = []
+        for n in ns:
+            found = _combined(
+                stored,
+                members,
+                windows[n],
+                marks=marks,
+                lookback_ns=lookback,
+                counter=agg.on_counter,
+            )
+            if (
+                n not in wanted
+                or found is None
+                or (
+                    not found[1]
+                    and (now - found[2]) / NS_PER_S >= settings.api_aggregate_max_staleness
+                )
+            ):
+                left.append(n)
+                continue
+            rollup, fresh, at = found
+            value = rollups.value_of(rollup, spec, agg, match)
+            if value is not None:
+                cells[(windows[n][0], group)] = value
+                as_of[(windows[n][0], group)] = at
+            cell = Cell(None, 0, at) if value is None else Cell(*value, at)
+            # A rollup older than its marks is kept only for what is left of max-staleness.
+            signature = signatures[(group, n)] if fresh else (-1, -1)
+            since = read_at if fresh else read_at - (now - at) / NS_PER_S
+            cache.put(question.key(group, clipped[n]), cell, signature, since)
+            served += 1
+        if left:
+            stale[group] = left
+        else:
+            del stale[group]
+    return served
+
+
+Stored = dict[str, dict[int, tuple[rollups.FieldRollup, tuple[int, ...]]]]
+
+
+def _stored_rollups(found: list[Series], profile: Profile, field: str) -> Stored:
+    """district -> window start -> (the field's rollup, the point's signatures and time)."""
+    stored: Stored = {}
+    for series in found:
+        if not set(rollups.POINT_FIELDS) <= set(series.columns):
+            continue  # not a point the keeper wrote whole
+        point = [series.columns.index(k) for k in rollups.POINT_FIELDS]
+        kept = stored.setdefault(series.tags.get("district", ""), {})
+        for row in series.values:
+            if row[point[-1]] is None:
+                continue
+            got = rollups.from_columns(series.columns, row, profile).get(field)
+            kept[int(row[0])] = (
+                got or rollups.FieldRollup(),
+                tuple(int(row[i] or 0) for i in point),
+            )
+    return stored
+
+
+def _combined(
+    stored: Stored,
+    members: list[str],
+    window: Window,
+    *,
+    marks: Marks,
+    lookback_ns: int,
+    counter: bool,
+) -> tuple[rollups.FieldRollup, bool, int] | None:
+    """The districts' rollups of the window combined, whether every one's marks are unchanged
+    since it was computed, and the oldest one's time of computing; None if one is missing."""
+    parts = []
+    fresh, oldest = True, now_ns()
+    for district in members:
+        got = stored.get(district, {}).get(window[0])
+        if got is None:
+            return None
+        rollup, (sig_s, sig_n, lsig_s, lsig_n, at) = got
+        own, before = signatures_of(marks, district, window, lookback_ns)
+        fresh = fresh and ((lsig_s, lsig_n) == before if counter else (sig_s, sig_n) == own)
+        oldest = min(oldest, at)
+        parts.append(rollup)
+    return rollups.combine(parts), fresh, oldest
 
 
 async def _gauges(

@@ -73,6 +73,9 @@ class Marks:
             rows.sort()
         return cls(by_district)
 
+    def districts(self) -> list[str]:
+        return list(self._districts)
+
     def signature(self, districts: Iterable[str] | None, begin_ns: int, end_ns: int) -> Signature:
         """Of the change windows overlapping [begin, end), in `districts` (None: all)."""
         names = self._districts.keys() if districts is None else districts

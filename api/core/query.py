@@ -23,6 +23,7 @@ from common.influx import AsyncInfluxClient, ParamValue, Series, first_series, q
 from device_profiles import FieldKind, FieldSpec, FieldType, Profile
 from wire import changes as changes_layout
 from wire import deadletters as dead_letters_layout
+from wire import rollups as rollups_layout
 from wire.retention import LONG_TERM, qualified
 
 DEVICE_TAG = quote_ident("device_id")
@@ -486,4 +487,64 @@ def all_changes(since_ns: int) -> Query:
         f"SELECT {STAMP} FROM {CHANGES} WHERE time >= $since "
         f"GROUP BY {quote_ident('profile')}, {DISTRICT_TAG}",
         {"since": since_ns},
+    )
+
+
+# --- rollups across devices (wire.rollups, api.core.rollups) ----------------------------------
+
+ROLLUPS = qualified(rollups_layout.MEASUREMENT)
+
+
+def rollups(
+    profile: Profile,
+    grain: str,
+    *,
+    start_ns: int,
+    end_ns: int,
+    fields: Sequence[str] | None = None,
+) -> Query:
+    """The stored rollups of the profile at `grain` in [start, end), one series per district:
+    the given field keys (all if None) and the point's signatures and time of computing."""
+    if grain not in rollups_layout.GRAINS:
+        raise ValueError(f"no rollups at grain {grain!r}")
+    columns = "*"
+    if fields is not None:
+        columns = ", ".join(
+            quote_ident(k) for k in (*fields, "sig_s", "sig_n", "lsig_s", "lsig_n", "at")
+        )
+    return Query(
+        f"SELECT {columns} FROM {ROLLUPS} WHERE {quote_ident('profile')} = $profile "
+        f"AND {quote_ident('grain')} = $grain AND time >= $start AND time < $end "
+        f"GROUP BY {DISTRICT_TAG}",
+        {"profile": profile.measurement, "grain": grain, "start": start_ns, "end": end_ns},
+    )
+
+
+def oldest(profile: Profile, fields: Sequence[str], since_ns: int) -> Query:
+    """The oldest reading of each of the fields at or after `since` (one statement each)."""
+    if not fields or any(f not in profile.fields for f in fields):
+        raise ValueError(f"fields of profile {profile.profile!r}, at least one: {fields!r}")
+    m = _measurement(profile)
+    return Query(
+        "; ".join(
+            f"SELECT first({quote_ident(f)}) AS {quote_ident('value')} FROM {m} "
+            "WHERE time >= $since"
+            for f in fields
+        ),
+        {"since": since_ns},
+    )
+
+
+def field_readings(
+    profile: Profile, field: str, district: str, start_ns: int, end_ns: int
+) -> Query:
+    """Every reading of one field in [start, end) in one district, one series per device,
+    oldest first (the rollup keeper's input: no subquery, InfluxDB's cheapest read)."""
+    if field not in profile.fields:
+        raise ValueError(f"{field!r} is not a field of profile {profile.profile!r}")
+    return Query(
+        f"SELECT {quote_ident(field)} AS {quote_ident('value')} FROM {_measurement(profile)} "
+        f"WHERE time >= $start AND time < $end AND {DISTRICT_TAG} = $district "
+        f"GROUP BY {DEVICE_TAG}",
+        {"start": start_ns, "end": end_ns, "district": district},
     )

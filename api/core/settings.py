@@ -45,6 +45,20 @@ class ApiSettings(CommonSettings):
     api_aggregate_warm_recent_for: float = Field(default=600.0, gt=0)
     # Of those, at most this many per token: one client cannot take every slot.
     api_aggregate_warm_recent_per_token: int = Field(default=10, ge=1)
+    # Rollups across devices kept as data in InfluxDB (api.compute.keeper, wire.rollups):
+    # `keep` runs the keeper in this process: it backfills every window of the readings and
+    # then recomputes the windows whose change marks moved. One replica keeps them (every
+    # replica would only write the same points again); every replica serves them (`serve`).
+    api_rollups_keep: bool = False
+    api_rollups_serve: bool = True
+    # How often the keeper looks at the change marks; a window still filling is recomputed at
+    # most every `open_every` seconds (each recomputation of an open day reads the day so far).
+    # Below max_staleness, so an open window's rollup is served rather than computed again.
+    api_rollups_every: float = Field(default=5.0, gt=0)
+    api_rollups_open_every: float = Field(default=20.0, ge=0)
+    # The open day at most this often (it reads the day so far); between, the current day's
+    # cell is computed from the readings once its marks moved past max_staleness.
+    api_rollups_open_day_every: float = Field(default=300.0, ge=0)
     # Health probes (InfluxDB /ping, MQTT CONNECT) give up after this many seconds.
     api_health_timeout: float = Field(default=3.0, gt=0)
     # How often the tokens file is checked for changes (new and revoked tokens).

@@ -15,6 +15,8 @@ from api.schemas import AggregatePublic, AggregateQuery
 router = APIRouter(tags=["aggregates"])
 # "<computed>/<cells>": how many of the answer's (window, group) cells InfluxDB had to compute.
 CELLS_HEADER = "CitySense-Cells-Computed"
+# How many of the answer's cells were served from the rollups kept in InfluxDB (api.compute.keeper).
+ROLLUPS_HEADER = "CitySense-Cells-Rollups"
 
 DOC = """`agg` of `field` over the devices of `profile`, per window of `every` (as in device
 history: a width, or hour/day/week/month in `tz`) and per district (`group_by=district`) or over
@@ -35,7 +37,14 @@ Each (window, group) cell is computed once and kept until a write touches its wi
 window still filling is served up to `CITYSENSE_API_AGGREGATE_MAX_STALENESS` (30 s) old. Without
 `start`/`end` the answer covers whole windows: from the start of the window holding 24 h ago to
 the end of the current one. The header `CitySense-Cells-Computed: <computed>/<cells>` says how
-many cells InfluxDB computed for this answer.
+many cells InfluxDB computed from the readings for this answer.
+
+Rollups: where a rollup keeper runs (`CITYSENSE_API_ROLLUPS_KEEP` on one replica), every
+district's aggregates per 15 minutes, hour and day (in the open-data time zone) are kept as data
+in InfluxDB, so a question on those windows (any aggregate but first/last; `equals` on state and
+boolean fields) is answered from them even on its first ask, after a restart, on any replica:
+`CitySense-Cells-Rollups` says how many cells were. A rollup whose window's data changed since it
+was computed is served under the same max-staleness rule, else computed from the readings.
 
 **Open data** (tokens of scope open_data) sees only this route, under rules that keep any one
 device from being singled out, even by combining several answers:
@@ -62,7 +71,11 @@ device from being singled out, even by combining several answers:
                 CELLS_HEADER: {
                     "description": "<computed>/<cells>: cells InfluxDB computed for this answer",
                     "schema": {"type": "string", "pattern": r"^\d+/\d+$"},
-                }
+                },
+                ROLLUPS_HEADER: {
+                    "description": "cells served from the rollups kept in InfluxDB",
+                    "schema": {"type": "string", "pattern": r"^\d+$"},
+                },
             },
         },
         **documented(401, 403, 502, 503),
@@ -79,7 +92,7 @@ async def aggregates(
     response: Response,
 ) -> AggregatePublic:
     request = AggregateRequest(**params.model_dump())
-    body, cells = await answer(
+    body, cells, rolled = await answer(
         request,
         principal=principal,
         contract=contract,
@@ -88,5 +101,6 @@ async def aggregates(
         cache=runtime.cells,
     )
     response.headers[CELLS_HEADER] = cells
+    response.headers[ROLLUPS_HEADER] = str(rolled)
     runtime.warmer.note(request, principal)
     return body

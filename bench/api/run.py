@@ -10,7 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.api.aggregates import bench_aggregates_after_ingest, warm_setting
+from bench.api.aggregates import (
+    bench_aggregates_after_ingest,
+    bench_aggregates_after_restart,
+    warm_setting,
+)
 from bench.api.constants import ROOT, STALENESS_S
 from bench.api.delivery import LiveRun
 from bench.api.devices import bench_requests
@@ -40,6 +44,8 @@ def run(args: argparse.Namespace) -> None:
             if not args.skip_requests:
                 print("timing requests ...", flush=True)
                 bench_requests(report, api.base, devices, args.scale, args.concurrency)
+                if args.restart:
+                    api = restart_api(stack, api, args)
             if not args.skip_sse:
                 live(stack, api, devices, args)
             check_api(report, api)
@@ -71,10 +77,7 @@ def start_and_describe_api(stack: Stack, args: argparse.Namespace) -> ApiProcess
     """Step 3: the API's start, its memory, its warm-up (with --warm), devices on time."""
     report = stack.report
     print("starting the API ...", flush=True)
-    extra = dict(item.split("=", 1) for item in args.api_env)
-    if args.warm:
-        extra["CITYSENSE_API_AGGREGATE_WARM"] = warm_setting(DISTRICTS[0].name)
-    api = start_api(stack, extra)
+    api = start_api(stack, api_env(args))
     report.section("API start (citysense api, one uvicorn process)")
     report.add(
         "start -> serving, latest state of every device loaded from InfluxDB",
@@ -84,6 +87,8 @@ def start_and_describe_api(stack: Stack, args: argparse.Namespace) -> ApiProcess
         else f"listening after {ms(api.listening)}",
     )
     report.add("API resident memory after loading", f"{api.child.rss_mb():,.0f} MB")
+    if args.rollups:
+        wait_for_rollups(report, api, "rollups backfilled (every window of the loaded history)")
     if args.warm:
         print("waiting for the API to warm its aggregates ...", flush=True)
         warmed = api.child.wait_for_line("aggregates warmed", 1800)
@@ -95,6 +100,75 @@ def start_and_describe_api(stack: Stack, args: argparse.Namespace) -> ApiProcess
         on_time = c.get("/devices", params={"status": "on_time", "limit": 1}).json()
     report.add("devices reporting on time at start", f"{on_time['total']:,}")
     return api
+
+
+def api_env(args: argparse.Namespace) -> dict[str, str]:
+    extra = dict(item.split("=", 1) for item in args.api_env)
+    if args.warm:
+        extra["CITYSENSE_API_AGGREGATE_WARM"] = warm_setting(DISTRICTS[0].name)
+    if args.rollups:
+        extra["CITYSENSE_API_ROLLUPS_KEEP"] = "true"
+    return extra
+
+
+def wait_for_rollups(report: Report, api: ApiProcess, label: str) -> None:
+    """Until the API's rollup keeper has computed every window of the loaded history (its
+    /metrics say so): the backfill, timed from the API's start, and as the keeper timed it."""
+    print("waiting for the rollup keeper's backfill ...", flush=True)
+    started = time.perf_counter()
+    with httpx.Client(base_url=api.base, timeout=30) as client:
+
+        def metric(name: str) -> float:
+            for row in client.get("/metrics").text.splitlines():
+                if row.startswith(f"citysense_api_{name} "):
+                    return float(row.split()[1])
+            return 0.0
+
+        api.child.wait_until(lambda: metric("rollups_ready") == 1.0, 3600, "rollups ready", 0.5)
+        report.add(
+            label,
+            ms(api.loaded + time.perf_counter() - started),
+            f"after start; the keeper's first round: {metric('rollups_backfill_seconds'):.1f} s, "
+            f"{metric('rollup_windows_computed'):,.0f} (profile, district, grain) windows",
+        )
+
+
+def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiProcess:
+    """Stop the API and start it again (same settings), then ask every aggregate question of
+    step 4 again: the first ask of each on an API that kept nothing in memory. Twice: asked at
+    once, while the new process's own start-up work runs (the foresight round every start runs,
+    the rollup keeper's first round), and, after another restart, once that work is done."""
+    report = stack.report
+    for settled in (False, True):
+        print("restarting the API ...", flush=True)
+        log = api.child.log
+        before = _lines(log, "foresight round")
+        api.child.stop()
+        api = start_api(stack, api_env(args))
+        title = "API restarted, asked at once (its start-up work still running)"
+        if settled:
+            title = "API restarted again, asked once its start-up work was done"
+        report.section(title)
+        report.add("start -> serving, after the restart", ms(api.loaded))
+        if settled:
+            started = time.perf_counter()
+            if args.rollups:
+                wait_for_rollups(report, api, "the keeper's first round after the restart")
+
+            def foresight_ran(log: Path | None = log, before: int = before) -> bool:
+                return _lines(log, "foresight round") > before
+
+            api.child.wait_until(foresight_ran, 1800, "foresight's first round")
+            report.add("waited for foresight's first round", ms(time.perf_counter() - started))
+        bench_aggregates_after_restart(report, api.base, DISTRICTS[0].name, 5)
+    return api
+
+
+def _lines(log: Path | None, text: str) -> int:
+    """Lines of the log holding `text` (the log is appended to across restarts)."""
+    if log is None or not log.exists():
+        return 0
+    return sum(text in line for line in log.read_text(errors="replace").splitlines())
 
 
 def live(stack: Stack, api: ApiProcess, devices: list[Device], args: argparse.Namespace) -> None:

@@ -63,6 +63,7 @@ def test_policies_at_start_and_an_expired_reading_is_gone(
             "changes": ("960h0m0s", False),
             "alarms": ("9600h0m0s", False),
             "long_term": ("0s", False),
+            "aggregates": ("3h0m0s", False),
         }
         cqs = rows(influx, "SHOW CONTINUOUS QUERIES")
         assert {str(r["name"]) for r in cqs} >= {"rollup_streetlight", "rollup_water_pipe"}

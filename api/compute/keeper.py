@@ -1,0 +1,380 @@
+"""The rollup keeper: aggregates across devices kept as data in InfluxDB (wire.rollups), so that a
+question nobody asked before, or asked after a restart, or of another replica, is one read of a
+few hundred points (api.compute.aggregates) instead of seconds of InfluxDB work.
+
+An asyncio task in the API, run by one replica (`CITYSENSE_API_ROLLUPS_KEEP=true`): it shares the
+API's contract, settings and InfluxDB client, and needs no process of its own to deploy; every
+replica serves what it writes. Each round, per profile and grain (15m, 1h, the day in the
+open-data time zone):
+1. reads the change marks (wire.changes) over every window of the readings, then the signature
+   and time of computing of every stored rollup;
+2. recomputes each (district, window) whose rollup is missing (the first round backfills every
+   window from the profile's oldest reading within the readings' retention: readings loaded
+   without marks are covered too), whose window closed after its rollup was computed, or whose
+   marks' signature moved since — for a window still filling, at most every
+   `api_rollups_open_every` seconds;
+3. computes, per district and day (a unit: the day's 15-minute and hourly windows and the day
+   itself), from the stored readings, one field at a time: one plain read of the field's
+   readings in the district (no subquery: InfluxDB 1.x evaluates an outer(inner per device)
+   subquery with several fields in minutes, measured: 1.9 s for one field of 1,000 lamps over
+   96 windows, 59 s for three), then one pass in Python (api.core.rollups.rollups_of_span),
+   off the event loop; and writes each window whole, overwriting the same series and time:
+   late and redelivered readings are counted once by construction, never incremented.
+
+Memory: one field of one district over one day's readings at a time per concurrent unit
+(`api_query_concurrency`), and the marks and stored signatures of the windows a round looks at
+(after the first round, those a reading can still be written into: the lookback).
+
+The marks are read before computing: a write landing meanwhile moves the signature, so the window
+is computed again in a later round, and /aggregates, which checks a rollup's stored signature
+against the current marks before serving it, never serves it as current meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from api.compute.cells import Marks
+from api.core import query as q
+from api.core import rollups as r
+from api.core.contract import Contract
+from api.core.settings import ApiSettings
+from api.core.supervise import Supervisor
+from api.core.times import NS_PER_S, now_ns
+from api.core.windows import Window
+from common.errors import InfluxError
+from common.influx import AsyncInfluxClient
+from common.schema import seconds
+from device_profiles import FieldKind, Profile
+from wire import rollups as layout
+from wire.changes import window_of
+from wire.lineproto import line
+from wire.retention import policy_of
+
+log = logging.getLogger(__name__)
+
+QUARTER_NS = 900 * NS_PER_S
+HOUR_NS = 3600 * NS_PER_S
+Stored = tuple[int, int, int, int, int]  # sig_s, sig_n, lsig_s, lsig_n, at
+
+
+def has_counters(profile: Profile) -> bool:
+    return any(s.effective_kind is FieldKind.COUNTER for s in profile.fields.values())
+
+
+def signatures(
+    marks: Marks, district: str, window: Window, lookback_ns: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(the window's own signature, the signature with the counter lookback before it): what a
+    rollup's gauges and its counters' increases depend on."""
+    return (
+        marks.signature([district], window[0], window[1]),
+        marks.signature([district], window[0] - lookback_ns, window[1]),
+    )
+
+
+def unit_windows(day: Window) -> dict[str, list[Window]]:
+    """The windows one unit of work computes: the day's (in the open-data zone) quarters and
+    hours — from the hour holding its start to the hour holding its end, so an hour a zone's
+    half-hour offset cuts in two is still whole — and the day."""
+    start = day[0] // HOUR_NS * HOUR_NS
+    end = -(-day[1] // HOUR_NS) * HOUR_NS
+    return {
+        "15m": [(t, t + QUARTER_NS) for t in range(start, end, QUARTER_NS)],
+        "1h": [(t, t + HOUR_NS) for t in range(start, end, HOUR_NS)],
+        "day": [day],
+    }
+
+
+@dataclass
+class Progress:
+    """How far the keeper got: for /metrics (citysense_api_rollup*) and the benchmark."""
+
+    rounds: int = 0
+    ready: bool = False  # a whole round ended: every window of the readings has a rollup
+    pending: int = 0  # (district, day) units found to compute this round, not yet computed
+    computed: int = 0  # (district, grain, window) rollups written since start
+    backfill_s: float = 0.0  # the first whole round's duration
+
+
+class RollupKeeper:
+    def __init__(
+        self,
+        *,
+        settings: ApiSettings,
+        contract: Contract,
+        influx: AsyncInfluxClient,
+        supervisor: Supervisor,
+    ) -> None:
+        self._settings = settings
+        self._contract = contract
+        self._influx = influx
+        self._supervisor = supervisor
+        self._task: asyncio.Task[None] | None = None
+        self._zone = ZoneInfo(settings.api_open_data_timezone)
+        self._lookback = int(settings.api_latest_lookback * NS_PER_S)
+        self._oldest: dict[str, int] = {}  # profile -> oldest reading's time, found once
+        self._backfilled: set[str] = set()  # profiles whose every window was looked at once
+        self.progress = Progress()
+
+    def start(self) -> None:
+        if self._settings.api_rollups_keep:
+            self._task = self._supervisor.start(self._run(), "citysense-rollups")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        started = time.monotonic()
+        while True:
+            try:
+                computed = await self.keep_once()
+            except InfluxError as exc:
+                # InfluxDB down or slow: the next round tries again; health reports the outage.
+                log.warning("rollups: round failed, trying again: %s", exc)
+            else:
+                if not self.progress.ready:
+                    self.progress.ready = True
+                    self.progress.backfill_s = time.monotonic() - started
+                    log.info(
+                        "rollups ready: %d windows computed in %.1f s",
+                        computed,
+                        self.progress.backfill_s,
+                    )
+            await asyncio.sleep(self._settings.api_rollups_every)
+
+    async def keep_once(self) -> int:
+        """One round over every profile; how many rollups (district, grain, window) it wrote."""
+        computed = 0
+        for profile in self._contract.profiles.values():
+            oldest = await self._oldest_reading(profile)
+            if oldest is not None:
+                computed += await self._keep(profile, oldest)
+                self._backfilled.add(profile.profile)
+        self.progress.rounds += 1
+        return computed
+
+    async def _oldest_reading(self, profile: Profile) -> int | None:
+        """The profile's oldest reading within the readings' retention (found once: older ones
+        only expire). None while it has none."""
+        if profile.profile in self._oldest:
+            return self._oldest[profile.profile]
+        keep = seconds(self._settings.retention_readings)
+        since = 0 if keep is None else now_ns() - keep * NS_PER_S
+        fields = [n for n, s in profile.fields.items() if s.required] or list(profile.fields)
+        answer = await q.fetch_all(self._influx, q.oldest(profile, fields, since))
+        times = [int(s.values[0][0]) for result in answer for s in result if s.values]
+        if not times:
+            return None
+        self._oldest[profile.profile] = min(times)
+        return min(times)
+
+    async def _keep(self, profile: Profile, oldest: int) -> int:
+        now = now_ns()
+        # The first round looks at every window; later ones only at those a reading can still
+        # be written into (ingest refuses readings older than the lookback, the profiles'
+        # max_age), so a round's reads stay bounded however long the readings are kept.
+        start = oldest
+        if profile.profile in self._backfilled:
+            start = max(oldest, now - self._lookback)
+        days = r.grain_windows("day", start, now, self._zone)
+        units = [unit_windows(day) for day in days]
+        first = min(u["15m"][0][0] for u in units)
+        since = first - self._lookback if has_counters(profile) else first
+        # Per-window rows from the lookback on: each window's lookback signature is a sum.
+        marks_query = q.changes(
+            profile, since_ns=window_of(since), start_ns=window_of(since), end_ns=now + 1
+        )
+        marks = Marks.from_series(
+            s for result in await q.fetch_all(self._influx, marks_query) for s in result
+        )
+        stored = {
+            grain: await self._stored(profile, grain, first, units[-1]["15m"][-1][1])
+            for grain in layout.GRAINS
+        }
+        tagged = await q.fetch(self._influx, q.district_values(profile))
+        districts = sorted(
+            {str(row[1]) for s in tagged for row in s.values} | set(marks.districts())
+        )
+        counters = has_counters(profile)
+        todo: list[tuple[str, dict[str, list[Window]]]] = []
+        for district in districts:
+            for unit in units:
+                due = {
+                    grain: [
+                        w
+                        for w in windows
+                        if self._due(
+                            kept=stored[grain].get(district, {}).get(w[0]),
+                            marks=marks,
+                            district=district,
+                            window=w,
+                            now=now,
+                            grain=grain,
+                            counters=counters,
+                        )
+                    ]
+                    for grain, windows in unit.items()
+                }
+                part = _part(unit, due)
+                if part is not None:
+                    todo.append((district, part))
+        self.progress.pending += len(todo)
+        gate = asyncio.Semaphore(self._settings.api_query_concurrency)
+
+        async def run(district: str, unit: dict[str, list[Window]]) -> int:
+            async with gate:
+                written = await self._compute(profile, district, unit, marks)
+            self.progress.pending -= 1
+            self.progress.computed += written
+            return written
+
+        try:
+            return sum(await asyncio.gather(*(run(d, u) for d, u in todo)))
+        finally:
+            self.progress.pending = 0
+
+    def _due(
+        self,
+        *,
+        kept: Stored | None,
+        marks: Marks,
+        district: str,
+        window: Window,
+        now: int,
+        grain: str,
+        counters: bool,
+    ) -> bool:
+        if window[0] > now:
+            return False  # a window of the current day that has not begun
+        if kept is None:
+            return True
+        sig_s, sig_n, lsig_s, lsig_n, at = kept
+        if at < window[1] <= now:
+            return True  # computed while filling, closed since: once more, whole
+        own, lookback = signatures(marks, district, window, self._lookback)
+        moved = own != (sig_s, sig_n) or (counters and lookback != (lsig_s, lsig_n))
+        if not moved:
+            return False
+        if window[1] > now:  # still filling: not at every batch, a day (a day's reads) less often
+            every = self._settings.api_rollups_open_every
+            if grain == "day":
+                every = self._settings.api_rollups_open_day_every
+            return (now - at) / NS_PER_S >= every
+        return True
+
+    async def _stored(
+        self, profile: Profile, grain: str, start: int, end: int
+    ) -> dict[str, dict[int, Stored]]:
+        """district -> window start -> the stored rollup's signatures and time of computing."""
+        query = q.rollups(profile, grain, start_ns=start, end_ns=end, fields=[])
+        out: dict[str, dict[int, Stored]] = {}
+        for series in await q.fetch(self._influx, query):
+            cols = series.columns
+            if not set(r.POINT_FIELDS) <= set(cols):
+                continue
+            at = [cols.index(k) for k in r.POINT_FIELDS]
+            kept = out.setdefault(series.tags.get("district", ""), {})
+            for row in series.values:
+                if row[at[4]] is None:
+                    continue
+                values = [int(row[i] or 0) for i in at]
+                kept[int(row[0])] = (values[0], values[1], values[2], values[3], values[4])
+        return out
+
+    async def _compute(
+        self, profile: Profile, district: str, unit: dict[str, list[Window]], marks: Marks
+    ) -> int:
+        """Compute and write the rollups of one district's unit (a day's windows of every
+        grain); how many."""
+        at = now_ns()  # the marks were read before this: the data is at least as of then
+        # Windows that have not begun are not written: their rollup would be empty, and taken
+        # for current while no mark says otherwise.
+        unit = {g: [w for w in ws if w[0] <= at] for g, ws in unit.items()}
+        unit = {g: ws for g, ws in unit.items() if ws}
+        windows = [w for grain_windows in unit.values() for w in grain_windows]
+        if not windows:
+            return 0
+        by_field = await compute_rollups(self._influx, self._settings, profile, district, windows)
+        lines = []
+        n = 0
+        for grain, grain_windows in unit.items():
+            for window in grain_windows:
+                own, lookback = signatures(marks, district, window, self._lookback)
+                fields = r.to_fields({f: rs[n] for f, rs in by_field.items()}, profile)
+                values: dict[str, float | int | bool | str] = {
+                    **fields,
+                    "sig_s": own[0],
+                    "sig_n": own[1],
+                    "lsig_s": lookback[0],
+                    "lsig_n": lookback[1],
+                    "at": at,
+                }
+                tags = {"profile": profile.measurement, "district": district, "grain": grain}
+                lines.append(line(layout.MEASUREMENT, tags, values, window[0]))
+                n += 1
+        await self._influx.write("\n".join(lines).encode(), policy=policy_of(layout.MEASUREMENT))
+        return n
+
+
+def _part(
+    unit: dict[str, list[Window]], due: dict[str, list[Window]]
+) -> dict[str, list[Window]] | None:
+    """What to compute of a unit whose `due` windows need it: the whole unit if its day does
+    (a day's readings are read anyway); else the quarters and hours of the hours holding the
+    due ones (an open hour costs an hour's reads, not the day's); None if nothing is due."""
+    if due.get("day"):
+        return unit
+    small = [w for grain in ("15m", "1h") for w in due.get(grain, [])]
+    if not small:
+        return None
+    start = min(w[0] for w in small) // HOUR_NS * HOUR_NS
+    end = -(-max(w[1] for w in small) // HOUR_NS) * HOUR_NS
+    return {
+        "15m": [(t, t + QUARTER_NS) for t in range(start, end, QUARTER_NS)],
+        "1h": [(t, t + HOUR_NS) for t in range(start, end, HOUR_NS)],
+    }
+
+
+async def compute_rollups(
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    profile: Profile,
+    district: str,
+    windows: list[Window],
+) -> dict[str, list[r.FieldRollup]]:
+    """field -> its rollup of each window (in order), of one district, from the stored
+    readings: one read per field of its readings over the windows' span (a counter's with its
+    last reading before, within the lookback), then api.core.rollups.rollups_of_span in a
+    thread, so the event loop keeps serving meanwhile."""
+    start, end = min(w[0] for w in windows), max(w[1] for w in windows)
+    out: dict[str, list[r.FieldRollup]] = {}
+    for name, spec in profile.fields.items():
+        if spec.effective_kind is FieldKind.COUNTER:
+            query = q.counter_readings_all(
+                profile,
+                name,
+                start_ns=start,
+                end_ns=end,
+                since_ns=start - int(settings.api_latest_lookback * NS_PER_S),
+                districts=[district],
+            )
+            before, inside = await q.fetch_all(influx, query)
+            previous = {
+                s.tags.get("device_id", ""): float(s.values[0][1]) for s in before if s.values
+            }
+        else:
+            inside = await q.fetch(influx, q.field_readings(profile, name, district, start, end))
+            previous = {}
+        devices = [
+            (previous.get(s.tags.get("device_id", "")), [(int(t), v) for t, v in s.values])
+            for s in inside
+        ]
+        out[name] = await asyncio.to_thread(r.rollups_of_span, spec, devices, windows, QUARTER_NS)
+    return out

@@ -1,0 +1,35 @@
+"""What the rollup keeper recomputes of a day (api.compute.keeper): the whole day when the day's
+own window is due, else only the hours holding the due quarter-hours and hours — an open quarter
+must not cost a day of reads — and whole hours where a zone's half-hour offset cuts one."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from api.compute.keeper import HOUR_NS, QUARTER_NS, _part, unit_windows
+from api.core import rollups as r
+
+DAY0 = 1_700_006_400 * 1_000_000_000  # a UTC midnight
+
+
+def test_a_day_unit_holds_its_quarters_hours_and_itself() -> None:
+    unit = unit_windows((DAY0, DAY0 + 24 * HOUR_NS))
+    assert len(unit["15m"]) == 96 and len(unit["1h"]) == 24 and len(unit["day"]) == 1
+    (kolkata,) = r.grain_windows(
+        "day", DAY0 + HOUR_NS, DAY0 + HOUR_NS + 1, ZoneInfo("Asia/Kolkata")
+    )
+    unit = unit_windows(kolkata)  # 18:30 to 18:30 UTC: the cut hours are whole
+    assert unit["1h"][0][0] == kolkata[0] - 30 * 60 * 1_000_000_000
+    assert unit["1h"][-1][1] == kolkata[1] + 30 * 60 * 1_000_000_000
+
+
+def test_only_the_hours_holding_due_windows_unless_the_day_is_due() -> None:
+    unit = unit_windows((DAY0, DAY0 + 24 * HOUR_NS))
+    assert _part(unit, {"15m": [], "1h": [], "day": []}) is None
+    quarter = (DAY0 + 13 * HOUR_NS + QUARTER_NS, DAY0 + 13 * HOUR_NS + 2 * QUARTER_NS)
+    part = _part(unit, {"15m": [quarter], "1h": [], "day": []})
+    assert part is not None
+    assert part["1h"] == [(DAY0 + 13 * HOUR_NS, DAY0 + 14 * HOUR_NS)]
+    assert len(part["15m"]) == 4 and quarter in part["15m"]
+    assert "day" not in part
+    assert _part(unit, {"15m": [quarter], "1h": [], "day": unit["day"]}) == unit
