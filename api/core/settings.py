@@ -117,6 +117,10 @@ class ApiSettings(CommonSettings):
     # this many past days, in the city's time zone, with its public holidays (ISO dates, comma
     # separated) for the forecast.
     api_foresight_every: float = Field(default=3600.0, ge=0)
+    # The first round this long after start: a round is a minute of CPU at 100,000 devices, and
+    # a restarted API first loads its state and answers the clients coming back; what the last
+    # rounds stored is served meanwhile.
+    api_foresight_first_after: float = Field(default=120.0, ge=0)
     api_foresight_days: int = Field(default=21, ge=9, le=28)
     api_foresight_timezone: str = "Asia/Shanghai"
     api_foresight_holidays: str = ""

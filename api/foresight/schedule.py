@@ -116,6 +116,7 @@ class Scheduler:
         supervisor: Supervisor,
     ) -> None:
         self.every = settings.api_foresight_every
+        self.first_after = settings.api_foresight_first_after
         self.days = settings.api_foresight_days
         self.zone = ZoneInfo(settings.api_foresight_timezone)
         self.foresight = Foresight(
@@ -162,6 +163,7 @@ class Scheduler:
         return result
 
     async def _run(self) -> None:
+        await asyncio.sleep(self.first_after)
         while True:
             started = time.monotonic()
             try:

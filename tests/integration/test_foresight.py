@@ -49,7 +49,7 @@ def app_settings(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) ->
         client.write(line_protocol(_points()))
     return api_settings(
         servers, influx, tmp_path, registry=REGISTRY, tokens=write_tokens(tmp_path / "t.yaml"),
-        api_foresight_every=3600.0, api_foresight_days=NIGHTS,
+        api_foresight_every=3600.0, api_foresight_first_after=0.0, api_foresight_days=NIGHTS,
     )  # fmt: skip
 
 
