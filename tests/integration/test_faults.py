@@ -25,7 +25,13 @@ from tests.support.faults import PIPES, assert_exactly, stream_of, wait_stored
 from tests.support.influx import count, make_database, rows
 from tests.support.mqtt import Stream, publish, subscriber
 from tests.support.polling import wait_for
-from tests.support.processes import IngestProcess, children, ingest_env, peak_rss_mb
+from tests.support.processes import (
+    IngestProcess,
+    children,
+    free_port_block,
+    ingest_env,
+    peak_rss_mb,
+)
 from wire.lineproto import line
 from wire.topics import TopicLayout
 
@@ -158,8 +164,8 @@ def test_4_three_workers_one_sigkilled(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
 ) -> None:
     messages, expected = stream_of(topic_root, 30_000)
-    env = ingest_env(servers, influx, topic_root, tmp_path)
-    base_port = int(env["CITYSENSE_HTTP_PORT"])  # the supervisor gives worker n base + n
+    base_port = free_port_block(4)  # the supervisor gives worker n base + n
+    env = ingest_env(servers, influx, topic_root, tmp_path, CITYSENSE_HTTP_PORT=str(base_port))
     supervisor = IngestProcess(env, tmp_path / "i.log", "--workers", "3")
     supervisor.start(wait_ready=False)
     for n in (1, 2, 3):

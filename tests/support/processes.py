@@ -4,7 +4,9 @@ and what /proc says about processes."""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +45,28 @@ def ingest_env(
         **extra,
     }
     return {**os.environ, **{k: v for k, v in own.items() if v is not None}}
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """A base port with `count` ports from it free, for a supervisor whose worker n listens on
+    base + n. Drawn below the kernel's ephemeral range (32768 up), where the other test
+    process's servers get their free ports: base + 1 chosen next to a kernel-given base was
+    taken by one of them once ("Address already in use", the worker never ready)."""
+    for _ in range(200):
+        base = random.randrange(20_000, 32_000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} free consecutive ports found")
 
 
 class IngestProcess:
