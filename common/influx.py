@@ -181,6 +181,15 @@ def _transport_error(exc: httpx.TransportError, url: str) -> InfluxUnavailable:
     return InfluxUnavailable(f"InfluxDB at {redacted(url)} unreachable: {detail}")
 
 
+def _release(response: httpx.Response) -> None:
+    """Break the reference cycle httpx leaves between a read response and its stream
+    (`Response.stream` is a `BoundSyncStream` holding the response), so that refcounting frees
+    the request — and the request body it holds, a batch of megabytes — at once rather than at
+    the collector's next pass, which ingest runs rarely (ingest.cli; found with
+    gc.DEBUG_SAVEALL). The response was read whole by `post`: its stream is spent."""
+    response.stream = httpx.ByteStream(b"")
+
+
 class InfluxClient:
     """Synchronous client; one per thread that uses it."""
 
@@ -222,7 +231,10 @@ class InfluxClient:
         raises InfluxUnavailable / InfluxPartialWrite / InfluxRejected."""
         params = self._req.write_params(precision, policy)
         response = self._post("/write", params=params, content=body)
-        check_response(response, writing=True)
+        try:
+            check_response(response, writing=True)
+        finally:
+            _release(response)
 
     def query(
         self,

@@ -102,14 +102,12 @@ class Writer:
             try:
                 self._client.write("\n".join(restamp(lines)).encode(), policy=policy)
             except InfluxUnavailable as exc:
-                _collect_request()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise GaveUp(str(exc)) from exc
                 self._wait(attempt, exc.retry_after, str(exc))
                 attempt += 1
                 continue
             except InfluxRejected as exc:
-                _collect_request()
                 if exc.status in SPLIT:
                     raise
                 # 401/403/404: the database or our credentials are wrong. That is an operator's
@@ -117,7 +115,6 @@ class Writer:
                 self._wait(attempt, None, f"InfluxDB refused the write: {exc}")
                 attempt += 1
                 continue
-            _collect_request()
             self._stats.observe_write(time.perf_counter() - started)
             if attempt:
                 log.info("InfluxDB write succeeded after %d retries", attempt)
@@ -128,19 +125,12 @@ class Writer:
         level = logging.WARNING if attempt < 3 or attempt % 20 == 0 else logging.DEBUG
         log.log(level, "write failed (attempt %d), retrying in %.2fs: %s", attempt + 1, delay, why)
         self._stats.add(write_retries=1)
+        # A failed request leaves its body in reference cycles (the exception's traceback holds
+        # the frames that hold it), and through an outage almost nothing is allocated to start
+        # the collector (its first generation is large, ingest.cli): collect once a retry.
+        gc.collect(1)
         if sleep(delay, self._stop):
             raise Stopped(why)
-
-
-def _collect_request() -> None:
-    """Free what the request just made. httpx leaves every request in reference cycles (its
-    Request, the pool's request and their events: found with gc.DEBUG_SAVEALL), and they hold
-    the request's body, a batch's bytes. Ingest runs the collector's first generation only every
-    50,000 allocations (ingest.cli), so bodies piled up until then: a worker under a 32 MiB
-    budget peaked at 166-193 MiB through a 60 s outage instead of ~120 (tests/integration/
-    test_faults.py, test 9). The young generations are collected right after each request
-    instead, once a batch: what they hold is what was made since the last time."""
-    gc.collect(1)
 
 
 def _chunks(lines: list[str], max_bytes: int) -> list[list[str]]:
