@@ -181,13 +181,14 @@ def _transport_error(exc: httpx.TransportError, url: str) -> InfluxUnavailable:
     return InfluxUnavailable(f"InfluxDB at {redacted(url)} unreachable: {detail}")
 
 
-def _release(response: httpx.Response) -> None:
-    """Break the reference cycle httpx leaves between a read response and its stream
-    (`Response.stream` is a `BoundSyncStream` holding the response), so that refcounting frees
-    the request — and the request body it holds, a batch of megabytes — at once rather than at
-    the collector's next pass, which ingest runs rarely (ingest.cli; found with
-    gc.DEBUG_SAVEALL). The response was read whole by `post`: its stream is spent."""
+def _release(response: httpx.Response) -> httpx.Response:
+    """The response, without the reference cycle httpx leaves between a read response and its
+    stream (`Response.stream`, a bound stream holding the response), so that refcounting frees
+    the request — and the body it holds, a batch of megabytes — at once rather than at the
+    collector's next pass, which ingest runs rarely (ingest.cli; found with gc.DEBUG_SAVEALL).
+    Only for a response `post` read whole: its stream is spent, its content kept."""
     response.stream = httpx.ByteStream(b"")
+    return response
 
 
 class InfluxClient:
@@ -216,7 +217,7 @@ class InfluxClient:
 
     def _post(self, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            return self._http.post(path, **kwargs)
+            return _release(self._http.post(path, **kwargs))
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.config.url) from exc
 
@@ -231,10 +232,7 @@ class InfluxClient:
         raises InfluxUnavailable / InfluxPartialWrite / InfluxRejected."""
         params = self._req.write_params(precision, policy)
         response = self._post("/write", params=params, content=body)
-        try:
-            check_response(response, writing=True)
-        finally:
-            _release(response)
+        check_response(response, writing=True)
 
     def query(
         self,
@@ -282,12 +280,8 @@ class AsyncInfluxClient:
     async def write(self, body: bytes, *, precision: str = "ns", policy: str | None = None) -> None:
         """POST line protocol into retention policy `policy` (default: the database's);
         raises InfluxUnavailable / InfluxPartialWrite / InfluxRejected."""
-        try:
-            response = await self._http.post(
-                "/write", params=self._req.write_params(precision, policy), content=body
-            )
-        except httpx.TransportError as exc:
-            raise _transport_error(exc, self.config.url) from exc
+        params = self._req.write_params(precision, policy)
+        response = await self._post("/write", params=params, content=body)
         check_response(response, writing=True)
 
     async def query(
@@ -297,14 +291,15 @@ class AsyncInfluxClient:
         *,
         epoch: str | None = None,
     ) -> list[list[Series]]:
-        try:
-            response = await self._http.post(
-                "/query", data=self._req.query_data(query, params, epoch)
-            )
-        except httpx.TransportError as exc:
-            raise _transport_error(exc, self.config.url) from exc
+        response = await self._post("/query", data=self._req.query_data(query, params, epoch))
         check_response(response, writing=False)
         return parse_query(response.content)
+
+    async def _post(self, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return _release(await self._http.post(path, **kwargs))
+        except httpx.TransportError as exc:
+            raise _transport_error(exc, self.config.url) from exc
 
     async def query_chunks(
         self,
