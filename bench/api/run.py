@@ -136,8 +136,9 @@ def wait_for_rollups(report: Report, api: ApiProcess, label: str) -> None:
 def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiProcess:
     """Stop the API and start it again (same settings), then ask every aggregate question of
     step 4 again: the first ask of each on an API that kept nothing in memory. Twice: asked at
-    once, while the new process's own start-up work runs (the foresight round every start runs,
-    the rollup keeper's first round), and, after another restart, once that work is done."""
+    once, while the new process's own start-up work runs (the rollup keeper's first round;
+    foresight's first round comes CITYSENSE_API_FORESIGHT_FIRST_AFTER later), and, after another
+    restart, once that work, foresight's round included, is done."""
     report = stack.report
     for settled in (False, True):
         print("restarting the API ...", flush=True)
