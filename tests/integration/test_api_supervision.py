@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from api import cli as api_cli
+from api.compute.keeper import RollupKeeper
 from api.live.alarms import Writer
 from api.main import create_app
 from citysense.servers import LocalServers, free_port
@@ -64,3 +65,24 @@ def test_citysense_api_exits_1_when_a_task_dies(
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+async def keeper_dies(_self: RollupKeeper) -> int:
+    raise RuntimeError("injected: the rollup keeper dies")
+
+
+@pytest.mark.anyio
+async def test_a_dead_rollup_keeper_turns_health_503(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper retries what InfluxDB fails; anything else ends it, and the API must not go
+    on serving rollups that no longer move as if it were healthy."""
+    monkeypatch.setattr(RollupKeeper, "keep_once", keeper_dies)
+    calls: list[int] = []
+    settings = api_settings(servers, influx, tmp_path, api_rollups_keep=True)
+    async with running(create_app(settings, on_failure=lambda: calls.append(1))) as api:
+        await until(lambda: calls, 10, "the supervisor to see the keeper die")
+        response = await api.get("/health")
+    assert response.status_code == 503
+    detail = response.json()["background"]["detail"]
+    assert "citysense-rollups" in detail and "injected" in detail
