@@ -37,6 +37,8 @@ LOAD_SLICE = 2000  # rows (devices) of a chunk of InfluxDB's answer, merged betw
 # (and the alarms they raise) applied at once would fill every SSE client's queue before any
 # client had a turn to drain it, disconnecting clients that keep up.
 FEED_SLICE = 50
+# A partial snapshot file this old is a killed writer's, not one another replica is writing now.
+_PARTIAL_SNAPSHOT_AGE_S = 600.0
 # How long the start from a snapshot waits for the state feed's subscription before it catches
 # up from InfluxDB regardless (a broker that is down must not keep the API from serving).
 SUBSCRIBE_WAIT_S = 10.0
@@ -228,6 +230,7 @@ class Live:
         folder = self.settings.api_data_dir
         if folder is None:
             return
+        await asyncio.to_thread(snapshot.sweep, folder, _PARTIAL_SNAPSHOT_AGE_S, time.time())
         clock = time.perf_counter()
         try:
             data = snapshot.read(folder, self.settings.api_snapshot_max_bytes)

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 MAGIC = b"CITYSENSE-STATE\n"
 VERSION = 1
 FILE_NAME = "latest-state.snapshot"
+_TEMPORARY_PREFIX = f".{FILE_NAME}."
 _DIGEST = 32  # sha256 of everything after it
 _HEAD = struct.Struct("<Q")  # length of the JSON header
 
@@ -164,7 +165,12 @@ def encode(
 
 
 def write(folder: Path, parts: list[bytes], max_bytes: int) -> bool:
-    """Atomically replace the snapshot in `folder`; False (logged) if over the bound."""
+    """Atomically replace the snapshot in `folder`; False (logged) if over the bound.
+
+    A write that fails (a full disk, a quota) removes its partial file before the error goes up:
+    a snapshot is tens of MB, and each attempt would otherwise leave one more behind on a disk
+    that is already full. Partial files of a writer that was killed are swept by `sweep`.
+    """
     size = sum(len(p) for p in parts)
     if size > max_bytes:
         logger.warning(
@@ -173,13 +179,51 @@ def write(folder: Path, parts: list[bytes], max_bytes: int) -> bool:
         return False
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / FILE_NAME
-    temporary = folder / f".{FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    with temporary.open("wb") as out:
-        out.writelines(parts)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, target)  # readers see the old file or the new one, never a part
+    temporary = folder / f"{_TEMPORARY_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with temporary.open("wb") as out:
+            out.writelines(parts)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)  # readers see the old file or the new one, never a part
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync_folder(folder)
     return True
+
+
+def _sync_folder(folder: Path) -> None:
+    # The rename is durable only once the folder's entry is on disk: without this a power cut
+    # can leave the old snapshot (harmless: it is checked whole and caught up by its marks).
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def sweep(folder: Path, older_than_s: float, now_s: float) -> int:
+    """Remove partial snapshots left by writers that were killed mid-write; the number removed.
+
+    Only files older than `older_than_s`: replicas may share the folder, and another one may be
+    writing its snapshot right now (a write takes seconds even at a million devices).
+    """
+    removed = 0
+    try:
+        leftovers = list(folder.glob(f"{_TEMPORARY_PREFIX}*.tmp"))
+    except OSError:
+        return 0
+    for path in leftovers:
+        try:
+            if now_s - path.stat().st_mtime > older_than_s:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # another replica swept it first
+    if removed:
+        logger.warning("removed %d partial state snapshot(s) left in %s", removed, folder)
+    return removed
 
 
 def read(folder: Path, max_bytes: int) -> bytes:

@@ -4,7 +4,11 @@ changes nothing, and the change marks say which parts moved."""
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,6 +143,58 @@ def test_a_snapshot_over_the_bound_is_neither_written_nor_read(tmp_path: Path) -
         snapshot.read(tmp_path / "big", len(data) - 1)
     with pytest.raises(snapshot.Refused, match="no snapshot"):
         snapshot.read(tmp_path / "small", len(data))
+
+
+# A child process that writes a snapshot bigger than the files it may make: the kernel refuses
+# the write part-way (EFBIG), the same path through `snapshot.write` as a full disk (ENOSPC).
+_WRITE_OVER_LIMIT = """
+import resource, signal, sys
+from pathlib import Path
+from api.live import snapshot
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    snapshot.write(Path(sys.argv[1]), [b"x" * 3000, b"y" * 3000], 1 << 20)
+except OSError as exc:
+    print(exc.errno)
+else:
+    print("written")
+"""
+
+
+def test_a_write_the_disk_refuses_leaves_the_old_snapshot_and_no_partial_file(
+    tmp_path: Path,
+) -> None:
+    data = _written(tmp_path)
+    folder = tmp_path / "data"
+    assert snapshot.write(folder, [data], len(data))
+    child = subprocess.run(
+        [sys.executable, "-c", _WRITE_OVER_LIMIT, str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert child.stdout.strip() == str(errno.EFBIG), child.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [snapshot.FILE_NAME]
+    assert snapshot.read(folder, len(data)) == data
+
+
+def test_partial_files_of_killed_writers_are_swept_but_not_a_write_under_way(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "data"
+    data = _written(tmp_path)
+    assert snapshot.write(folder, [data], len(data))
+    old = folder / f".{snapshot.FILE_NAME}.123.abcd.tmp"
+    fresh = folder / f".{snapshot.FILE_NAME}.456.ef01.tmp"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    now = 1_900_000_000.0
+    os.utime(old, (now - 601, now - 601))
+    os.utime(fresh, (now - 5, now - 5))
+    assert snapshot.sweep(folder, 600.0, now) == 1
+    assert sorted(p.name for p in folder.iterdir()) == sorted([snapshot.FILE_NAME, fresh.name])
+    assert snapshot.sweep(tmp_path / "none", 600.0, now) == 0
 
 
 def test_parts_whose_marks_moved_from_their_earliest_moved_window() -> None:
