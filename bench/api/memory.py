@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from api.core.readings import Value
 from api.core.times import format_rfc3339
 from api.live.snapshot import FILE_NAME as SNAPSHOT
 from bench.api.constants import DATABASE, HOST, WRITE_BATCH
@@ -23,7 +24,7 @@ from citysense.children import Child, Children, cpu_seconds, start_citysense
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
 from common.schema import Retention, ensure_schema
-from device_profiles import Device, load_profiles
+from device_profiles import Device, FieldType, Profile, load_profiles
 from ingest.changes import change_lines
 from simulators.city import DISTRICTS, write_city
 from wire.changes import window_of
@@ -109,6 +110,60 @@ def measure(
     single_device(report, city, devices[len(devices) // 2].device_id)
     report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
     city.child.stop()
+    # A live city writes into every district between a snapshot and a restart: every part's
+    # marks moved, and the restart queries InfluxDB for each of them.
+    fresh = write_every_part(servers, devices)
+    report.add(
+        "written while the API was down",
+        f"a newer reading of {len(fresh):,} devices",
+        "one per (profile, district): every part of the state moved, with change marks",
+    )
+    city = start(stack, args.timeout, "restart-every-part", data)
+    describe(report, city, baseline.rss_mb, len(devices), "from the snapshot, every part moved")
+    district_page(report, city, DISTRICTS[0].name, fresh)
+    city.child.stop()
+
+
+def _some_value(profile: Profile) -> tuple[str, Value]:
+    """A field of `profile` and a value it accepts (as ingest would store it)."""
+    name, spec = next(iter(sorted(profile.fields.items())))
+    if spec.type is FieldType.NUMBER:
+        return name, float(spec.range[0]) if spec.range else 1.0
+    if spec.type is FieldType.INTEGER:
+        return name, int(spec.range[0]) if spec.range else 1
+    if spec.type is FieldType.BOOLEAN:
+        return name, True
+    return name, spec.values[0] if spec.values else "x"
+
+
+def write_every_part(servers: LocalServers, devices: list[Device]) -> dict[str, int]:
+    """A newer reading of the first device of each (profile, district), then the change marks;
+    device id -> its time (ns)."""
+    profiles = load_profiles()
+    base = time.time_ns() // 1_000_000 * 1_000_000
+    first: dict[tuple[str, str], Device] = {}
+    for d in devices:
+        first.setdefault((d.profile, d.district), d)
+    fresh = {d.device_id: base - n * 1_000_000 for n, d in enumerate(first.values())}
+    lines = [
+        line(
+            profiles[d.profile].measurement,
+            {"device_id": d.device_id, "district": d.district},
+            dict([_some_value(profiles[d.profile])]),
+            fresh[d.device_id],
+        )
+        for d in first.values()
+    ]
+    marks = change_lines(
+        {
+            (profiles[d.profile].measurement, d.district, window_of(fresh[d.device_id]))
+            for d in first.values()
+        }
+    )
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        client.write("\n".join(lines).encode())
+        client.write("\n".join(marks).encode(), policy=CHANGES)
+    return fresh
 
 
 def write_fresh(servers: LocalServers, devices: list[Device], district: str) -> dict[str, int]:
