@@ -209,7 +209,16 @@ def _gauges(app: FastAPI) -> dict[str, tuple[str, float]]:
             "Alarm events dropped while InfluxDB was away",
             live.alarms.outbox.dropped,
         ),
-        "feed_messages_dropped": ("State-feed messages dropped, backlog full", live.feed_dropped),
+        "feed_trusted": (
+            "1 while the state feed vouches for what it brought (api.live.coverage)",
+            live.coverage.trusted,
+        ),
+        "feed_losses": ("State-feed messages known or feared lost", live.coverage.losses),
+        "state_catch_ups": ("Catch-ups of the latest state from InfluxDB", live.caught_up),
+        "state_parts_queried": (
+            "(profile, district) parts the catch-ups queried again",
+            live.parts_queried,
+        ),
         "aggregate_cells_kept": ("Aggregate cells kept", len(runtime.cells)),
         "rollups_ready": (
             "1 once the rollup keeper computed every window of the readings (0 if not keeping)",

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 
 from ingest.stages import Enriched
 from wire.changes import MEASUREMENT, STAMP_BITS, window_of
-from wire.lineproto import line
+from wire.lineproto import line, parse_line
+from wire.statefeed import Mark
 
 Change = tuple[str, str, int]  # measurement, district, window start (ns)
 
@@ -57,3 +58,14 @@ def restamp(lines: list[str]) -> list[str]:
         series, _stamp, time_ns = mark.rsplit(" ", 2)
         fresh.append(f"{series} stamp={stamp}i {time_ns}")
     return data + fresh
+
+
+def marks_of(stored: Iterable[str]) -> list[Mark]:
+    """The marks of `stored` mark lines (as the writer stored them), for the state feed."""
+    marks = []
+    for text in stored:
+        point = parse_line(text)
+        stamp = point.fields.get("stamp")
+        if isinstance(stamp, int):
+            marks.append((point.tags["profile"], point.tags["district"], point.time_ns, stamp))
+    return marks

@@ -27,6 +27,7 @@ from common.influx import InfluxClient
 from common.schema import ensure_schema
 from device_profiles import Profile, Registry, Variant
 from ingest.acks import Acks
+from ingest.announce import Announcer
 from ingest.batch import Batch, Batcher
 from ingest.budget import Budget, weight_of
 from ingest.changes import change_lines, changes_of, is_change
@@ -39,10 +40,9 @@ from ingest.pipeline import Pipeline
 from ingest.registry_watch import RegistryWatch
 from ingest.settings import IngestSettings
 from ingest.spool import CorruptSegment, Spool
-from ingest.stages import Enriched, Received, Rejected
+from ingest.stages import Received, Rejected
 from ingest.stats import Stats, thread_cpu_seconds
 from ingest.write import BadLine, GaveUp, Stopped, Writer
-from wire import statefeed
 from wire.deadletters import MEASUREMENT as DEAD_LETTERS
 from wire.lineproto import parse_line
 from wire.reasons import Reason
@@ -114,6 +114,11 @@ class Worker:
             on_session=self._on_session,
             clock=time.time_ns,
             retire=retire,
+        )
+        self.announcer = Announcer(
+            self.consumer.publish,
+            TopicLayout(settings.topic_root).state_feed(settings.client_id),
+            settings.client_id,
         )
         self._writer_thread = self._supervised(self._write_loop, "citysense-writer")
         self._stopping = threading.Event()
@@ -323,8 +328,9 @@ class Worker:
         if self._outage.is_set() and self._spill(lines):
             self._settle(batch, spooled=True)
             return
+        marks: list[str] = []
         try:
-            bad = self.writer.write(lines, self._spill_deadline())
+            bad = self.writer.write(lines, self._spill_deadline(), marks)
         except GaveUp:
             self._outage.set()
             if self._spill(lines):
@@ -333,13 +339,18 @@ class Worker:
             # The spool is full or the disk refuses: keep the batch and keep trying; no acks
             # means the broker stops sending at Receive Maximum (back-pressure, not loss).
             log.warning("spool refused the batch; holding it until InfluxDB is back")
-            bad = self.writer.write(lines)
+            marks.clear()
+            bad = self.writer.write(lines, None, marks)
         self._outage.clear()
         self._store_refused(bad, self.writer)  # before the acks: a dead letter is data too
         self._count_stored(lines, bad)
+        # Announced before the acks, which paho sends after it on the same connection: a crash
+        # in between redelivers the batch, which is stored and announced again. Announced after
+        # them, a crash would leave stored readings the API is never told of, and the feed's
+        # marks (wire.statefeed) could vouch for a window that holds them.
+        if self.settings.state_feed:
+            self.announcer.announce(batch.feed, marks)
         self._settle(batch, spooled=False)
-        if batch.feed:
-            self._announce(batch.feed)
 
     def _spill(self, lines: list[str]) -> bool:
         return self.spool is not None and self.spool.append(lines)
@@ -424,8 +435,9 @@ class Worker:
         measurements = set(self.pipeline.measurements)
         readings = [(r, line) for line in data if (r := reading_of(line, measurements)) is not None]
         lines = data + change_lines(changes_of(r for r, _ in readings))
+        marks: list[str] = []
         try:
-            bad = writer.write(lines)
+            bad = writer.write(lines, None, marks)
         except Stopped:
             return False
         self._outage.clear()
@@ -433,7 +445,7 @@ class Worker:
         self._count_stored(lines, bad)
         if self.settings.state_feed:
             refused = {b.line for b in bad}
-            self._announce([r for r, line in readings if line not in refused])
+            self.announcer.announce([r for r, line in readings if line not in refused], marks)
         for segment, _ in group:
             self.spool.remove(segment)
         self.stats.add(unspooled_batches=len(group))
@@ -458,12 +470,6 @@ class Worker:
             # Cannot happen with lines we encode; if it does, it must not pass silently.
             log.critical("could not store a dead letter: %s: %s", still_bad.error, still_bad.line)
             self.stats.add(dead_letters_lost=1)
-
-    def _announce(self, readings: list[Enriched]) -> None:
-        """Tell the API what was just stored (best effort, QoS 0: it can rebuild from InfluxDB)."""
-        topic = TopicLayout(self.settings.topic_root).state_feed(self.settings.client_id)
-        for payload in statefeed.encode(readings):
-            self.consumer.publish(topic, payload)
 
     def _forget(self, line: str) -> None:
         """A refused reading was not stored: a resend of it must not count as a duplicate."""

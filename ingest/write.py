@@ -67,40 +67,50 @@ class Writer:
         self._stop = stop
         self._retry = retry or RetryPolicy()
 
-    def write(self, lines: list[str], deadline: float | None = None) -> list[BadLine]:
+    def write(
+        self, lines: list[str], deadline: float | None = None, marks: list[str] | None = None
+    ) -> list[BadLine]:
         """Store `lines`; return those InfluxDB refuses. Raises Stopped if told to stop first,
-        GaveUp if still failing at `deadline` (time.monotonic())."""
-        data, marks = split_marks(lines)
+        GaveUp if still failing at `deadline` (time.monotonic()). The change marks are extended
+        onto `marks` as they were stored (each attempt stamps them afresh): the state feed
+        announces them (wire.statefeed)."""
+        data, changes = split_marks(lines)
         bad = []
         # One request per retention policy (wire.retention): readings, then dead letters, then
         # the marks, each into the policy that keeps them for their own time.
-        for policy, part in (*by_policy(data), (CHANGES, marks)):
+        for policy, part in (*by_policy(data), (CHANGES, changes)):
             for chunk in _chunks(part, self._max_bytes):
-                bad += self._write(chunk, policy, deadline)
+                bad += self._write(chunk, policy, deadline, marks if policy == CHANGES else None)
         return bad
 
-    def _write(self, lines: list[str], policy: str, deadline: float | None) -> list[BadLine]:
+    def _write(
+        self, lines: list[str], policy: str, deadline: float | None, stored: list[str] | None
+    ) -> list[BadLine]:
         if not lines:
             return []
         try:
-            self._write_retrying(lines, policy, deadline)
+            sent = self._write_retrying(lines, policy, deadline)
         except InfluxRejected as exc:
             if exc.status not in SPLIT:
                 raise
             if len(lines) == 1:
                 return [BadLine(lines[0], str(exc))]
             half = len(lines) // 2
-            return self._write(lines[:half], policy, deadline) + self._write(
-                lines[half:], policy, deadline
+            return self._write(lines[:half], policy, deadline, stored) + self._write(
+                lines[half:], policy, deadline, stored
             )
+        if stored is not None:
+            stored.extend(sent)
         return []
 
-    def _write_retrying(self, lines: list[str], policy: str, deadline: float | None) -> None:
+    def _write_retrying(self, lines: list[str], policy: str, deadline: float | None) -> list[str]:
+        """`lines` as the attempt that stored them sent them (marks restamped)."""
         attempt = 0
         while True:
             started = time.perf_counter()
+            sent = restamp(lines)
             try:
-                self._client.write("\n".join(restamp(lines)).encode(), policy=policy)
+                self._client.write("\n".join(sent).encode(), policy=policy)
             except InfluxUnavailable as exc:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise GaveUp(str(exc)) from exc
@@ -118,7 +128,7 @@ class Writer:
             self._stats.observe_write(time.perf_counter() - started)
             if attempt:
                 log.info("InfluxDB write succeeded after %d retries", attempt)
-            return
+            return sent
 
     def _wait(self, attempt: int, retry_after: float | None, why: str) -> None:
         delay = self._retry.delay(attempt, retry_after)

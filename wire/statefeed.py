@@ -1,10 +1,20 @@
 """The state feed: what ingest announces after each stored batch, for the API's live state.
 
-Topic `<root>/_ingested/<client_id>` (wire.topics), QoS 0: the API rebuilds from InfluxDB what it
-misses (start-up load, reconcile), so the feed only has to be fast. Each message is a JSON object
-`{"readings": [{"profile", "device_id", "district", "time", "values"}, ...]}` of at most
-`CHUNK` readings, `profile` being the profile's measurement and `time` the reading's time in ns.
-Only readings InfluxDB has stored are announced.
+Topic `<root>/_ingested/<client_id>` (wire.topics), QoS 0. Each message is a JSON object
+`{"readings": [{"profile", "device_id", "district", "time", "values"}, ...], "publisher", "seq",
+"marks"}` of at most `CHUNK` readings, `profile` being the profile's measurement and `time` the
+reading's time in ns. Only readings InfluxDB has stored are announced, and they are announced
+before their messages are acknowledged (a crash in between redelivers them: announced again).
+
+What lets a reader trust the feed instead of querying InfluxDB again (api.live.coverage):
+- `publisher` names one run of one writer and `seq` numbers its messages from 0 without gaps,
+  so a reader sees when a message was lost (a broker's full queue, a disconnection);
+- `marks`, on the last message of a write, are the change marks (wire.changes) that write
+  stored, as `[measurement, district, window start ns, stamp]`: a mark whose stamp a reader got
+  from the feed, with no gap before it, announced readings the reader already holds; a stamp it
+  never got (a writer that does not announce, as replay, or a message lost) says which part to
+  query again.
+Messages without them (an older ingest) are applied, and trusted for nothing.
 """
 
 from __future__ import annotations
@@ -44,36 +54,85 @@ class Announced:
     values: dict[str, Any]
 
 
-def encode(readings: Sequence[Stored], chunk: int = CHUNK) -> Iterator[bytes]:
-    """The feed messages announcing `readings`, `chunk` at a time."""
-    for start in range(0, len(readings), chunk):
-        yield orjson.dumps(
-            {
-                "readings": [
-                    {
-                        "profile": r.measurement,
-                        "device_id": r.device_id,
-                        "district": r.district,
-                        "time": r.time_ns,
-                        "values": r.fields,
-                    }
-                    for r in readings[start : start + chunk]
-                ]
-            }
-        )
+Mark = tuple[str, str, int, int]  # measurement, district, window start (ns), stamp
 
 
-def decode(payload: bytes) -> list[Announced]:
-    """The readings of one feed message; items of another shape are skipped (a newer ingest
-    may announce more than this reader knows). ValueError if the message is not JSON."""
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One feed message as the API receives it."""
+
+    readings: list[Announced]
+    publisher: str | None = None  # None: an older ingest, which does not number its messages
+    seq: int = 0
+    marks: tuple[Mark, ...] = ()
+
+
+def encode(
+    readings: Sequence[Stored],
+    chunk: int = CHUNK,
+    *,
+    marks: Sequence[Mark] = (),
+    publisher: str | None = None,
+    seq: Iterator[int] | None = None,
+) -> Iterator[bytes]:
+    """The feed messages announcing `readings`, `chunk` at a time, the last one with `marks`
+    (one message with no readings if there are marks only); each numbered by `seq` when a
+    `publisher` is given."""
+    starts = list(range(0, len(readings), chunk)) or ([0] if marks else [])
+    for start in starts:
+        body: dict[str, Any] = {
+            "readings": [
+                {
+                    "profile": r.measurement,
+                    "device_id": r.device_id,
+                    "district": r.district,
+                    "time": r.time_ns,
+                    "values": r.fields,
+                }
+                for r in readings[start : start + chunk]
+            ]
+        }
+        if start == starts[-1] and marks:
+            body["marks"] = [list(m) for m in marks]
+        if publisher is not None and seq is not None:
+            body["publisher"] = publisher
+            body["seq"] = next(seq)
+        yield orjson.dumps(body)
+
+
+def decode(payload: bytes) -> Message:
+    """One feed message; items of another shape are skipped (a newer ingest may announce more
+    than this reader knows). ValueError if the message is not JSON."""
     try:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
-    items = body.get("readings") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return Message([])
+    items = body.get("readings")
+    readings = (
+        [reading for item in items if (reading := _announced(item)) is not None]
+        if isinstance(items, list)
+        else []
+    )
+    publisher, seq = body.get("publisher"), body.get("seq")
+    if not isinstance(publisher, str) or not isinstance(seq, int) or isinstance(seq, bool):
+        return Message(readings)
+    return Message(readings, publisher, seq, tuple(_marks(body.get("marks"))))
+
+
+def _marks(items: object) -> Iterator[Mark]:
     if not isinstance(items, list):
-        return []
-    return [reading for item in items if (reading := _announced(item)) is not None]
+        return
+    for item in items:
+        if (
+            isinstance(item, list)
+            and len(item) == 4
+            and isinstance(item[0], str)
+            and isinstance(item[1], str)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in item[2:])
+        ):
+            yield item[0], item[1], item[2], item[3]
 
 
 def _announced(item: object) -> Announced | None:

@@ -107,9 +107,16 @@ class ApiSettings(CommonSettings):
 
     # --- live push (api.hub) ---
     api_stream_queue: int = Field(default=10_000, ge=10)
-    # State-feed messages (≤ 500 readings each) waiting to be applied; past it one is dropped,
-    # counted, and its readings come back with the next reconcile.
+    # State-feed messages (≤ 500 readings each, ~100 KB) waiting to be applied; past it the
+    # subscriber waits, and the broker holds the rest.
     api_feed_backlog: int = Field(default=200, ge=1)
+    # With a data folder, the broker keeps the feed's messages for us this long while we are
+    # away (an MQTT 5 session): a restart within it takes them instead of querying InfluxDB.
+    # Bounded in the broker by its per-client queue (citysense/conf/mosquitto.conf).
+    api_feed_session_expiry: int = Field(default=600, ge=0, le=86_400)
+    # A full reload of the latest state this often: catch-ups (api_state_reconcile_interval)
+    # find what the change marks show; this finds readings written with no mark at all.
+    api_state_full_reload_interval: float = Field(default=6 * 3600.0, gt=0)
     api_stream_heartbeat: float = Field(default=15.0, gt=0)
 
     # --- foresight (api.foresight) ---

@@ -3,9 +3,16 @@
 the topics of wire.topics.
 
 paho runs its network loop in its own thread; messages are parsed there and handed to the event
-loop with `call_soon_threadsafe`, where the state is updated. The feed is QoS 0 and the session is
-clean: what is lost while we are away is recovered from InfluxDB (start-up load, reconcile), and
-retained status messages are delivered again on every (re)subscription.
+loop with `call_soon_threadsafe`, where the state is updated.
+
+With a `session` name (an API with a data folder, api.live.service), the subscription is an MQTT 5
+session the broker keeps for `session_expiry` seconds while we are away, holding the feed's
+messages meanwhile (the broker queues QoS 0 messages for an absent session: `queue_qos0_messages`
+in citysense/conf/mosquitto.conf): a restart takes them from the broker instead of querying
+InfluxDB again (api.live.coverage). A connection on which the broker had no session for us is
+reported (`on_session_lost`): whatever it held is gone. Without a name, the session is clean and
+what is lost while away is recovered from InfluxDB. Retained status messages are delivered again
+on every (re)subscription either way.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from common.mqtturl import MqttUrl
 from wire import statefeed
@@ -27,7 +37,7 @@ from wire.topics import STATUS_WORDS, TopicLayout
 
 logger = logging.getLogger(__name__)
 
-FeedSink = Callable[[list[statefeed.Announced]], None]
+FeedSink = Callable[[statefeed.Message], None]
 StatusSink = Callable[[str, str, bool], None]
 
 
@@ -41,19 +51,39 @@ class FeedSubscriber:
         on_status: StatusSink,
         *,
         on_crash: Callable[[BaseException], None] | None = None,
+        session: str | None = None,
+        session_expiry: int = 300,
+        on_session_lost: Callable[[], None] | None = None,
+        backlog: int = 200,
     ) -> None:
         self._on_crash = on_crash
+        self._session = session
+        self._session_expiry = session_expiry
+        self._on_session_lost = on_session_lost
+        # time.monotonic() of the last feed message taken (paho's thread writes, the loop reads
+        # a float: atomic): how the start tells the broker's held messages have all come.
+        self.last_message_at = 0.0
+        # Feed messages handed over and not yet applied (`applied` gives one back). At the bound
+        # paho's thread waits, and the broker holds the rest: a burst (the messages it kept
+        # while we were away) is slowed, not dropped, which would cost a catch-up from InfluxDB.
+        self._room = threading.BoundedSemaphore(backlog)
+        self._stopping = threading.Event()
         self._url = url
         self._topics = TopicLayout(root)
         self._loop = loop
         self._on_feed = on_feed
         self._on_status = on_status
         self.subscribed = asyncio.Event()
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"citysense-api-{secrets.token_hex(6)}",
-            clean_session=True,
-        )
+        if session is None:
+            self._client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"citysense-api-{secrets.token_hex(6)}",
+                clean_session=True,
+            )
+        else:
+            self._client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=session, protocol=mqtt.MQTTv5
+            )
         url.configure(self._client)
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._connected
@@ -67,21 +97,36 @@ class FeedSubscriber:
     def start(self) -> None:
         # connect_async: a broker that is down at start must not stop the API from serving;
         # paho keeps retrying in its loop thread.
-        self._client.connect_async(self._url.host, self._url.port, keepalive=30)
+        if self._session is None:
+            self._client.connect_async(self._url.host, self._url.port, keepalive=30)
+        else:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self._session_expiry
+            self._client.connect_async(
+                self._url.host, self._url.port, keepalive=30, clean_start=False, properties=props
+            )
         self._client.loop_start()
 
-    def stop(self) -> None:
+    def stop(self) -> threading.Thread:
         """Disconnect without waiting for paho's thread: while the broker is unreachable it
-        sleeps up to a second between retries, and shutdown need not wait for that."""
+        sleeps up to a second between retries, and shutdown need not wait for that. The thread
+        stopping it is returned, for a caller that wants every message it took handed over."""
+        self._stopping.set()
         self._client.disconnect()
-        threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True).start()
+        stopping = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
+        stopping.start()
+        return stopping
 
     def _connected(self, *args: Any) -> None:
-        reason = args[3]
+        flags, reason = args[2], args[3]
         if reason.is_failure:
             logger.warning("state feed: broker %s refused us: %s", self._url.redacted(), reason)
             return
-        # Clean session: subscribe again on every connect.
+        if self._session is not None and not flags.session_present:
+            logger.info("state feed: the broker held no session for %s", self._session)
+            if self._on_session_lost is not None:
+                self._hand_over(self._on_session_lost)
+        # Subscribed again on every connect: a no-op on a session the broker kept.
         self._client.subscribe(self.topics)
 
     def _on_subscribed(self, *_args: Any) -> None:
@@ -106,11 +151,19 @@ class FeedSubscriber:
                 self._hand_over(self._on_status, *status, online)
             return
         try:
-            readings = statefeed.decode(bytes(message.payload))
+            decoded = statefeed.decode(bytes(message.payload))
         except ValueError as exc:
             logger.warning("state feed: a message on %s is %s; ignored", topic, exc)
             return
-        self._hand_over(self._on_feed, readings)
+        while not self._room.acquire(timeout=0.5):
+            if self._stopping.is_set():
+                return  # not applied: with a kept session, a gap the next start sees
+        self.last_message_at = time.monotonic()
+        self._hand_over(self._on_feed, decoded)
+
+    def applied(self) -> None:
+        """A message handed over is applied (or dropped): room for the next."""
+        self._room.release()
 
     def _hand_over(self, sink: Callable[..., None], *args: Any) -> None:
         # The loop closes before this thread is stopped during shutdown; a message arriving in

@@ -1,12 +1,20 @@
 """The live side of the API process: the state cache, the MQTT subscriber feeding it, the hub
 pushing its changes, and the background task that judges reporting status and reconciles with
-InfluxDB. `Live.start()` / `Live.stop()` run in the app's lifespan."""
+InfluxDB. `Live.start()` / `Live.stop()` run in the app's lifespan.
+
+Reconciling is a catch-up (api.live.coverage): every `api_state_reconcile_interval` the change
+marks are read and only the (profile, district) parts with a mark neither loaded nor vouched for
+by the feed are queried again, from that window; a full reload only every
+`api_state_full_reload_interval`, for what no mark shows. A start from the snapshot is the same
+catch-up after the messages the broker kept for our session while we were away."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 
@@ -21,6 +29,7 @@ from api.core.times import NS_PER_S, now_ns
 from api.live import snapshot
 from api.live.alarms import AlarmBook, Outbox, Writer, load_events
 from api.live.broker import BrokerProbe
+from api.live.coverage import Coverage, Token
 from api.live.feed import FeedSubscriber
 from api.live.hub import Hub
 from api.live.state import LiveState
@@ -42,6 +51,14 @@ _PARTIAL_SNAPSHOT_AGE_S = 600.0
 # How long the start from a snapshot waits for the state feed's subscription before it catches
 # up from InfluxDB regardless (a broker that is down must not keep the API from serving).
 SUBSCRIBE_WAIT_S = 10.0
+# After subscribing, the broker sends the messages it kept for our session at once: the catch-up
+# waits until none came for FEED_QUIET_S (at most FEED_DRAIN_MAX_S). Only a cost rides on it: a
+# message not yet applied leaves its part to be queried again.
+FEED_QUIET_S = 0.2
+FEED_DRAIN_MAX_S = 10.0
+# A catch-up compares the marks with what the feed brought this long after reading them: the
+# announcement of a write follows its mark by milliseconds.
+FEED_SETTLE_S = 0.5
 
 
 class Live:
@@ -82,15 +99,15 @@ class Live:
         self._task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._feed_task: asyncio.Task[None] | None = None
-        self._feed: asyncio.Queue[list[statefeed.Announced]] = asyncio.Queue(
-            settings.api_feed_backlog
-        )
-        self.feed_dropped = 0
+        self._feed: asyncio.Queue[statefeed.Message] = asyncio.Queue()  # bounded by the feed
+        self.caught_up = 0  # catch-ups done, and the parts they queried (metrics, tests)
+        self.parts_queried = 0
+        self._feed_started = 0.0
         self._gate = asyncio.Semaphore(settings.api_query_concurrency)
-        # What the state is complete for (api.live.snapshot): the start of the last complete
-        # load, and the change marks read just before it (None: snapshots are off).
+        # What the state is complete for: the start of the last load or catch-up, the change
+        # marks read just before it, and what the feed vouched for since (api.live.coverage).
         self._as_of = 0
-        self._marks: snapshot.Marks | None = None
+        self.coverage = Coverage()
         self._fingerprinted: str | None = None
         # Called with every feed message once its readings are applied (the SensorThings MQTT
         # publisher); one that raises ends the feed's task, which the supervisor reports.
@@ -114,7 +131,8 @@ class Live:
         began, clock = now_ns(), time.perf_counter()
         since = began - int(self.settings.api_latest_lookback * NS_PER_S)
         # Read before the readings: a write stored after them changed a mark (snapshot's doc).
-        marks = await self._read_marks(since) if self.settings.api_data_dir else None
+        token = self.coverage.begin()
+        marks = await self._read_marks(since)
 
         async def parts(name: str) -> list[str | None]:
             async with self._gate:
@@ -131,7 +149,7 @@ class Live:
         ]
         merged = await self._load_parts(queries)
         first = not self.state.loaded
-        self._loaded_from(began, marks)
+        self._loaded_from(began, marks, token)
         if first:
             logger.info(
                 "latest state loaded for %d devices from InfluxDB in full (%d queries, %d "
@@ -171,10 +189,11 @@ class Live:
             await asyncio.gather(*tasks, return_exceptions=True)
         return merged
 
-    def _loaded_from(self, as_of_ns: int, marks: snapshot.Marks | None) -> None:
+    def _loaded_from(self, as_of_ns: int, marks: snapshot.Marks, token: Token) -> None:
         """The state now holds every reading stored before `as_of_ns` and, when `marks` are
         given, every write whose mark was among them."""
-        self._as_of, self._marks = as_of_ns, marks
+        self._as_of = as_of_ns
+        self.coverage.merged(marks, token)
         if not self.state.loaded:
             now = now_ns()
             self.state.baseline(now)
@@ -198,10 +217,17 @@ class Live:
     async def save_snapshot(self) -> None:
         """The state and the marks it is complete for, to the data folder (if any)."""
         folder = self.settings.api_data_dir
-        if folder is None or self._marks is None or not self.state.loaded:
+        if folder is None or not self.state.loaded:
             return
         clock = time.perf_counter()
-        data = snapshot.encode(self.state, self._fingerprint(), self._as_of, self._marks, now_ns())
+        data = snapshot.encode(
+            self.state,
+            self._fingerprint(),
+            self._as_of,
+            self.coverage.synced,
+            now_ns(),
+            feed=self.coverage.dump(),
+        )
         try:
             written = await asyncio.to_thread(
                 snapshot.write, folder, data, self.settings.api_snapshot_max_bytes
@@ -247,6 +273,9 @@ class Live:
             logger.log(level, "state snapshot in %s not used (%s): loading in full", folder, exc)
             return
         read_s = time.perf_counter() - clock
+        self.coverage.load(restored.marks, restored.feed)
+        # Only now: a message applied before the restore would be overwritten by it.
+        self._start_feed()
         assert self.feed is not None
         # Readings stored before the subscription took effect, and announced before it, reach
         # us only through the marks read below: they must be read after it.
@@ -258,36 +287,59 @@ class Live:
                 "reconcile covers what the feed misses)",
                 SUBSCRIBE_WAIT_S,
             )
-        began = now_ns()
-        since = began - int(self.settings.api_latest_lookback * NS_PER_S)
+        await self._drained()
         try:
-            marks = await self._read_marks(since)
-            moved = snapshot.changed(restored.marks, marks)
-            queries = [
-                (name, district, max(since, window))
-                for (measurement, district), window in sorted(moved.items())
-                for name in sorted(self.contract.profiles)
-                if self.contract.profiles[name].measurement == measurement
-            ]
-            merged = await self._load_parts(queries)
+            queries, merged = await self.catch_up()
         except InfluxError as exc:
             self.load_error = self.scrub(str(exc))
             logger.warning("could not catch up after the snapshot: %s", self.load_error)
             return  # the state stays not loaded; the full load is retried
-        self._loaded_from(began, marks)
         logger.info(
             "latest state of %d devices from the snapshot in %s (%d bytes, as of %.0f s ago, "
-            "read in %.2f s) and InfluxDB (%d changed profile and district parts, %d readings) "
-            "in %.2f s",
+            "read in %.2f s), the feed's kept messages (%s) and InfluxDB (%d changed profile "
+            "and district parts, %d readings) in %.2f s",
             len(self.state.devices),
             folder,
             restored.size,
-            (began - restored.as_of_ns) / NS_PER_S,
+            (now_ns() - restored.as_of_ns) / NS_PER_S,
             read_s,
-            len(queries),
+            "vouched for" if self.coverage.trusted else "not trusted: a message may be lost",
+            queries,
             merged,
             time.perf_counter() - clock,
         )
+
+    async def _drained(self) -> None:
+        """Until the messages the broker kept for our session have come (none for a moment)."""
+        assert self.feed is not None
+        deadline = time.monotonic() + FEED_DRAIN_MAX_S
+        while time.monotonic() < deadline:
+            quiet = time.monotonic() - max(self.feed.last_message_at, self._feed_started)
+            if quiet >= FEED_QUIET_S and self._feed.empty():
+                return
+            await asyncio.sleep(FEED_QUIET_S / 4)
+
+    async def catch_up(self) -> tuple[int, int]:
+        """Query InfluxDB for the parts whose marks moved past what the state holds (loaded, or
+        vouched for by the feed), from their earliest such window; (parts, readings) merged."""
+        began = now_ns()
+        since = began - int(self.settings.api_latest_lookback * NS_PER_S)
+        token = self.coverage.begin()
+        marks = await self._read_marks(since)
+        await asyncio.sleep(FEED_SETTLE_S)  # announcements of the newest marks, on their way
+        moved = self.coverage.moved(marks, window_of(since))
+        queries = [
+            (name, district, max(since, window))
+            for (measurement, district), window in sorted(moved.items())
+            for name in sorted(self.contract.profiles)
+            if self.contract.profiles[name].measurement == measurement
+        ]
+        merged = await self._load_parts(queries)
+        self._loaded_from(began, marks, token)
+        self.caught_up += 1
+        self.parts_queried += len(queries)
+        await self.save_snapshot()
+        return len(queries), merged
 
     async def _try_reload(self) -> None:
         try:
@@ -305,21 +357,48 @@ class Live:
             self._on_feed,
             self._on_status,
             on_crash=functools.partial(self._feed_crashed, loop),
+            session=self._session_name(),
+            session_expiry=self.settings.api_feed_session_expiry,
+            on_session_lost=functools.partial(self.coverage.lost, "the broker kept no session"),
+            backlog=self.settings.api_feed_backlog,
         )
         try:
             since = now_ns() - int(self.settings.api_alarm_lookback * NS_PER_S)
             self.alarms.replay(await load_events(self.influx, since))
         except InfluxError as exc:
             logger.warning("could not replay alarm events: %s", self.scrub(str(exc)))
-        self.feed.start()  # first: readings stored while we load are merged, not missed
         await self._start_from_snapshot()
         if not self.state.loaded:
+            self._start_feed()  # before the load: readings stored meanwhile are merged, not missed
             await self._try_reload()
         self._task = self.supervisor.start(self._run(), "citysense-live")
         self._writer_task = self.supervisor.start(self.writer.run(), "citysense-alarms")
+
+    def _start_feed(self) -> None:
+        if self._feed_task is not None:
+            return
+        assert self.feed is not None
         self._feed_task = self.supervisor.start(self._apply_feed(), "citysense-feed")
+        self._feed_started = time.monotonic()
+        self.feed.start()
+
+    def _session_name(self) -> str | None:
+        """The broker session that keeps the feed while we are away: one per host and data
+        folder, the same across restarts (no folder: no snapshot to resume, a clean session)."""
+        folder = self.settings.api_data_dir
+        if folder is None:
+            return None
+        where = f"{socket.gethostname()}\0{folder.resolve()}\0{self.settings.topic_root}"
+        return f"citysense-api-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
 
     async def stop(self) -> None:
+        # The feed first, and what it handed over applied: with a kept session, the broker
+        # holds every later message for the next start, and the snapshot holds every earlier.
+        if self.feed is not None:
+            stopping = self.feed.stop()
+            await asyncio.to_thread(stopping.join, 3.0)
+            await asyncio.sleep(0)  # the hand-overs paho's thread queued on the loop
+            self._apply_waiting()
         tasks = [t for t in (self._task, self._writer_task, self._feed_task) if t is not None]
         for task in tasks:
             task.cancel()
@@ -328,35 +407,43 @@ class Live:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.writer.aclose()
         await self.save_snapshot()  # what the feed brought since the last reconcile, too
-        if self.feed is not None:
-            self.feed.stop()
+
+    def _apply_waiting(self) -> None:
+        while not self._feed.empty():
+            self._apply(self._feed.get_nowait())
 
     def _feed_crashed(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
         loop.call_soon_threadsafe(self.supervisor.fail, "mqtt-feed", exc)
 
-    def _on_feed(self, readings: list[statefeed.Announced]) -> None:
-        try:
-            self._feed.put_nowait(readings)
-        except asyncio.QueueFull:
-            # Far behind: this message's readings come back with the next reconcile.
-            if not self.feed_dropped:
-                logger.warning("state feed backlog full: dropping messages until it drains")
-            self.feed_dropped += 1
+    def _on_feed(self, message: statefeed.Message) -> None:
+        self._feed.put_nowait(message)  # the subscriber waits while `api_feed_backlog` wait here
 
     async def _apply_feed(self) -> None:
         while True:
-            readings = await self._feed.get()
+            message = await self._feed.get()
+            readings = message.readings
             for start in range(0, len(readings), FEED_SLICE):
                 self.state.apply_feed(readings[start : start + FEED_SLICE], now_ns())
                 await asyncio.sleep(0)  # SSE clients drain between slices
-            for listener in self.listeners:
-                listener(readings)
+            self._taken(message)
+
+    def _apply(self, message: statefeed.Message) -> None:
+        self.state.apply_feed(message.readings, now_ns())
+        self._taken(message)
+
+    def _taken(self, message: statefeed.Message) -> None:
+        self.coverage.take(message)  # only once applied: a catch-up may ask it meanwhile
+        assert self.feed is not None
+        self.feed.applied()
+        for listener in self.listeners:
+            listener(message.readings)
 
     def _on_status(self, profile: str, device_id: str, online: bool) -> None:
         self.state.set_connected(profile, device_id, online, now_ns())
 
     async def _run(self) -> None:
         next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
+        next_full = time.monotonic() + self.settings.api_state_full_reload_interval
         while True:
             await asyncio.sleep(
                 self.settings.api_status_check_interval if self.state.loaded else RETRY_LOAD_S
@@ -367,6 +454,17 @@ class Live:
                 await self._try_reload()
                 continue
             self.state.tick(now_ns())
-            if time.monotonic() >= next_reconcile:
+            if time.monotonic() >= next_full:
+                next_full = time.monotonic() + self.settings.api_state_full_reload_interval
                 next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
                 await self._try_reload()
+            elif time.monotonic() >= next_reconcile:
+                next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
+                await self._try_catch_up()
+
+    async def _try_catch_up(self) -> None:
+        try:
+            await self.catch_up()
+        except InfluxError as exc:
+            # The state stays as it is, still served: the next round tries again.
+            logger.warning("could not catch up with InfluxDB: %s", self.scrub(str(exc)))

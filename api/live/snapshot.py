@@ -47,7 +47,7 @@ from api.live.state import LiveState
 logger = logging.getLogger(__name__)
 
 MAGIC = b"CITYSENSE-STATE\n"
-VERSION = 1
+VERSION = 2  # 2: what the state feed vouched for (api.live.coverage)
 FILE_NAME = "latest-state.snapshot"
 _TEMPORARY_PREFIX = f".{FILE_NAME}."
 _DIGEST = 32  # sha256 of everything after it
@@ -70,6 +70,7 @@ class Restored:
     as_of_ns: int
     marks: Marks
     size: int
+    feed: object = None  # api.live.coverage's part, checked there
 
 
 def fingerprint(state: LiveState, database: str) -> str:
@@ -85,18 +86,6 @@ def fingerprint(state: LiveState, database: str) -> str:
         "\n".join(f"{d.device_id},{d.profile},{d.district}" for d in state.registered).encode()
     )
     return digest.hexdigest()
-
-
-def changed(old: Marks, new: Marks) -> dict[tuple[str, str], int]:
-    """(measurement, district) -> the earliest window whose mark is new or another than `old`'s.
-    A mark gone (expired with its retention policy) is no write."""
-    out: dict[tuple[str, str], int] = {}
-    for key, windows in new.items():
-        before = old.get(key, {})
-        moved = [w for w, stamp in windows.items() if before.get(w) != stamp]
-        if moved:
-            out[key] = min(moved)
-    return out
 
 
 # --- values of tables and odd maps: typed, since JSON alone would read 1.0 back as 1 ---
@@ -126,7 +115,13 @@ def _unvalue(item: Any) -> Value:
 
 
 def encode(
-    state: LiveState, fingerprinted: str, as_of_ns: int, marks: Marks, written_ns: int
+    state: LiveState,
+    fingerprinted: str,
+    as_of_ns: int,
+    marks: Marks,
+    written_ns: int,
+    *,
+    feed: object = None,
 ) -> list[bytes]:
     """The snapshot as parts to write one after the other: one copy of the state's arrays
     (taken on the event loop, written by another thread while the state moves on), not three."""
@@ -155,6 +150,7 @@ def encode(
         "marks": [[m, d, sorted(w.items())] for (m, d), w in sorted(marks.items())],
         "columns": columns,
         "blobs": [len(b) for b in blobs],
+        "feed": feed,
     }
     head = orjson.dumps(header)
     body = [_HEAD.pack(len(head)) + head, *blobs]
@@ -332,4 +328,4 @@ def _restore(
             column.codes.update(((type(v), v), n) for n, v in enumerate(table, 1))
         column.odd.clear()
         column.odd.update(odd)
-    return Restored(as_of, marks, size)
+    return Restored(as_of, marks, size, header.get("feed"))

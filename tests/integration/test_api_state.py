@@ -16,12 +16,15 @@ import pytest
 from api.main import create_app
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
+from ingest.changes import change_lines
 from tests.support.api import api_settings, running
 from tests.support.mqtt import retain
 from tests.support.polling import until
 from tests.support.seeding import REGISTRY, Point, line_protocol
-from tests.support.state import Stack, count_calls, fast_profiles, live_settings, stack_for
+from tests.support.state import Stack, fast_profiles, live_settings, stack_for
 from tests.support.times import S, rfc3339
+from wire.changes import window_of
+from wire.retention import CHANGES
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -189,31 +192,69 @@ async def test_geojson(stack: Stack, now: int) -> None:
     assert a1["properties"]["reporting"] in ("on_time", "late", "silent")
 
 
-async def test_reconcile_recovers_a_lost_feed_message(
+async def test_a_catch_up_finds_a_stored_reading_the_feed_never_announced(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
 ) -> None:
+    """A write with its change mark and no announcement (a replay, a lost feed message): the
+    next catch-up queries that one part again, and later catch-ups, nothing having moved, none."""
     settings = live_settings(
         servers, influx, tmp_path, topic_root, api_state_reconcile_interval=0.5
     )
     async with stack_for(settings, servers) as started:
+        live = started.app.state.runtime.live
         assert (await started.device("WP-A2"))["reading"] is None
         stored = time.time_ns()
-        with InfluxClient(influx) as client:  # stored, but its feed message was lost
+        with InfluxClient(influx) as client:  # stored and marked, never announced
             client.write(
                 line_protocol([Point("water_pipe", "WP-A2", "North", {"pressure": 1.5}, stored)])
             )
+            marks = change_lines({("water_pipe", "North", window_of(stored))})
+            client.write("\n".join(marks).encode(), policy=CHANGES)
+        queried = live.parts_queried
 
         async def reconciled() -> bool:
             return (await started.device("WP-A2"))["reading"] is not None
 
-        await until(reconciled, 5, "the reconcile")
+        await until(reconciled, 5, "the catch-up")
         assert any(e.kind == "reading" and e.device_id == "WP-A2" for e in started.events)
-        # Later reconciles find the same readings again: no events (at city scale, one per
+        assert live.parts_queried == queried + 1  # water_pipe in North, nothing else
+        # Later catch-ups find nothing moved: no queries, no events (at city scale, one per
         # device would overflow every live client's queue every reconcile).
         readings = sum(e.kind == "reading" for e in started.events)
-        reloads = count_calls(started.app.state.runtime.live, "reload")
-        await until(lambda: reloads[0] >= 3, 10, "three more reconciles")
+        done, queried = live.caught_up, live.parts_queried
+        await until(lambda: live.caught_up >= done + 3, 10, "three more catch-ups")
+        assert live.parts_queried == queried
         assert sum(e.kind == "reading" for e in started.events) == readings
+
+
+async def test_a_full_reload_finds_a_reading_written_without_a_mark(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    settings = live_settings(
+        servers,
+        influx,
+        tmp_path,
+        topic_root,
+        api_state_reconcile_interval=0.2,
+        api_state_full_reload_interval=1.0,
+    )
+    async with stack_for(settings, servers) as started:
+        assert (await started.device("WP-K1"))["reading"] is None
+        with InfluxClient(influx) as client:  # by other means than ingest: no mark
+            client.write(
+                line_protocol(
+                    [
+                        Point(
+                            "water_pipe", "WP-K1", "King's Cross", {"pressure": 1.5}, time.time_ns()
+                        )
+                    ]
+                )
+            )
+
+        async def reloaded() -> bool:
+            return (await started.device("WP-K1"))["reading"] is not None
+
+        await until(reloaded, 10, "the full reload")
 
 
 async def test_state_not_loaded_is_503_until_influx_answers(

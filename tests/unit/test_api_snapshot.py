@@ -195,22 +195,3 @@ def test_partial_files_of_killed_writers_are_swept_but_not_a_write_under_way(
     assert snapshot.sweep(folder, 600.0, now) == 1
     assert sorted(p.name for p in folder.iterdir()) == sorted([snapshot.FILE_NAME, fresh.name])
     assert snapshot.sweep(tmp_path / "none", 600.0, now) == 0
-
-
-def test_parts_whose_marks_moved_from_their_earliest_moved_window() -> None:
-    old: snapshot.Marks = {
-        ("streetlight", "North"): {100: 1, 200: 2, 300: 3},
-        ("streetlight", "South"): {100: 1},
-        ("water_pipe", "North"): {100: 1},
-    }
-    new: snapshot.Marks = {
-        ("streetlight", "North"): {200: 2, 300: 9, 400: 4},  # 100 expired; 300 rewritten
-        ("streetlight", "South"): {100: 1},  # unchanged
-        ("water_pipe", "North"): {50: 7, 100: 1},  # a late write into an older window
-        ("water_pipe", "South"): {400: 1},  # a part first written since
-    }
-    assert snapshot.changed(old, new) == {
-        ("streetlight", "North"): 300,
-        ("water_pipe", "North"): 50,
-        ("water_pipe", "South"): 400,
-    }

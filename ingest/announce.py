@@ -1,0 +1,38 @@
+"""The state feed's sending end: what was just stored, announced to the API (wire.statefeed).
+
+One `Announcer` per worker run: its publisher name is the client id and a random suffix drawn at
+start, so that a restarted worker's numbering, which begins again at 0, is not taken for a gap
+by a reader that saw the previous run. Messages are numbered and handed to the MQTT client under
+one lock: the writer and the unspool thread both announce, and a reader must receive the numbers
+in order to tell a lost message from a late one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+
+from ingest.changes import marks_of
+from ingest.stages import Enriched
+from wire import statefeed
+
+
+class Announcer:
+    def __init__(self, publish: Callable[[str, bytes], None], topic: str, client_id: str) -> None:
+        self._publish = publish
+        self._topic = topic
+        self.publisher = f"{client_id}.{secrets.token_hex(4)}"
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+
+    def announce(self, readings: Sequence[Enriched], stored_marks: Sequence[str]) -> None:
+        """Announce `readings` and the mark lines their write stored (best effort, QoS 0: a
+        message lost is a gap in the numbering, and the reader queries InfluxDB instead)."""
+        marks = marks_of(stored_marks)
+        with self._lock:
+            for payload in statefeed.encode(
+                readings, marks=marks, publisher=self.publisher, seq=self._seq
+            ):
+                self._publish(self._topic, payload)
