@@ -60,6 +60,9 @@ class FeedSubscriber:
         self._session = session
         self._session_expiry = session_expiry
         self._on_session_lost = on_session_lost
+        # A connection without the session we had is a loss: one of this process's, or the one
+        # a snapshot was taken under (the service sets this when it restores one).
+        self.expect_session = False
         # time.monotonic() of the last feed message taken (paho's thread writes, the loop reads
         # a float: atomic): how the start tells the broker's held messages have all come.
         self.last_message_at = 0.0
@@ -74,6 +77,9 @@ class FeedSubscriber:
         self._on_feed = on_feed
         self._on_status = on_status
         self.subscribed = asyncio.Event()
+        # Set once the first attempt is over: subscribed, or the broker unreachable or refusing
+        # us (the start waits for this, not for a subscription that may be long in coming).
+        self.first_attempt = asyncio.Event()
         if session is None:
             self._client = mqtt.Client(
                 CallbackAPIVersion.VERSION2,
@@ -88,6 +94,7 @@ class FeedSubscriber:
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._connected
         self._client.on_subscribe = self._on_subscribed
+        self._client.on_connect_fail = self._attempted
         self._client.on_message = self._message
 
     @property
@@ -121,16 +128,22 @@ class FeedSubscriber:
         flags, reason = args[2], args[3]
         if reason.is_failure:
             logger.warning("state feed: broker %s refused us: %s", self._url.redacted(), reason)
+            self._attempted()
             return
-        if self._session is not None and not flags.session_present:
+        if self._session is not None and not flags.session_present and self.expect_session:
             logger.info("state feed: the broker held no session for %s", self._session)
             if self._on_session_lost is not None:
                 self._hand_over(self._on_session_lost)
+        self.expect_session = True
         # Subscribed again on every connect: a no-op on a session the broker kept.
         self._client.subscribe(self.topics)
 
     def _on_subscribed(self, *_args: Any) -> None:
         self._hand_over(self.subscribed.set)
+        self._attempted()
+
+    def _attempted(self, *_args: Any) -> None:
+        self._hand_over(self.first_attempt.set)
 
     def _message(self, _client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         # In paho's thread: an exception escaping would end it silently, and the live state

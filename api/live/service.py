@@ -11,6 +11,7 @@ catch-up after the messages the broker kept for our session while we were away."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
@@ -274,19 +275,11 @@ class Live:
             return
         read_s = time.perf_counter() - clock
         self.coverage.load(restored.marks, restored.feed)
+        assert self.feed is not None
+        self.feed.expect_session = True
         # Only now: a message applied before the restore would be overwritten by it.
         self._start_feed()
-        assert self.feed is not None
-        # Readings stored before the subscription took effect, and announced before it, reach
-        # us only through the marks read below: they must be read after it.
-        try:
-            await asyncio.wait_for(self.feed.subscribed.wait(), SUBSCRIBE_WAIT_S)
-        except TimeoutError:
-            logger.warning(
-                "state feed not subscribed within %.0f s; catching up without it (the "
-                "reconcile covers what the feed misses)",
-                SUBSCRIBE_WAIT_S,
-            )
+        await self._subscribed()
         await self._drained()
         try:
             queries, merged = await self.catch_up()
@@ -308,6 +301,18 @@ class Live:
             merged,
             time.perf_counter() - clock,
         )
+
+    async def _subscribed(self) -> None:
+        """Readings stored before the subscription took effect, and announced before it, reach
+        us only through the marks read after it: they must be read after it."""
+        assert self.feed is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.feed.first_attempt.wait(), SUBSCRIBE_WAIT_S)
+        if not self.feed.subscribed.is_set():
+            logger.warning(
+                "state feed not subscribed; loading without it (the catch-ups and the full "
+                "reload cover what the feed misses)"
+            )
 
     async def _drained(self) -> None:
         """Until the messages the broker kept for our session have come (none for a moment)."""
@@ -370,6 +375,7 @@ class Live:
         await self._start_from_snapshot()
         if not self.state.loaded:
             self._start_feed()  # before the load: readings stored meanwhile are merged, not missed
+            await self._subscribed()
             await self._try_reload()
         self._task = self.supervisor.start(self._run(), "citysense-live")
         self._writer_task = self.supervisor.start(self.writer.run(), "citysense-alarms")

@@ -1,0 +1,173 @@
+"""The API's state feed as a kept broker session (api.live.feed, api.live.coverage), on the real
+broker and InfluxDB: a restart takes the readings announced while it was down from the broker and
+queries InfluxDB for nothing; a write never announced is queried, its part only; a session the
+broker no longer holds costs the queries of every moved part, and nothing is missed.
+
+Writes go as ingest makes them: the readings, the change marks (ingest.changes), then the
+announcement of both through ingest's own Announcer (numbered, with the marks as stored)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+
+from api.core.settings import ApiSettings
+from api.main import create_app
+from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
+from ingest.announce import Announcer
+from ingest.changes import change_lines
+from tests.support.api import api_settings, running
+from tests.support.mqtt import publish
+from tests.support.polling import until
+from tests.support.seeding import Point, line_protocol
+from tests.support.times import S, rfc3339
+from wire.changes import window_of
+from wire.retention import CHANGES
+from wire.topics import TopicLayout
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+REGISTRY = (
+    "device_id,profile,district,latitude,longitude,address\n"
+    "SL-1,streetlight,North,30.2,120.1,\n"
+    "SL-2,streetlight,North,30.2,120.1,\n"
+    "SL-3,streetlight,East,30.2,120.1,\n"
+    "WP-1,water_pipe,South,30.2,120.1,\n"
+)
+
+
+class Ingest:
+    """Stores and announces as an ingest worker does, one publisher run."""
+
+    def __init__(self, servers: LocalServers, influx: InfluxConfig, root: str) -> None:
+        self.influx = influx
+        self.url = servers.mosquitto.url("citysense-ingest")
+        self.sent: list[tuple[str, bytes]] = []
+        topic = TopicLayout(root).state_feed("ingest-test")
+        self.announcer = Announcer(lambda t, p: self.sent.append((t, p)), topic, "ingest-test")
+
+    def store(self, points: list[Point], *, announce: bool = True) -> None:
+        changes = {(p.measurement, p.district, window_of(p.time_ns)) for p in points}
+        marks = change_lines(changes)
+        with InfluxClient(self.influx) as client:
+            client.write(line_protocol(points))
+            client.write("\n".join(marks).encode(), policy=CHANGES)
+        if announce:
+            self.announcer.announce([_Stored(p) for p in points], marks)
+            publish(self.url, self.sent, qos=0)
+            self.sent.clear()
+
+
+class _Stored:
+    def __init__(self, point: Point) -> None:
+        self.measurement, self.device_id, self.district = (
+            point.measurement,
+            point.device_id,
+            point.district,
+        )
+        self.time_ns, self.fields = point.time_ns, point.fields
+
+
+def _light(device: str, district: str, state: str, time_ns: int) -> Point:
+    return Point("streetlight", device, district, {"powerState": state}, time_ns)
+
+
+def _settings(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, root: str, **extra: object
+) -> ApiSettings:
+    return api_settings(
+        servers,
+        influx,
+        tmp_path,
+        registry=REGISTRY,
+        topic_root=root,
+        api_data_dir=tmp_path / "data",
+        api_state_reconcile_interval=0.3,
+        **extra,
+    )
+
+
+def _live(app: FastAPI) -> object:
+    return app.state.runtime.live
+
+
+async def _times(client: object) -> dict[str, str | None]:
+    body = (await client.get("/devices", params={"limit": 100})).json()  # type: ignore[attr-defined]
+    return {
+        item["device_id"]: item["reading"] and item["reading"]["time"] for item in body["items"]
+    }
+
+
+async def _trusted_then_stopped(settings: ApiSettings, ingest: Ingest, now: int) -> None:
+    """Started, until the feed is trusted (a first start hears running publishers mid-way:
+    trust comes with the catch-up after), then stopped: its snapshot written, its session kept."""
+    app = create_app(settings)
+    async with running(app):
+        live = app.state.runtime.live
+        await until(live.feed.subscribed.is_set, 10, "the feed's subscription")
+        ingest.store([_light("SL-1", "North", "on", now - 50 * S)])
+        await until(lambda: live.coverage.dump()["publishers"], 10, "the publisher heard")
+        await until(lambda: live.coverage.trusted, 10, "a trusted feed")
+
+
+async def test_a_restart_takes_what_the_broker_kept_and_queries_nothing(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    now = time.time_ns()
+    ingest = Ingest(servers, influx, topic_root)
+    ingest.store([_light("SL-1", "North", "off", now - 60 * S)])  # before any API
+    settings = _settings(servers, influx, tmp_path, topic_root)
+    await _trusted_then_stopped(settings, ingest, now)
+
+    # While it is down: every district written, and announced to the kept session.
+    ingest.store(
+        [
+            _light("SL-2", "North", "on", now - 30 * S),
+            _light("SL-3", "East", "on", now - 29 * S),
+            Point("water_pipe", "WP-1", "South", {"pressure": 2.5}, now - 28 * S),
+        ]
+    )
+    app = create_app(settings)
+    async with running(app) as client:
+        live = app.state.runtime.live
+        assert live.coverage.trusted
+        assert live.parts_queried == 0  # nothing asked of InfluxDB but the marks
+        assert await _times(client) == {
+            "SL-1": rfc3339(now - 50 * S),
+            "SL-2": rfc3339(now - 30 * S),
+            "SL-3": rfc3339(now - 29 * S),
+            "WP-1": rfc3339(now - 28 * S),
+        }
+
+    # A write with its mark and no announcement (as replay writes): its part alone is asked.
+    ingest.store([_light("SL-3", "East", "off", now - 20 * S)], announce=False)
+    app = create_app(settings)
+    async with running(app) as client:
+        live = app.state.runtime.live
+        assert live.parts_queried == 1
+        assert (await _times(client))["SL-3"] == rfc3339(now - 20 * S)
+
+
+async def test_a_session_the_broker_dropped_costs_queries_not_readings(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    now = time.time_ns()
+    ingest = Ingest(servers, influx, topic_root)
+    settings = _settings(servers, influx, tmp_path, topic_root, api_feed_session_expiry=1)
+    await _trusted_then_stopped(settings, ingest, now)
+    await asyncio.sleep(2.5)  # the session expires: what follows is announced to nobody
+    ingest.store([_light("SL-2", "North", "on", now - 30 * S)])
+    ingest.store([Point("water_pipe", "WP-1", "South", {"pressure": 2.5}, now - 28 * S)])
+    app = create_app(settings)
+    async with running(app) as client:
+        live = app.state.runtime.live
+        times = await _times(client)
+        assert times["SL-2"] == rfc3339(now - 30 * S)
+        assert times["WP-1"] == rfc3339(now - 28 * S)
+        assert live.parts_queried >= 2  # every part moved since the snapshot
+        await until(lambda: live.coverage.trusted, 10, "trust back after a catch-up")
