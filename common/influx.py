@@ -113,6 +113,14 @@ def check_response(response: httpx.Response, *, writing: bool) -> None:
     raise InfluxRejected(f"InfluxDB {status}: {text}", status=status)
 
 
+def _influxql_error(text: str) -> InfluxRejected:
+    # InfluxDB 1.x answers a query of a database or retention policy it lacks with 200 and
+    # "database not found: x" / "retention policy not found: x".
+    if text.startswith(("database not found", "retention policy not found")):
+        return InfluxNotFound(f"InfluxQL error: {text}", status=200)
+    return InfluxRejected(f"InfluxQL error: {text}", status=200)
+
+
 def parse_query(content: bytes) -> list[list[Series]]:
     """Statement results of a /query response; an error in any statement raises InfluxRejected."""
     return _results(orjson.loads(content))
@@ -120,11 +128,11 @@ def parse_query(content: bytes) -> list[list[Series]]:
 
 def _results(body: Mapping[str, Any]) -> list[list[Series]]:
     if "error" in body:  # a chunked answer reports a failure met midway so
-        raise InfluxRejected(f"InfluxQL error: {body['error']}", status=200)
+        raise _influxql_error(str(body["error"]))
     out: list[list[Series]] = []
     for result in body.get("results", []):
         if "error" in result:
-            raise InfluxRejected(f"InfluxQL error: {result['error']}", status=200)
+            raise _influxql_error(str(result["error"]))
         out.append(
             [
                 Series(

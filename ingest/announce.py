@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ingest.changes import marks_of
-from ingest.stages import Enriched
 from wire import statefeed
 
 
@@ -27,7 +26,7 @@ class Announcer:
         self._seq = itertools.count()
         self._lock = threading.Lock()
 
-    def announce(self, readings: Sequence[Enriched], stored_marks: Sequence[str]) -> None:
+    def announce(self, readings: Sequence[statefeed.Stored], stored_marks: Sequence[str]) -> None:
         """Announce `readings` and the mark lines their write stored (best effort, QoS 0: a
         message lost is a gap in the numbering, and the reader queries InfluxDB instead)."""
         marks = marks_of(stored_marks)

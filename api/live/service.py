@@ -34,7 +34,7 @@ from api.live.coverage import Coverage, Token
 from api.live.feed import FeedSubscriber
 from api.live.hub import Hub
 from api.live.state import LiveState
-from common.errors import InfluxError, InfluxUnavailable
+from common.errors import InfluxError, InfluxNotFound, InfluxUnavailable
 from common.influx import AsyncInfluxClient
 from wire import statefeed
 from wire.changes import window_of
@@ -208,11 +208,16 @@ class Live:
         query = q.all_changes(window_of(since))
         async with self._gate:
             chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, self.settings.api_load_timeout)
-            async for found in chunks:
-                for series in found:
-                    key = (series.tags.get("profile", ""), series.tags.get("district", ""))
-                    windows = marks.setdefault(key, {})
-                    windows.update((int(t), int(s)) for t, s in series.values if s is not None)
+            try:
+                async for found in chunks:
+                    for series in found:
+                        key = (series.tags.get("profile", ""), series.tags.get("district", ""))
+                        windows = marks.setdefault(key, {})
+                        windows.update((int(t), int(s)) for t, s in series.values if s is not None)
+            except InfluxNotFound:
+                # No policy for the marks: ingest has not set the database up yet, so nothing
+                # was written with marks (a database that is missing fails the load after this).
+                return {}
         return marks
 
     async def save_snapshot(self) -> None:

@@ -12,24 +12,29 @@ from pathlib import Path
 
 import httpx
 import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from api.core.readings import Value
 from api.core.times import format_rfc3339
 from api.live.snapshot import FILE_NAME as SNAPSHOT
-from bench.api.constants import DATABASE, HOST, WRITE_BATCH
+from bench.api.constants import DATABASE, HOST, ROOT, WRITE_BATCH
 from bench.api.figures import Report, machine, ms
 from bench.api.history import load_history, write_registry
 from bench.api.processes import Stack
 from citysense.children import Child, Children, cpu_seconds, start_citysense
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
+from common.mqtturl import MqttUrl
 from common.schema import Retention, ensure_schema
 from device_profiles import Device, FieldType, Profile, load_profiles
+from ingest.announce import Announcer
 from ingest.changes import change_lines
 from simulators.city import DISTRICTS, write_city
 from wire.changes import window_of
-from wire.lineproto import line
+from wire.lineproto import Line, line, parse_line
 from wire.retention import CHANGES
+from wire.topics import TopicLayout
 
 MIB = 1024 * 1024
 EMPTY_DB = "citysense_empty"
@@ -102,7 +107,8 @@ def measure(
     report.add(
         "written while the API was down",
         f"a newer reading of {len(fresh):,} devices",
-        f"{DISTRICTS[0].name}'s streetlights, with their change marks, as ingest writes them",
+        f"{DISTRICTS[0].name}'s streetlights, with their change marks and the feed's "
+        "announcement, as ingest writes them",
     )
     city = start(stack, args.timeout, "restart", data)
     describe(report, city, baseline.rss_mb, len(devices), "from the snapshot")
@@ -111,17 +117,27 @@ def measure(
     report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
     city.child.stop()
     # A live city writes into every district between a snapshot and a restart: every part's
-    # marks moved, and the restart queries InfluxDB for each of them.
-    fresh = write_every_part(servers, devices)
-    report.add(
-        "written while the API was down",
-        f"a newer reading of {len(fresh):,} devices",
-        "one per (profile, district): every part of the state moved, with change marks",
-    )
-    city = start(stack, args.timeout, "restart-every-part", data)
-    describe(report, city, baseline.rss_mb, len(devices), "from the snapshot, every part moved")
-    district_page(report, city, DISTRICTS[0].name, fresh)
-    city.child.stop()
+    # marks moved. Announced on the feed, as ingest does, the broker keeps them for the API's
+    # session; written without (as replay writes, or while the session expired), the restart
+    # queries InfluxDB for each part.
+    for announced in (True, False):
+        fresh = write_every_part(servers, devices, announced=announced)
+        how = "announced on the feed" if announced else "not announced"
+        report.add(
+            "written while the API was down",
+            f"a newer reading of {len(fresh):,} devices",
+            f"one per (profile, district): every part moved, with change marks, {how}",
+        )
+        city = start(stack, args.timeout, f"restart-every-part-{announced}", data)
+        describe(
+            report,
+            city,
+            baseline.rss_mb,
+            len(devices),
+            f"from the snapshot, every part moved, {how}",
+        )
+        district_page(report, city, DISTRICTS[0].name, fresh)
+        city.child.stop()
 
 
 def _some_value(profile: Profile) -> tuple[str, Value]:
@@ -136,7 +152,9 @@ def _some_value(profile: Profile) -> tuple[str, Value]:
     return name, spec.values[0] if spec.values else "x"
 
 
-def write_every_part(servers: LocalServers, devices: list[Device]) -> dict[str, int]:
+def write_every_part(
+    servers: LocalServers, devices: list[Device], *, announced: bool
+) -> dict[str, int]:
     """A newer reading of the first device of each (profile, district), then the change marks;
     device id -> its time (ns)."""
     profiles = load_profiles()
@@ -163,7 +181,48 @@ def write_every_part(servers: LocalServers, devices: list[Device]) -> dict[str, 
     with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
         client.write("\n".join(lines).encode())
         client.write("\n".join(marks).encode(), policy=CHANGES)
+    if announced:
+        announce(servers, [parse_line(text) for text in lines], marks)
     return fresh
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """A stored reading as wire.statefeed.encode reads it."""
+
+    measurement: str
+    device_id: str
+    district: str
+    time_ns: int
+    fields: dict[str, Value]
+
+
+def announce(servers: LocalServers, points: list[Line], marks: list[str]) -> None:
+    """What ingest announces after storing `points` and `marks`: through its own Announcer,
+    published as an ingest account (QoS 1 to the broker: every message reaches it)."""
+    url = MqttUrl.parse(servers.mosquitto.url("citysense-ingest"))
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-ingest")
+    url.configure(client)
+    client.max_inflight_messages_set(100)
+    client.connect(url.host, url.port)
+    client.loop_start()
+    sent: list[mqtt.MQTTMessageInfo] = []
+    announcer = Announcer(
+        lambda topic, payload: sent.append(client.publish(topic, payload, qos=1)),
+        TopicLayout(ROOT).state_feed("bench-ingest"),
+        "bench-ingest",
+    )
+    stored = [
+        _Stored(
+            p.measurement, str(p.tags["device_id"]), str(p.tags["district"]), p.time_ns, p.fields
+        )
+        for p in points
+    ]
+    announcer.announce(stored, marks)
+    for info in sent:
+        info.wait_for_publish(timeout=60)
+    client.disconnect()
+    client.loop_stop()
 
 
 def write_fresh(servers: LocalServers, devices: list[Device], district: str) -> dict[str, int]:
@@ -184,6 +243,7 @@ def write_fresh(servers: LocalServers, devices: list[Device], district: str) -> 
         for at in range(0, len(lines), WRITE_BATCH):
             client.write("\n".join(lines[at : at + WRITE_BATCH]).encode())
         client.write("\n".join(marks).encode(), policy=CHANGES)
+    announce(servers, [parse_line(text) for text in lines], marks)
     return fresh
 
 

@@ -9,6 +9,7 @@ announcement of both through ingest's own Announcer (numbered, with the marks as
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from pathlib import Path
 
@@ -171,3 +172,18 @@ async def test_a_session_the_broker_dropped_costs_queries_not_readings(
         assert times["WP-1"] == rfc3339(now - 28 * S)
         assert live.parts_queried >= 2  # every part moved since the snapshot
         await until(lambda: live.coverage.trusted, 10, "trust back after a catch-up")
+
+
+async def test_a_database_ingest_never_set_up_loads_with_no_marks(
+    servers: LocalServers, tmp_path: Path, topic_root: str
+) -> None:
+    """No policy for the change marks yet (ingest never ran): the state loads, empty, and is
+    served; it is not a failure to retry forever."""
+    influx = InfluxConfig(url=servers.influxdb.url, database=f"bare_{secrets.token_hex(4)}")
+    with InfluxClient(influx) as client:
+        client.create_database()
+    app = create_app(_settings(servers, influx, tmp_path, topic_root))
+    async with running(app) as client:
+        response = await client.get("/devices", params={"limit": 100})
+        assert response.status_code == 200
+        assert all(item["reading"] is None for item in response.json()["items"])

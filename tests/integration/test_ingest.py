@@ -24,6 +24,9 @@ from ingest.worker import Worker
 from tests.support.influx import count, rows
 from tests.support.mqtt import publish, subscriber
 from tests.support.polling import wait_for
+from wire.changes import MEASUREMENT as MARKS
+from wire.changes import window_of
+from wire.retention import CHANGES
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
@@ -274,11 +277,13 @@ def test_state_feed_announces_stored_readings(
     worker: Worker, servers: LocalServers, influx: InfluxConfig, topic_root: str
 ) -> None:
     received: list[dict[str, object]] = []
-    listener = subscriber(
-        servers.mosquitto.url("citysense-api"),
-        f"{topic_root}/_ingested/+",
-        lambda payload: received.extend(orjson.loads(payload)["readings"]),
-    )
+    bodies: list[dict[str, object]] = []
+
+    def take(payload: bytes) -> None:
+        bodies.append(orjson.loads(payload))
+        received.extend(bodies[-1]["readings"])  # type: ignore[arg-type]
+
+    listener = subscriber(servers.mosquitto.url("citysense-api"), f"{topic_root}/_ingested/+", take)
     try:
         layout = TopicLayout(topic_root)
         t = now_ms()
@@ -305,6 +310,17 @@ def test_state_feed_announces_stored_readings(
             "values": {"pressure": 250.0, "rssi": -90},
         }
     ]
+    # Numbered from 0 by this run of the worker, with the change mark as InfluxDB holds it.
+    [body] = bodies
+    assert str(body["publisher"]).startswith(f"{worker.settings.client_id}.")
+    assert body["seq"] == 0
+    window = window_of(t * 1_000_000)
+    [mark] = rows(
+        influx,
+        f'SELECT "stamp", "profile", "district" FROM "{CHANGES}"."{MARKS}" WHERE time = {window}',
+    )
+    assert body["marks"] == [[mark["profile"], mark["district"], window, mark["stamp"]]]
+    assert mark["profile"] == "water_pipe" and mark["district"] == "Gongshu"
 
 
 def test_outage_spills_to_disk_survives_restart_and_drains(
