@@ -116,19 +116,31 @@ def measure(
     single_device(report, city, devices[len(devices) // 2].device_id)
     report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
     city.child.stop()
+    restart_every_part(report, stack, baseline, devices, data=data, timeout=args.timeout)
+
+
+def restart_every_part(
+    report: Report,
+    stack: Stack,
+    baseline: Started,
+    devices: list[Device],
+    *,
+    data: dict[str, str],
+    timeout: float,
+) -> None:
     # A live city writes into every district between a snapshot and a restart: every part's
     # marks moved. Announced on the feed, as ingest does, the broker keeps them for the API's
     # session; written without (as replay writes, or while the session expired), the restart
     # queries InfluxDB for each part.
     for announced in (True, False):
-        fresh = write_every_part(servers, devices, announced=announced)
+        fresh = write_every_part(stack.servers, devices, announced=announced)
         how = "announced on the feed" if announced else "not announced"
         report.add(
             "written while the API was down",
             f"a newer reading of {len(fresh):,} devices",
             f"one per (profile, district): every part moved, with change marks, {how}",
         )
-        city = start(stack, args.timeout, f"restart-every-part-{announced}", data)
+        city = start(stack, timeout, f"restart-every-part-{announced}", data)
         describe(
             report,
             city,
