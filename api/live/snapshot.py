@@ -7,15 +7,18 @@ its latest point per device over 30 days), so loading 100,000 devices costs abou
 InfluxDB's CPU, and more per shard the lookback spans. A snapshot restores the columns in well
 under a second.
 
-What may be trusted, and why. A snapshot holds the state as it was after a complete load that
-began at `as_of_ns`, and the change marks (wire.changes) read just before that load's queries.
+What may be trusted, and why. A snapshot holds the state as it was after the load or catch-up
+that began at `as_of_ns`, and the change marks (wire.changes) read just before its queries.
 Every writer of readings (ingest, replay) writes its readings first and then a mark, with a
 fresh random stamp, for each (profile, district, 15-minute window) it wrote into. So a reading
 stored after those marks were read changed a mark: at start, the marks are read again (after the
 state feed is subscribed) and each (profile, district) whose marks differ is queried again from
 its earliest changed window, whatever its age — a late reading is found by its window, and
-merged by device time like any reading (newest wins). Readings written into InfluxDB by any other
-means carry no mark and are found by the next reconcile, as they are today.
+merged by device time like any reading (newest wins). Since version 2 it also holds what the
+state feed vouched for since (api.live.coverage: the marks it announced, each publisher's last
+number), so that the messages the broker kept for the API's session while it was down spare
+those queries. Readings written into InfluxDB by any other means carry no mark and are found by
+the next full reload.
 
 Refused, with the reason logged, and the full load done instead: a file that is not a snapshot,
 of another version or byte order, whose checksum fails, larger than the bound, older than the
