@@ -100,7 +100,8 @@ class Live:
         self._task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._feed_task: asyncio.Task[None] | None = None
-        self._feed: asyncio.Queue[statefeed.Message] = asyncio.Queue()  # bounded by the feed
+        # Bounded by the subscriber (api_feed_backlog); None: the feed stopped, nothing follows.
+        self._feed: asyncio.Queue[statefeed.Message | None] = asyncio.Queue()
         self.caught_up = 0  # catch-ups done, and the parts they queried (metrics, tests)
         self.parts_queried = 0
         self._feed_started = 0.0
@@ -409,7 +410,9 @@ class Live:
             stopping = self.feed.stop()
             await asyncio.to_thread(stopping.join, 3.0)
             await asyncio.sleep(0)  # the hand-overs paho's thread queued on the loop
-            self._apply_waiting()
+            self._feed.put_nowait(None)  # after them: the feed's task applies them, then ends
+            if self._feed_task is not None:
+                await asyncio.wait([self._feed_task], timeout=FEED_DRAIN_MAX_S)
         tasks = [t for t in (self._task, self._writer_task, self._feed_task) if t is not None]
         for task in tasks:
             task.cancel()
@@ -418,10 +421,6 @@ class Live:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.writer.aclose()
         await self.save_snapshot()  # what the feed brought since the last reconcile, too
-
-    def _apply_waiting(self) -> None:
-        while not self._feed.empty():
-            self._apply(self._feed.get_nowait())
 
     def _feed_crashed(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
         loop.call_soon_threadsafe(self.supervisor.fail, "mqtt-feed", exc)
@@ -432,15 +431,13 @@ class Live:
     async def _apply_feed(self) -> None:
         while True:
             message = await self._feed.get()
+            if message is None:
+                return
             readings = message.readings
             for start in range(0, len(readings), FEED_SLICE):
                 self.state.apply_feed(readings[start : start + FEED_SLICE], now_ns())
                 await asyncio.sleep(0)  # SSE clients drain between slices
             self._taken(message)
-
-    def _apply(self, message: statefeed.Message) -> None:
-        self.state.apply_feed(message.readings, now_ns())
-        self._taken(message)
 
     def _taken(self, message: statefeed.Message) -> None:
         self.coverage.take(message)  # only once applied: a catch-up may ask it meanwhile
