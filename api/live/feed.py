@@ -60,8 +60,9 @@ class FeedSubscriber:
         self._session = session
         self._session_expiry = session_expiry
         self._on_session_lost = on_session_lost
-        # A connection without the session we had is a loss: one of this process's, or the one
-        # a snapshot was taken under (the service sets this when it restores one).
+        # A connection without the session we had is a loss: one of this process's (any
+        # reconnection of a clean session), or the one a snapshot was taken under (the service
+        # sets this when it restores one).
         self.expect_session = False
         # time.monotonic() of the last feed message taken (paho's thread writes, the loop reads
         # a float: atomic): how the start tells the broker's held messages have all come.
@@ -130,8 +131,10 @@ class FeedSubscriber:
             logger.warning("state feed: broker %s refused us: %s", self._url.redacted(), reason)
             self._attempted()
             return
-        if self._session is not None and not flags.session_present and self.expect_session:
-            logger.info("state feed: the broker held no session for %s", self._session)
+        # Whatever was announced while we were away is gone: a clean session keeps nothing, and
+        # a kept one may have expired (or the broker lost it with its state).
+        if self.expect_session and (self._session is None or not flags.session_present):
+            logger.info("state feed: reconnected without the session we had")
             if self._on_session_lost is not None:
                 self._hand_over(self._on_session_lost)
         self.expect_session = True

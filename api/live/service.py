@@ -60,6 +60,7 @@ FEED_DRAIN_MAX_S = 10.0
 # A catch-up compares the marks with what the feed brought this long after reading them: the
 # announcement of a write follows its mark by milliseconds.
 FEED_SETTLE_S = 0.5
+LOST_CATCH_UP_S = 2.0
 
 
 class Live:
@@ -450,8 +451,10 @@ class Live:
         self.state.set_connected(profile, device_id, online, now_ns())
 
     async def _run(self) -> None:
-        next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
+        interval = self.settings.api_state_reconcile_interval
+        next_reconcile = time.monotonic() + interval
         next_full = time.monotonic() + self.settings.api_state_full_reload_interval
+        losses = self.coverage.losses
         while True:
             await asyncio.sleep(
                 self.settings.api_status_check_interval if self.state.loaded else RETRY_LOAD_S
@@ -466,8 +469,14 @@ class Live:
                 next_full = time.monotonic() + self.settings.api_state_full_reload_interval
                 next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
                 await self._try_reload()
-            elif time.monotonic() >= next_reconcile:
-                next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
+            elif time.monotonic() >= next_reconcile or (
+                # A feed message lost (a reconnection, a gap): caught up at once, not minutes
+                # later; at most every LOST_CATCH_UP_S while losses go on.
+                self.coverage.losses != losses
+                and time.monotonic() >= next_reconcile - interval + LOST_CATCH_UP_S
+            ):
+                losses = self.coverage.losses
+                next_reconcile = time.monotonic() + interval
                 await self._try_catch_up()
 
     async def _try_catch_up(self) -> None:
