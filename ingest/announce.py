@@ -10,12 +10,15 @@ in order to tell a lost message from a late one.
 from __future__ import annotations
 
 import itertools
+import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
 
 from ingest.changes import marks_of
 from wire import statefeed
+
+log = logging.getLogger(__name__)
 
 
 class Announcer:
@@ -31,7 +34,13 @@ class Announcer:
         message lost is a gap in the numbering, and the reader queries InfluxDB instead)."""
         marks = marks_of(stored_marks)
         with self._lock:
-            for payload in statefeed.encode(
-                readings, marks=marks, publisher=self.publisher, seq=self._seq
-            ):
-                self._publish(self._topic, payload)
+            try:
+                for payload in statefeed.encode(
+                    readings, marks=marks, publisher=self.publisher, seq=self._seq
+                ):
+                    self._publish(self._topic, payload)
+            except (TypeError, ValueError) as exc:
+                # A value the feed cannot carry (orjson refuses an integer past 64 bits): the
+                # readings are stored and their marks unannounced, so the API finds them by the
+                # marks. Raising would fail the batch before its acks, and its redelivery again.
+                log.error("state feed: could not announce a stored batch: %s", exc)
