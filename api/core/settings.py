@@ -107,9 +107,9 @@ class ApiSettings(CommonSettings):
 
     # --- live push (api.hub) ---
     api_stream_queue: int = Field(default=10_000, ge=10)
-    # State-feed messages (≤ 500 readings each, ~100 KB) waiting to be applied; past it the
-    # subscriber waits, and the broker holds the rest.
-    api_feed_backlog: int = Field(default=200, ge=1)
+    # State-feed messages (≤ 500 readings each, ~250 KB decoded) waiting to be applied; past it
+    # the subscriber waits, and the broker holds the rest (at a restart, all it kept for us).
+    api_feed_backlog: int = Field(default=16, ge=1)
     # With a data folder, the broker keeps the feed's messages for us this long while we are
     # away (an MQTT 5 session): a restart within it takes them instead of querying InfluxDB.
     # Bounded in the broker by its per-client queue (citysense/conf/mosquitto.conf).

@@ -289,7 +289,10 @@ class Live:
         await self._subscribed()
         await self._drained()
         try:
-            queries, merged = await self.catch_up()
+            # No snapshot written here: the one just read is as good for the next start (the
+            # messages taken since show as a gap then, and are caught up by their marks), and
+            # writing it would hold a copy of every column at the start's peak.
+            queries, merged = await self.catch_up(save=False)
         except InfluxError as exc:
             self.load_error = self.scrub(str(exc))
             logger.warning("could not catch up after the snapshot: %s", self.load_error)
@@ -331,7 +334,7 @@ class Live:
                 return
             await asyncio.sleep(FEED_QUIET_S / 4)
 
-    async def catch_up(self) -> tuple[int, int]:
+    async def catch_up(self, *, save: bool = True) -> tuple[int, int]:
         """Query InfluxDB for the parts whose marks moved past what the state holds (loaded, or
         vouched for by the feed), from their earliest such window; (parts, readings) merged."""
         began = now_ns()
@@ -350,7 +353,8 @@ class Live:
         self._loaded_from(began, marks, token)
         self.caught_up += 1
         self.parts_queried += len(queries)
-        await self.save_snapshot()
+        if save:
+            await self.save_snapshot()
         return len(queries), merged
 
     async def _try_reload(self) -> None:
