@@ -59,7 +59,23 @@ log = logging.getLogger(__name__)
 
 QUARTER_NS = 900 * NS_PER_S
 HOUR_NS = 3600 * NS_PER_S
+# A round starts this long after each quarter-hour begins: the readings of the quarter that
+# just ended are in (ingest writes a batch within a second), and the new windows are kept
+# seconds after they begin.
+ALIGN_NS = 2 * NS_PER_S
 Stored = tuple[int, int, int, int, int]  # sig_s, sig_n, lsig_s, lsig_n, at
+
+
+def pause(began_ns: int, now: int, every: float) -> float:
+    """Seconds until the next round: `every`, or less so that a round starts ALIGN_NS after each
+    quarter-hour begins (every grain's windows start on one), and at once if that moment passed
+    while the round that began at `began_ns` ran. A window that began is due (it has no rollup),
+    so it is served from the readings only from its start to the end of that round: seconds,
+    not up to `every` plus a round."""
+    phase = (now - ALIGN_NS) % QUARTER_NS  # since the last aligned moment
+    if now - phase > began_ns:
+        return 0.0  # an aligned moment passed during the round: its windows are not kept yet
+    return min(every, (QUARTER_NS - phase) / NS_PER_S)
 
 
 def has_counters(profile: Profile) -> bool:
@@ -99,6 +115,10 @@ class Progress:
     pending: int = 0  # (district, day) units found to compute this round, not yet computed
     computed: int = 0  # (district, grain, window) rollups written since start
     backfill_s: float = 0.0  # the first whole round's duration
+    failures: int = 0  # rounds InfluxDB failed (retried at the next round)
+    failing: bool = False  # the last round failed
+    round_s: float = 0.0  # the last whole round's duration
+    round_ended: float = 0.0  # when (Unix time) the last whole round ended
 
 
 class RollupKeeper:
@@ -121,9 +141,16 @@ class RollupKeeper:
         self._backfilled: set[str] = set()  # profiles whose every window was looked at once
         self.progress = Progress()
 
-    def start(self) -> None:
-        if self._settings.api_rollups_keep:
+    def start(self, *, always: bool = False) -> None:
+        """Run the rounds as a supervised task: in the API if `api_rollups_keep` says so, or
+        `always` (`citysense rollups`, api.keeper_cli)."""
+        if always or self._settings.api_rollups_keep:
             self._task = self._supervisor.start(self._run(), "citysense-rollups")
+
+    @property
+    def running(self) -> bool:
+        """The rounds' task was started and has not ended."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -133,12 +160,18 @@ class RollupKeeper:
     async def _run(self) -> None:
         started = time.monotonic()
         while True:
+            began_ns, began = now_ns(), time.monotonic()
             try:
                 computed = await self.keep_once()
             except InfluxError as exc:
                 # InfluxDB down or slow: the next round tries again; health reports the outage.
+                self.progress.failures += 1
+                self.progress.failing = True
                 log.warning("rollups: round failed, trying again: %s", exc)
             else:
+                self.progress.failing = False
+                self.progress.round_s = time.monotonic() - began
+                self.progress.round_ended = time.time()
                 if not self.progress.ready:
                     self.progress.ready = True
                     self.progress.backfill_s = time.monotonic() - started
@@ -147,7 +180,7 @@ class RollupKeeper:
                         computed,
                         self.progress.backfill_s,
                     )
-            await asyncio.sleep(self._settings.api_rollups_every)
+            await asyncio.sleep(pause(began_ns, now_ns(), self._settings.api_rollups_every))
 
     async def keep_once(self) -> int:
         """One round over every profile; how many rollups (district, grain, window) it wrote."""
