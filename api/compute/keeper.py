@@ -172,6 +172,10 @@ class RollupKeeper:
                 self.progress.failing = False
                 self.progress.round_s = time.monotonic() - began
                 self.progress.round_ended = time.time()
+                if computed and self.progress.ready:
+                    log.info(
+                        "rollups: %d windows computed in %.1f s", computed, self.progress.round_s
+                    )
                 if not self.progress.ready:
                     self.progress.ready = True
                     self.progress.backfill_s = time.monotonic() - started

@@ -20,7 +20,7 @@ from bench.api.delivery import LiveRun
 from bench.api.devices import bench_requests
 from bench.api.figures import Report, machine, ms
 from bench.api.history import load_and_count, write_registry
-from bench.api.processes import ApiProcess, Stack, start_api
+from bench.api.processes import ApiProcess, KeeperProcess, Stack, start_api, start_keeper
 from bench.api.sse import bench_sse
 from citysense.children import Children
 from citysense.servers import LocalServers
@@ -74,8 +74,13 @@ def setup(
 
 
 def start_and_describe_api(stack: Stack, args: argparse.Namespace) -> ApiProcess:
-    """Step 3: the API's start, its memory, its warm-up (with --warm), devices on time."""
+    """Step 3: the API's start, its memory, its warm-up (with --warm), devices on time; with
+    --rollups, the keeper started with it, as a deployment starts both, and its backfill."""
     report = stack.report
+    keeper = None
+    if args.rollups:
+        print("starting the rollup keeper ...", flush=True)
+        keeper = start_keeper(stack, dict(item.split("=", 1) for item in args.api_env))
     print("starting the API ...", flush=True)
     api = start_api(stack, api_env(args))
     report.section("API start (citysense api, one uvicorn process)")
@@ -87,8 +92,9 @@ def start_and_describe_api(stack: Stack, args: argparse.Namespace) -> ApiProcess
         else f"listening after {ms(api.listening)}",
     )
     report.add("API resident memory after loading", f"{api.child.rss_mb():,.0f} MB")
-    if args.rollups:
-        wait_for_rollups(report, api, "rollups backfilled (every window of the loaded history)")
+    if keeper is not None:
+        stack.keeper = keeper
+        wait_for_rollups(report, keeper, "rollups backfilled (every window of the loaded history)")
     if args.warm:
         print("waiting for the API to warm its aggregates ...", flush=True)
         warmed = api.child.wait_for_line("aggregates warmed", 1800)
@@ -106,39 +112,42 @@ def api_env(args: argparse.Namespace) -> dict[str, str]:
     extra = dict(item.split("=", 1) for item in args.api_env)
     if args.warm:
         extra["CITYSENSE_API_AGGREGATE_WARM"] = warm_setting(DISTRICTS[0].name)
-    if args.rollups:
-        extra["CITYSENSE_API_ROLLUPS_KEEP"] = "true"
     return extra
 
 
-def wait_for_rollups(report: Report, api: ApiProcess, label: str) -> None:
-    """Until the API's rollup keeper has computed every window of the loaded history (its
-    /metrics say so): the backfill, timed from the API's start, and as the keeper timed it."""
+def wait_for_rollups(report: Report, keeper: KeeperProcess, label: str) -> None:
+    """Until the keeper has computed every window of the loaded history (its /metrics say so):
+    its backfill as the keeper timed it, its memory, its last round's duration."""
     print("waiting for the rollup keeper's backfill ...", flush=True)
-    started = time.perf_counter()
-    with httpx.Client(base_url=api.base, timeout=30) as client:
+    keeper.child.wait_until(lambda: keeper.metric("ready") == 1.0, 3600, "rollups ready", 0.5)
+    report.add(
+        label,
+        ms(keeper.metric("backfill_seconds")),
+        f"the keeper's first round (its own process): "
+        f"{keeper.metric('windows_computed_total'):,.0f} (profile, district, grain) windows; "
+        f"keeper resident memory {keeper.child.rss_mb():,.0f} MB, "
+        f"peak {keeper.child.peak_rss_mb():,.0f} MB",
+    )
 
-        def metric(name: str) -> float:
-            for row in client.get("/metrics").text.splitlines():
-                if row.startswith(f"citysense_api_{name} "):
-                    return float(row.split()[1])
-            return 0.0
 
-        api.child.wait_until(lambda: metric("rollups_ready") == 1.0, 3600, "rollups ready", 0.5)
-        report.add(
-            label,
-            ms(api.loaded + time.perf_counter() - started),
-            f"after start; the keeper's first round: {metric('rollups_backfill_seconds'):.1f} s, "
-            f"{metric('rollup_windows_computed'):,.0f} (profile, district, grain) windows",
-        )
+def describe_keeper(report: Report, keeper: KeeperProcess) -> None:
+    """What the keeper's rounds cost once the backfill is done (it runs on beside the API)."""
+    report.add(
+        "rollup keeper: its last round, rounds so far",
+        ms(keeper.metric("last_round_seconds")),
+        f"{keeper.metric('rounds_total'):,.0f} rounds, "
+        f"{keeper.metric('windows_computed_total'):,.0f} windows written, "
+        f"resident {keeper.child.rss_mb():,.0f} MB (peak {keeper.child.peak_rss_mb():,.0f} MB)",
+    )
 
 
 def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiProcess:
     """Stop the API and start it again (same settings), then ask every aggregate question of
     step 4 again: the first ask of each on an API that kept nothing in memory. Twice: asked at
-    once, while the new process's own start-up work runs (the rollup keeper's first round;
-    foresight's first round comes CITYSENSE_API_FORESIGHT_FIRST_AFTER later), and, after another
-    restart, once that work, foresight's round included, is done."""
+    once, while the new process's own start-up work runs (foresight's first round comes
+    CITYSENSE_API_FORESIGHT_FIRST_AFTER later), and, after another restart, once that work,
+    foresight's round included, is done. The rollup keeper, a process of its own, runs on
+    through both restarts, as in a deployment."""
     report = stack.report
     for settled in (False, True):
         print("restarting the API ...", flush=True)
@@ -153,8 +162,6 @@ def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiP
         report.add("start -> serving, after the restart", ms(api.loaded))
         if settled:
             started = time.perf_counter()
-            if args.rollups:
-                wait_for_rollups(report, api, "the keeper's first round after the restart")
 
             def foresight_ran(log: Path | None = log, before: int = before) -> bool:
                 return _lines(log, "foresight round") > before
@@ -162,6 +169,8 @@ def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiP
             api.child.wait_until(foresight_ran, 1800, "foresight's first round")
             report.add("waited for foresight's first round", ms(time.perf_counter() - started))
         bench_aggregates_after_restart(report, api.base, DISTRICTS[0].name, 5)
+        if stack.keeper is not None:
+            describe_keeper(report, stack.keeper)
     return api
 
 
