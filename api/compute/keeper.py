@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from api.compute.cells import Marks
@@ -104,6 +104,16 @@ def unit_windows(day: Window) -> dict[str, list[Window]]:
         "1h": [(t, t + HOUR_NS) for t in range(start, end, HOUR_NS)],
         "day": [day],
     }
+
+
+@dataclass
+class Plan:
+    """What one round computes of a profile: (district, unit) pairs, each a grain's windows."""
+
+    profile: Profile
+    marks: Marks  # read before computing (see the module's docstring)
+    fresh: list[tuple[str, dict[str, list[Window]]]] = field(default_factory=list)
+    rest: list[tuple[str, dict[str, list[Window]]]] = field(default_factory=list)
 
 
 @dataclass
@@ -187,13 +197,26 @@ class RollupKeeper:
             await asyncio.sleep(pause(began_ns, now_ns(), self._settings.api_rollups_every))
 
     async def keep_once(self) -> int:
-        """One round over every profile; how many rollups (district, grain, window) it wrote."""
-        computed = 0
+        """One round over every profile; how many rollups (district, grain, window) it wrote.
+
+        Every profile's windows that began within the last quarter-hour and have no rollup yet
+        come first, alone: each is seconds of readings, and until it has its rollup /aggregates
+        computes it from the readings. What else is due (a closed window's last computation, a
+        day's backfill) follows."""
+        plans = []
         for profile in self._contract.profiles.values():
             oldest = await self._oldest_reading(profile)
             if oldest is not None:
-                computed += await self._keep(profile, oldest)
-                self._backfilled.add(profile.profile)
+                plans.append(await self._plan(profile, oldest))
+        try:
+            computed = 0
+            for plan in plans:
+                computed += await self._units(plan, plan.fresh)
+            for plan in plans:
+                computed += await self._units(plan, plan.rest)
+                self._backfilled.add(plan.profile.profile)
+        finally:
+            self.progress.pending = 0
         self.progress.rounds += 1
         return computed
 
@@ -212,7 +235,8 @@ class RollupKeeper:
         self._oldest[profile.profile] = min(times)
         return min(times)
 
-    async def _keep(self, profile: Profile, oldest: int) -> int:
+    async def _plan(self, profile: Profile, oldest: int) -> Plan:
+        """What of `profile` this round computes, from the marks and the stored rollups."""
         now = now_ns()
         # The first round looks at every window; later ones only at those a reading can still
         # be written into (ingest refuses readings older than the lookback, the profiles'
@@ -240,7 +264,7 @@ class RollupKeeper:
             {str(row[1]) for s in tagged for row in s.values} | set(marks.districts())
         )
         counters = has_counters(profile)
-        todo: list[tuple[str, dict[str, list[Window]]]] = []
+        plan = Plan(profile, marks)
         for district in districts:
             for unit in units:
                 due = {
@@ -259,23 +283,37 @@ class RollupKeeper:
                     ]
                     for grain, windows in unit.items()
                 }
+                # Began within the last quarter-hour, never computed: alone, first (its reads
+                # are seconds of readings; a part would read its whole hour or day).
+                fresh = {
+                    grain: [
+                        w
+                        for w in windows
+                        if now - w[0] < QUARTER_NS
+                        and stored[grain].get(district, {}).get(w[0]) is None
+                    ]
+                    for grain, windows in due.items()
+                }
+                if any(fresh.values()):
+                    plan.fresh.append((district, {g: ws for g, ws in fresh.items() if ws}))
                 part = _part(unit, due)
                 if part is not None:
-                    todo.append((district, part))
-        self.progress.pending += len(todo)
+                    plan.rest.append((district, part))
+        self.progress.pending += len(plan.fresh) + len(plan.rest)
+        return plan
+
+    async def _units(self, plan: Plan, todo: list[tuple[str, dict[str, list[Window]]]]) -> int:
+        """Compute and write `todo`'s units, `api_query_concurrency` at once; how many windows."""
         gate = asyncio.Semaphore(self._settings.api_query_concurrency)
 
         async def run(district: str, unit: dict[str, list[Window]]) -> int:
             async with gate:
-                written = await self._compute(profile, district, unit, marks)
+                written = await self._compute(plan.profile, district, unit, plan.marks)
             self.progress.pending -= 1
             self.progress.computed += written
             return written
 
-        try:
-            return sum(await asyncio.gather(*(run(d, u) for d, u in todo)))
-        finally:
-            self.progress.pending = 0
+        return sum(await asyncio.gather(*(run(d, u) for d, u in todo)))
 
     def _due(
         self,
