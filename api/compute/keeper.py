@@ -2,10 +2,17 @@
 question nobody asked before, or asked after a restart, or of another replica, is one read of a
 few hundred points (api.compute.aggregates) instead of seconds of InfluxDB work.
 
-An asyncio task in the API, run by one replica (`CITYSENSE_API_ROLLUPS_KEEP=true`): it shares the
-API's contract, settings and InfluxDB client, and needs no process of its own to deploy; every
-replica serves what it writes. Each round, per profile and grain (15m, 1h, the day in the
-open-data time zone):
+A deployment runs it as a process of its own, `citysense rollups` (api.keeper_cli: its
+/metrics, /live, /ready; the compose stack's `rollups` service): its reads, parsing and computing
+held the API's event loop and GIL when it ran inside the API, and the API's answers waited for
+them. It uses the API's settings, contract and InfluxDB client; every API replica serves what it
+writes. `CITYSENSE_API_ROLLUPS_KEEP=true` still runs it as a task inside an API (development,
+tests). One keeper is enough; two at once only write the same points.
+
+Rounds run every `api_rollups_every` seconds and also ALIGN_NS after each quarter-hour begins
+(`pause`), at once if that moment passed during a round: a window that just began has no
+rollup, and /aggregates computes it from the readings until it has one. Each round, per profile
+and grain (15m, 1h, the day in the open-data time zone):
 1. reads the change marks (wire.changes) over every window of the readings, then the signature
    and time of computing of every stored rollup;
 2. recomputes each (district, window) whose rollup is missing (the first round backfills every
@@ -13,13 +20,17 @@ open-data time zone):
    without marks are covered too), whose window closed after its rollup was computed, or whose
    marks' signature moved since — for a window still filling, at most every
    `api_rollups_open_every` seconds;
-3. computes, per district and day (a unit: the day's 15-minute and hourly windows and the day
-   itself), from the stored readings, one field at a time: one plain read of the field's
-   readings in the district (no subquery: InfluxDB 1.x evaluates an outer(inner per device)
-   subquery with several fields in minutes, measured: 1.9 s for one field of 1,000 lamps over
-   96 windows, 59 s for three), then one pass in Python (api.core.rollups.rollups_of_span),
-   off the event loop; and writes each window whole, overwriting the same series and time:
-   late and redelivered readings are counted once by construction, never incremented.
+3. computes first, for every profile, the windows that began within the last quarter-hour and
+   have none yet, alone (seconds of readings); then, per district and day (a unit: the day's
+   15-minute and hourly windows and the day itself, or the hours of it holding the due windows),
+   from the stored readings, one field at a time: one plain read of the field's readings in the
+   district (no subquery: InfluxDB 1.x evaluates an outer(inner per device) subquery with
+   several fields in minutes, measured: 1.9 s for one field of 1,000 lamps over 96 windows, 59 s
+   for three), then one pass in Python (api.core.rollups.rollups_of_span), off the event loop;
+   and writes each window whole, one point, overwriting the same series and time: late and
+   redelivered readings are counted once by construction, never incremented. So a keeper killed
+   mid-round leaves every window either whole or as it was, and the next one computes whatever
+   has no current rollup.
 
 Memory: one field of one district over one day's readings at a time per concurrent unit
 (`api_query_concurrency`), and the marks and stored signatures of the windows a round looks at

@@ -348,10 +348,10 @@ async def test_a_keeper_killed_mid_round_and_started_again_leaves_exact_rollups(
     rng = random.Random(15)
     process = keeper(city, tmp_path, CITYSENSE_API_QUERY_CONCURRENCY="1")
     stored = []  # rollups stored after each kill
-    for _ in range(6):
+    for _ in range(10):
         process.start()
         wait_for(lambda: process.status("/live") == 200, 30, 0.02, "rollups /live")
-        time.sleep(rng.uniform(0.0, 0.4))
+        time.sleep(rng.uniform(0.0, 0.5))
         process.kill()
         stored.append(count(city.influx, layout.MEASUREMENT))
     process.start()
