@@ -32,9 +32,11 @@ and grain (15m, 1h, the day in the open-data time zone):
    mid-round leaves every window either whole or as it was, and the next one computes whatever
    has no current rollup.
 
-Memory: one field of one district over one day's readings at a time per concurrent unit
-(`api_query_concurrency`), and the marks and stored signatures of the windows a round looks at
-(after the first round, those a reading can still be written into: the lookback).
+Memory: about `api_rollups_read_rows` readings of one field at a time per concurrent unit
+(`api_query_concurrency`): read chunked and computed a batch of whole devices at a time, the
+batches' rollups combined (the devices are disjoint) — not a district-day's readings at once; and
+the marks and stored signatures of the windows a round looks at (after the first round, those a
+reading can still be written into: the lookback).
 
 The marks are read before computing: a write landing meanwhile moves the signature, so the window
 is computed again in a later round, and /aggregates, which checks a rollup's stored signature
@@ -46,7 +48,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from api.compute.cells import Marks
@@ -438,29 +442,53 @@ async def compute_rollups(
     """field -> its rollup of each window (in order), of one district, from the stored
     readings: one read per field of its readings over the windows' span (a counter's with its
     last reading before, within the lookback), then api.core.rollups.rollups_of_span in a
-    thread, so the event loop keeps serving meanwhile."""
+    thread, so the event loop keeps serving meanwhile.
+
+    The readings come chunked, and are computed a batch of whole devices at a time (about
+    `api_rollups_read_rows` readings) and combined (r.combine: the devices of two batches are
+    disjoint): what one unit holds is bounded by that, not by a district-day of readings."""
     start, end = min(w[0] for w in windows), max(w[1] for w in windows)
+    rows = settings.api_rollups_read_rows
     out: dict[str, list[r.FieldRollup]] = {}
     for name, spec in profile.fields.items():
+        previous: dict[str, float] = {}
         if spec.effective_kind is FieldKind.COUNTER:
-            query = q.counter_readings_all(
-                profile,
-                name,
-                start_ns=start,
-                end_ns=end,
-                since_ns=start - int(settings.api_latest_lookback * NS_PER_S),
-                districts=[district],
-            )
-            before, inside = await q.fetch_all(influx, query)
+            since = start - int(settings.api_latest_lookback * NS_PER_S)
+            query = q.last_before(profile, name, district, since, start)
             previous = {
-                s.tags.get("device_id", ""): float(s.values[0][1]) for s in before if s.values
+                s.tags.get("device_id", ""): float(s.values[0][1])
+                for s in await q.fetch(influx, query)
+                if s.values
             }
-        else:
-            inside = await q.fetch(influx, q.field_readings(profile, name, district, start, end))
-            previous = {}
-        devices = [
-            (previous.get(s.tags.get("device_id", "")), [(int(t), v) for t, v in s.values])
-            for s in inside
-        ]
-        out[name] = await asyncio.to_thread(r.rollups_of_span, spec, devices, windows, QUARTER_NS)
+        total = [r.FieldRollup() for _ in windows]
+        readings = q.field_readings(profile, name, district, start, end)
+        async for batch in device_batches(influx, readings, rows, settings.influx.timeout):
+            devices = [(previous.get(device), values) for device, values in batch]
+            part = await asyncio.to_thread(r.rollups_of_span, spec, devices, windows, QUARTER_NS)
+            total = [r.combine((a, b)) for a, b in zip(total, part, strict=True)]
+        out[name] = total
     return out
+
+
+async def device_batches(
+    influx: AsyncInfluxClient, query: q.Query, rows: int, timeout: float
+) -> AsyncIterator[list[tuple[str, list[tuple[int, Any]]]]]:
+    """(device, its time-ordered readings) of a query grouped by device, in batches of whole
+    devices of at least `rows` readings (the last one fewer), read in chunks of `rows`: a
+    device's series longer than a chunk comes in consecutive parts, joined here."""
+    batch: list[tuple[str, list[tuple[int, Any]]]] = []
+    held = 0
+    async for chunk in q.fetch_chunks(influx, query, rows, timeout):
+        for series in chunk:
+            device = series.tags.get("device_id", "")
+            values = [(int(t), v) for t, v in series.values]
+            if batch and batch[-1][0] == device:
+                batch[-1][1].extend(values)  # the rest of a series cut by a chunk
+            else:
+                if held >= rows:
+                    yield batch
+                    batch, held = [], 0
+                batch.append((device, values))
+            held += len(values)
+    if batch:
+        yield batch

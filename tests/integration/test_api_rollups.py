@@ -320,7 +320,8 @@ async def assert_served_exactly_from_rollups(city: City) -> None:
 async def test_the_keeper_process_writes_the_rollups_the_api_serves(
     city: City, tmp_path: Path
 ) -> None:
-    process = keeper(city, tmp_path)
+    # Chunks of 50 rows: a device's day of readings comes in parts, a district in batches.
+    process = keeper(city, tmp_path, CITYSENSE_API_ROLLUPS_READ_ROWS="50")
     process.start()
     process.wait_ready()
     assert process.status("/live") == 200
