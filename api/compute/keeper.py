@@ -227,6 +227,13 @@ class RollupKeeper:
             computed = 0
             for plan in plans:
                 computed += await self._units(plan, plan.fresh)
+            begun = [w[0] for p in plans for _, unit in p.fresh for ws in unit.values() for w in ws]
+            if begun:  # how long the newest window went without a rollup
+                log.info(
+                    "rollups: %d windows that just began computed, %.1f s after the newest began",
+                    computed,
+                    (now_ns() - max(begun)) / NS_PER_S,
+                )
             for plan in plans:
                 computed += await self._units(plan, plan.rest)
                 self._backfilled.add(plan.profile.profile)
