@@ -21,7 +21,9 @@ Starts its own Mosquitto and InfluxDB (temporary folder, free ports) and, step b
    the API was told to keep these questions warm and the first ask comes after its warm-up —
    and a device's 24 h history; with --restart (the default) the API is then stopped, started
    again, and each aggregate asked again (its first ask on an API that kept nothing in memory;
-   the keeper runs on);
+   the keeper runs on); with --boundary S, the API is restarted once more just before a
+   quarter-hour begins and each aggregate first asked S seconds after it began (the current
+   window began since the keeper's last round);
 5. opens `--sse-clients` Server-Sent-Events streams, starts an ingest worker and publishes live
    readings over MQTT at `--sse-rate` readings/s for `--sse-seconds`, and measures delivery:
    latency from the reading's timestamp (the moment it was published) to its event arriving at
@@ -90,6 +92,14 @@ def parse_args() -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="after step 4, restart the API and ask the aggregates again",
+    )
+    parser.add_argument(
+        "--boundary",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the restarts, restart the API just before a quarter-hour begins and ask "
+        "every aggregate first this many seconds after it began (0: not)",
     )
     parser.add_argument("--skip-requests", action="store_true")
     parser.add_argument(

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 
 from bench.api.aggregates import (
     bench_aggregates_after_ingest,
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> None:
                 bench_requests(report, api.base, devices, args.scale, args.concurrency)
                 if args.restart:
                     api = restart_api(stack, api, args)
+                if args.boundary:
+                    api = ask_after_boundary(stack, api, args)
             if not args.skip_sse:
                 live(stack, api, devices, args)
             check_api(report, api)
@@ -171,6 +174,41 @@ def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiP
         bench_aggregates_after_restart(report, api.base, DISTRICTS[0].name, 5)
         if stack.keeper is not None:
             describe_keeper(report, stack.keeper)
+    return api
+
+
+def ask_after_boundary(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiProcess:
+    """The API restarted so that it serves just before a quarter-hour begins, then every
+    aggregate question's first ask `--boundary` seconds after it began: each answer's current
+    window began since the keeper's last round; the keeper's round aligned to the boundary
+    (api.compute.keeper.pause) must have computed it by then, or it is computed from the
+    readings."""
+    report = stack.report
+    quarter = 900.0
+    lead = 45.0  # the restart (about 10 s at 100,000 devices) is over before the boundary
+    boundary = (time.time() // quarter + 1) * quarter
+    if boundary - time.time() < lead:
+        boundary += quarter
+    print(f"waiting {boundary - time.time() - lead:.0f} s for a quarter-hour ...", flush=True)
+    time.sleep(max(0.0, boundary - time.time() - lead))
+    api.child.stop()
+    api = start_api(stack, api_env(args))
+    time.sleep(max(0.0, boundary + args.boundary - time.time()))
+    report.section(
+        f"API restarted before a quarter-hour began, asked {args.boundary:g} s after it began"
+    )
+    report.add("start -> serving, after the restart", ms(api.loaded))
+    bench_aggregates_after_restart(report, api.base, DISTRICTS[0].name, 5)
+    if stack.keeper is not None:
+        lines = (stack.home / "rollups.log").read_bytes().splitlines()
+        records = [orjson.loads(line) for line in lines if line.startswith(b"{")]
+        found = [
+            f"{record['ts'][11:19]} UTC: {record['msg']}"
+            for record in records
+            if "just began" in record.get("msg", "")
+        ]
+        report.add("the keeper on the windows that just began", found[-1] if found else "-")
+        describe_keeper(report, stack.keeper)
     return api
 
 
