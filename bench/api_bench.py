@@ -74,6 +74,24 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="fewer requests and a shorter SSE run")
     parser.add_argument("--skip-sse", action="store_true")
+    _add_api_arguments(parser)
+    parser.add_argument("--skip-requests", action="store_true")
+    parser.add_argument(
+        "--api-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra CITYSENSE_* setting for the API process",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.scale = min(args.scale, 0.3)
+        args.sse_seconds = min(args.sse_seconds, 10.0)
+    return args
+
+
+def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the API runs with (warming, the rollup keeper) and the restarts asked after."""
     parser.add_argument(
         "--warm",
         action=argparse.BooleanOptionalAction,
@@ -101,19 +119,6 @@ def parse_args() -> argparse.Namespace:
         help="after the restarts, restart the API just before a quarter-hour begins and ask "
         "every aggregate first this many seconds after it began (0: not)",
     )
-    parser.add_argument("--skip-requests", action="store_true")
-    parser.add_argument(
-        "--api-env",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra CITYSENSE_* setting for the API process",
-    )
-    args = parser.parse_args()
-    if args.quick:
-        args.scale = min(args.scale, 0.3)
-        args.sse_seconds = min(args.sse_seconds, 10.0)
-    return args
 
 
 def main() -> None:
