@@ -9,19 +9,24 @@ them. It uses the API's settings, contract and InfluxDB client; every API replic
 writes. `CITYSENSE_API_ROLLUPS_KEEP=true` still runs it as a task inside an API (development,
 tests). One keeper is enough; two at once only write the same points.
 
-Rounds run every `api_rollups_every` seconds and also ALIGN_NS after each quarter-hour begins
-(`pause`), at once if that moment passed during a round: a window that just began has no
-rollup, and /aggregates computes it from the readings until it has one. Each round, per profile
-and grain (15m, 1h, the day in the open-data time zone):
+Rounds run every `api_rollups_every` seconds and also at two moments of each quarter-hour
+(`pause`, ROUND_OFFSETS), at once if one passed during a round: half a minute before it begins,
+so that its windows (the quarter, and the hour and day beginning with it) are written before
+they begin (AHEAD_NS: a window without a rollup is computed from the readings by /aggregates, a
+first ask of 0.6 s at 100,000 devices, measured), and 2 s after, so that the quarter that ended
+is computed again, whole. Each round, per profile and grain (15m, 1h, the day in the open-data
+time zone):
 1. reads the change marks (wire.changes) over every window of the readings, then the signature
    and time of computing of every stored rollup;
 2. recomputes each (district, window) whose rollup is missing (the first round backfills every
    window from the profile's oldest reading within the readings' retention: readings loaded
-   without marks are covered too), whose window closed after its rollup was computed, or whose
+   without marks are covered too; a window beginning within AHEAD_NS is written once, before it
+   begins), whose window closed after its rollup was computed, or whose
    marks' signature moved since — for a window still filling, at most every
    `api_rollups_open_every` seconds;
-3. computes first, for every profile, the windows that began within the last quarter-hour and
-   have none yet, alone (seconds of readings); then, per district and day (a unit: the day's
+3. computes first, for every profile, the windows that begin within AHEAD_NS or began within
+   the last quarter-hour and have none yet, alone (seconds of readings); then, per district
+   and day (a unit: the day's
    15-minute and hourly windows and the day itself, or the hours of it holding the due windows),
    from the stored readings, one field at a time: one plain read of the field's readings in the
    district (no subquery: InfluxDB 1.x evaluates an outer(inner per device) subquery with
@@ -74,23 +79,31 @@ log = logging.getLogger(__name__)
 
 QUARTER_NS = 900 * NS_PER_S
 HOUR_NS = 3600 * NS_PER_S
-# A round starts this long after each quarter-hour begins: the readings of the quarter that
-# just ended are in (ingest writes a batch within a second), and the new windows are kept
-# seconds after they begin.
+# A window is written this long before it begins (empty, unless readings are timestamped
+# ahead), so that no ask finds a window that began without its rollup: its marks, none yet,
+# match, and once readings land in it they move, so it is served under the same max-staleness
+# rule as any window still filling, and computed again (open_every; whole once it closed).
+AHEAD_NS = 60 * NS_PER_S
+# Rounds also start at these moments of each quarter-hour, whatever `api_rollups_every`: half
+# AHEAD_NS before one begins (its windows are written before it does), and 2 s after (the
+# quarter that just ended is computed again, whole: its last readings are in, ingest writes a
+# batch within a second).
 ALIGN_NS = 2 * NS_PER_S
+ROUND_OFFSETS = (ALIGN_NS, QUARTER_NS - AHEAD_NS // 2)
 Stored = tuple[int, int, int, int, int]  # sig_s, sig_n, lsig_s, lsig_n, at
 
 
 def pause(began_ns: int, now: int, every: float) -> float:
-    """Seconds until the next round: `every`, or less so that a round starts ALIGN_NS after each
-    quarter-hour begins (every grain's windows start on one), and at once if that moment passed
-    while the round that began at `began_ns` ran. A window that began is due (it has no rollup),
-    so it is served from the readings only from its start to the end of that round: seconds,
-    not up to `every` plus a round."""
-    phase = (now - ALIGN_NS) % QUARTER_NS  # since the last aligned moment
-    if now - phase > began_ns:
-        return 0.0  # an aligned moment passed during the round: its windows are not kept yet
-    return min(every, (QUARTER_NS - phase) / NS_PER_S)
+    """Seconds until the next round: `every`, or less so that a round starts at each of
+    ROUND_OFFSETS into a quarter-hour (every grain's windows start on one), and at once if such
+    a moment passed while the round that began at `began_ns` ran."""
+    waits = []
+    for offset in ROUND_OFFSETS:
+        phase = (now - offset) % QUARTER_NS  # since the last such moment
+        if now - phase > began_ns:
+            return 0.0  # it passed during the round, which did not see what it is for
+        waits.append((QUARTER_NS - phase) / NS_PER_S)
+    return min(every, *waits)
 
 
 def has_counters(profile: Profile) -> bool:
@@ -228,11 +241,13 @@ class RollupKeeper:
             for plan in plans:
                 computed += await self._units(plan, plan.fresh)
             begun = [w[0] for p in plans for _, unit in p.fresh for ws in unit.values() for w in ws]
-            if begun:  # how long the newest window went without a rollup
+            if begun:  # before (or, in a keeper's first round, after) the newest one began
+                ahead = (max(begun) - now_ns()) / NS_PER_S
                 log.info(
-                    "rollups: %d windows that just began computed, %.1f s after the newest began",
+                    "rollups: %d windows that begin now written, %.1f s %s the newest began",
                     computed,
-                    (now_ns() - max(begun)) / NS_PER_S,
+                    abs(ahead),
+                    "before" if ahead >= 0 else "after",
                 )
             for plan in plans:
                 computed += await self._units(plan, plan.rest)
@@ -266,13 +281,16 @@ class RollupKeeper:
         start = oldest
         if profile.profile in self._backfilled:
             start = max(oldest, now - self._lookback)
-        days = r.grain_windows("day", start, now, self._zone)
+        days = r.grain_windows("day", start, now + AHEAD_NS, self._zone)
         units = [unit_windows(day) for day in days]
         first = min(u["15m"][0][0] for u in units)
         since = first - self._lookback if has_counters(profile) else first
         # Per-window rows from the lookback on: each window's lookback signature is a sum.
         marks_query = q.changes(
-            profile, since_ns=window_of(since), start_ns=window_of(since), end_ns=now + 1
+            profile,
+            since_ns=window_of(since),
+            start_ns=window_of(since),
+            end_ns=now + AHEAD_NS + 1,
         )
         marks = Marks.from_series(
             s for result in await q.fetch_all(self._influx, marks_query) for s in result
@@ -305,8 +323,9 @@ class RollupKeeper:
                     ]
                     for grain, windows in unit.items()
                 }
-                # Began within the last quarter-hour, never computed: alone, first (its reads
-                # are seconds of readings; a part would read its whole hour or day).
+                # Begins within AHEAD_NS or began within the last quarter-hour, never computed:
+                # alone, first (its reads are seconds of readings at most; a part would read
+                # its whole hour or day).
                 fresh = {
                     grain: [
                         w
@@ -348,8 +367,8 @@ class RollupKeeper:
         grain: str,
         counters: bool,
     ) -> bool:
-        if window[0] > now:
-            return False  # a window of the current day that has not begun
+        if window[0] > now:  # not begun: written once, just before it begins
+            return kept is None and window[0] - now <= AHEAD_NS
         if kept is None:
             return True
         sig_s, sig_n, lsig_s, lsig_n, at = kept
@@ -391,9 +410,8 @@ class RollupKeeper:
         """Compute and write the rollups of one district's unit (a day's windows of every
         grain); how many."""
         at = now_ns()  # the marks were read before this: the data is at least as of then
-        # Windows that have not begun are not written: their rollup would be empty, and taken
-        # for current while no mark says otherwise.
-        unit = {g: [w for w in ws if w[0] <= at] for g, ws in unit.items()}
+        # Windows that begin within AHEAD_NS are written too (see AHEAD_NS), later ones not.
+        unit = {g: [w for w in ws if w[0] <= at + AHEAD_NS] for g, ws in unit.items()}
         unit = {g: ws for g, ws in unit.items() if ws}
         windows = [w for grain_windows in unit.values() for w in grain_windows]
         if not windows:

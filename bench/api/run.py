@@ -205,9 +205,9 @@ def ask_after_boundary(stack: Stack, api: ApiProcess, args: argparse.Namespace) 
         found = [
             f"{record['ts'][11:19]} UTC: {record['msg']}"
             for record in records
-            if "just began" in record.get("msg", "")
+            if "begin now" in record.get("msg", "")
         ]
-        report.add("the keeper on the windows that just began", found[-1] if found else "-")
+        report.add("the keeper on the windows that begin", found[-1] if found else "-")
         describe_keeper(report, stack.keeper)
     return api
 

@@ -26,6 +26,7 @@ import httpx
 import orjson
 import pytest
 
+from api.compute import keeper as keeper_module
 from api.compute.keeper import RollupKeeper
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
@@ -387,3 +388,44 @@ async def test_a_keeper_whose_rounds_die_exits_1(
     profiles, registry = settings.load_contract()
     status = await asyncio.wait_for(keep_rollups(settings, Contract.build(profiles, registry)), 30)
     assert status == 1
+
+
+async def test_a_window_is_written_just_before_it_begins_and_served_exact(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper's clock 20 s before yesterday's 12:00: the quarter and hour beginning then are
+    written already (here they hold readings, stored ahead of the keeper's time), and nothing
+    beginning later than AHEAD_NS; an API asked for that quarter serves it from the rollup,
+    equal to the oracle's answer from the readings."""
+    noon = yesterday() + 12 * H
+    clock = [noon - 20 * S]
+    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
+
+    def kept(grain: str, start: int) -> int:
+        where = f"WHERE \"grain\" = '{grain}' AND time = {start}"
+        return count(city.influx, layout.MEASUREMENT, where)
+
+    # Windows still filling (whose readings, ahead of this clock, move their marks) are not
+    # computed again here: only the rule under test writes the next quarter.
+    slow = {"api_rollups_open_every": 1e9, "api_rollups_open_day_every": 1e9}
+    app = create_app(city.settings.model_copy(update=slow))
+    async with running(app):
+        keeper = app.state.runtime.rollups
+        assert await keeper.keep_once() > 0  # the first round: the backfill, noon included
+        assert kept("15m", noon) == kept("1h", noon) == 6  # 3 profiles, 2 districts
+        assert kept("15m", noon + Q) == kept("1h", noon + H) == 0  # beginning later: not yet
+        clock[0] = noon + Q - 20 * S  # a later round: the next quarter, and nothing beyond
+        assert await keeper.keep_once() > 0
+        assert kept("15m", noon + Q) == 6
+        assert kept("15m", noon + 2 * Q) == kept("1h", noon + H) == 0
+    monkeypatch.undo()
+    question = {**GAUGES[0], "every": "15m", "start": rfc3339(noon), "end": rfc3339(noon + Q)}
+    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
+    async with (
+        running(create_app(city.settings)) as api,
+        running(create_app(oracle_settings)) as oracle,
+    ):
+        rows, computed, rolled = await ask(api, {**question, "group_by": "district"})
+        assert (computed, rolled) == ("0/2", 2)
+        want, _, _ = await ask(oracle, {**question, "group_by": "district"})
+        same_rows(rows, want, "the quarter written before it began")
