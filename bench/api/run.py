@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> None:
             if not args.skip_sse:
                 live(stack, api, devices, args)
             check_api(report, api)
+            for line in keeper_log(stack, "computed"):  # when its rounds ran, and how long
+                report.add("the keeper's log", line)
         finally:
             children.stop_all()
             servers.stop()
@@ -171,6 +173,7 @@ def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiP
 
             api.child.wait_until(foresight_ran, 1800, "foresight's first round")
             report.add("waited for foresight's first round", ms(time.perf_counter() - started))
+        report.add("aggregates asked from", time.strftime("%H:%M:%S UTC", time.gmtime()))
         bench_aggregates_after_restart(report, api.base, DISTRICTS[0].name, 5)
         if stack.keeper is not None:
             describe_keeper(report, stack.keeper)
@@ -198,18 +201,25 @@ def ask_after_boundary(stack: Stack, api: ApiProcess, args: argparse.Namespace) 
         f"API restarted before a quarter-hour began, asked {args.boundary:g} s after it began"
     )
     report.add("start -> serving, after the restart", ms(api.loaded))
+    report.add("aggregates asked from", time.strftime("%H:%M:%S UTC", time.gmtime()))
     bench_aggregates_after_restart(report, api.base, DISTRICTS[0].name, 5)
     if stack.keeper is not None:
-        lines = (stack.home / "rollups.log").read_bytes().splitlines()
-        records = [orjson.loads(line) for line in lines if line.startswith(b"{")]
-        found = [
-            f"{record['ts'][11:19]} UTC: {record['msg']}"
-            for record in records
-            if "begin now" in record.get("msg", "")
-        ]
+        found = keeper_log(stack, "begin now")
         report.add("the keeper on the windows that begin", found[-1] if found else "-")
         describe_keeper(report, stack.keeper)
     return api
+
+
+def keeper_log(stack: Stack, text: str) -> list[str]:
+    """The keeper's log lines holding `text`, each as `HH:MM:SS UTC: message`."""
+    path = stack.home / "rollups.log"
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    records = [orjson.loads(line) for line in lines if line.startswith(b"{")]
+    return [
+        f"{record['ts'][11:19]} UTC: {record['msg']}"
+        for record in records
+        if text in record.get("msg", "")
+    ]
 
 
 def _lines(log: Path | None, text: str) -> int:
