@@ -479,18 +479,23 @@ async def compute_rollups(
     rows = settings.api_rollups_read_rows
     out: dict[str, list[r.FieldRollup]] = {}
     for name, spec in profile.fields.items():
-        previous: dict[str, float] = {}
-        if spec.effective_kind is FieldKind.COUNTER:
-            since = start - int(settings.api_latest_lookback * NS_PER_S)
-            query = q.last_before(profile, name, district, since, start)
-            previous = {
-                s.tags.get("device_id", ""): float(s.values[0][1])
-                for s in await q.fetch(influx, query)
-                if s.values
-            }
+        # A counter's last reading before the span (its first increase starts there): read only
+        # once the span holds a reading — a read over the whole lookback (seconds at 100,000
+        # devices), which a window without readings (one written before it begins) never needs.
+        previous: dict[str, float] | None = None
+        if spec.effective_kind is not FieldKind.COUNTER:
+            previous = {}
         total = [r.FieldRollup() for _ in windows]
         readings = q.field_readings(profile, name, district, start, end)
         async for batch in device_batches(influx, readings, rows, settings.influx.timeout):
+            if previous is None:
+                since = start - int(settings.api_latest_lookback * NS_PER_S)
+                query = q.last_before(profile, name, district, since, start)
+                previous = {
+                    s.tags.get("device_id", ""): float(s.values[0][1])
+                    for s in await q.fetch(influx, query)
+                    if s.values
+                }
             devices = [(previous.get(device), values) for device, values in batch]
             part = await asyncio.to_thread(r.rollups_of_span, spec, devices, windows, QUARTER_NS)
             total = [r.combine((a, b)) for a, b in zip(total, part, strict=True)]
