@@ -227,10 +227,11 @@ class RollupKeeper:
     async def keep_once(self) -> int:
         """One round over every profile; how many rollups (district, grain, window) it wrote.
 
-        Every profile's windows that began within the last quarter-hour and have no rollup yet
-        come first, alone: each is seconds of readings, and until it has its rollup /aggregates
-        computes it from the readings. What else is due (a closed window's last computation, a
-        day's backfill) follows."""
+        Every profile's windows that begin within AHEAD_NS or began within the last
+        quarter-hour and have no rollup yet come first, alone: each is seconds of readings at
+        most, and a window that began without its rollup is computed from the readings by
+        /aggregates. What else is due (a closed window's last computation, a day's backfill)
+        follows."""
         plans = []
         for profile in self._contract.profiles.values():
             oldest = await self._oldest_reading(profile)
@@ -480,8 +481,8 @@ async def compute_rollups(
     out: dict[str, list[r.FieldRollup]] = {}
     for name, spec in profile.fields.items():
         # A counter's last reading before the span (its first increase starts there): read only
-        # once the span holds a reading — a read over the whole lookback (seconds at 100,000
-        # devices), which a window without readings (one written before it begins) never needs.
+        # once the span holds a reading — a read over the whole lookback, which a window
+        # without readings (one written before it begins) never needs.
         previous: dict[str, float] | None = None
         if spec.effective_kind is not FieldKind.COUNTER:
             previous = {}
