@@ -39,7 +39,8 @@ class Runtime:
     warmer: Warmer
     supervisor: Supervisor
     foresight: Scheduler
-    rollups: RollupKeeper  # runs only with CITYSENSE_API_ROLLUPS_KEEP (api.compute.keeper)
+    # Runs in the API only with CITYSENSE_API_ROLLUPS_KEEP; a deployment runs `citysense rollups`.
+    rollups: RollupKeeper
 
 
 def get_runtime(request: Request) -> Runtime:

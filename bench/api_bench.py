@@ -11,15 +11,19 @@ Starts its own Mosquitto and InfluxDB (temporary folder, free ports) and, step b
    load, values from the simulators' device models (lamps follow dusk and dawn, counters grow);
 3. starts the API as its own process (`citysense api`, authentication off) and times its start
    until it serves with its latest-state cache rebuilt from InfluxDB; with --rollups (the
-   default) it keeps rollups across devices (api.compute.keeper), and the benchmark waits until
-   their backfill over the loaded history is done, and reports its time;
+   default) the rollup keeper runs beside it as a deployment runs it (`citysense rollups`, a
+   process of its own, api.keeper_cli), and the benchmark waits until its backfill over the
+   loaded history is done, and reports its time and memory;
 4. times requests from one client (and one concurrent run): a district's latest state paged at
    the maximum page size, one device, the GeoJSON of every streetlight, aggregations across
    devices over 24 h (gauges per district per hour / 15 min, lamps on, energy per district per
    day) — each asked first once, then again (kept cells, api.cells); with --warm (the default)
    the API was told to keep these questions warm and the first ask comes after its warm-up —
    and a device's 24 h history; with --restart (the default) the API is then stopped, started
-   again, and each aggregate asked again (its first ask on an API that kept nothing in memory);
+   again, and each aggregate asked again (its first ask on an API that kept nothing in memory;
+   the keeper runs on); with --boundary S, the API is restarted once more just before a
+   quarter-hour begins and each aggregate first asked S seconds after it began (the current
+   window began since the keeper's last round);
 5. opens `--sse-clients` Server-Sent-Events streams, starts an ingest worker and publishes live
    readings over MQTT at `--sse-rate` readings/s for `--sse-seconds`, and measures delivery:
    latency from the reading's timestamp (the moment it was published) to its event arriving at
@@ -70,25 +74,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="fewer requests and a shorter SSE run")
     parser.add_argument("--skip-sse", action="store_true")
-    parser.add_argument(
-        "--warm",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the API keeps the aggregates asked here warm (--no-warm: first asks compute)",
-    )
-    parser.add_argument(
-        "--rollups",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the API keeps rollups (CITYSENSE_API_ROLLUPS_KEEP); the benchmark waits for "
-        "their backfill before asking, and reports how long it took",
-    )
-    parser.add_argument(
-        "--restart",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="after step 4, restart the API and ask the aggregates again",
-    )
+    _add_api_arguments(parser)
     parser.add_argument("--skip-requests", action="store_true")
     parser.add_argument(
         "--api-env",
@@ -102,6 +88,37 @@ def parse_args() -> argparse.Namespace:
         args.scale = min(args.scale, 0.3)
         args.sse_seconds = min(args.sse_seconds, 10.0)
     return args
+
+
+def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the API runs with (warming, the rollup keeper) and the restarts asked after."""
+    parser.add_argument(
+        "--warm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the API keeps the aggregates asked here warm (--no-warm: first asks compute)",
+    )
+    parser.add_argument(
+        "--rollups",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the rollup keeper (`citysense rollups`, its own process, with --api-env "
+        "too); the benchmark waits for its backfill before asking, and reports how long it took",
+    )
+    parser.add_argument(
+        "--restart",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after step 4, restart the API and ask the aggregates again",
+    )
+    parser.add_argument(
+        "--boundary",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the restarts, restart the API just before a quarter-hour begins and ask "
+        "every aggregate first this many seconds after it began (0: not)",
+    )
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""The `citysense` command: up, ingest, api, simulate, profiles, replay, tokens, devices, certs,
-broker, secrets, schema.
+"""The `citysense` command: up, ingest, api, rollups, simulate, profiles, replay, tokens, devices,
+certs, broker, secrets, schema.
 
 Each subcommand's module is imported only when it runs, so `citysense ingest` never loads the API
 and the three parts stay independent. An expected failure (a setting, the contract, InfluxDB or
@@ -24,6 +24,7 @@ COMMANDS = {
     "up": ("citysense.up", "start everything locally: servers, ingest, API and a simulated city"),
     "ingest": ("ingest.cli", "run an ingest worker (MQTT → InfluxDB)"),
     "api": ("api.cli", "serve the HTTP API"),
+    "rollups": ("api.keeper_cli", "keep the rollups across devices the API serves"),
     "simulate": ("simulators.cli", "publish a simulated fleet of devices"),
     "profiles": ("citysense.profiles", "check device profiles and the registry"),
     "replay": ("ingest.replay", "re-ingest dead letters after a profile or registry fix"),

@@ -1,7 +1,8 @@
 """`citysense up`: the whole stack on this machine, so a newcomer sees data flowing.
 
-Starts Mosquitto and InfluxDB (data under ./.citysense), an ingest worker, the API and a
-simulated city publishing live, each as a child process with its own MQTT credentials; prints
+Starts Mosquitto and InfluxDB (data under ./.citysense), an ingest worker, the API, the rollup
+keeper (aggregates across devices kept as data, which the API serves) and a simulated city
+publishing live, each as a child process with its own MQTT credentials; prints
 where to look; stops everything, in order, on Ctrl-C.
 """
 
@@ -60,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--influx-port", type=int, default=8086)
     parser.add_argument("--api-port", type=int, default=8000)
     parser.add_argument("--metrics-port", type=int, default=9101, help="ingest /metrics port")
+    parser.add_argument(
+        "--rollups-port", type=int, default=9102, help="the rollup keeper's /metrics port"
+    )
     parser.add_argument("--devices", type=int, default=600, help="simulated devices")
     parser.add_argument("--rate", type=float, default=50.0, help="simulated messages per second")
 
@@ -98,12 +102,14 @@ def main(args: argparse.Namespace) -> int:
         "influxdb": args.influx_port,
         "api": args.api_port,
         "ingest metrics": args.metrics_port,
+        "rollups metrics": args.rollups_port,
     }
     busy = _taken(args.listen, ports)
     if busy:
         raise ConfigError(
             f"already in use on {args.listen}: {', '.join(busy)} — is another `citysense up` "
-            "running? Choose others with --mqtt-port, --influx-port, --api-port, --metrics-port"
+            "running? Choose others with --mqtt-port, --influx-port, --api-port, --metrics-port, "
+            "--rollups-port"
         )
     servers = LocalServers.create(
         home, host=args.listen, mqtt_port=args.mqtt_port, influx_port=args.influx_port
@@ -164,7 +170,17 @@ def main(args: argparse.Namespace) -> int:
     api = start_citysense(
         "api", "--port", str(args.api_port), env=env("citysense-api"), log=logs / "api.log"
     )
-    children = [ingest, api]
+    # The rollup keeper in a process of its own, as a deployment runs it (api/keeper_cli.py).
+    keeper = start_citysense(
+        "rollups",
+        "--host",
+        args.listen,
+        "--port",
+        str(args.rollups_port),
+        env=env("citysense-api"),
+        log=logs / "rollups.log",
+    )
+    children = [ingest, api, keeper]
     api_url = f"http://127.0.0.1:{args.api_port}"
     try:  # while ingest and the API both run
         wait_until(
@@ -190,7 +206,7 @@ def main(args: argparse.Namespace) -> int:
     )
     children.insert(0, simulate)
     operator = _operator_env(home, servers, registry)
-    _banner(api_url, args.metrics_port, logs, token, operator)
+    _banner(api_url, args.metrics_port, args.rollups_port, logs, token=token, operator=operator)
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -199,7 +215,7 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     while not stop.wait(1.0):
-        if not ingest.running or not api.running:
+        if not ingest.running or not api.running or not keeper.running:
             print(f"a service exited unexpectedly; see {logs}")
             break
     _stop(children, servers)
@@ -231,7 +247,9 @@ def _operator_env(home: Path, servers: LocalServers, registry: Path) -> Path:
     return path
 
 
-def _banner(api_url: str, metrics_port: int, logs: Path, token: str, operator: Path) -> None:
+def _banner(
+    api_url: str, metrics_port: int, rollups_port: int, logs: Path, *, token: str, operator: Path
+) -> None:
     auth = f'-H "Authorization: Bearer {token}"'
     print(f"""
 CitySense is running. A simulated city is publishing live telemetry.
@@ -249,6 +267,7 @@ CitySense is running. A simulated city is publishing live telemetry.
                      '{api_url}/aggregates?{ENERGY_PER_DAY}'
   dead letters     curl -s {auth} '{api_url}/dead-letters/counts'
   ingest metrics   curl -s http://127.0.0.1:{metrics_port}/metrics
+  rollups metrics  curl -s http://127.0.0.1:{rollups_port}/metrics
   add a device     (set -a; . {operator}; citysense devices add SL-990001 --profile streetlight \\
                      --district Xihu --lat 30.25 --lon 120.15)   # prints its secret, once
   logs             {logs}
@@ -258,7 +277,8 @@ Press Ctrl-C to stop everything.
 
 
 def _stop(children: list[Child], servers: LocalServers) -> None:
-    """Publishers first, then ingest (it drains and acks), then the API, then the servers."""
+    """Publishers first, then ingest (it drains and acks), then the API and the rollup keeper,
+    then the servers."""
     stop_each(children, timeout=20)
     servers.stop()
     print("stopped.")

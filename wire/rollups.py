@@ -1,10 +1,11 @@
 """Rollups: aggregates across devices kept as data, per (profile, district, grain, window).
 
-The API's rollup keeper (api.compute.keeper) writes them, the API's /aggregates reads them
-(api.compute.aggregates); this is the layout both follow. One point per profile (tag
-`profile`, the profile's measurement), district (tag `district`) and window of a grain (tag
-`grain`: `15m`, `1h` or `day`), timestamped at the window's start, in the `aggregates`
-retention policy (wire.retention), which keeps them as long as the readings they come from.
+The rollup keeper (api.compute.keeper, run as `citysense rollups`) writes them, the API's
+/aggregates reads them (api.compute.aggregates); this is the layout both follow. One point per
+profile (tag `profile`, the profile's measurement), district (tag `district`) and window of a
+grain (tag `grain`: `15m`, `1h` or `day`), timestamped at the window's start, in the
+`aggregates` retention policy (wire.retention), which keeps them as long as the readings they
+come from.
 Its fields, per field F of the profile, are what make every aggregate across devices exact by
 combination (api.core.rollups): `F.n` devices that reported F, `F.sm`/`F.mnm`/`F.mxm` the
 sum/min/max of the devices' means, `F.lo`/`F.hi` the min/max reading, `F.c` the readings,

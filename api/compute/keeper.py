@@ -2,28 +2,46 @@
 question nobody asked before, or asked after a restart, or of another replica, is one read of a
 few hundred points (api.compute.aggregates) instead of seconds of InfluxDB work.
 
-An asyncio task in the API, run by one replica (`CITYSENSE_API_ROLLUPS_KEEP=true`): it shares the
-API's contract, settings and InfluxDB client, and needs no process of its own to deploy; every
-replica serves what it writes. Each round, per profile and grain (15m, 1h, the day in the
-open-data time zone):
+A deployment runs it as a process of its own, `citysense rollups` (api.keeper_cli: its
+/metrics, /live, /ready; the compose stack's `rollups` service): its reads, parsing and computing
+held the API's event loop and GIL when it ran inside the API, and the API's answers waited for
+them. It uses the API's settings, contract and InfluxDB client; every API replica serves what it
+writes. `CITYSENSE_API_ROLLUPS_KEEP=true` still runs it as a task inside an API (development,
+tests). One keeper is enough; two at once only write the same points.
+
+Rounds run every `api_rollups_every` seconds and also at two moments of each quarter-hour
+(`pause`, ROUND_OFFSETS), at once if one passed during a round: half a minute before it begins,
+so that its windows (the quarter, and the hour and day beginning with it) are written before
+they begin (AHEAD_NS: a window without a rollup is computed from the readings by /aggregates, a
+first ask of 0.6 s at 100,000 devices, measured), and 2 s after, so that the quarter that ended
+is computed again, whole. Each round, per profile and grain (15m, 1h, the day in the open-data
+time zone):
 1. reads the change marks (wire.changes) over every window of the readings, then the signature
    and time of computing of every stored rollup;
 2. recomputes each (district, window) whose rollup is missing (the first round backfills every
    window from the profile's oldest reading within the readings' retention: readings loaded
-   without marks are covered too), whose window closed after its rollup was computed, or whose
+   without marks are covered too; a window beginning within AHEAD_NS is written once, before it
+   begins), whose window closed after its rollup was computed, or whose
    marks' signature moved since — for a window still filling, at most every
    `api_rollups_open_every` seconds;
-3. computes, per district and day (a unit: the day's 15-minute and hourly windows and the day
-   itself), from the stored readings, one field at a time: one plain read of the field's
-   readings in the district (no subquery: InfluxDB 1.x evaluates an outer(inner per device)
-   subquery with several fields in minutes, measured: 1.9 s for one field of 1,000 lamps over
-   96 windows, 59 s for three), then one pass in Python (api.core.rollups.rollups_of_span),
-   off the event loop; and writes each window whole, overwriting the same series and time:
-   late and redelivered readings are counted once by construction, never incremented.
+3. computes first, for every profile, the windows that begin within AHEAD_NS or began within
+   the last quarter-hour and have none yet, alone (seconds of readings); then, per district
+   and day (a unit: the day's
+   15-minute and hourly windows and the day itself, or the hours of it holding the due windows),
+   from the stored readings, one field at a time: one plain read of the field's readings in the
+   district (no subquery: InfluxDB 1.x evaluates an outer(inner per device) subquery with
+   several fields in minutes, measured: 1.9 s for one field of 1,000 lamps over 96 windows, 59 s
+   for three), then one pass in Python (api.core.rollups.rollups_of_span), off the event loop;
+   and writes each window whole, one point, overwriting the same series and time: late and
+   redelivered readings are counted once by construction, never incremented. So a keeper killed
+   mid-round leaves every window either whole or as it was, and the next one computes whatever
+   has no current rollup.
 
-Memory: one field of one district over one day's readings at a time per concurrent unit
-(`api_query_concurrency`), and the marks and stored signatures of the windows a round looks at
-(after the first round, those a reading can still be written into: the lookback).
+Memory: about `api_rollups_read_rows` readings of one field at a time per concurrent unit
+(`api_query_concurrency`): read chunked and computed a batch of whole devices at a time, the
+batches' rollups combined (the devices are disjoint) — not a district-day's readings at once; and
+the marks and stored signatures of the windows a round looks at (after the first round, those a
+reading can still be written into: the lookback).
 
 The marks are read before computing: a write landing meanwhile moves the signature, so the window
 is computed again in a later round, and /aggregates, which checks a rollup's stored signature
@@ -35,7 +53,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from api.compute.cells import Marks
@@ -59,7 +79,31 @@ log = logging.getLogger(__name__)
 
 QUARTER_NS = 900 * NS_PER_S
 HOUR_NS = 3600 * NS_PER_S
+# A window is written this long before it begins (empty, unless readings are timestamped
+# ahead), so that no ask finds a window that began without its rollup: its marks, none yet,
+# match, and once readings land in it they move, so it is served under the same max-staleness
+# rule as any window still filling, and computed again (open_every; whole once it closed).
+AHEAD_NS = 60 * NS_PER_S
+# Rounds also start at these moments of each quarter-hour, whatever `api_rollups_every`: half
+# AHEAD_NS before one begins (its windows are written before it does), and 2 s after (the
+# quarter that just ended is computed again, whole: its last readings are in, ingest writes a
+# batch within a second).
+ALIGN_NS = 2 * NS_PER_S
+ROUND_OFFSETS = (ALIGN_NS, QUARTER_NS - AHEAD_NS // 2)
 Stored = tuple[int, int, int, int, int]  # sig_s, sig_n, lsig_s, lsig_n, at
+
+
+def pause(began_ns: int, now: int, every: float) -> float:
+    """Seconds until the next round: `every`, or less so that a round starts at each of
+    ROUND_OFFSETS into a quarter-hour (every grain's windows start on one), and at once if such
+    a moment passed while the round that began at `began_ns` ran."""
+    waits = []
+    for offset in ROUND_OFFSETS:
+        phase = (now - offset) % QUARTER_NS  # since the last such moment
+        if now - phase > began_ns:
+            return 0.0  # it passed during the round, which did not see what it is for
+        waits.append((QUARTER_NS - phase) / NS_PER_S)
+    return min(every, *waits)
 
 
 def has_counters(profile: Profile) -> bool:
@@ -91,6 +135,16 @@ def unit_windows(day: Window) -> dict[str, list[Window]]:
 
 
 @dataclass
+class Plan:
+    """What one round computes of a profile: (district, unit) pairs, each a grain's windows."""
+
+    profile: Profile
+    marks: Marks  # read before computing (see the module's docstring)
+    fresh: list[tuple[str, dict[str, list[Window]]]] = field(default_factory=list)
+    rest: list[tuple[str, dict[str, list[Window]]]] = field(default_factory=list)
+
+
+@dataclass
 class Progress:
     """How far the keeper got: for /metrics (citysense_api_rollup*) and the benchmark."""
 
@@ -99,6 +153,10 @@ class Progress:
     pending: int = 0  # (district, day) units found to compute this round, not yet computed
     computed: int = 0  # (district, grain, window) rollups written since start
     backfill_s: float = 0.0  # the first whole round's duration
+    failures: int = 0  # rounds InfluxDB failed (retried at the next round)
+    failing: bool = False  # the last round failed
+    round_s: float = 0.0  # the last whole round's duration
+    round_ended: float = 0.0  # when (Unix time) the last whole round ended
 
 
 class RollupKeeper:
@@ -121,9 +179,16 @@ class RollupKeeper:
         self._backfilled: set[str] = set()  # profiles whose every window was looked at once
         self.progress = Progress()
 
-    def start(self) -> None:
-        if self._settings.api_rollups_keep:
+    def start(self, *, always: bool = False) -> None:
+        """Run the rounds as a supervised task: in the API if `api_rollups_keep` says so, or
+        `always` (`citysense rollups`, api.keeper_cli)."""
+        if always or self._settings.api_rollups_keep:
             self._task = self._supervisor.start(self._run(), "citysense-rollups")
+
+    @property
+    def running(self) -> bool:
+        """The rounds' task was started and has not ended."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -133,12 +198,22 @@ class RollupKeeper:
     async def _run(self) -> None:
         started = time.monotonic()
         while True:
+            began_ns, began = now_ns(), time.monotonic()
             try:
                 computed = await self.keep_once()
             except InfluxError as exc:
                 # InfluxDB down or slow: the next round tries again; health reports the outage.
+                self.progress.failures += 1
+                self.progress.failing = True
                 log.warning("rollups: round failed, trying again: %s", exc)
             else:
+                self.progress.failing = False
+                self.progress.round_s = time.monotonic() - began
+                self.progress.round_ended = time.time()
+                if computed and self.progress.ready:
+                    log.info(
+                        "rollups: %d windows computed in %.1f s", computed, self.progress.round_s
+                    )
                 if not self.progress.ready:
                     self.progress.ready = True
                     self.progress.backfill_s = time.monotonic() - started
@@ -147,16 +222,39 @@ class RollupKeeper:
                         computed,
                         self.progress.backfill_s,
                     )
-            await asyncio.sleep(self._settings.api_rollups_every)
+            await asyncio.sleep(pause(began_ns, now_ns(), self._settings.api_rollups_every))
 
     async def keep_once(self) -> int:
-        """One round over every profile; how many rollups (district, grain, window) it wrote."""
-        computed = 0
+        """One round over every profile; how many rollups (district, grain, window) it wrote.
+
+        Every profile's windows that begin within AHEAD_NS or began within the last
+        quarter-hour and have no rollup yet come first, alone: each is seconds of readings at
+        most, and a window that began without its rollup is computed from the readings by
+        /aggregates. What else is due (a closed window's last computation, a day's backfill)
+        follows."""
+        plans = []
         for profile in self._contract.profiles.values():
             oldest = await self._oldest_reading(profile)
             if oldest is not None:
-                computed += await self._keep(profile, oldest)
-                self._backfilled.add(profile.profile)
+                plans.append(await self._plan(profile, oldest))
+        try:
+            computed = 0
+            for plan in plans:
+                computed += await self._units(plan, plan.fresh)
+            begun = [w[0] for p in plans for _, unit in p.fresh for ws in unit.values() for w in ws]
+            if begun:  # before (or, in a keeper's first round, after) the newest one began
+                ahead = (max(begun) - now_ns()) / NS_PER_S
+                log.info(
+                    "rollups: %d windows that begin now written, %.1f s %s the newest began",
+                    computed,
+                    abs(ahead),
+                    "before" if ahead >= 0 else "after",
+                )
+            for plan in plans:
+                computed += await self._units(plan, plan.rest)
+                self._backfilled.add(plan.profile.profile)
+        finally:
+            self.progress.pending = 0
         self.progress.rounds += 1
         return computed
 
@@ -175,7 +273,8 @@ class RollupKeeper:
         self._oldest[profile.profile] = min(times)
         return min(times)
 
-    async def _keep(self, profile: Profile, oldest: int) -> int:
+    async def _plan(self, profile: Profile, oldest: int) -> Plan:
+        """What of `profile` this round computes, from the marks and the stored rollups."""
         now = now_ns()
         # The first round looks at every window; later ones only at those a reading can still
         # be written into (ingest refuses readings older than the lookback, the profiles'
@@ -183,13 +282,16 @@ class RollupKeeper:
         start = oldest
         if profile.profile in self._backfilled:
             start = max(oldest, now - self._lookback)
-        days = r.grain_windows("day", start, now, self._zone)
+        days = r.grain_windows("day", start, now + AHEAD_NS, self._zone)
         units = [unit_windows(day) for day in days]
         first = min(u["15m"][0][0] for u in units)
         since = first - self._lookback if has_counters(profile) else first
         # Per-window rows from the lookback on: each window's lookback signature is a sum.
         marks_query = q.changes(
-            profile, since_ns=window_of(since), start_ns=window_of(since), end_ns=now + 1
+            profile,
+            since_ns=window_of(since),
+            start_ns=window_of(since),
+            end_ns=now + AHEAD_NS + 1,
         )
         marks = Marks.from_series(
             s for result in await q.fetch_all(self._influx, marks_query) for s in result
@@ -203,7 +305,7 @@ class RollupKeeper:
             {str(row[1]) for s in tagged for row in s.values} | set(marks.districts())
         )
         counters = has_counters(profile)
-        todo: list[tuple[str, dict[str, list[Window]]]] = []
+        plan = Plan(profile, marks)
         for district in districts:
             for unit in units:
                 due = {
@@ -222,23 +324,41 @@ class RollupKeeper:
                     ]
                     for grain, windows in unit.items()
                 }
-                part = _part(unit, due)
+                # Begins within AHEAD_NS or began within the last quarter-hour, never computed:
+                # alone, first (its reads are seconds of readings at most; a part would read
+                # its whole hour or day).
+                fresh = {
+                    grain: [
+                        w
+                        for w in windows
+                        if now - w[0] < QUARTER_NS
+                        and stored[grain].get(district, {}).get(w[0]) is None
+                    ]
+                    for grain, windows in due.items()
+                }
+                if any(fresh.values()):
+                    plan.fresh.append((district, {g: ws for g, ws in fresh.items() if ws}))
+                # The rest, without them: a counter's windows each cost a read of its devices'
+                # last readings before, over the lookback; once per round is enough.
+                rest = {g: [w for w in ws if w not in fresh[g]] for g, ws in due.items()}
+                part = _part(unit, rest)
                 if part is not None:
-                    todo.append((district, part))
-        self.progress.pending += len(todo)
+                    plan.rest.append((district, part))
+        self.progress.pending += len(plan.fresh) + len(plan.rest)
+        return plan
+
+    async def _units(self, plan: Plan, todo: list[tuple[str, dict[str, list[Window]]]]) -> int:
+        """Compute and write `todo`'s units, `api_query_concurrency` at once; how many windows."""
         gate = asyncio.Semaphore(self._settings.api_query_concurrency)
 
         async def run(district: str, unit: dict[str, list[Window]]) -> int:
             async with gate:
-                written = await self._compute(profile, district, unit, marks)
+                written = await self._compute(plan.profile, district, unit, plan.marks)
             self.progress.pending -= 1
             self.progress.computed += written
             return written
 
-        try:
-            return sum(await asyncio.gather(*(run(d, u) for d, u in todo)))
-        finally:
-            self.progress.pending = 0
+        return sum(await asyncio.gather(*(run(d, u) for d, u in todo)))
 
     def _due(
         self,
@@ -251,8 +371,8 @@ class RollupKeeper:
         grain: str,
         counters: bool,
     ) -> bool:
-        if window[0] > now:
-            return False  # a window of the current day that has not begun
+        if window[0] > now:  # not begun: written once, just before it begins
+            return kept is None and window[0] - now <= AHEAD_NS
         if kept is None:
             return True
         sig_s, sig_n, lsig_s, lsig_n, at = kept
@@ -294,9 +414,8 @@ class RollupKeeper:
         """Compute and write the rollups of one district's unit (a day's windows of every
         grain); how many."""
         at = now_ns()  # the marks were read before this: the data is at least as of then
-        # Windows that have not begun are not written: their rollup would be empty, and taken
-        # for current while no mark says otherwise.
-        unit = {g: [w for w in ws if w[0] <= at] for g, ws in unit.items()}
+        # Windows that begin within AHEAD_NS are written too (see AHEAD_NS), later ones not.
+        unit = {g: [w for w in ws if w[0] <= at + AHEAD_NS] for g, ws in unit.items()}
         unit = {g: ws for g, ws in unit.items() if ws}
         windows = [w for grain_windows in unit.values() for w in grain_windows]
         if not windows:
@@ -352,29 +471,58 @@ async def compute_rollups(
     """field -> its rollup of each window (in order), of one district, from the stored
     readings: one read per field of its readings over the windows' span (a counter's with its
     last reading before, within the lookback), then api.core.rollups.rollups_of_span in a
-    thread, so the event loop keeps serving meanwhile."""
+    thread, so the event loop keeps serving meanwhile.
+
+    The readings come chunked, and are computed a batch of whole devices at a time (about
+    `api_rollups_read_rows` readings) and combined (r.combine: the devices of two batches are
+    disjoint): what one unit holds is bounded by that, not by a district-day of readings."""
     start, end = min(w[0] for w in windows), max(w[1] for w in windows)
+    rows = settings.api_rollups_read_rows
     out: dict[str, list[r.FieldRollup]] = {}
     for name, spec in profile.fields.items():
-        if spec.effective_kind is FieldKind.COUNTER:
-            query = q.counter_readings_all(
-                profile,
-                name,
-                start_ns=start,
-                end_ns=end,
-                since_ns=start - int(settings.api_latest_lookback * NS_PER_S),
-                districts=[district],
-            )
-            before, inside = await q.fetch_all(influx, query)
-            previous = {
-                s.tags.get("device_id", ""): float(s.values[0][1]) for s in before if s.values
-            }
-        else:
-            inside = await q.fetch(influx, q.field_readings(profile, name, district, start, end))
+        # A counter's last reading before the span (its first increase starts there): read only
+        # once the span holds a reading — a read over the whole lookback, which a window
+        # without readings (one written before it begins) never needs.
+        previous: dict[str, float] | None = None
+        if spec.effective_kind is not FieldKind.COUNTER:
             previous = {}
-        devices = [
-            (previous.get(s.tags.get("device_id", "")), [(int(t), v) for t, v in s.values])
-            for s in inside
-        ]
-        out[name] = await asyncio.to_thread(r.rollups_of_span, spec, devices, windows, QUARTER_NS)
+        total = [r.FieldRollup() for _ in windows]
+        readings = q.field_readings(profile, name, district, start, end)
+        async for batch in device_batches(influx, readings, rows, settings.influx.timeout):
+            if previous is None:
+                since = start - int(settings.api_latest_lookback * NS_PER_S)
+                query = q.last_before(profile, name, district, since, start)
+                previous = {
+                    s.tags.get("device_id", ""): float(s.values[0][1])
+                    for s in await q.fetch(influx, query)
+                    if s.values
+                }
+            devices = [(previous.get(device), values) for device, values in batch]
+            part = await asyncio.to_thread(r.rollups_of_span, spec, devices, windows, QUARTER_NS)
+            total = [r.combine((a, b)) for a, b in zip(total, part, strict=True)]
+        out[name] = total
     return out
+
+
+async def device_batches(
+    influx: AsyncInfluxClient, query: q.Query, rows: int, timeout: float
+) -> AsyncIterator[list[tuple[str, list[tuple[int, Any]]]]]:
+    """(device, its time-ordered readings) of a query grouped by device, in batches of whole
+    devices of at least `rows` readings (the last one fewer), read in chunks of `rows`: a
+    device's series longer than a chunk comes in consecutive parts, joined here."""
+    batch: list[tuple[str, list[tuple[int, Any]]]] = []
+    held = 0
+    async for chunk in q.fetch_chunks(influx, query, rows, timeout):
+        for series in chunk:
+            device = series.tags.get("device_id", "")
+            values = [(int(t), v) for t, v in series.values]
+            if batch and batch[-1][0] == device:
+                batch[-1][1].extend(values)  # the rest of a series cut by a chunk
+            else:
+                if held >= rows:
+                    yield batch
+                    batch, held = [], 0
+                batch.append((device, values))
+            held += len(values)
+    if batch:
+        yield batch

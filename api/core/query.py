@@ -535,6 +535,20 @@ def oldest(profile: Profile, fields: Sequence[str], since_ns: int) -> Query:
     )
 
 
+def last_before(profile: Profile, field: str, district: str, since_ns: int, start_ns: int) -> Query:
+    """Each device's last reading of one field in [since, start) in one district, one series per
+    device (a counter's reading before a span: the rollup keeper's)."""
+    if field not in profile.fields:
+        raise ValueError(f"{field!r} is not a field of profile {profile.profile!r}")
+    return Query(
+        f"SELECT last({quote_ident(field)}) AS {quote_ident('value')} "
+        f"FROM {_measurement(profile)} "
+        f"WHERE time >= $since AND time < $start AND {DISTRICT_TAG} = $district "
+        f"GROUP BY {DEVICE_TAG}",
+        {"since": since_ns, "start": start_ns, "district": district},
+    )
+
+
 def field_readings(
     profile: Profile, field: str, district: str, start_ns: int, end_ns: int
 ) -> Query:

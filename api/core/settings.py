@@ -45,12 +45,21 @@ class ApiSettings(CommonSettings):
     api_aggregate_warm_recent_for: float = Field(default=600.0, gt=0)
     # Of those, at most this many per token: one client cannot take every slot.
     api_aggregate_warm_recent_per_token: int = Field(default=10, ge=1)
-    # Rollups across devices kept as data in InfluxDB (api.compute.keeper, wire.rollups):
-    # `keep` runs the keeper in this process: it backfills every window of the readings and
-    # then recomputes the windows whose change marks moved. One replica keeps them (every
-    # replica would only write the same points again); every replica serves them (`serve`).
+    # Rollups across devices kept as data in InfluxDB (api.compute.keeper, wire.rollups): the
+    # keeper backfills every window of the readings and then recomputes the windows whose change
+    # marks moved. A deployment runs it as a process of its own (`citysense rollups`), so that
+    # its reads and computing never hold the API's event loop; `keep` runs it inside this API
+    # process instead (development and tests). One keeper is enough (two only write the same
+    # points again); every API replica serves the rollups (`serve`).
     api_rollups_keep: bool = False
     api_rollups_serve: bool = True
+    # Readings the keeper computes at a time (per unit of work, `api_query_concurrency` at once):
+    # read in chunks of this many rows and computed a batch of whole devices at a time, so its
+    # memory does not grow with a district-day's readings.
+    api_rollups_read_rows: int = Field(default=100_000, ge=1)
+    # `citysense rollups`: its /metrics, /live and /ready listen here (0: no port).
+    api_rollups_host: str = "127.0.0.1"
+    api_rollups_port: int = Field(default=9102, ge=0, le=65535)
     # How often the keeper looks at the change marks; a window still filling is recomputed at
     # most every `open_every` seconds (each recomputation of an open day reads the day so far).
     # Below max_staleness, so an open window's rollup is served rather than computed again.

@@ -30,7 +30,9 @@ class Supervisor:
 
     def fail(self, name: str, exc: BaseException) -> None:
         """`name` died of `exc` (also for threads, which report here themselves)."""
-        logger.error("%s died; the API stops for its supervisor to restart it", name, exc_info=exc)
+        logger.error(
+            "%s died; the process stops for its supervisor to restart it", name, exc_info=exc
+        )
         self.crashes += 1
         if self.failed is None:
             self.failed = f"{name}: {type(exc).__name__}: {exc}"

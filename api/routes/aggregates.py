@@ -39,7 +39,7 @@ window still filling is served up to `CITYSENSE_API_AGGREGATE_MAX_STALENESS` (30
 the end of the current one. The header `CitySense-Cells-Computed: <computed>/<cells>` says how
 many cells InfluxDB computed from the readings for this answer.
 
-Rollups: where a rollup keeper runs (`CITYSENSE_API_ROLLUPS_KEEP` on one replica), every
+Rollups: where the rollup keeper runs (`citysense rollups`, a process beside the API), every
 district's aggregates per 15 minutes, hour and day (in the open-data time zone) are kept as data
 in InfluxDB, so a question on those windows (any aggregate but first/last; `equals` on state and
 boolean fields) is answered from them even on its first ask, after a restart, on any replica:

@@ -33,7 +33,9 @@ def bench_requests(
         bench_lists(report, client, rng, devices, scale)
         bench_concurrent(report, base, devices, scale, concurrency)
         bench_geojson(report, client, rng, devices, scale)
+        asked = time.strftime("%H:%M:%S UTC", time.gmtime())
         bench_aggregates(report, client, DISTRICTS[0].name, max(3, int(5 * scale)))
+        report.add("aggregates asked from", asked)
         bench_history(report, client, rng, devices, scale)
 
 

@@ -1,6 +1,6 @@
 """What the steps share (`Stack`), and the services they measure as child processes of the
-benchmark (citysense.children): the API (step 3) and an ingest worker (step 5), each with a log in
-the benchmark's folder."""
+benchmark (citysense.children): the API and the rollup keeper (step 3) and an ingest worker
+(step 5), each with a log in the benchmark's folder."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class Stack:
     children: Children
     home: Path
     registry: Path
+    keeper: KeeperProcess | None = None  # `citysense rollups`, with --rollups
 
     def env(self, user: str) -> dict[str, str]:
         """A service's environment: our own, the servers, the registry, the MQTT `user`."""
@@ -124,3 +125,31 @@ def start_ingest(stack: Stack) -> IngestProcess:
     child = stack.children.add(start_citysense("ingest", env=env, log=log, name="ingest"))
     child.wait_http(f"http://{HOST}:{port}/ready", 120)
     return IngestProcess(child, port)
+
+
+@dataclass
+class KeeperProcess:
+    """`citysense rollups`, the rollup keeper as a deployment runs it: a process of its own."""
+
+    child: Child
+    port: int  # its /metrics and /ready
+
+    def metric(self, name: str) -> float:
+        """A sample of its /metrics, the `citysense_rollups_` prefix left off; 0 if absent."""
+        text = httpx.get(f"http://{HOST}:{self.port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(f"citysense_rollups_{name} "):
+                return float(line.split()[1])
+        return 0.0
+
+
+def start_keeper(stack: Stack, extra: dict[str, str]) -> KeeperProcess:
+    """`citysense rollups`, awaited until it listens (its backfill then runs in the background)."""
+    port = free_port()
+    env = {**stack.env("citysense-api"), "CITYSENSE_API_ROLLUPS_PORT": str(port), **extra}
+    log = stack.home / "rollups.log"
+    child = stack.children.add(
+        start_citysense("rollups", "--log-level", "info", env=env, log=log, name="the keeper")
+    )
+    child.wait_http(f"http://{HOST}:{port}/live", 120)
+    return KeeperProcess(child, port)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 
 from bench.api.aggregates import (
     bench_aggregates_after_ingest,
@@ -20,7 +21,7 @@ from bench.api.delivery import LiveRun
 from bench.api.devices import bench_requests
 from bench.api.figures import Report, machine, ms
 from bench.api.history import load_and_count, write_registry
-from bench.api.processes import ApiProcess, Stack, start_api
+from bench.api.processes import ApiProcess, KeeperProcess, Stack, start_api, start_keeper
 from bench.api.sse import bench_sse
 from citysense.children import Children
 from citysense.servers import LocalServers
@@ -46,9 +47,13 @@ def run(args: argparse.Namespace) -> None:
                 bench_requests(report, api.base, devices, args.scale, args.concurrency)
                 if args.restart:
                     api = restart_api(stack, api, args)
+                if args.boundary:
+                    api = ask_after_boundary(stack, api, args)
             if not args.skip_sse:
                 live(stack, api, devices, args)
             check_api(report, api)
+            for line in keeper_log(stack, "computed"):  # when its rounds ran, and how long
+                report.add("the keeper's log", line)
         finally:
             children.stop_all()
             servers.stop()
@@ -74,8 +79,13 @@ def setup(
 
 
 def start_and_describe_api(stack: Stack, args: argparse.Namespace) -> ApiProcess:
-    """Step 3: the API's start, its memory, its warm-up (with --warm), devices on time."""
+    """Step 3: the API's start, its memory, its warm-up (with --warm), devices on time; with
+    --rollups, the keeper started with it, as a deployment starts both, and its backfill."""
     report = stack.report
+    keeper = None
+    if args.rollups:
+        print("starting the rollup keeper ...", flush=True)
+        keeper = start_keeper(stack, dict(item.split("=", 1) for item in args.api_env))
     print("starting the API ...", flush=True)
     api = start_api(stack, api_env(args))
     report.section("API start (citysense api, one uvicorn process)")
@@ -87,8 +97,9 @@ def start_and_describe_api(stack: Stack, args: argparse.Namespace) -> ApiProcess
         else f"listening after {ms(api.listening)}",
     )
     report.add("API resident memory after loading", f"{api.child.rss_mb():,.0f} MB")
-    if args.rollups:
-        wait_for_rollups(report, api, "rollups backfilled (every window of the loaded history)")
+    if keeper is not None:
+        stack.keeper = keeper
+        wait_for_rollups(report, keeper, "rollups backfilled (every window of the loaded history)")
     if args.warm:
         print("waiting for the API to warm its aggregates ...", flush=True)
         warmed = api.child.wait_for_line("aggregates warmed", 1800)
@@ -106,39 +117,42 @@ def api_env(args: argparse.Namespace) -> dict[str, str]:
     extra = dict(item.split("=", 1) for item in args.api_env)
     if args.warm:
         extra["CITYSENSE_API_AGGREGATE_WARM"] = warm_setting(DISTRICTS[0].name)
-    if args.rollups:
-        extra["CITYSENSE_API_ROLLUPS_KEEP"] = "true"
     return extra
 
 
-def wait_for_rollups(report: Report, api: ApiProcess, label: str) -> None:
-    """Until the API's rollup keeper has computed every window of the loaded history (its
-    /metrics say so): the backfill, timed from the API's start, and as the keeper timed it."""
+def wait_for_rollups(report: Report, keeper: KeeperProcess, label: str) -> None:
+    """Until the keeper has computed every window of the loaded history (its /metrics say so):
+    its backfill as the keeper timed it, its memory, its last round's duration."""
     print("waiting for the rollup keeper's backfill ...", flush=True)
-    started = time.perf_counter()
-    with httpx.Client(base_url=api.base, timeout=30) as client:
+    keeper.child.wait_until(lambda: keeper.metric("ready") == 1.0, 3600, "rollups ready", 0.5)
+    report.add(
+        label,
+        ms(keeper.metric("backfill_seconds")),
+        f"the keeper's first round (its own process): "
+        f"{keeper.metric('windows_computed_total'):,.0f} (profile, district, grain) windows; "
+        f"keeper resident memory {keeper.child.rss_mb():,.0f} MB, "
+        f"peak {keeper.child.peak_rss_mb():,.0f} MB",
+    )
 
-        def metric(name: str) -> float:
-            for row in client.get("/metrics").text.splitlines():
-                if row.startswith(f"citysense_api_{name} "):
-                    return float(row.split()[1])
-            return 0.0
 
-        api.child.wait_until(lambda: metric("rollups_ready") == 1.0, 3600, "rollups ready", 0.5)
-        report.add(
-            label,
-            ms(api.loaded + time.perf_counter() - started),
-            f"after start; the keeper's first round: {metric('rollups_backfill_seconds'):.1f} s, "
-            f"{metric('rollup_windows_computed'):,.0f} (profile, district, grain) windows",
-        )
+def describe_keeper(report: Report, keeper: KeeperProcess) -> None:
+    """What the keeper's rounds cost once the backfill is done (it runs on beside the API)."""
+    report.add(
+        "rollup keeper: its last round, rounds so far",
+        ms(keeper.metric("last_round_seconds")),
+        f"{keeper.metric('rounds_total'):,.0f} rounds, "
+        f"{keeper.metric('windows_computed_total'):,.0f} windows written, "
+        f"resident {keeper.child.rss_mb():,.0f} MB (peak {keeper.child.peak_rss_mb():,.0f} MB)",
+    )
 
 
 def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiProcess:
     """Stop the API and start it again (same settings), then ask every aggregate question of
     step 4 again: the first ask of each on an API that kept nothing in memory. Twice: asked at
-    once, while the new process's own start-up work runs (the rollup keeper's first round;
-    foresight's first round comes CITYSENSE_API_FORESIGHT_FIRST_AFTER later), and, after another
-    restart, once that work, foresight's round included, is done."""
+    once, while the new process's own start-up work runs (foresight's first round comes
+    CITYSENSE_API_FORESIGHT_FIRST_AFTER later), and, after another restart, once that work,
+    foresight's round included, is done. The rollup keeper, a process of its own, runs on
+    through both restarts, as in a deployment."""
     report = stack.report
     for settled in (False, True):
         print("restarting the API ...", flush=True)
@@ -153,16 +167,59 @@ def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiP
         report.add("start -> serving, after the restart", ms(api.loaded))
         if settled:
             started = time.perf_counter()
-            if args.rollups:
-                wait_for_rollups(report, api, "the keeper's first round after the restart")
 
             def foresight_ran(log: Path | None = log, before: int = before) -> bool:
                 return _lines(log, "foresight round") > before
 
             api.child.wait_until(foresight_ran, 1800, "foresight's first round")
             report.add("waited for foresight's first round", ms(time.perf_counter() - started))
+        report.add("aggregates asked from", time.strftime("%H:%M:%S UTC", time.gmtime()))
         bench_aggregates_after_restart(report, api.base, DISTRICTS[0].name, 5)
+        if stack.keeper is not None:
+            describe_keeper(report, stack.keeper)
     return api
+
+
+def ask_after_boundary(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiProcess:
+    """The API restarted so that it serves just before a quarter-hour begins, then every
+    aggregate question's first ask `--boundary` seconds after it began: each answer's current
+    window began since the keeper's last round; the keeper's round aligned to the boundary
+    (api.compute.keeper.pause) must have computed it by then, or it is computed from the
+    readings."""
+    report = stack.report
+    quarter = 900.0
+    lead = 45.0  # the restart (about 10 s at 100,000 devices) is over before the boundary
+    boundary = (time.time() // quarter + 1) * quarter
+    if boundary - time.time() < lead:
+        boundary += quarter
+    print(f"waiting {boundary - time.time() - lead:.0f} s for a quarter-hour ...", flush=True)
+    time.sleep(max(0.0, boundary - time.time() - lead))
+    api.child.stop()
+    api = start_api(stack, api_env(args))
+    time.sleep(max(0.0, boundary + args.boundary - time.time()))
+    report.section(
+        f"API restarted before a quarter-hour began, asked {args.boundary:g} s after it began"
+    )
+    report.add("start -> serving, after the restart", ms(api.loaded))
+    report.add("aggregates asked from", time.strftime("%H:%M:%S UTC", time.gmtime()))
+    bench_aggregates_after_restart(report, api.base, DISTRICTS[0].name, 5)
+    if stack.keeper is not None:
+        found = keeper_log(stack, "begin now")
+        report.add("the keeper on the windows that begin", found[-1] if found else "-")
+        describe_keeper(report, stack.keeper)
+    return api
+
+
+def keeper_log(stack: Stack, text: str) -> list[str]:
+    """The keeper's log lines holding `text`, each as `HH:MM:SS UTC: message`."""
+    path = stack.home / "rollups.log"
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    records = [orjson.loads(line) for line in lines if line.startswith(b"{")]
+    return [
+        f"{record['ts'][11:19]} UTC: {record['msg']}"
+        for record in records
+        if text in record.get("msg", "")
+    ]
 
 
 def _lines(log: Path | None, text: str) -> int:

@@ -5,10 +5,18 @@ the real InfluxDB. The oracle is an app with rollups switched off, which compute
 the readings: each answer from rollups must equal it, per district and city-wide, per 15 minutes,
 hour and day, for every aggregate rollups serve. A new app (an API restart) serves its first ask
 from the rollups (the CitySense-Cells-Rollups header), and a window whose data changed after its
-rollup was computed is computed from the readings, never served stale."""
+rollup was computed is computed from the readings, never served stale.
+
+The keeper as deployed, `citysense rollups` (api.keeper_cli), a process of its own: the rollups it
+writes are the ones a separate API serves, every cell of every question from them and each answer
+equal to the oracle; a keeper SIGKILLed mid-round and started again, and two keepers at once,
+leave them exact; a keeper whose rounds died exits 1; SIGTERM exits 0."""
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +26,23 @@ import httpx
 import orjson
 import pytest
 
+from api.compute import keeper as keeper_module
 from api.compute.keeper import RollupKeeper
+from api.core.contract import Contract
 from api.core.settings import ApiSettings
+from api.keeper_cli import keep as keep_rollups
 from api.main import create_app
 from api.routes.aggregates import CELLS_HEADER, ROLLUPS_HEADER
 from citysense.servers import LocalServers
 from common.influx import InfluxConfig
 from tests.support.api import api_settings, running
 from tests.support.faults import wait_stored
+from tests.support.influx import count
 from tests.support.mqtt import publish
-from tests.support.processes import IngestProcess, ingest_env
+from tests.support.polling import wait_for
+from tests.support.processes import IngestProcess, RollupsProcess, ingest_env, rollups_env
 from tests.support.times import S, rfc3339, yesterday
+from wire import rollups as layout
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -276,3 +290,144 @@ async def test_first_and_last_are_still_computed_from_the_readings(city: City) -
         # A window off the grains (2 h) too.
         _, computed, rolled = await ask(api, {**params, "agg": "mean", "every": "2h"})
         assert (computed, rolled) == ("24/24", 0)
+
+
+def keeper(city: City, tmp_path: Path, name: str = "rollups", **extra: str) -> RollupsProcess:
+    env = rollups_env(
+        city.influx, city.settings.registry, CITYSENSE_API_ROLLUPS_EVERY="0.5", **extra
+    )
+    return RollupsProcess(env, tmp_path / f"{name}.log")
+
+
+async def assert_served_exactly_from_rollups(city: City) -> None:
+    """A new API (nothing in memory, keeping no rollups itself) answers every question of the
+    day from the stored rollups alone, each answer equal to the oracle's from the readings."""
+    assert not city.settings.api_rollups_keep
+    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
+    async with (
+        running(create_app(city.settings)) as api,
+        running(create_app(oracle_settings)) as oracle,
+    ):
+        for params in questions(yesterday()):
+            rows, computed, rolled = await ask(api, params)
+            total = int(computed.split("/")[1])
+            # A rate is kept as its delta: the delta asked just before left its cells here.
+            expected = 0 if params["agg"] == "rate" else total
+            assert (computed, rolled) == (f"0/{total}", expected), params
+            want, _, _ = await ask(oracle, params)
+            same_rows(rows, want, str(params))
+
+
+async def test_the_keeper_process_writes_the_rollups_the_api_serves(
+    city: City, tmp_path: Path
+) -> None:
+    # Chunks of 50 rows: a device's day of readings comes in parts, a district in batches.
+    process = keeper(city, tmp_path, CITYSENSE_API_ROLLUPS_READ_ROWS="50")
+    process.start()
+    process.wait_ready()
+    assert process.status("/live") == 200
+    assert process.metric("windows_computed_total") > 0
+    assert process.metric("ready") == 1.0
+    await assert_served_exactly_from_rollups(city)
+    # A reading into a closed window: the keeper computes that window again on its own.
+    day = yesterday()
+    late = {"ts": (day + 5 * H + 7 * 60 * S) // 1_000_000, "pressure": 7.0}
+    city.send("water_pipe", "WP-R2", [late])
+    city.wait_stored("water_pipe", STEPS * len(PIPES) + 1)
+    rounds = process.metric("rounds_total")
+    wait_for(lambda: process.metric("rounds_total") >= rounds + 2, 30, 0.1, "two more rounds")
+    await assert_served_exactly_from_rollups(city)
+    assert process.terminate() == 0
+
+
+async def test_a_keeper_killed_mid_round_and_started_again_leaves_exact_rollups(
+    city: City, tmp_path: Path
+) -> None:
+    """SIGKILL at random moments of the backfill, several times: a window is one point, written
+    whole and overwritten by the next keeper, never incremented; whatever a killed keeper did
+    not write, the next one computes. At least one kill must land mid-round (some rollups
+    written, not all)."""
+    rng = random.Random(15)
+    process = keeper(city, tmp_path, CITYSENSE_API_QUERY_CONCURRENCY="1")
+    mid_round = 0  # kills that found rollups written and the round not over
+    for _ in range(20):
+        process.start()
+        wait_for(lambda: process.status("/live") == 200, 30, 0.02, "rollups /live")
+        time.sleep(rng.uniform(0.0, 0.3))
+        ready, written = process.metric("ready"), process.metric("windows_computed_total")
+        process.kill()
+        mid_round += ready == 0 and written > 0
+        if mid_round == 3:
+            break
+    assert mid_round, "no kill landed mid-round"
+    process.start()
+    process.wait_ready()
+    await assert_served_exactly_from_rollups(city)
+
+
+async def test_two_keepers_at_once_stay_exact(city: City, tmp_path: Path) -> None:
+    first, second = keeper(city, tmp_path, "first"), keeper(city, tmp_path, "second")
+    first.start()
+    second.start()
+    first.wait_ready()
+    second.wait_ready()
+    await assert_served_exactly_from_rollups(city)
+    assert first.terminate() == 0
+    assert second.terminate() == 0
+
+
+async def test_a_keeper_whose_rounds_die_exits_1(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """InfluxDB's failures are retried; anything else ends the rounds, and the process must not
+    go on looking alive: it stops, status 1, for its supervisor to restart it."""
+
+    async def dies(_self: RollupKeeper) -> int:
+        raise RuntimeError("injected: the rollup keeper dies")
+
+    monkeypatch.setattr(RollupKeeper, "keep_once", dies)
+    settings = api_settings(servers, influx, tmp_path, api_rollups_port=0)
+    profiles, registry = settings.load_contract()
+    status = await asyncio.wait_for(keep_rollups(settings, Contract.build(profiles, registry)), 30)
+    assert status == 1
+
+
+async def test_a_window_is_written_just_before_it_begins_and_served_exact(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper's clock 20 s before yesterday's 12:00: the quarter and hour beginning then are
+    written already (here they hold readings, stored ahead of the keeper's time), and nothing
+    beginning later than AHEAD_NS; an API asked for that quarter serves it from the rollup,
+    equal to the oracle's answer from the readings."""
+    noon = yesterday() + 12 * H
+    clock = [noon - 20 * S]
+    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
+
+    def kept(grain: str, start: int) -> int:
+        where = f"WHERE \"grain\" = '{grain}' AND time = {start}"
+        return count(city.influx, layout.MEASUREMENT, where)
+
+    # Windows still filling (whose readings, ahead of this clock, move their marks) are not
+    # computed again here: only the rule under test writes the next quarter.
+    slow = {"api_rollups_open_every": 1e9, "api_rollups_open_day_every": 1e9}
+    app = create_app(city.settings.model_copy(update=slow))
+    async with running(app):
+        keeper = app.state.runtime.rollups
+        assert await keeper.keep_once() > 0  # the first round: the backfill, noon included
+        assert kept("15m", noon) == kept("1h", noon) == 6  # 3 profiles, 2 districts
+        assert kept("15m", noon + Q) == kept("1h", noon + H) == 0  # beginning later: not yet
+        clock[0] = noon + Q - 20 * S  # a later round: the next quarter, and nothing beyond
+        assert await keeper.keep_once() > 0
+        assert kept("15m", noon + Q) == 6
+        assert kept("15m", noon + 2 * Q) == kept("1h", noon + H) == 0
+    monkeypatch.undo()
+    question = {**GAUGES[0], "every": "15m", "start": rfc3339(noon), "end": rfc3339(noon + Q)}
+    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
+    async with (
+        running(create_app(city.settings)) as api,
+        running(create_app(oracle_settings)) as oracle,
+    ):
+        rows, computed, rolled = await ask(api, {**question, "group_by": "district"})
+        assert (computed, rolled) == ("0/2", 2)
+        want, _, _ = await ask(oracle, {**question, "group_by": "district"})
+        same_rows(rows, want, "the quarter written before it began")

@@ -7,6 +7,7 @@ TLS and the API answers with its reading; InfluxDB refuses anyone without an acc
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,19 @@ def test_the_stack_from_its_compose_services(stack: dict[str, object]) -> None:
     server = start_citysense("api", log=tmp / "api.log", env={**os.environ, **api_env})
     children.append(server)
     server.wait_http(f"http://127.0.0.1:{api}/health", 60)
+    # The rollup keeper, a service of its own with the API's InfluxDB account.
+    keeper_svc = service("rollups")
+    keeper_secrets = mount_secrets(keeper_svc, secrets_dir, tmp / "r", rewrite)
+    keeper_port = free_port()
+    keeper_env = keeper_svc.local_env(
+        {**paths, "/run/secrets": keeper_secrets},
+        CITYSENSE_API_ROLLUPS_HOST="127.0.0.1",
+        CITYSENSE_API_ROLLUPS_PORT=str(keeper_port),
+        CITYSENSE_API_ROLLUPS_EVERY="0.5",
+    )
+    keeper = start_citysense("rollups", log=tmp / "rollups.log", env={**os.environ, **keeper_env})
+    children.append(keeper)
+    keeper.wait_http(f"http://127.0.0.1:{keeper_port}/ready", 60)
     # A device added by the operator with the admin URL `citysense secrets` wrote, over TLS.
     admin = {"CITYSENSE_MQTT_ADMIN_URL": _rewritten(secrets_dir / "admin_mqtt_url", rewrite)}
     added = run("devices", "add", *DEVICE, env={**admin, "CITYSENSE_REGISTRY": str(registry)})
@@ -184,6 +198,15 @@ def test_the_stack_from_its_compose_services(stack: dict[str, object]) -> None:
     )
     refused = httpx.post(f"{url}/write", params={"db": "citysense"}, content=b"x v=1", auth=grafana)
     assert refused.status_code == 403
+    # The keeper kept the reading's windows, writing with the API's account.
+    keeper_metrics = f"http://127.0.0.1:{keeper_port}/metrics"
+    wait_for(
+        lambda: re.search(
+            r"^citysense_rollups_windows_computed_total [1-9]", httpx.get(keeper_metrics).text, re.M
+        ),
+        30,
+        what="the reading's rollups, kept",
+    )
     # And the API, with its own account, answers with the operator's token.
     answer = httpx.get(
         f"http://127.0.0.1:{api}/districts", headers={"Authorization": f"Bearer {token}"}

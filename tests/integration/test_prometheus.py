@@ -1,5 +1,6 @@
 """The shipped Prometheus configuration, run by the real Prometheus (Debian's package): it
-scrapes an ingest worker and the API, both expositions pass `promtool check metrics`, and every
+scrapes an ingest worker, the API and the rollup keeper (`citysense rollups`), each exposition
+passes `promtool check metrics`, and every
 Prometheus query of the shipped Grafana dashboards is valid there (issue 11). Only the target
 files are the test's own; the configuration is the shipped one."""
 
@@ -22,6 +23,7 @@ from common.influx import InfluxConfig
 from tests.support.api import api_settings
 from tests.support.ingest import ingest_settings, running_worker
 from tests.support.polling import wait_for
+from tests.support.processes import RollupsProcess, rollups_env
 
 pytestmark = pytest.mark.integration
 
@@ -66,21 +68,27 @@ def api_port(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) -> Ite
     thread.join(15)
 
 
-def test_prometheus_scrapes_ingest_and_the_api_with_clean_metrics(
+def test_prometheus_scrapes_ingest_the_api_and_the_keeper_with_clean_metrics(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path, api_port: int
 ) -> None:
     ingest_port = free_port()
     settings = ingest_settings(
         servers, influx, topic_root, http_port=ingest_port, spool_dir=tmp_path / "spool"
     )
+    api = api_settings(servers, influx, tmp_path)
+    assert api.registry is not None
+    keeper = RollupsProcess(rollups_env(influx, api.registry), tmp_path / "rollups.log")
+    keeper.start()
+    keeper.wait_ready()
+    keeper_port = int(keeper.env["CITYSENSE_API_ROLLUPS_PORT"])
     with running_worker(settings):
-        for port in (ingest_port, api_port):
+        for port in (ingest_port, api_port, keeper_port):
             exposition = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).content
             checked = promtool("check", "metrics", stdin=exposition)
             assert checked.returncode == 0, (port, checked.stdout + checked.stderr)
         config = tmp_path / "prometheus"
         shutil.copytree(SHIPPED, config)
-        for job, port in (("ingest", ingest_port), ("api", api_port)):
+        for job, port in (("ingest", ingest_port), ("api", api_port), ("rollups", keeper_port)):
             target = [{"targets": [f"127.0.0.1:{port}"], "labels": {"service": job}}]
             (config / "targets" / f"{job}.json").write_bytes(orjson.dumps(target))
         web = free_port()
@@ -106,8 +114,8 @@ def test_prometheus_scrapes_ingest_and_the_api_with_clean_metrics(
                     return {}
                 return {r["metric"]["job"]: float(r["value"][1]) for r in body["data"]["result"]}
 
-            wait_for(lambda: len(up()) == 2, 60, 0.5, "both jobs scraped")
-            assert up() == {"citysense-ingest": 1.0, "citysense-api": 1.0}
+            wait_for(lambda: len(up()) == 3, 60, 0.5, "every job scraped")
+            assert up() == {"citysense-ingest": 1.0, "citysense-api": 1.0, "citysense-rollups": 1.0}
             for board, panel, expr in dashboard_queries():
                 body = httpx.get(
                     f"http://127.0.0.1:{web}/api/v1/query", params={"query": expr}, timeout=5

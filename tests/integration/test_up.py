@@ -29,12 +29,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
-    api_port, metrics_port = free_port(), free_port()
+    api_port, metrics_port, rollups_port = free_port(), free_port(), free_port()
     args = [
         "--home", str(tmp_path / "home"), "--mqtt-port", str(free_port()),
         "--mqtts-port", str(free_port()),
         "--influx-port", str(free_port()), "--api-port", str(api_port),
-        "--metrics-port", str(metrics_port), "--devices", "60", "--rate", "30",
+        "--metrics-port", str(metrics_port), "--rollups-port", str(rollups_port),
+        "--devices", "60", "--rate", "30",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     up = subprocess.Popen(
@@ -51,7 +52,7 @@ def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
     try:
         token = wait_for(lambda: _token("".join(output)), 120, 0.2, "the banner's API token")
         started = children(up.pid)
-        assert len(started) >= 5  # broker, InfluxDB, ingest, API, simulator
+        assert len(started) >= 6  # broker, InfluxDB, ingest, API, rollup keeper, simulator
         api = httpx.Client(
             base_url=f"http://127.0.0.1:{api_port}",
             headers={"Authorization": f"Bearer {token}"},
@@ -73,6 +74,16 @@ def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
         assert any(row["value"] is not None for row in pressure.json()["rows"])
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         assert re.search(r"^citysense_ingest_readings_stored_total [1-9]", metrics, re.M)
+        # The rollup keeper, its own process, keeps the stored readings' windows.
+        rollups = f"http://127.0.0.1:{rollups_port}/metrics"
+        wait_for(
+            lambda: re.search(
+                r"^citysense_rollups_windows_computed_total [1-9]", httpx.get(rollups).text, re.M
+            ),
+            60,
+            0.5,
+            "the keeper's rollups",
+        )
         # The banner's way to add a device works against the running stack, over TLS.
         _add_a_device(tmp_path / "home" / "operator.env", env)
     finally:

@@ -173,3 +173,72 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def rollups_env(influx: InfluxConfig, registry: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `citysense rollups` process on `influx`, with `registry`, its
+    /metrics on a free port. `extra` adds or replaces variables."""
+    own = {
+        "CITYSENSE_INFLUX_URL": influx.url,
+        "CITYSENSE_INFLUX_DB": influx.database,
+        "CITYSENSE_REGISTRY": str(registry),
+        "CITYSENSE_API_ROLLUPS_PORT": str(free_port()),
+        **({"CITYSENSE_INFLUX_TOKEN": influx.token} if influx.token else {}),
+        **extra,
+    }
+    return {**os.environ, **own}
+
+
+class RollupsProcess:
+    """`citysense rollups` as a real process, so it can be SIGKILLed; killed at the end of its
+    test with the ingest processes (the `ingest_processes` fixture), pass or fail."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.env['CITYSENSE_API_ROLLUPS_PORT']}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "citysense.cli", "rollups", "--log-level", "warning"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+            )
+        IngestProcess.started.append(self.proc)
+
+    def status(self, path: str) -> int | None:
+        """The status it answers on `path`; None while it does not listen."""
+        assert self.proc is not None
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        try:
+            return httpx.get(f"{self.base}{path}", timeout=2).status_code
+        except httpx.HTTPError:
+            return None
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_for(lambda: self.status("/ready") == 200, timeout, 0.05, "rollups /ready")
+
+    def metric(self, name: str) -> float:
+        """A sample of its /metrics, the `citysense_rollups_` prefix left off."""
+        text = httpx.get(f"{self.base}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(f"citysense_rollups_{name} "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
