@@ -83,6 +83,16 @@ def mqtt_thread_stages(root: str, messages: list[tuple[str, bytes]]) -> list[Sta
     objects = [(fast[d.profile.profile], d.device_id, o) for d in decoded for o in d.objects]
     packets = _packets(messages)
     encoder = ReadingEncoder()
+    profiles = worker.pipeline._profiles
+    keys = [
+        (
+            r.measurement,
+            r.device_id,
+            r.time_ns,
+            encoder.fields_in_order(r.fields, profiles[r.measurement].fields),
+        )
+        for r in readings
+    ]
 
     def each(step: Callable[[Received], Any]) -> Callable[[], None]:
         return lambda: _each(step, received)
@@ -92,7 +102,7 @@ def mqtt_thread_stages(root: str, messages: list[tuple[str, bytes]]) -> list[Sta
         ("MQTT 5 PUBLISH decode, ingest's", lambda: lambda: list(map(_ours, packets))),
         ("decode: topic, size, JSON, shape", lambda: lambda: _decode_all(worker, received)),
         ("validate + encode fields (compiled)", lambda: lambda: _compiled(objects, now)),
-        ("dedupe (Seen.check)", lambda: lambda: _dedupe(readings)),
+        ("dedupe (Seen.check)", lambda: lambda: _dedupe(keys)),
         ("line (series per device + fields)", lambda: lambda: _lines(encoder, readings)),
         ("acks.take", lambda: lambda: _take_tickets(received)),
         ("pipeline.process, whole", lambda: each(_worker(root).pipeline.process)),
@@ -125,10 +135,10 @@ def _decode_all(worker: Worker, received: list[Received]) -> None:
         decode(r, p._layout, p._profiles, p._limits)
 
 
-def _dedupe(readings: list[Enriched]) -> None:
+def _dedupe(keys: list[tuple[str, str, int, str]]) -> None:
     seen = Seen()
-    for r in readings:
-        seen.check(r)
+    for key in keys:
+        seen.check(*key)
 
 
 def _take_tickets(received: list[Received]) -> None:

@@ -291,8 +291,7 @@ class Worker:
             ticket,
             outcome.readings,
             len(outcome.rejected),
-            feed=outcome.accepted if self.settings.state_feed else None,
-            changes=changes_of(outcome.accepted),
+            feed=outcome.accepted,
             weight=weight,
         )
         self.stats.message_taken(outcome.readings)
@@ -319,7 +318,9 @@ class Worker:
         # The change marks travel with the readings (the writer sends them right after the
         # readings are stored, and they go into the spool together): no batch is acknowledged
         # before the marks of its windows have moved.
-        lines = batch.lines + change_lines(batch.changes)
+        # The windows are found here, once a batch, not for every message on the MQTT thread
+        # (a set and a call a message there, ~0.8 µs).
+        lines = batch.lines + change_lines(changes_of(batch.feed))
         if self._outage.is_set() and self._spill(lines):
             self._settle(batch, spooled=True)
             return
@@ -338,7 +339,7 @@ class Worker:
         self._store_refused(bad, self.writer)  # before the acks: a dead letter is data too
         self._count_stored(lines, bad)
         self._settle(batch, spooled=False)
-        if batch.feed:
+        if batch.feed and self.settings.state_feed:
             self._announce(batch.feed)
 
     def _spill(self, lines: list[str]) -> bool:
