@@ -1,4 +1,4 @@
-"""One MQTT message through the stages: decode → normalize → validate → enrich → dedupe → encode.
+"""One MQTT message through the stages: decode → normalize → validate → enrich → encode → dedupe.
 
 `Pipeline.process` never raises: whatever a device sends ends as data lines, dead-letter lines,
 or both, and every rejection is counted. Even a bug of ours becomes an `internal_error` dead
