@@ -81,6 +81,9 @@ class _Drained:
     def recv(self, _size: int) -> bytes:
         raise BlockingIOError
 
+    def close(self) -> None:
+        """paho closes it when the client is collected."""
+
 
 class _PahoReads(_Client):
     def _take_buffered(self, fast: Any) -> bool:
