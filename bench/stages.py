@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from paho.mqtt import _packet
-from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench.publisher import read_messages
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
@@ -24,7 +24,7 @@ from ingest.acks import Acks
 from ingest.changes import change_lines, changes_of
 from ingest.cli import GC_FIRST_GENERATION
 from ingest.compiled import compile_profile
-from ingest.consume import decode_publish
+from ingest.consume import _Client, decode_publish
 from ingest.decode import Decoded, decode
 from ingest.dedupe import Seen
 from ingest.encode import ReadingEncoder
@@ -60,6 +60,50 @@ def _packets(messages: list[tuple[str, bytes]]) -> list[bytearray]:
     ]
 
 
+def _stream(packets: list[bytearray]) -> bytes:
+    """The packets as they cross the socket: fixed header (PUBLISH, QoS 1) and all."""
+    out = bytearray()
+    for body in packets:
+        out.append(0x32)
+        size = len(body)
+        while True:
+            size, digit = divmod(size, 128)
+            out.append(digit | (0x80 if size else 0))
+            if not size:
+                break
+        out += body
+    return bytes(out)
+
+
+class _Drained:
+    """A socket with nothing more to read: the client's buffer holds the whole stream."""
+
+    def recv(self, _size: int) -> bytes:
+        raise BlockingIOError
+
+    def close(self) -> None:
+        """paho closes it when the client is collected."""
+
+
+class _PahoReads(_Client):
+    def _take_buffered(self, fast: Any) -> bool:
+        return False  # every packet through paho's _packet_read (then ingest's decode)
+
+
+def _read_all(client_class: type[_Client], stream: bytes) -> Callable[[], object]:
+    """One pass: the client's loop_read over the whole stream, already received."""
+    client = client_class(
+        CallbackAPIVersion.VERSION2,
+        client_id="b",
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=True,
+    )
+    client.on_publish_fast = lambda *_: None
+    client._sock = _Drained()  # type: ignore[assignment]
+    client._buffer, client._read_at = stream, 0
+    return client.loop_read
+
+
 def _worker(root: str) -> Worker:
     settings = IngestSettings(topic_root=root, spool_dir=None, http_port=0, registry_check=0)
     profiles = load_profiles()
@@ -82,7 +126,18 @@ def mqtt_thread_stages(root: str, messages: list[tuple[str, bytes]]) -> list[Sta
     fast = {name: compile_profile(p) for name, p in worker.pipeline._profiles.items()}
     objects = [(fast[d.profile.profile], d.device_id, o) for d in decoded for o in d.objects]
     packets = _packets(messages)
+    stream = _stream(packets)
     encoder = ReadingEncoder()
+    profiles = worker.pipeline._profiles
+    keys = [
+        (
+            r.measurement,
+            r.device_id,
+            r.time_ns,
+            encoder.fields_in_order(r.fields, profiles[r.measurement].fields),
+        )
+        for r in readings
+    ]
 
     def each(step: Callable[[Received], Any]) -> Callable[[], None]:
         return lambda: _each(step, received)
@@ -90,9 +145,11 @@ def mqtt_thread_stages(root: str, messages: list[tuple[str, bytes]]) -> list[Sta
     return [
         ("MQTT 5 PUBLISH decode, paho's own", lambda: lambda: _paho_decode(packets)),
         ("MQTT 5 PUBLISH decode, ingest's", lambda: lambda: list(map(_ours, packets))),
+        ("packet read + decode: paho's _packet_read", lambda: _read_all(_PahoReads, stream)),
+        ("packet read + decode: ingest's, from the buffer", lambda: _read_all(_Client, stream)),
         ("decode: topic, size, JSON, shape", lambda: lambda: _decode_all(worker, received)),
         ("validate + encode fields (compiled)", lambda: lambda: _compiled(objects, now)),
-        ("dedupe (Seen.check)", lambda: lambda: _dedupe(readings)),
+        ("dedupe (Seen.check)", lambda: lambda: _dedupe(keys)),
         ("line (series per device + fields)", lambda: lambda: _lines(encoder, readings)),
         ("acks.take", lambda: lambda: _take_tickets(received)),
         ("pipeline.process, whole", lambda: each(_worker(root).pipeline.process)),
@@ -125,10 +182,10 @@ def _decode_all(worker: Worker, received: list[Received]) -> None:
         decode(r, p._layout, p._profiles, p._limits)
 
 
-def _dedupe(readings: list[Enriched]) -> None:
+def _dedupe(keys: list[tuple[str, str, int, str]]) -> None:
     seen = Seen()
-    for r in readings:
-        seen.check(r)
+    for key in keys:
+        seen.check(*key)
 
 
 def _take_tickets(received: list[Received]) -> None:

@@ -14,7 +14,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ingest.acks import Ticket
-from ingest.changes import Change
 from ingest.stages import Enriched
 
 
@@ -27,7 +26,6 @@ class _Item:
     readings: int
     dead_letters: int
     feed: list[Enriched]
-    changes: set[Change]
     weight: int
     added: float
 
@@ -38,8 +36,7 @@ class Batch:
     tickets: list[Ticket] = field(default_factory=list)
     readings: int = 0
     dead_letters: int = 0
-    feed: list[Enriched] = field(default_factory=list)
-    changes: set[Change] = field(default_factory=set)
+    feed: list[Enriched] = field(default_factory=list)  # the readings behind the data lines
     weight: int = 0
     oldest: float = 0.0
 
@@ -64,13 +61,10 @@ class Batcher:
         dead: int,
         *,
         feed: list[Enriched] | None = None,
-        changes: set[Change] | None = None,
         weight: int = 0,
     ) -> None:
-        """Queue a message's lines."""
-        item = _Item(
-            lines, ticket, readings, dead, feed or [], changes or set(), weight, time.monotonic()
-        )
+        """Queue a message's lines, and the readings behind them (`feed`)."""
+        item = _Item(lines, ticket, readings, dead, feed or [], weight, time.monotonic())
         with self._lock:
             first = not self._items
             self._items.append(item)
@@ -117,7 +111,6 @@ class Batcher:
             batch.readings += item.readings
             batch.dead_letters += item.dead_letters
             batch.feed.extend(item.feed)
-            batch.changes |= item.changes
             batch.weight += item.weight
             if item.ticket is not None:
                 batch.tickets.append(item.ticket)

