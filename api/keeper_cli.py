@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -72,6 +73,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"citysense rollups: invalid settings:\n{settings_problems(exc)}", file=sys.stderr)
         return 2
     configure(args.log_level.upper())
+    if settings.api_rollups_nice:
+        os.nice(settings.api_rollups_nice)
     profiles, registry = settings.load_contract()
     return asyncio.run(keep(settings, Contract.build(profiles, registry)))
 

@@ -60,6 +60,10 @@ class ApiSettings(CommonSettings):
     # `citysense rollups`: its /metrics, /live and /ready listen here (0: no port).
     api_rollups_host: str = "127.0.0.1"
     api_rollups_port: int = Field(default=9102, ge=0, le=65535)
+    # `citysense rollups` lowers its CPU priority by this much (os.nice): on a machine shared
+    # with the API, a round after each quarter-hour (tens of seconds of CPU at 100,000 devices)
+    # must not slow the API's answers; rollups a few seconds later cost nothing (0: as is).
+    api_rollups_nice: int = Field(default=10, ge=0, le=19)
     # How often the keeper looks at the change marks; a window still filling is recomputed at
     # most every `open_every` seconds (each recomputation of an open day reads the day so far).
     # Below max_staleness, so an open window's rollup is served rather than computed again.

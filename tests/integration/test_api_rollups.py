@@ -15,6 +15,7 @@ leave them exact; a keeper whose rounds died exits 1; SIGTERM exits 0."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -326,6 +327,11 @@ async def test_the_keeper_process_writes_the_rollups_the_api_serves(
     process.start()
     process.wait_ready()
     assert process.status("/live") == 200
+    # Below the API's priority (CITYSENSE_API_ROLLUPS_NICE, 10 by default): the 19th field of
+    # /proc/<pid>/stat, after the parenthesised command name.
+    assert process.proc is not None
+    stat = Path(f"/proc/{process.proc.pid}/stat").read_text()
+    assert int(stat.rsplit(")", 1)[1].split()[16]) == os.getpriority(os.PRIO_PROCESS, 0) + 10
     assert process.metric("windows_computed_total") > 0
     assert process.metric("ready") == 1.0
     await assert_served_exactly_from_rollups(city)
