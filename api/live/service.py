@@ -292,7 +292,7 @@ class Live:
             # No snapshot written here: the one just read is as good for the next start (the
             # messages taken since show as a gap then, and are caught up by their marks), and
             # writing it would hold a copy of every column at the start's peak.
-            queries, merged = await self.catch_up(save=False)
+            queries, merged = await self.catch_up(save=False, settle=False)
         except InfluxError as exc:
             self.load_error = self.scrub(str(exc))
             logger.warning("could not catch up after the snapshot: %s", self.load_error)
@@ -334,14 +334,15 @@ class Live:
                 return
             await asyncio.sleep(FEED_QUIET_S / 4)
 
-    async def catch_up(self, *, save: bool = True) -> tuple[int, int]:
+    async def catch_up(self, *, save: bool = True, settle: bool = True) -> tuple[int, int]:
         """Query InfluxDB for the parts whose marks moved past what the state holds (loaded, or
         vouched for by the feed), from their earliest such window; (parts, readings) merged."""
         began = now_ns()
         since = began - int(self.settings.api_latest_lookback * NS_PER_S)
         token = self.coverage.begin()
         marks = await self._read_marks(since)
-        await asyncio.sleep(FEED_SETTLE_S)  # announcements of the newest marks, on their way
+        if settle:  # at start, _drained has waited already: not half a second more to serve
+            await asyncio.sleep(FEED_SETTLE_S)  # announcements of the newest marks, on their way
         moved = self.coverage.moved(marks, window_of(since))
         queries = [
             (name, district, max(since, window))
