@@ -437,3 +437,84 @@ async def test_a_window_is_written_just_before_it_begins_and_served_exact(
         assert (computed, rolled) == ("0/2", 2)
         want, _, _ = await ask(oracle, {**question, "group_by": "district"})
         same_rows(rows, want, "the quarter written before it began")
+
+
+def record_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The windows of every read the keeper makes of the readings, recorded as it makes them."""
+    reads: list[tuple[int, int]] = []
+    compute = keeper_module.compute_rollups
+
+    async def recorded(*args: Any) -> Any:
+        reads.extend(args[4])
+        return await compute(*args)
+
+    monkeypatch.setattr(keeper_module, "compute_rollups", recorded)
+    return reads
+
+
+async def test_a_closed_window_is_computed_again_only_if_its_marks_moved(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Yesterday's noon quarter is computed before it begins (its readings are stored already,
+    ahead of the keeper's clock); once it closed, a round does not read it again while its marks
+    hold, and does once a late reading moved them, the answer then equal to the oracle's."""
+    noon = yesterday() + 12 * H
+    quarter = (noon, noon + Q)
+    clock = [noon - 20 * S]
+    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
+    slow = {"api_rollups_open_every": 1e9, "api_rollups_open_day_every": 1e9}
+    app = create_app(city.settings.model_copy(update=slow))
+    async with running(app):
+        keeper = app.state.runtime.rollups
+        assert await keeper.keep_once() > 0  # the backfill, the noon quarter included
+        reads = record_reads(monkeypatch)
+        clock[0] = noon + Q + 2 * S  # the round after the quarter closed
+        assert await keeper.keep_once() > 0  # the quarter that began: fresh
+        assert (noon + Q, noon + 2 * Q) in reads
+        assert quarter not in reads, "a closed quarter whose marks held was read again"
+        late = {"ts": (noon + 7 * 60 * S) // 1_000_000, "pressure": 1.0}
+        city.send("water_pipe", "WP-R2", [late])
+        city.wait_stored("water_pipe", STEPS * len(PIPES) + 1)
+        clock[0] += 5 * S
+        assert await keeper.keep_once() > 0
+        assert quarter in reads, "a closed quarter whose marks moved was not read again"
+    monkeypatch.undo()
+    question = {**GAUGES[0], "every": "15m", "start": rfc3339(noon), "end": rfc3339(noon + Q)}
+    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
+    async with (
+        running(create_app(city.settings)) as api,
+        running(create_app(oracle_settings)) as oracle,
+    ):
+        rows, computed, rolled = await ask(api, {**question, "group_by": "district"})
+        assert (computed, rolled) == ("0/2", 2)
+        want, _, _ = await ask(oracle, {**question, "group_by": "district"})
+        same_rows(rows, want, "the closed quarter computed again after a late reading")
+
+
+async def test_a_window_not_begun_and_not_marked_is_written_without_a_read(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper's clock 20 s before the quarter after yesterday's last reading: that quarter
+    has no marks, so its rollups are written (empty) without reading InfluxDB's readings, and
+    served as such: equal to the oracle's answer from the readings (no rows)."""
+    after = yesterday() + STEPS * Q  # no reading at or after it
+    clock = [after - 20 * S]
+    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
+    reads = record_reads(monkeypatch)
+    app = create_app(city.settings)
+    async with running(app):
+        assert await app.state.runtime.rollups.keep_once() > 0
+    kept = count(city.influx, layout.MEASUREMENT, f"WHERE \"grain\" = '15m' AND time = {after}")
+    assert kept == 6  # 3 profiles, 2 districts
+    assert reads and all(w[0] < after for w in reads)
+    monkeypatch.undo()
+    question = {**GAUGES[0], "every": "15m", "start": rfc3339(after), "end": rfc3339(after + Q)}
+    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
+    async with (
+        running(create_app(city.settings)) as api,
+        running(create_app(oracle_settings)) as oracle,
+    ):
+        rows, computed, rolled = await ask(api, {**question, "group_by": "district"})
+        assert rolled == 2, computed
+        want, _, _ = await ask(oracle, {**question, "group_by": "district"})
+        same_rows(rows, want, "the empty quarter written before it began")

@@ -2,7 +2,7 @@
 own window is due, else only the hours holding the due quarter-hours and hours — an open quarter
 must not cost a day of reads — and whole hours where a zone's half-hour offset cuts one; and when
 its rounds start: half a minute before each quarter-hour begins (its windows are written before
-they begin) and 2 s after (the quarter that ended is computed again, whole)."""
+they begin) and 2 s after (the quarter that ended is computed again, whole, if its marks moved)."""
 
 from __future__ import annotations
 
