@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.core.settings import ApiSettings
+from api.live import snapshot as snapshot_module
 from api.main import create_app
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
@@ -220,3 +221,39 @@ async def test_a_lost_feed_message_is_caught_up_at_once_not_at_the_next_reconcil
 async def _if_found(client: object, device: str) -> dict[str, str | None] | None:
     times = await _times(client)
     return times if times[device] is not None else None
+
+
+async def test_a_crash_after_taking_the_kept_messages_loses_nothing(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    topic_root: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An API that took (and acknowledged) the broker's kept messages and the live ones, then
+    died before any snapshot held them: the next start restores the older snapshot, the broker
+    has nothing left to give, and every part whose marks moved since that snapshot is queried."""
+    now = time.time_ns()
+    ingest = Ingest(servers, influx, topic_root)
+    settings = _settings(servers, influx, tmp_path, topic_root)
+    await _trusted_then_stopped(settings, ingest, now)  # its snapshot holds SL-1 only
+    ingest.store([_light("SL-2", "North", "on", now - 30 * S)])  # kept by the broker
+    ingest.store([Point("water_pipe", "WP-1", "South", {"pressure": 2.5}, now - 28 * S)])
+    # From here no snapshot is written, as if the process were killed before its next one.
+    monkeypatch.setattr(snapshot_module, "write", lambda *_: True)
+    app = create_app(settings)
+    async with running(app) as client:
+        assert app.state.runtime.live.parts_queried == 0  # all from the broker's session
+        ingest.store([_light("SL-3", "East", "on", now - 20 * S)])  # live
+        await until(lambda: _if_found(client, "SL-3"), 10, "the live reading applied")
+    monkeypatch.undo()
+    want = {
+        "SL-1": rfc3339(now - 50 * S),
+        "SL-2": rfc3339(now - 30 * S),
+        "SL-3": rfc3339(now - 20 * S),
+        "WP-1": rfc3339(now - 28 * S),
+    }
+    app = create_app(settings)
+    async with running(app) as client:
+        assert await _times(client) == want
+        assert app.state.runtime.live.parts_queried == 3  # North, East and South moved
