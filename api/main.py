@@ -85,9 +85,11 @@ def _contract(config: ApiSettings) -> Contract:
 def _runtime(
     config: ApiSettings,
     scrub: Scrubber,
+    *,
     transport: httpx.AsyncBaseTransport | None,
     supervisor: Supervisor,
     contract: Contract | None,
+    peer_transport: httpx.AsyncBaseTransport | None,
 ) -> Runtime:
     """Everything the routes share, built and checked before the first request."""
     contract = contract if contract is not None else _contract(config)
@@ -107,7 +109,9 @@ def _runtime(
         cache=cells,
         supervisor=supervisor,
     )
-    live = Live(config, contract, influx, scrub, transport, supervisor=supervisor)
+    live = Live(
+        config, contract, influx, scrub, transport, supervisor=supervisor, peer=peer_transport
+    )
     return Runtime(
         settings=config,
         contract=contract,
@@ -130,8 +134,10 @@ def create_app(
     influx_transport: httpx.AsyncBaseTransport | None = None,
     on_failure: Callable[[], None] | None = None,
     contract: Contract | None = None,
+    peer_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """The app; `influx_transport` replaces the network under the InfluxDB client in tests;
+    """The app; `influx_transport` replaces the network under the InfluxDB client in tests,
+    `peer_transport` the one to the replica named by `api_state_peer` (api.live.peer);
     `on_failure` is called once if a background task or thread dies (api.core.supervise);
     `contract`, when the caller loaded it already (`citysense api` checks it before serving),
     is not loaded again — at a million devices that is seconds of start-up."""
@@ -142,7 +148,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = app.state.runtime = _runtime(
-            config, scrub, influx_transport, supervisor, contract
+            config,
+            scrub,
+            transport=influx_transport,
+            supervisor=supervisor,
+            contract=contract,
+            peer_transport=peer_transport,
         )
         registry = runtime.contract.registry
         logger.info(

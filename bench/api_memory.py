@@ -17,7 +17,11 @@ authentication off) three times, one after the other:
    its state snapshot (api.live.snapshot) after it and at shutdown;
 3. stopped, a newer reading written for one district's streetlights (with their change marks, as
    ingest writes them), and started again: the restart from the snapshot, measured as in 2, the
-   district's page checked to hold the newer readings.
+   district's page checked to hold the newer readings. Then restarts after a reading of every
+   (profile, district) part was written, announced on the state feed and not;
+4. a new replica, with a data folder of its own and empty, started from the state of a running
+   one (CITYSENSE_API_STATE_PEER), which took a newer reading of every part from its feed just
+   before: measured as in 2, against 2's full load.
 
 The API's own log lines on what it loaded from where, and how long it took, are in the report.
 

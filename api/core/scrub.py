@@ -18,9 +18,12 @@ def secrets_of(settings: ApiSettings) -> tuple[str, ...]:
         found.append(settings.influx_token.get_secret_value())
     if settings.mqtt.password:
         found.append(settings.mqtt.password)
-    influx_password = urlsplit(settings.influx_url).password
-    if influx_password:
-        found.append(influx_password)
+    if settings.api_state_peer_token is not None:
+        found.append(settings.api_state_peer_token.get_secret_value())
+    for url in (settings.influx_url, settings.api_state_peer or ""):
+        password = urlsplit(url).password
+        if password:
+            found.append(password)
     return tuple(sorted({s for s in found if s}, key=len, reverse=True))
 
 

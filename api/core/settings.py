@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from common.settings import CommonSettings
 from device_profiles import parse_duration
@@ -108,6 +108,11 @@ class ApiSettings(CommonSettings):
     api_snapshot_max_bytes: int = Field(default=1024**3, ge=1024)
     # A snapshot older than this is ignored (its change marks may have expired meanwhile).
     api_snapshot_max_age: float = Field(default=86400.0, gt=0)
+    # A running replica (its base URL) whose latest state a replica with no snapshot of its own
+    # (a new one, or its data folder lost) starts from instead of loading from InfluxDB in full
+    # (api.live.peer: GET /state/snapshot with a `city` token, the next setting). Unset: none.
+    api_state_peer: str | None = None
+    api_state_peer_token: SecretStr | None = None
 
     # --- alarms (api.alarms) ---
     # Alarm events older than this are not replayed at start (active alarms older stay lost).

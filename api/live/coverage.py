@@ -65,6 +65,12 @@ class Coverage:
             return  # an older ingest: its readings are applied, its marks vouch for nothing
         last = self._last.pop(message.publisher, None)
         expected = 0 if last is None else last + 1
+        if message.seq < expected:
+            # Held already: a message the state came with (a peer replica's, api.live.peer,
+            # taken after our subscription began), or one the broker sent twice. Its marks
+            # were vouched for, or its loss counted, when it was first taken.
+            self._last[message.publisher] = expected - 1
+            return
         self._last[message.publisher] = message.seq
         if len(self._last) > self.max_publishers:
             self._last.popitem(last=False)

@@ -33,9 +33,10 @@ from api.live.broker import BrokerProbe
 from api.live.coverage import Coverage, Token
 from api.live.feed import FeedSubscriber
 from api.live.hub import Hub
+from api.live.peer import PeerError, fetch_state
 from api.live.state import LiveState
 from common.errors import InfluxError, InfluxNotFound, InfluxUnavailable
-from common.influx import AsyncInfluxClient
+from common.influx import AsyncInfluxClient, redacted
 from wire import statefeed
 from wire.changes import window_of
 
@@ -73,8 +74,10 @@ class Live:
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         supervisor: Supervisor | None = None,
+        peer: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.supervisor = supervisor or Supervisor()
+        self._peer_transport = peer  # to `api_state_peer` (tests: another app in process)
         self.settings = settings
         self.scrub = scrub  # error texts may quote a URL with credentials
         self.contract = contract
@@ -104,6 +107,9 @@ class Live:
         # Bounded by the subscriber (api_feed_backlog); None: the feed stopped, nothing follows.
         self._feed: asyncio.Queue[statefeed.Message | None] = asyncio.Queue()
         self.caught_up = 0  # catch-ups done, and the parts they queried (metrics, tests)
+        # Where the state this process started with came from: its own snapshot, a peer's
+        # (api.live.peer) or InfluxDB in full; logged, and asked by the tests.
+        self.started_from: str | None = None
         self.parts_queried = 0
         self._feed_started = 0.0
         self._gate = asyncio.Semaphore(settings.api_query_concurrency)
@@ -154,6 +160,7 @@ class Live:
         first = not self.state.loaded
         self._loaded_from(began, marks, token)
         if first:
+            self.started_from = "influxdb"
             logger.info(
                 "latest state loaded for %d devices from InfluxDB in full (%d queries, %d "
                 "readings) in %.1f s%s",
@@ -222,13 +229,11 @@ class Live:
                 return {}
         return marks
 
-    async def save_snapshot(self) -> None:
-        """The state and the marks it is complete for, to the data folder (if any)."""
-        folder = self.settings.api_data_dir
-        if folder is None or not self.state.loaded:
-            return
-        clock = time.perf_counter()
-        data = snapshot.encode(
+    def snapshot_parts(self) -> list[bytes]:
+        """The state, the marks it is complete for and what the feed vouched for since, as
+        snapshot bytes: for the data folder, and for a replica starting from ours (api.live.peer).
+        On the event loop: no feed message is applied halfway through."""
+        return snapshot.encode(
             self.state,
             self._fingerprint(),
             self._as_of,
@@ -236,6 +241,14 @@ class Live:
             now_ns(),
             feed=self.coverage.dump(),
         )
+
+    async def save_snapshot(self) -> None:
+        """The state and the marks it is complete for, to the data folder (if any)."""
+        folder = self.settings.api_data_dir
+        if folder is None or not self.state.loaded:
+            return
+        clock = time.perf_counter()
+        data = self.snapshot_parts()
         try:
             written = await asyncio.to_thread(
                 snapshot.write, folder, data, self.settings.api_snapshot_max_bytes
@@ -297,6 +310,7 @@ class Live:
             self.load_error = self.scrub(str(exc))
             logger.warning("could not catch up after the snapshot: %s", self.load_error)
             return  # the state stays not loaded; the full load is retried
+        self.started_from = "snapshot"
         logger.info(
             "latest state of %d devices from the snapshot in %s (%d bytes, as of %.0f s ago, "
             "read in %.2f s), the feed's kept messages (%s) and InfluxDB (%d changed profile "
@@ -306,6 +320,69 @@ class Live:
             restored.size,
             (now_ns() - restored.as_of_ns) / NS_PER_S,
             read_s,
+            "vouched for" if self.coverage.trusted else "not trusted: a message may be lost",
+            queries,
+            merged,
+            time.perf_counter() - clock,
+        )
+
+    async def _start_from_peer(self) -> None:
+        """Start from a running replica's state (`api_state_peer`, api.live.peer), when this
+        one has no snapshot of its own, then catch up as after a restart. Why it is whole: our
+        subscription began before the peer encoded its state, so every message announced
+        after that state reaches us, held unapplied until the state is restored (the restore
+        replaces the columns); the peer's own messages among them are known by their numbers
+        and skipped (api.live.coverage), and a message the peer had not yet taken when it
+        answered is either among ours or shows as a gap. Any failure is logged and the full
+        load follows."""
+        peer = self.settings.api_state_peer
+        if peer is None:
+            return
+        assert self.feed is not None
+        self._start_subscriber()
+        await self._subscribed()
+        clock = time.perf_counter()
+        token = self.settings.api_state_peer_token
+        try:
+            data = await fetch_state(
+                peer,
+                None if token is None else token.get_secret_value(),
+                timeout=self.settings.api_load_timeout,
+                max_bytes=self.settings.api_snapshot_max_bytes,
+                transport=self._peer_transport,
+            )
+            restored = snapshot.restore(
+                self.state,
+                self._fingerprint(),
+                data,
+                now_ns(),
+                self.settings.api_snapshot_max_age,
+            )
+        except (PeerError, snapshot.Refused) as exc:
+            logger.warning(
+                "state of %s not used (%s): loading in full", redacted(peer), self.scrub(str(exc))
+            )
+            return
+        fetched_s = time.perf_counter() - clock
+        self.coverage.load(restored.marks, restored.feed)
+        if not self.feed.subscribed.is_set():
+            self.coverage.lost("not subscribed when the peer's state was taken")
+        self._start_applying()
+        await self._drained()
+        try:
+            queries, merged = await self.catch_up(settle=False)
+        except InfluxError as exc:
+            self.load_error = self.scrub(str(exc))
+            logger.warning("could not catch up after the peer's state: %s", self.load_error)
+            return  # the state stays not loaded; the full load is retried
+        self.started_from = "peer"
+        logger.info(
+            "latest state of %d devices from %s (%d bytes, fetched in %.2f s), the feed (%s) "
+            "and InfluxDB (%d changed profile and district parts, %d readings) in %.2f s",
+            len(self.state.devices),
+            redacted(peer),
+            restored.size,
+            fetched_s,
             "vouched for" if self.coverage.trusted else "not trusted: a message may be lost",
             queries,
             merged,
@@ -323,6 +400,9 @@ class Live:
                 "state feed not subscribed; loading without it (the catch-ups and the full "
                 "reload cover what the feed misses)"
             )
+            # Whatever is announced before the subscription takes effect is not ours: its
+            # first connection counts as a loss (a catch-up follows), session or none.
+            self.feed.expect_session = True
 
     async def _drained(self) -> None:
         """Until the messages the broker kept for our session have come (none for a moment)."""
@@ -386,6 +466,8 @@ class Live:
             logger.warning("could not replay alarm events: %s", self.scrub(str(exc)))
         await self._start_from_snapshot()
         if not self.state.loaded:
+            await self._start_from_peer()
+        if not self.state.loaded:
             self._start_feed()  # before the load: readings stored meanwhile are merged, not missed
             await self._subscribed()
             await self._try_reload()
@@ -393,12 +475,21 @@ class Live:
         self._writer_task = self.supervisor.start(self.writer.run(), "citysense-alarms")
 
     def _start_feed(self) -> None:
-        if self._feed_task is not None:
-            return
+        self._start_subscriber()
+        self._start_applying()
+
+    def _start_subscriber(self) -> None:
+        """Messages wait (`api_feed_backlog` of them, the broker holds the rest) until
+        _start_applying."""
         assert self.feed is not None
-        self._feed_task = self.supervisor.start(self._apply_feed(), "citysense-feed")
+        if self._feed_started:
+            return
         self._feed_started = time.monotonic()
         self.feed.start()
+
+    def _start_applying(self) -> None:
+        if self._feed_task is None:
+            self._feed_task = self.supervisor.start(self._apply_feed(), "citysense-feed")
 
     def _session_name(self) -> str | None:
         """The broker session that keeps the feed while we are away: one per host and data

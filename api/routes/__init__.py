@@ -13,6 +13,7 @@ from api.routes.metrics import router as metrics_router
 from api.routes.screen import router as screen_router
 from api.routes.signals import router as signals_router
 from api.routes.sta import router as sta_router
+from api.routes.state import router as state_router
 from api.routes.stream import router as stream_router
 
 api_router = APIRouter()
@@ -28,3 +29,4 @@ api_router.include_router(stream_router)
 api_router.include_router(screen_router)
 api_router.include_router(sta_router)
 api_router.include_router(signals_router)
+api_router.include_router(state_router)

@@ -117,6 +117,7 @@ def measure(
     report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
     city.child.stop()
     restart_every_part(report, stack, baseline, devices, data=data, timeout=args.timeout)
+    new_replica(report, stack, baseline, devices, data=data, timeout=args.timeout)
 
 
 def restart_every_part(
@@ -150,6 +151,34 @@ def restart_every_part(
         )
         district_page(report, city, DISTRICTS[0].name, fresh)
         city.child.stop()
+
+
+def new_replica(
+    report: Report,
+    stack: Stack,
+    baseline: Started,
+    devices: list[Device],
+    *,
+    data: dict[str, str],
+    timeout: float,
+) -> None:
+    """A replica started with no snapshot of its own, from a running one's state
+    (CITYSENSE_API_STATE_PEER, api.live.peer), after the running one took a newer reading of
+    every part from the feed: against the full load of the first start, same run."""
+    first = start(stack, timeout, "peer", data)
+    fresh = write_every_part(stack.servers, devices, announced=True)
+    time.sleep(1.0)  # the running replica takes them from its feed
+    district_page(report, first, DISTRICTS[0].name, fresh)
+    new = {
+        "CITYSENSE_API_DATA_DIR": str(stack.home / "api-data-new"),
+        "CITYSENSE_API_STATE_PEER": first.base,
+    }
+    second = start(stack, timeout, "new-replica", new)
+    describe(report, second, baseline.rss_mb, len(devices), "a new replica, from a running one")
+    district_page(report, second, DISTRICTS[0].name, fresh)
+    report.add("peak resident memory (VmHWM)", f"{second.child.peak_rss_mb():,.1f} MB")
+    second.child.stop()
+    first.child.stop()
 
 
 def _some_value(profile: Profile) -> tuple[str, Value]:

@@ -132,3 +132,18 @@ def test_what_a_snapshot_holds_comes_back_and_anything_odd_restores_no_trust() -
         fresh = Coverage()
         fresh.load({}, odd)
         assert not fresh.trusted
+
+
+def test_a_message_held_already_is_skipped_not_a_loss() -> None:
+    """Numbers at or below the last taken: a peer's state held them (api.live.peer), or the
+    broker sent one twice. Neither is a gap; the next number after the highest is expected."""
+    coverage = _trusted({})
+    coverage.take(_message("ingest-a", 0, (SL, "North", 100, 1)))
+    coverage.take(_message("ingest-a", 1, (SL, "North", 200, 2)))
+    coverage.take(_message("ingest-a", 0, (SL, "North", 100, 5)))  # again: vouches nothing
+    assert coverage.trusted and coverage.losses == 0
+    assert coverage.moved({(SL, "North"): {100: 5}}, since=0) == {(SL, "North"): 100}
+    coverage.take(_message("ingest-a", 2))
+    assert coverage.trusted  # 2 follows 1, not the 0 taken again
+    coverage.take(_message("ingest-a", 4))
+    assert not coverage.trusted and coverage.losses == 1  # 3 is missing
