@@ -233,6 +233,15 @@ class RollupsProcess:
                 return float(line.split()[1])
         raise KeyError(name)
 
+    def pause(self) -> None:
+        """Frozen where it is (SIGSTOP): its rounds and its HTTP server stop until resume()."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
