@@ -23,9 +23,7 @@ import logging
 import os
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -36,9 +34,11 @@ from api.compute.keeper import RollupKeeper
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
+from common import observe
 from common.errors import ConfigError
 from common.influx import AsyncInfluxClient, redacted
 from common.logs import configure
+from common.observe import PROMETHEUS_TEXT, Answer
 from common.settings import settings_problems
 
 log = logging.getLogger("citysense.rollups")
@@ -157,49 +157,40 @@ class KeeperCollector(Collector):
             yield CounterMetricFamily(f"citysense_rollups_{name}", text, value=float(value))
 
 
-class ObserveServer:
+class ObserveServer(observe.ObserveServer):
     """/metrics, /live and /ready from a daemon thread: a probe is answered while a round runs."""
 
     def __init__(self, host: str, port: int, keeper: RollupKeeper) -> None:
         registry = CollectorRegistry()
         registry.register(KeeperCollector(keeper))
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/metrics":
-                    body, status = generate_latest(registry), 200
-                elif self.path == "/live":
-                    # A dead task ends the process; this says so even before it has.
-                    ok = keeper.running
-                    body, status = (b"live\n", 200) if ok else (b"not live\n", 503)
-                elif self.path == "/ready":
-                    p = keeper.progress
-                    ok = keeper.running and p.ready and not p.failing
-                    body, status = (b"ready\n", 200) if ok else (b"not ready\n", 503)
-                else:
-                    body, status = b"not found\n", 404
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def live() -> Answer:
+            # A dead task ends the process; this says so even before it has.
+            if keeper.running:
+                return 200, "live\n", PROMETHEUS_TEXT
+            return 503, "not live\n", PROMETHEUS_TEXT
 
-            def log_message(self, format: str, *args: object) -> None:
-                return  # probes every few seconds would drown the log
+        def ready() -> Answer:
+            p = keeper.progress
+            if keeper.running and p.ready and not p.failing:
+                return 200, "ready\n", PROMETHEUS_TEXT
+            return 503, "not ready\n", PROMETHEUS_TEXT
 
+        routes: dict[str, Callable[[], Answer]] = {
+            "/metrics": lambda: (200, generate_latest(registry), PROMETHEUS_TEXT),
+            "/live": live,
+            "/ready": ready,
+        }
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            super().__init__(
+                host,
+                port,
+                routes,
+                thread_name="citysense-rollups-http",
+                log=log,
+                # Every answer here says the Prometheus text type, a 404 too, as it always has:
+                # what probes and scrapers see does not change with the shared server.
+                not_found=(404, "not found\n", PROMETHEUS_TEXT),
+            )
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="citysense-rollups-http", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-        log.info("metrics and readiness on http://%s:%d", *self._server.server_address[:2])
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

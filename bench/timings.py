@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -73,17 +72,6 @@ class Figure:
     def line(self) -> str:
         median, worst = statistics.median(self.values), max(self.values)
         return f"{self.name:<46} {median:>9.3f} {worst:>9.3f} {self.unit:<9} {self.bound}"
-
-
-@dataclass(frozen=True)
-class _Stored:
-    """A stored reading as wire.statefeed.encode reads it."""
-
-    measurement: str
-    device_id: str
-    district: str
-    time_ns: int
-    fields: dict[str, Any]
 
 
 def _wait(check: Callable[[], object], timeout: float, what: str) -> None:
@@ -166,7 +154,7 @@ async def _feed_to_state(servers: LocalServers, devices: list[Device]) -> list[f
         publisher = _client(servers.mosquitto.url("citysense-ingest"))
         topic = TopicLayout(ROOT).state_feed("bench")
         for device in devices:
-            reading = _Stored(
+            reading = statefeed.StoredReading(
                 device.profile,
                 device.device_id,
                 device.district,

@@ -44,6 +44,19 @@ class Stored(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class StoredReading:
+    """A `Stored` made from plain values, for a writer that holds no ingest.stages.Enriched (the
+    tests and benchmarks that announce as ingest does): one shape, so that a field added to
+    `Stored` is added here once."""
+
+    measurement: str
+    device_id: str
+    district: str
+    time_ns: int
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Announced:
     """A reading as the API receives it from the feed."""
 

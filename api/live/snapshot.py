@@ -45,6 +45,10 @@ import orjson
 
 from api.core.readings import Value
 from api.live.columns import Codes
+
+# The marks a snapshot holds are those api.live.coverage judges: one alias, re-exported (`as`,
+# for mypy --strict) because the snapshot's readers name it snapshot.Marks.
+from api.live.coverage import Marks as Marks  # noqa: PLC0414 - an explicit re-export
 from api.live.state import LiveState
 
 logger = logging.getLogger(__name__)
@@ -55,9 +59,6 @@ FILE_NAME = "latest-state.snapshot"
 _TEMPORARY_PREFIX = f".{FILE_NAME}."
 _DIGEST = 32  # sha256 of everything after it
 _HEAD = struct.Struct("<Q")  # length of the JSON header
-
-# (measurement, district) -> {window start (ns): stamp}
-Marks = dict[tuple[str, str], dict[int, int]]
 
 
 class Refused(Exception):

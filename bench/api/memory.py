@@ -34,6 +34,7 @@ from simulators.city import DISTRICTS, write_city
 from wire.changes import window_of
 from wire.lineproto import Line, line, parse_line
 from wire.retention import CHANGES
+from wire.statefeed import StoredReading
 from wire.topics import TopicLayout
 
 MIB = 1024 * 1024
@@ -227,17 +228,6 @@ def write_every_part(
     return fresh
 
 
-@dataclass(frozen=True)
-class _Stored:
-    """A stored reading as wire.statefeed.encode reads it."""
-
-    measurement: str
-    device_id: str
-    district: str
-    time_ns: int
-    fields: dict[str, Value]
-
-
 def announce(servers: LocalServers, points: list[Line], marks: list[str]) -> None:
     """What ingest announces after storing `points` and `marks`: through its own Announcer,
     published as an ingest account (QoS 1 to the broker: every message reaches it)."""
@@ -254,7 +244,7 @@ def announce(servers: LocalServers, points: list[Line], marks: list[str]) -> Non
         "bench-ingest",
     )
     stored = [
-        _Stored(
+        StoredReading(
             p.measurement, str(p.tags["device_id"]), str(p.tags["district"]), p.time_ns, p.fields
         )
         for p in points

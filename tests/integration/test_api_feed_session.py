@@ -30,6 +30,7 @@ from tests.support.seeding import Point, line_protocol
 from tests.support.times import S, rfc3339
 from wire.changes import window_of
 from wire.retention import CHANGES
+from wire.statefeed import StoredReading
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -62,20 +63,14 @@ class Ingest:
             client.write(line_protocol(points))
             client.write("\n".join(marks).encode(), policy=CHANGES)
         if announce:
-            self.announcer.announce([_Stored(p) for p in points], marks)
+            stored = [
+                StoredReading(p.measurement, p.device_id, p.district, p.time_ns, p.fields)
+                for p in points
+            ]
+            self.announcer.announce(stored, marks)
             if not lost:
                 publish(self.url, self.sent, qos=0)
             self.sent.clear()
-
-
-class _Stored:
-    def __init__(self, point: Point) -> None:
-        self.measurement, self.device_id, self.district = (
-            point.measurement,
-            point.device_id,
-            point.district,
-        )
-        self.time_ns, self.fields = point.time_ns, point.fields
 
 
 def _light(device: str, district: str, state: str, time_ns: int) -> Point:

@@ -9,7 +9,8 @@ rollup was computed is computed from the readings, never served stale.
 
 The keeper as deployed, `citysense rollups` (api.keeper_cli), a process of its own: the rollups it
 writes are the ones a separate API serves, every cell of every question from them and each answer
-equal to the oracle; a keeper SIGKILLed mid-round and started again, and two keepers at once,
+equal to the oracle; a keeper SIGKILLed mid-round and started again, and two keepers at once
+(made to compute the same windows, the rollups then checked against the raw readings too),
 leave them exact; a keeper whose rounds died exits 1; SIGTERM exits 0."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import os
 import random
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +41,13 @@ from common.influx import InfluxConfig
 from tests.support.api import api_settings, running
 from tests.support.faults import wait_stored
 from tests.support.influx import count
+from tests.support.influx import rows as influx_rows
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
 from tests.support.processes import IngestProcess, RollupsProcess, ingest_env, rollups_env
 from tests.support.times import S, rfc3339, yesterday
 from wire import rollups as layout
+from wire.retention import qualified
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -371,12 +375,79 @@ async def test_a_keeper_killed_mid_round_and_started_again_leaves_exact_rollups(
     await assert_served_exactly_from_rollups(city)
 
 
+def assert_rollups_equal_the_raw_readings(city: City) -> None:
+    """The stored rollups of water_pipe's pressure for yesterday, every grain and district,
+    against the numbers worked out here from the raw readings InfluxDB holds: not through the
+    API's own code, so an error shared by the keeper and /aggregates is found too."""
+    day = yesterday()
+    span = f"WHERE time >= {day} AND time < {day + 24 * H}"
+    readings: list[dict[str, Any]] = influx_rows(
+        city.influx, f"SELECT * FROM {qualified('water_pipe')} {span}"
+    )
+    kept: list[dict[str, Any]] = influx_rows(
+        city.influx,
+        f"SELECT * FROM {qualified(layout.MEASUREMENT)} {span} AND \"profile\" = 'water_pipe'",
+    )
+    widths = {"15m": Q, "1h": H, "day": 24 * H}
+    assert len(kept) == len(set(PIPES.values())) * (STEPS + 24 + 1)  # every window, once
+    for point in kept:
+        start, end = point["time"], point["time"] + widths[point["grain"]]
+        by_device: dict[str, list[float]] = defaultdict(list)
+        for reading in readings:
+            if reading["district"] == point["district"] and start <= reading["time"] < end:
+                by_device[reading["device_id"]].append(reading["pressure"])
+        means = [sum(values) / len(values) for values in by_device.values()]
+        want = {
+            "pressure.n": len(by_device),
+            "pressure.c": sum(len(values) for values in by_device.values()),
+            "pressure.sm": sum(means),
+            "pressure.mnm": min(means),
+            "pressure.mxm": max(means),
+            "pressure.lo": min(min(values) for values in by_device.values()),
+            "pressure.hi": max(max(values) for values in by_device.values()),
+        }
+        got = {key: point[key] for key in want}
+        assert got == pytest.approx(want, rel=1e-9), (point["grain"], point["district"], start)
+
+
 async def test_two_keepers_at_once_stay_exact(city: City, tmp_path: Path) -> None:
-    first, second = keeper(city, tmp_path, "first"), keeper(city, tmp_path, "second")
+    """Two keepers' first rounds over the same windows: the first is paused (SIGSTOP) once it
+    planned its round and wrote its first windows; the second backfills every window meanwhile;
+    the first, resumed, writes the rest of its plan over the second's windows. That it did is
+    checked (windows of yesterday written after it resumed, all of which the second had written
+    already), and then the rollups: equal to the raw readings, and serving every answer as the
+    oracle gives it."""
+    day = yesterday()
+    # One unit at a time, read in small chunks: the first keeper's backfill lasts long enough
+    # to be paused part-way through.
+    slow = {"CITYSENSE_API_QUERY_CONCURRENCY": "1", "CITYSENSE_API_ROLLUPS_READ_ROWS": "50"}
+    first, second = keeper(city, tmp_path, "first", **slow), keeper(city, tmp_path, "second")
     first.start()
+    wait_for(
+        lambda: first.status("/live") == 200 and first.metric("windows_computed_total") > 0,
+        30,
+        0.005,
+        "the first keeper's first windows",
+    )
+    first.pause()
     second.start()
-    first.wait_ready()
     second.wait_ready()
+    assert second.metric("windows_computed_total") > 0
+
+    # Every closed window of yesterday (quarters and hours, of each profile and district) has
+    # its rollup now, whoever wrote it: the first keeper's rest are all overwrites.
+    closed = (
+        f"WHERE time >= {day} AND time < {day + 24 * H} AND (\"grain\" = '15m' OR \"grain\" = '1h')"
+    )
+    parts = sum(len(set(devices.values())) for devices in (PIPES, METERS, LAMPS))
+    assert count(city.influx, layout.MEASUREMENT, closed) == parts * (STEPS + 24)
+    resumed = time.time_ns()
+    first.resume()
+    first.wait_ready()
+    overwritten = count(city.influx, layout.MEASUREMENT, f'{closed} AND "at" > {resumed}')
+    assert overwritten > 0, "the first keeper wrote no window the second had written"
+
+    assert_rollups_equal_the_raw_readings(city)
     await assert_served_exactly_from_rollups(city)
     assert first.terminate() == 0
     assert second.terminate() == 0

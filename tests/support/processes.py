@@ -1,5 +1,5 @@
-"""`citysense ingest` as a real process (so it can be SIGKILLed), the environment it runs in,
-and what /proc says about processes."""
+"""`citysense ingest` and `citysense rollups` as real processes (so they can be SIGKILLed), the
+environments they run in, and what /proc says about processes."""
 
 from __future__ import annotations
 
@@ -69,16 +69,17 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no {count} free consecutive ports found")
 
 
-class IngestProcess:
-    """`citysense ingest` as a real process, so it can be SIGKILLed. Every one started is
-    killed at the end of its test by the `ingest_processes` fixture, pass or fail."""
+class CitysenseProcess:
+    """A `citysense <command>` child process, its output appended to `log`: what IngestProcess
+    and RollupsProcess share. Every one started is killed at the end of its test by the
+    `ingest_processes` fixture (kill_all), pass or fail, and dies with the test run even if
+    pytest itself is killed before teardown (PR_SET_PDEATHSIG)."""
 
     started: ClassVar[list[subprocess.Popen[bytes]]] = []
 
-    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env
         self.log = log
-        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -89,21 +90,58 @@ class IngestProcess:
                 proc.wait()
         cls.started.clear()
 
+    def _spawn(self, *args: str) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "citysense.cli", *args],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+            )
+        CitysenseProcess.started.append(self.proc)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def pause(self) -> None:
+        """Frozen where it is (SIGSTOP): its work and its HTTP server stop until resume()."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+def _sample(url: str, prefix: str, name: str) -> float:
+    """The value of the sample `prefix` + `name` on the /metrics at `url`; KeyError(name)."""
+    for line in httpx.get(url, timeout=5).text.splitlines():
+        if line.startswith(f"{prefix}{name} "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+class IngestProcess(CitysenseProcess):
+    """`citysense ingest` as a real process, so it can be SIGKILLed."""
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+        super().__init__(env, log)
+        self.args = args
+
     @property
     def port(self) -> str:
         return self.env["CITYSENSE_HTTP_PORT"]
 
     def start(self, wait_ready: bool = True) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "citysense.cli", "ingest", *self.args],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # Gone with the test run even if pytest itself is killed before teardown.
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
-            )
-        IngestProcess.started.append(self.proc)
+        self._spawn("ingest", *self.args)
         if wait_ready:
             wait_for(self.ready, 30, what="ingest /ready")
 
@@ -117,11 +155,7 @@ class IngestProcess:
             return False
 
     def metric(self, name: str, port: str | None = None) -> float:
-        text = httpx.get(f"http://127.0.0.1:{port or self.port}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(f"citysense_ingest_{name} "):
-                return float(line.split()[1])
-        raise KeyError(name)
+        return _sample(f"http://127.0.0.1:{port or self.port}/metrics", "citysense_ingest_", name)
 
     def metrics(self, port: str | None = None) -> dict[str, float]:
         """Every sample on /metrics by its name, labels included and the `citysense_ingest_`
@@ -142,16 +176,6 @@ class IngestProcess:
     def status(self, path: str, port: str | None = None) -> int:
         """The HTTP status ingest answers on `path` (/ready, /live)."""
         return httpx.get(f"http://127.0.0.1:{port or self.port}{path}", timeout=5).status_code
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def terminate(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -189,29 +213,15 @@ def rollups_env(influx: InfluxConfig, registry: Path, **extra: str) -> dict[str,
     return {**os.environ, **own}
 
 
-class RollupsProcess:
-    """`citysense rollups` as a real process, so it can be SIGKILLed; killed at the end of its
-    test with the ingest processes (the `ingest_processes` fixture), pass or fail."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
+class RollupsProcess(CitysenseProcess):
+    """`citysense rollups` as a real process, so it can be SIGKILLed or paused."""
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.env['CITYSENSE_API_ROLLUPS_PORT']}"
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "citysense.cli", "rollups", "--log-level", "warning"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
-            )
-        IngestProcess.started.append(self.proc)
+        self._spawn("rollups", "--log-level", "warning")
 
     def status(self, path: str) -> int | None:
         """The status it answers on `path`; None while it does not listen."""
@@ -227,18 +237,4 @@ class RollupsProcess:
 
     def metric(self, name: str) -> float:
         """A sample of its /metrics, the `citysense_rollups_` prefix left off."""
-        text = httpx.get(f"{self.base}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(f"citysense_rollups_{name} "):
-                return float(line.split()[1])
-        raise KeyError(name)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def terminate(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        return _sample(f"{self.base}/metrics", "citysense_rollups_", name)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +51,11 @@ def live_settings(
     )
 
 
-@dataclass(frozen=True)
-class _Stored:
-    """A stored reading as wire.statefeed.encode reads it."""
-
-    measurement: str
-    device_id: str
-    district: str
-    time_ns: int
-    fields: Mapping[str, Any]
-
-
 def feed_message(*readings: Fed) -> bytes:
     """One state-feed message announcing `readings`, as ingest publishes it."""
-    [message] = statefeed.encode([_Stored(*r) for r in readings], chunk=len(readings))
+    [message] = statefeed.encode(
+        [statefeed.StoredReading(*r) for r in readings], chunk=len(readings)
+    )
     return message
 
 

@@ -4,7 +4,6 @@ as stored on the last one, and a batch the feed cannot carry logged, never raise
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -15,17 +14,8 @@ from ingest.changes import change_lines
 from wire import statefeed
 
 
-@dataclass(frozen=True)
-class _Stored:
-    measurement: str
-    device_id: str
-    district: str
-    time_ns: int
-    fields: dict[str, Any]
-
-
-def _reading(n: int, **fields: Any) -> _Stored:
-    return _Stored(
+def _reading(n: int, **fields: Any) -> statefeed.StoredReading:
+    return statefeed.StoredReading(
         "streetlight", f"SL-{n}", "North", 1_800_000_000_000_000_000 + n, fields or {"on": True}
     )
 
