@@ -30,7 +30,7 @@ from api.core.times import NS_PER_S, now_ns
 from api.live import snapshot
 from api.live.alarms import AlarmBook, Outbox, Writer, load_events
 from api.live.broker import BrokerProbe
-from api.live.coverage import Coverage, Token
+from api.live.coverage import Coverage, Marks, Token
 from api.live.feed import FeedSubscriber
 from api.live.hub import Hub
 from api.live.peer import PeerError, fetch_state
@@ -199,7 +199,7 @@ class Live:
             await asyncio.gather(*tasks, return_exceptions=True)
         return merged
 
-    def _loaded_from(self, as_of_ns: int, marks: snapshot.Marks, token: Token) -> None:
+    def _loaded_from(self, as_of_ns: int, marks: Marks, token: Token) -> None:
         """The state now holds every reading stored before `as_of_ns` and, when `marks` are
         given, every write whose mark was among them."""
         self._as_of = as_of_ns
@@ -210,10 +210,10 @@ class Live:
             self.alarms.silent_at_start(self.state.silent(), now)
         self.load_error = None
 
-    async def _read_marks(self, since: int) -> snapshot.Marks:
+    async def _read_marks(self, since: int) -> Marks:
         """The change marks of every window holding a time at or after `since` (a window's mark
         is stamped at its start, up to 15 minutes before the readings it announces)."""
-        marks: snapshot.Marks = {}
+        marks: Marks = {}
         query = q.all_changes(window_of(since))
         async with self._gate:
             chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, self.settings.api_load_timeout)

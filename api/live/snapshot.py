@@ -45,10 +45,7 @@ import orjson
 
 from api.core.readings import Value
 from api.live.columns import Codes
-
-# The marks a snapshot holds are those api.live.coverage judges: one alias, re-exported (`as`,
-# for mypy --strict) because the snapshot's readers name it snapshot.Marks.
-from api.live.coverage import Marks as Marks  # noqa: PLC0414 - an explicit re-export
+from api.live.coverage import Marks
 from api.live.state import LiveState
 
 logger = logging.getLogger(__name__)

@@ -21,60 +21,13 @@ from api.live import snapshot as snapshot_module
 from api.main import create_app
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
-from ingest.announce import Announcer
-from ingest.changes import change_lines
 from tests.support.api import api_settings, running
-from tests.support.mqtt import publish
+from tests.support.feed import REGISTRY, Ingest, if_found, latest_times, light
 from tests.support.polling import until
-from tests.support.seeding import Point, line_protocol
+from tests.support.seeding import Point
 from tests.support.times import S, rfc3339
-from wire.changes import window_of
-from wire.retention import CHANGES
-from wire.statefeed import StoredReading
-from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-REGISTRY = (
-    "device_id,profile,district,latitude,longitude,address\n"
-    "SL-1,streetlight,North,30.2,120.1,\n"
-    "SL-2,streetlight,North,30.2,120.1,\n"
-    "SL-3,streetlight,East,30.2,120.1,\n"
-    "WP-1,water_pipe,South,30.2,120.1,\n"
-)
-
-
-class Ingest:
-    """Stores and announces as an ingest worker does, one publisher run."""
-
-    def __init__(self, servers: LocalServers, influx: InfluxConfig, root: str) -> None:
-        self.influx = influx
-        self.url = servers.mosquitto.url("citysense-ingest")
-        self.sent: list[tuple[str, bytes]] = []
-        topic = TopicLayout(root).state_feed("ingest-test")
-        self.announcer = Announcer(lambda t, p: self.sent.append((t, p)), topic, "ingest-test")
-
-    def store(self, points: list[Point], *, announce: bool = True, lost: bool = False) -> None:
-        """Stored with marks, then announced (numbered) and published, unless `announce` is
-        off (as replay writes) or the announcement is `lost` on its way (its number used)."""
-        changes = {(p.measurement, p.district, window_of(p.time_ns)) for p in points}
-        marks = change_lines(changes)
-        with InfluxClient(self.influx) as client:
-            client.write(line_protocol(points))
-            client.write("\n".join(marks).encode(), policy=CHANGES)
-        if announce:
-            stored = [
-                StoredReading(p.measurement, p.device_id, p.district, p.time_ns, p.fields)
-                for p in points
-            ]
-            self.announcer.announce(stored, marks)
-            if not lost:
-                publish(self.url, self.sent, qos=0)
-            self.sent.clear()
-
-
-def _light(device: str, district: str, state: str, time_ns: int) -> Point:
-    return Point("streetlight", device, district, {"powerState": state}, time_ns)
 
 
 def _settings(
@@ -95,13 +48,6 @@ def _live(app: FastAPI) -> object:
     return app.state.runtime.live
 
 
-async def _times(client: object) -> dict[str, str | None]:
-    body = (await client.get("/devices", params={"limit": 100})).json()  # type: ignore[attr-defined]
-    return {
-        item["device_id"]: item["reading"] and item["reading"]["time"] for item in body["items"]
-    }
-
-
 async def _trusted_then_stopped(settings: ApiSettings, ingest: Ingest, now: int) -> None:
     """Started, until the feed is trusted (a first start hears running publishers mid-way:
     trust comes with the catch-up after), then stopped: its snapshot written, its session kept."""
@@ -109,7 +55,7 @@ async def _trusted_then_stopped(settings: ApiSettings, ingest: Ingest, now: int)
     async with running(app):
         live = app.state.runtime.live
         await until(live.feed.subscribed.is_set, 10, "the feed's subscription")
-        ingest.store([_light("SL-1", "North", "on", now - 50 * S)])
+        ingest.store([light("SL-1", "North", "on", now - 50 * S)])
         await until(lambda: live.coverage.dump()["publishers"], 10, "the publisher heard")
         await until(lambda: live.coverage.trusted, 10, "a trusted feed")
 
@@ -119,15 +65,15 @@ async def test_a_restart_takes_what_the_broker_kept_and_queries_nothing(
 ) -> None:
     now = time.time_ns()
     ingest = Ingest(servers, influx, topic_root)
-    ingest.store([_light("SL-1", "North", "off", now - 60 * S)])  # before any API
+    ingest.store([light("SL-1", "North", "off", now - 60 * S)])  # before any API
     settings = _settings(servers, influx, tmp_path, topic_root)
     await _trusted_then_stopped(settings, ingest, now)
 
     # While it is down: every district written, and announced to the kept session.
     ingest.store(
         [
-            _light("SL-2", "North", "on", now - 30 * S),
-            _light("SL-3", "East", "on", now - 29 * S),
+            light("SL-2", "North", "on", now - 30 * S),
+            light("SL-3", "East", "on", now - 29 * S),
             Point("water_pipe", "WP-1", "South", {"pressure": 2.5}, now - 28 * S),
         ]
     )
@@ -136,7 +82,7 @@ async def test_a_restart_takes_what_the_broker_kept_and_queries_nothing(
         live = app.state.runtime.live
         assert live.coverage.trusted
         assert live.parts_queried == 0  # nothing asked of InfluxDB but the marks
-        assert await _times(client) == {
+        assert await latest_times(client) == {
             "SL-1": rfc3339(now - 50 * S),
             "SL-2": rfc3339(now - 30 * S),
             "SL-3": rfc3339(now - 29 * S),
@@ -144,12 +90,12 @@ async def test_a_restart_takes_what_the_broker_kept_and_queries_nothing(
         }
 
     # A write with its mark and no announcement (as replay writes): its part alone is asked.
-    ingest.store([_light("SL-3", "East", "off", now - 20 * S)], announce=False)
+    ingest.store([light("SL-3", "East", "off", now - 20 * S)], announce=False)
     app = create_app(settings)
     async with running(app) as client:
         live = app.state.runtime.live
         assert live.parts_queried == 1
-        assert (await _times(client))["SL-3"] == rfc3339(now - 20 * S)
+        assert (await latest_times(client))["SL-3"] == rfc3339(now - 20 * S)
 
 
 async def test_a_session_the_broker_dropped_costs_queries_not_readings(
@@ -160,12 +106,12 @@ async def test_a_session_the_broker_dropped_costs_queries_not_readings(
     settings = _settings(servers, influx, tmp_path, topic_root, api_feed_session_expiry=1)
     await _trusted_then_stopped(settings, ingest, now)
     await asyncio.sleep(2.5)  # the session expires: what follows is announced to nobody
-    ingest.store([_light("SL-2", "North", "on", now - 30 * S)])
+    ingest.store([light("SL-2", "North", "on", now - 30 * S)])
     ingest.store([Point("water_pipe", "WP-1", "South", {"pressure": 2.5}, now - 28 * S)])
     app = create_app(settings)
     async with running(app) as client:
         live = app.state.runtime.live
-        times = await _times(client)
+        times = await latest_times(client)
         assert times["SL-2"] == rfc3339(now - 30 * S)
         assert times["WP-1"] == rfc3339(now - 28 * S)
         assert live.parts_queried >= 2  # every part moved since the snapshot
@@ -199,23 +145,18 @@ async def test_a_lost_feed_message_is_caught_up_at_once_not_at_the_next_reconcil
     async with running(app) as client:
         live = app.state.runtime.live
         await until(live.feed.subscribed.is_set, 10, "the feed's subscription")
-        ingest.store([_light("SL-1", "North", "on", now - 50 * S)])  # message 0
+        ingest.store([light("SL-1", "North", "on", now - 50 * S)])  # message 0
         await until(lambda: live.coverage.dump()["publishers"], 10, "the publisher heard")
         assert live.coverage.trusted
         ingest.store(
             [Point("water_pipe", "WP-1", "South", {"pressure": 2.5}, now - 40 * S)], lost=True
         )
-        ingest.store([_light("SL-2", "North", "on", now - 30 * S)])  # message 2: the gap shows
+        ingest.store([light("SL-2", "North", "on", now - 30 * S)])  # message 2: the gap shows
         times = await until(
-            lambda: _if_found(client, "WP-1"), 10, "the lost message's reading, caught up"
+            lambda: if_found(client, "WP-1"), 10, "the lost message's reading, caught up"
         )
         assert times["WP-1"] == rfc3339(now - 40 * S)
         assert times["SL-2"] == rfc3339(now - 30 * S)
-
-
-async def _if_found(client: object, device: str) -> dict[str, str | None] | None:
-    times = await _times(client)
-    return times if times[device] is not None else None
 
 
 async def test_a_crash_after_taking_the_kept_messages_loses_nothing(
@@ -232,15 +173,15 @@ async def test_a_crash_after_taking_the_kept_messages_loses_nothing(
     ingest = Ingest(servers, influx, topic_root)
     settings = _settings(servers, influx, tmp_path, topic_root)
     await _trusted_then_stopped(settings, ingest, now)  # its snapshot holds SL-1 only
-    ingest.store([_light("SL-2", "North", "on", now - 30 * S)])  # kept by the broker
+    ingest.store([light("SL-2", "North", "on", now - 30 * S)])  # kept by the broker
     ingest.store([Point("water_pipe", "WP-1", "South", {"pressure": 2.5}, now - 28 * S)])
     # From here no snapshot is written, as if the process were killed before its next one.
     monkeypatch.setattr(snapshot_module, "write", lambda *_: True)
     app = create_app(settings)
     async with running(app) as client:
         assert app.state.runtime.live.parts_queried == 0  # all from the broker's session
-        ingest.store([_light("SL-3", "East", "on", now - 20 * S)])  # live
-        await until(lambda: _if_found(client, "SL-3"), 10, "the live reading applied")
+        ingest.store([light("SL-3", "East", "on", now - 20 * S)])  # live
+        await until(lambda: if_found(client, "SL-3"), 10, "the live reading applied")
     monkeypatch.undo()
     want = {
         "SL-1": rfc3339(now - 50 * S),
@@ -250,5 +191,5 @@ async def test_a_crash_after_taking_the_kept_messages_loses_nothing(
     }
     app = create_app(settings)
     async with running(app) as client:
-        assert await _times(client) == want
+        assert await latest_times(client) == want
         assert app.state.runtime.live.parts_queried == 3  # North, East and South moved

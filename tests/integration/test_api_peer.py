@@ -24,8 +24,8 @@ from api.live.snapshot import FILE_NAME
 from api.main import create_app
 from citysense.servers import LocalServers
 from common.influx import InfluxConfig
-from tests.integration.test_api_feed_session import REGISTRY, Ingest, _if_found, _light, _times
 from tests.support.api import TOKENS, api_settings, running, write_tokens
+from tests.support.feed import REGISTRY, Ingest, if_found, latest_times, light
 from tests.support.polling import until
 from tests.support.seeding import Point
 from tests.support.times import S, rfc3339
@@ -71,7 +71,7 @@ class _WrittenFirst(httpx.AsyncBaseTransport):
 async def _trusted(app: FastAPI, ingest: Ingest, now: int) -> None:
     live = app.state.runtime.live
     await until(live.feed.subscribed.is_set, 10, "the feed's subscription")
-    ingest.store([_light("SL-2", "North", "on", now - 50 * S)])
+    ingest.store([light("SL-2", "North", "on", now - 50 * S)])
     await until(lambda: live.coverage.dump()["publishers"], 10, "the publisher heard")
     await until(lambda: live.coverage.trusted, 10, "a trusted feed")
 
@@ -85,7 +85,7 @@ async def test_a_new_replica_starts_from_a_running_one_and_queries_nothing(
 ) -> None:
     now = time.time_ns()
     ingest = Ingest(servers, influx, topic_root)
-    ingest.store([_light("SL-1", "North", "off", now - 60 * S)])  # before any replica
+    ingest.store([light("SL-1", "North", "off", now - 60 * S)])  # before any replica
     first = create_app(_replica(servers, influx, tmp_path, topic_root, "first"))
     async with running(first) as peer:
         _city(peer)
@@ -93,7 +93,7 @@ async def test_a_new_replica_starts_from_a_running_one_and_queries_nothing(
 
         async def meanwhile() -> None:  # taken by the peer before it answers
             ingest.store([Point("water_pipe", "WP-1", "South", {"pressure": 2.5}, now - 40 * S)])
-            await until(lambda: _if_found(peer, "WP-1"), 10, "the peer took it")
+            await until(lambda: if_found(peer, "WP-1"), 10, "the peer took it")
 
         second = create_app(
             _replica(
@@ -114,14 +114,14 @@ async def test_a_new_replica_starts_from_a_running_one_and_queries_nothing(
             # Its own copy of the message the peer held already is no gap: nothing queried.
             assert live.coverage.trusted
             assert live.parts_queried == 0
-            assert await _times(client) == {
+            assert await latest_times(client) == {
                 "SL-1": rfc3339(now - 60 * S),
                 "SL-2": rfc3339(now - 50 * S),
                 "SL-3": None,
                 "WP-1": rfc3339(now - 40 * S),
             }
-            ingest.store([_light("SL-3", "East", "on", now - 30 * S)])
-            times = await until(lambda: _if_found(client, "SL-3"), 10, "a live reading")
+            ingest.store([light("SL-3", "East", "on", now - 30 * S)])
+            times = await until(lambda: if_found(client, "SL-3"), 10, "a live reading")
             assert times["SL-3"] == rfc3339(now - 30 * S)
             assert live.coverage.trusted  # the peer's numbers, then ours: no gap
         # A snapshot of its own for its next start, which starts from it.
@@ -137,7 +137,7 @@ async def test_a_write_announced_to_nobody_is_queried_its_part_only(
     async with running(first):
         await _trusted(first, ingest, now)
         # As replay writes: its marks, no announcement; the peer does not hold it either.
-        ingest.store([_light("SL-3", "East", "on", now - 30 * S)], announce=False)
+        ingest.store([light("SL-3", "East", "on", now - 30 * S)], announce=False)
         second = create_app(
             _replica(
                 servers,
@@ -154,7 +154,7 @@ async def test_a_write_announced_to_nobody_is_queried_its_part_only(
             _city(client)
             assert second.state.runtime.live.started_from == "peer"
             assert second.state.runtime.live.parts_queried == 1
-            assert (await _times(client))["SL-3"] == rfc3339(now - 30 * S)
+            assert (await latest_times(client))["SL-3"] == rfc3339(now - 30 * S)
 
 
 async def test_only_a_city_token_gets_the_state_and_a_refusal_costs_a_full_load(
@@ -194,5 +194,5 @@ async def test_only_a_city_token_gets_the_state_and_a_refusal_costs_a_full_load(
             )
             async with running(second) as client:
                 _city(client)
-                assert (await _times(client))["SL-2"] == rfc3339(now - 50 * S)
+                assert (await latest_times(client))["SL-2"] == rfc3339(now - 50 * S)
                 assert second.state.runtime.live.started_from == "influxdb"

@@ -16,6 +16,7 @@ import pytest
 from api.core.contract import Contract
 from api.core.readings import Reading, Value
 from api.live import snapshot
+from api.live.coverage import Marks
 from api.live.hub import Hub
 from api.live.state import LiveState
 from device_profiles import load_profiles, load_registry
@@ -43,7 +44,7 @@ READINGS: dict[str, tuple[str, int, dict[str, Value]]] = {
         {"pressure": "n/a", "rssi": 2**70, "flow": math.inf, "temperature": -0.0},
     ),
 }
-MARKS: snapshot.Marks = {("streetlight", "North"): {NOW - 900 * S: 12345}}
+MARKS: Marks = {("streetlight", "North"): {NOW - 900 * S: 12345}}
 
 
 def _state(tmp_path: Path, registry: str = REGISTRY) -> LiveState:
