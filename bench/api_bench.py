@@ -23,7 +23,8 @@ Starts its own Mosquitto and InfluxDB (temporary folder, free ports) and, step b
    again, and each aggregate asked again (its first ask on an API that kept nothing in memory;
    the keeper runs on); with --boundary S, the API is restarted once more just before a
    quarter-hour begins and each aggregate first asked S seconds after it began (the current
-   window began since the keeper's last round);
+   window began since the keeper's last round); with --boundary-live R, while an ingest worker
+   stores R live readings/s (the keeper computes the quarter that ended again meanwhile);
 5. opens `--sse-clients` Server-Sent-Events streams, starts an ingest worker and publishes live
    readings over MQTT at `--sse-rate` readings/s for `--sse-seconds`, and measures delivery:
    latency from the reading's timestamp (the moment it was published) to its event arriving at
@@ -118,6 +119,16 @@ def _add_api_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="after the restarts, restart the API just before a quarter-hour begins and ask "
         "every aggregate first this many seconds after it began (0: not)",
+    )
+    parser.add_argument(
+        "--boundary-live",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="with --boundary: an ingest worker stores live readings of 1,000 devices across "
+        "every district, published at this many readings/s from 150 s before the quarter-hour "
+        "until the asks are done, so that the quarter that ends has moved and the keeper's "
+        "round after it computes it again, as in a live city (0: no live readings)",
     )
 
 

@@ -44,3 +44,14 @@ class Announcer:
                 # readings are stored and their marks unannounced, so the API finds them by the
                 # marks. Raising would fail the batch before its acks, and its redelivery again.
                 log.error("state feed: could not announce a stored batch: %s", exc)
+
+    def farewell(self) -> tuple[str, bytes]:
+        """(topic, payload) of the will to leave the broker before connecting: says this run
+        went away without its final message (wire.statefeed)."""
+        return self._topic, statefeed.farewell(self.publisher)
+
+    def close(self) -> None:
+        """The run's final message, once nothing more will be announced (a clean stop)."""
+        with self._lock:
+            for payload in statefeed.encode([], publisher=self.publisher, seq=self._seq, last=True):
+                self._publish(self._topic, payload)

@@ -274,6 +274,14 @@ class Consumer:
         self._client.on_message = self._message
         self._client.on_publish_fast = self._publish
 
+    def will(self, topic: str, payload: bytes, delay: int) -> None:
+        """What the broker publishes (QoS 0) if we go away without a clean DISCONNECT and do
+        not come back within `delay` seconds (MQTT 5's will delay: a connection lost and
+        found again in time sends nothing). Before `start`."""
+        props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+        props.WillDelayInterval = delay
+        self._client.will_set(topic, payload, qos=0, properties=props)
+
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry

@@ -24,6 +24,10 @@ class IngestSettings(CommonSettings):
     # Unacknowledged messages we may hold (MQTT 5 Receive Maximum): while InfluxDB is down the
     # broker, not this process, keeps the backlog.
     receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+    # A worker that goes away without stopping cleanly, and is not back within this many
+    # seconds, has the broker tell the API's state feed so (its will, wire.statefeed): the API
+    # then checks InfluxDB's change marks rather than trust that nothing was lost.
+    state_feed_will_delay: int = Field(default=30, ge=0, le=86_400)
     # Bytes we may hold between receiving messages and storing them, whatever their shape
     # (ingest.budget): past it, we stop reading from the broker until a batch is stored.
     max_held_bytes: int = Field(default=256 * 1024**2, ge=1024**2)

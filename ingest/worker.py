@@ -120,6 +120,7 @@ class Worker:
             TopicLayout(settings.topic_root).state_feed(settings.client_id),
             settings.client_id,
         )
+        self.consumer.will(*self.announcer.farewell(), settings.state_feed_will_delay)
         self._writer_thread = self._supervised(self._write_loop, "citysense-writer")
         self._stopping = threading.Event()
         self.spool: Spool | None = None
@@ -240,6 +241,9 @@ class Worker:
         self._stopping.set()  # the unspooler leaves what it has not written for next time
         if self._unspool_thread.is_alive():
             self._unspool_thread.join(5.0)
+        # Nothing more is announced: the run's final number, so that a reader sees a message
+        # lost just before it (a run that ends without it leaves its will instead).
+        self.announcer.close()
         self.consumer.stop(end_session=end_session and clean)
         if self._observe is not None:
             self._observe.stop()

@@ -13,7 +13,13 @@ What lets a reader trust the feed instead of querying InfluxDB again (api.live.c
   stored, as `[measurement, district, window start ns, stamp]`: a mark whose stamp a reader got
   from the feed, with no gap before it, announced readings the reader already holds; a stamp it
   never got (a writer that does not announce, as replay, or a message lost) says which part to
-  query again.
+  query again;
+- `"last": true` marks a run's final message, sent when the writer stops cleanly: its number
+  is the run's last, so a message lost just before it is a gap still, and the reader forgets
+  the publisher;
+- a writer that goes away otherwise (killed, its connection lost for longer than its will's
+  delay) leaves the broker its will, `{"readings": [], "publisher": …, "gone": true}`, not
+  numbered: whatever it sent last may have been lost, and nothing else would ever show it.
 Messages without them (an older ingest) are applied, and trusted for nothing.
 """
 
@@ -78,6 +84,8 @@ class Message:
     publisher: str | None = None  # None: an older ingest, which does not number its messages
     seq: int = 0
     marks: tuple[Mark, ...] = ()
+    last: bool = False  # the publisher's final message: it stopped cleanly
+    gone: bool = False  # its will: it went away without a final message (seq means nothing)
 
 
 def encode(
@@ -87,11 +95,12 @@ def encode(
     marks: Sequence[Mark] = (),
     publisher: str | None = None,
     seq: Iterator[int] | None = None,
+    last: bool = False,
 ) -> Iterator[bytes]:
     """The feed messages announcing `readings`, `chunk` at a time, the last one with `marks`
-    (one message with no readings if there are marks only); each numbered by `seq` when a
-    `publisher` is given."""
-    starts = list(range(0, len(readings), chunk)) or ([0] if marks else [])
+    (one message with no readings if there are marks only, or it is the `last`); each
+    numbered by `seq` when a `publisher` is given."""
+    starts = list(range(0, len(readings), chunk)) or ([0] if marks or last else [])
     for start in starts:
         body: dict[str, Any] = {
             "readings": [
@@ -107,10 +116,17 @@ def encode(
         }
         if start == starts[-1] and marks:
             body["marks"] = [list(m) for m in marks]
+        if start == starts[-1] and last:
+            body["last"] = True
         if publisher is not None and seq is not None:
             body["publisher"] = publisher
             body["seq"] = next(seq)
         yield orjson.dumps(body)
+
+
+def farewell(publisher: str) -> bytes:
+    """The will a publisher leaves the broker when it connects (see the module's doc)."""
+    return orjson.dumps({"readings": [], "publisher": publisher, "gone": True})
 
 
 def decode(payload: bytes) -> Message:
@@ -129,9 +145,12 @@ def decode(payload: bytes) -> Message:
         else []
     )
     publisher, seq = body.get("publisher"), body.get("seq")
+    if isinstance(publisher, str) and body.get("gone") is True:
+        return Message([], publisher, -1, gone=True)
     if not isinstance(publisher, str) or not isinstance(seq, int) or isinstance(seq, bool):
         return Message(readings)
-    return Message(readings, publisher, seq, tuple(_marks(body.get("marks"))))
+    marks = tuple(_marks(body.get("marks")))
+    return Message(readings, publisher, seq, marks, last=body.get("last") is True)
 
 
 def _marks(items: object) -> Iterator[Mark]:

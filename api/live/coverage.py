@@ -10,10 +10,12 @@ its (profile, district) part, to be queried again from that window.
 Trust is lost, and every window whose mark moved since `synced` is queried again, when a
 message may have been lost: a publisher's number skipping, a publisher first heard of at a
 number other than 0, a message the API dropped (far behind), a broker session that did not
-survive. It comes back with the next catch-up that began after the loss, once it is merged: every
-write before its marks were read is then held. What no number can show — a lost message whose
-publisher never sends again, whose window a later vouched write overwrote — the periodic full
-reload (`api_state_full_reload_interval`) finds.
+survive, a publisher's will (it went away without its final message: what it sent last may be
+lost, and no later number would show it). It comes back with the next catch-up that began
+after the loss, once it is merged: every write before its marks were read is then held. A
+publisher that stops cleanly sends its final number (a message lost before it is a gap) and is
+forgotten. Readings written with no mark at all, the periodic full reload
+(`api_state_full_reload_interval`) finds.
 
 Bounded: the stamps seen between two catch-ups (`max_seen`; past it, trust is dropped until the
 next catch-up, which costs queries, never correctness) and the publishers remembered
@@ -63,6 +65,10 @@ class Coverage:
         """A feed message whose readings are applied to the state."""
         if message.publisher is None:
             return  # an older ingest: its readings are applied, its marks vouch for nothing
+        if message.gone:  # its will: what it sent last may be lost, and no number would show it
+            self._last.pop(message.publisher, None)
+            self.lost(f"publisher {message.publisher} went away without its final message")
+            return
         last = self._last.pop(message.publisher, None)
         expected = 0 if last is None else last + 1
         if message.seq < expected:
@@ -74,6 +80,8 @@ class Coverage:
         self._last[message.publisher] = message.seq
         if len(self._last) > self.max_publishers:
             self._last.popitem(last=False)
+        if message.last:
+            del self._last[message.publisher]  # it sends no more: forgotten, not a loss later
         if message.seq != expected:
             self.lost(
                 f"publisher {message.publisher} sent {message.seq} after "

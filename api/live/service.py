@@ -291,7 +291,8 @@ class Live:
         except snapshot.Refused as exc:
             # Expected on a first start; anything else says something is wrong with the file.
             level = logging.INFO if isinstance(exc, snapshot.Missing) else logging.WARNING
-            logger.log(level, "state snapshot in %s not used (%s): loading in full", folder, exc)
+            then = "asking the peer" if self.settings.api_state_peer else "loading in full"
+            logger.log(level, "state snapshot in %s not used (%s): %s", folder, exc, then)
             return
         read_s = time.perf_counter() - clock
         self.coverage.load(restored.marks, restored.feed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -21,12 +22,22 @@ from bench.api.delivery import LiveRun
 from bench.api.devices import bench_requests
 from bench.api.figures import Report, machine, ms
 from bench.api.history import load_and_count, write_registry
-from bench.api.processes import ApiProcess, KeeperProcess, Stack, start_api, start_keeper
-from bench.api.sse import bench_sse
+from bench.api.processes import (
+    ApiProcess,
+    KeeperProcess,
+    Stack,
+    start_api,
+    start_ingest,
+    start_keeper,
+)
+from bench.api.sse import bench_sse, recording
 from citysense.children import Children
 from citysense.servers import LocalServers
-from device_profiles import Device
+from common.mqtturl import MqttUrl
+from device_profiles import Device, load_profiles
 from simulators.city import DISTRICTS
+from simulators.fleet import ExpectedReading
+from simulators.publish import PublishReport, publish
 
 
 def run(args: argparse.Namespace) -> None:
@@ -48,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
                 if args.restart:
                     api = restart_api(stack, api, args)
                 if args.boundary:
-                    api = ask_after_boundary(stack, api, args)
+                    api = ask_after_boundary(stack, api, args, devices)
             if not args.skip_sse:
                 live(stack, api, devices, args)
             check_api(report, api)
@@ -180,34 +191,83 @@ def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiP
     return api
 
 
-def ask_after_boundary(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiProcess:
+def ask_after_boundary(
+    stack: Stack, api: ApiProcess, args: argparse.Namespace, devices: list[Device]
+) -> ApiProcess:
     """The API restarted so that it serves just before a quarter-hour begins, then every
     aggregate question's first ask `--boundary` seconds after it began: each answer's current
     window began since the keeper's last round; the keeper's round aligned to the boundary
     (api.compute.keeper.pause) must have computed it by then, or it is computed from the
-    readings."""
+    readings. With --boundary-live, live readings are stored meanwhile (LiveCity)."""
     report = stack.report
     quarter = 900.0
     lead = 45.0  # the restart (about 10 s at 100,000 devices) is over before the boundary
+    live_lead = 150.0  # the live readings begin this long before it: the quarter fills
+    first = lead + (live_lead if args.boundary_live else 0.0)
     boundary = (time.time() // quarter + 1) * quarter
-    if boundary - time.time() < lead:
+    if boundary - time.time() < first:
         boundary += quarter
-    print(f"waiting {boundary - time.time() - lead:.0f} s for a quarter-hour ...", flush=True)
+    print(f"waiting {boundary - time.time() - first:.0f} s for a quarter-hour ...", flush=True)
+    time.sleep(max(0.0, boundary - time.time() - first))
+    city = LiveCity.start(stack, devices, args.boundary_live) if args.boundary_live else None
     time.sleep(max(0.0, boundary - time.time() - lead))
     api.child.stop()
     api = start_api(stack, api_env(args))
     time.sleep(max(0.0, boundary + args.boundary - time.time()))
+    live_too = f", {args.boundary_live:g} live readings/s stored" if city else ""
     report.section(
-        f"API restarted before a quarter-hour began, asked {args.boundary:g} s after it began"
+        f"API restarted before a quarter-hour began, asked {args.boundary:g} s after it "
+        f"began{live_too}"
     )
     report.add("start -> serving, after the restart", ms(api.loaded))
     report.add("aggregates asked from", time.strftime("%H:%M:%S UTC", time.gmtime()))
     bench_aggregates_after_restart(report, api.base, DISTRICTS[0].name, 5)
+    report.add("aggregates asked until", time.strftime("%H:%M:%S UTC", time.gmtime()))
+    if city is not None:
+        city.stop(report)
     if stack.keeper is not None:
         found = keeper_log(stack, "begin now")
         report.add("the keeper on the windows that begin", found[-1] if found else "-")
         describe_keeper(report, stack.keeper)
     return api
+
+
+class LiveCity:
+    """An ingest worker storing the live readings of 1,000 devices spread over the city,
+    published at `rate` readings/s in a thread of this process until `stop`."""
+
+    def __init__(self, stack: Stack, devices: list[Device], rate: float) -> None:
+        chosen = devices[:: max(1, len(devices) // 1000)][:1000]
+        self.ingest = start_ingest(stack)
+        self.before = self.ingest.stored_readings()
+        self.sent: list[ExpectedReading] = []
+        self.halt = threading.Event()
+        self.published: list[PublishReport] = []
+        messages = recording(chosen, load_profiles(), len(chosen) / rate, self.sent)
+        url = MqttUrl.parse(stack.servers.mosquitto.url("citysense-simulator"))
+
+        def run() -> None:
+            self.published.append(publish(url, messages, pace=True, stop=self.halt))
+
+        self.thread = threading.Thread(target=run, name="bench-live-city", daemon=True)
+
+    @classmethod
+    def start(cls, stack: Stack, devices: list[Device], rate: float) -> LiveCity:
+        print(f"publishing {rate:g} live readings/s ...", flush=True)
+        city = cls(stack, devices, rate)
+        city.thread.start()
+        return city
+
+    def stop(self, report: Report) -> None:
+        """Stop publishing, wait until ingest stored every reading, and say how many."""
+        self.halt.set()
+        self.thread.join(120)
+        published = self.published[0] if self.published else None
+        valid = published.valid_readings if published is not None else 0
+        self.ingest.wait_stored(self.before + valid, 120)
+        stored = self.ingest.stored_readings() - self.before
+        self.ingest.child.stop()
+        report.add("live readings published / stored", f"{valid:,} / {stored:,}")
 
 
 def keeper_log(stack: Stack, text: str) -> list[str]:

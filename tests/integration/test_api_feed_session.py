@@ -13,6 +13,7 @@ import secrets
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from fastapi import FastAPI
 
@@ -23,9 +24,12 @@ from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from tests.support.api import api_settings, running
 from tests.support.feed import REGISTRY, Ingest, if_found, latest_times, light
+from tests.support.mqtt import publish
 from tests.support.polling import until
-from tests.support.seeding import Point
+from tests.support.processes import IngestProcess, ingest_env
+from tests.support.seeding import Point, write_registry
 from tests.support.times import S, rfc3339
+from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -193,3 +197,45 @@ async def test_a_crash_after_taking_the_kept_messages_loses_nothing(
     async with running(app) as client:
         assert await latest_times(client) == want
         assert app.state.runtime.live.parts_queried == 3  # North, East and South moved
+
+
+async def test_a_worker_killed_leaves_its_will_and_one_stopped_its_final_number(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """A real ingest worker: killed, its will reaches the API's feed as a possible loss (what it
+    announced last may be lost, and no later number would show it); stopped cleanly, its final
+    message is no loss, and the API forgets it."""
+    registry = write_registry(tmp_path / "registry.csv")
+    settings = api_settings(
+        servers, influx, tmp_path, registry=registry, topic_root=topic_root
+    ).model_copy(update={"api_state_reconcile_interval": 300.0})
+    env = ingest_env(
+        servers,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_REGISTRY=str(registry),
+        CITYSENSE_STATE_FEED_WILL_DELAY="0",
+    )
+    url = servers.mosquitto.url("citysense-simulator")
+    telemetry = TopicLayout(topic_root).telemetry("streetlight", "SL-A1")
+    app = create_app(settings)
+    async with running(app):
+        live = app.state.runtime.live
+        await until(live.feed.subscribed.is_set, 10, "the feed's subscription")
+        for n, ends in enumerate(("killed", "stopped")):
+            worker = IngestProcess(env, tmp_path / f"ingest-{n}.log")
+            worker.start()
+            reading = {"ts": time.time_ns() // 1_000_000, "powerState": "on"}
+            publish(url, [(telemetry, orjson.dumps(reading))])
+            await until(lambda: live.coverage.dump()["publishers"], 30, "the worker heard")
+            await until(lambda: live.coverage.trusted, 10, "a trusted feed")
+            losses = live.coverage.losses
+            if ends == "killed":
+                worker.kill()
+                await until(lambda n=losses: live.coverage.losses > n, 10, "its will, a loss")
+            else:
+                assert worker.terminate() == 0
+                await until(lambda: not live.coverage.dump()["publishers"], 10, "it forgotten")
+                assert live.coverage.losses == losses and live.coverage.trusted
+            assert live.coverage.dump()["publishers"] == []

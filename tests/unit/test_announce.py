@@ -54,3 +54,17 @@ def test_a_batch_the_feed_cannot_carry_is_logged_not_raised(
     assert "could not announce" in caplog.text
     announcer.announce([_reading(2)], [])
     assert orjson.loads(sent[0])["readings"][0]["device_id"] == "SL-2"
+
+
+def test_a_clean_stop_sends_the_final_number_and_the_will_says_gone() -> None:
+    sent: list[tuple[str, bytes]] = []
+    announcer = Announcer(lambda t, p: sent.append((t, p)), "root/_ingested/w1", "w1")
+    announcer.announce([_reading(1)], [])
+    announcer.close()
+    first, final = (statefeed.decode(p) for _, p in sent)
+    assert (first.seq, first.last) == (0, False)
+    assert (final.seq, final.last, final.readings, final.gone) == (1, True, [], False)
+    topic, will = announcer.farewell()
+    gone = statefeed.decode(will)
+    assert topic == "root/_ingested/w1"
+    assert (gone.publisher, gone.gone, gone.readings) == (announcer.publisher, True, [])

@@ -147,3 +147,21 @@ def test_a_message_held_already_is_skipped_not_a_loss() -> None:
     assert coverage.trusted  # 2 follows 1, not the 0 taken again
     coverage.take(_message("ingest-a", 4))
     assert not coverage.trusted and coverage.losses == 1  # 3 is missing
+
+
+def test_a_final_message_forgets_its_publisher_and_a_will_is_a_loss() -> None:
+    coverage = _trusted({})
+    coverage.take(_message("ingest-a", 0))
+    coverage.take(Message([], "ingest-a", 1, (), last=True))
+    assert coverage.trusted and coverage.dump()["publishers"] == []
+    # A final number after a lost message is still a gap.
+    coverage.take(_message("ingest-b", 0))
+    coverage.take(Message([], "ingest-b", 2, (), last=True))
+    assert not coverage.trusted and coverage.losses == 1
+    assert coverage.dump()["publishers"] == []
+    # A will: the publisher went away with no final number; what it sent last may be lost.
+    coverage = _trusted({})
+    coverage.take(_message("ingest-c", 0))
+    coverage.take(Message([], "ingest-c", -1, gone=True))
+    assert not coverage.trusted and coverage.losses == 1
+    assert coverage.dump()["publishers"] == []
