@@ -112,6 +112,10 @@ class Live:
         self.started_from: str | None = None
         self.parts_queried = 0
         self._feed_started = 0.0
+        self._applying = False  # a feed message taken off the queue, not yet applied whole
+        # Whether the start's wait for the broker's kept messages ended with them applied
+        # (True) or at FEED_DRAIN_MAX_S (False); None: no such wait (metrics, tests).
+        self.drained_at_start: bool | None = None
         self._gate = asyncio.Semaphore(settings.api_query_concurrency)
         # What the state is complete for: the start of the last load or catch-up, the change
         # marks read just before it, and what the feed vouched for since (api.live.coverage).
@@ -301,7 +305,7 @@ class Live:
         # Only now: a message applied before the restore would be overwritten by it.
         self._start_feed()
         await self._subscribed()
-        await self._drained()
+        self.drained_at_start = await self._drained()
         try:
             # No snapshot written here: the one just read is as good for the next start (the
             # messages taken since show as a gap then, and are caught up by their marks), and
@@ -369,7 +373,7 @@ class Live:
         if not self.feed.subscribed.is_set():
             self.coverage.lost("not subscribed when the peer's state was taken")
         self._start_applying()
-        await self._drained()
+        self.drained_at_start = await self._drained()
         try:
             queries, merged = await self.catch_up(settle=False)
         except InfluxError as exc:
@@ -405,15 +409,31 @@ class Live:
             # first connection counts as a loss (a catch-up follows), session or none.
             self.feed.expect_session = True
 
-    async def _drained(self) -> None:
-        """Until the messages the broker kept for our session have come (none for a moment)."""
+    async def _drained(self) -> bool:
+        """Until the messages the broker kept for our session have come and been applied (at
+        most FEED_DRAIN_MAX_S); whether they have. They come at once, as fast as they are
+        applied, and keep the queue full while they last; a live city's messages come and go.
+        So: the queue empty and nothing being applied at every look for FEED_QUIET_S, not "no
+        message for FEED_QUIET_S", which a city whose workers announce a few batches a second
+        each seldom leaves (a restart then waited the whole maximum)."""
         assert self.feed is not None
         deadline = time.monotonic() + FEED_DRAIN_MAX_S
+        idle_since: float | None = None
         while time.monotonic() < deadline:
-            quiet = time.monotonic() - max(self.feed.last_message_at, self._feed_started)
-            if quiet >= FEED_QUIET_S and self._feed.empty():
-                return
+            now = time.monotonic()
+            if not self._feed.empty() or self._applying:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = now
+            elif now - idle_since >= FEED_QUIET_S:
+                return True
             await asyncio.sleep(FEED_QUIET_S / 4)
+        logger.info(
+            "state feed still busy after %.0f s at start: catching up regardless (a message "
+            "not applied yet costs its part a query)",
+            FEED_DRAIN_MAX_S,
+        )
+        return False
 
     async def catch_up(self, *, save: bool = True, settle: bool = True) -> tuple[int, int]:
         """Query InfluxDB for the parts whose marks moved past what the state holds (loaded, or
@@ -531,11 +551,13 @@ class Live:
             message = await self._feed.get()
             if message is None:
                 return
+            self._applying = True
             readings = message.readings
             for start in range(0, len(readings), FEED_SLICE):
                 self.state.apply_feed(readings[start : start + FEED_SLICE], now_ns())
                 await asyncio.sleep(0)  # SSE clients drain between slices
             self._taken(message)
+            self._applying = False
 
     def _taken(self, message: statefeed.Message) -> None:
         self.coverage.take(message)  # only once applied: a catch-up may ask it meanwhile

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -239,3 +240,37 @@ async def test_a_worker_killed_leaves_its_will_and_one_stopped_its_final_number(
                 await until(lambda: not live.coverage.dump()["publishers"], 10, "it forgotten")
                 assert live.coverage.losses == losses and live.coverage.trusted
             assert live.coverage.dump()["publishers"] == []
+
+
+async def test_a_restart_while_the_city_announces_does_not_wait_for_a_silence(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """A worker announcing every 0.1 s (a live city: a few batches a second per worker) never
+    leaves the feed silent for long: the start's wait for the broker's kept messages ends once
+    they are applied, not at its maximum, and the readings announced meanwhile are held."""
+    now = time.time_ns()
+    ingest = Ingest(servers, influx, topic_root)
+    settings = _settings(servers, influx, tmp_path, topic_root)
+    await _trusted_then_stopped(settings, ingest, now)
+    for n in range(20):  # kept by the broker while the API is down
+        ingest.store([light("SL-2", "North", "on", now - 40 * S + n * S // 100)])
+    halt = threading.Event()
+
+    def announce_live() -> None:
+        n = 0
+        while not halt.wait(0.1):
+            n += 1
+            ingest.store([light("SL-3", "East", "on", now - 30 * S + n * S // 100)])
+
+    live_city = threading.Thread(target=announce_live, daemon=True)
+    live_city.start()
+    try:
+        app = create_app(settings)
+        async with running(app) as client:
+            assert app.state.runtime.live.drained_at_start is True
+            found = await latest_times(client)
+            assert found["SL-2"] == rfc3339(now - 40 * S + 19 * S // 100)
+            assert found["SL-3"] is not None
+    finally:
+        halt.set()
+        live_city.join(5)
