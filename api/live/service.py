@@ -363,6 +363,7 @@ class Live:
                 now_ns(),
                 self.settings.api_snapshot_max_age,
             )
+            del data  # tens of MB at a million devices: not held while catching up
         except (PeerError, snapshot.Refused) as exc:
             logger.warning(
                 "state of %s not used (%s): loading in full", redacted(peer), self.scrub(str(exc))
@@ -375,7 +376,9 @@ class Live:
         self._start_applying()
         self.drained_at_start = await self._drained()
         try:
-            queries, merged = await self.catch_up(settle=False)
+            # No snapshot written here either (see _start_from_snapshot): the next start asks
+            # the peer again, and the first reconcile or the shutdown writes ours.
+            queries, merged = await self.catch_up(save=False, settle=False)
         except InfluxError as exc:
             self.load_error = self.scrub(str(exc))
             logger.warning("could not catch up after the peer's state: %s", self.load_error)

@@ -237,7 +237,7 @@ def read(folder: Path, max_bytes: int) -> bytes:
 
 
 def restore(
-    state: LiveState, fingerprinted: str, data: bytes, now_ns: int, max_age_s: float
+    state: LiveState, fingerprinted: str, data: bytes | bytearray, now_ns: int, max_age_s: float
 ) -> Restored:
     """Check `data` whole, then put its columns into `state` (nothing is changed when refused)."""
     if not data.startswith(MAGIC):
