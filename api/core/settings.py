@@ -31,6 +31,11 @@ class ApiSettings(CommonSettings):
     # over influx_timeout (10 s) for a district of 100,000 streetlights in a region of 1,000,000
     # devices. A failed load is retried from scratch, so too short a bound never loads at all.
     api_load_timeout: float = Field(default=600.0, gt=0)
+    # Series (devices) one latest-state query asks InfluxDB for at most: a larger (profile,
+    # district) part is asked in pieces of device-id prefixes (api.core.series_split). InfluxDB
+    # opens a cursor per series before answering, and its memory grows with them: a district of
+    # 100,000 streetlights took it to 8.7 GB, two at once past 24 GB.
+    api_load_series: int = Field(default=10_000, ge=1)
     # Aggregates across devices are kept per (window, group) cell until a write touches their
     # windows (api.cells); a cell whose windows did change is still served this many seconds
     # after it was computed, so an answer lags the stored data by at most this much.

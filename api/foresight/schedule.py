@@ -125,6 +125,7 @@ class Scheduler:
             zone=settings.api_foresight_timezone,
             holidays=holidays(settings.api_foresight_holidays),
             concurrency=settings.api_query_concurrency,
+            series=settings.api_load_series,
         )
         self.contract = contract
         self.influx = influx
