@@ -26,6 +26,7 @@ from device_profiles import Profile, SignalName
 
 WATER, LIGHT, METER = "water_pipe", "streetlight", "power_meter"
 FLOW, POWER_FIELD = "flow", "activePower"
+QUALITY_SLICE = 1_000  # devices judged between two yields to the event loop
 DEFAULT_LEAK_SHARE = 0.01  # when the water profile declares no night_flow_rise rule
 NS = 10**9
 
@@ -224,7 +225,9 @@ class Foresight:
         )
         found = {s.tags.get("device_id", ""): s for s in series}
         out = []
-        for device in self.contract.devices(profile.profile, district):
+        for n, device in enumerate(self.contract.devices(profile.profile, district), 1):
+            if n % QUALITY_SLICE == 0:
+                await asyncio.sleep(0)  # a district of 100,000 devices is seconds of this
             s = found.get(device.device_id)
             rows = s.rows() if s is not None else []
             out.append(
