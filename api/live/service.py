@@ -168,10 +168,11 @@ class Live:
         if first:
             self.started_from = "influxdb"
             logger.info(
-                "latest state loaded for %d devices from InfluxDB in full (%d queries, %d "
-                "readings) in %.1f s%s",
+                "latest state loaded for %d devices from InfluxDB in full (%d parts in %d "
+                "queries, %d readings) in %.1f s%s",
                 len(self.state.devices),
                 len(queries),
+                sum(len(self._splits.of(name, district)) for name, district, _ in queries),
                 merged,
                 time.perf_counter() - clock,
                 "" if self.settings.api_data_dir else " (no data folder: no snapshot)",
