@@ -78,7 +78,7 @@ class Foresight:
         zone: str,
         holidays: frozenset[date] = frozenset(),
         concurrency: int = 2,
-        series: int = 10_000,
+        series: int = 25_000,
     ) -> None:
         self.contract = contract
         self.influx = influx
