@@ -30,7 +30,16 @@ from common.errors import (
     InfluxUnavailable,
 )
 
-ParamValue = str | int | float | bool
+
+@dataclass(frozen=True, slots=True)
+class Regex:
+    """A regular expression bound as a parameter (`tag =~ $name`): InfluxQL's typed parameter
+    {"regex": "…"}, as orjson encodes this dataclass, so it is never spliced into the text."""
+
+    regex: str
+
+
+ParamValue = str | int | float | bool | Regex
 
 _DROPPED = re.compile(r"dropped=(\d+)")
 # Names we put into InfluxQL ourselves (measurements, fields, tags) are identifiers from the

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from api.core.windows import Window
-from common.influx import AsyncInfluxClient, ParamValue, Series, first_series, quote_ident
+from common.influx import (
+    AsyncInfluxClient,
+    ParamValue,
+    Regex,
+    Series,
+    first_series,
+    quote_ident,
+)
 from device_profiles import FieldKind, FieldSpec, FieldType, Profile
 from wire import changes as changes_layout
 from wire import deadletters as dead_letters_layout
@@ -120,9 +127,12 @@ def latest_readings(
     *,
     device_ids: Sequence[str] | None = None,
     district: str | None = None,
+    ids_matching: Regex | None = None,
+    ids_not_matching: Regex | None = None,
 ) -> Query:
     """The newest reading at or after `since_ns` of each device, one series per device_id tag,
-    restricted to the given devices and/or district tag."""
+    restricted to the given devices, district tag, and device ids (not) matching a pattern
+    (api.core.series_split)."""
     conditions = ["time >= $since"]
     params: dict[str, ParamValue] = {"since": since_ns}
     if device_ids is not None:
@@ -134,6 +144,12 @@ def latest_readings(
     if district is not None:
         conditions.append(f"{DISTRICT_TAG} = $district")
         params["district"] = district
+    if ids_matching is not None:
+        conditions.append(f"{DEVICE_TAG} =~ $ids")
+        params["ids"] = ids_matching
+    if ids_not_matching is not None:
+        conditions.append(f"{DEVICE_TAG} !~ $other_ids")
+        params["other_ids"] = ids_not_matching
     return Query(
         f"SELECT * FROM {_measurement(profile)} WHERE {' AND '.join(conditions)} "
         f"GROUP BY {DEVICE_TAG} ORDER BY time DESC LIMIT 1",

@@ -31,6 +31,14 @@ class ApiSettings(CommonSettings):
     # over influx_timeout (10 s) for a district of 100,000 streetlights in a region of 1,000,000
     # devices. A failed load is retried from scratch, so too short a bound never loads at all.
     api_load_timeout: float = Field(default=600.0, gt=0)
+    # Series (devices) one latest-state query (or foresight's read of a district) asks InfluxDB
+    # for at most: a larger (profile, district) part is asked in pieces of device-id prefixes
+    # (api.core.series_split). InfluxDB opens a cursor per series before answering, so its
+    # memory grows with them (at 300,000 devices a restart querying every part took it from 7.5
+    # to 13.4 GB). Not small: each piece's pattern costs InfluxDB a pass over the measurement's
+    # device ids (seconds at 600,000), so at 1,000,000 devices the full load took 89 s in
+    # pieces of 10,000 against 58 s whole.
+    api_load_series: int = Field(default=25_000, ge=1)
     # Aggregates across devices are kept per (window, group) cell until a write touches their
     # windows (api.cells); a cell whose windows did change is still served this many seconds
     # after it was computed, so an answer lags the stored data by at most this much.

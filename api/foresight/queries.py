@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from api.core.query import DEVICE_TAG, DISTRICT_TAG, Query
+from api.core.series_split import WHOLE, Piece
 from common.influx import ParamValue, quote_ident
 from device_profiles import Profile
 from wire.deadletters import MEASUREMENT as DEAD_LETTERS
@@ -19,19 +20,40 @@ SIGNALS, FORECASTS, FORECAST_ERRORS, QUALITY = "signals", "forecasts", "forecast
 HOUR_S = 3600
 
 
+def _piece(piece: Piece, params: dict[str, ParamValue]) -> str:
+    """The conditions on device ids of a piece of a district (api.core.series_split)."""
+    ids, others = piece
+    text = ""
+    if ids is not None:
+        text += f" AND {DEVICE_TAG} =~ $ids"
+        params["ids"] = ids
+    if others is not None:
+        text += f" AND {DEVICE_TAG} !~ $other_ids"
+        params["other_ids"] = others
+    return text
+
+
 def readings(
-    profile: Profile, fields: Sequence[str], district: str, start_ns: int, end_ns: int
+    profile: Profile,
+    fields: Sequence[str],
+    district: str,
+    start_ns: int,
+    end_ns: int,
+    *,
+    piece: Piece = WHOLE,
 ) -> Query:
-    """The given fields of every reading of a district in [start, end), one series per device."""
+    """The given fields of every reading of a district (or a piece of it) in [start, end), one
+    series per device."""
     unknown = [f for f in fields if f not in profile.fields]
     if unknown or not fields:
         raise ValueError(f"not fields of {profile.profile!r}: {unknown or 'none given'}")
     select = ", ".join(quote_ident(f) for f in fields)
+    params: dict[str, ParamValue] = {"district": district, "start": start_ns, "end": end_ns}
     return Query(
         f"SELECT {select} FROM {quote_ident(profile.measurement)} "
-        f"WHERE {DISTRICT_TAG} = $district AND time >= $start AND time < $end "
-        f"GROUP BY {DEVICE_TAG}",
-        {"district": district, "start": start_ns, "end": end_ns},
+        f"WHERE {DISTRICT_TAG} = $district AND time >= $start AND time < $end"
+        f"{_piece(piece, params)} GROUP BY {DEVICE_TAG}",
+        params,
     )
 
 
@@ -44,16 +66,25 @@ def dead_letters(profile: str, start_ns: int, end_ns: int) -> Query:
     )
 
 
-def hourly_means(profile: Profile, field: str, district: str, start_ns: int, end_ns: int) -> Query:
-    """Each device's mean of `field` per hour of [start, end) in a district."""
+def hourly_means(
+    profile: Profile,
+    field: str,
+    district: str,
+    start_ns: int,
+    end_ns: int,
+    *,
+    piece: Piece = WHOLE,
+) -> Query:
+    """Each device's mean of `field` per hour of [start, end) in a district (or a piece of it)."""
     if field not in profile.fields:
         raise ValueError(f"{field!r} is not a field of {profile.profile!r}")
+    params: dict[str, ParamValue] = {"district": district, "start": start_ns, "end": end_ns}
     return Query(
         f"SELECT mean({quote_ident(field)}) AS {quote_ident('v')} "
         f"FROM {quote_ident(profile.measurement)} "
-        f"WHERE {DISTRICT_TAG} = $district AND time >= $start AND time < $end "
-        f"GROUP BY time({HOUR_S:d}s), {DEVICE_TAG} fill(none)",
-        {"district": district, "start": start_ns, "end": end_ns},
+        f"WHERE {DISTRICT_TAG} = $district AND time >= $start AND time < $end"
+        f"{_piece(piece, params)} GROUP BY time({HOUR_S:d}s), {DEVICE_TAG} fill(none)",
+        params,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -18,12 +19,14 @@ from zoneinfo import ZoneInfo
 
 from api.core import query as q
 from api.core.contract import Contract
+from api.core.series_split import Piece, Splits
 from api.foresight import forecast, lamps, nightflow, quality, queries
 from common.influx import AsyncInfluxClient, Series
 from device_profiles import Profile, SignalName
 
 WATER, LIGHT, METER = "water_pipe", "streetlight", "power_meter"
 FLOW, POWER_FIELD = "flow", "activePower"
+QUALITY_SLICE = 1_000  # devices judged between two yields to the event loop
 DEFAULT_LEAK_SHARE = 0.01  # when the water profile declares no night_flow_rise rule
 NS = 10**9
 
@@ -75,16 +78,28 @@ class Foresight:
         zone: str,
         holidays: frozenset[date] = frozenset(),
         concurrency: int = 2,
+        series: int = 25_000,
     ) -> None:
         self.contract = contract
         self.influx = influx
         self.zone = ZoneInfo(zone)
         self.holidays = holidays
         self._gate = asyncio.Semaphore(concurrency)
+        # A district's devices are read in pieces of at most `series` (api.core.series_split).
+        self._splits = Splits(contract, series)
 
     async def _fetch(self, query: q.Query) -> list[Series]:
         async with self._gate:
             return await q.fetch(self.influx, query)
+
+    async def _fetch_district(
+        self, profile: str, district: str, query: Callable[[Piece], q.Query]
+    ) -> list[Series]:
+        """`query`'s series (one per device) over the district, asked piece by piece."""
+        series: list[Series] = []
+        for piece in self._splits.of(profile, district):
+            series += await self._fetch(query(piece))
+        return series
 
     def _districts(self, profile: str) -> list[str]:
         return sorted({d.district for d in self.contract.devices(profile)})
@@ -108,8 +123,12 @@ class Foresight:
     async def _water(self, result: Round, district: str) -> None:
         profile = self.contract.profiles[WATER]
         span = result.days
-        series = await self._fetch(
-            queries.readings(profile, [FLOW], district, span.start_ns, span.end_ns)
+        series = await self._fetch_district(
+            WATER,
+            district,
+            lambda piece: queries.readings(
+                profile, [FLOW], district, span.start_ns, span.end_ns, piece=piece
+            ),
         )
         rows = [(d, t, float(v)) for d, t, v in _series_rows(series, FLOW) if v is not None]
         minimums = nightflow.night_minimums(rows, self.zone)
@@ -124,8 +143,12 @@ class Foresight:
         if "powerState" not in fields:
             return
         span = result.days
-        series = await self._fetch(
-            queries.readings(profile, fields, district, span.start_ns, span.end_ns)
+        series = await self._fetch_district(
+            LIGHT,
+            district,
+            lambda piece: queries.readings(
+                profile, fields, district, span.start_ns, span.end_ns, piece=piece
+            ),
         )
         days: list[lamps.LampDay] = []
         for s in series:
@@ -145,8 +168,12 @@ class Foresight:
     async def _energy(self, result: Round, district: str) -> None:
         profile = self.contract.profiles[METER]
         span = result.days
-        series = await self._fetch(
-            queries.hourly_means(profile, POWER_FIELD, district, span.start_ns, span.end_ns)
+        series = await self._fetch_district(
+            METER,
+            district,
+            lambda piece: queries.hourly_means(
+                profile, POWER_FIELD, district, span.start_ns, span.end_ns, piece=piece
+            ),
         )
         hours = (span.end_ns - span.start_ns) // (3600 * NS)
         energy = [0.0] * hours
@@ -189,12 +216,18 @@ class Foresight:
         self, profile: Profile, district: str, judged: Span, letters: dict[str, dict[str, int]]
     ) -> list[quality.DeviceQuality]:
         watched = list(profile.stuck_fields) or [next(iter(profile.fields))]
-        series = await self._fetch(
-            queries.readings(profile, watched, district, judged.start_ns, judged.end_ns)
+        series = await self._fetch_district(
+            profile.profile,
+            district,
+            lambda piece: queries.readings(
+                profile, watched, district, judged.start_ns, judged.end_ns, piece=piece
+            ),
         )
         found = {s.tags.get("device_id", ""): s for s in series}
         out = []
-        for device in self.contract.devices(profile.profile, district):
+        for n, device in enumerate(self.contract.devices(profile.profile, district), 1):
+            if n % QUALITY_SLICE == 0:
+                await asyncio.sleep(0)  # a district of 100,000 devices is seconds of this
             s = found.get(device.device_id)
             rows = s.rows() if s is not None else []
             out.append(

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import httpx
 
 from api.core import query as q
+from api.core import series_split
 from api.core.contract import Contract
 from api.core.readings import readings_by_device
 from api.core.settings import ApiSettings
@@ -36,7 +37,7 @@ from api.live.hub import Hub
 from api.live.peer import PeerError, fetch_state
 from api.live.state import LiveState
 from common.errors import InfluxError, InfluxNotFound, InfluxUnavailable
-from common.influx import AsyncInfluxClient, redacted
+from common.influx import AsyncInfluxClient, Regex, redacted
 from wire import statefeed
 from wire.changes import window_of
 
@@ -122,6 +123,7 @@ class Live:
         self._as_of = 0
         self.coverage = Coverage()
         self._fingerprinted: str | None = None
+        self._splits = series_split.Splits(contract, settings.api_load_series)
         # Called with every feed message once its readings are applied (the SensorThings MQTT
         # publisher); one that raises ends the feed's task, which the supervisor reports.
         self.listeners: list[Callable[[list[statefeed.Announced]], None]] = []
@@ -166,10 +168,11 @@ class Live:
         if first:
             self.started_from = "influxdb"
             logger.info(
-                "latest state loaded for %d devices from InfluxDB in full (%d queries, %d "
-                "readings) in %.1f s%s",
+                "latest state loaded for %d devices from InfluxDB in full (%d parts in %d "
+                "queries, %d readings) in %.1f s%s",
                 len(self.state.devices),
                 len(queries),
+                sum(len(self._splits.of(name, district)) for name, district, _ in queries),
                 merged,
                 time.perf_counter() - clock,
                 "" if self.settings.api_data_dir else " (no data folder: no snapshot)",
@@ -180,10 +183,14 @@ class Live:
         """Latest readings of each (profile, district or all, since), merged; how many."""
         merged = 0
 
-        async def latest(name: str, district: str | None, since: int) -> None:
+        async def latest(
+            name: str, district: str | None, since: int, ids: Regex | None, others: Regex | None
+        ) -> None:
             nonlocal merged
             profile = self.contract.profiles[name]
-            query = q.latest_readings(profile, since, district=district)
+            query = q.latest_readings(
+                profile, since, district=district, ids_matching=ids, ids_not_matching=others
+            )
             async with self._gate:
                 chunks = q.fetch_chunks(
                     self.influx, query, LOAD_SLICE, self.settings.api_load_timeout
@@ -194,7 +201,11 @@ class Live:
                     merged += len(found)
                     await asyncio.sleep(0)
 
-        tasks = [asyncio.create_task(latest(*query)) for query in queries]
+        tasks = [
+            asyncio.create_task(latest(name, district, since, *piece))
+            for name, district, since in queries
+            for piece in self._splits.of(name, district)
+        ]
         try:
             await asyncio.gather(*tasks)
         finally:  # one failed: the others' answers are of no use

@@ -17,7 +17,7 @@ import pytest
 from api.core.settings import ApiSettings
 from citysense.servers import LocalServers
 from common.influx import InfluxClient
-from common.schema import rollup_select
+from common.schema import rollup_pieces, rollup_select
 from tests.support.api import api_settings
 from tests.support.influx import make_database, rows
 from tests.support.polling import wait_for
@@ -61,8 +61,10 @@ def app_settings(stack: LocalServers, tmp_path: Path, now: int) -> ApiSettings:
     with InfluxClient(influx) as client:
         client.query(f"ALTER RETENTION POLICY {policy} SHARD DURATION 1h")
         client.write(line_protocol(points))
-        where = f"time >= {first:d} AND time < {end:d}"
-        client.query(f"{rollup_select(influx.database, 'water_pipe', where)} GROUP BY time(1h), *")
+        for _, ids in rollup_pieces():  # as the continuous queries roll it up, piece by piece
+            where = f"{ids} AND time >= {first:d} AND time < {end:d}"
+            select = rollup_select(influx.database, "water_pipe", where)
+            client.query(f"{select} GROUP BY time(1h), *")
         client.query(f"ALTER RETENTION POLICY {policy} DURATION 24h")
     oldest = "SELECT * FROM water_pipe ORDER BY time ASC LIMIT 1"
     wait_for(

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from api.core.settings import ApiSettings
+from api.foresight import schedule
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from tests.support.api import TOKENS, api_settings, write_tokens
@@ -43,13 +44,24 @@ def _points() -> list[Point]:
     return out
 
 
-@pytest.fixture
-def app_settings(servers: LocalServers, influx: InfluxConfig, tmp_path: Path) -> ApiSettings:
+# A district read whole, and one device a query (each pipe its own piece, then the rest: the
+# district's night flow still sums both), the round written two points a write.
+@pytest.fixture(params=[10_000, 1], ids=["whole", "pieces"])
+def app_settings(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> ApiSettings:
+    if request.param == 1:
+        monkeypatch.setattr(schedule, "WRITE_LINES", 2)
     with InfluxClient(influx) as client:
         client.write(line_protocol(_points()))
     return api_settings(
         servers, influx, tmp_path, registry=REGISTRY, tokens=write_tokens(tmp_path / "t.yaml"),
         api_foresight_every=3600.0, api_foresight_first_after=0.0, api_foresight_days=NIGHTS,
+        api_load_series=request.param,
     )  # fmt: skip
 
 

@@ -65,8 +65,10 @@ def test_policies_at_start_and_an_expired_reading_is_gone(
             "long_term": ("0s", False),
             "aggregates": ("3h0m0s", False),
         }
-        cqs = rows(influx, "SHOW CONTINUOUS QUERIES")
-        assert {str(r["name"]) for r in cqs} >= {"rollup_streetlight", "rollup_water_pipe"}
+        cqs = {str(r["name"]) for r in rows(influx, "SHOW CONTINUOUS QUERIES")}
+        for profile in ("streetlight", "water_pipe"):
+            assert f"rollup_{profile}_000" in cqs and f"rollup_{profile}_rest" in cqs
+            assert len([n for n in cqs if n.startswith(f"rollup_{profile}_")]) == 26
         old, new = now_ms - 170 * MINUTE_MS, now_ms
         topic = layout.telemetry("streetlight", DEVICE)
         # Older than the readings' policy when it arrives (yet within the profile's max_age):

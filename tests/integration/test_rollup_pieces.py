@@ -1,0 +1,72 @@
+"""The hourly roll-ups into `long_term` are one continuous query per profile and piece of its
+devices (common.schema.rollup_pieces): together they roll up every device exactly once, ids of
+any characters a device id may hold; an older single query per profile is dropped."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from common.influx import InfluxClient, InfluxConfig
+from common.schema import ID_CHARS, Retention, ensure_schema, rollup_pieces, rollup_select
+from device_profiles.model import DEVICE_ID
+from tests.support.seeding import Point, line_protocol
+from tests.support.times import S
+
+pytestmark = pytest.mark.integration
+
+HOUR = 3600 * S
+IDS = ["7", "Z", "_x", "A-", "WP.1:", "WP-000010", "WP-000019", "WP-000099", "WP-00009a", "b_z"]
+
+
+def test_the_charset_is_the_device_ids() -> None:
+    assert all(DEVICE_ID.fullmatch(f"A{c}") for c in ID_CHARS)
+    assert sorted(set(ID_CHARS)) == sorted(
+        c for c in map(chr, range(128)) if DEVICE_ID.fullmatch(f"A{c}")
+    )
+
+
+def test_every_device_rolled_up_once_by_the_pieces(influx: InfluxConfig, now: int) -> None:
+    hour = now - now % HOUR - HOUR
+    points = [
+        Point("water_pipe", device, "North", {"pressure": float(n + k)}, hour + k * 60 * S)
+        for n, device in enumerate(IDS)
+        for k in range(3)
+    ]
+    pieces = rollup_pieces()
+    with InfluxClient(influx) as client:
+        client.write(line_protocol(points))
+        for _, ids in pieces:
+            where = f"{ids} AND time >= {hour:d} AND time < {hour + HOUR:d}"
+            select = rollup_select(influx.database, "water_pipe", where)
+            client.query(f"{select} GROUP BY time(1h), *")
+        rolled = client.query('SELECT * FROM "long_term"."water_pipe" GROUP BY "device_id"')[0]
+    assert sorted(s.tags["device_id"] for s in rolled) == sorted(IDS)  # once each
+    assert {r["count_pressure"] for s in rolled for r in s.rows()} == {3}
+    for device_id in IDS:  # the same as Go's RE2 reads them: exactly one piece each
+        matching = [
+            name
+            for name, ids in pieces
+            if (re.search(ids.split("/")[1], device_id) is not None) == ("=~" in ids)
+        ]
+        assert len(matching) == 1, (device_id, matching)
+    assert [name for name, ids in pieces if "!~" in ids] == ["rest"]
+
+
+def test_an_older_single_query_per_profile_is_dropped(influx: InfluxConfig) -> None:
+    db = f'"{influx.database}"'
+    with InfluxClient(influx) as client:
+        client.create_database()
+        client.query(
+            f'CREATE CONTINUOUS QUERY "rollup_water_pipe" ON {db} BEGIN '
+            f'SELECT mean(*) INTO "water_pipe_old" FROM "water_pipe" GROUP BY time(1h), * END'
+        )
+        ensure_schema(client, Retention(), ["water_pipe", "water"])
+        ensure_schema(client, Retention(), ["water_pipe", "water"])  # idempotent
+        shown = client.query("SHOW CONTINUOUS QUERIES")[0]
+    names = {str(r["name"]) for s in shown if s.name == influx.database for r in s.rows()}
+    assert "rollup_water_pipe" not in names
+    for profile in ("water_pipe", "water"):
+        ours = re.compile(rf"^rollup_{profile}_(\d+|rest)$")
+        assert len([n for n in names if ours.match(n)]) == len(rollup_pieces())
