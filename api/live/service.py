@@ -316,17 +316,10 @@ class Live:
         # Only now: a message applied before the restore would be overwritten by it.
         self._start_feed()
         await self._subscribed()
-        self.drained_at_start = await self._drained()
-        try:
-            # No snapshot written here: the one just read is as good for the next start (the
-            # messages taken since show as a gap then, and are caught up by their marks), and
-            # writing it would hold a copy of every column at the start's peak.
-            queries, merged = await self.catch_up(save=False, settle=False)
-        except InfluxError as exc:
-            self.load_error = self.scrub(str(exc))
-            logger.warning("could not catch up after the snapshot: %s", self.load_error)
-            return  # the state stays not loaded; the full load is retried
-        self.started_from = "snapshot"
+        found = await self._caught_up_after("snapshot")
+        if found is None:
+            return
+        queries, merged = found
         logger.info(
             "latest state of %d devices from the snapshot in %s (%d bytes, as of %.0f s ago, "
             "read in %.2f s), the feed's kept messages (%s) and InfluxDB (%d changed profile "
@@ -336,11 +329,32 @@ class Live:
             restored.size,
             (now_ns() - restored.as_of_ns) / NS_PER_S,
             read_s,
-            "vouched for" if self.coverage.trusted else "not trusted: a message may be lost",
+            self._vouched(),
             queries,
             merged,
             time.perf_counter() - clock,
         )
+
+    async def _caught_up_after(self, source: str) -> tuple[int, int] | None:
+        """After a restored state (`source`: its own snapshot or a peer's), its coverage loaded
+        and the feed's messages being applied: wait for the kept ones, then catch up from
+        InfluxDB; (parts, readings), or None (logged) if InfluxDB failed — the state stays not
+        loaded and the full load is retried. No snapshot is written here: the one restored is as
+        good for the next start (the messages taken since show as a gap then, caught up by
+        their marks; a peer is asked again), and writing one would hold a copy of every column
+        at the start's peak."""
+        self.drained_at_start = await self._drained()
+        try:
+            found = await self.catch_up(save=False, settle=False)
+        except InfluxError as exc:
+            self.load_error = self.scrub(str(exc))
+            logger.warning("could not catch up after the %s's state: %s", source, self.load_error)
+            return None
+        self.started_from = source
+        return found
+
+    def _vouched(self) -> str:
+        return "vouched for" if self.coverage.trusted else "not trusted: a message may be lost"
 
     async def _start_from_peer(self) -> None:
         """Start from a running replica's state (`api_state_peer`, api.live.peer), when this
@@ -385,16 +399,10 @@ class Live:
         if not self.feed.subscribed.is_set():
             self.coverage.lost("not subscribed when the peer's state was taken")
         self._start_applying()
-        self.drained_at_start = await self._drained()
-        try:
-            # No snapshot written here either (see _start_from_snapshot): the next start asks
-            # the peer again, and the first reconcile or the shutdown writes ours.
-            queries, merged = await self.catch_up(save=False, settle=False)
-        except InfluxError as exc:
-            self.load_error = self.scrub(str(exc))
-            logger.warning("could not catch up after the peer's state: %s", self.load_error)
-            return  # the state stays not loaded; the full load is retried
-        self.started_from = "peer"
+        found = await self._caught_up_after("peer")
+        if found is None:
+            return
+        queries, merged = found
         logger.info(
             "latest state of %d devices from %s (%d bytes, fetched in %.2f s), the feed (%s) "
             "and InfluxDB (%d changed profile and district parts, %d readings) in %.2f s",
@@ -402,7 +410,7 @@ class Live:
             redacted(peer),
             restored.size,
             fetched_s,
-            "vouched for" if self.coverage.trusted else "not trusted: a message may be lost",
+            self._vouched(),
             queries,
             merged,
             time.perf_counter() - clock,
