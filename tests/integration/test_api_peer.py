@@ -51,8 +51,29 @@ def _replica(
     )
 
 
-def _from(peer: FastAPI) -> dict[str, Any]:
-    return {"peer_transport": httpx.ASGITransport(app=peer)}
+def _new_replica(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    root: str,
+    transport: httpx.AsyncBaseTransport | None,
+    *,
+    name: str = "second",
+    token: str = "city",
+    peer: str = "http://first.test",
+) -> FastAPI:
+    """A replica with an empty data folder of its own, started from `peer` (reached through
+    `transport`: another app in this process) with the named token."""
+    settings = _replica(
+        servers,
+        influx,
+        tmp_path,
+        root,
+        name,
+        api_state_peer=peer,
+        api_state_peer_token=SecretStr(TOKENS[token]),
+    )
+    return create_app(settings, peer_transport=transport)
 
 
 class _WrittenFirst(httpx.AsyncBaseTransport):
@@ -95,17 +116,8 @@ async def test_a_new_replica_starts_from_a_running_one_and_queries_nothing(
             ingest.store([Point("water_pipe", "WP-1", "South", {"pressure": 2.5}, now - 40 * S)])
             await until(lambda: if_found(peer, "WP-1"), 10, "the peer took it")
 
-        second = create_app(
-            _replica(
-                servers,
-                influx,
-                tmp_path,
-                topic_root,
-                "second",
-                api_state_peer="http://first.test",
-                api_state_peer_token=SecretStr(TOKENS["city"]),
-            ),
-            peer_transport=_WrittenFirst(first, meanwhile),
+        second = _new_replica(
+            servers, influx, tmp_path, topic_root, _WrittenFirst(first, meanwhile)
         )
         async with running(second) as client:
             _city(client)
@@ -138,18 +150,8 @@ async def test_a_write_announced_to_nobody_is_queried_its_part_only(
         await _trusted(first, ingest, now)
         # As replay writes: its marks, no announcement; the peer does not hold it either.
         ingest.store([light("SL-3", "East", "on", now - 30 * S)], announce=False)
-        second = create_app(
-            _replica(
-                servers,
-                influx,
-                tmp_path,
-                topic_root,
-                "second",
-                api_state_peer="http://first.test",
-                api_state_peer_token=SecretStr(TOKENS["city"]),
-            ),
-            **_from(first),
-        )
+        peer = httpx.ASGITransport(app=first)
+        second = _new_replica(servers, influx, tmp_path, topic_root, peer)
         async with running(second) as client:
             _city(client)
             assert second.state.runtime.live.started_from == "peer"
@@ -175,22 +177,18 @@ async def test_only_a_city_token_gets_the_state_and_a_refusal_costs_a_full_load(
             "/state/snapshot", headers={"Authorization": f"Bearer {TOKENS['city']}"}
         )
         assert allowed.status_code == 200 and allowed.content.startswith(b"CITYSENSE-STATE\n")
-        for extra in (
-            {"api_state_peer_token": SecretStr(TOKENS["lights"]), **_from(first)},  # refused: 403
-            {"api_state_peer_token": SecretStr(TOKENS["city"])},  # no peer there at all
-        ):
-            transport = extra.pop("peer_transport", None)
-            second = create_app(
-                _replica(
-                    servers,
-                    influx,
-                    tmp_path,
-                    topic_root,
-                    f"second-{len(extra)}-{transport is None}",
-                    api_state_peer="http://127.0.0.1:9",
-                    **extra,
-                ),
-                peer_transport=transport,
+        refusing = httpx.ASGITransport(app=first)  # a department token: 403
+        for n, (transport, token) in enumerate(((refusing, "lights"), (None, "city"))):
+            # The second: no transport, and nothing listens at the peer's address.
+            second = _new_replica(
+                servers,
+                influx,
+                tmp_path,
+                topic_root,
+                transport,
+                name=f"second-{n}",
+                token=token,
+                peer="http://127.0.0.1:9",
             )
             async with running(second) as client:
                 _city(client)
