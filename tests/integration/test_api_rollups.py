@@ -190,6 +190,28 @@ def same_rows(got: list[dict[str, Any]], want: list[dict[str, Any]], what: str) 
             assert value_a == value_b, (what, a)
 
 
+async def quarter_against_the_oracle(city: City, start: int, what: str) -> tuple[str, int]:
+    """Water pressure's mean per district over the quarter from `start`, asked of a new API
+    (rollups served) and of the oracle (from the readings): the rows must be equal; the
+    answer's cells computed and cells from rollups."""
+    question = {
+        **GAUGES[0],
+        "every": "15m",
+        "start": rfc3339(start),
+        "end": rfc3339(start + Q),
+        "group_by": "district",
+    }
+    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
+    async with (
+        running(create_app(city.settings)) as api,
+        running(create_app(oracle_settings)) as oracle,
+    ):
+        rows, computed, rolled = await ask(api, question)
+        want, _, _ = await ask(oracle, question)
+        same_rows(rows, want, what)
+    return computed, rolled
+
+
 def questions(day: int) -> list[dict[str, Any]]:
     """Every question on every grain, per district and city-wide, over yesterday."""
     span = {"start": rfc3339(day), "end": rfc3339(day + 24 * H)}
@@ -498,16 +520,10 @@ async def test_a_window_is_written_just_before_it_begins_and_served_exact(
         assert kept("15m", noon + Q) == 6
         assert kept("15m", noon + 2 * Q) == kept("1h", noon + H) == 0
     monkeypatch.undo()
-    question = {**GAUGES[0], "every": "15m", "start": rfc3339(noon), "end": rfc3339(noon + Q)}
-    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
-    async with (
-        running(create_app(city.settings)) as api,
-        running(create_app(oracle_settings)) as oracle,
-    ):
-        rows, computed, rolled = await ask(api, {**question, "group_by": "district"})
-        assert (computed, rolled) == ("0/2", 2)
-        want, _, _ = await ask(oracle, {**question, "group_by": "district"})
-        same_rows(rows, want, "the quarter written before it began")
+    computed, rolled = await quarter_against_the_oracle(
+        city, noon, "the quarter written before it began"
+    )
+    assert (computed, rolled) == ("0/2", 2)
 
 
 def record_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
@@ -550,16 +566,10 @@ async def test_a_closed_window_is_computed_again_only_if_its_marks_moved(
         assert await keeper.keep_once() > 0
         assert quarter in reads, "a closed quarter whose marks moved was not read again"
     monkeypatch.undo()
-    question = {**GAUGES[0], "every": "15m", "start": rfc3339(noon), "end": rfc3339(noon + Q)}
-    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
-    async with (
-        running(create_app(city.settings)) as api,
-        running(create_app(oracle_settings)) as oracle,
-    ):
-        rows, computed, rolled = await ask(api, {**question, "group_by": "district"})
-        assert (computed, rolled) == ("0/2", 2)
-        want, _, _ = await ask(oracle, {**question, "group_by": "district"})
-        same_rows(rows, want, "the closed quarter computed again after a late reading")
+    computed, rolled = await quarter_against_the_oracle(
+        city, noon, "the closed quarter computed again after a late reading"
+    )
+    assert (computed, rolled) == ("0/2", 2)
 
 
 async def test_a_window_not_begun_and_not_marked_is_written_without_a_read(
@@ -579,13 +589,7 @@ async def test_a_window_not_begun_and_not_marked_is_written_without_a_read(
     assert kept == 6  # 3 profiles, 2 districts
     assert reads and all(w[0] < after for w in reads)
     monkeypatch.undo()
-    question = {**GAUGES[0], "every": "15m", "start": rfc3339(after), "end": rfc3339(after + Q)}
-    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
-    async with (
-        running(create_app(city.settings)) as api,
-        running(create_app(oracle_settings)) as oracle,
-    ):
-        rows, computed, rolled = await ask(api, {**question, "group_by": "district"})
-        assert rolled == 2, computed
-        want, _, _ = await ask(oracle, {**question, "group_by": "district"})
-        same_rows(rows, want, "the empty quarter written before it began")
+    computed, rolled = await quarter_against_the_oracle(
+        city, after, "the empty quarter written before it began"
+    )
+    assert rolled == 2, computed
