@@ -29,16 +29,17 @@ whole, if readings landed in it since it was last computed. Each round, per prof
    the last quarter-hour and have none yet, alone (seconds of readings); then, per district
    and day (a unit: the day's
    15-minute and hourly windows and the day itself, or the hours of it holding the due windows),
-   from the stored readings, one field at a time: one plain read of the field's readings in the
-   district (no subquery: InfluxDB 1.x evaluates an outer(inner per device) subquery with
-   several fields in minutes, measured: 1.9 s for one field of 1,000 lamps over 96 windows, 59 s
-   for three), then one pass in Python (api.core.rollups.rollups_of_span), off the event loop;
+   from the stored readings: one plain read of every field's readings in the district (no
+   subquery: InfluxDB 1.x evaluates an outer(inner per device) subquery with several fields in
+   minutes, measured: 1.9 s for one field of 1,000 lamps over 96 windows, 59 s for three; a
+   plain read of every field costs it a quarter of a read per field, see compute_rollups), then
+   one pass per field in Python (api.core.rollups.rollups_of_span), off the event loop;
    and writes each window whole, one point, overwriting the same series and time: late and
    redelivered readings are counted once by construction, never incremented. So a keeper killed
    mid-round leaves every window either whole or as it was, and the next one computes whatever
    has no current rollup.
 
-Memory: about `api_rollups_read_rows` readings of one field at a time per concurrent unit
+Memory: about `api_rollups_read_rows` values (rows of every field) per concurrent unit
 (`api_query_concurrency`): read chunked and computed a batch of whole devices at a time, the
 batches' rollups combined (the devices are disjoint) — not a district-day's readings at once; and
 the marks and stored signatures of the windows a round looks at (after the first round, those a
@@ -482,53 +483,95 @@ async def compute_rollups(
     windows: list[Window],
 ) -> dict[str, list[r.FieldRollup]]:
     """field -> its rollup of each window (in order), of one district, from the stored
-    readings: one read per field of its readings over the windows' span (a counter's with its
-    last reading before, within the lookback), then api.core.rollups.rollups_of_span in a
-    thread, so the event loop keeps serving meanwhile.
+    readings: one read of every field's readings over the windows' span (a counter's last
+    reading before it, within the lookback, in a read of its own), then
+    api.core.rollups.rollups_of_span per field in a thread, so the event loop keeps serving
+    meanwhile.
+
+    One read for every field, not one per field: InfluxDB 1.x pays mostly per series and per
+    query, and a read per field paid it once per field — 4x its CPU and wall time for the same
+    answer (`python -m bench.keeper_reads`: every unit's day at 30,000 devices, 82.7 s of its
+    CPU a field at a time, 20.7 s all at once).
 
     The readings come chunked, and are computed a batch of whole devices at a time (about
-    `api_rollups_read_rows` readings) and combined (r.combine: the devices of two batches are
-    disjoint): what one unit holds is bounded by that, not by a district-day of readings."""
+    `api_rollups_read_rows` values: rows of every field) and combined (r.combine: the devices of
+    two batches are disjoint): what one unit holds is bounded by that, not by a district-day of
+    readings."""
     start, end = min(w[0] for w in windows), max(w[1] for w in windows)
-    rows = settings.api_rollups_read_rows
-    out: dict[str, list[r.FieldRollup]] = {}
-    for name, spec in profile.fields.items():
-        # A counter's last reading before the span (its first increase starts there): read only
-        # once the span holds a reading — a read over the whole lookback, which a window
-        # without readings (one written before it begins) never needs.
-        previous: dict[str, float] | None = None
-        if spec.effective_kind is not FieldKind.COUNTER:
-            previous = {}
-        total = [r.FieldRollup() for _ in windows]
-        readings = q.field_readings(profile, name, district, start, end)
-        async for batch in device_batches(influx, readings, rows, settings.influx.timeout):
-            if previous is None:
-                since = start - int(settings.api_latest_lookback * NS_PER_S)
-                query = q.last_before(profile, name, district, since, start)
-                previous = {
-                    s.tags.get("device_id", ""): float(s.values[0][1])
-                    for s in await q.fetch(influx, query)
-                    if s.values
-                }
-            devices = [(previous.get(device), values) for device, values in batch]
-            part = await asyncio.to_thread(r.rollups_of_span, spec, devices, windows, QUARTER_NS)
-            total = [r.combine((a, b)) for a, b in zip(total, part, strict=True)]
-        out[name] = total
+    names = list(profile.fields)
+    rows = max(settings.api_rollups_read_rows // len(names), 1)
+    counters = [n for n in names if profile.fields[n].effective_kind is FieldKind.COUNTER]
+    total = {name: [r.FieldRollup() for _ in windows] for name in names}
+    # A counter's last reading before the span (its first increase starts there): read only
+    # once the span holds a reading — a read over the whole lookback, which a window without
+    # readings (one written before it begins) never needs.
+    previous: dict[str, dict[str, float]] | None = None if counters else {}
+    readings = q.unit_readings(profile, names, district, start, end)
+    async for batch in device_batches(influx, readings, rows, settings.influx.timeout):
+        if previous is None:
+            since = start - int(settings.api_latest_lookback * NS_PER_S)
+            span = (since, start)
+            previous = await _last_before(influx, profile, counters, district, span)
+        part = await asyncio.to_thread(_batch_rollups, profile, names, batch, previous, windows)
+        for name in names:
+            total[name] = [r.combine((a, b)) for a, b in zip(total[name], part[name], strict=True)]
+    return total
+
+
+async def _last_before(
+    influx: AsyncInfluxClient,
+    profile: Profile,
+    counters: list[str],
+    district: str,
+    span: Window,
+) -> dict[str, dict[str, float]]:
+    """counter field -> device -> its last reading in [since, start) of `span`."""
+    since, start = span
+    out: dict[str, dict[str, float]] = {}
+    for name in counters:
+        query = q.last_before(profile, name, district, since, start)
+        out[name] = {
+            s.tags.get("device_id", ""): float(s.values[0][1])
+            for s in await q.fetch(influx, query)
+            if s.values
+        }
+    return out
+
+
+def _batch_rollups(
+    profile: Profile,
+    names: list[str],
+    batch: list[tuple[str, list[tuple[int, Any]]]],
+    previous: dict[str, dict[str, float]],
+    windows: list[Window],
+) -> dict[str, list[r.FieldRollup]]:
+    """Each field's rollups of a batch of devices whose rows hold every field (`names`' order,
+    None where a reading lacks one): what a read of that field alone would have returned."""
+    out = {}
+    for k, name in enumerate(names):
+        before = previous.get(name, {})
+        devices = []
+        for device, device_rows in batch:
+            values = [(t, row[k]) for t, row in device_rows if row[k] is not None]
+            if values:
+                devices.append((before.get(device), values))
+        out[name] = r.rollups_of_span(profile.fields[name], devices, windows, QUARTER_NS)
     return out
 
 
 async def device_batches(
     influx: AsyncInfluxClient, query: q.Query, rows: int, timeout: float
 ) -> AsyncIterator[list[tuple[str, list[tuple[int, Any]]]]]:
-    """(device, its time-ordered readings) of a query grouped by device, in batches of whole
-    devices of at least `rows` readings (the last one fewer), read in chunks of `rows`: a
-    device's series longer than a chunk comes in consecutive parts, joined here."""
+    """(device, its time-ordered rows: (time, the values after the time column)) of a query
+    grouped by device, in batches of whole devices of at least `rows` rows (the last one
+    fewer), read in chunks of `rows`: a device's series longer than a chunk comes in
+    consecutive parts, joined here."""
     batch: list[tuple[str, list[tuple[int, Any]]]] = []
     held = 0
     async for chunk in q.fetch_chunks(influx, query, rows, timeout):
         for series in chunk:
             device = series.tags.get("device_id", "")
-            values = [(int(t), v) for t, v in series.values]
+            values = [(int(row[0]), row[1:]) for row in series.values]
             if batch and batch[-1][0] == device:
                 batch[-1][1].extend(values)  # the rest of a series cut by a chunk
             else:

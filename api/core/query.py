@@ -578,3 +578,19 @@ def field_readings(
         f"GROUP BY {DEVICE_TAG}",
         {"start": start_ns, "end": end_ns, "district": district},
     )
+
+
+def unit_readings(
+    profile: Profile, fields: Sequence[str], district: str, start_ns: int, end_ns: int
+) -> Query:
+    """Every reading of the fields in [start, end) in one district, one series per device, oldest
+    first, a column per field (null where a reading lacks it): field_readings for several
+    fields in one statement."""
+    if not fields or any(f not in profile.fields for f in fields):
+        raise ValueError(f"fields of profile {profile.profile!r}, at least one: {fields!r}")
+    return Query(
+        f"SELECT {', '.join(quote_ident(f) for f in fields)} FROM {_measurement(profile)} "
+        f"WHERE time >= $start AND time < $end AND {DISTRICT_TAG} = $district "
+        f"GROUP BY {DEVICE_TAG}",
+        {"start": start_ns, "end": end_ns, "district": district},
+    )

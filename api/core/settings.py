@@ -61,9 +61,9 @@ class ApiSettings(CommonSettings):
     # points again); every API replica serves the rollups (`serve`).
     api_rollups_keep: bool = False
     api_rollups_serve: bool = True
-    # Readings the keeper computes at a time (per unit of work, `api_query_concurrency` at once):
-    # read in chunks of this many rows and computed a batch of whole devices at a time, so its
-    # memory does not grow with a district-day's readings.
+    # Values the keeper computes at a time (per unit of work, `api_query_concurrency` at once):
+    # read in chunks of this many values (rows of every field of a profile) and computed a batch
+    # of whole devices at a time, so its memory does not grow with a district-day's readings.
     api_rollups_read_rows: int = Field(default=100_000, ge=1)
     # `citysense rollups`: its /metrics, /live and /ready listen here (0: no port).
     api_rollups_host: str = "127.0.0.1"
