@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterable
 
 from ingest.stages import Enriched
-from wire.changes import MEASUREMENT, STAMP_BITS, window_of
+from wire.changes import MEASUREMENT, QUIET, STAMP_BITS, window_of
 from wire.lineproto import line, parse_line
 from wire.statefeed import Mark
 
@@ -26,11 +26,15 @@ def changes_of(readings: Iterable[Enriched]) -> set[Change]:
     return {(r.measurement, r.district, window_of(r.time_ns)) for r in readings}
 
 
-def change_lines(changes: Iterable[Change]) -> list[str]:
-    """One mark per window, all with one fresh stamp: the stamp of this write."""
+def change_lines(changes: Iterable[Change], *, quiet: bool = False) -> list[str]:
+    """One mark per window, all with one fresh stamp: the stamp of this write. `quiet`: a
+    write whose readings are not announced on the state feed (wire.changes says why)."""
     stamp = random.getrandbits(STAMP_BITS)
+    fields: dict[str, float | int | bool | str] = {"stamp": stamp}
+    if quiet:
+        fields[QUIET] = stamp
     return [
-        line(MEASUREMENT, {"profile": m, "district": d}, {"stamp": stamp}, window)
+        line(MEASUREMENT, {"profile": m, "district": d}, fields, window)
         for m, d, window in sorted(changes)
     ]
 
@@ -55,8 +59,9 @@ def restamp(lines: list[str]) -> list[str]:
     stamp = random.getrandbits(STAMP_BITS)
     fresh = []
     for mark in marks:
-        series, _stamp, time_ns = mark.rsplit(" ", 2)
-        fresh.append(f"{series} stamp={stamp}i {time_ns}")
+        series, fields, time_ns = mark.rsplit(" ", 2)
+        quiet = f",{QUIET}={stamp}i" if f"{QUIET}=" in fields else ""  # stays quiet
+        fresh.append(f"{series} stamp={stamp}i{quiet} {time_ns}")
     return data + fresh
 
 

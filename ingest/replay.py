@@ -140,7 +140,9 @@ class Replayer:
         # Data lines come first in an outcome; the dead letters it would add are not wanted.
         data = outcome.lines[: outcome.readings]
         bad = (
-            [] if dry_run else self._writer.write(data + change_lines(changes_of(outcome.accepted)))
+            []
+            if dry_run
+            else self._writer.write(data + change_lines(changes_of(outcome.accepted), quiet=True))
         )
         if bad:
             return self._mark(row, f"write rejected: {bad[0].error[:100]}", dry_run)
@@ -154,7 +156,7 @@ class Replayer:
             return self._mark(row, "not replayable: not a reading's line", dry_run)
         if dry_run:
             return self._mark(row, "stored", dry_run)
-        bad = self._writer.write([line, *change_lines(changes_of([reading]))])
+        bad = self._writer.write([line, *change_lines(changes_of([reading]), quiet=True)])
         if bad:
             return self._mark(row, f"write rejected: {bad[0].error[:100]}", dry_run)
         return self._mark(row, "stored", dry_run)

@@ -439,7 +439,8 @@ class Worker:
         data = [line for _, lines in group for line in lines]
         measurements = set(self.pipeline.measurements)
         readings = [(r, line) for line in data if (r := reading_of(line, measurements)) is not None]
-        lines = data + change_lines(changes_of(r for r, _ in readings))
+        # Not announced (the API finds them by their marks): quiet marks (wire.changes).
+        lines = data + change_lines(changes_of(r for r, _ in readings), quiet=True)
         marks: list[str] = []
         try:
             bad = writer.write(lines, None, marks)

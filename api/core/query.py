@@ -498,9 +498,10 @@ def changes(profile: Profile, *, since_ns: int, start_ns: int, end_ns: int) -> Q
 
 def all_changes(since_ns: int) -> Query:
     """Every change mark at or after `since_ns`, raw: one point per (profile, district, window),
-    since a later write into a window overwrites its mark (api.live.snapshot compares them)."""
+    since a later write into a window overwrites its mark (api.live.snapshot compares them); its
+    stamp, and its `quiet` stamp if an unannounced write left one (wire.changes)."""
     return Query(
-        f"SELECT {STAMP} FROM {CHANGES} WHERE time >= $since "
+        f"SELECT {STAMP}, {quote_ident(changes_layout.QUIET)} FROM {CHANGES} WHERE time >= $since "
         f"GROUP BY {quote_ident('profile')}, {DISTRICT_TAG}",
         {"since": since_ns},
     )

@@ -30,12 +30,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from wire.changes import split
 from wire.statefeed import Message
 
 logger = logging.getLogger(__name__)
 
 Part = tuple[str, str]  # measurement, district
-# (measurement, district) -> {window start (ns): stamp}
+# (measurement, district) -> {window start (ns): its mark's identity (wire.changes.identity)}
 Marks = dict[Part, dict[int, int]]
 
 MAX_SEEN = 200_000  # ~25 MB of dict entries at most; ~70 stamps/s at 10,000 readings/s
@@ -119,10 +120,15 @@ class Coverage:
         out: dict[Part, int] = {}
         for part, windows in current.items():
             synced = self.synced.get(part, {})
-            for window, stamp in windows.items():
-                if window < since or synced.get(window) == stamp:
+            for window, mark in windows.items():
+                held = synced.get(window)
+                if window < since or held == mark:
                     continue
-                if self.trusted and (*part, window, stamp) in self._seen:
+                stamp, quiet = split(mark)
+                # An unannounced write's quiet stamp (wire.changes) that no read of ours saw:
+                # whatever announced write came after it, the feed never brought its readings.
+                unread = quiet is not None and (held is None or split(held)[1] != quiet)
+                if not unread and self.trusted and (*part, window, stamp) in self._seen:
                     continue
                 out[part] = min(out.get(part, window), window)
         return out

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import httpx
 
@@ -37,7 +37,8 @@ from api.live.hub import Hub
 from api.live.peer import PeerError, fetch_state
 from api.live.state import LiveState
 from common.errors import InfluxError, InfluxNotFound, InfluxUnavailable
-from common.influx import AsyncInfluxClient, Regex, redacted
+from common.influx import AsyncInfluxClient, Regex, Series, redacted
+from wire import changes as changes_layout
 from wire import statefeed
 from wire.changes import window_of
 
@@ -237,7 +238,7 @@ class Live:
                     for series in found:
                         key = (series.tags.get("profile", ""), series.tags.get("district", ""))
                         windows = marks.setdefault(key, {})
-                        windows.update((int(t), int(s)) for t, s in series.values if s is not None)
+                        windows.update(_identities(series))
             except InfluxNotFound:
                 # No policy for the marks: ingest has not set the database up yet, so nothing
                 # was written with marks (a database that is missing fails the load after this).
@@ -626,3 +627,16 @@ class Live:
         except InfluxError as exc:
             # The state stays as it is, still served: the next round tries again.
             logger.warning("could not catch up with InfluxDB: %s", self.scrub(str(exc)))
+
+
+def _identities(series: Series) -> Iterator[tuple[int, int]]:
+    """(window, its mark's identity: the stamp, and the quiet stamp if any; wire.changes) of a
+    series of q.all_changes. A column InfluxDB leaves out (no quiet mark yet) is none."""
+    columns = series.columns
+    at_stamp = columns.index("stamp")
+    at_quiet = columns.index(changes_layout.QUIET) if changes_layout.QUIET in columns else None
+    for row in series.values:
+        if row[at_stamp] is None:
+            continue
+        quiet = None if at_quiet is None or row[at_quiet] is None else int(row[at_quiet])
+        yield int(row[0]), changes_layout.identity(int(row[at_stamp]), quiet)

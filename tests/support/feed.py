@@ -38,9 +38,10 @@ class Ingest:
 
     def store(self, points: list[Point], *, announce: bool = True, lost: bool = False) -> None:
         """Stored with marks, then announced (numbered) and published, unless `announce` is
-        off (as replay writes) or the announcement is `lost` on its way (its number used)."""
+        off (as replay writes: quiet marks, wire.changes) or the announcement is `lost` on its
+        way (its number used)."""
         changes = {(p.measurement, p.district, window_of(p.time_ns)) for p in points}
-        marks = change_lines(changes)
+        marks = change_lines(changes, quiet=not announce)
         with InfluxClient(self.influx) as client:
             client.write(line_protocol(points))
             client.write("\n".join(marks).encode(), policy=CHANGES)

@@ -50,3 +50,18 @@ def test_restamp_gives_the_trailing_marks_one_fresh_stamp() -> None:
     assert len({m.rsplit(" ", 2)[1] for m in again[1:]}) == 1
     assert again[1:] != marks
     assert restamp(data) is data
+
+
+def _fields(mark: str) -> dict[str, str]:
+    return dict(f.split("=") for f in mark.rsplit(" ", 2)[1].split(","))
+
+
+def test_quiet_marks_carry_their_stamp_twice_and_stay_quiet_when_restamped() -> None:
+    data = ["water_pipe,device_id=D-1,district=North x=1 5"]
+    quiet = change_lines({("water_pipe", "North", 0)}, quiet=True)
+    first = _fields(quiet[0])
+    assert first["stamp"] == first["quiet"]
+    again = _fields(restamp(data + quiet)[1])
+    assert again["stamp"] == again["quiet"] != first["stamp"]
+    loud = restamp(data + change_lines({("water_pipe", "North", 0)}))[1]
+    assert set(_fields(loud)) == {"stamp"}

@@ -4,6 +4,7 @@ must query again, when trust is lost and when it comes back."""
 from __future__ import annotations
 
 from api.live.coverage import Coverage, Marks
+from wire.changes import STAMP_BITS, identity, split
 from wire.statefeed import Message
 
 SL, WP = "streetlight", "water_pipe"
@@ -165,3 +166,27 @@ def test_a_final_message_forgets_its_publisher_and_a_will_is_a_loss() -> None:
     coverage.take(Message([], "ingest-c", -1, gone=True))
     assert not coverage.trusted and coverage.losses == 1
     assert coverage.dump()["publishers"] == []
+
+
+def test_a_quiet_stamp_no_read_saw_moves_its_part_whatever_the_feed_brought_after() -> None:
+    """Replay writes window 100 (quiet: stamp 8, quiet 8), then ingest writes it again and
+    announces stamp 5: the mark now reads (5, quiet 8). The feed brought 5, but not the replay's
+    readings: the part is queried. Once a catch-up read it, later announced stamps need none."""
+    coverage = _trusted({(SL, "North"): {100: 1}})
+    coverage.take(_message("ingest-1.a", 0, (SL, "North", 100, 5)))
+    current: Marks = {(SL, "North"): {100: identity(5, 8)}}
+    assert coverage.moved(current, since=0) == {(SL, "North"): 100}
+    coverage.merged(current, coverage.begin())  # the catch-up read it
+    assert coverage.moved(current, since=0) == {}
+    coverage.take(_message("ingest-1.a", 1, (SL, "North", 100, 6)))
+    assert coverage.moved({(SL, "North"): {100: identity(6, 8)}}, since=0) == {}
+    # Another quiet write since (a new quiet stamp): queried again.
+    assert coverage.moved({(SL, "North"): {100: identity(6, 9)}}, since=0) == {(SL, "North"): 100}
+
+
+def test_a_marks_identity_holds_both_stamps_and_equals_no_plain_stamp() -> None:
+    top = (1 << STAMP_BITS) - 1
+    for stamp, quiet in ((0, 0), (5, 8), (top, top), (top, 0), (0, top)):
+        folded = identity(stamp, quiet)
+        assert folded < 0 and split(folded) == (stamp, quiet)
+    assert identity(7, None) == 7 and split(7) == (7, None)
