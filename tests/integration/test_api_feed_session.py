@@ -25,11 +25,13 @@ from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from tests.support.api import api_settings, running
 from tests.support.feed import REGISTRY, Ingest, if_found, latest_times, light
+from tests.support.influx import make_database
 from tests.support.mqtt import publish
 from tests.support.polling import until
 from tests.support.processes import IngestProcess, ingest_env
 from tests.support.seeding import Point, write_registry
 from tests.support.times import S, rfc3339
+from wire.changes import window_of
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -101,6 +103,32 @@ async def test_a_restart_takes_what_the_broker_kept_and_queries_nothing(
         live = app.state.runtime.live
         assert live.parts_queried == 1
         assert (await latest_times(client))["SL-3"] == rfc3339(now - 20 * S)
+
+
+async def test_an_unannounced_write_is_read_though_an_announced_one_took_its_window(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """While the API is down, replay stores a device's reading (quiet marks, nothing announced),
+    then a worker writes into the same district and quarter and announces it to the kept
+    session: the window's stamp is now the announced one, which the feed brings. The restart
+    still reads the part (the quiet stamp stays on the mark; no read of ours saw it) and holds
+    both readings; before quiet marks it held only the announced one until a full reload."""
+    now = time.time_ns()
+    ingest = Ingest(servers, influx, topic_root)
+    settings = _settings(servers, influx, tmp_path, topic_root, api_state_reconcile_interval=300)
+    await _trusted_then_stopped(settings, ingest, now)
+    if time.time_ns() % (900 * S) < 3 * S:
+        await asyncio.sleep(3)  # both readings below in one quarter, and in the past
+    later = time.time_ns()
+    assert window_of(later - 2 * S) == window_of(later)
+    ingest.store([light("SL-2", "North", "on", later - 2 * S)], announce=False)
+    ingest.store([light("SL-1", "North", "off", later - 1 * S)])
+    app = create_app(settings)
+    async with running(app) as client:
+        times = await latest_times(client)
+        assert times["SL-1"] == rfc3339(later - 1 * S)
+        assert times["SL-2"] == rfc3339(later - 2 * S)
+        assert app.state.runtime.live.parts_queried == 1
 
 
 async def test_a_session_the_broker_dropped_costs_queries_not_readings(
@@ -274,3 +302,30 @@ async def test_a_restart_while_the_city_announces_does_not_wait_for_a_silence(
     finally:
         halt.set()
         live_city.join(5)
+
+
+async def test_a_start_with_the_broker_down_catches_up_once_it_connects(
+    private_servers: LocalServers, tmp_path: Path, topic_root: str
+) -> None:
+    """The broker is down when the API starts: it loads from InfluxDB and serves. A write
+    stored meanwhile, announced to no one, is caught up once the broker is back — the first
+    connection counts as a loss — not at the next reconcile (minutes away)."""
+    stack = private_servers
+    influx = make_database(stack)
+    now = time.time_ns()
+    ingest = Ingest(stack, influx, topic_root)
+    ingest.store([light("SL-1", "North", "off", now - 60 * S)], announce=False)
+    stack.mosquitto.stop()
+    settings = _settings(stack, influx, tmp_path, topic_root, api_state_reconcile_interval=300)
+    app = create_app(settings)
+    async with running(app) as client:
+        live = app.state.runtime.live
+        assert not live.feed.subscribed.is_set()
+        assert (await latest_times(client))["SL-1"] == rfc3339(now - 60 * S)
+        # Stored while the broker is away: its announcement reaches no one.
+        ingest.store([light("SL-2", "East", "on", now - 30 * S)], lost=True)
+        stack.mosquitto.start()
+        await until(live.feed.subscribed.is_set, 40, "the feed's subscription, broker back")
+        times = await until(lambda: if_found(client, "SL-2"), 15, "the unannounced write")
+        assert times["SL-2"] == rfc3339(now - 30 * S)
+        assert live.parts_queried >= 1

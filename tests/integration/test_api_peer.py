@@ -194,3 +194,36 @@ async def test_only_a_city_token_gets_the_state_and_a_refusal_costs_a_full_load(
                 _city(client)
                 assert (await latest_times(client))["SL-2"] == rfc3339(now - 50 * S)
                 assert second.state.runtime.live.started_from == "influxdb"
+
+
+async def test_a_peer_of_another_registry_is_refused_after_the_transfer(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """A peer whose answer passes the transfer (a city token, 200, a whole snapshot) but not the
+    last check: its registry is not ours (a device more). Its state is not taken: the new
+    replica loads in full and serves what InfluxDB holds."""
+    now = time.time_ns()
+    ingest = Ingest(servers, influx, topic_root)
+    other = _replica(servers, influx, tmp_path, topic_root, "first")
+    other = other.model_copy(
+        update={
+            "registry": _written(
+                tmp_path / "other.csv", REGISTRY + "SL-9,streetlight,West,30.2,120.1,\n"
+            )
+        }
+    )
+    first = create_app(other)
+    async with running(first) as peer:
+        _city(peer)
+        await _trusted(first, ingest, now)
+        assert (await peer.get("/state/snapshot")).status_code == 200
+        second = _new_replica(servers, influx, tmp_path, topic_root, httpx.ASGITransport(app=first))
+        async with running(second) as client:
+            _city(client)
+            assert second.state.runtime.live.started_from == "influxdb"
+            assert (await latest_times(client))["SL-2"] == rfc3339(now - 50 * S)
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
