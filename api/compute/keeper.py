@@ -507,7 +507,9 @@ async def compute_rollups(
     # readings (one written before it begins) never needs.
     previous: dict[str, dict[str, float]] | None = None if counters else {}
     readings = q.unit_readings(profile, names, district, start, end)
-    async for batch in device_batches(influx, readings, rows, settings.influx.timeout):
+    # InfluxDB plans every series and field of the read before its first chunk: under load,
+    # past influx_timeout (a round of ReadTimeouts at 100,000 devices), so the load's bound.
+    async for batch in device_batches(influx, readings, rows, settings.api_load_timeout):
         if previous is None:
             since = start - int(settings.api_latest_lookback * NS_PER_S)
             span = (since, start)

@@ -30,6 +30,7 @@ class ApiSettings(CommonSettings):
     # (one profile and district): it plans every series before the first chunk, which took it
     # over influx_timeout (10 s) for a district of 100,000 streetlights in a region of 1,000,000
     # devices. A failed load is retried from scratch, so too short a bound never loads at all.
+    # The rollup keeper's reads of a unit (every field of a district) wait as long.
     api_load_timeout: float = Field(default=600.0, gt=0)
     # Series (devices) one latest-state query (or foresight's read of a district) asks InfluxDB
     # for at most: a larger (profile, district) part is asked in pieces of device-id prefixes
