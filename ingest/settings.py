@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from common.retry import RetryPolicy
 from common.settings import CommonSettings
 from ingest.decode import DecodeLimits
-from ingest.retry import RetryPolicy
 
 
 class IngestSettings(CommonSettings):

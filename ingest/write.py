@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from common.errors import InfluxRejected, InfluxUnavailable
 from common.influx import InfluxClient
+from common.retry import RetryPolicy, sleep
 from ingest.changes import restamp, split_marks
-from ingest.retry import RetryPolicy, sleep
 from ingest.stats import Stats
 from wire.retention import CHANGES, by_policy
 

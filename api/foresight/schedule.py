@@ -3,8 +3,13 @@
 judged against the profiles' signal rules — raising and clearing alarms through the live alarm
 book, which stores them and pushes them on the stream like any other alarm.
 
-A round that InfluxDB fails is tried again at the next interval (health reports the outage); any
-other exception ends the task, and the supervisor (api.core.supervise) fails /health naming it.
+A round that InfluxDB could not answer (down, overloaded, timed out: InfluxUnavailable) is tried
+again after a backoff (RETRY: from 30 s, doubling, jittered, honouring Retry-After, never later
+than the next round): waiting the whole interval (an hour) lost an hour of foresight each time the
+database was busy for ten seconds, as at 100,000 devices while the rollup keeper backfilled. One
+it refused (InfluxRejected: the same request fails the same way) waits for the next interval;
+health reports both. Any other exception ends the task, and the supervisor (api.core.supervise)
+fails /health naming it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from api.core.supervise import Supervisor
 from api.foresight import store
 from api.foresight.run import Foresight, Round, Span
 from api.live.alarms import AlarmBook
-from common.errors import ConfigError, InfluxError
+from common.errors import ConfigError, InfluxError, InfluxUnavailable
 from common.influx import AsyncInfluxClient
+from common.retry import RetryPolicy
 from device_profiles import AlarmOp, AlarmRule, SignalName, SignalRule
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,7 @@ NS = 10**9
 DAY_NS = 86_400 * NS
 WRITE_LINES = 5_000  # points of a round in one write
 JUDGE_SLICE = 1_000  # judgments applied to the alarms between two yields to the event loop
+RETRY = RetryPolicy(initial=30.0, maximum=1800.0)  # a round InfluxDB could not answer
 
 
 def holidays(text: str) -> frozenset[date]:
@@ -108,6 +115,15 @@ def judgments(result: Round, contract: Contract) -> list[Judgment]:
     return out
 
 
+def after_failure(exc: InfluxError, failed: int, every: float) -> float:
+    """Seconds until a round that failed with `exc` is tried again, `failed` rounds having
+    failed in a row before it: soon if InfluxDB could not answer, at the next interval if it
+    refused (the same round would fail the same way)."""
+    if isinstance(exc, InfluxUnavailable):
+        return min(every, RETRY.delay(failed, exc.retry_after))
+    return every
+
+
 class Scheduler:
     def __init__(
         self,
@@ -173,11 +189,16 @@ class Scheduler:
 
     async def _run(self) -> None:
         await asyncio.sleep(self.first_after)
+        failed = 0  # rounds InfluxDB could not answer, in a row
         while True:
             started = time.monotonic()
+            wait = self.every
             try:
                 await self.round_once()
+                failed = 0
                 log.info("foresight round done in %.1f s", time.monotonic() - started)
             except InfluxError as exc:
-                log.warning("foresight round failed, next in %g s: %s", self.every, exc)
-            await asyncio.sleep(self.every)
+                wait = after_failure(exc, failed, self.every)
+                failed += 1
+                log.warning("foresight round failed, trying again in %.0f s: %s", wait, exc)
+            await asyncio.sleep(wait)

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.influx import InfluxClient, InfluxConfig
+from common.retry import RetryPolicy
 from ingest.budget import Budget, weight_of
-from ingest.retry import RetryPolicy
 from ingest.spool import CORRUPT, CorruptSegment, Spool, frame, unframe
 from ingest.stats import Stats
 from ingest.write import Writer

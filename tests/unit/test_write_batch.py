@@ -10,10 +10,10 @@ import pytest
 
 from common.errors import InfluxRejected
 from common.influx import InfluxClient, InfluxConfig
+from common.retry import RetryPolicy
 from ingest.acks import Acks, Ticket
 from ingest.batch import Batch, Batcher
 from ingest.changes import change_lines
-from ingest.retry import RetryPolicy
 from ingest.stats import Stats
 from ingest.write import Stopped, Writer
 from tests.support.polling import wait_for

@@ -1,7 +1,8 @@
 """Backoff for retryable failures: exponential with full jitter, capped, honouring Retry-After.
 
 Only what is worth retrying is retried (InfluxUnavailable: refused, timeout, 5xx, 429); a
-permanent error is never looped on. `RetryPolicy.fast()` makes tests quick.
+permanent error is never looped on. `RetryPolicy.fast()` makes tests quick. Ingest's writer
+retries a write with it; the API's foresight rounds, a round.
 """
 
 from __future__ import annotations
