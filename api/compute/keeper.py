@@ -29,11 +29,12 @@ whole, if readings landed in it since it was last computed. Each round, per prof
    the last quarter-hour and have none yet, alone (seconds of readings); then, per district
    and day (a unit: the day's
    15-minute and hourly windows and the day itself, or the hours of it holding the due windows),
-   from the stored readings: one plain read of every field's readings in the district (no
-   subquery: InfluxDB 1.x evaluates an outer(inner per device) subquery with several fields in
-   minutes, measured: 1.9 s for one field of 1,000 lamps over 96 windows, 59 s for three; a
-   plain read of every field costs it a quarter of a read per field, see compute_rollups), then
-   one pass per field in Python (api.core.rollups.rollups_of_span), off the event loop;
+   from the stored readings: plain reads of the fields' readings in the district,
+   `api_rollups_fields_per_read` fields a read (no subquery: InfluxDB 1.x evaluates an
+   outer(inner per device) subquery with several fields in minutes, measured: 1.9 s for one
+   field of 1,000 lamps over 96 windows, 59 s for three; see compute_rollups for how many fields
+   a plain read asks), then one pass per field in Python (api.core.rollups.rollups_of_span), off
+   the event loop;
    and writes each window whole, one point, overwriting the same series and time: late and
    redelivered readings are counted once by construction, never incremented. So a keeper killed
    mid-round leaves every window either whole or as it was, and the next one computes whatever
@@ -483,22 +484,41 @@ async def compute_rollups(
     windows: list[Window],
 ) -> dict[str, list[r.FieldRollup]]:
     """field -> its rollup of each window (in order), of one district, from the stored
-    readings: one read of every field's readings over the windows' span (a counter's last
-    reading before it, within the lookback, in a read of its own), then
-    api.core.rollups.rollups_of_span per field in a thread, so the event loop keeps serving
-    meanwhile.
+    readings: a read of `api_rollups_fields_per_read` fields' readings at a time over the
+    windows' span (a counter's last reading before it, within the lookback, in a read of its
+    own), then api.core.rollups.rollups_of_span per field in a thread, so the event loop keeps
+    serving meanwhile.
 
-    One read for every field, not one per field: InfluxDB 1.x pays mostly per series and per
-    query, and a read per field paid it once per field — 4x its CPU and wall time for the same
-    answer (`python -m bench.keeper_reads`: every unit's day at 30,000 devices, 82.7 s of its
-    CPU a field at a time, 20.7 s all at once).
+    How many fields a read: InfluxDB 1.x pays mostly per series and per query, so one read of
+    every field costs it a quarter of the CPU of a read per field; but it opens every series'
+    and field's cursor before its first row, and meanwhile everyone else's queries and writes
+    wait (`python -m bench.keeper_reads`, README "The rollup keeper's reads"): the default is
+    what that measurement chose.
 
     The readings come chunked, and are computed a batch of whole devices at a time (about
-    `api_rollups_read_rows` values: rows of every field) and combined (r.combine: the devices of
-    two batches are disjoint): what one unit holds is bounded by that, not by a district-day of
-    readings."""
-    start, end = min(w[0] for w in windows), max(w[1] for w in windows)
+    `api_rollups_read_rows` values) and combined (r.combine: the devices of two batches are
+    disjoint): what one unit holds is bounded by that, not by a district-day of readings."""
     names = list(profile.fields)
+    step = settings.api_rollups_fields_per_read
+    out: dict[str, list[r.FieldRollup]] = {}
+    for k in range(0, len(names), step):
+        out |= await _fields_rollups(
+            influx, settings, profile, district=district, windows=windows, names=names[k : k + step]
+        )
+    return out
+
+
+async def _fields_rollups(
+    influx: AsyncInfluxClient,
+    settings: ApiSettings,
+    profile: Profile,
+    *,
+    district: str,
+    windows: list[Window],
+    names: list[str],
+) -> dict[str, list[r.FieldRollup]]:
+    """compute_rollups of some of the fields, from one read of them."""
+    start, end = min(w[0] for w in windows), max(w[1] for w in windows)
     rows = max(settings.api_rollups_read_rows // len(names), 1)
     counters = [n for n in names if profile.fields[n].effective_kind is FieldKind.COUNTER]
     total = {name: [r.FieldRollup() for _ in windows] for name in names}

@@ -66,6 +66,9 @@ class ApiSettings(CommonSettings):
     # read in chunks of this many values (rows of every field of a profile) and computed a batch
     # of whole devices at a time, so its memory does not grow with a district-day's readings.
     api_rollups_read_rows: int = Field(default=100_000, ge=1)
+    # Fields one keeper read asks (api.compute.keeper.compute_rollups: fewer queries cost InfluxDB
+    # less CPU, but a larger one holds up everyone else's queries and writes longer).
+    api_rollups_fields_per_read: int = Field(default=1, ge=1)
     # `citysense rollups`: its /metrics, /live and /ready listen here (0: no port).
     api_rollups_host: str = "127.0.0.1"
     api_rollups_port: int = Field(default=9102, ge=0, le=65535)

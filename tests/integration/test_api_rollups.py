@@ -232,7 +232,14 @@ async def keep(settings: ApiSettings) -> RollupKeeper:
     return keeper
 
 
-async def test_rollups_equal_the_readings_and_survive_a_restart(city: City) -> None:
+@pytest.mark.parametrize("fields_per_read", [1, 3])
+async def test_rollups_equal_the_readings_and_survive_a_restart(
+    city: City, fields_per_read: int
+) -> None:
+    """Whatever number of fields one keeper read asks (a reading may lack some of them)."""
+    city.settings = city.settings.model_copy(
+        update={"api_rollups_fields_per_read": fields_per_read}
+    )
     day = yesterday()
     app = create_app(city.settings)
     async with running(app):
