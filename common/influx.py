@@ -307,8 +307,12 @@ class AsyncInfluxClient:
         params: Mapping[str, ParamValue] | None = None,
         *,
         epoch: str | None = None,
+        timeout: float | None = None,
     ) -> list[list[Series]]:
-        response = await self._post("/query", data=self._req.query_data(query, params, epoch))
+        """`timeout` (seconds to connect, and between two network reads) replaces the config's."""
+        data = self._req.query_data(query, params, epoch)
+        extra = {} if timeout is None else {"timeout": timeout}
+        response = await self._post("/query", data=data, **extra)
         check_response(response, writing=False)
         return parse_query(response.content)
 

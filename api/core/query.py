@@ -90,10 +90,13 @@ class Query:
     params: dict[str, ParamValue]
 
 
-async def fetch(influx: AsyncInfluxClient, query: Query) -> list[Series]:
+async def fetch(
+    influx: AsyncInfluxClient, query: Query, *, timeout: float | None = None
+) -> list[Series]:
     """Run one statement; times come back as integer nanoseconds (exact, unlike RFC 3339 text
-    whose format differs between InfluxDB versions)."""
-    return first_series(await influx.query(query.text, query.params, epoch="ns"))
+    whose format differs between InfluxDB versions). `timeout`: as AsyncInfluxClient.query's."""
+    answer = await influx.query(query.text, query.params, epoch="ns", timeout=timeout)
+    return first_series(answer)
 
 
 async def fetch_chunks(

@@ -79,6 +79,7 @@ class Foresight:
         holidays: frozenset[date] = frozenset(),
         concurrency: int = 2,
         series: int = 25_000,
+        timeout: float | None = None,
     ) -> None:
         self.contract = contract
         self.influx = influx
@@ -87,10 +88,14 @@ class Foresight:
         self._gate = asyncio.Semaphore(concurrency)
         # A district's devices are read in pieces of at most `series` (api.core.series_split).
         self._splits = Splits(contract, series)
+        # A district's read is as large as a latest-state load's, and InfluxDB plans all of it
+        # before it answers: under load, past influx_timeout (10 s: rounds failed on
+        # ReadTimeouts at 100,000 devices while the rollup keeper backfilled), so the load's.
+        self._timeout = timeout
 
     async def _fetch(self, query: q.Query) -> list[Series]:
         async with self._gate:
-            return await q.fetch(self.influx, query)
+            return await q.fetch(self.influx, query, timeout=self._timeout)
 
     async def _fetch_district(
         self, profile: str, district: str, query: Callable[[Piece], q.Query]

@@ -144,6 +144,7 @@ class Scheduler:
             holidays=holidays(settings.api_foresight_holidays),
             concurrency=settings.api_query_concurrency,
             series=settings.api_load_series,
+            timeout=settings.api_load_timeout,
         )
         self.contract = contract
         self.influx = influx
