@@ -40,7 +40,7 @@ whole, if readings landed in it since it was last computed. Each round, per prof
    mid-round leaves every window either whole or as it was, and the next one computes whatever
    has no current rollup.
 
-Memory: about `api_rollups_read_rows` values (rows of every field) per concurrent unit
+Memory: about `api_rollups_read_rows` values (rows x the fields a read asks) per concurrent unit
 (`api_query_concurrency`): read chunked and computed a batch of whole devices at a time, the
 batches' rollups combined (the devices are disjoint) — not a district-day's readings at once; and
 the marks and stored signatures of the windows a round looks at (after the first round, those a
@@ -490,10 +490,11 @@ async def compute_rollups(
     serving meanwhile.
 
     How many fields a read: InfluxDB 1.x pays mostly per series and per query, so one read of
-    every field costs it a quarter of the CPU of a read per field; but it opens every series'
-    and field's cursor before its first row, and meanwhile everyone else's queries and writes
-    wait (`python -m bench.keeper_reads`, README "The rollup keeper's reads"): the default is
-    what that measurement chose.
+    every field costs it a quarter of the CPU of a read per field (`python -m
+    bench.keeper_reads`); but a read stays open, every series' and field's cursor with it, while
+    the keeper computes between its chunks, and in the full benchmark with live readings one
+    read of every field held everyone else's queries up for seconds (README, "The rollup
+    keeper's reads"): so one field a read by default.
 
     The readings come chunked, and are computed a batch of whole devices at a time (about
     `api_rollups_read_rows` values) and combined (r.combine: the devices of two batches are

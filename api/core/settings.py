@@ -30,7 +30,7 @@ class ApiSettings(CommonSettings):
     # (one profile and district): it plans every series before the first chunk, which took it
     # over influx_timeout (10 s) for a district of 100,000 streetlights in a region of 1,000,000
     # devices. A failed load is retried from scratch, so too short a bound never loads at all.
-    # The rollup keeper's reads of a unit (every field of a district) wait as long.
+    # The rollup keeper's reads of a district, and foresight's, wait as long.
     api_load_timeout: float = Field(default=600.0, gt=0)
     # Series (devices) one latest-state query (or foresight's read of a district) asks InfluxDB
     # for at most: a larger (profile, district) part is asked in pieces of device-id prefixes
@@ -63,7 +63,7 @@ class ApiSettings(CommonSettings):
     api_rollups_keep: bool = False
     api_rollups_serve: bool = True
     # Values the keeper computes at a time (per unit of work, `api_query_concurrency` at once):
-    # read in chunks of this many values (rows of every field of a profile) and computed a batch
+    # read in chunks of this many values (rows x the fields a read asks) and computed a batch
     # of whole devices at a time, so its memory does not grow with a district-day's readings.
     api_rollups_read_rows: int = Field(default=100_000, ge=1)
     # Fields one keeper read asks (api.compute.keeper.compute_rollups: fewer queries cost InfluxDB
