@@ -61,6 +61,7 @@ def _new_replica(
     name: str = "second",
     token: str = "city",
     peer: str = "http://first.test",
+    **extra: Any,
 ) -> FastAPI:
     """A replica with an empty data folder of its own, started from `peer` (reached through
     `transport`: another app in this process) with the named token."""
@@ -72,6 +73,7 @@ def _new_replica(
         name,
         api_state_peer=peer,
         api_state_peer_token=SecretStr(TOKENS[token]),
+        **extra,
     )
     return create_app(settings, peer_transport=transport)
 
@@ -227,3 +229,31 @@ async def test_a_peer_of_another_registry_is_refused_after_the_transfer(
 def _written(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+async def test_a_peers_answer_over_the_byte_bound_is_cut_off_and_costs_a_full_load(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """The peer's state is larger than this replica takes (`api_snapshot_max_bytes`): the
+    transfer stops there, nothing of it is used, and the replica loads in full."""
+    now = time.time_ns()
+    ingest = Ingest(servers, influx, topic_root)
+    first = create_app(_replica(servers, influx, tmp_path, topic_root, "first"))
+    async with running(first) as peer:
+        _city(peer)
+        await _trusted(first, ingest, now)
+        size = len((await peer.get("/state/snapshot")).content)
+        bound = 1024  # the setting's least
+        assert size > bound, size
+        second = _new_replica(
+            servers,
+            influx,
+            tmp_path,
+            topic_root,
+            httpx.ASGITransport(app=first),
+            api_snapshot_max_bytes=bound,
+        )
+        async with running(second) as client:
+            _city(client)
+            assert second.state.runtime.live.started_from == "influxdb"
+            assert (await latest_times(client))["SL-2"] == rfc3339(now - 50 * S)
