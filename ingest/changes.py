@@ -59,9 +59,11 @@ def restamp(lines: list[str]) -> list[str]:
     stamp = random.getrandbits(STAMP_BITS)
     fresh = []
     for mark in marks:
-        series, fields, time_ns = mark.rsplit(" ", 2)
-        quiet = f",{QUIET}={stamp}i" if f"{QUIET}=" in fields else ""  # stays quiet
-        fresh.append(f"{series} stamp={stamp}i{quiet} {time_ns}")
+        point = parse_line(mark)
+        fields: dict[str, float | int | bool | str] = {"stamp": stamp}
+        if QUIET in point.fields:
+            fields[QUIET] = stamp  # stays quiet
+        fresh.append(line(MEASUREMENT, point.tags, fields, point.time_ns))
     return data + fresh
 
 
