@@ -569,27 +569,12 @@ def last_before(profile: Profile, field: str, district: str, since_ns: int, star
     )
 
 
-def field_readings(
-    profile: Profile, field: str, district: str, start_ns: int, end_ns: int
-) -> Query:
-    """Every reading of one field in [start, end) in one district, one series per device,
-    oldest first (the rollup keeper's input: no subquery, InfluxDB's cheapest read)."""
-    if field not in profile.fields:
-        raise ValueError(f"{field!r} is not a field of profile {profile.profile!r}")
-    return Query(
-        f"SELECT {quote_ident(field)} AS {quote_ident('value')} FROM {_measurement(profile)} "
-        f"WHERE time >= $start AND time < $end AND {DISTRICT_TAG} = $district "
-        f"GROUP BY {DEVICE_TAG}",
-        {"start": start_ns, "end": end_ns, "district": district},
-    )
-
-
 def unit_readings(
     profile: Profile, fields: Sequence[str], district: str, start_ns: int, end_ns: int
 ) -> Query:
     """Every reading of the fields in [start, end) in one district, one series per device, oldest
-    first, a column per field (null where a reading lacks it): field_readings for several
-    fields in one statement."""
+    first, a column per field (null where a reading lacks it): the rollup keeper's input, no
+    subquery (InfluxDB's cheapest read)."""
     if not fields or any(f not in profile.fields for f in fields):
         raise ValueError(f"fields of profile {profile.profile!r}, at least one: {fields!r}")
     return Query(
