@@ -568,14 +568,15 @@ def _batch_rollups(
     previous: dict[str, dict[str, float]],
     windows: list[Window],
 ) -> dict[str, list[r.FieldRollup]]:
-    """Each field's rollups of a batch of devices whose rows hold every field (`names`' order,
-    None where a reading lacks one): what a read of that field alone would have returned."""
+    """Each field's rollups of a batch of devices whose rows are the read's (time, then the
+    fields in `names`' order, None where a reading lacks one): what a read of that field alone
+    would have returned."""
     out = {}
     for k, name in enumerate(names):
         before = previous.get(name, {})
         devices = []
         for device, device_rows in batch:
-            values = [(t, row[k]) for t, row in device_rows if row[k] is not None]
+            values = [(t, row[k + 1]) for t, row in device_rows if row[k + 1] is not None]
             if values:
                 devices.append((before.get(device), values))
         out[name] = r.rollups_of_span(profile.fields[name], devices, windows, QUARTER_NS)
@@ -585,8 +586,8 @@ def _batch_rollups(
 async def device_batches(
     influx: AsyncInfluxClient, query: q.Query, rows: int, timeout: float
 ) -> AsyncIterator[list[tuple[str, list[tuple[int, Any]]]]]:
-    """(device, its time-ordered rows: (time, the values after the time column)) of a query
-    grouped by device, in batches of whole devices of at least `rows` rows (the last one
+    """(device, its time-ordered rows: (time, the row as InfluxDB sent it, time first)) of a
+    query grouped by device, in batches of whole devices of at least `rows` rows (the last one
     fewer), read in chunks of `rows`: a device's series longer than a chunk comes in
     consecutive parts, joined here."""
     batch: list[tuple[str, list[tuple[int, Any]]]] = []
@@ -594,7 +595,7 @@ async def device_batches(
     async for chunk in q.fetch_chunks(influx, query, rows, timeout):
         for series in chunk:
             device = series.tags.get("device_id", "")
-            values = [(int(row[0]), row[1:]) for row in series.values]
+            values = [(int(row[0]), row) for row in series.values]  # not copied per row
             if batch and batch[-1][0] == device:
                 batch[-1][1].extend(values)  # the rest of a series cut by a chunk
             else:

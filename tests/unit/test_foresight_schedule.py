@@ -3,8 +3,6 @@ next interval if it refused."""
 
 from __future__ import annotations
 
-import random
-
 from api.foresight.schedule import RETRY, after_failure
 from common.errors import InfluxRejected, InfluxUnavailable
 
@@ -13,7 +11,6 @@ HOUR = 3600.0
 
 def test_a_round_influxdb_could_not_answer_is_tried_again_soon_then_less_often() -> None:
     busy = InfluxUnavailable("ReadTimeout")
-    random.seed(7)
     waits = [after_failure(busy, n, HOUR) for n in range(8)]
     assert RETRY.initial / 2 <= waits[0] <= RETRY.initial
     assert all(w <= HOUR for w in waits)
