@@ -35,12 +35,16 @@ whole, if readings landed in it since it was last computed. Each round, per prof
    field of 1,000 lamps over 96 windows, 59 s for three; see compute_rollups for how many fields
    a plain read asks), then one pass per field in Python (api.core.rollups.rollups_of_span), off
    the event loop;
+   the open day is computed from its ledger (api.compute.ledger: each device's readings of the
+   day up to its last settled hour, kept from the keeper's own reads) and a read of the day
+   after it, so it costs what its open hour costs, not a read of the day so far;
    and writes each window whole, one point, overwriting the same series and time: late and
    redelivered readings are counted once by construction, never incremented. So a keeper killed
    mid-round leaves every window either whole or as it was, and the next one computes whatever
    has no current rollup.
 
-Memory: about `api_rollups_read_rows` values (rows x the fields a read asks) per concurrent unit
+Memory: the open day's ledgers (a DeviceSpan per device and field that reported that day); and
+about `api_rollups_read_rows` values (rows x the fields a read asks) per concurrent unit
 (`api_query_concurrency`): read chunked and computed a batch of whole devices at a time, the
 batches' rollups combined (the devices are disjoint) — not a district-day's readings at once; and
 the marks and stored signatures of the windows a round looks at (after the first round, those a
@@ -61,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from api.compute import ledger
 from api.compute.cells import Marks
 from api.core import query as q
 from api.core import rollups as r
@@ -180,6 +185,8 @@ class RollupKeeper:
         self._lookback = int(settings.api_latest_lookback * NS_PER_S)
         self._oldest: dict[str, int] = {}  # profile -> oldest reading's time, found once
         self._backfilled: set[str] = set()  # profiles whose every window was looked at once
+        # (profile, district) -> its ledger of the open day (api.compute.ledger): one each.
+        self._ledgers: dict[tuple[str, str], ledger.DayLedger] = {}
         self.progress = Progress()
 
     def start(self, *, always: bool = False) -> None:
@@ -311,6 +318,8 @@ class RollupKeeper:
         plan = Plan(profile, marks)
         for district in districts:
             for unit in units:
+                day = unit["day"][0]
+                kept = self._ledger(profile, district, day, marks) if day[0] <= now else None
                 due = {
                     grain: [
                         w
@@ -323,6 +332,7 @@ class RollupKeeper:
                             now=now,
                             grain=grain,
                             counters=counters,
+                            ledgered=kept is not None,
                         )
                     ]
                     for grain, windows in unit.items()
@@ -345,6 +355,8 @@ class RollupKeeper:
                 # last readings before, over the lookback; once per round is enough.
                 rest = {g: [w for w in ws if w not in fresh[g]] for g, ws in due.items()}
                 part = _part(unit, rest)
+                if part is not None and kept is not None and "day" in part:
+                    part = _after(part, kept.until, rest)
                 if part is not None:
                     plan.rest.append((district, part))
         self.progress.pending += len(plan.fresh) + len(plan.rest)
@@ -373,6 +385,7 @@ class RollupKeeper:
         now: int,
         grain: str,
         counters: bool,
+        ledgered: bool = False,
     ) -> bool:
         if window[0] > now:  # not begun: written once, just before it begins
             return kept is None and window[0] - now <= AHEAD_NS
@@ -390,7 +403,7 @@ class RollupKeeper:
             return False
         if window[1] > now:  # still filling: not at every batch, a day (a day's reads) less often
             every = self._settings.api_rollups_open_every
-            if grain == "day":
+            if grain == "day" and not ledgered:  # with its ledger, a day costs what an hour does
                 every = self._settings.api_rollups_open_day_every
             return (now - at) / NS_PER_S >= every
         return True
@@ -426,16 +439,27 @@ class RollupKeeper:
         windows = [w for grain_windows in unit.values() for w in grain_windows]
         if not windows:
             return 0
+        day = unit["day"][0] if "day" in unit else None
+        by_field: dict[str, list[r.FieldRollup]]
         if all(w[0] > at and signatures(marks, district, w, 0)[0] == (0, 0) for w in windows):
             # Not begun, and not one mark in them: nothing was written into them (every write
             # marks its windows; see _due), so they are written empty without a read. Reading
             # them cost InfluxDB as much as reading a filled window (it pays per series, not
             # per point): 10-14 s of the round before each quarter-hour at 100,000 devices.
             by_field = {name: [r.FieldRollup() for _ in windows] for name in profile.fields}
+        elif day is not None and day[0] <= at < day[1]:
+            small = [w for w in windows if w != day]
+            rollups = await self._open_day(
+                profile, district, small=small, day=day, marks=marks, at=at
+            )
+            by_field = {name: [*rs[: len(small)], rs[-1]] for name, rs in rollups.items()}
+            windows = [*small, day]
+            unit = {g: ws for g, ws in unit.items() if g != "day"} | {"day": [day]}
         else:
-            by_field = await compute_rollups(
+            computed = await compute_rollups(
                 self._influx, self._settings, profile, district, windows
             )
+            by_field = computed.rollups
         lines = []
         n = 0
         for grain, grain_windows in unit.items():
@@ -455,6 +479,68 @@ class RollupKeeper:
                 n += 1
         await self._influx.write("\n".join(lines).encode(), policy=policy_of(layout.MEASUREMENT))
         return n
+
+    def _ledger(
+        self, profile: Profile, district: str, day: Window, marks: Marks
+    ) -> ledger.DayLedger | None:
+        """The district's ledger of the open `day`, if the readings it holds are still all
+        there are (the marks under it did not move since it was read); else None, and dropped."""
+        key = (profile.profile, district)
+        kept = self._ledgers.get(key)
+        if kept is None or kept.day != day:
+            return None
+        own, lookback = signatures(marks, district, (day[0], kept.until), self._lookback)
+        if own != kept.signatures[0] or (has_counters(profile) and lookback != kept.signatures[1]):
+            del self._ledgers[key]
+            return None
+        return kept
+
+    async def _open_day(
+        self,
+        profile: Profile,
+        district: str,
+        *,
+        small: list[Window],
+        day: Window,
+        marks: Marks,
+        at: int,
+    ) -> dict[str, list[r.FieldRollup]]:
+        """Each field's rollups of the `small` windows and, last, of the open `day`, from the
+        district's ledger and a read of the day after it (without a ledger: of the whole day,
+        from which one is built), the ledger then moved on to the last settled hour."""
+        kept = self._ledger(profile, district, day, marks)
+        if kept is not None and any(w[0] < kept.until for w in small):
+            # Windows before the ledger's end are due (see _after): their counters' increases
+            # start from readings before them, not the ledger's, so the whole day is read.
+            kept = None
+        start = day[0] if kept is None else kept.until
+        until = ledger.folded_until(day, start, at)
+        cuts = [start, until, day[1]] if until > start else [start, day[1]]
+        counters = [n for n, s in profile.fields.items() if s.effective_kind is FieldKind.COUNTER]
+        read = SpanRead(cuts, None if kept is None else ledger.previous_of(kept, counters))
+        computed = await compute_rollups(
+            self._influx, self._settings, profile, district, small, spans=read
+        )
+
+        def fold() -> tuple[dict[str, list[r.FieldRollup]], dict[str, ledger.Spans]]:
+            out, folded = {}, {}
+            for name, spec in profile.fields.items():
+                spans = computed.spans.get(name) or [{} for _ in cuts[1:]]
+                held = ledger.base(kept, name, computed.previous)
+                if until > start:
+                    held = r.extend(held, spans[0])
+                whole = r.extend(held, spans[-1])
+                day_rollup = r.rollup_of_spans(spec, whole.values())
+                out[name] = [*computed.rollups.get(name, []), day_rollup]
+                folded[name] = held
+            return out, folded
+
+        rollups, folded = await asyncio.to_thread(fold)
+        own, lookback = signatures(marks, district, (day[0], until), self._lookback)
+        self._ledgers[(profile.profile, district)] = ledger.DayLedger(
+            day, until, (own, lookback), folded
+        )
+        return rollups
 
 
 def _part(
@@ -476,18 +562,49 @@ def _part(
     }
 
 
+def _after(
+    part: dict[str, list[Window]], until: int, due: dict[str, list[Window]]
+) -> dict[str, list[Window]]:
+    """A unit's part whose open day has a ledger up to `until`: its quarters and hours from
+    `until` on, and the day (computed from the ledger and a read from `until`), unless a
+    quarter or hour before `until` is due itself (its marks moved, so the ledger is stale
+    too, or its rollup is missing): then the whole part, which rebuilds the ledger."""
+    if any(w[0] < until for grain in ("15m", "1h") for w in due.get(grain, [])):
+        return part
+    return {g: [w for w in ws if g == "day" or w[0] >= until] for g, ws in part.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRead:
+    """What a read also keeps, for an open day's ledger (api.compute.ledger): each device's
+    DeviceSpans between consecutive `cuts`; a counter's increases start from `previous` (the
+    ledger's) instead of a read of the last readings before the first cut."""
+
+    cuts: list[int]
+    previous: dict[str, dict[str, float]] | None = None
+
+
+@dataclass(slots=True)
+class Computed:
+    rollups: dict[str, list[r.FieldRollup]]  # field -> its rollup of each window, in order
+    spans: dict[str, list[ledger.Spans]]  # field -> each span's DeviceSpans (a SpanRead's)
+    previous: dict[str, dict[str, float]]  # counter field -> device -> reading before the read
+
+
 async def compute_rollups(
     influx: AsyncInfluxClient,
     settings: ApiSettings,
     profile: Profile,
     district: str,
     windows: list[Window],
-) -> dict[str, list[r.FieldRollup]]:
-    """field -> its rollup of each window (in order), of one district, from the stored
+    *,
+    spans: SpanRead | None = None,
+) -> Computed:
+    """Each field's rollup of each window (in order), of one district, from the stored
     readings: a read of `api_rollups_fields_per_read` fields' readings at a time over the
-    windows' span (a counter's last reading before it, within the lookback, in a read of its
-    own), then api.core.rollups.rollups_of_span per field in a thread, so the event loop keeps
-    serving meanwhile.
+    windows' span (and `spans`' cuts; a counter's last reading before it, within the lookback,
+    in a read of its own), then api.core.rollups.rollups_of_span per field in a thread, so the
+    event loop keeps serving meanwhile.
 
     How many fields a read: InfluxDB 1.x pays mostly per series and per query, so one read of
     every field costs it a quarter of the CPU of a read per field (`python -m
@@ -498,14 +615,24 @@ async def compute_rollups(
 
     The readings come chunked, and are computed a batch of whole devices at a time (about
     `api_rollups_read_rows` values) and combined (r.combine: the devices of two batches are
-    disjoint): what one unit holds is bounded by that, not by a district-day of readings."""
+    disjoint): what one unit holds is bounded by that, not by a district-day of readings —
+    except the DeviceSpans `spans` asks for, one per device and field."""
     names = list(profile.fields)
     step = settings.api_rollups_fields_per_read
-    out: dict[str, list[r.FieldRollup]] = {}
+    out = Computed({}, {}, {})
     for k in range(0, len(names), step):
-        out |= await _fields_rollups(
-            influx, settings, profile, district=district, windows=windows, names=names[k : k + step]
+        part = await _fields_rollups(
+            influx,
+            settings,
+            profile,
+            district=district,
+            windows=windows,
+            names=names[k : k + step],
+            spans=spans,
         )
+        out.rollups |= part.rollups
+        out.spans |= part.spans
+        out.previous |= part.previous
     return out
 
 
@@ -517,16 +644,25 @@ async def _fields_rollups(
     district: str,
     windows: list[Window],
     names: list[str],
-) -> dict[str, list[r.FieldRollup]]:
+    spans: SpanRead | None,
+) -> Computed:
     """compute_rollups of some of the fields, from one read of them."""
-    start, end = min(w[0] for w in windows), max(w[1] for w in windows)
+    cuts = spans.cuts if spans is not None else []
+    start = min([w[0] for w in windows] + cuts[:1])
+    end = max([w[1] for w in windows] + cuts[-1:])
     rows = max(settings.api_rollups_read_rows // len(names), 1)
     counters = [n for n in names if profile.fields[n].effective_kind is FieldKind.COUNTER]
-    total = {name: [r.FieldRollup() for _ in windows] for name in names}
+    out = Computed(
+        {name: [r.FieldRollup() for _ in windows] for name in names},
+        {name: [{} for _ in cuts[1:]] for name in names},
+        {},
+    )
     # A counter's last reading before the span (its first increase starts there): read only
     # once the span holds a reading — a read over the whole lookback, which a window without
-    # readings (one written before it begins) never needs.
+    # readings (one written before it begins) never needs — unless a ledger holds it.
     previous: dict[str, dict[str, float]] | None = None if counters else {}
+    if spans is not None and spans.previous is not None:
+        previous = {name: spans.previous.get(name, {}) for name in counters}
     readings = q.unit_readings(profile, names, district, start, end)
     # InfluxDB plans every series and field of the read before its first chunk: under load,
     # past influx_timeout (a round of ReadTimeouts at 100,000 devices), so the load's bound.
@@ -535,10 +671,28 @@ async def _fields_rollups(
             since = start - int(settings.api_latest_lookback * NS_PER_S)
             span = (since, start)
             previous = await _last_before(influx, profile, counters, district, span)
-        part = await asyncio.to_thread(_batch_rollups, profile, names, batch, previous, windows)
+        part = await asyncio.to_thread(
+            _batch_rollups,
+            profile,
+            names,
+            batch,
+            previous=previous,
+            windows=windows,
+            cuts=cuts,
+        )
         for name in names:
-            total[name] = [r.combine((a, b)) for a, b in zip(total[name], part[name], strict=True)]
-    return total
+            total = out.rollups[name]
+            pairs = zip(total, part.rollups[name], strict=True)
+            out.rollups[name] = [r.combine(ab) for ab in pairs]
+            for mine, theirs in zip(out.spans[name], part.spans[name], strict=True):
+                mine.update(theirs)  # the devices of two batches are disjoint
+    if previous is None and spans is not None:
+        # No reading in the span, but a ledger is built from it: the readings after it start
+        # their increases from these.
+        span = (start - int(settings.api_latest_lookback * NS_PER_S), start)
+        previous = await _last_before(influx, profile, counters, district, span)
+    out.previous = previous or {}
+    return out
 
 
 async def _last_before(
@@ -565,21 +719,27 @@ def _batch_rollups(
     profile: Profile,
     names: list[str],
     batch: list[tuple[str, list[tuple[int, Any]]]],
+    *,
     previous: dict[str, dict[str, float]],
     windows: list[Window],
-) -> dict[str, list[r.FieldRollup]]:
-    """Each field's rollups of a batch of devices whose rows are the read's (time, then the
-    fields in `names`' order, None where a reading lacks one): what a read of that field alone
-    would have returned."""
-    out = {}
+    cuts: list[int],
+) -> Computed:
+    """Each field's rollups (and DeviceSpans between `cuts`, if any) of a batch of devices
+    whose rows are the read's (time, then the fields in `names`' order, None where a reading
+    lacks one): what a read of that field alone would have returned."""
+    out = Computed({}, {}, previous)
     for k, name in enumerate(names):
         before = previous.get(name, {})
         devices = []
         for device, device_rows in batch:
             values = [(t, row[k + 1]) for t, row in device_rows if row[k + 1] is not None]
             if values:
-                devices.append((before.get(device), values))
-        out[name] = r.rollups_of_span(profile.fields[name], devices, windows, QUARTER_NS)
+                devices.append((device, before.get(device), values))
+        spec = profile.fields[name]
+        out.rollups[name] = r.rollups_of_span(
+            spec, ((p, v) for _, p, v in devices), windows, QUARTER_NS
+        )
+        out.spans[name] = r.device_spans(spec, devices, cuts) if cuts else []
     return out
 
 

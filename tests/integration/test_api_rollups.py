@@ -538,9 +538,9 @@ def record_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     reads: list[tuple[int, int]] = []
     compute = keeper_module.compute_rollups
 
-    async def recorded(*args: Any) -> Any:
+    async def recorded(*args: Any, **kwargs: Any) -> Any:
         reads.extend(args[4])
-        return await compute(*args)
+        return await compute(*args, **kwargs)
 
     monkeypatch.setattr(keeper_module, "compute_rollups", recorded)
     return reads
@@ -600,3 +600,70 @@ async def test_a_window_not_begun_and_not_marked_is_written_without_a_read(
         city, after, "the empty quarter written before it began"
     )
     assert rolled == 2, computed
+
+
+async def open_day_against_the_oracle(city: City, day: int, what: str) -> None:
+    """Every question per day (served whole from the rollups) and per hour, of a new API and
+    of the oracle: equal."""
+    oracle_settings = city.settings.model_copy(update={"api_rollups_serve": False})
+    async with (
+        running(create_app(city.settings)) as api,
+        running(create_app(oracle_settings)) as oracle,
+    ):
+        for params in questions(day):
+            if params["every"] == "15m" or params["agg"] == "rate":
+                continue
+            rows, computed, rolled = await ask(api, params)
+            if params["every"] == "day":
+                assert rolled == int(computed.split("/")[1]), (what, params)
+            want, _, _ = await ask(oracle, params)
+            same_rows(rows, want, f"{what}: {params}")
+
+
+async def test_an_open_day_is_read_after_its_ledger_only_and_stays_exact(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper's clock at yesterday 23:50 (after its last readings: the marks the keeper
+    reads are all there are), the day still open. The first round reads the whole day and
+    keeps its ledger up to 23:00 (api.compute.ledger); once readings land in the open hour (a
+    lamp's state, a pipe's pressure, a meter's counter), the next round reads the day from
+    23:00 only, and the day's rollups, served, equal the oracle's answers from the readings; a
+    late reading into 05:00, inside the ledger, drops it: the day is read whole again when it
+    is next due (`api_rollups_open_day_every`), and is exact again."""
+    day = yesterday()
+    clock = [day + 23 * H + 50 * 60 * S]
+    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
+    # Every moved open window is computed at each round; the open day without a ledger at
+    # most every 120 s (a read of the whole day).
+    often = {"api_rollups_open_every": 0.0, "api_rollups_open_day_every": 120.0}
+    app = create_app(city.settings.model_copy(update=often))
+    async with running(app):
+        keeper = app.state.runtime.rollups
+        assert await keeper.keep_once() > 0  # the backfill, the open day's ledger built
+        reads = record_reads(monkeypatch)
+        at = (day + 23 * H + 47 * 60 * S) // 1_000_000
+        city.send("water_pipe", "WP-R0", [{"ts": at, "pressure": 333.0}])
+        city.send("streetlight", "SL-R1", [{"ts": at, "powerState": "low"}])
+        meter = {"ts": at, "activePower": 4.0, "totalActiveEnergyImport": 143.0}
+        city.send("power_meter", "PM-R0", [meter])
+        city.wait_stored("water_pipe", STEPS * len(PIPES) + 1)
+        city.wait_stored("power_meter", STEPS * len(METERS) + 1)
+        city.wait_stored("streetlight", STEPS * len(LAMPS) + 1)
+        clock[0] += 5 * S
+        assert await keeper.keep_once() > 0
+        assert reads, "the open day's moved windows were not computed"
+        assert min(w[0] for w in reads) == day + 23 * H, "the day was read before its ledger"
+        await open_day_against_the_oracle(city, day, "the open day from its ledger")
+
+        reads.clear()
+        late = {"ts": (day + 5 * H + 7 * 60 * S) // 1_000_000, "pressure": 900.0}
+        city.send("water_pipe", "WP-R2", [late])
+        city.wait_stored("water_pipe", STEPS * len(PIPES) + 2)
+        clock[0] += 5 * S
+        assert await keeper.keep_once() > 0  # the late reading's hour; the ledger dropped
+        assert min(w[0] for w in reads) == day + 5 * H
+        reads.clear()
+        clock[0] += 120 * S  # the open day, without a ledger, is due again: read whole
+        assert await keeper.keep_once() > 0
+        assert min(w[0] for w in reads) == day, "the day was not read whole to rebuild its ledger"
+    await open_day_against_the_oracle(city, day, "the open day read whole after a late reading")

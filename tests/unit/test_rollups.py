@@ -6,6 +6,7 @@ for any selection of districts."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
@@ -222,3 +223,50 @@ def test_one_pass_serves_every_grain(devs: Devices, spec: FieldSpec) -> None:
             assert (a is None) == (b is None), stat
             if a is not None:
                 assert a == pytest.approx(b, rel=1e-9, abs=1e-9), stat
+
+
+def _same(got: r.FieldRollup, want: r.FieldRollup) -> None:
+    assert (got.n, got.c, got.incn, got.eq) == (want.n, want.c, want.incn, want.eq)
+    for stat in ("sm", "mnm", "mxm", "lo", "hi", "inc"):
+        a, b = getattr(got, stat), getattr(want, stat)
+        assert (a is None) == (b is None), stat
+        if a is not None:
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-9), stat
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    devices(COUNTS),
+    st.sampled_from([GAUGE, COUNTER, INTEGER, STATE]),
+    st.lists(st.integers(1, 29), max_size=3, unique=True).map(sorted),
+    st.dictionaries(st.from_regex(r"D[0-9]{1,3}", fullmatch=True), COUNTS, max_size=6),
+)
+def test_a_day_from_its_ledger_and_later_spans_is_the_day_read_whole(
+    devs: Devices, spec: FieldSpec, folds: list[int], previous: dict[str, float]
+) -> None:
+    """What the keeper's ledger does (api.compute.ledger): a day's devices' spans folded at
+    some quarter boundaries (each later span read alone, its counters starting from the
+    ledger's last readings), the rest added: the day's rollup is what one pass over the whole
+    day gives, with readings outside the day, counter resets, devices with only a previous
+    reading, and state values (whose last value counts) included."""
+    day = (0, 30 * QUARTER)
+    if spec.type is FieldType.STATE:
+        devs = {
+            k: (d, [(t, ("on", "off", "low")[int(float(v)) % 3]) for t, v in rd])
+            for k, (d, rd) in devs.items()
+        }
+    readings = {k: rd for k, (_, rd) in devs.items()}
+    before = previous if spec.effective_kind is FieldKind.COUNTER else {}
+    whole = r.rollups_of_span(
+        spec, [(before.get(k), rd) for k, rd in readings.items()], [day], QUARTER
+    )[0]
+    cuts = [day[0], *(k * QUARTER for k in folds), day[1]]
+    held: dict[str, r.DeviceSpan] = {d: r.DeviceSpan(last=v) for d, v in before.items()}
+    for begin, end in itertools.pairwise(cuts):
+        # Read alone, as the keeper reads the day after its ledger: previous from the ledger.
+        last = {d: s.last for d, s in held.items() if s.last is not None}
+        span = r.device_spans(
+            spec, [(k, last.get(k), rd) for k, rd in readings.items()], [begin, end]
+        )[0]
+        held = r.extend(held, span)
+    _same(r.rollup_of_spans(spec, held.values()), whole)
