@@ -161,6 +161,9 @@ class ApiSettings(CommonSettings):
     api_foresight_days: int = Field(default=21, ge=9, le=28)
     api_foresight_timezone: str = "Asia/Shanghai"
     api_foresight_holidays: str = ""
+    # The process computing a round (api.foresight.worker) lowers its CPU priority by this
+    # much: the API's answers first; foresight a little later costs nothing (0: as is).
+    api_foresight_nice: int = Field(default=10, ge=0, le=19)
 
     @field_validator("api_tokens", "api_data_dir", mode="before")
     @classmethod

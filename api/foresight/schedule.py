@@ -1,7 +1,9 @@
 """Foresight in the background: a round every `api_foresight_every` seconds over the past
 `api_foresight_days` whole days (quality over the last day), its results written to InfluxDB and
 judged against the profiles' signal rules — raising and clearing alarms through the live alarm
-book, which stores them and pushes them on the stream like any other alarm.
+book, which stores them and pushes them on the stream like any other alarm. The round itself is
+computed in a child process (api.foresight.worker: inside the API, it held the API's answers up
+for minutes every hour at 100,000 devices); its points are written and its judgments applied here.
 
 A round that InfluxDB could not answer (down, overloaded, timed out: InfluxUnavailable) is tried
 again after a backoff (RETRY: from 30 s, doubling, jittered, honouring Retry-After, never later
@@ -16,21 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
-from api.foresight import store
-from api.foresight.run import Foresight, Round, Span
+from api.foresight import worker
+from api.foresight.run import Span
 from api.live.alarms import AlarmBook
-from common.errors import ConfigError, InfluxError, InfluxUnavailable
+from common.errors import InfluxError, InfluxUnavailable
 from common.influx import AsyncInfluxClient
 from common.retry import RetryPolicy
-from device_profiles import AlarmOp, AlarmRule, SignalName, SignalRule
 
 log = logging.getLogger(__name__)
 NS = 10**9
@@ -38,81 +41,6 @@ DAY_NS = 86_400 * NS
 WRITE_LINES = 5_000  # points of a round in one write
 JUDGE_SLICE = 1_000  # judgments applied to the alarms between two yields to the event loop
 RETRY = RetryPolicy(initial=30.0, maximum=1800.0)  # a round InfluxDB could not answer
-
-
-def holidays(text: str) -> frozenset[date]:
-    try:
-        return frozenset(date.fromisoformat(p.strip()) for p in text.split(",") if p.strip())
-    except ValueError as exc:
-        raise ConfigError(f"CITYSENSE_API_FORESIGHT_HOLIDAYS: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Judgment:
-    rule: SignalRule
-    device_id: str
-    value: float
-    time_ns: int
-
-    @property
-    def breached(self) -> bool:
-        if self.rule.op is AlarmOp.ABOVE:
-            return self.value > self.rule.threshold
-        return self.value < self.rule.threshold
-
-    def as_alarm(self) -> AlarmRule:
-        return AlarmRule(
-            name=self.rule.name,
-            field=self.rule.signal.value,
-            op=self.rule.op,
-            threshold=self.rule.threshold,
-            severity=self.rule.severity,
-            description=self.rule.description,
-        )
-
-
-def _latest(values: dict[str, tuple[int, float]], key: str, when: int, value: float) -> None:
-    if key not in values or values[key][0] <= when:
-        values[key] = (when, value)
-
-
-def latest_values(result: Round) -> dict[SignalName, dict[str, tuple[int, float]]]:
-    """Each device's newest value of each signal in the round."""
-    out: dict[SignalName, dict[str, tuple[int, float]]] = {s: {} for s in SignalName}
-    zone = result.zone
-    for rows in result.night_flow.values():
-        for r in rows:
-            # The leak rule is judged on the leak detector's verdict, its value the rise.
-            rise = (r.rise or 0.0) if r.leak else min(r.rise or 0.0, 0.0)
-            _latest(out[SignalName.NIGHT_FLOW_RISE], r.device_id, store.day_ns(r.night, zone), rise)
-    for district, days in result.lamp_days.items():
-        for d in days:
-            when = store.day_ns(d.day, zone)
-            for signal, value in (
-                (SignalName.LIT_BY_DAY, d.lit_by_day),
-                (SignalName.DARK_BY_NIGHT, d.dark_by_night),
-                (SignalName.POWER_WHILE_OFF, d.power_while_off),
-                (SignalName.POWER_DRIFT, result.drift.get(district, {}).get((d.device_id, d.day))),
-            ):
-                if value is not None:
-                    _latest(out[signal], d.device_id, when, value)
-    for q in result.devices_quality:
-        _latest(out[SignalName.QUALITY_SCORE], q.device_id, result.days.end_ns, q.score)
-    return out
-
-
-def judgments(result: Round, contract: Contract) -> list[Judgment]:
-    values = latest_values(result)
-    out = []
-    for signal, per_device in values.items():
-        for device_id, (when, value) in sorted(per_device.items()):
-            device = contract.device(device_id)
-            if device is None:
-                continue
-            for rule in contract.profiles[device.profile].signals:
-                if rule.signal is signal:
-                    out.append(Judgment(rule, device_id, value, when))
-    return out
 
 
 def after_failure(exc: InfluxError, failed: int, every: float) -> float:
@@ -137,15 +65,9 @@ class Scheduler:
         self.first_after = settings.api_foresight_first_after
         self.days = settings.api_foresight_days
         self.zone = ZoneInfo(settings.api_foresight_timezone)
-        self.foresight = Foresight(
-            contract,
-            influx,
-            zone=settings.api_foresight_timezone,
-            holidays=holidays(settings.api_foresight_holidays),
-            concurrency=settings.api_query_concurrency,
-            series=settings.api_load_series,
-            timeout=settings.api_load_timeout,
-        )
+        worker.holidays(settings.api_foresight_holidays)  # refused at start, not at the first round
+        self.settings = settings
+        self._pool: ProcessPoolExecutor | None = None  # its child computes a round (worker)
         self.contract = contract
         self.influx = influx
         self.alarms = alarms
@@ -161,6 +83,20 @@ class Scheduler:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _child(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=worker.started,
+                initargs=(self.contract, self.settings.api_foresight_nice),
+                max_tasks_per_child=1,
+            )
+        return self._pool
 
     def windows(self, now_ns: int) -> tuple[Span, Span]:
         """The whole days to compute, and the last day to judge data quality on."""
@@ -171,22 +107,33 @@ class Scheduler:
         days = Span(int(first.timestamp()) * NS, int(midnight.timestamp()) * NS)
         return days, Span(now_ns - DAY_NS, now_ns)
 
-    async def round_once(self) -> Round:
+    async def round_once(self) -> int:
+        """One round, computed in a child process (api.foresight.worker); its points written
+        and its judgments applied here; how many points."""
         days, judged = self.windows(time.time_ns())
-        result = await self.foresight.compute(days, judged)
-        # Off the event loop, and written in batches: at 1,000,000 devices a round is a quality
-        # point per device, and those lines took the loop 10 s to build; written at once, the
-        # body was past what InfluxDB takes (the round failed, to be tried an hour later).
-        lines = await asyncio.to_thread(store.round_lines, result, judged.end_ns)
+        loop = asyncio.get_running_loop()
+        try:
+            outcome = await loop.run_in_executor(
+                self._child(), worker.compute, self.settings, days, judged
+            )
+        except BrokenProcessPool as exc:
+            # The child died (killed, out of memory): a new one for the next try, which is
+            # soon, as for a round InfluxDB could not answer.
+            self._pool = None
+            raise InfluxUnavailable(f"foresight's process died during a round: {exc}") from None
+        if outcome.failure is not None:
+            raise outcome.failure.error()
+        # Written in batches: at 1,000,000 devices a round is a quality point per device, and
+        # written at once, the body was past what InfluxDB takes.
+        lines = outcome.lines
         for start in range(0, len(lines), WRITE_LINES):
             await self.influx.write("\n".join(lines[start : start + WRITE_LINES]).encode())
-        found = await asyncio.to_thread(judgments, result, self.contract)
-        for n, j in enumerate(found, 1):
+        for n, j in enumerate(outcome.judgments, 1):
             self.alarms.judge(j.as_alarm(), j.device_id, round(j.value, 4), j.breached, j.time_ns)
             if n % JUDGE_SLICE == 0:
                 await asyncio.sleep(0)  # requests and live events between slices
         self.rounds += 1
-        return result
+        return len(lines)
 
     async def _run(self) -> None:
         await asyncio.sleep(self.first_after)
