@@ -93,7 +93,7 @@ class Scheduler:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=worker.started,
-                initargs=(self.contract, self.settings.api_foresight_nice),
+                initargs=(self.settings.api_foresight_nice,),
                 max_tasks_per_child=1,
             )
         return self._pool
@@ -128,7 +128,8 @@ class Scheduler:
         lines = outcome.lines
         for start in range(0, len(lines), WRITE_LINES):
             await self.influx.write("\n".join(lines[start : start + WRITE_LINES]).encode())
-        for n, j in enumerate(outcome.judgments, 1):
+        known = [j for j in outcome.judgments if self.contract.device(j.device_id) is not None]
+        for n, j in enumerate(known, 1):
             self.alarms.judge(j.as_alarm(), j.device_id, round(j.value, 4), j.breached, j.time_ns)
             if n % JUDGE_SLICE == 0:
                 await asyncio.sleep(0)  # requests and live events between slices

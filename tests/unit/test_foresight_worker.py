@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pickle
 import socket
+from pathlib import Path
 
 import pytest
 
-from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.foresight import worker
 from api.foresight.run import Span
@@ -26,8 +26,6 @@ def _closed_port() -> int:
 
 def test_influxdb_not_there_comes_back_as_unavailable() -> None:
     settings = ApiSettings(influx_url=f"http://127.0.0.1:{_closed_port()}")
-    profiles, registry = settings.load_contract()
-    worker.started(Contract.build(profiles, registry), 0)
     outcome = worker.compute(settings, Span(0, 86_400 * 10**9), Span(0, 86_400 * 10**9))
     # As the parent gets it: through pickle, as run_in_executor hands it over.
     outcome = pickle.loads(pickle.dumps(outcome))
@@ -44,3 +42,13 @@ def test_a_failure_is_raised_again_as_its_kind(unavailable: bool) -> None:
     assert str(error) == "no" and error.status == failure.status
     if unavailable:
         assert isinstance(error, InfluxUnavailable) and error.retry_after == 7.0
+
+
+def test_contract_files_broken_since_start_come_back_as_refused(tmp_path: Path) -> None:
+    """Not as an exception that ends foresight's task, nor a dead pool: the next interval."""
+    registry = tmp_path / "registry.csv"
+    registry.write_text("device_id,profile,district,latitude,longitude,address\nX,nope,A,1,2,\n")
+    settings = ApiSettings(influx_url=f"http://127.0.0.1:{_closed_port()}", registry=registry)
+    outcome = pickle.loads(pickle.dumps(worker.compute(settings, Span(0, 1), Span(0, 1))))
+    assert outcome.failure is not None and not outcome.failure.unavailable
+    assert "contract" in outcome.failure.message and "nope" in outcome.failure.message
