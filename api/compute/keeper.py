@@ -97,6 +97,9 @@ AHEAD_NS = 60 * NS_PER_S
 # quarter that just ended is computed again, whole, if its marks moved since it was last
 # computed: its last readings are in, ingest writes a batch within a second).
 ALIGN_NS = 2 * NS_PER_S
+# A read beginning this recently (the open hours of a district, the day after its ledger) asks
+# every field at once, whatever `api_rollups_fields_per_read` says (see compute_rollups).
+RECENT_READ_NS = 2 * HOUR_NS
 ROUND_OFFSETS = (ALIGN_NS, QUARTER_NS - AHEAD_NS // 2)
 Stored = tuple[int, int, int, int, int]  # sig_s, sig_n, lsig_s, lsig_n, at
 
@@ -611,7 +614,9 @@ async def compute_rollups(
     bench.keeper_reads`); but a read stays open, every series' and field's cursor with it, while
     the keeper computes between its chunks, and in the full benchmark with live readings one
     read of every field held everyone else's queries up for seconds (README, "The rollup
-    keeper's reads"): so one field a read by default.
+    keeper's reads"): so one field a read by default — except reads beginning within
+    RECENT_READ_NS, which hold little per series and recur every few seconds with live
+    readings: every field at once.
 
     The readings come chunked, and are computed a batch of whole devices at a time (about
     `api_rollups_read_rows` values) and combined (r.combine: the devices of two batches are
@@ -619,6 +624,12 @@ async def compute_rollups(
     except the DeviceSpans `spans` asks for, one per device and field."""
     names = list(profile.fields)
     step = settings.api_rollups_fields_per_read
+    begin = min([w[0] for w in windows] + (spans.cuts[:1] if spans is not None else []))
+    if now_ns() - begin <= RECENT_READ_NS:
+        # Every field at once: a read of the last hour or two holds a reading or two per
+        # series, so it is not held open while the keeper computes; and with live readings
+        # these reads come back every `api_rollups_open_every` seconds for every district.
+        step = len(names)
     out = Computed({}, {}, {})
     for k in range(0, len(names), step):
         part = await _fields_rollups(
