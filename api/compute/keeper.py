@@ -71,6 +71,7 @@ from api.core import query as q
 from api.core import rollups as r
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
+from api.core.spans import SpanColumns, device_spans, extend, rollup_of_spans
 from api.core.supervise import Supervisor
 from api.core.times import NS_PER_S, now_ns
 from api.core.windows import Window
@@ -525,15 +526,15 @@ class RollupKeeper:
             self._influx, self._settings, profile, district, small, spans=read
         )
 
-        def fold() -> tuple[dict[str, list[r.FieldRollup]], dict[str, ledger.Spans]]:
+        def fold() -> tuple[dict[str, list[r.FieldRollup]], dict[str, SpanColumns]]:
             out, folded = {}, {}
             for name, spec in profile.fields.items():
                 spans = computed.spans.get(name) or [{} for _ in cuts[1:]]
-                held = ledger.base(kept, name, computed.previous)
+                held = ledger.base(kept, name, spec, computed.previous)
                 if until > start:
-                    held = r.extend(held, spans[0])
-                whole = r.extend(held, spans[-1])
-                day_rollup = r.rollup_of_spans(spec, whole.values())
+                    held = extend(held, spans[0])
+                whole = extend(held, spans[-1])
+                day_rollup = rollup_of_spans(spec, whole)
                 out[name] = [*computed.rollups.get(name, []), day_rollup]
                 folded[name] = held
             return out, folded
@@ -750,7 +751,7 @@ def _batch_rollups(
         out.rollups[name] = r.rollups_of_span(
             spec, ((p, v) for _, p, v in devices), windows, QUARTER_NS
         )
-        out.spans[name] = r.device_spans(spec, devices, cuts) if cuts else []
+        out.spans[name] = device_spans(spec, devices, cuts) if cuts else []
     return out
 
 

@@ -1,6 +1,6 @@
 """The rollup keeper's ledger of an open day: per (profile, district), each device's readings of
 each field from the day's start to an hour boundary (`until`), summed, counted, min'd, max'd
-and their last value kept (api.core.rollups.DeviceSpan), so that the open day's rollup is
+and their last value kept (api.core.spans: in columns), so that the open day's rollup is
 computed from a read of the day after `until` only (about an hour of readings) instead of the
 whole day so far.
 
@@ -26,9 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from api.core import rollups as r
+from api.core.spans import DeviceSpan, SpanColumns, columns_of
 from api.core.times import NS_PER_S
 from api.core.windows import Window
+from device_profiles import FieldSpec
 
 HOUR_NS = 3600 * NS_PER_S
 # An hour is folded into the ledger once it ended this long before the keeper computed: its
@@ -37,7 +38,7 @@ HOUR_NS = 3600 * NS_PER_S
 SETTLE_NS = 60 * NS_PER_S
 
 Signatures = tuple[tuple[int, int], tuple[int, int]]
-Spans = dict[str, r.DeviceSpan]  # device -> its DeviceSpan of one field
+Spans = dict[str, DeviceSpan]  # device -> its DeviceSpan of one field
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class DayLedger:
     day: Window
     until: int  # an hour boundary: the ledger holds the day's readings before it
     signatures: Signatures  # of [day start, until), and with the lookback, when it was read
-    fields: dict[str, Spans]  # field -> device -> DeviceSpan over [day start, until)
+    fields: dict[str, SpanColumns]  # field -> each device's DeviceSpan over [day start, until)
 
 
 def folded_until(day: Window, start: int, at: int) -> int:
@@ -59,15 +60,19 @@ def folded_until(day: Window, start: int, at: int) -> int:
 def previous_of(ledger: DayLedger, counters: list[str]) -> dict[str, dict[str, float]]:
     """Each counter field's newest reading per device before the ledger's `until`: where the
     increases of the readings after it start."""
-    return {
-        name: {d: s.last for d, s in ledger.fields.get(name, {}).items() if s.last is not None}
-        for name in counters
-    }
+    out: dict[str, dict[str, float]] = {}
+    for name in counters:
+        held = ledger.fields.get(name)
+        spans = held.items() if held is not None else ()
+        out[name] = {d: s.last for d, s in spans if s.last is not None}
+    return out
 
 
-def base(ledger: DayLedger | None, name: str, previous: dict[str, dict[str, float]]) -> Spans:
+def base(
+    ledger: DayLedger | None, name: str, spec: FieldSpec, previous: dict[str, dict[str, float]]
+) -> SpanColumns:
     """What the readings after a ledger's `until` (or after the day's start, without a ledger:
     just the counters' readings before the day) are added to."""
-    if ledger is not None:
-        return ledger.fields.get(name, {})
-    return {d: r.DeviceSpan(last=v) for d, v in previous.get(name, {}).items()}
+    if ledger is not None and name in ledger.fields:
+        return ledger.fields[name]
+    return columns_of(spec, {d: DeviceSpan(last=v) for d, v in previous.get(name, {}).items()})

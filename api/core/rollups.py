@@ -13,7 +13,6 @@ computes those from the readings.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -358,95 +357,3 @@ def _fold(
     if counting and device.last is not None:
         key = equals_key(device.last)
         rollup.eq[key] = rollup.eq.get(key, 0) + 1
-
-
-# --- per-device spans: an open day's readings kept so that only its newest part is read ---------
-
-
-@dataclass(slots=True)
-class DeviceSpan:
-    """One device's readings of one field over a span of time, in a form a later span's adds to
-    exactly (the keeper's ledger of an open day, api.compute.ledger): its sum, count, min, max
-    and last value, and a counter's increases."""
-
-    acc: _Acc | None = None  # its readings in the span; None: none
-    inc: float = 0.0  # a counter's increases in the span, resets counted from 0
-    stepped: bool = False  # one increase at least: what a rollup's `incn` counts
-    last: float | None = None  # a counter's newest reading at the span's end (or before it)
-
-
-def device_spans(
-    spec: FieldSpec,
-    devices: Iterable[tuple[str, float | None, Sequence[tuple[int, Value]]]],
-    cuts: Sequence[int],
-) -> list[dict[str, DeviceSpan]]:
-    """For each span between consecutive `cuts`, each device's DeviceSpan of it (devices
-    without a reading in a span are left out of it), from every device's (id, previous
-    reading, time-ordered readings) in one pass: the same readings and increases as
-    rollups_of_span would count in a window over that span."""
-    numeric = spec.type in NUMERIC
-    counter = spec.effective_kind is FieldKind.COUNTER
-    out: list[dict[str, DeviceSpan]] = [{} for _ in cuts[1:]]
-    for device, previous, readings in devices:
-        last = previous
-        for t, v in readings:
-            k = bisect.bisect_right(cuts, t) - 1
-            if not 0 <= k < len(out):
-                continue
-            span = out[k].get(device)
-            if span is None:
-                span = out[k][device] = DeviceSpan(_Acc(), last=last)
-            assert span.acc is not None  # created with one
-            span.acc.add(v, numeric)
-            if counter and not isinstance(v, str):
-                x = float(v)
-                if last is not None:
-                    span.inc += x - last if x >= last else x  # a reset counts from 0
-                    span.stepped = True
-                last = span.last = x
-    return out
-
-
-def _joined(a: _Acc | None, b: _Acc | None) -> _Acc | None:
-    if a is None or b is None:
-        return a if b is None else b
-    out = _Acc()
-    out.total, out.count = a.total + b.total, a.count + b.count
-    out.lo, out.hi = _lower(a.lo, b.lo), _upper(a.hi, b.hi)
-    out.last = b.last if b.count else a.last
-    return out
-
-
-def extend(
-    earlier: Mapping[str, DeviceSpan], later: Mapping[str, DeviceSpan]
-) -> dict[str, DeviceSpan]:
-    """Each device's DeviceSpan over two consecutive spans (`earlier` is not changed)."""
-    out = dict(earlier)
-    for device, b in later.items():
-        a = out.get(device)
-        out[device] = (
-            b
-            if a is None
-            else DeviceSpan(
-                _joined(a.acc, b.acc),
-                a.inc + b.inc,
-                a.stepped or b.stepped,
-                a.last if b.last is None else b.last,
-            )
-        )
-    return out
-
-
-def rollup_of_spans(spec: FieldSpec, spans: Iterable[DeviceSpan]) -> FieldRollup:
-    """The rollup of a window from its devices' DeviceSpans over the whole of it."""
-    numeric = spec.type in NUMERIC
-    counter = spec.effective_kind is FieldKind.COUNTER
-    counting = bool(eq_values(spec))
-    out = FieldRollup()
-    for span in spans:
-        if span.stepped:
-            out.inc += span.inc
-            out.incn += 1
-        if span.acc is not None:
-            _fold(out, span.acc, numeric=numeric, counter=counter, counting=counting)
-    return out

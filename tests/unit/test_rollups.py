@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.core import rollups as r
+from api.core import spans
 from api.core.counters import deltas
 from api.core.query import Aggregate
 from api.core.readings import Value
@@ -246,9 +247,10 @@ def test_a_day_from_its_ledger_and_later_spans_is_the_day_read_whole(
 ) -> None:
     """What the keeper's ledger does (api.compute.ledger): a day's devices' spans folded at
     some quarter boundaries (each later span read alone, its counters starting from the
-    ledger's last readings), the rest added: the day's rollup is what one pass over the whole
-    day gives, with readings outside the day, counter resets, devices with only a previous
-    reading, and state values (whose last value counts) included."""
+    ledger's last readings), the rest added, kept in columns (api.core.spans): the day's rollup
+    is what one pass over the whole day gives, with readings outside the day, counter resets,
+    devices with only a previous reading, and state values (whose last value counts)
+    included."""
     day = (0, 30 * QUARTER)
     if spec.type is FieldType.STATE:
         devs = {
@@ -261,12 +263,13 @@ def test_a_day_from_its_ledger_and_later_spans_is_the_day_read_whole(
         spec, [(before.get(k), rd) for k, rd in readings.items()], [day], QUARTER
     )[0]
     cuts = [day[0], *(k * QUARTER for k in folds), day[1]]
-    held: dict[str, r.DeviceSpan] = {d: r.DeviceSpan(last=v) for d, v in before.items()}
+    held = spans.columns_of(spec, {d: spans.DeviceSpan(last=v) for d, v in before.items()})
     for begin, end in itertools.pairwise(cuts):
         # Read alone, as the keeper reads the day after its ledger: previous from the ledger.
         last = {d: s.last for d, s in held.items() if s.last is not None}
-        span = r.device_spans(
+        span = spans.device_spans(
             spec, [(k, last.get(k), rd) for k, rd in readings.items()], [begin, end]
         )[0]
-        held = r.extend(held, span)
-    _same(r.rollup_of_spans(spec, held.values()), whole)
+        held = spans.extend(held, span)
+    assert len(held) == len({d for d, s in held.items()})
+    _same(spans.rollup_of_spans(spec, held), whole)
