@@ -8,6 +8,7 @@ event stream (/stream) it wraps.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -38,6 +39,30 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.gc_pauses = Histogram(
+            "citysense_api_gc_pause_seconds",
+            "Python's cyclic garbage collections, each holding every request and live event "
+            "up, by generation",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._gc_started
+            self.gc_pauses.labels(str(info["generation"])).observe(pause)
+
+    def watch_gc(self) -> None:
+        """Time every collection from now on, until `unwatch_gc`."""
+        gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
 
 class AccessLog:

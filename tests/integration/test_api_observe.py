@@ -3,6 +3,7 @@ token) and how it runs (/metrics, Prometheus text with HELP lines) — issue 11.
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -54,3 +55,26 @@ async def test_every_request_is_logged_with_its_token_name_and_counted(
     assert counted[("/devices", "401")] == 1
     assert families["citysense_api_devices"].samples[0].value > 0
     assert "# HELP citysense_api_requests_total" in metrics.text
+
+
+async def test_start_up_is_exempt_from_garbage_collection_and_collections_are_timed(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path
+) -> None:
+    """`CITYSENSE_API_GC_FREEZE` (on by default): what start-up built is frozen (gc.freeze), and
+    every collection's pause is on /metrics; with it off, nothing is frozen."""
+    settings = api_settings(servers, influx, tmp_path)
+    try:
+        async with running(create_app(settings.model_copy(update={"api_gc_freeze": True}))) as api:
+            frozen = gc.get_freeze_count()
+            gc.collect(0)
+            metrics = await api.get("/metrics")
+        gc.unfreeze()
+        async with running(create_app(settings)):
+            assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()  # this test process keeps collecting as before
+    assert frozen > 10_000  # the app, its contract and state, and what the process had loaded
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+    pauses = families["citysense_api_gc_pause_seconds"]
+    counts = {s.labels["generation"]: s.value for s in pauses.samples if s.name.endswith("_count")}
+    assert counts.get("0", 0) >= 1

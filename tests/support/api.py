@@ -56,6 +56,8 @@ def api_settings(
         # Foresight's background rounds write signals and raise alarms of their own: off unless
         # a test asks for them (tests/integration/test_foresight*.py).
         api_foresight_every=0,
+        # Many apps live and die in one test process: frozen, their cyclic garbage would stay.
+        api_gc_freeze=False,
     )
     if tokens is not None:
         update = {"api_auth": "on", "api_tokens": tokens, **update}
