@@ -84,6 +84,11 @@ class Scheduler:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._pool is not None:
+            # A round in progress is abandoned, its child ended rather than waited for (minutes
+            # at 100,000 devices, and the interpreter would wait for it at exit): before Python
+            # 3.14 (terminate_workers) the executor has no public way to end its workers.
+            for process in list((self._pool._processes or {}).values()):
+                process.terminate()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 

@@ -5,16 +5,23 @@ pickling error or a dead pool."""
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import pickle
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
+from api.core.contract import Contract
 from api.core.settings import ApiSettings
+from api.core.supervise import Supervisor
 from api.foresight import worker
 from api.foresight.run import Span
+from api.foresight.schedule import Scheduler
 from common.errors import InfluxRejected, InfluxUnavailable
+from common.influx import AsyncInfluxClient
 
 
 def _closed_port() -> int:
@@ -52,3 +59,36 @@ def test_contract_files_broken_since_start_come_back_as_refused(tmp_path: Path) 
     outcome = pickle.loads(pickle.dumps(worker.compute(settings, Span(0, 1), Span(0, 1))))
     assert outcome.failure is not None and not outcome.failure.unavailable
     assert "contract" in outcome.failure.message and "nope" in outcome.failure.message
+
+
+@pytest.mark.anyio
+async def test_stopping_during_a_round_ends_its_child_at_once() -> None:
+    """A round whose InfluxDB never answers (a socket that accepts and stays silent) is running
+    in the child when the API stops: the child is ended, not waited for."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings = ApiSettings(influx_url=url, api_load_timeout=600, api_foresight_first_after=0)
+        profiles, registry = settings.load_contract()
+        influx = AsyncInfluxClient(settings.influx)
+        scheduler = Scheduler(
+            settings,
+            Contract.build(profiles, registry),
+            influx,
+            None,
+            Supervisor(),  # type: ignore[arg-type]
+        )
+        scheduler.start()
+        deadline = time.monotonic() + 60
+        while not multiprocessing.active_children() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        (child,) = multiprocessing.active_children()
+        await asyncio.sleep(1.0)  # inside its round: connected, waiting for an answer
+        assert child.is_alive()
+        began = time.monotonic()
+        await scheduler.stop()
+        child.join(10)
+        await influx.aclose()
+    assert not child.is_alive()
+    assert time.monotonic() - began < 10
