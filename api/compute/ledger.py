@@ -14,12 +14,13 @@ fresh as the hour (`api_rollups_open_every`).
 Exact, or not used: a ledger records the change-mark signatures of [day start, until) (and of
 the counters' lookback before it) from marks read before the readings it holds were read; a
 reading stored into that span since moves a mark after it (ingest writes marks after readings),
-the signatures no longer match, and the keeper reads the whole day again, building a new
-ledger. Readings the ledger's read saw but whose marks came later only cause such a rebuild.
+the signatures no longer match, the ledger is dropped, and the keeper reads the whole day when
+it is next due (`api_rollups_open_day_every`), building a new one. Readings the ledger's read saw
+but whose marks came later only cause such a rebuild.
 
 Bounded: one ledger per (profile, district), a DeviceSpan per device and field that reported
-that day (see the README for its size at 100,000 devices); a ledger of a day that closed is
-dropped.
+that day (api.core.spans: about 150 bytes each); a closed day's ledger is replaced by the next
+day's the first time that one is computed.
 """
 
 from __future__ import annotations
