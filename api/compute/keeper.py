@@ -453,11 +453,10 @@ class RollupKeeper:
             by_field = {name: [r.FieldRollup() for _ in windows] for name in profile.fields}
         elif day is not None and day[0] <= at < day[1]:
             small = [w for w in windows if w != day]
-            rollups = await self._open_day(
+            by_field = await self._open_day(
                 profile, district, small=small, day=day, marks=marks, at=at
             )
-            by_field = {name: [*rs[: len(small)], rs[-1]] for name, rs in rollups.items()}
-            windows = [*small, day]
+            # The day last, as _open_day returns its rollup last.
             unit = {g: ws for g, ws in unit.items() if g != "day"} | {"day": [day]}
         else:
             computed = await compute_rollups(

@@ -25,6 +25,8 @@ from api.core.rollups import (
     FieldRollup,
     _Acc,
     _fold,
+    _lower,
+    _upper,
     eq_values,
     equals_key,
 )
@@ -189,8 +191,7 @@ def _joined(a: _Acc | None, b: _Acc | None) -> _Acc | None:
         return a if b is None else b
     out = _Acc()
     out.total, out.count = a.total + b.total, a.count + b.count
-    out.lo = b.lo if a.lo is None else a.lo if b.lo is None else min(a.lo, b.lo)
-    out.hi = b.hi if a.hi is None else a.hi if b.hi is None else max(a.hi, b.hi)
+    out.lo, out.hi = _lower(a.lo, b.lo), _upper(a.hi, b.hi)
     out.last = b.last if b.count else a.last
     return out
 
