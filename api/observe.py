@@ -81,7 +81,12 @@ class AccessLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                self._record(scope, status, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                self._record(scope, status, seconds)
+                # The whole request up to its answer (a JSON body is rendered by then), beside
+                # any phases the route timed: the rest of what a client waits is the network.
+                timing = (b"server-timing", f"app;dur={seconds * 1000:.1f}".encode())
+                message = {**message, "headers": [*message.get("headers", ()), timing]}
             await send(message)
 
         try:

@@ -34,6 +34,7 @@ from api.core.contract import Contract
 from api.core.counters import deltas, rate_per_hour
 from api.core.errors import forbidden, invalid_query
 from api.core.params import check_choice, field_spec, time_window, window_list
+from api.core.phases import Phases
 from api.core.readings import Value, aggregate_value
 from api.core.settings import ApiSettings
 from api.core.times import NS_PER_S, format_rfc3339, now_ns
@@ -115,6 +116,14 @@ def _span(request: AggregateRequest, settings: ApiSettings, open_data: bool) -> 
     return _Span(windows, clipped, every_s, start_ns, end_ns)
 
 
+@dataclass(frozen=True, slots=True)
+class Answered:
+    body: AggregatePublic
+    computed: str  # "<computed>/<cells>": cells computed from the readings (CELLS_HEADER)
+    rolled: int  # cells served from stored rollups (ROLLUPS_HEADER)
+    phases: Phases  # where the time went: districts, marks, rollups, readings, rows
+
+
 async def answer(
     request: AggregateRequest,
     *,
@@ -123,9 +132,9 @@ async def answer(
     influx: AsyncInfluxClient,
     settings: ApiSettings,
     cache: CellCache,
-) -> tuple[AggregatePublic, str, int]:
-    """The answer, how many of its cells were computed from the readings (CELLS_HEADER's
-    value), and how many were served from stored rollups (ROLLUPS_HEADER's)."""
+) -> Answered:
+    """The answer, with how its cells were found and how long each phase took."""
+    phases = Phases()
     spec, match = _validated(request, contract)
     check_choice("district", request.district, contract.districts)
     profile = contract.profiles[request.profile]
@@ -134,13 +143,17 @@ async def answer(
     span = _span(request, settings, open_data)
     # One query per group (see q.across_devices), run concurrently: None is the whole selection.
     groups: list[str | None] = [None]
-    if request.group_by == "district":
-        groups = list(districts or await _stored_districts(influx, profile))
+    if request.group_by == "district" and not districts:
+        with phases.phase("districts"):
+            groups = list(await _stored_districts(influx, profile))
+    elif request.group_by == "district":
+        groups = list(districts)
     question = Question(profile, request.field, request.agg, match, tuple(districts))
     cells, as_of, computed, rolled = await _cells(
         influx,
         settings,
         cache,
+        phases,
         question,
         windows=span.windows,
         clipped=span.clipped,
@@ -159,7 +172,32 @@ async def answer(
     if match is not None:  # "0 lamps on" is an answer, not a missing row
         _zeros(cells, contract, request, districts, span.windows)
     k = settings.api_open_data_min_devices
-    body = AggregatePublic(
+    with phases.phase("rows"):
+        body = _body(
+            request,
+            span,
+            cells,
+            spec=spec,
+            match=match,
+            contract=contract,
+            districts=districts,
+            k=k if open_data else None,
+        )
+    return Answered(body, f"{computed}/{len(span.windows) * len(groups)}", rolled, phases)
+
+
+def _body(
+    request: AggregateRequest,
+    span: _Span,
+    cells: Cells,
+    *,
+    spec: FieldSpec,
+    match: Value | None,
+    contract: Contract,
+    districts: list[str],
+    k: int | None,  # open data's minimum of devices per cell; None: not open data
+) -> AggregatePublic:
+    return AggregatePublic(
         profile=request.profile,
         field=request.field,
         agg=request.agg,
@@ -170,10 +208,9 @@ async def answer(
         start=format_rfc3339(span.start_ns),
         end=format_rfc3339(span.end_ns),
         group_by=request.group_by,
-        min_devices=k if open_data else None,
-        rows=_rows(cells, contract, request.profile, districts, k=k if open_data else None),
+        min_devices=k,
+        rows=_rows(cells, contract, request.profile, districts, k=k),
     )
-    return body, f"{computed}/{len(span.windows) * len(groups)}", rolled
 
 
 def _zeros(
@@ -305,6 +342,7 @@ async def _cells(
     influx: AsyncInfluxClient,
     settings: ApiSettings,
     cache: CellCache,
+    phases: Phases,
     question: Question,
     *,
     windows: list[Window],
@@ -328,37 +366,42 @@ async def _cells(
         # window's lookback, not the answer's (api.compute.keeper.signatures).
         start = lookback
     query = q.changes(profile, since_ns=lookback, start_ns=start, end_ns=clipped[-1][1])
-    marks = Marks.from_series(s for result in await q.fetch_all(influx, query) for s in result)
+    with phases.phase("marks"):
+        results = await q.fetch_all(influx, query)
+        marks = Marks.from_series(s for result in results for s in result)
     cells: Cells = {}
     as_of: dict[tuple[int, str | None], int] = {}
     signatures: dict[tuple[str | None, int], Signature] = {}
     stale: dict[str | None, list[int]] = defaultdict(list)
-    for group in groups:
-        selection = [group] if group is not None else (list(question.districts) or None)
-        for n, window in enumerate(clipped):
-            signature = marks.signature(selection, since if counter else window[0], window[1])
-            signatures[(group, n)] = signature
-            cell = cache.get(question.key(group, window), signature)
-            if cell is None:
-                stale[group].append(n)
-            elif cell.value is not None:
-                cells[(windows[n][0], group)] = (cell.value, cell.devices)
-                as_of[(windows[n][0], group)] = cell.as_of_ns
+    with phases.phase("kept"):
+        for group in groups:
+            selection = [group] if group is not None else (list(question.districts) or None)
+            for n, window in enumerate(clipped):
+                since_n = since if counter else window[0]
+                signature = marks.signature(selection, since_n, window[1])
+                signatures[(group, n)] = signature
+                cell = cache.get(question.key(group, window), signature)
+                if cell is None:
+                    stale[group].append(n)
+                elif cell.value is not None:
+                    cells[(windows[n][0], group)] = (cell.value, cell.devices)
+                    as_of[(windows[n][0], group)] = cell.as_of_ns
     rolled = 0
     if stale and settings.api_rollups_serve:
-        rolled = await _from_rollups(
-            influx,
-            settings,
-            cache,
-            question,
-            marks,
-            windows=windows,
-            clipped=clipped,
-            stale=stale,
-            signatures=signatures,
-            cells=cells,
-            as_of=as_of,
-        )
+        with phases.phase("rollups"):
+            rolled = await _from_rollups(
+                influx,
+                settings,
+                cache,
+                question,
+                marks,
+                windows=windows,
+                clipped=clipped,
+                stale=stale,
+                signatures=signatures,
+                cells=cells,
+                as_of=as_of,
+            )
     gate = asyncio.Semaphore(settings.api_query_concurrency)
 
     async def compute(group: str | None, lo: int, hi: int) -> Cells:
@@ -389,7 +432,10 @@ async def _cells(
             )
 
     spans = [(group, ns[0], ns[-1] + 1) for group, ns in stale.items()]
-    parts = await asyncio.gather(*(compute(*span) for span in spans))
+    parts: list[Cells] = []
+    if spans:
+        with phases.phase("readings"):
+            parts = await asyncio.gather(*(compute(*span) for span in spans))
     for (group, lo, hi), part in zip(spans, parts, strict=True):
         for n in range(lo, hi):
             value = part.get((windows[n][0], group))

@@ -17,6 +17,8 @@ router = APIRouter(tags=["aggregates"])
 CELLS_HEADER = "CitySense-Cells-Computed"
 # How many of the answer's cells were served from the rollups kept in InfluxDB (api.compute.keeper).
 ROLLUPS_HEADER = "CitySense-Cells-Rollups"
+# Where the answer's time went (api.core.phases); api.observe adds the whole request's, "app".
+TIMING_HEADER = "Server-Timing"
 
 DOC = """`agg` of `field` over the devices of `profile`, per window of `every` (as in device
 history: a width, or hour/day/week/month in `tz`) and per district (`group_by=district`) or over
@@ -76,6 +78,12 @@ device from being singled out, even by combining several answers:
                     "description": "cells served from the rollups kept in InfluxDB",
                     "schema": {"type": "string", "pattern": r"^\d+$"},
                 },
+                TIMING_HEADER: {
+                    "description": "milliseconds per phase: districts (stored district "
+                    "tags), marks (change marks read), kept (cells checked against them), "
+                    "rollups, readings (cells computed), rows; app: the whole request",
+                    "schema": {"type": "string"},
+                },
             },
         },
         **documented(401, 403, 502, 503),
@@ -92,7 +100,7 @@ async def aggregates(
     response: Response,
 ) -> AggregatePublic:
     request = AggregateRequest(**params.model_dump())
-    body, cells, rolled = await answer(
+    answered = await answer(
         request,
         principal=principal,
         contract=contract,
@@ -100,7 +108,8 @@ async def aggregates(
         settings=settings,
         cache=runtime.cells,
     )
-    response.headers[CELLS_HEADER] = cells
-    response.headers[ROLLUPS_HEADER] = str(rolled)
+    response.headers[CELLS_HEADER] = answered.computed
+    response.headers[ROLLUPS_HEADER] = str(answered.rolled)
+    response.headers[TIMING_HEADER] = answered.phases.header()
     runtime.warmer.note(request, principal)
-    return body
+    return answered.body

@@ -4,6 +4,7 @@ the API kept, api.cells), and once more after live ingest wrote into the current
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 from urllib.parse import urlencode
 
@@ -74,14 +75,36 @@ def bench_aggregate(
     except (Failed, httpx.TimeoutException) as exc:
         report.add(f"{label}: first ask", "FAILED", str(exc)[:160])
         return
-    report.add(f"{label}: first ask", ms(seconds), cells_note(response))
+    report.add(
+        f"{label}: first ask", ms(seconds), f"{cells_note(response)}; {phases_note([response])}"
+    )
     computed = set()
+    responses: list[httpx.Response] = []
 
     def kept(response: httpx.Response) -> None:
         computed.add(cells_note(response))
+        responses.append(response)
 
     t = run_requests(client, "/aggregates", [params] * repeat, warmup=0, check=kept)
-    report.timings(f"{label}: asked again", t, "; ".join(sorted(computed)))
+    note = "; ".join([*sorted(computed), phases_note(responses)])
+    report.timings(f"{label}: asked again", t, note)
+
+
+def phases_note(responses: list[httpx.Response]) -> str:
+    """The API's Server-Timing phases (api.core.phases), p50 of each over the responses that
+    have it (a phase some answers skip says in how many), in ms: where an answer's time went,
+    in the API (app: the whole request) and waiting on InfluxDB."""
+    phases: dict[str, list[float]] = {}
+    for response in responses:
+        for item in response.headers.get("server-timing", "").split(","):
+            name, _, duration = item.strip().partition(";dur=")
+            if duration:
+                phases.setdefault(name, []).append(float(duration))
+    return "server p50 ms: " + " ".join(
+        f"{name} {statistics.median(values):.1f}"
+        + ("" if len(values) == len(responses) else f" (in {len(values)})")
+        for name, values in phases.items()
+    )
 
 
 def bench_aggregates_after_ingest(report: Report, base: str, district: str) -> None:

@@ -149,6 +149,28 @@ async def test_a_late_reading_recomputes_only_its_window(city: City) -> None:
     assert late == await from_scratch(city, **question)
 
 
+def timing(response: httpx.Response) -> dict[str, float]:
+    """Server-Timing's phases, in milliseconds."""
+    phases = {}
+    for item in response.headers["server-timing"].split(","):
+        name, duration = item.strip().split(";dur=")
+        phases[name] = float(duration)
+    return phases
+
+
+async def test_an_answer_says_where_its_time_went(city: City) -> None:
+    question = {"profile": "water_pipe", "field": "pressure", "every": "1h"}
+    first = timing(await city.api.get("/aggregates", params=question))
+    assert list(first) == ["districts", "marks", "kept", "rollups", "readings", "rows", "app"]
+    # The phases are parts of the request: together no longer than it (0.1 ms rounding each).
+    assert sum(v for k, v in first.items() if k != "app") <= first["app"] + 0.5
+    response = await city.api.get("/aggregates", params=question)
+    assert response.headers[CELLS_HEADER] == "0/50", response.headers[CELLS_HEADER]
+    assert list(timing(response)) == ["districts", "marks", "kept", "rows", "app"]
+    one = timing(await city.api.get("/aggregates", params={**question, "district": "North"}))
+    assert "districts" not in one  # named: no district tags read
+
+
 async def test_a_late_counter_reset_recomputes_the_windows_after_it(city: City) -> None:
     day = yesterday()
     question = {
