@@ -124,7 +124,9 @@ class Scheduler:
         except BrokenProcessPool as exc:
             # The child died (killed, out of memory): a new one for the next try, which is
             # soon, as for a round InfluxDB could not answer.
-            self._pool = None
+            broken, self._pool = self._pool, None
+            if broken is not None:
+                broken.shutdown(wait=False)  # its threads go; nothing of it is left to wait for
             raise InfluxUnavailable(f"foresight's process died during a round: {exc}") from None
         if outcome.failure is not None:
             raise outcome.failure.error()

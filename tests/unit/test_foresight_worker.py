@@ -19,7 +19,7 @@ from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.foresight import worker
 from api.foresight.run import Span
-from api.foresight.schedule import Scheduler
+from api.foresight.schedule import Scheduler, after_failure
 from common.errors import InfluxRejected, InfluxUnavailable
 from common.influx import AsyncInfluxClient
 
@@ -92,3 +92,46 @@ async def test_stopping_during_a_round_ends_its_child_at_once() -> None:
         await influx.aclose()
     assert not child.is_alive()
     assert time.monotonic() - began < 10
+
+
+async def _child_of_a_round(known: set[int]) -> multiprocessing.Process:
+    """The child a round runs in, once it has been spawned (not one in `known`)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        fresh = [c for c in multiprocessing.active_children() if c.pid not in known]
+        if fresh:
+            return fresh[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError("no child spawned for the round")
+
+
+@pytest.mark.anyio
+async def test_a_child_killed_during_a_round_is_a_round_tried_again_soon_in_a_new_child() -> None:
+    """Killed (out of memory, an operator) while InfluxDB is slow to answer it: the round is
+    "unavailable", so tried again soon rather than at the next interval, and the next round gets
+    a child of its own instead of the broken pool."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings = ApiSettings(influx_url=url, api_load_timeout=600)
+        profiles, registry = settings.load_contract()
+        influx = AsyncInfluxClient(settings.influx)
+        contract = Contract.build(profiles, registry)
+        scheduler = Scheduler(settings, contract, influx, None, Supervisor())  # type: ignore[arg-type]
+        try:
+            first = asyncio.ensure_future(scheduler.round_once())
+            child = await _child_of_a_round(set())
+            await asyncio.sleep(1.0)  # inside its round
+            child.kill()
+            with pytest.raises(InfluxUnavailable, match="died during a round") as caught:
+                await asyncio.wait_for(first, 30)
+            assert after_failure(caught.value, 0, scheduler.every) < scheduler.every
+            second = asyncio.ensure_future(scheduler.round_once())
+            again = await _child_of_a_round({child.pid} if child.pid else set())
+            await asyncio.sleep(1.0)
+            assert again.is_alive() and not second.done()
+            second.cancel()
+        finally:
+            await scheduler.stop()
+            await influx.aclose()
