@@ -121,7 +121,7 @@ class Answered:
     body: AggregatePublic
     computed: str  # "<computed>/<cells>": cells computed from the readings (CELLS_HEADER)
     rolled: int  # cells served from stored rollups (ROLLUPS_HEADER)
-    phases: Phases  # where the time went: districts, marks, rollups, readings, rows
+    phases: Phases  # where the time went: marks, districts, kept, rollups, readings, rows
 
 
 async def answer(
@@ -141,15 +141,13 @@ async def answer(
     districts = _scope_districts(principal, contract, request.profile, request.district)
     open_data = principal.scope is Scope.OPEN_DATA
     span = _span(request, settings, open_data)
-    # One query per group (see q.across_devices), run concurrently: None is the whole selection.
-    groups: list[str | None] = [None]
-    if request.group_by == "district" and not districts:
-        with phases.phase("districts"):
-            groups = list(await _stored_districts(influx, profile))
-    elif request.group_by == "district":
-        groups = list(districts)
+    # One query per group (see q.across_devices), run concurrently: None is the whole selection,
+    # EVERY_DISTRICT each district stored.
+    groups: list[str | None] | None = [None]
+    if request.group_by == "district":
+        groups = list(districts) or EVERY_DISTRICT
     question = Question(profile, request.field, request.agg, match, tuple(districts))
-    cells, as_of, computed, rolled = await _cells(
+    found = await _cells(
         influx,
         settings,
         cache,
@@ -160,10 +158,11 @@ async def answer(
         every_s=span.every_s,
         groups=groups,
     )
+    cells = found.cells
     if request.agg is q.Aggregate.RATE:
         cells = _rates(
             cells,
-            as_of,
+            found.as_of,
             windows=span.windows,
             clipped=span.clipped,
             start_ns=span.start_ns,
@@ -183,7 +182,8 @@ async def answer(
             districts=districts,
             k=k if open_data else None,
         )
-    return Answered(body, f"{computed}/{len(span.windows) * len(groups)}", rolled, phases)
+    computed = f"{found.computed}/{len(span.windows) * found.groups}"
+    return Answered(body, computed, found.rolled, phases)
 
 
 def _body(
@@ -338,6 +338,18 @@ class Question:
         return (self.profile.profile, self.field, agg, self.match, selection, group, window)
 
 
+EVERY_DISTRICT = None  # groups: each district stored (`_every_district`)
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    cells: Cells
+    as_of: dict[tuple[int, str | None], int]  # when each cell's data is as of (ns)
+    computed: int  # cells computed from the readings
+    rolled: int  # cells from stored rollups
+    groups: int
+
+
 async def _cells(
     influx: AsyncInfluxClient,
     settings: ApiSettings,
@@ -348,12 +360,11 @@ async def _cells(
     windows: list[Window],
     clipped: list[Window],
     every_s: int | None,
-    groups: list[str | None],
-) -> tuple[Cells, dict[tuple[int, str | None], int], int, int]:
+    groups: list[str | None] | None,
+) -> _Found:
     """The answer's cells, from the cache where their data has not changed, then from stored
     rollups where they answer (`_from_rollups`), the rest from InfluxDB's readings: per group,
-    one computation spanning its first to its last stale window. Returns the cells, the time
-    each one's data is as of (ns), how many were computed, and how many came from rollups."""
+    one computation spanning its first to its last stale window."""
     profile, counter = question.profile, question.agg.on_counter
     # A counter's increase in a window depends on the last reading before it, too.
     since = clipped[0][0] - (int(settings.api_latest_lookback * NS_PER_S) if counter else 0)
@@ -369,6 +380,8 @@ async def _cells(
     with phases.phase("marks"):
         results = await q.fetch_all(influx, query)
         marks = Marks.from_series(s for result in results for s in result)
+    if groups is EVERY_DISTRICT:
+        groups = [*await _every_district(influx, cache, phases, profile, marks)]
     cells: Cells = {}
     as_of: dict[tuple[int, str | None], int] = {}
     signatures: dict[tuple[str | None, int], Signature] = {}
@@ -444,7 +457,23 @@ async def _cells(
                 as_of[(windows[n][0], group)] = as_of_ns
             cell = Cell(None, 0, as_of_ns) if value is None else Cell(*value, as_of_ns)
             cache.put(question.key(group, clipped[n]), cell, signatures[(group, n)], read_at)
-    return cells, as_of, sum(hi - lo for _, lo, hi in spans), rolled
+    return _Found(cells, as_of, sum(hi - lo for _, lo, hi in spans), rolled, len(groups))
+
+
+async def _every_district(
+    influx: AsyncInfluxClient, cache: CellCache, phases: Phases, profile: Profile, marks: Marks
+) -> list[str]:
+    """Every district the profile's readings are stored under: the district tags InfluxDB
+    holds, read at most every DISTRICTS_FRESH_S (cells.CellCache.districts; a query per
+    question was one InfluxDB round trip of the two an asked-again answer made), with every
+    district the marks just read name, so a district's first marked write shows at once. A
+    district first written without marks (not by ingest or replay) shows within the interval."""
+    stored = cache.districts(profile.profile)
+    if stored is None:
+        with phases.phase("districts"):
+            stored = await _stored_districts(influx, profile)
+        cache.put_districts(profile.profile, stored)
+    return sorted(set(stored) | {d for d in marks.districts() if d})
 
 
 async def _from_rollups(
@@ -491,7 +520,7 @@ async def _from_rollups(
         return 0
     everywhere: list[str] = []
     if None in stale and not question.districts:
-        everywhere = await _stored_districts(influx, profile)
+        everywhere = await _every_district(influx, cache, Phases(), profile, marks)
     now = now_ns()
     lookback = int(settings.api_latest_lookback * NS_PER_S)
     read_at = cache.now()

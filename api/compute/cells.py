@@ -26,6 +26,9 @@ from common.influx import Series
 from wire.changes import window_of
 
 Signature = tuple[int, int]  # the sum and the count of the stamps under a cell
+# How long the district tags stored per profile are taken as read: districts appear seldom, and
+# a marked write's district is in the marks of every question anyway (aggregates._every_district).
+DISTRICTS_FRESH_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,17 @@ class CellCache:
         self.max_staleness = max_staleness
         self._clock = clock
         self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
+        self._districts: dict[str, tuple[float, list[str]]] = {}  # one entry per profile
+
+    def districts(self, profile: str) -> list[str] | None:
+        """The district tags stored for `profile`, if read less than DISTRICTS_FRESH_S ago."""
+        kept = self._districts.get(profile)
+        if kept is None or self._clock() - kept[0] >= DISTRICTS_FRESH_S:
+            return None
+        return kept[1]
+
+    def put_districts(self, profile: str, names: list[str]) -> None:
+        self._districts[profile] = (self._clock(), names)
 
     def __len__(self) -> int:
         return len(self._kept)

@@ -79,9 +79,10 @@ device from being singled out, even by combining several answers:
                     "schema": {"type": "string", "pattern": r"^\d+$"},
                 },
                 TIMING_HEADER: {
-                    "description": "milliseconds per phase: districts (stored district "
-                    "tags), marks (change marks read), kept (cells checked against them), "
-                    "rollups, readings (cells computed), rows; app: the whole request",
+                    "description": "milliseconds per phase: marks (change marks read), "
+                    "districts (stored district tags, read at most every minute), kept (cells "
+                    "checked against the marks), rollups, readings (cells computed), rows; "
+                    "app: the whole request",
                     "schema": {"type": "string"},
                 },
             },

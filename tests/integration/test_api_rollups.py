@@ -667,3 +667,33 @@ async def test_an_open_day_is_read_after_its_ledger_only_and_stays_exact(
         assert await keeper.keep_once() > 0
         assert min(w[0] for w in reads) == day, "the day was not read whole to rebuild its ledger"
     await open_day_against_the_oracle(city, day, "the open day read whole after a late reading")
+
+
+async def test_an_open_day_with_its_ledger_closes_at_midnight_exact(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger of yesterday, built at 23:50, and readings landing after it in its last hour
+    (23:47, 23:58): once the keeper's clock passes midnight the day is closed, and its rollups,
+    served whole, equal the oracle's answers from the readings; today's first round reads
+    today from its midnight, not the closed day's ledger's hour."""
+    day = yesterday()
+    clock = [day + 23 * H + 50 * 60 * S]
+    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
+    often = {"api_rollups_open_every": 0.0, "api_rollups_open_day_every": 120.0}
+    app = create_app(city.settings.model_copy(update=often))
+    async with running(app):
+        keeper = app.state.runtime.rollups
+        assert await keeper.keep_once() > 0  # the backfill, the open day's ledger built
+        for minute, pressure in ((47, 321.0), (58, 654.0)):
+            at = (day + 23 * H + minute * 60 * S) // 1_000_000
+            city.send("water_pipe", "WP-R1", [{"ts": at, "pressure": pressure}])
+            meter = {"ts": at, "activePower": 4.0, "totalActiveEnergyImport": 150.0 + minute}
+            city.send("power_meter", "PM-R2", [meter])
+        city.wait_stored("water_pipe", STEPS * len(PIPES) + 2)
+        city.wait_stored("power_meter", STEPS * len(METERS) + 2)
+        reads = record_reads(monkeypatch)
+        clock[0] = day + 24 * H + 5 * 60 * S
+        assert await keeper.keep_once() > 0
+        today = [w for w in reads if w[0] >= day + 24 * H]
+        assert today and min(w[0] for w in today) == day + 24 * H
+    await open_day_against_the_oracle(city, day, "the day closed at midnight after its ledger")
