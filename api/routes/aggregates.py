@@ -22,7 +22,9 @@ TIMING_HEADER = "Server-Timing"
 
 DOC = """`agg` of `field` over the devices of `profile`, per window of `every` (as in device
 history: a width, or hour/day/week/month in `tz`) and per district (`group_by=district`) or over
-the whole city (`group_by=none`). Groups follow the `district` tag stored with each reading.
+the whole city (`group_by=none`). Groups follow the `district` tag stored with each reading
+(read from InfluxDB at most once a minute; a district ingest or replay writes into is in the
+change marks every answer reads, so it shows at once).
 
 - mean, min, max: over each device's mean / min / max in the window, so a device that reports
   more often does not weigh more; sum: the sum of the devices' means (total power); count:
@@ -39,7 +41,8 @@ Each (window, group) cell is computed once and kept until a write touches its wi
 window still filling is served up to `CITYSENSE_API_AGGREGATE_MAX_STALENESS` (30 s) old. Without
 `start`/`end` the answer covers whole windows: from the start of the window holding 24 h ago to
 the end of the current one. The header `CitySense-Cells-Computed: <computed>/<cells>` says how
-many cells InfluxDB computed from the readings for this answer.
+many cells InfluxDB computed from the readings for this answer, and `Server-Timing` where its
+time went (milliseconds per phase, and `app` for the whole request).
 
 Rollups: where the rollup keeper runs (`citysense rollups`, a process beside the API), every
 district's aggregates per 15 minutes, hour and day (in the open-data time zone) are kept as data

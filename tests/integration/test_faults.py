@@ -32,6 +32,7 @@ from tests.support.processes import (
     ingest_env,
     peak_rss_mb,
 )
+from tests.support.servers import ACL_ROOT
 from wire.lineproto import line
 from wire.topics import TopicLayout
 
@@ -614,6 +615,61 @@ def test_13_a_full_disk_under_the_spool_is_back_pressure_not_loss(
     assert held["messages_acked_total"] < len(messages)  # the rest is held, unacknowledged
     stack.influxdb.start()
     wait_stored(influx, len(expected), 120)
+    assert ingest.metric("thread_crashes_total") == 0
+    assert ingest.terminate() == 0
+    assert_exactly(influx, expected)
+
+
+@pytest.fixture
+def influxdb_on_a_small_disk(tmp_path: Path) -> Iterator[tuple[LocalServers, Path]]:
+    """Servers of this test whose InfluxDB keeps its data, WAL and meta on a real filesystem of
+    400 KiB (tmpfs, mounted before InfluxDB first starts): its writes fail with ENOSPC once it
+    is full, as on a full disk; `mount -o remount,size=…` frees room. Root needed, as CI has."""
+    stack = LocalServers.create(tmp_path / "servers", root=ACL_ROOT)
+    disk = stack.influxdb.home / "data"
+    disk.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs (root needed): {mounted.stderr.decode()}")
+    try:
+        stack.start()
+        yield stack, disk
+        stack.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_14_influxdb_s_disk_full_mid_stream_loses_nothing(
+    influxdb_on_a_small_disk: tuple[LocalServers, Path], topic_root: str, tmp_path: Path
+) -> None:
+    """InfluxDB's own disk fills while ingest writes into it (60,000 readings take ~900 KiB):
+    its writes fail with a 500 (`error writing WAL entry: … no space left on device`), which is
+    InfluxDB unavailable, not a reading refused: nothing is dead-lettered for it, ingest holds
+    or spools and retries, no thread dies; once the operator frees room and restarts InfluxDB
+    every reading is stored exactly once: the points a failed write left in InfluxDB's cache
+    (queryable, not in its WAL) are gone with the restart and written again."""
+    stack, disk = influxdb_on_a_small_disk
+    influx = make_database(stack)
+    messages, expected = stream_of(topic_root, 60_000, per_message=10)
+    env = ingest_env(stack, influx, topic_root, tmp_path, CITYSENSE_BATCH_SIZE="500")
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    publish(stack.mosquitto.url("citysense-simulator"), messages)
+    wait_for(
+        lambda: ingest.metric("write_retries_total") >= 3, 90, what="InfluxDB's disk to be full"
+    )
+    assert ingest.metric("thread_crashes_total") == 0
+    assert ingest.metric("readings_stored_total") < len(expected)  # it filled mid-stream
+    # What the worker could not store it holds, or spools to its own disk (then acknowledges).
+    # Room is freed, and InfluxDB restarted: without the restart, InfluxDB 1.6 went on refusing
+    # every write with the same ENOSPC for as long as it was watched (45 s, room freed).
+    subprocess.run(["mount", "-o", "remount,size=512m", str(disk)], check=True)
+    stack.influxdb.restart()
+    wait_stored(influx, len(expected), 180)
     assert ingest.metric("thread_crashes_total") == 0
     assert ingest.terminate() == 0
     assert_exactly(influx, expected)
