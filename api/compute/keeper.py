@@ -9,20 +9,21 @@ them. It uses the API's settings, contract and InfluxDB client; every API replic
 writes. `CITYSENSE_API_ROLLUPS_KEEP=true` still runs it as a task inside an API (development,
 tests). One keeper is enough; two at once only write the same points.
 
-Rounds run every `api_rollups_every` seconds and also at two moments of each quarter-hour
+Rounds run every `api_rollups_every` seconds and also at three moments of each quarter-hour
 (`pause`, ROUND_OFFSETS), at once if one passed during a round: half a minute before it begins,
 so that its windows (the quarter, and the hour and day beginning with it) are written before
 they begin (AHEAD_NS: a window without a rollup is computed from the readings by /aggregates, a
 first ask of 0.6 s at 100,000 devices, measured; a window not begun and not marked is written
-empty without a read), and 2 s after, so that the quarter that ended is computed once more,
+empty without a read), 10 s before, so that one written earlier is written again and is young
+when it begins (REFRESH_NS), and 2 s after, so that the quarter that ended is computed once more,
 whole, if readings landed in it since it was last computed. Each round, per profile and grain
 (15m, 1h, the day in the open-data time zone):
 1. reads the change marks (wire.changes) over every window of the readings, then the signature
    and time of computing of every stored rollup;
 2. recomputes each (district, window) whose rollup is missing (the first round backfills every
    window from the profile's oldest reading within the readings' retention: readings loaded
-   without marks are covered too; a window beginning within AHEAD_NS is written once, before it
-   begins), or whose marks' signature moved since it was computed — for a window still
+   without marks are covered too; a window beginning within AHEAD_NS is written before it
+   begins, and again within REFRESH_NS of it if it was written earlier), or whose marks' signature moved since it was computed — for a window still
    filling, at most every `api_rollups_open_every` seconds; a closed window whose marks did
    not move is not computed again, whenever it closed (see _due);
 3. computes first, for every profile, the windows that begin within AHEAD_NS or began within
@@ -101,7 +102,14 @@ ALIGN_NS = 2 * NS_PER_S
 # A read beginning this recently (the open hours of a district, the day after its ledger) asks
 # every field at once, whatever `api_rollups_fields_per_read` says (see compute_rollups).
 RECENT_READ_NS = 2 * HOUR_NS
-ROUND_OFFSETS = (ALIGN_NS, QUARTER_NS - AHEAD_NS // 2)
+# A window's rollup written more than this before it began is written again by a round within
+# this of its beginning (empty, without a read, while no reading is in it), and a round starts
+# then: at its beginning the rollup is this old plus a round's start, not up to AHEAD_NS. Once
+# readings land in it, it is served under max-staleness from its time of computing; written 51 s
+# ahead, it was past the 30 s a second after the quarter began, and two cells of the first asks
+# were computed from the readings, 0.7-1.8 s each (bench.api_bench --boundary 1, run 20).
+REFRESH_NS = 10 * NS_PER_S
+ROUND_OFFSETS = (ALIGN_NS, QUARTER_NS - AHEAD_NS // 2, QUARTER_NS - REFRESH_NS)
 Stored = tuple[int, int, int, int, int]  # sig_s, sig_n, lsig_s, lsig_n, at
 
 
@@ -349,7 +357,10 @@ class RollupKeeper:
                         w
                         for w in windows
                         if now - w[0] < QUARTER_NS
-                        and stored[grain].get(district, {}).get(w[0]) is None
+                        and (
+                            (kept_w := stored[grain].get(district, {}).get(w[0])) is None
+                            or _written_early(kept_w, w, now)
+                        )
                     ]
                     for grain, windows in due.items()
                 }
@@ -391,8 +402,10 @@ class RollupKeeper:
         counters: bool,
         ledgered: bool = False,
     ) -> bool:
-        if window[0] > now:  # not begun: written once, just before it begins
-            return kept is None and window[0] - now <= AHEAD_NS
+        if window[0] > now:  # not begun: written just before it begins (and again, see REFRESH_NS)
+            return window[0] - now <= AHEAD_NS and (
+                kept is None or _written_early(kept, window, now)
+            )
         if kept is None:
             return True
         sig_s, sig_n, lsig_s, lsig_n, at = kept
@@ -544,6 +557,11 @@ class RollupKeeper:
             day, until, (own, lookback), folded
         )
         return rollups
+
+
+def _written_early(kept: Stored, window: Window, now: int) -> bool:
+    """A window not begun, beginning within REFRESH_NS, whose rollup was computed before that."""
+    return now < window[0] <= now + REFRESH_NS and window[0] - kept[4] > REFRESH_NS
 
 
 def _part(

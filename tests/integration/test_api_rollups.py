@@ -697,3 +697,37 @@ async def test_an_open_day_with_its_ledger_closes_at_midnight_exact(
         today = [w for w in reads if w[0] >= day + 24 * H]
         assert today and min(w[0] for w in today) == day + 24 * H
     await open_day_against_the_oracle(city, day, "the day closed at midnight after its ledger")
+
+
+async def test_a_window_written_early_is_written_again_just_before_it_begins(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quarter after yesterday's last reading, written (empty, unmarked) by a round 50 s
+    before it begins: a round 20 s before leaves it, one within REFRESH_NS of its beginning
+    writes it again (its time of computing that round's), still without a read; so when it
+    begins and readings move its marks, its rollup is young enough to be served."""
+    after = yesterday() + STEPS * Q  # no reading at or after it
+    clock = [after - 50 * S]
+    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
+    app = create_app(city.settings)
+
+    def computed_at() -> set[int]:
+        found = influx_rows(
+            city.influx,
+            f'SELECT "at" FROM {qualified(layout.MEASUREMENT)} '
+            f"WHERE \"grain\" = '15m' AND time = {after}",
+        )
+        return {int(r["at"]) for r in found}
+
+    async with running(app):
+        keeper = app.state.runtime.rollups
+        assert await keeper.keep_once() > 0
+        assert computed_at() == {after - 50 * S}
+        clock[0] = after - 20 * S
+        await keeper.keep_once()
+        assert computed_at() == {after - 50 * S}, "written again long before it begins"
+        reads = record_reads(monkeypatch)
+        clock[0] = after - 8 * S
+        assert await keeper.keep_once() >= 6  # 3 profiles, 2 districts
+        assert computed_at() == {after - 8 * S}
+        assert all(w[0] < after for w in reads), "read to be written again"

@@ -13,6 +13,7 @@ from api.compute.keeper import (
     ALIGN_NS,
     HOUR_NS,
     QUARTER_NS,
+    REFRESH_NS,
     ROUND_OFFSETS,
     _part,
     pause,
@@ -62,5 +63,8 @@ def test_rounds_start_just_before_and_just_after_each_quarter_hour_begins() -> N
     assert pause(after - 600 * s, after + 300 * s, 5.0) == 0.0
     # A round that began at the moment itself does not repeat at once.
     assert pause(after, after + 1 * s, 5.0) == 5.0
-    assert pause(before, before + 1 * s, 60.0) == 31.0  # then 2 s after the boundary
-    assert ROUND_OFFSETS == (ALIGN_NS, QUARTER_NS - AHEAD_NS // 2)
+    assert pause(before, before + 1 * s, 60.0) == 19.0  # then 10 s before the boundary
+    refresh = boundary + QUARTER_NS - REFRESH_NS
+    assert pause(refresh, refresh + 1 * s, 60.0) == 11.0  # then 2 s after the boundary
+    assert pause(refresh - 1 * s, refresh + 1 * s, 5.0) == 0.0
+    assert ROUND_OFFSETS == (ALIGN_NS, QUARTER_NS - AHEAD_NS // 2, QUARTER_NS - REFRESH_NS)
