@@ -23,9 +23,10 @@ whole, if readings landed in it since it was last computed. Each round, per prof
 2. recomputes each (district, window) whose rollup is missing (the first round backfills every
    window from the profile's oldest reading within the readings' retention: readings loaded
    without marks are covered too; a window beginning within AHEAD_NS is written before it
-   begins, and again within REFRESH_NS of it if it was written earlier), or whose marks' signature moved since it was computed — for a window still
-   filling, at most every `api_rollups_open_every` seconds; a closed window whose marks did
-   not move is not computed again, whenever it closed (see _due);
+   begins, and again within REFRESH_NS of it if it was written earlier), or whose marks'
+   signature moved since it was computed — for a window still filling, at most every
+   `api_rollups_open_every` seconds; a closed window whose marks did not move is not computed
+   again, whenever it closed (see _due);
 3. computes first, for every profile, the windows that begin within AHEAD_NS or began within
    the last quarter-hour and have none yet, alone (seconds of readings); then, per district
    and day (a unit: the day's
@@ -106,8 +107,8 @@ RECENT_READ_NS = 2 * HOUR_NS
 # this of its beginning (empty, without a read, while no reading is in it), and a round starts
 # then: at its beginning the rollup is this old plus a round's start, not up to AHEAD_NS. Once
 # readings land in it, it is served under max-staleness from its time of computing; written 51 s
-# ahead, it was past the 30 s a second after the quarter began, and two cells of the first asks
-# were computed from the readings, 0.7-1.8 s each (bench.api_bench --boundary 1, run 20).
+# ahead, it was past the 30 s a second after the quarter began, and two first asks computed its
+# cells from the readings instead, in 0.7 and 1.8 s (bench.api_bench --boundary 1, run 20).
 REFRESH_NS = 10 * NS_PER_S
 ROUND_OFFSETS = (ALIGN_NS, QUARTER_NS - AHEAD_NS // 2, QUARTER_NS - REFRESH_NS)
 Stored = tuple[int, int, int, int, int]  # sig_s, sig_n, lsig_s, lsig_n, at
