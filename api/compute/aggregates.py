@@ -470,9 +470,10 @@ async def _every_district(
     district first written without marks (not by ingest or replay) shows within the interval."""
     stored = cache.districts(profile.profile)
     if stored is None:
+        read_at = cache.now()  # as of before the read: a district stored meanwhile is not in it
         with phases.phase("districts"):
             stored = await _stored_districts(influx, profile)
-        cache.put_districts(profile.profile, stored)
+        cache.put_districts(profile.profile, stored, read_at)
     return sorted(set(stored) | {d for d in marks.districts() if d})
 
 

@@ -117,8 +117,9 @@ class CellCache:
             return None
         return kept[1]
 
-    def put_districts(self, profile: str, names: list[str]) -> None:
-        self._districts[profile] = (self._clock(), names)
+    def put_districts(self, profile: str, names: list[str], read_at: float) -> None:
+        """`read_at` (this cache's clock): when the read of `names` began."""
+        self._districts[profile] = (read_at, names)
 
     def __len__(self) -> int:
         return len(self._kept)

@@ -123,6 +123,12 @@ async def ask(api: httpx.AsyncClient, **params: Any) -> tuple[list[dict[str, Any
     return response.json()["rows"], response.headers[CELLS_HEADER]
 
 
+def hourly_pressure(day: int, **extra: str) -> dict[str, str]:
+    """The pipes' pressure per hour over the day beginning at `day` (ns)."""
+    span = {"every": "1h", "start": rfc3339(day), "end": rfc3339(day + 24 * H)}
+    return {"profile": "water_pipe", "field": "pressure", **extra, **span}
+
+
 async def from_scratch(city: City, **params: Any) -> list[dict[str, Any]]:
     async with running(create_app(city.settings)) as fresh:
         rows, computed = await ask(fresh, **params)
@@ -132,14 +138,7 @@ async def from_scratch(city: City, **params: Any) -> list[dict[str, Any]]:
 
 async def test_a_late_reading_recomputes_only_its_window(city: City) -> None:
     day = yesterday()
-    question = {
-        "profile": "water_pipe",
-        "field": "pressure",
-        "agg": "mean",
-        "every": "1h",
-        "start": rfc3339(day),
-        "end": rfc3339(day + 24 * H),
-    }
+    question = hourly_pressure(day, agg="mean")
     first, computed = await ask(city.api, **question)
     assert computed == "48/48"  # 24 hours x 2 districts
     again, computed = await ask(city.api, **question)
@@ -182,13 +181,7 @@ async def test_a_district_first_written_now_is_answered_at_once(city: City) -> N
     marked write names is in the marks every question reads: a device not in the registry,
     stored under "unassigned" after the tags were read, has its row in the next answer."""
     day = yesterday()
-    question = {
-        "profile": "water_pipe",
-        "field": "pressure",
-        "every": "1h",
-        "start": rfc3339(day),
-        "end": rfc3339(day + 24 * H),
-    }
+    question = hourly_pressure(day)
     rows, _ = await ask(city.api, **question)
     assert {r["district"] for r in rows} == {"North", "South"}
     city.send("water_pipe", "WP-NEW", [{"ts": (day + 3 * H) // 1_000_000, "pressure": 77.0}])
@@ -300,13 +293,7 @@ async def test_a_start_inside_a_change_window_still_sees_its_late_readings(city:
 
 async def test_a_warmed_question_is_kept_before_anyone_asks(city: City) -> None:
     day = yesterday()
-    question = {
-        "profile": "water_pipe",
-        "field": "pressure",
-        "every": "1h",
-        "start": rfc3339(day),
-        "end": rfc3339(day + 24 * H),
-    }
+    question = hourly_pressure(day)
     settings = city.settings.model_copy(
         update={
             "api_aggregate_warm": f"profile=power_meter&field=activePower; {urlencode(question)}"

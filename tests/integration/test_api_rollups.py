@@ -21,6 +21,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -620,6 +621,24 @@ async def open_day_against_the_oracle(city: City, day: int, what: str) -> None:
             same_rows(rows, want, f"{what}: {params}")
 
 
+@asynccontextmanager
+async def keeper_at_23_50(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[RollupKeeper, list[int]]]:
+    """The keeper of a running app whose clock (the list's one item: move it) reads yesterday
+    23:50, after its first round (the backfill; the open day's ledger built). Every moved open
+    window is computed at each round; the open day without a ledger at most every 120 s (a
+    read of the whole day)."""
+    clock = [yesterday() + 23 * H + 50 * 60 * S]
+    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
+    often = {"api_rollups_open_every": 0.0, "api_rollups_open_day_every": 120.0}
+    app = create_app(city.settings.model_copy(update=often))
+    async with running(app):
+        keeper = app.state.runtime.rollups
+        assert await keeper.keep_once() > 0
+        yield keeper, clock
+
+
 async def test_an_open_day_is_read_after_its_ledger_only_and_stays_exact(
     city: City, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -631,15 +650,7 @@ async def test_an_open_day_is_read_after_its_ledger_only_and_stays_exact(
     late reading into 05:00, inside the ledger, drops it: the day is read whole again when it
     is next due (`api_rollups_open_day_every`), and is exact again."""
     day = yesterday()
-    clock = [day + 23 * H + 50 * 60 * S]
-    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
-    # Every moved open window is computed at each round; the open day without a ledger at
-    # most every 120 s (a read of the whole day).
-    often = {"api_rollups_open_every": 0.0, "api_rollups_open_day_every": 120.0}
-    app = create_app(city.settings.model_copy(update=often))
-    async with running(app):
-        keeper = app.state.runtime.rollups
-        assert await keeper.keep_once() > 0  # the backfill, the open day's ledger built
+    async with keeper_at_23_50(city, monkeypatch) as (keeper, clock):
         reads = record_reads(monkeypatch)
         at = (day + 23 * H + 47 * 60 * S) // 1_000_000
         city.send("water_pipe", "WP-R0", [{"ts": at, "pressure": 333.0}])
@@ -677,13 +688,7 @@ async def test_an_open_day_with_its_ledger_closes_at_midnight_exact(
     served whole, equal the oracle's answers from the readings; today's first round reads
     today from its midnight, not the closed day's ledger's hour."""
     day = yesterday()
-    clock = [day + 23 * H + 50 * 60 * S]
-    monkeypatch.setattr(keeper_module, "now_ns", lambda: clock[0])
-    often = {"api_rollups_open_every": 0.0, "api_rollups_open_day_every": 120.0}
-    app = create_app(city.settings.model_copy(update=often))
-    async with running(app):
-        keeper = app.state.runtime.rollups
-        assert await keeper.keep_once() > 0  # the backfill, the open day's ledger built
+    async with keeper_at_23_50(city, monkeypatch) as (keeper, clock):
         for minute, pressure in ((47, 321.0), (58, 654.0)):
             at = (day + 23 * H + minute * 60 * S) // 1_000_000
             city.send("water_pipe", "WP-R1", [{"ts": at, "pressure": pressure}])

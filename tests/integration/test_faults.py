@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -567,14 +568,14 @@ def test_12_sigkill_with_spooled_segments_and_a_stale_tmp(
     assert not list(folder.glob("*.tmp"))
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real filesystem of 256 KiB (tmpfs): writes past it fail with ENOSPC, as a full disk's
-    would. Mounting needs root, as CI has."""
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
+@contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (tmpfs) on `folder`, created if need be: writes past it fail
+    with ENOSPC, as a full disk's would; `mount -o remount,size=…` frees room. Mounting needs
+    root, as CI has."""
+    folder.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
         capture_output=True,
         check=False,
     )
@@ -584,6 +585,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A disk of 256 KiB (`tmpfs`)."""
+    with tmpfs(tmp_path / "small-disk", "256k") as folder:
+        yield folder
 
 
 def test_13_a_full_disk_under_the_spool_is_back_pressure_not_loss(
@@ -622,25 +630,15 @@ def test_13_a_full_disk_under_the_spool_is_back_pressure_not_loss(
 
 @pytest.fixture
 def influxdb_on_a_small_disk(tmp_path: Path) -> Iterator[tuple[LocalServers, Path]]:
-    """Servers of this test whose InfluxDB keeps its data, WAL and meta on a real filesystem of
-    400 KiB (tmpfs, mounted before InfluxDB first starts): its writes fail with ENOSPC once it
-    is full, as on a full disk; `mount -o remount,size=…` frees room. Root needed, as CI has."""
+    """Servers of this test whose InfluxDB keeps its data, WAL and meta on a disk of 400 KiB
+    (`tmpfs`, mounted before InfluxDB first starts)."""
     stack = LocalServers.create(tmp_path / "servers", root=ACL_ROOT)
-    disk = stack.influxdb.home / "data"
-    disk.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a small tmpfs (root needed): {mounted.stderr.decode()}")
-    try:
+    with tmpfs(stack.influxdb.home / "data", "400k") as disk:
         stack.start()
-        yield stack, disk
-        stack.stop()
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        try:
+            yield stack, disk
+        finally:
+            stack.stop()
 
 
 def test_14_influxdb_s_disk_full_mid_stream_loses_nothing(
