@@ -19,7 +19,15 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel
 
 from common.influx import InfluxClient, quote_ident
-from wire.retention import AGGREGATES, ALARMS, CHANGES, DEAD_LETTERS, LONG_TERM, READINGS
+from wire.retention import (
+    AGGREGATES,
+    ALARMS,
+    CHANGES,
+    DEAD_LETTERS,
+    LATEST,
+    LONG_TERM,
+    READINGS,
+)
 
 _DURATION = re.compile(r"^(INF|[1-9][0-9]*[hdw])$")
 ROLLUP_EVERY = "1h"
@@ -79,6 +87,9 @@ class Retention(BaseModel):
             # rollup older than its readings could not be recomputed, one younger would make
             # old windows fall back to computing from the readings.
             AGGREGATES: self.readings,
+            # Each device's newest reading as a row (wire.latest): for ever, since a row's
+            # time is its slot in 1970; a device's row is overwritten, so they do not pile up.
+            LATEST: "INF",
         }
 
 

@@ -27,12 +27,14 @@ from common.settings import settings_problems
 from device_profiles import ContractError
 from ingest.changes import change_lines, changes_of
 from ingest.encode import reading_of
+from ingest.latest import LatestRows
 from ingest.pipeline import Pipeline
 from ingest.settings import IngestSettings
-from ingest.stages import Received
+from ingest.stages import Enriched, Received
 from ingest.stats import Stats
-from ingest.write import Writer
+from ingest.write import BadLine, Writer
 from wire.deadletters import MEASUREMENT, TAGS, decode_payload, replay_mark_line
+from wire.latest import is_row
 from wire.reasons import Reason
 from wire.retention import qualified
 
@@ -120,10 +122,21 @@ def payload_of(row: dict[str, Any]) -> bytes | None:
 
 
 class Replayer:
-    def __init__(self, pipeline: Pipeline, writer: Writer) -> None:
+    def __init__(self, pipeline: Pipeline, writer: Writer, latest: LatestRows) -> None:
         self._pipeline = pipeline
         self._writer = writer
+        # A replayed reading may be its device's newest (every reading it sent was refused
+        # until the fix): it gets its row (wire.latest), kept under the writer tag `replay`.
+        self._latest = latest
         self.results: Counter[str] = Counter()
+
+    def _write(self, data: list[str], readings: list[Enriched]) -> list[BadLine]:
+        """Readings, their latest rows, then their (quiet) change marks: wire.latest's order."""
+        rows = self._latest.rows(readings)
+        lines = [*data, *rows.lines, *change_lines(changes_of(readings), quiet=True)]
+        bad = self._writer.write(lines)
+        self._latest.stored(rows)
+        return [b for b in bad if not is_row(b.line)]
 
     def replay(self, row: dict[str, Any], dry_run: bool) -> str:
         payload = payload_of(row)
@@ -139,11 +152,7 @@ class Replayer:
                 return self._mark(row, f"still rejected: {reasons}", dry_run)
         # Data lines come first in an outcome; the dead letters it would add are not wanted.
         data = outcome.lines[: outcome.readings]
-        bad = (
-            []
-            if dry_run
-            else self._writer.write(data + change_lines(changes_of(outcome.accepted), quiet=True))
-        )
+        bad = [] if dry_run else self._write(data, outcome.accepted)
         if bad:
             return self._mark(row, f"write rejected: {bad[0].error[:100]}", dry_run)
         return self._mark(row, "stored", dry_run)
@@ -156,7 +165,7 @@ class Replayer:
             return self._mark(row, "not replayable: not a reading's line", dry_run)
         if dry_run:
             return self._mark(row, "stored", dry_run)
-        bad = self._writer.write([line, *change_lines(changes_of([reading]), quiet=True)])
+        bad = self._write([line], [reading])
         if bad:
             return self._mark(row, f"write rejected: {bad[0].error[:100]}", dry_run)
         return self._mark(row, "stored", dry_run)
@@ -203,7 +212,9 @@ def main(args: argparse.Namespace) -> int:
     )
     with InfluxClient(settings.influx) as client:
         writer = Writer(client, stats, threading.Event(), settings.retry)
-        replayer = Replayer(pipeline, writer)
+        latest = LatestRows("replay", profiles, lambda: registry.devices)
+        latest.resume(client)
+        replayer = Replayer(pipeline, writer, latest)
         done = 0
         for row in select(client, selection):
             replayer.replay(row, args.dry_run)

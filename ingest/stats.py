@@ -46,6 +46,8 @@ class Stats:
     thread_crashes: int = 0
     # Dead letters of refused lines that InfluxDB refused as well (logged in full; never expected).
     dead_letters_lost: int = 0
+    # Latest rows (wire.latest) InfluxDB refused (logged; never expected: their keys are typed).
+    latest_rows_refused: int = 0
     # Histogram of InfluxDB write latency: cumulative counts per upper bound (seconds).
     write_buckets: dict[float, int] = field(
         default_factory=lambda: dict.fromkeys(LATENCY_BUCKETS, 0)
@@ -93,6 +95,7 @@ class Stats:
                 "unspooled_batches": self.unspooled_batches,
                 "thread_crashes": self.thread_crashes,
                 "dead_letters_lost": self.dead_letters_lost,
+                "latest_rows_refused": self.latest_rows_refused,
                 "rejected": {f"{p}/{r}": n for (p, r), n in sorted(self.rejections.items())},
             }
         counters.update({name: read() for name, read in self.gauges.items()})
@@ -120,6 +123,8 @@ HELP = {
     "unspooled_batches": "Spooled batches written to InfluxDB",
     "thread_crashes": "Long-lived threads ended by an unexpected exception",
     "dead_letters_lost": "Dead letters InfluxDB refused too (logged in full)",
+    "latest_rows_refused": "Rows of devices' newest readings InfluxDB refused (logged)",
+    "latest_rows": "Devices whose newest reading the writer thread's rows hold",
     "buffered_lines": "Lines waiting for the next batch",
     "unacked_messages": "Messages held, not yet acknowledged",
     "acks_voided": "Acknowledgements dropped: the broker reused their id or lost the session",

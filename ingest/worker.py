@@ -25,7 +25,7 @@ import httpx
 from common.errors import InfluxError
 from common.influx import InfluxClient
 from common.schema import ensure_schema
-from device_profiles import Profile, Registry, Variant
+from device_profiles import Device, Profile, Registry, Variant
 from ingest.acks import Acks
 from ingest.announce import Announcer
 from ingest.batch import Batch, Batcher
@@ -35,6 +35,7 @@ from ingest.consume import Consumer
 from ingest.deadletter import DeadLetterEncoder
 from ingest.dedupe import Seen
 from ingest.encode import reading_of
+from ingest.latest import LatestRows, Pending
 from ingest.observe import ObserveServer
 from ingest.pipeline import Pipeline
 from ingest.registry_watch import RegistryWatch
@@ -44,6 +45,7 @@ from ingest.stages import Received, Rejected
 from ingest.stats import Stats, thread_cpu_seconds
 from ingest.write import BadLine, GaveUp, Stopped, Writer
 from wire.deadletters import MEASUREMENT as DEAD_LETTERS
+from wire.latest import is_row
 from wire.lineproto import parse_line
 from wire.reasons import Reason
 from wire.topics import TopicLayout
@@ -121,6 +123,11 @@ class Worker:
             settings.client_id,
         )
         self.consumer.will(*self.announcer.farewell(), settings.state_feed_will_delay)
+        # Each device's newest reading as a row (wire.latest), one keeper per writing thread.
+        self.latest = LatestRows(settings.client_id, profiles, self._registered)
+        self.latest_unspooled = LatestRows(
+            f"{settings.client_id}/spool", profiles, self._registered
+        )
         self._writer_thread = self._supervised(self._write_loop, "citysense-writer")
         self._stopping = threading.Event()
         self.spool: Spool | None = None
@@ -149,6 +156,7 @@ class Worker:
             held_bytes_limit=lambda: float(self.budget.max_bytes),
             budget_waits=lambda: float(self.budget.waits),
             oldest_unacked_seconds=self._oldest_unacked,
+            latest_rows=lambda: float(len(self.latest)),
             ready=lambda: float(not self.crashed.is_set()),
             # Where the CPU goes, per thread (bench.throughput reports it per reading).
             cpu_seconds_mqtt_thread=lambda: thread_cpu_seconds(self.consumer.thread_id),
@@ -307,7 +315,11 @@ class Worker:
 
     # --- writer thread -----------------------------------------------------------------------
 
+    def _registered(self) -> Mapping[str, Device]:
+        return self.pipeline.registry.devices
+
     def _write_loop(self) -> None:
+        self.latest.resume(self.influx)
         while True:
             batch = self.batcher.take(timeout=1.0)
             if batch is None:
@@ -329,16 +341,20 @@ class Worker:
         # before the marks of its windows have moved.
         # The windows are found here, once a batch, not for every message on the MQTT thread
         # (a set and a call a message there, ~0.8 µs).
-        lines = batch.lines + change_lines(changes_of(batch.feed))
-        if self._outage.is_set() and self._spill(lines):
+        spilled = batch.lines + change_lines(changes_of(batch.feed))
+        if self._outage.is_set() and self._spill(spilled):
             self._settle(batch, spooled=True)
             return
+        # The latest rows go between the readings and their marks (ingest.write sends the
+        # marks last), never into the spool: the unspooler keeps rows of its own.
+        rows = self.latest.rows(batch.feed)
+        lines = batch.lines + rows.lines + spilled[len(batch.lines) :]
         marks: list[str] = []
         try:
             bad = self.writer.write(lines, self._spill_deadline(), marks)
         except GaveUp:
             self._outage.set()
-            if self._spill(lines):
+            if self._spill(spilled):
                 self._settle(batch, spooled=True)
                 return
             # The spool is full or the disk refuses: keep the batch and keep trying; no acks
@@ -347,8 +363,9 @@ class Worker:
             marks.clear()
             bad = self.writer.write(lines, None, marks)
         self._outage.clear()
+        bad = self._rows_stored(self.latest, rows, bad)
         self._store_refused(bad, self.writer)  # before the acks: a dead letter is data too
-        self._count_stored(lines, bad)
+        self._count_stored(spilled, bad)
         # Announced before the acks, which paho sends after it on the same connection: a crash
         # in between redelivers the batch, which is stored and announced again. Announced after
         # them, a crash would leave stored readings the API is never told of, and the feed's
@@ -356,6 +373,19 @@ class Worker:
         if batch.feed and self.settings.state_feed:
             self.announcer.announce(batch.feed, marks)
         self._settle(batch, spooled=False)
+
+    def _rows_stored(self, keeper: LatestRows, rows: Pending, bad: list[BadLine]) -> list[BadLine]:
+        """The rows of a write remembered as stored; `bad` without the rows InfluxDB refused,
+        which are no readings to dead-letter. None is refused unless a row's layout is wrong
+        (its keys are typed: wire.latest): that device's row stays behind until its next
+        reading, so it is logged as an error and counted."""
+        refused = [b for b in bad if is_row(b.line)]
+        for item in refused:
+            log.error("InfluxDB refused a latest row: %s", item.error)
+        if refused:
+            self.stats.add(latest_rows_refused=len(refused))
+        keeper.stored(rows)
+        return [b for b in bad if not is_row(b.line)] if refused else bad
 
     def _spill(self, lines: list[str]) -> bool:
         return self.spool is not None and self.spool.append(lines)
@@ -392,6 +422,7 @@ class Worker:
         """Write spooled segments, oldest first, whenever there are any; delete each once stored."""
         assert self.spool is not None
         with InfluxClient(self.settings.influx, transport=self._transport) as client:
+            self.latest_unspooled.resume(client)
             writer = Writer(
                 client,
                 self.stats,
@@ -418,7 +449,11 @@ class Worker:
         size = 0
         for n, segment in enumerate(segments):
             try:
-                lines = [line for line in self.spool.read(segment) if not is_change(line)]
+                lines = [
+                    line
+                    for line in self.spool.read(segment)
+                    if not is_change(line) and not is_row(line)
+                ]
             except CorruptSegment as exc:
                 self.spool.quarantine(segment, str(exc))
                 continue
@@ -440,15 +475,18 @@ class Worker:
         measurements = set(self.pipeline.measurements)
         readings = [(r, line) for line in data if (r := reading_of(line, measurements)) is not None]
         # Not announced (the API finds them by their marks): quiet marks (wire.changes).
-        lines = data + change_lines(changes_of(r for r, _ in readings), quiet=True)
+        marked = data + change_lines(changes_of(r for r, _ in readings), quiet=True)
+        rows = self.latest_unspooled.rows(r for r, _ in readings)
+        lines = data + rows.lines + marked[len(data) :]
         marks: list[str] = []
         try:
             bad = writer.write(lines, None, marks)
         except Stopped:
             return False
         self._outage.clear()
+        bad = self._rows_stored(self.latest_unspooled, rows, bad)
         self._store_refused(bad, writer)
-        self._count_stored(lines, bad)
+        self._count_stored(marked, bad)
         if self.settings.state_feed:
             refused = {b.line for b in bad}
             self.announcer.announce([r for r, line in readings if line not in refused], marks)

@@ -6,7 +6,9 @@ common.schema): readings in `readings`, the database's default, so questions on 
 no policy; dead letters, change marks and alarm events in policies of their own, which a query
 must name (`qualified`); hourly roll-ups of every reading in `long_term`; aggregates across
 devices kept as data (wire.rollups) in `aggregates`, for as long as the readings (common.schema
-gives it the readings' duration, so no rollup outlives or dies before the data it sums up).
+gives it the readings' duration, so no rollup outlives or dies before the data it sums up);
+each device's newest reading as a row (wire.latest) in `latest`, kept for ever: a row's time is
+its device's slot in 1970, not the reading's.
 On InfluxDB 2.x the same names reach buckets called `<database>/<policy>` through its automatic
 DBRP mapping.
 """
@@ -21,7 +23,8 @@ CHANGES = "changes"
 ALARMS = "alarms"
 LONG_TERM = "long_term"
 AGGREGATES = "aggregates"
-POLICIES = (READINGS, DEAD_LETTERS, CHANGES, ALARMS, LONG_TERM, AGGREGATES)
+LATEST = "latest"
+POLICIES = (READINGS, DEAD_LETTERS, CHANGES, ALARMS, LONG_TERM, AGGREGATES, LATEST)
 
 # Measurements outside the readings policy; every other measurement is a profile's readings.
 _POLICY_OF = {
@@ -29,6 +32,8 @@ _POLICY_OF = {
     "citysense_changes": CHANGES,
     "alarm_events": ALARMS,
     "citysense_rollups": AGGREGATES,
+    "citysense_latest": LATEST,
+    "citysense_latest_complete": LATEST,
 }
 
 

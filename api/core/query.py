@@ -30,6 +30,7 @@ from common.influx import (
 from device_profiles import FieldKind, FieldSpec, FieldType, Profile
 from wire import changes as changes_layout
 from wire import deadletters as dead_letters_layout
+from wire import latest as latest_layout
 from wire import rollups as rollups_layout
 from wire.retention import LONG_TERM, qualified
 
@@ -507,6 +508,31 @@ def all_changes(since_ns: int) -> Query:
         f"SELECT {STAMP}, {quote_ident(changes_layout.QUIET)} FROM {CHANGES} WHERE time >= $since "
         f"GROUP BY {quote_ident('profile')}, {DISTRICT_TAG}",
         {"since": since_ns},
+    )
+
+
+# --- latest rows (wire.latest, api.live.rows) --------------------------------------------------
+
+
+def latest_complete() -> Query:
+    """The point saying the latest rows are whole (wire.latest), if any writer wrote it."""
+    return Query(f"SELECT * FROM {qualified(latest_layout.COMPLETE)} LIMIT 1", {})
+
+
+def latest_rows(profile: Profile, buckets: Regex) -> Query:
+    """Every writer's row of every device of the profile whose bucket matches `buckets` (a
+    pattern of ours, split so that InfluxDB answers on all its cores): device, reading time
+    and the profile's fields under their typed row keys."""
+    keys = [
+        latest_layout.key_of(profile.measurement, name, spec.type.value)
+        for name, spec in profile.fields.items()
+    ]
+    columns = ", ".join(quote_ident(c) for c in (latest_layout.DEVICE, latest_layout.AT, *keys))
+    return Query(
+        f"SELECT {columns} FROM {qualified(latest_layout.MEASUREMENT)} "
+        f"WHERE {quote_ident(latest_layout.PROFILE_TAG)} = $profile "
+        f"AND {quote_ident(latest_layout.BUCKET_TAG)} =~ $buckets",
+        {"profile": profile.measurement, "buckets": buckets},
     )
 
 

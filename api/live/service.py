@@ -17,7 +17,7 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 
 import httpx
 
@@ -28,7 +28,7 @@ from api.core.readings import readings_by_device
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.core.times import NS_PER_S, now_ns
-from api.live import snapshot
+from api.live import rows, snapshot
 from api.live.alarms import AlarmBook, Outbox, Writer, load_events
 from api.live.broker import BrokerProbe
 from api.live.coverage import Coverage, Marks, Token
@@ -41,6 +41,7 @@ from common.influx import AsyncInfluxClient, Regex, Series, redacted
 from wire import changes as changes_layout
 from wire import statefeed
 from wire.changes import window_of
+from wire.retention import LATEST
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ FEED_DRAIN_MAX_S = 10.0
 # announcement of a write follows its mark by milliseconds.
 FEED_SETTLE_S = 0.5
 LOST_CATCH_UP_S = 2.0
+COLLIDED_SLICE = 200  # devices named in one query of the readings
+ROWS_REQUEST_BYTES = 4 * 1024 * 1024  # latest rows a request, under InfluxDB's body limit
 
 
 class Live:
@@ -125,6 +128,10 @@ class Live:
         self.coverage = Coverage()
         self._fingerprinted: str | None = None
         self._splits = series_split.Splits(contract, settings.api_load_series)
+        # The latest rows (api.live.rows): written after a full load from the readings, under a
+        # writer tag of this replica, the same across its restarts.
+        self._row_writer = rows.RowWriter(self._replica_name("api"), contract.profiles)
+        self._rows_due = False
         # Called with every feed message once its readings are applied (the SensorThings MQTT
         # publisher); one that raises ends the feed's task, which the supervisor reports.
         self.listeners: list[Callable[[list[statefeed.Announced]], None]] = []
@@ -134,9 +141,11 @@ class Live:
         if not self.state.loaded:
             raise InfluxUnavailable(f"latest state not loaded from InfluxDB yet: {self.load_error}")
 
-    async def reload(self) -> None:
+    async def reload(self, *, from_rows: bool = False) -> None:
         """Latest reading of every device from InfluxDB, merged into the cache (newest wins),
         then, when a data folder is set, a snapshot of the state written (api.live.snapshot).
+        `from_rows`: from the latest rows if they are whole (api.live.rows), else, and always
+        for the periodic full reload, from the readings, whose rows are then written.
 
         One query per profile and stored district, a few at a time: at 100,000 devices one
         query per profile kept a single InfluxDB core busy for seconds while the other idled.
@@ -149,6 +158,20 @@ class Live:
         # Read before the readings: a write stored after them changed a mark (snapshot's doc).
         token = self.coverage.begin()
         marks = await self._read_marks(since)
+        if from_rows:
+            merged_rows = await self._load_rows(since)
+            if merged_rows is not None:
+                self._loaded_from(began, marks, token)
+                self.started_from = "rows"
+                logger.info(
+                    "latest state loaded for %d devices from InfluxDB's latest rows (%d rows) "
+                    "in %.1f s",
+                    len(self.state.devices),
+                    merged_rows,
+                    time.perf_counter() - clock,
+                )
+                await self.save_snapshot()
+                return
 
         async def parts(name: str) -> list[str | None]:
             async with self._gate:
@@ -166,6 +189,7 @@ class Live:
         merged = await self._load_parts(queries)
         first = not self.state.loaded
         self._loaded_from(began, marks, token)
+        self._rows_due = True  # the rows of this state, and with them the rows are whole
         if first:
             self.started_from = "influxdb"
             logger.info(
@@ -179,6 +203,86 @@ class Live:
                 "" if self.settings.api_data_dir else " (no data folder: no snapshot)",
             )
         await self.save_snapshot()
+
+    async def _load_rows(self, since: int) -> int | None:
+        """The state from the latest rows (api.live.rows), and the devices whose slot another
+        shares from their readings; how many rows, or None if the rows are not whole."""
+        timeout = self.settings.api_load_timeout
+        if not await rows.complete(self.influx, timeout):
+            return None
+        merged = 0
+
+        async def piece(name: str, buckets: Regex) -> None:
+            nonlocal merged
+            profile = self.contract.profiles[name]
+            async with self._gate:
+                chunks = q.fetch_chunks(
+                    self.influx, q.latest_rows(profile, buckets), LOAD_SLICE, timeout
+                )
+                async for series in chunks:
+                    found = rows.rows_of(profile, series, since)
+                    self.state.load(name, ((r.device_id, r.reading) for r in found), now_ns())
+                    merged += len(found)
+                    await asyncio.sleep(0)
+
+        profiles = sorted(self.contract.profiles)
+        await _all([piece(name, buckets) for name in profiles for buckets in rows.PIECES])
+        for name, devices in self._collided().items():
+            profile = self.contract.profiles[name]
+            for start in range(0, len(devices), COLLIDED_SLICE):
+                query = q.latest_readings(
+                    profile, since, device_ids=devices[start : start + COLLIDED_SLICE]
+                )
+                async with self._gate:
+                    found = readings_by_device(profile, await q.fetch(self.influx, query))
+                self.state.load(name, found.items(), now_ns())
+        return merged
+
+    def _collided(self) -> dict[str, list[str]]:
+        """Per profile, its registered devices whose slot another device shares."""
+        shared = rows.collided(d.device_id for d in self.state.registered)
+        found: dict[str, list[str]] = {}
+        for device_id in shared:
+            device = self.contract.device(device_id)
+            if device is not None:
+                found.setdefault(device.profile, []).append(device_id)
+        if shared:
+            logger.info("%d devices share a latest row's slot: read from readings", len(shared))
+        return found
+
+    async def _write_rows(self) -> None:
+        """The state's rows (api.live.rows), then the point saying the rows are whole. A slice
+        of devices at a time on the event loop, a request every few MB."""
+        clock = time.perf_counter()
+        size, written = len(self.state.registered), 0
+        lines: list[str] = []
+        body = 0
+        for start in range(0, size, LOAD_SLICE):
+            for text in self._row_writer.lines(self.state, start, start + LOAD_SLICE):
+                lines.append(text)
+                body += len(text) + 1
+            if body >= ROWS_REQUEST_BYTES or start + LOAD_SLICE >= size:
+                await self.influx.write("\n".join(lines).encode(), policy=LATEST)
+                written += len(lines)
+                lines, body = [], 0
+            await asyncio.sleep(0)
+        complete = self._row_writer.complete_line(now_ns())
+        await self.influx.write(complete.encode(), policy=LATEST)
+        self._rows_due = False
+        logger.info(
+            "latest rows of %d devices written as %s in %.1f s",
+            written,
+            self._row_writer.writer,
+            time.perf_counter() - clock,
+        )
+
+    async def _try_write_rows(self) -> None:
+        try:
+            await self._write_rows()
+        except InfluxError as exc:
+            # Not whole yet (the point is written last): the next start loads from the
+            # readings. Tried again at the next reconcile.
+            logger.warning("could not write the latest rows: %s", self.scrub(str(exc)))
 
     async def _load_parts(self, queries: Sequence[tuple[str, str | None, int]]) -> int:
         """Latest readings of each (profile, district or all, since), merged; how many."""
@@ -482,9 +586,9 @@ class Live:
             await self.save_snapshot()
         return len(queries), merged
 
-    async def _try_reload(self) -> None:
+    async def _try_reload(self, *, from_rows: bool = False) -> None:
         try:
-            await self.reload()
+            await self.reload(from_rows=from_rows)
         except InfluxError as exc:
             self.load_error = self.scrub(str(exc))
             logger.warning("could not load the latest state from InfluxDB: %s", self.load_error)
@@ -514,7 +618,7 @@ class Live:
         if not self.state.loaded:
             self._start_feed()  # before the load: readings stored meanwhile are merged, not missed
             await self._subscribed()
-            await self._try_reload()
+            await self._try_reload(from_rows=True)
         self._task = self.supervisor.start(self._run(), "citysense-live")
         self._writer_task = self.supervisor.start(self.writer.run(), "citysense-alarms")
 
@@ -538,11 +642,16 @@ class Live:
     def _session_name(self) -> str | None:
         """The broker session that keeps the feed while we are away: one per host and data
         folder, the same across restarts (no folder: no snapshot to resume, a clean session)."""
-        folder = self.settings.api_data_dir
-        if folder is None:
+        if self.settings.api_data_dir is None:
             return None
-        where = f"{socket.gethostname()}\0{folder.resolve()}\0{self.settings.topic_root}"
-        return f"citysense-api-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
+        return self._replica_name("citysense-api")
+
+    def _replica_name(self, prefix: str) -> str:
+        """A name of this replica, the same across its restarts: its host and data folder."""
+        folder = self.settings.api_data_dir
+        place = "" if folder is None else str(folder.resolve())
+        where = f"{socket.gethostname()}\0{place}\0{self.settings.topic_root}"
+        return f"{prefix}-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
 
     async def stop(self) -> None:
         # The feed first, and what it handed over applied: with a kept session, the broker
@@ -596,6 +705,7 @@ class Live:
         interval = self.settings.api_state_reconcile_interval
         next_reconcile = time.monotonic() + interval
         next_full = time.monotonic() + self.settings.api_state_full_reload_interval
+        next_rows = 0.0
         losses = self.coverage.losses
         while True:
             await asyncio.sleep(
@@ -604,9 +714,12 @@ class Live:
             # InfluxDB's failures are expected and handled in _try_reload; anything else is a
             # bug, which ends the task for the supervisor (api.core.supervise) to report.
             if not self.state.loaded:
-                await self._try_reload()
+                await self._try_reload(from_rows=True)
                 continue
             self.state.tick(now_ns())
+            if self._rows_due and time.monotonic() >= next_rows:
+                next_rows = time.monotonic() + interval
+                await self._try_write_rows()
             if time.monotonic() >= next_full:
                 next_full = time.monotonic() + self.settings.api_state_full_reload_interval
                 next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
@@ -627,6 +740,18 @@ class Live:
         except InfluxError as exc:
             # The state stays as it is, still served: the next round tries again.
             logger.warning("could not catch up with InfluxDB: %s", self.scrub(str(exc)))
+
+
+async def _all(jobs: Sequence[Coroutine[object, object, None]]) -> None:
+    """Run `jobs` together; when one fails, the others are cancelled (their answers are of no
+    use) and its error raised."""
+    tasks = [asyncio.create_task(job) for job in jobs]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _identities(series: Series) -> Iterator[tuple[int, int]]:

@@ -1,0 +1,126 @@
+"""Latest rows (wire.latest) on the API's side: the state read from them at start, when no
+snapshot or peer gave it, and written from the state after each full load from the readings.
+
+Why: the newest reading of 100,000 devices asked of the readings costs InfluxDB 1.6 8-13 s of
+CPU at start (per series and field, api.live.snapshot); the same state as rows, a few hundred
+series, is read in about a second. Reading them is a full load in every other respect: the
+change marks are read first, and every writer stores a batch's rows after its readings and
+before its marks, so the rows hold every reading whose mark was read (or a newer one).
+
+Rows are used only once a full load has written the rows of its state and then the point that
+says so (`citysense_latest_complete`): until then readings stored before any writer kept rows
+have none. Two registered devices whose ids share a slot (wire.latest.slot_of) may find the
+other's row there: both are read from the readings instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from api.core import query as q
+from api.core.readings import Reading, typed
+from api.live.state import LiveState
+from common.errors import InfluxNotFound
+from common.influx import AsyncInfluxClient, Regex, Series
+from device_profiles import Profile
+from wire import latest as layout
+from wire.lineproto import line
+
+# The rows of a profile in four queries, by the first hex digit of their bucket: InfluxDB 1.6
+# answers one query on one core.
+PIECES = tuple(Regex(pattern) for pattern in ("^[0-3]", "^[4-7]", "^[89ab]", "^[c-f]"))
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    device_id: str
+    reading: Reading
+
+
+async def complete(influx: AsyncInfluxClient, timeout: float) -> bool:
+    """Whether a full load has made the rows whole (see the module's doc). No `latest`
+    policy (a database set up by an older version): not whole."""
+    try:
+        found = await q.fetch(influx, q.latest_complete(), timeout=timeout)
+    except InfluxNotFound:
+        return False
+    return any(series.values for series in found)
+
+
+def rows_of(profile: Profile, series: Iterable[Series], since_ns: int) -> list[Row]:
+    """The rows of an answer to q.latest_rows at or after `since_ns`, typed by the contract;
+    a field a row lacks (null) is left out of its reading."""
+    specs = [(name, spec) for name, spec in profile.fields.items()]
+    found = []
+    for item in series:
+        # Columns: time (the slot), device, at, then the fields in the profile's order.
+        for values in item.values:
+            device_id, at = values[1], values[2]
+            if not isinstance(device_id, str) or not isinstance(at, int) or at < since_ns:
+                continue
+            fields = {
+                name: typed(spec, value)
+                for (name, spec), value in zip(specs, values[3:], strict=True)
+                if value is not None
+            }
+            found.append(Row(device_id, Reading(time_ns=at, values=fields)))
+    return found
+
+
+def collided(device_ids: Iterable[str]) -> list[str]:
+    """The devices whose (bucket, slot) another of `device_ids` shares: a row there may be
+    either's, so their state is read from the readings."""
+    owner: dict[tuple[str, int], str] = {}
+    shared: set[str] = set()
+    for device_id in device_ids:
+        where = layout.slot_of(device_id)
+        other = owner.setdefault(where, device_id)
+        if other != device_id:
+            shared.update((other, device_id))
+    return sorted(shared)
+
+
+class RowWriter:
+    """The state's rows, for one writer tag: encoded a slice of devices at a time (on the event
+    loop, so that no reading changes halfway through a row)."""
+
+    def __init__(self, writer: str, profiles: Mapping[str, Profile]) -> None:
+        self.writer = writer
+        self._keys = {
+            name: layout.encoded_keys(
+                profile.measurement, {f: spec.type.value for f, spec in profile.fields.items()}
+            )
+            for name, profile in profiles.items()
+        }
+        self._measurements = {name: p.measurement for name, p in profiles.items()}
+        self._series: dict[tuple[str, str], str] = {}
+
+    def lines(self, state: LiveState, start: int, stop: int) -> Iterator[str]:
+        for index in range(start, min(stop, len(state.registered))):
+            reading = state.reading_of(index)
+            if reading is None:
+                continue
+            device = state.registered[index]
+            bucket, slot = layout.slot_of(device.device_id)
+            yield layout.row_line(
+                self._series_of(device.profile, bucket),
+                device.device_id,
+                time_ns=reading.time_ns,
+                keys=self._keys[device.profile],
+                fields=reading.values,
+                slot=slot,
+            )
+
+    def complete_line(self, now_ns: int) -> str:
+        """The point saying the rows are whole: at time 0, so there is only ever one."""
+        return line(layout.COMPLETE, {}, {"by": self.writer, "at": now_ns}, 0)
+
+    def _series_of(self, profile: str, bucket: str) -> str:
+        key = (profile, bucket)
+        known = self._series.get(key)
+        if known is None:
+            known = self._series[key] = layout.row_series(
+                self._measurements[profile], self.writer, bucket
+            )
+        return known

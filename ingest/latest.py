@@ -1,0 +1,141 @@
+"""Latest rows: the newest reading of each device a batch stored, as rows (wire.latest) that go
+with the batch, after its readings and before its change marks.
+
+One keeper per thread that writes (the writer, the unspooler), each under a writer tag of its
+own: a row only ever moves forward because only its own thread writes it, and only with a
+reading newer than the one it last stored there. The newest time stored per device is
+remembered from the moment a write succeeds (a batch spooled instead wrote no rows; the
+unspooler writes them later, under its tag), and read back from InfluxDB when the thread starts,
+so that a late reading after a restart cannot overwrite a newer row either. If that read fails,
+the thread keeps rows under a tag of this run alone, which no earlier row can be newer than.
+
+Only registered devices get rows (the API keeps no state of the others), so what this keeps is
+bounded by the registry: a device id shared with the registry's entry and one integer (about
+130 bytes a device, measured with sys.getsizeof over 100,000: see tests/unit/test_latest_rows.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from common.errors import InfluxError, InfluxNotFound
+from common.influx import InfluxClient, quote_ident
+from device_profiles import Device, Profile
+from ingest.stages import Enriched
+from wire import latest as layout
+from wire.retention import qualified
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Rows a write carries, remembered as stored once the write succeeded."""
+
+    lines: list[str]
+    newest: dict[str, int]
+
+
+class LatestRows:
+    def __init__(
+        self,
+        writer: str,
+        profiles: Mapping[str, Profile],
+        registry: Callable[[], Mapping[str, Device]],
+    ) -> None:
+        self.writer = writer
+        self._registry = registry
+        self._keys = {
+            name: layout.encoded_keys(
+                profile.measurement,
+                {field: spec.type.value for field, spec in profile.fields.items()},
+            )
+            for name, profile in profiles.items()
+        }
+        self.enabled = True
+        self._stored: dict[str, int] = {}
+        self._series: dict[tuple[str, str], str] = {}
+
+    def resume(self, client: InfluxClient) -> None:
+        """The times this writer's rows hold, from InfluxDB. Without the `latest` policy (a
+        database set up by an older `citysense schema`) no rows are kept this run: the API
+        then finds no complete rows and loads from the readings. InfluxDB unreachable: rows
+        under a tag of this run alone (see the module's doc)."""
+        # Identifiers of the layout, the writer bound as a parameter.
+        query = (
+            f"SELECT {quote_ident(layout.DEVICE)}, {quote_ident(layout.AT)} "  # noqa: S608
+            f"FROM {qualified(layout.MEASUREMENT)} WHERE {quote_ident(layout.WRITER_TAG)} = $w"
+        )
+        try:
+            answer = client.query(query, {"w": self.writer}, epoch="ns")
+        except InfluxNotFound as exc:
+            log.warning("no latest rows kept (%s): run `citysense schema` to keep them", exc)
+            self.enabled = False
+            return
+        except InfluxError as exc:
+            fresh = f"{self.writer}/{secrets.token_hex(4)}"
+            log.warning(
+                "latest rows of %s not read (%s): keeping rows as %s", self.writer, exc, fresh
+            )
+            self.writer = fresh
+            self._series.clear()
+            return
+        stored = self._stored
+        for statement in answer:
+            for found in statement:
+                at_device = found.columns.index(layout.DEVICE)
+                at_time = found.columns.index(layout.AT)
+                for row in found.values:
+                    device, time_ns = row[at_device], row[at_time]
+                    if isinstance(device, str) and isinstance(time_ns, int):
+                        stored[device] = max(time_ns, stored.get(device, time_ns))
+
+    def rows(self, readings: Iterable[Enriched]) -> Pending:
+        """The rows for the newest reading of each registered device among `readings` that is
+        newer than what this writer's row holds."""
+        if not self.enabled:
+            return Pending([], {})
+        newest: dict[str, Enriched] = {}
+        for reading in readings:
+            known = newest.get(reading.device_id)
+            if known is None or reading.time_ns > known.time_ns:
+                newest[reading.device_id] = reading
+        registry = self._registry()
+        lines: list[str] = []
+        times: dict[str, int] = {}
+        for device_id, reading in newest.items():
+            device = registry.get(device_id)
+            keys = self._keys.get(reading.measurement)
+            if device is None or keys is None or device.profile != reading.measurement:
+                continue
+            if reading.time_ns <= self._stored.get(device_id, -1):
+                continue
+            bucket, slot = layout.slot_of(device_id)
+            lines.append(
+                layout.row_line(
+                    self._series_of(reading.measurement, bucket),
+                    device_id,
+                    time_ns=reading.time_ns,
+                    keys=keys,
+                    fields=reading.fields,
+                    slot=slot,
+                )
+            )
+            times[device.device_id] = reading.time_ns  # the registry's string: held once
+        return Pending(lines, times)
+
+    def stored(self, pending: Pending) -> None:
+        self._stored.update(pending.newest)
+
+    def _series_of(self, measurement: str, bucket: str) -> str:
+        key = (measurement, bucket)
+        known = self._series.get(key)
+        if known is None:
+            known = self._series[key] = layout.row_series(measurement, self.writer, bucket)
+        return known
+
+    def __len__(self) -> int:
+        return len(self._stored)

@@ -1,0 +1,216 @@
+"""Each device's newest reading kept as a row (wire.latest) on the real broker and InfluxDB: ingest
+keeps them and never moves one backwards (a late reading, a restart in between); an API whose
+first load read the readings makes them whole; a new replica with no snapshot and no peer then
+starts from them, with what ingest stored since; and two devices whose ids share a slot are
+both read from their readings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from api.core.settings import ApiSettings
+from api.main import create_app
+from citysense.servers import LocalServers
+from common.influx import InfluxClient, InfluxConfig
+from ingest.changes import change_lines
+from ingest.settings import IngestSettings
+from tests.support.api import api_settings, running
+from tests.support.influx import rows
+from tests.support.ingest import ingest_settings, running_worker
+from tests.support.mqtt import publish
+from tests.support.polling import wait_for
+from tests.support.seeding import Point, Scalar, line_protocol
+from tests.support.times import S, rfc3339
+from wire import latest as layout
+from wire.changes import window_of
+from wire.lineproto import line
+from wire.retention import CHANGES, LATEST
+from wire.topics import TopicLayout
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+LAMPS = ("SL-000001", "SL-000002", "SL-000003")  # of the shipped sample registry
+POWER = layout.key_of("streetlight", "powerConsumption", "number")
+
+
+def lamp(time_ns: int, power: float) -> bytes:
+    return orjson.dumps({"ts": time_ns // 1_000_000, "powerState": "on", "powerConsumption": power})
+
+
+def kept(influx: InfluxConfig) -> dict[str, dict[str, tuple[int, float]]]:
+    """Per writer tag, each device's row: (reading time, power)."""
+    found: dict[str, dict[str, tuple[int, float]]] = {}
+    query = f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"'
+    for row in rows(influx, query):
+        writer = found.setdefault(str(row["writer"]), {})
+        writer[str(row["device"])] = (int(str(row["at"])), float(str(row[POWER])))
+    return found
+
+
+def publish_and_wait(
+    servers: LocalServers, settings: IngestSettings, *rounds: list[tuple[str, bytes]]
+) -> None:
+    """Each round of messages published and stored before the next, to one worker."""
+    with running_worker(settings) as worker:
+        sent = 0
+        for messages in rounds:
+            publish(servers.mosquitto.url("citysense-simulator"), messages)
+            sent += len(messages)
+            wait_for(lambda n=sent: worker.stats.messages_acked >= n, 20, what="every ack")
+
+
+def test_ingest_keeps_each_device_s_newest_reading_and_never_moves_it_back(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, now: int
+) -> None:
+    settings = ingest_settings(servers, influx, topic_root)
+    layout_ = TopicLayout(topic_root)
+    one, two = (layout_.telemetry("streetlight", d) for d in LAMPS[:2])
+    first = [(one, lamp(now - 60 * S, 10.0)), (one, lamp(now - 30 * S, 20.0))]
+    # The second round: a late reading, older than the row: stored as a reading, the row stays.
+    late = [(one, lamp(now - 45 * S, 15.0))]
+    publish_and_wait(servers, settings, [*first, (two, lamp(now - 50 * S, 5.0))], late)
+    expected = {LAMPS[0]: (now - 30 * S, 20.0), LAMPS[1]: (now - 50 * S, 5.0)}
+    assert kept(influx) == {settings.client_id: expected}
+    # Another, to a worker started again: it read its rows back, and still keeps them.
+    publish_and_wait(servers, settings, [(one, lamp(now - 40 * S, 17.0))])
+    assert kept(influx) == {settings.client_id: expected}
+    assert len(rows(influx, "SELECT powerConsumption FROM streetlight")) == 5
+    # A newer one moves it.
+    publish_and_wait(servers, settings, [(two, lamp(now - 10 * S, 6.0))])
+    expected[LAMPS[1]] = (now - 10 * S, 6.0)
+    assert kept(influx) == {settings.client_id: expected}
+
+
+def _store(influx: InfluxConfig, points: list[Point]) -> None:
+    """As a writer of readings that keeps no rows (an older version, another program)."""
+    with InfluxClient(influx) as client:
+        client.write(line_protocol(points))
+        changes = {(p.measurement, p.district, window_of(p.time_ns)) for p in points}
+        client.write("\n".join(change_lines(changes)).encode(), policy=CHANGES)
+
+
+def _whole(influx: InfluxConfig) -> bool:
+    return bool(rows(influx, f'SELECT * FROM "{LATEST}"."{layout.COMPLETE}"'))
+
+
+async def _state(settings: ApiSettings) -> tuple[str | None, dict[str, object]]:
+    app = create_app(settings)
+    found = {}
+    async with running(app) as client:
+        for device in LAMPS:
+            reading = (await client.get(f"/devices/{device}")).json()["reading"]
+            if reading is not None:
+                found[device] = reading
+        started = app.state.runtime.live.started_from
+    return started, found
+
+
+def _reading(time_ns: int, power: float) -> dict[str, object]:
+    return {"time": rfc3339(time_ns), "values": {"powerState": "on", "powerConsumption": power}}
+
+
+def _api(servers: LocalServers, influx: InfluxConfig, tmp_path: Path, name: str) -> ApiSettings:
+    registry = ingest_settings(servers, influx, "unused").registry
+    return api_settings(servers, influx, tmp_path, registry=registry, api_data_dir=tmp_path / name)
+
+
+def _light(device: str, time_ns: int, power: float) -> Point:
+    values: dict[str, Scalar] = {"powerState": "on", "powerConsumption": power}
+    return Point("streetlight", device, "North", values, time_ns)
+
+
+async def test_a_new_replica_starts_from_the_rows_with_what_ingest_stored_since(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    topic_root: str,
+    tmp_path: Path,
+    now: int,
+) -> None:
+    # Stored before any writer kept rows: the first API loads from the readings.
+    _store(influx, [_light(LAMPS[0], now - 7200 * S, 1.0), _light(LAMPS[1], now - 7200 * S, 2.0)])
+    first = create_app(_api(servers, influx, tmp_path, "a"))
+    async with running(first):
+        assert first.state.runtime.live.started_from == "influxdb"
+        # ... and writes the rows of its state, then says they are whole.
+        deadline = time.monotonic() + 10
+        while not _whole(influx) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    assert _whole(influx)
+    # Ingest stores newer readings since, and a late one older than a row.
+    settings = ingest_settings(servers, influx, topic_root)
+    telemetry = TopicLayout(topic_root).telemetry
+    publish_and_wait(
+        servers,
+        settings,
+        [
+            (telemetry("streetlight", LAMPS[0]), lamp(now - 60 * S, 11.0)),
+            (telemetry("streetlight", LAMPS[2]), lamp(now - 30 * S, 33.0)),
+            (telemetry("streetlight", LAMPS[1]), lamp(now - 9000 * S, 0.5)),
+        ],
+    )
+    # A new replica, its data folder empty, no peer: from the rows, with all of it.
+    started, state = await _state(_api(servers, influx, tmp_path, "b"))
+    assert started == "rows"
+    expected = {
+        LAMPS[0]: _reading(now - 60 * S, 11.0),
+        LAMPS[1]: _reading(now - 7200 * S, 2.0),
+        LAMPS[2]: _reading(now - 30 * S, 33.0),
+    }
+    assert state == expected
+
+
+async def test_rows_are_not_used_before_a_full_load_made_them_whole(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path, now: int
+) -> None:
+    _store(influx, [_light(LAMPS[0], now - 7200 * S, 1.0)])  # no row: stored by another writer
+    publish_and_wait(
+        servers,
+        ingest_settings(servers, influx, topic_root),
+        [(TopicLayout(topic_root).telemetry("streetlight", LAMPS[1]), lamp(now - 60 * S, 2.0))],
+    )
+    assert not _whole(influx)
+    started, state = await _state(_api(servers, influx, tmp_path, "a"))
+    assert started == "influxdb"
+    assert state == {LAMPS[0]: _reading(now - 7200 * S, 1.0), LAMPS[1]: _reading(now - 60 * S, 2.0)}
+
+
+async def test_devices_sharing_a_slot_are_read_from_their_readings(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    now: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two lamps whose ids hash to the same slot: the second's row overwrote the first's.
+    shared = ("00", 42)
+
+    def slot_of(device_id: str) -> tuple[str, int]:
+        return shared if device_id in LAMPS[:2] else real(device_id)
+
+    real = layout.slot_of
+    monkeypatch.setattr(layout, "slot_of", slot_of)
+    _store(influx, [_light(LAMPS[0], now - 120 * S, 1.0), _light(LAMPS[1], now - 60 * S, 2.0)])
+    keys = layout.encoded_keys("streetlight", {"powerState": "state", "powerConsumption": "number"})
+    lines = [
+        layout.row_line(
+            layout.row_series("streetlight", "elsewhere", shared[0]),
+            device,
+            time_ns=at,
+            keys=keys,
+            fields={"powerState": "on", "powerConsumption": power},
+            slot=shared[1],
+        )
+        for device, at, power in ((LAMPS[0], now - 120 * S, 1.0), (LAMPS[1], now - 60 * S, 2.0))
+    ]
+    with InfluxClient(influx) as client:
+        whole = line(layout.COMPLETE, {}, {"by": "elsewhere", "at": now}, 0)
+        client.write("\n".join([*lines, whole]).encode(), policy=LATEST)
+    assert set(kept(influx)["elsewhere"]) == {LAMPS[1]}  # one row left in the slot
+    started, state = await _state(_api(servers, influx, tmp_path, "a"))
+    assert started == "rows"
+    assert state == {LAMPS[0]: _reading(now - 120 * S, 1.0), LAMPS[1]: _reading(now - 60 * S, 2.0)}
