@@ -30,10 +30,13 @@ from common.schema import Retention, ensure_schema
 from device_profiles import Device, FieldType, Profile, load_profiles
 from ingest.announce import Announcer
 from ingest.changes import change_lines
+from ingest.latest import LatestRows
+from ingest.stages import Enriched
 from simulators.city import DISTRICTS, write_city
+from wire import latest as latest_layout
 from wire.changes import window_of
 from wire.lineproto import Line, line, parse_line
-from wire.retention import CHANGES
+from wire.retention import CHANGES, LATEST
 from wire.statefeed import StoredReading
 from wire.topics import TopicLayout
 
@@ -101,6 +104,9 @@ def measure(
     single_device(report, city, devices[len(devices) // 2].device_id)
     report.add("resident memory after the requests", f"{city.child.rss_mb():,.1f} MB")
     report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
+    # After its full load the API writes the latest rows of its state (api.live.rows).
+    waited = rows_whole(servers, args.timeout)
+    report.add("latest rows whole (written after the full load)", f"waited {waited:.1f} s more")
     city.child.stop()  # writes its snapshot at shutdown
     snapshot = home / "api-data" / SNAPSHOT
     report.add("snapshot at shutdown", f"{snapshot.stat().st_size:,} bytes")
@@ -119,6 +125,43 @@ def measure(
     city.child.stop()
     restart_every_part(report, stack, baseline, devices, data=data, timeout=args.timeout)
     new_replica(report, stack, baseline, devices, data=data, timeout=args.timeout)
+    from_rows(report, stack, baseline, devices, timeout=args.timeout)
+
+
+def rows_whole(servers: LocalServers, timeout: float) -> float:
+    """Seconds until the latest rows are whole (the point that says so is written last)."""
+    began = time.perf_counter()
+    config = InfluxConfig(url=servers.influxdb.url, database=DATABASE)
+    query = f'SELECT * FROM "{LATEST}"."{latest_layout.COMPLETE}"'
+    with InfluxClient(config) as client:
+        while not any(series.values for series in client.query(query)[0]):
+            if time.perf_counter() - began > timeout:
+                raise TimeoutError("the latest rows were not made whole")
+            time.sleep(0.1)
+    return time.perf_counter() - began
+
+
+def from_rows(
+    report: Report, stack: Stack, baseline: Started, devices: list[Device], *, timeout: float
+) -> None:
+    """A replica with no snapshot and no peer, after the full load made the latest rows whole
+    and ingest (imitated: store_as_ingest) kept them since: against the full load of the first
+    start, same run. A newer reading of every part is written just before it starts."""
+    fresh = write_every_part(stack.servers, devices, announced=True)
+    report.add(
+        "written just before",
+        f"a newer reading of {len(fresh):,} devices",
+        "one per (profile, district), with their latest rows and change marks, as ingest does",
+    )
+    empty = {"CITYSENSE_API_DATA_DIR": str(stack.home / "api-data-rows")}
+    city = start(stack, timeout, "from-rows", empty)
+    describe(
+        report, city, baseline.rss_mb, len(devices), "no snapshot, no peer: from the latest rows"
+    )
+    district_page(report, city, DISTRICTS[0].name, fresh)
+    single_device(report, city, devices[len(devices) // 2].device_id)
+    report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
+    city.child.stop()
 
 
 def restart_every_part(
@@ -220,12 +263,34 @@ def write_every_part(
             for d in first.values()
         }
     )
-    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
-        client.write("\n".join(lines).encode())
-        client.write("\n".join(marks).encode(), policy=CHANGES)
+    store_as_ingest(servers, devices, lines, marks)
     if announced:
         announce(servers, [parse_line(text) for text in lines], marks)
     return fresh
+
+
+def store_as_ingest(
+    servers: LocalServers, devices: list[Device], lines: list[str], marks: list[str]
+) -> None:
+    """Readings, their latest rows (wire.latest), then their change marks: what ingest stores
+    for a batch, in its order (ingest.worker), its rows kept by its own code."""
+    registry = {d.device_id: d for d in devices}
+    keeper = LatestRows("bench-ingest", load_profiles(), lambda: registry)
+    points = [parse_line(text) for text in lines]
+    readings = [
+        Enriched(
+            p.measurement, str(p.tags["device_id"]), str(p.tags["district"]), p.time_ns, p.fields
+        )
+        for p in points
+    ]
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        keeper.resume(client)
+        rows = keeper.rows(readings).lines
+        for at in range(0, len(lines), WRITE_BATCH):
+            client.write("\n".join(lines[at : at + WRITE_BATCH]).encode())
+        for at in range(0, len(rows), WRITE_BATCH):
+            client.write("\n".join(rows[at : at + WRITE_BATCH]).encode(), policy=LATEST)
+        client.write("\n".join(marks).encode(), policy=CHANGES)
 
 
 def announce(servers: LocalServers, points: list[Line], marks: list[str]) -> None:
@@ -270,10 +335,7 @@ def write_fresh(servers: LocalServers, devices: list[Device], district: str) -> 
         for i, t in fresh.items()
     ]
     marks = change_lines({("streetlight", district, window_of(t)) for t in fresh.values()})
-    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
-        for at in range(0, len(lines), WRITE_BATCH):
-            client.write("\n".join(lines[at : at + WRITE_BATCH]).encode())
-        client.write("\n".join(marks).encode(), policy=CHANGES)
+    store_as_ingest(servers, devices, lines, marks)
     announce(servers, [parse_line(text) for text in lines], marks)
     return fresh
 
