@@ -54,11 +54,18 @@ _DEVICE_KEY = tag(DEVICE) + "="
 _AT_KEY = tag(AT) + "="
 
 
+def place_of(device_id: str) -> int:
+    """56 bits of a hash of the device id: its bucket (the top 8) and slot (the low 48), so two
+    devices share both with a chance of about n² / 2**57 (1 in 30,000 for a million devices);
+    the reader checks (api.live.rows.collided)."""
+    digest = int.from_bytes(hashlib.blake2b(device_id.encode(), digest_size=7).digest(), "big")
+    return digest
+
+
 def slot_of(device_id: str) -> tuple[str, int]:
-    """(bucket tag, slot time in ns) of a device: 56 bits of a hash, so two devices share both
-    with a chance of about n² / 2**57 (1 in 30,000 for a million devices); the reader checks."""
-    digest = int.from_bytes(hashlib.blake2b(device_id.encode(), digest_size=8).digest(), "big")
-    return f"{digest >> 56:02x}", digest & ((1 << SLOT_BITS) - 1)
+    """(bucket tag, slot time in ns) of a device (place_of)."""
+    place = place_of(device_id)
+    return f"{place >> SLOT_BITS:02x}", place & ((1 << SLOT_BITS) - 1)
 
 
 def key_of(measurement: str, field: str, field_type: str) -> str:

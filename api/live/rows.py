@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from api.core import query as q
-from api.core.readings import Reading, typed
+from api.core.readings import Value
 from api.live.state import LiveState
 from common.errors import InfluxNotFound
 from common.influx import AsyncInfluxClient, Regex, Series
@@ -33,9 +33,12 @@ PIECES = tuple(Regex(pattern) for pattern in ("^[0-3]", "^[4-7]", "^[89ab]", "^[
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    device_id: str
-    reading: Reading
+class Chunk:
+    """Rows of one answer chunk as columns: what LiveState.load_rows takes."""
+
+    device_ids: list[str]
+    times: list[int]
+    fields: dict[str, list[Value | None]]
 
 
 async def complete(influx: AsyncInfluxClient, timeout: float) -> bool:
@@ -48,34 +51,31 @@ async def complete(influx: AsyncInfluxClient, timeout: float) -> bool:
     return any(series.values for series in found)
 
 
-def rows_of(profile: Profile, series: Iterable[Series], since_ns: int) -> list[Row]:
-    """The rows of an answer to q.latest_rows at or after `since_ns`, typed by the contract;
-    a field a row lacks (null) is left out of its reading."""
-    specs = [(name, spec) for name, spec in profile.fields.items()]
-    found = []
-    for item in series:
-        # Columns: time (the slot), device, at, then the fields in the profile's order.
-        for values in item.values:
-            device_id, at = values[1], values[2]
-            if not isinstance(device_id, str) or not isinstance(at, int) or at < since_ns:
-                continue
-            fields = {
-                name: typed(spec, value)
-                for (name, spec), value in zip(specs, values[3:], strict=True)
-                if value is not None
-            }
-            found.append(Row(device_id, Reading(time_ns=at, values=fields)))
-    return found
+def rows_of(profile: Profile, series: Iterable[Series], since_ns: int) -> Chunk:
+    """The rows of an answer to q.latest_rows at or after `since_ns`, as columns: a device id
+    and reading time per row, and per field of the profile a value per row (None: absent),
+    as InfluxDB's JSON gave it (LiveState.load_rows types them)."""
+    # Columns: time (the slot), device, at, then the fields in the profile's order.
+    kept = [
+        values
+        for item in series
+        for values in item.values
+        if isinstance(values[1], str) and isinstance(values[2], int) and values[2] >= since_ns
+    ]
+    return Chunk(
+        [values[1] for values in kept],
+        [values[2] for values in kept],
+        {name: [values[at] for values in kept] for at, name in enumerate(profile.fields, 3)},
+    )
 
 
 def collided(device_ids: Iterable[str]) -> list[str]:
     """The devices whose (bucket, slot) another of `device_ids` shares: a row there may be
     either's, so their state is read from the readings."""
-    owner: dict[tuple[str, int], str] = {}
+    owner: dict[int, str] = {}
     shared: set[str] = set()
     for device_id in device_ids:
-        where = layout.slot_of(device_id)
-        other = owner.setdefault(where, device_id)
+        other = owner.setdefault(layout.place_of(device_id), device_id)
         if other != device_id:
             shared.update((other, device_id))
     return sorted(shared)

@@ -221,8 +221,8 @@ class Live:
                 )
                 async for series in chunks:
                     found = rows.rows_of(profile, series, since)
-                    self.state.load(name, ((r.device_id, r.reading) for r in found), now_ns())
-                    merged += len(found)
+                    self.state.load_rows(name, found.device_ids, found.times, found.fields)
+                    merged += len(found.device_ids)
                     await asyncio.sleep(0)
 
         profiles = sorted(self.contract.profiles)

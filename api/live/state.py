@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -316,6 +316,35 @@ class LiveState:
                     index, reading.time_ns, reading.values, now_ns, announce=self.loaded
                 )
         return applied
+
+    def load_rows(
+        self,
+        profile: str,
+        device_ids: Sequence[str],
+        times: Sequence[int],
+        fields: Mapping[str, Sequence[Value | None]],
+    ) -> int:
+        """Readings of a start's load from the latest rows (api.live.rows), a column per field
+        (None: absent), before the state serves: nothing is announced or judged (the first
+        load's end judges every device). Newest wins, as in load(); a reading at the time the
+        device holds is the same point, left as it is. How many became latest."""
+        if self.loaded:
+            raise RuntimeError("load_rows is for a start's load, before the state serves")
+        code = self._profiles.index(profile)
+        index_of, profile_of = self.index, self._profile_of
+        time_of, slot_of = self._time, self._slot
+        taken: list[int] = []
+        slots: list[int] = []
+        for position, (device_id, time_ns) in enumerate(zip(device_ids, times, strict=True)):
+            index = index_of.get(device_id)
+            if index is None or profile_of[index] != code or time_ns <= time_of[index]:
+                continue
+            time_of[index] = time_ns
+            taken.append(position)
+            slots.append(slot_of[index])
+        chosen = {name: [values[p] for p in taken] for name, values in fields.items()}
+        self._values[code].load(slots, chosen)
+        return len(taken)
 
     def set_connected(self, profile: str, device_id: str, online: bool, now_ns: int) -> None:
         index = self._registered(device_id, profile)

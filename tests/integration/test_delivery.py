@@ -105,6 +105,16 @@ def test_straight_to_the_spool_once_the_outage_is_known(
         gate.open.set()
         # The drainer writes with its own client, straight to the real InfluxDB.
         wait_for(lambda: count(influx, "water_pipe") == 200, 30, what="the spool drained")
+        # With the pipe's newest reading as its row (wire.latest), kept by the drainer: the
+        # writer stored none (its writes failed), and the spool holds no rows.
+        latest = 'SELECT * FROM "latest"."citysense_latest"'
+        wait_for(lambda: len(rows(influx, latest)) == 1, 30, what="the pipe's row")
+    [row] = rows(influx, latest)
+    assert (row["writer"], row["device"], row["at"]) == (
+        f"{settings.client_id}/spool",
+        PIPE,
+        (start + 199) * 1_000_000,
+    )
 
 
 @pytest.fixture

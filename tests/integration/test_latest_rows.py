@@ -187,13 +187,13 @@ async def test_devices_sharing_a_slot_are_read_from_their_readings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Two lamps whose ids hash to the same slot: the second's row overwrote the first's.
-    shared = ("00", 42)
+    shared = ("00", 42)  # bucket and slot of the place 42
 
-    def slot_of(device_id: str) -> tuple[str, int]:
-        return shared if device_id in LAMPS[:2] else real(device_id)
+    def place_of(device_id: str) -> int:
+        return 42 if device_id in LAMPS[:2] else real(device_id)
 
-    real = layout.slot_of
-    monkeypatch.setattr(layout, "slot_of", slot_of)
+    real = layout.place_of
+    monkeypatch.setattr(layout, "place_of", place_of)
     _store(influx, [_light(LAMPS[0], now - 120 * S, 1.0), _light(LAMPS[1], now - 60 * S, 2.0)])
     keys = layout.encoded_keys("streetlight", {"powerState": "state", "powerConsumption": "number"})
     lines = [

@@ -1,0 +1,118 @@
+"""The latest rows' pure logic (wire.latest, ingest.latest, api.live.rows): which readings become
+rows, what a row holds, which devices share a slot, how a row is read back."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.live import rows as api_rows
+from common.influx import Series
+from device_profiles import Device, load_profiles
+from ingest.latest import LatestRows
+from ingest.stages import Enriched
+from wire import latest as layout
+from wire.lineproto import parse_line
+
+PROFILES = load_profiles()
+REGISTRY = {
+    d.device_id: d
+    for d in (
+        Device(device_id=i, profile=p, district="North", latitude=30.0, longitude=120.0)
+        for i, p in (("SL-1", "streetlight"), ("SL-2", "streetlight"), ("WP-1", "water_pipe"))
+    )
+}
+POWER = layout.key_of("streetlight", "powerConsumption", "number")
+
+
+def lamp(device: str, time_ns: int, power: float) -> Enriched:
+    return Enriched("streetlight", device, "North", time_ns, {"powerConsumption": power})
+
+
+def keeper() -> LatestRows:
+    return LatestRows("worker-1", PROFILES, lambda: REGISTRY)
+
+
+def test_a_batch_gives_one_row_per_registered_device_its_newest_reading() -> None:
+    rows = keeper().rows(
+        [
+            lamp("SL-1", 20, 2.0),
+            lamp("SL-1", 30, 3.0),
+            lamp("SL-1", 10, 1.0),  # late, within the batch
+            lamp("SL-2", 5, 5.0),
+            lamp("SL-9", 50, 9.0),  # not registered: the API keeps no state of it
+            Enriched(
+                "streetlight", "WP-1", "South", 60, {"powerConsumption": 1.0}
+            ),  # other profile
+        ]
+    )
+    points = {p.fields["device"]: p for p in map(parse_line, rows.lines)}
+    assert sorted(points) == ["SL-1", "SL-2"]
+    assert points["SL-1"].fields == {"device": "SL-1", "at": 30, POWER: 3.0}
+    bucket, slot = layout.slot_of("SL-1")
+    assert points["SL-1"].measurement == layout.MEASUREMENT
+    assert points["SL-1"].tags == {"profile": "streetlight", "writer": "worker-1", "bucket": bucket}
+    assert points["SL-1"].time_ns == slot
+    assert rows.newest == {"SL-1": 30, "SL-2": 5}
+
+
+def test_a_row_moves_only_forward_and_only_once_stored() -> None:
+    rows = keeper()
+    first = rows.rows([lamp("SL-1", 30, 3.0)])
+    # Not stored yet (the write failed, the batch went to the spool): not remembered.
+    assert len(rows.rows([lamp("SL-1", 20, 2.0)]).lines) == 1
+    rows.stored(first)
+    assert rows.rows([lamp("SL-1", 20, 2.0)]).lines == []  # older than the row
+    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []  # the same reading again
+    assert len(rows.rows([lamp("SL-1", 31, 3.1)]).lines) == 1
+
+
+def test_without_the_policy_no_rows_are_kept() -> None:
+    rows = keeper()
+    rows.enabled = False
+    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []
+
+
+def test_a_field_whose_type_changes_gets_another_key() -> None:
+    # InfluxDB keeps one type per field key in a shard, and the rows live in one shard for ever.
+    assert layout.key_of("streetlight", "level", "integer") != layout.key_of(
+        "streetlight", "level", "number"
+    )
+
+
+def test_slots_fall_in_the_first_shard_group_of_an_infinite_policy() -> None:
+    week_ns = 7 * 86400 * 10**9
+    slots = [layout.slot_of(f"SL-{n:06d}") for n in range(10_000)]
+    assert all(0 <= slot < week_ns for _, slot in slots)
+    assert len({bucket for bucket, _ in slots}) == layout.BUCKETS
+    assert len(set(slots)) == len(slots)
+
+
+def test_devices_sharing_a_slot_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert api_rows.collided(f"SL-{n:06d}" for n in range(10_000)) == []
+    real = layout.place_of
+    monkeypatch.setattr(layout, "place_of", lambda d: 1 if d in ("SL-7", "WP-3") else real(d))
+    assert api_rows.collided(["SL-1", "SL-7", "SL-2", "WP-3"]) == ["SL-7", "WP-3"]
+
+
+def test_rows_are_read_back_typed_and_within_the_lookback() -> None:
+    profile = PROFILES["streetlight"]
+    keys = [layout.key_of("streetlight", n, s.type.value) for n, s in profile.fields.items()]
+    at_power = keys.index(POWER)
+
+    def row(device: object, at: object, power: object) -> tuple[object, ...]:
+        values: list[object] = [None] * len(keys)
+        values[at_power] = power
+        return (1, device, at, *values)
+
+    series = Series(
+        layout.MEASUREMENT,
+        {},
+        ("time", layout.DEVICE, layout.AT, *keys),
+        (row("SL-1", 100, 42), row("SL-2", 5, 1.5), row(None, 100, 1.0)),
+    )
+    found = api_rows.rows_of(profile, [series], since_ns=10)
+    # SL-2 is older than the lookback; a row without a device id is no row.
+    assert found.device_ids == ["SL-1"]
+    assert found.times == [100]
+    assert found.fields["powerConsumption"] == [42]
+    assert set(found.fields) == set(profile.fields)
