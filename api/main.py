@@ -33,6 +33,7 @@ from api.sta.mqtt import ObservationPublisher
 from common import __version__
 from common.errors import ConfigError
 from common.influx import AsyncInfluxClient
+from common.process import release_free_memory
 from device_profiles import ContractError
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ def create_app(
         runtime.live.listeners.append(observations.publish)
         observations.start()
         await runtime.live.start()
+        release_free_memory()  # what the start's load parsed and let go (common.process)
         if config.api_gc_freeze:
             # What start-up built (contract, registry, latest state) lives as long as the
             # process: left to the cyclic collector, each full collection walks all of it, 73-131

@@ -83,11 +83,10 @@ class Floats(Column):
         return value if type(value) is float else None
 
     def load(self, slots: Sequence[int], values: Sequence[Value | None]) -> None:
-        if self.odd:
-            super().load(slots, values)
-            return
-        present, stored = self.present, self.values
+        present, stored, odd = self.present, self.values, self.odd
         for slot, value in zip(slots, values, strict=True):
+            if odd:
+                odd.pop(slot, None)
             kind = type(value)
             # JSON writes the float 42.0 as 42: a number field's int is its float.
             if kind is float or kind is int:
@@ -108,11 +107,10 @@ class Ints(Column):
         return value if type(value) is int and INT_MIN <= value <= INT_MAX else None
 
     def load(self, slots: Sequence[int], values: Sequence[Value | None]) -> None:
-        if self.odd:
-            super().load(slots, values)
-            return
-        present, stored = self.present, self.values
+        present, stored, odd = self.present, self.values, self.odd
         for slot, value in zip(slots, values, strict=True):
+            if odd:
+                odd.pop(slot, None)
             if type(value) is int and INT_MIN <= value <= INT_MAX:
                 stored[slot] = value
                 present[slot] = 1

@@ -38,6 +38,7 @@ from api.live.peer import PeerError, fetch_state
 from api.live.state import LiveState
 from common.errors import InfluxError, InfluxNotFound, InfluxUnavailable
 from common.influx import AsyncInfluxClient, Regex, Series, redacted
+from common.process import release_free_memory
 from wire import changes as changes_layout
 from wire import statefeed
 from wire.changes import window_of
@@ -269,6 +270,7 @@ class Live:
         complete = self._row_writer.complete_line(now_ns())
         await self.influx.write(complete.encode(), policy=LATEST)
         self._rows_due = False
+        release_free_memory()  # the requests' bodies, MBs each (common.process)
         logger.info(
             "latest rows of %d devices written as %s in %.1f s",
             written,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.core.readings import Value
+from api.core.readings import Value, typed
 from api.live import columns
 from api.live.columns import ProfileColumns
 from device_profiles import load_profiles
@@ -76,3 +76,33 @@ def test_text_past_the_table_bound_is_kept_as_it_is(monkeypatch: pytest.MonkeyPa
     assert column.odd == {2: "dim"}
     table.replace(2, {"powerState": "off"})
     assert column.odd == {}  # a device's odd value goes once it has a regular one
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # As InfluxDB's JSON gives them: a number field's 301.0 as 301, an integer field's 3 as
+        # 3.0 after some paths; values outside the contract's type; absent fields.
+        {"pressure": 301, "rssi": -97, "leakDetected": False},
+        {"pressure": 301.5, "rssi": 3.0, "leakDetected": True},
+        {"pressure": "n/a", "rssi": 2**70, "leakDetected": 1},
+        {"pressure": True, "rssi": 3.5},
+        {"flow": 0},
+    ],
+)
+def test_loading_many_at_once_stores_what_typed_values_one_by_one_store(
+    raw: dict[str, Value],
+) -> None:
+    """ProfileColumns.load (a start's load from the latest rows) against replace() with the
+    values typed by the contract (every other load)."""
+    one_by_one, at_once = ProfileColumns(WATER, 3), ProfileColumns(WATER, 3)
+    for table in (one_by_one, at_once):
+        table.replace(0, {"pressure": "odd before"})  # a column whose odd map is in use
+    one_by_one.replace(2, {k: typed(WATER.fields[k], v) for k, v in raw.items()})
+    one_by_one.replace(0, {k: typed(WATER.fields[k], v) for k, v in raw.items()})
+    at_once.load([2, 0], {name: [value, value] for name, value in raw.items()})
+    for slot in (0, 2):
+        assert at_once.values(slot) == one_by_one.values(slot)
+        assert [type(v) for v in at_once.values(slot).values()] == [
+            type(v) for v in one_by_one.values(slot).values()
+        ]

@@ -3,11 +3,17 @@ rows, what a row holds, which devices share a slot, how a row is read back."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from api.core.contract import Contract
+from api.core.readings import Reading
 from api.live import rows as api_rows
+from api.live.hub import Hub
+from api.live.state import LiveState
 from common.influx import Series
-from device_profiles import Device, load_profiles
+from device_profiles import Device, load_profiles, load_registry
 from ingest.latest import LatestRows
 from ingest.stages import Enriched
 from wire import latest as layout
@@ -116,3 +122,36 @@ def test_rows_are_read_back_typed_and_within_the_lookback() -> None:
     assert found.times == [100]
     assert found.fields["powerConsumption"] == [42]
     assert set(found.fields) == set(profile.fields)
+
+
+def _state(tmp_path: Path) -> LiveState:
+    path = tmp_path / "registry.csv"
+    path.write_text(
+        "device_id,profile,district,latitude,longitude,address\n"
+        "SL-1,streetlight,North,30.2,120.1,\n"
+        "SL-2,streetlight,North,30.2,120.1,\n"
+        "WP-1,water_pipe,North,30.2,120.1,\n"
+    )
+    contract = Contract.build(PROFILES, load_registry(path, PROFILES))
+    return LiveState(contract, Hub(10), late_after=1.5, silent_after=3.0)
+
+
+def test_rows_load_newest_first_into_the_state(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    state.apply("SL-2", "streetlight", 500, {"powerConsumption": 9.0}, 0)  # the feed, before
+    taken = state.load_rows(
+        "streetlight",
+        # SL-1 twice (two writers' rows, the newer last), SL-2 older than the feed's reading,
+        # WP-1 under another profile, SL-9 not registered.
+        ["SL-1", "SL-1", "SL-2", "WP-1", "SL-9"],
+        [100, 200, 400, 300, 300],
+        {"powerConsumption": [1, 2.5, 4.0, 3.0, 3.0], "powerState": ["on", None, "on", "on", "on"]},
+    )
+    assert taken == 2
+    assert state.reading_of(state.index["SL-1"]) == Reading(200, {"powerConsumption": 2.5})
+    assert state.reading_of(state.index["SL-2"]) == Reading(500, {"powerConsumption": 9.0})
+    assert state.reading_of(state.index["WP-1"]) is None
+    # Not once the state serves: that path announces and judges (LiveState.load).
+    state.loaded = True
+    with pytest.raises(RuntimeError):
+        state.load_rows("streetlight", [], [], {})
