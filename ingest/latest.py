@@ -10,8 +10,9 @@ so that a late reading after a restart cannot overwrite a newer row either. If t
 the thread keeps rows under a tag of this run alone, which no earlier row can be newer than.
 
 Only registered devices get rows (the API keeps no state of the others), so what this keeps is
-bounded by the registry: a device id shared with the registry's entry and one integer (about
-130 bytes a device, measured with sys.getsizeof over 100,000: see tests/unit/test_latest_rows.py).
+bounded by the registry: a dict entry keyed by the registry's own id string, and the time's
+integer (about 70 bytes a device: 40 for the dict, measured with tracemalloc over 100,000
+devices by hand, and a 32-byte int).
 """
 
 from __future__ import annotations
