@@ -23,10 +23,9 @@ from citysense.servers import LocalServers
 from common.errors import ConfigError
 from common.influx import InfluxConfig
 from tests.support.api import api_settings, running
-from tests.support.faults import wait_stored
 from tests.support.mqtt import publish
 from tests.support.polling import until
-from tests.support.processes import IngestProcess, ingest_env
+from tests.support.processes import IngestProcess, ingest_env, wait_written
 from tests.support.times import S, rfc3339, yesterday
 from wire.topics import TopicLayout
 
@@ -45,12 +44,13 @@ class City:
     layout: TopicLayout
     url: str
     influx: InfluxConfig
+    ingest: IngestProcess
 
     def send(self, profile: str, device: str, readings: list[dict[str, Any]]) -> None:
         publish(self.url, [(self.layout.telemetry(profile, device), orjson.dumps(readings))])
 
     def wait_stored(self, measurement: str, n: int) -> None:
-        wait_stored(self.influx, n, 30, measurement=measurement, interval=0.2)
+        wait_written(self.influx, self.ingest, measurement, n)
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ async def city(
         api_aggregate_warm_recent=0,
     )
     publisher = servers.mosquitto.url("citysense-simulator")
-    city = City(httpx.AsyncClient(), settings, TopicLayout(topic_root), publisher, influx)
+    city = City(httpx.AsyncClient(), settings, TopicLayout(topic_root), publisher, influx, ingest)
     day = yesterday()
     for n, device in enumerate(PIPES):
         city.send(

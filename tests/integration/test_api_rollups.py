@@ -40,12 +40,17 @@ from api.routes.aggregates import CELLS_HEADER, ROLLUPS_HEADER
 from citysense.servers import LocalServers
 from common.influx import InfluxConfig
 from tests.support.api import api_settings, running
-from tests.support.faults import wait_stored
 from tests.support.influx import count
 from tests.support.influx import rows as influx_rows
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
-from tests.support.processes import IngestProcess, RollupsProcess, ingest_env, rollups_env
+from tests.support.processes import (
+    IngestProcess,
+    RollupsProcess,
+    ingest_env,
+    rollups_env,
+    wait_written,
+)
 from tests.support.times import S, rfc3339, yesterday
 from wire import rollups as layout
 from wire.retention import qualified
@@ -79,12 +84,13 @@ class City:
     layout: TopicLayout
     url: str
     influx: InfluxConfig
+    ingest: IngestProcess
 
     def send(self, profile: str, device: str, readings: list[dict[str, Any]]) -> None:
         publish(self.url, [(self.layout.telemetry(profile, device), orjson.dumps(readings))])
 
     def wait_stored(self, measurement: str, n: int) -> None:
-        wait_stored(self.influx, n, 30, measurement=measurement, interval=0.2)
+        wait_written(self.influx, self.ingest, measurement, n)
 
 
 def pipe_reading(n: int, t: int) -> dict[str, Any]:
@@ -127,7 +133,11 @@ async def city(
         api_rollups_keep=False,
     )
     city = City(
-        settings, TopicLayout(topic_root), servers.mosquitto.url("citysense-simulator"), influx
+        settings,
+        TopicLayout(topic_root),
+        servers.mosquitto.url("citysense-simulator"),
+        influx,
+        ingest,
     )
     day = yesterday()
     times = list(range(day, day + STEPS * Q, Q))

@@ -64,6 +64,7 @@ def test_policies_at_start_and_an_expired_reading_is_gone(
             "alarms": ("9600h0m0s", False),
             "long_term": ("0s", False),
             "aggregates": ("3h0m0s", False),
+            "latest": ("0s", False),  # each device's newest reading as a row (wire.latest)
         }
         cqs = {str(r["name"]) for r in rows(influx, "SHOW CONTINUOUS QUERIES")}
         for profile in ("streetlight", "water_pipe"):

@@ -17,6 +17,7 @@ import httpx
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
 from common.process import die_with_parent
+from tests.support.influx import count
 from tests.support.polling import wait_for
 
 
@@ -238,3 +239,11 @@ class RollupsProcess(CitysenseProcess):
     def metric(self, name: str) -> float:
         """A sample of its /metrics, the `citysense_rollups_` prefix left off."""
         return _sample(f"{self.base}/metrics", "citysense_rollups_", name)
+
+
+def wait_written(influx: InfluxConfig, ingest: IngestProcess, measurement: str, n: int) -> None:
+    """`n` points of `measurement` stored, and ingest holding nothing: the change marks (and
+    latest rows) of their batches, written after the readings and before the acknowledgement,
+    are stored too — a question asked between the readings and the marks finds nothing moved."""
+    wait_for(lambda: count(influx, measurement) >= n, 30, 0.2, f"{n} {measurement} readings")
+    wait_for(ingest.holds_nothing, 30, 0.2, what="every batch acknowledged")
