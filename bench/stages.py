@@ -209,6 +209,8 @@ def writer_stages(root: str, messages: list[tuple[str, bytes]], batch: int) -> l
     feeds = [[r for o in b for r in o.accepted] for b in batches]
     return [
         ("change marks", lambda: lambda: [change_lines(changes_of(f)) for f in feeds]),
+        # Nothing remembered as stored between passes: every reading's device gets its row.
+        ("latest rows (wire.latest)", lambda: lambda: [worker.latest.rows(f) for f in feeds]),
         ("group by policy (wire.retention)", lambda: lambda: [by_policy(ls) for ls in lines]),
         ("request body (join, encode)", lambda: lambda: ["\n".join(ls).encode() for ls in lines]),
         ("state feed (wire.statefeed)", lambda: lambda: [list(statefeed.encode(f)) for f in feeds]),

@@ -147,6 +147,10 @@ class ApiSettings(CommonSettings):
     # A full reload of the latest state this often: catch-ups (api_state_reconcile_interval)
     # find what the change marks show; this finds readings written with no mark at all.
     api_state_full_reload_interval: float = Field(default=6 * 3600.0, gt=0)
+    # A start with no snapshot or peer, or a start's catch-up after them, reads the latest rows
+    # (api.live.rows) once a full load has made them whole, not the readings: false to always
+    # read the readings (the full reload does regardless, and writes the rows).
+    api_state_from_rows: bool = True
     api_stream_heartbeat: float = Field(default=15.0, gt=0)
 
     # --- foresight (api.foresight) ---

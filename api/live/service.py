@@ -17,7 +17,7 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 
 import httpx
 
@@ -117,6 +117,7 @@ class Live:
         # (api.live.peer) or InfluxDB in full; logged, and asked by the tests.
         self.started_from: str | None = None
         self.parts_queried = 0
+        self.caught_up_from = "readings"  # or "latest rows" (a start's catch-up: catch_up)
         self._feed_started = 0.0
         self._applying = False  # a feed message taken off the queue, not yet applied whole
         # Whether the start's wait for the broker's kept messages ended with them applied
@@ -205,9 +206,10 @@ class Live:
             )
         await self.save_snapshot()
 
-    async def _load_rows(self, since: int) -> int | None:
-        """The state from the latest rows (api.live.rows), and the devices whose slot another
-        shares from their readings; how many rows, or None if the rows are not whole."""
+    async def _load_rows(self, since: int, profiles: Collection[str] | None = None) -> int | None:
+        """The state from the latest rows (api.live.rows) of `profiles` (all by default), and
+        the devices whose slot another shares from their readings; how many rows, or None if
+        the rows are not whole."""
         timeout = self.settings.api_load_timeout
         if not await rows.complete(self.influx, timeout):
             return None
@@ -226,9 +228,11 @@ class Live:
                     merged += len(found.device_ids)
                     await asyncio.sleep(0)
 
-        profiles = sorted(self.contract.profiles)
-        await _all([piece(name, buckets) for name in profiles for buckets in rows.PIECES])
+        names = sorted(self.contract.profiles if profiles is None else profiles)
+        await _all([piece(name, buckets) for name in names for buckets in rows.PIECES])
         for name, devices in self._collided().items():
+            if name not in names:
+                continue
             profile = self.contract.profiles[name]
             for start in range(0, len(devices), COLLIDED_SLICE):
                 query = q.latest_readings(
@@ -430,7 +434,7 @@ class Live:
         logger.info(
             "latest state of %d devices from the snapshot in %s (%d bytes, as of %.0f s ago, "
             "read in %.2f s), the feed's kept messages (%s) and InfluxDB (%d changed profile "
-            "and district parts, %d readings) in %.2f s",
+            "and district parts, %d %s) in %.2f s",
             len(self.state.devices),
             folder,
             restored.size,
@@ -439,6 +443,7 @@ class Live:
             self._vouched(),
             queries,
             merged,
+            self.caught_up_from,
             time.perf_counter() - clock,
         )
 
@@ -512,7 +517,7 @@ class Live:
         queries, merged = found
         logger.info(
             "latest state of %d devices from %s (%d bytes, fetched in %.2f s), the feed (%s) "
-            "and InfluxDB (%d changed profile and district parts, %d readings) in %.2f s",
+            "and InfluxDB (%d changed profile and district parts, %d %s) in %.2f s",
             len(self.state.devices),
             redacted(peer),
             restored.size,
@@ -520,6 +525,7 @@ class Live:
             self._vouched(),
             queries,
             merged,
+            self.caught_up_from,
             time.perf_counter() - clock,
         )
 
@@ -580,10 +586,19 @@ class Live:
             for name in sorted(self.contract.profiles)
             if self.contract.profiles[name].measurement == measurement
         ]
-        merged = await self._load_parts(queries)
+        merged = None
+        if queries and not self.state.loaded and self.settings.api_state_from_rows:
+            # At start, after a snapshot or a peer's state: the rows of the profiles whose
+            # parts moved, when whole, cost InfluxDB a fraction of those parts' readings (a
+            # replay or a drained spool moves every part, announced to nobody: 10.7 s of start
+            # at 100,000 devices, nearly a full load). They hold every reading a mark shows.
+            merged = await self._load_rows(since, {name for name, _, _ in queries})
+        self.caught_up_from = "readings" if merged is None else "latest rows"
+        if merged is None:
+            merged = await self._load_parts(queries)
+            self.parts_queried += len(queries)
         self._loaded_from(began, marks, token)
         self.caught_up += 1
-        self.parts_queried += len(queries)
         if save:
             await self.save_snapshot()
         return len(queries), merged
@@ -620,7 +635,7 @@ class Live:
         if not self.state.loaded:
             self._start_feed()  # before the load: readings stored meanwhile are merged, not missed
             await self._subscribed()
-            await self._try_reload(from_rows=True)
+            await self._try_reload(from_rows=self.settings.api_state_from_rows)
         self._task = self.supervisor.start(self._run(), "citysense-live")
         self._writer_task = self.supervisor.start(self.writer.run(), "citysense-alarms")
 
@@ -716,7 +731,7 @@ class Live:
             # InfluxDB's failures are expected and handled in _try_reload; anything else is a
             # bug, which ends the task for the supervisor (api.core.supervise) to report.
             if not self.state.loaded:
-                await self._try_reload(from_rows=True)
+                await self._try_reload(from_rows=self.settings.api_state_from_rows)
                 continue
             self.state.tick(now_ns())
             if self._rows_due and time.monotonic() >= next_rows:

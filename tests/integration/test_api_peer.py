@@ -47,6 +47,10 @@ def _replica(
         topic_root=root,
         api_data_dir=tmp_path / name,
         api_state_reconcile_interval=300.0,  # no catch-up of its own moves what it holds
+        # What a replica queries, and whether it loads in full, is what these tests look at:
+        # not the latest rows, which the first replica's full load makes whole
+        # (test_latest_rows.py).
+        api_state_from_rows=False,
         **extra,
     )
 

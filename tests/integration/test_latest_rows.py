@@ -18,7 +18,9 @@ from api.main import create_app
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from ingest.changes import change_lines
+from ingest.latest import LatestRows
 from ingest.settings import IngestSettings
+from ingest.stages import Enriched
 from tests.support.api import api_settings, running
 from tests.support.influx import rows
 from tests.support.ingest import ingest_settings, running_worker
@@ -214,3 +216,39 @@ async def test_devices_sharing_a_slot_are_read_from_their_readings(
     started, state = await _state(_api(servers, influx, tmp_path, "a"))
     assert started == "rows"
     assert state == {LAMPS[0]: _reading(now - 120 * S, 1.0), LAMPS[1]: _reading(now - 60 * S, 2.0)}
+
+
+async def test_a_restart_catches_up_from_the_rows_what_was_written_unannounced(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
+) -> None:
+    """Written while the API was down and announced to nobody (as replay and a drained spool
+    write: rows, then quiet marks): the restart from the snapshot reads the rows of the moved
+    profile, not the moved parts' readings."""
+    _store(influx, [_light(LAMPS[0], now - 7200 * S, 1.0), _light(LAMPS[1], now - 7200 * S, 2.0)])
+    settings = _api(servers, influx, tmp_path, "a")
+    first = create_app(settings)
+    async with running(first):
+        deadline = time.monotonic() + 10
+        while not _whole(influx) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    assert _whole(influx)
+    profiles, registry = settings.load_contract()
+    keeper = LatestRows("replay", profiles, lambda: registry.devices)
+    late = [_light(LAMPS[0], now - 60 * S, 11.0), _light(LAMPS[2], now - 30 * S, 33.0)]
+    readings = [Enriched(p.measurement, p.device_id, "North", p.time_ns, p.fields) for p in late]
+    marks = change_lines({("streetlight", "North", window_of(p.time_ns)) for p in late}, quiet=True)
+    with InfluxClient(influx) as client:
+        client.write(line_protocol(late))
+        client.write("\n".join(keeper.rows(readings).lines).encode(), policy=LATEST)
+        client.write("\n".join(marks).encode(), policy=CHANGES)
+    second = create_app(settings)
+    async with running(second) as client:
+        live = second.state.runtime.live
+        assert live.started_from == "snapshot"
+        assert (live.caught_up_from, live.parts_queried) == ("latest rows", 0)
+        found = {d: (await client.get(f"/devices/{d}")).json()["reading"] for d in LAMPS}
+    assert found == {
+        LAMPS[0]: _reading(now - 60 * S, 11.0),
+        LAMPS[1]: _reading(now - 7200 * S, 2.0),
+        LAMPS[2]: _reading(now - 30 * S, 33.0),
+    }
