@@ -15,7 +15,7 @@ other's row there: both are read from the readings instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from api.core import query as q
@@ -34,11 +34,14 @@ PIECES = tuple(Regex(pattern) for pattern in ("^[0-3]", "^[4-7]", "^[89ab]", "^[
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Rows of one answer chunk as columns: what LiveState.load_rows takes."""
+    """Rows of one answer chunk: what LiveState.load_rows takes. `rows` are InfluxDB's own
+    (time, device, at, then the profile's fields in `fields`' order), whose values are taken
+    only for the rows that win: with two ingest workers every device has a row of each."""
 
     device_ids: list[str]
     times: list[int]
-    fields: dict[str, list[Value | None]]
+    rows: Sequence[Sequence[Value | None]]
+    fields: dict[str, int]  # field name: its column in a row
 
 
 async def complete(influx: AsyncInfluxClient, timeout: float) -> bool:
@@ -52,9 +55,9 @@ async def complete(influx: AsyncInfluxClient, timeout: float) -> bool:
 
 
 def rows_of(profile: Profile, series: Iterable[Series], since_ns: int) -> Chunk:
-    """The rows of an answer to q.latest_rows at or after `since_ns`, as columns: a device id
-    and reading time per row, and per field of the profile a value per row (None: absent),
-    as InfluxDB's JSON gave it (LiveState.load_rows types them)."""
+    """The rows of an answer to q.latest_rows at or after `since_ns`: a device id and reading
+    time per row, the row itself, and where each field of the profile is in it (values as
+    InfluxDB's JSON gave them: LiveState.load_rows types them)."""
     # Columns: time (the slot), device, at, then the fields in the profile's order.
     kept = [
         values
@@ -65,7 +68,8 @@ def rows_of(profile: Profile, series: Iterable[Series], since_ns: int) -> Chunk:
     return Chunk(
         [values[1] for values in kept],
         [values[2] for values in kept],
-        {name: [values[at] for values in kept] for at, name in enumerate(profile.fields, 3)},
+        kept,
+        {name: at for at, name in enumerate(profile.fields, 3)},
     )
 
 

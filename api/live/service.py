@@ -224,13 +224,20 @@ class Live:
                 )
                 async for series in chunks:
                     found = rows.rows_of(profile, series, since)
-                    self.state.load_rows(name, found.device_ids, found.times, found.fields)
+                    self.state.load_rows(
+                        name, found.device_ids, found.times, found.rows, found.fields
+                    )
                     merged += len(found.device_ids)
                     await asyncio.sleep(0)
 
         names = sorted(self.contract.profiles if profiles is None else profiles)
-        await _all([piece(name, buckets) for name in names for buckets in rows.PIECES])
-        for name, devices in self._collided().items():
+        # Hashing every registered id (0.2-0.3 s at 100,000) while InfluxDB works on the rows.
+        collided = asyncio.create_task(asyncio.to_thread(self._collided))
+        try:
+            await _all([piece(name, buckets) for name in names for buckets in rows.PIECES])
+        finally:
+            shared = await collided
+        for name, devices in shared.items():
             if name not in names:
                 continue
             profile = self.contract.profiles[name]

@@ -322,27 +322,30 @@ class LiveState:
         profile: str,
         device_ids: Sequence[str],
         times: Sequence[int],
-        fields: Mapping[str, Sequence[Value | None]],
+        rows: Sequence[Sequence[Value | None]],
+        fields: Mapping[str, int],
     ) -> int:
-        """Readings of a start's load from the latest rows (api.live.rows), a column per field
-        (None: absent), before the state serves: nothing is announced or judged (the first
-        load's end judges every device). Newest wins, as in load(); a reading at the time the
-        device holds is the same point, left as it is. How many became latest."""
+        """Readings of a start's load from the latest rows (api.live.rows): per row a device,
+        its reading's time, and the row, whose field `name` is at `fields[name]` (None:
+        absent). Before the state serves: nothing is announced or judged (the first load's
+        end judges every device). Newest wins, as in load(); a reading at the time the device
+        holds is the same point, left as it is. Only the winners' values are taken, a column
+        per field. How many became latest."""
         if self.loaded:
             raise RuntimeError("load_rows is for a start's load, before the state serves")
         code = self._profiles.index(profile)
         index_of, profile_of = self.index, self._profile_of
         time_of, slot_of = self._time, self._slot
-        taken: list[int] = []
+        taken: list[Sequence[Value | None]] = []
         slots: list[int] = []
-        for position, (device_id, time_ns) in enumerate(zip(device_ids, times, strict=True)):
+        for row, device_id, time_ns in zip(rows, device_ids, times, strict=True):
             index = index_of.get(device_id)
             if index is None or profile_of[index] != code or time_ns <= time_of[index]:
                 continue
             time_of[index] = time_ns
-            taken.append(position)
+            taken.append(row)
             slots.append(slot_of[index])
-        chosen = {name: [values[p] for p in taken] for name, values in fields.items()}
+        chosen = {name: [row[at] for row in taken] for name, at in fields.items()}
         self._values[code].load(slots, chosen)
         return len(taken)
 

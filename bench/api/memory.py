@@ -162,6 +162,33 @@ def from_rows(
     single_device(report, city, devices[len(devices) // 2].device_id)
     report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
     city.child.stop()
+    # Two ingest workers share the subscription, so each stores some readings of every device:
+    # every device gets a row of each (older ones here, which the reader reads and discards).
+    older = second_worker_rows(stack.servers, devices)
+    report.add("written just before", f"a second worker's rows: {older:,}", "an hour older each")
+    empty = {"CITYSENSE_API_DATA_DIR": str(stack.home / "api-data-rows-2")}
+    city = start(stack, timeout, "from-rows-2", empty)
+    describe(report, city, baseline.rss_mb, len(devices), "from the latest rows of two workers")
+    district_page(report, city, DISTRICTS[0].name, fresh)
+    city.child.stop()
+
+
+def second_worker_rows(servers: LocalServers, devices: list[Device]) -> int:
+    """A row of every device under a second writer tag, its reading an hour older than now."""
+    profiles = load_profiles()
+    registry = {d.device_id: d for d in devices}
+    keeper = LatestRows("bench-ingest-2", profiles, lambda: registry)
+    at = time.time_ns() - 3600 * 1_000_000_000
+    readings = [
+        Enriched(d.profile, d.device_id, d.district, at, dict([_some_value(profiles[d.profile])]))
+        for d in devices
+    ]
+    rows = keeper.rows(readings).lines
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        for start_at in range(0, len(rows), WRITE_BATCH):
+            body = "\n".join(rows[start_at : start_at + WRITE_BATCH]).encode()
+            client.write(body, policy=LATEST)
+    return len(rows)
 
 
 def restart_every_part(

@@ -120,7 +120,7 @@ def test_rows_are_read_back_typed_and_within_the_lookback() -> None:
     # SL-2 is older than the lookback; a row without a device id is no row.
     assert found.device_ids == ["SL-1"]
     assert found.times == [100]
-    assert found.fields["powerConsumption"] == [42]
+    assert [row[found.fields["powerConsumption"]] for row in found.rows] == [42]
     assert set(found.fields) == set(profile.fields)
 
 
@@ -139,13 +139,15 @@ def _state(tmp_path: Path) -> LiveState:
 def test_rows_load_newest_first_into_the_state(tmp_path: Path) -> None:
     state = _state(tmp_path)
     state.apply("SL-2", "streetlight", 500, {"powerConsumption": 9.0}, 0)  # the feed, before
+    # SL-1 twice (two writers' rows, the newer last), SL-2 older than the feed's reading, WP-1
+    # under another profile, SL-9 not registered. A row: power, then state.
+    rows = [(1, "on"), (2.5, None), (4.0, "on"), (3.0, "on"), (3.0, "on")]
     taken = state.load_rows(
         "streetlight",
-        # SL-1 twice (two writers' rows, the newer last), SL-2 older than the feed's reading,
-        # WP-1 under another profile, SL-9 not registered.
         ["SL-1", "SL-1", "SL-2", "WP-1", "SL-9"],
         [100, 200, 400, 300, 300],
-        {"powerConsumption": [1, 2.5, 4.0, 3.0, 3.0], "powerState": ["on", None, "on", "on", "on"]},
+        rows,
+        {"powerConsumption": 0, "powerState": 1},
     )
     assert taken == 2
     assert state.reading_of(state.index["SL-1"]) == Reading(200, {"powerConsumption": 2.5})
@@ -154,4 +156,4 @@ def test_rows_load_newest_first_into_the_state(tmp_path: Path) -> None:
     # Not once the state serves: that path announces and judges (LiveState.load).
     state.loaded = True
     with pytest.raises(RuntimeError):
-        state.load_rows("streetlight", [], [], {})
+        state.load_rows("streetlight", [], [], [], {})
