@@ -4,8 +4,8 @@ the newest point of 100,000 series (issue 15: InfluxDB 1.6 spends its CPU per se
 a query, 8-13 s at 100,000 devices on two cores, whatever the time range; the same devices as
 rows, read whole: 1.1-1.5 s, measured side by side on one server).
 
-The layout, shared by every writer (ingest's workers, the API after a full load) and the reader
-(the API at start):
+The layout, shared by every writer (ingest's workers and their spools' drainers, replay, the API
+after a full load) and the reader (the API at start):
 
 - measurement `citysense_latest`, in the retention policy `latest` (wire.retention), which keeps
   points for ever: a row's time is not the reading's time but the device's *slot*;

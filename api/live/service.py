@@ -114,7 +114,8 @@ class Live:
         self._feed: asyncio.Queue[statefeed.Message | None] = asyncio.Queue()
         self.caught_up = 0  # catch-ups done, and the parts they queried (metrics, tests)
         # Where the state this process started with came from: its own snapshot, a peer's
-        # (api.live.peer) or InfluxDB in full; logged, and asked by the tests.
+        # (api.live.peer), the latest rows (api.live.rows) or InfluxDB's readings in full;
+        # logged, and asked by the tests.
         self.started_from: str | None = None
         self.parts_queried = 0
         self.caught_up_from = "readings"  # or "latest rows" (a start's catch-up: catch_up)
@@ -134,6 +135,7 @@ class Live:
         # writer tag of this replica, the same across its restarts.
         self._row_writer = rows.RowWriter(self._replica_name("api"), contract.profiles)
         self._rows_due = False
+        self._rows_task: asyncio.Task[None] | None = None
         # Called with every feed message once its readings are applied (the SensorThings MQTT
         # publisher); one that raises ends the feed's task, which the supervisor reports.
         self.listeners: list[Callable[[list[statefeed.Announced]], None]] = []
@@ -296,6 +298,8 @@ class Live:
             # Not whole yet (the point is written last): the next start loads from the
             # readings. Tried again at the next reconcile.
             logger.warning("could not write the latest rows: %s", self.scrub(str(exc)))
+        finally:
+            self._rows_task = None
 
     async def _load_parts(self, queries: Sequence[tuple[str, str | None, int]]) -> int:
         """Latest readings of each (profile, district or all, since), merged; how many."""
@@ -319,17 +323,13 @@ class Live:
                     merged += len(found)
                     await asyncio.sleep(0)
 
-        tasks = [
-            asyncio.create_task(latest(name, district, since, *piece))
-            for name, district, since in queries
-            for piece in self._splits.of(name, district)
-        ]
-        try:
-            await asyncio.gather(*tasks)
-        finally:  # one failed: the others' answers are of no use
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await _all(
+            [
+                latest(name, district, since, *piece)
+                for name, district, since in queries
+                for piece in self._splits.of(name, district)
+            ]
+        )
         return merged
 
     def _loaded_from(self, as_of_ns: int, marks: Marks, token: Token) -> None:
@@ -687,7 +687,8 @@ class Live:
             self._feed.put_nowait(None)  # after them: the feed's task applies them, then ends
             if self._feed_task is not None:
                 await asyncio.wait([self._feed_task], timeout=FEED_DRAIN_MAX_S)
-        tasks = [t for t in (self._task, self._writer_task, self._feed_task) if t is not None]
+        running = (self._task, self._writer_task, self._feed_task, self._rows_task)
+        tasks = [t for t in running if t is not None]
         for task in tasks:
             task.cancel()
         # A task that died already was reported by the supervisor; stopping goes on regardless,
@@ -741,9 +742,13 @@ class Live:
                 await self._try_reload(from_rows=self.settings.api_state_from_rows)
                 continue
             self.state.tick(now_ns())
-            if self._rows_due and time.monotonic() >= next_rows:
+            if self._rows_due and time.monotonic() >= next_rows and self._rows_task is None:
+                # A task of its own: 100,000 rows take seconds to send, and the reporting
+                # status is judged meanwhile.
                 next_rows = time.monotonic() + interval
-                await self._try_write_rows()
+                self._rows_task = self.supervisor.start(
+                    self._try_write_rows(), "citysense-latest-rows"
+                )
             if time.monotonic() >= next_full:
                 next_full = time.monotonic() + self.settings.api_state_full_reload_interval
                 next_reconcile = time.monotonic() + self.settings.api_state_reconcile_interval
