@@ -1,8 +1,8 @@
 """Latest rows: the newest reading of each device a batch stored, as rows (wire.latest) that go
 with the batch, after its readings and before its change marks.
 
-One keeper per thread that writes (the writer, the unspooler), each under a writer tag of its
-own: a row only ever moves forward because only its own thread writes it, and only with a
+One keeper per thread that writes (the writer, the unspooler; replay), each under a writer tag
+of its own: a row only ever moves forward because only its own thread writes it, and only with a
 reading newer than the one it last stored there. The newest time stored per device is
 remembered from the moment a write succeeds (a batch spooled instead wrote no rows; the
 unspooler writes them later, under its tag), and read back from InfluxDB when the thread starts,
@@ -26,6 +26,7 @@ from common.errors import InfluxError, InfluxNotFound
 from common.influx import InfluxClient, quote_ident
 from device_profiles import Device, Profile
 from ingest.stages import Enriched
+from ingest.write import BadLine
 from wire import latest as layout
 from wire.retention import qualified
 
@@ -130,6 +131,19 @@ class LatestRows:
 
     def stored(self, pending: Pending) -> None:
         self._stored.update(pending.newest)
+
+    def settle(self, pending: Pending, bad: list[BadLine]) -> tuple[list[BadLine], int]:
+        """After the write that carried `pending`: its rows remembered as stored, and `bad`
+        without the rows InfluxDB refused (no readings to dead-letter), with how many. None is
+        refused unless a row's layout is wrong (its keys are typed: wire.latest); that device's
+        row stays behind until its next reading, so each is logged as an error."""
+        refused = [b for b in bad if layout.is_row(b.line)]
+        for item in refused:
+            log.error("InfluxDB refused a latest row: %s", item.error)
+        self.stored(pending)
+        if not refused:
+            return bad, 0
+        return [b for b in bad if not layout.is_row(b.line)], len(refused)
 
     def _series_of(self, measurement: str, bucket: str) -> str:
         key = (measurement, bucket)

@@ -34,7 +34,6 @@ from ingest.stages import Enriched, Received
 from ingest.stats import Stats
 from ingest.write import BadLine, Writer
 from wire.deadletters import MEASUREMENT, TAGS, decode_payload, replay_mark_line
-from wire.latest import is_row
 from wire.reasons import Reason
 from wire.retention import qualified
 
@@ -134,9 +133,8 @@ class Replayer:
         """Readings, their latest rows, then their (quiet) change marks: wire.latest's order."""
         rows = self._latest.rows(readings)
         lines = [*data, *rows.lines, *change_lines(changes_of(readings), quiet=True)]
-        bad = self._writer.write(lines)
-        self._latest.stored(rows)
-        return [b for b in bad if not is_row(b.line)]
+        bad, _ = self._latest.settle(rows, self._writer.write(lines))
+        return bad
 
     def replay(self, row: dict[str, Any], dry_run: bool) -> str:
         payload = payload_of(row)

@@ -375,17 +375,11 @@ class Worker:
         self._settle(batch, spooled=False)
 
     def _rows_stored(self, keeper: LatestRows, rows: Pending, bad: list[BadLine]) -> list[BadLine]:
-        """The rows of a write remembered as stored; `bad` without the rows InfluxDB refused,
-        which are no readings to dead-letter. None is refused unless a row's layout is wrong
-        (its keys are typed: wire.latest): that device's row stays behind until its next
-        reading, so it is logged as an error and counted."""
-        refused = [b for b in bad if is_row(b.line)]
-        for item in refused:
-            log.error("InfluxDB refused a latest row: %s", item.error)
+        """LatestRows.settle, its refusals counted."""
+        bad, refused = keeper.settle(rows, bad)
         if refused:
-            self.stats.add(latest_rows_refused=len(refused))
-        keeper.stored(rows)
-        return [b for b in bad if not is_row(b.line)] if refused else bad
+            self.stats.add(latest_rows_refused=refused)
+        return bad
 
     def _spill(self, lines: list[str]) -> bool:
         return self.spool is not None and self.spool.append(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +17,8 @@ import pytest
 from api.core.settings import ApiSettings
 from api.main import create_app
 from citysense.servers import LocalServers
-from common.influx import InfluxClient, InfluxConfig
+from common.errors import InfluxUnavailable
+from common.influx import AsyncInfluxClient, InfluxClient, InfluxConfig
 from ingest.changes import change_lines
 from ingest.latest import LatestRows
 from ingest.settings import IngestSettings
@@ -252,3 +254,35 @@ async def test_a_restart_catches_up_from_the_rows_what_was_written_unannounced(
         LAMPS[1]: _reading(now - 7200 * S, 2.0),
         LAMPS[2]: _reading(now - 30 * S, 33.0),
     }
+
+
+async def test_rows_written_halfway_are_not_whole(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    now: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API stopped, or InfluxDB failing, before the point that says the rows are whole (it
+    goes last): the rows it wrote stay, and the next start loads from the readings."""
+    _store(influx, [_light(LAMPS[0], now - 7200 * S, 1.0)])
+    real = AsyncInfluxClient.write
+
+    async def write(self: AsyncInfluxClient, body: bytes, **kwargs: Any) -> None:
+        if body.startswith(layout.COMPLETE.encode()):
+            raise InfluxUnavailable("injected: InfluxDB gone before the last point")
+        await real(self, body, **kwargs)
+
+    monkeypatch.setattr(AsyncInfluxClient, "write", write)
+    first = create_app(_api(servers, influx, tmp_path, "a"))
+    async with running(first):
+        deadline = time.monotonic() + 10
+        while not kept(influx) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+    assert LAMPS[0] in next(iter(kept(influx).values()))  # the rows themselves were written
+    assert not _whole(influx)
+    monkeypatch.undo()
+    started, state = await _state(_api(servers, influx, tmp_path, "b"))
+    assert started == "influxdb"
+    assert state == {LAMPS[0]: _reading(now - 7200 * S, 1.0)}

@@ -16,6 +16,7 @@ from common.influx import Series
 from device_profiles import Device, load_profiles, load_registry
 from ingest.latest import LatestRows
 from ingest.stages import Enriched
+from ingest.write import BadLine
 from wire import latest as layout
 from wire.lineproto import parse_line
 
@@ -157,3 +158,14 @@ def test_rows_load_newest_first_into_the_state(tmp_path: Path) -> None:
     state.loaded = True
     with pytest.raises(RuntimeError):
         state.load_rows("streetlight", [], [], [], {})
+
+
+def test_a_refused_row_is_logged_and_no_dead_letter(caplog: pytest.LogCaptureFixture) -> None:
+    rows = keeper()
+    pending = rows.rows([lamp("SL-1", 30, 3.0)])
+    reading = BadLine("streetlight,device_id=SL-2 x=1 1", "type conflict")
+    row = BadLine(pending.lines[0], "field type conflict")
+    bad, refused = rows.settle(pending, [reading, row])
+    assert (bad, refused) == ([reading], 1)  # only the reading goes on to be dead-lettered
+    assert "InfluxDB refused a latest row: field type conflict" in caplog.text
+    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []  # remembered all the same
