@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from device_profiles.model import Device, FieldType, Profile, Variant
+from device_profiles.model import DEVICE, Device, FieldType, Profile, Variant
 from device_profiles.units import conversion
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -252,7 +252,7 @@ def _registry_row(
     devices: dict[str, Device],
 ) -> list[Problem]:
     try:
-        device = Device.model_validate(
+        device = DEVICE.validate_python(
             {k: (sys.intern(v) if k in _REPEATED else v) for k, v in _cells(row)}
         )
     except ValidationError as exc:
@@ -270,19 +270,13 @@ def _registry_row(
         ]
     if device.device_id in devices:
         return [Problem(file, line, "device_id", f"duplicate device id {device.device_id!r}")]
-    if device.model_fields_set == _ALL_SET:
-        # What model_construct(_fields_set=...) does: the same fields, one set for every device.
-        object.__setattr__(device, "__pydantic_fields_set__", _ALL_SET)
     devices[device.device_id] = device
     return []
 
 
-# A registry's memory, measured with tracemalloc at 100,000 devices (bench/api_memory.py):
-# 1,404 bytes a device, of which 728 the set of fields pydantic keeps per instance (every row
-# sets every field, so all devices share one: the model is frozen, never adding to it) and about
-# 120 a copy of its profile's and district's names per row (interned: one string each).
+# A copy of its profile's and district's names per row was about 120 bytes a device at 100,000
+# (tracemalloc): interned, one string each.
 _COLUMNS = (*REGISTRY_COLUMNS, *OPTIONAL_COLUMNS)
-_ALL_SET = set(_COLUMNS)
 _REPEATED = frozenset({"profile", "district", "variant"})
 
 

@@ -11,7 +11,8 @@ import re
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic.dataclasses import dataclass
 
 # Identifiers that become InfluxDB measurement or field names: letters first, no characters that
 # line protocol or InfluxQL would need to escape, so they can never change the meaning of a line.
@@ -317,7 +318,11 @@ class Variant(_Strict):
         return value
 
 
-class Device(_Strict):
+# A registry row: a slotted dataclass that pydantic validates, not a model. At 100,000 devices
+# a model held 560 B a device (its __dict__ and fields-set kept per instance), this about 230
+# (tracemalloc, bench/api_memory.py); ingest and every API replica hold one per device.
+@dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+class Device:
     device_id: str
     profile: str
     district: str
@@ -339,3 +344,6 @@ class Device(_Strict):
         if not DISTRICT.match(value) or value != value.strip():
             raise ValueError(f"district {value!r} must match {DISTRICT.pattern}")
         return value
+
+
+DEVICE = TypeAdapter(Device)  # validates a registry row (Device is not a model)
