@@ -108,6 +108,10 @@ def check_response(response: httpx.Response, *, writing: bool) -> None:
     if status < 300:
         return
     text = _error_text(response)
+    if writing and status == 500 and text.startswith("retention policy not found"):
+        # InfluxDB 1.x answers a write into a policy it lacks with a 500: not worth retrying
+        # as if the server were down, the same write fails until an operator creates it.
+        raise InfluxNotFound(f"InfluxDB {status}: {text}", status=status)
     if status == 429 or status >= 500:
         raise InfluxUnavailable(
             f"InfluxDB {status}: {text}", status=status, retry_after=_retry_after(response)

@@ -9,6 +9,12 @@ unspooler writes them later, under its tag), and read back from InfluxDB when th
 so that a late reading after a restart cannot overwrite a newer row either. If that read fails,
 the thread keeps rows under a tag of this run alone, which no earlier row can be newer than.
 
+Rows are derived data: without their retention policy (a database set up by an older `citysense
+schema`, or the policy dropped) a keeper stops keeping them rather than hold the readings back,
+and looks for the policy again every RECHECK_S seconds. The API trusts rows only once a full load
+wrote them and the point saying so, which lives in the same policy: until the policy is back and
+such a load ran, it reads the readings.
+
 Only registered devices get rows (the API keeps no state of the others), so what this keeps is
 bounded by the registry: a dict entry keyed by the registry's own id string, and the time's
 integer (about 70 bytes a device: 40 for the dict, measured with tracemalloc over 100,000
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -31,6 +38,8 @@ from wire import latest as layout
 from wire.retention import qualified
 
 log = logging.getLogger(__name__)
+
+RECHECK_S = 60.0  # how often a keeper without the `latest` policy looks for it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,7 @@ class LatestRows:
             for name, profile in profiles.items()
         }
         self.enabled = True
+        self._recheck_at = 0.0  # time.monotonic() when a disabled keeper looks again
         self._stored: dict[str, int] = {}
         self._series: dict[tuple[str, str], str] = {}
 
@@ -74,8 +84,7 @@ class LatestRows:
         try:
             answer = client.query(query, {"w": self.writer}, epoch="ns")
         except InfluxNotFound as exc:
-            log.warning("no latest rows kept (%s): run `citysense schema` to keep them", exc)
-            self.enabled = False
+            self._disable(str(exc))
             return
         except InfluxError as exc:
             fresh = f"{self.writer}/{secrets.token_hex(4)}"
@@ -85,6 +94,9 @@ class LatestRows:
             self.writer = fresh
             self._series.clear()
             return
+        if not self.enabled:
+            log.info("the latest policy is there: %s keeps latest rows again", self.writer)
+            self.enabled = True
         stored = self._stored
         for statement in answer:
             for found in statement:
@@ -94,6 +106,25 @@ class LatestRows:
                     device, time_ns = row[at_device], row[at_time]
                     if isinstance(device, str) and isinstance(time_ns, int):
                         stored[device] = max(time_ns, stored.get(device, time_ns))
+
+    def recheck(self, client: InfluxClient) -> None:
+        """A keeper that found no `latest` policy: looks for it again, at most every
+        RECHECK_S seconds (one query), and resumes if it is there."""
+        if self.enabled or time.monotonic() < self._recheck_at:
+            return
+        self.resume(client)
+
+    def _disable(self, why: str) -> None:
+        if self.enabled:
+            log.error(
+                "no latest rows kept by %s (%s): run `citysense schema` to keep them; looking "
+                "again every %.0f s",
+                self.writer,
+                why,
+                RECHECK_S,
+            )
+        self.enabled = False
+        self._recheck_at = time.monotonic() + RECHECK_S
 
     def rows(self, readings: Iterable[Enriched]) -> Pending:
         """The rows for the newest reading of each registered device among `readings` that is
@@ -138,9 +169,14 @@ class LatestRows:
         refused unless a row's layout is wrong (its keys are typed: wire.latest); that device's
         row stays behind until its next reading, so each is logged as an error."""
         refused = [b for b in bad if layout.is_row(b.line)]
+        missing = [b for b in refused if b.missing]
+        if missing:
+            self._disable(missing[0].error)  # stored nothing; said once, not once a row
         for item in refused:
-            log.error("InfluxDB refused a latest row: %s", item.error)
-        self.stored(pending)
+            if not item.missing:
+                log.error("InfluxDB refused a latest row: %s", item.error)
+        if not missing:
+            self.stored(pending)
         if not refused:
             return bad, 0
         return [b for b in bad if not layout.is_row(b.line)], len(refused)

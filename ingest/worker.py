@@ -347,6 +347,7 @@ class Worker:
             return
         # The latest rows go between the readings and their marks (ingest.write sends the
         # marks last), never into the spool: the unspooler keeps rows of its own.
+        self.latest.recheck(self.influx)
         rows = self.latest.rows(batch.feed)
         lines = batch.lines + rows.lines + spilled[len(batch.lines) :]
         marks: list[str] = []
@@ -429,6 +430,7 @@ class Worker:
                 if not segments and self._outage.is_set() and client.ping():
                     self._outage.clear()  # InfluxDB is back and nothing waits on disk
                 while segments:
+                    self.latest_unspooled.recheck(client)
                     group, segments = self._group(segments)
                     if not self._unspool(group, writer):
                         return  # stopping: what is on disk is written by the next start

@@ -9,6 +9,8 @@
 - A 413 (request body too large) is split the same way, and each request is kept under
   `max_request_bytes` to begin with: one oversized batch must never stall every message behind
   it. A single line InfluxDB refuses as too large is returned as bad.
+- Latest rows (ingest.latest) are derived from the readings: if their retention policy is not
+  there they are returned as refused, `missing`, rather than holding the readings behind them.
 - Change marks at the end of the lines (ingest.changes) are sent in a request of their own once
   the readings before them are stored — InfluxDB does not make a request's points visible all at
   once, and a reader must never see a mark before its readings — with a fresh stamp on every
@@ -23,12 +25,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-from common.errors import InfluxRejected, InfluxUnavailable
+from common.errors import InfluxNotFound, InfluxRejected, InfluxUnavailable
 from common.influx import InfluxClient
 from common.retry import RetryPolicy, sleep
 from ingest.changes import restamp, split_marks
 from ingest.stats import Stats
-from wire.retention import CHANGES, by_policy
+from wire.retention import CHANGES, LATEST, by_policy
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class GaveUp(Exception):
 class BadLine:
     line: str
     error: str
+    missing: bool = False  # refused because its retention policy is not there (rows only)
 
 
 class Writer:
@@ -80,7 +83,14 @@ class Writer:
         # the marks, each into the policy that keeps them for their own time.
         for policy, part in (*by_policy(data), (CHANGES, changes)):
             for chunk in _chunks(part, self._max_bytes):
-                bad += self._write(chunk, policy, deadline, marks if policy == CHANGES else None)
+                try:
+                    bad += self._write(
+                        chunk, policy, deadline, marks if policy == CHANGES else None
+                    )
+                except InfluxNotFound as exc:
+                    if policy != LATEST:
+                        raise
+                    bad += [BadLine(line, str(exc), missing=True) for line in chunk]
         return bad
 
     def _write(
@@ -118,7 +128,7 @@ class Writer:
                 attempt += 1
                 continue
             except InfluxRejected as exc:
-                if exc.status in SPLIT:
+                if exc.status in SPLIT or (policy == LATEST and isinstance(exc, InfluxNotFound)):
                     raise
                 # 401/403/404: the database or our credentials are wrong. That is an operator's
                 # fix, not the data's fault: keep the data, keep retrying, shout in the log.

@@ -19,6 +19,9 @@ from api.main import create_app
 from citysense.servers import LocalServers
 from common.errors import InfluxUnavailable
 from common.influx import AsyncInfluxClient, InfluxClient, InfluxConfig
+from common.schema import ensure_schema
+from device_profiles import load_profiles
+from ingest import latest as latest_module
 from ingest.changes import change_lines
 from ingest.latest import LatestRows
 from ingest.settings import IngestSettings
@@ -286,3 +289,37 @@ async def test_rows_written_halfway_are_not_whole(
     started, state = await _state(_api(servers, influx, tmp_path, "b"))
     assert started == "influxdb"
     assert state == {LAMPS[0]: _reading(now - 7200 * S, 1.0)}
+
+
+def test_without_the_latest_policy_readings_flow_and_rows_come_back_with_it(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    topic_root: str,
+    *,
+    now: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The `latest` policy dropped under a running worker (an older `citysense schema`, a
+    restore): the rows are derived data, so the readings are stored and acknowledged without
+    them, nothing goes to the spool; once the policy is back the worker keeps rows again."""
+    monkeypatch.setattr(latest_module, "RECHECK_S", 0.2)
+    settings = ingest_settings(servers, influx, topic_root, spool_dir=tmp_path / "spool")
+    one = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
+    with InfluxClient(influx) as client, running_worker(settings) as worker:
+        publish(servers.mosquitto.url("citysense-simulator"), [(one, lamp(now - 60 * S, 1.0))])
+        wait_for(lambda: worker.stats.messages_acked >= 1, 20, what="the first ack")
+        assert kept(influx) == {settings.client_id: {LAMPS[0]: (now - 60 * S, 1.0)}}
+        client.query(f'DROP RETENTION POLICY "{LATEST}" ON "{influx.database}"')
+        publish(servers.mosquitto.url("citysense-simulator"), [(one, lamp(now - 50 * S, 2.0))])
+        wait_for(lambda: worker.stats.messages_acked >= 2, 20, what="acked without rows")
+        assert not worker.latest.enabled
+        assert worker.stats.snapshot()["spilled_batches"] == 0
+        ensure_schema(client, settings.retention, load_profiles())  # `citysense schema`
+        time.sleep(0.3)  # past RECHECK_S: the next batch looks for the policy again
+        publish(servers.mosquitto.url("citysense-simulator"), [(one, lamp(now - 40 * S, 3.0))])
+        wait_for(lambda: worker.stats.messages_acked >= 3, 20, what="the third ack")
+        assert worker.latest.enabled
+    assert kept(influx) == {settings.client_id: {LAMPS[0]: (now - 40 * S, 3.0)}}
+    stored = rows(influx, "SELECT powerConsumption FROM streetlight")
+    assert sorted(float(str(r["powerConsumption"])) for r in stored) == [1.0, 2.0, 3.0]

@@ -3,8 +3,10 @@ rows, what a row holds, which devices share a slot, how a row is read back."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from api.core.contract import Contract
@@ -12,8 +14,9 @@ from api.core.readings import Reading
 from api.live import rows as api_rows
 from api.live.hub import Hub
 from api.live.state import LiveState
-from common.influx import Series
+from common.influx import InfluxClient, InfluxConfig, Series
 from device_profiles import Device, load_profiles, load_registry
+from ingest import latest as latest_module
 from ingest.latest import LatestRows
 from ingest.stages import Enriched
 from ingest.write import BadLine
@@ -73,10 +76,68 @@ def test_a_row_moves_only_forward_and_only_once_stored() -> None:
     assert len(rows.rows([lamp("SL-1", 31, 3.1)]).lines) == 1
 
 
-def test_without_the_policy_no_rows_are_kept() -> None:
+def _influx(answer: Callable[[httpx.Request], httpx.Response]) -> InfluxClient:
+    """A client whose answers `answer` gives: what the keeper decides from them is tested here,
+    the server's own answers in tests/integration/test_latest_rows.py."""
+    config = InfluxConfig(url="http://influx.invalid", database="city")
+    return InfluxClient(config, transport=httpx.MockTransport(answer))
+
+
+def _found(request: httpx.Request) -> httpx.Response:
+    row = {"name": layout.MEASUREMENT, "columns": ["time", "device", "at"]}
+    row["values"] = [[0, "SL-1", 30]]
+    return httpx.Response(200, json={"results": [{"statement_id": 0, "series": [row]}]})
+
+
+def _no_policy(request: httpx.Request) -> httpx.Response:
+    error = "retention policy not found: latest"
+    return httpx.Response(200, json={"results": [{"statement_id": 0, "error": error}]})
+
+
+def test_without_the_policy_no_rows_are_kept_until_it_is_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     rows = keeper()
-    rows.enabled = False
+    with _influx(_no_policy) as client:
+        rows.resume(client)
+    assert not rows.enabled
     assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []
+    with _influx(_found) as client:
+        rows.recheck(client)  # not due yet: no query, still off
+        assert not rows.enabled
+        monkeypatch.setattr(latest_module, "RECHECK_S", 0.0)
+        rows._recheck_at = 0.0
+        rows.recheck(client)
+    assert rows.enabled
+    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []  # what it holds was read back
+    assert len(rows.rows([lamp("SL-1", 31, 3.1)]).lines) == 1
+    assert caplog.text.count("no latest rows kept by worker-1") == 1
+
+
+def test_rows_refused_for_a_missing_policy_turn_rows_off_and_hold_nothing_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rows = keeper()
+    pending = rows.rows([lamp("SL-1", 30, 3.0), lamp("SL-2", 30, 3.0)])
+    why = "InfluxDB 500: retention policy not found: latest"
+    bad = [BadLine(line, why, missing=True) for line in pending.lines]
+    assert rows.settle(pending, bad) == ([], 2)  # no dead letters: the readings are stored
+    assert not rows.enabled
+    assert "InfluxDB refused a latest row" not in caplog.text  # said once, below
+    assert caplog.text.count("no latest rows kept by worker-1") == 1
+    rows.enabled = True  # as a recheck that found the policy: nothing was remembered
+    assert len(rows.rows([lamp("SL-1", 30, 3.0)]).lines) == 1
+
+
+def test_a_failed_read_back_keeps_rows_under_a_tag_of_this_run_alone() -> None:
+    rows = keeper()
+    with _influx(lambda request: httpx.Response(503, text="busy")) as client:
+        rows.resume(client)
+    assert rows.enabled
+    assert rows.writer.startswith("worker-1/") and len(rows.writer) > len("worker-1/")
+    point = parse_line(rows.rows([lamp("SL-1", 5, 0.5)]).lines[0])
+    # Older than any row the writer may have left under its own tag: never over one of them.
+    assert point.tags["writer"] == rows.writer
 
 
 def test_a_field_whose_type_changes_gets_another_key() -> None:
