@@ -9,7 +9,7 @@ into this tree, so callers decide on meaning (retry or not) rather than on libra
     │   ├── InfluxUnavailable    - retryable: refused, timeout, 5xx, 429 (carries retry_after)
     │   └── InfluxRejected       - permanent: 4xx; the request itself is wrong
     │       ├── InfluxPartialWrite   - 400 on /write; some lines stored, `dropped` were not
-    │       └── InfluxNotFound       - 404, or a query of a database or policy that is not there
+    │       └── InfluxNotFound       - 404, or a query or write of a database or policy not there
     └── BrokerError              - the MQTT broker refused us or could not be reached
         └── BrokerRefused        - it answered, and said no (a login, a dynamic-security command)
 """
