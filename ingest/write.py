@@ -130,7 +130,8 @@ class Writer:
             except InfluxRejected as exc:
                 if exc.status in SPLIT or (policy == LATEST and isinstance(exc, InfluxNotFound)):
                     raise
-                # 401/403/404: the database or our credentials are wrong. That is an operator's
+                # 401/403/404, a missing retention policy (1.x's 500, InfluxNotFound): the
+                # database or our credentials are wrong. That is an operator's
                 # fix, not the data's fault: keep the data, keep retrying, shout in the log.
                 self._wait(attempt, None, f"InfluxDB refused the write: {exc}")
                 attempt += 1
