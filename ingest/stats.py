@@ -125,6 +125,7 @@ HELP = {
     "dead_letters_lost": "Dead letters InfluxDB refused too (logged in full)",
     "latest_rows_refused": "Rows of devices' newest readings InfluxDB refused (logged)",
     "latest_rows": "Devices whose newest reading the writer thread's rows hold",
+    "last_stored_timestamp_seconds": "Unix time a batch was last stored in InfluxDB (0: none yet)",
     "buffered_lines": "Lines waiting for the next batch",
     "unacked_messages": "Messages held, not yet acknowledged",
     "acks_voided": "Acknowledgements dropped: the broker reused their id or lost the session",

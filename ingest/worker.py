@@ -148,6 +148,10 @@ class Worker:
             "citysense-registry",
         )
         self._observe: ObserveServer | None = None
+        # Wall time a batch was last stored in InfluxDB (0: none yet): an alert on its age says
+        # ingest stopped storing; bench.throughput takes its end from it. Writer and unspooler
+        # threads set it, a float assignment.
+        self._last_stored = 0.0
         self.stats.gauges.update(
             buffered_lines=self.batcher.buffered_lines,
             unacked_messages=lambda: float(len(self.acks)),
@@ -157,6 +161,7 @@ class Worker:
             budget_waits=lambda: float(self.budget.waits),
             oldest_unacked_seconds=self._oldest_unacked,
             latest_rows=lambda: float(len(self.latest)),
+            last_stored_timestamp_seconds=lambda: self._last_stored,
             ready=lambda: float(not self.crashed.is_set()),
             # Where the CPU goes, per thread (bench.throughput reports it per reading).
             cpu_seconds_mqtt_thread=lambda: thread_cpu_seconds(self.consumer.thread_id),
@@ -364,6 +369,7 @@ class Worker:
             marks.clear()
             bad = self.writer.write(lines, None, marks)
         self._outage.clear()
+        self._last_stored = time.time()  # before the readings are counted as stored
         bad = self._rows_stored(self.latest, rows, bad)
         self._store_refused(bad, self.writer)  # before the acks: a dead letter is data too
         self._count_stored(spilled, bad)
@@ -480,6 +486,7 @@ class Worker:
         except Stopped:
             return False
         self._outage.clear()
+        self._last_stored = time.time()
         bad = self._rows_stored(self.latest_unspooled, rows, bad)
         self._store_refused(bad, writer)
         self._count_stored(marked, bad)

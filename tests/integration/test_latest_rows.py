@@ -307,8 +307,12 @@ def test_without_the_latest_policy_readings_flow_and_rows_come_back_with_it(
     settings = ingest_settings(servers, influx, topic_root, spool_dir=tmp_path / "spool")
     one = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
     with InfluxClient(influx) as client, running_worker(settings) as worker:
+        assert worker.stats.snapshot()["last_stored_timestamp_seconds"] == 0.0
+        before = time.time()
         publish(servers.mosquitto.url("citysense-simulator"), [(one, lamp(now - 60 * S, 1.0))])
         wait_for(lambda: worker.stats.messages_acked >= 1, 20, what="the first ack")
+        stored_at = worker.stats.snapshot()["last_stored_timestamp_seconds"]
+        assert isinstance(stored_at, float) and before < stored_at <= time.time()
         assert kept(influx) == {settings.client_id: {LAMPS[0]: (now - 60 * S, 1.0)}}
         client.query(f'DROP RETENTION POLICY "{LATEST}" ON "{influx.database}"')
         publish(servers.mosquitto.url("citysense-simulator"), [(one, lamp(now - 50 * S, 2.0))])
