@@ -279,11 +279,26 @@ def pipeline(
     # When the last batch was stored, by the workers' clocks (the counter's baseline times its
     # last message itself too).
     finished = _metric_max(group.ports, "last_stored_timestamp_seconds")
+    if workers > 1:
+        _print_shares(group, started)
     cpu = group.cpu_seconds() - cpu_before
     per_thread = {t: _metric(group.ports, f"cpu_seconds_{t}") * 1e6 / readings for t in THREADS}
     group.stop()
     _check_stored(servers, database, readings)
     return readings / (finished - started), cpu * 1e6 / readings, per_thread
+
+
+def _print_shares(group: Workers, started: float) -> None:
+    """Each worker's share of the readings and its own span, from the first connect: the
+    broker deals a shared subscription's queued messages out, and an uneven deal or a late
+    connect leaves one worker draining alone."""
+    for n, (port, log) in enumerate(zip(group.ports, group.logs, strict=True)):
+        stored = _stored([port])
+        last = _metric_max([port], "last_stored_timestamp_seconds")
+        print(
+            f"          worker {n}: {stored:,} readings, connected at "
+            f"+{_connected_at(log) - started:.2f} s, last stored at +{last - started:.2f} s"
+        )
 
 
 def _check_stored(servers: LocalServers, database: str, readings: int) -> None:
