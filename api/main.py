@@ -171,11 +171,7 @@ def create_app(
         runtime.live.listeners.append(observations.publish)
         observations.start()
         await runtime.live.start()
-        # Garbage in reference cycles the start left goes first: frozen below, it would stay
-        # for the process's life; then the C heap's free pages (common.process).
-        collected = gc.collect()
-        release_free_memory()
-        logger.info("start-up: %d objects of cyclic garbage collected", collected)
+        release_free_memory()  # what the start's load parsed and let go (common.process)
         if config.api_gc_freeze:
             # What start-up built (contract, registry, latest state) lives as long as the
             # process: left to the cyclic collector, each full collection walks all of it, 73-131
