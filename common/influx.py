@@ -102,13 +102,17 @@ def _error_text(response: httpx.Response) -> str:
     return response.text[:500]
 
 
+# How InfluxDB 1.x begins its error for a database or retention policy it lacks.
+_NOT_THERE = ("database not found", "retention policy not found")
+
+
 def check_response(response: httpx.Response, *, writing: bool) -> None:
     """Translate an HTTP failure into the CitySense error tree; return quietly on 2xx."""
     status = response.status_code
     if status < 300:
         return
     text = _error_text(response)
-    if writing and status == 500 and text.startswith("retention policy not found"):
+    if writing and status == 500 and text.startswith(_NOT_THERE):
         # InfluxDB 1.x answers a write into a policy it lacks with a 500: not worth retrying
         # as if the server were down, the same write fails until an operator creates it.
         raise InfluxNotFound(f"InfluxDB {status}: {text}", status=status)
@@ -129,7 +133,7 @@ def check_response(response: httpx.Response, *, writing: bool) -> None:
 def _influxql_error(text: str) -> InfluxRejected:
     # InfluxDB 1.x answers a query of a database or retention policy it lacks with 200 and
     # "database not found: x" / "retention policy not found: x".
-    if text.startswith(("database not found", "retention policy not found")):
+    if text.startswith(_NOT_THERE):
         return InfluxNotFound(f"InfluxQL error: {text}", status=200)
     return InfluxRejected(f"InfluxQL error: {text}", status=200)
 

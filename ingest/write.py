@@ -55,6 +55,12 @@ class BadLine:
     missing: bool = False  # refused because its retention policy is not there (rows only)
 
 
+def _dropped(policy: str, exc: InfluxRejected) -> bool:
+    """Lines given up rather than retried: rows (ingest.latest), derived from the readings,
+    whose policy is not there."""
+    return policy == LATEST and isinstance(exc, InfluxNotFound)
+
+
 class Writer:
     def __init__(
         self,
@@ -88,7 +94,7 @@ class Writer:
                         chunk, policy, deadline, marks if policy == CHANGES else None
                     )
                 except InfluxNotFound as exc:
-                    if policy != LATEST:
+                    if not _dropped(policy, exc):
                         raise
                     bad += [BadLine(line, str(exc), missing=True) for line in chunk]
         return bad
@@ -128,7 +134,7 @@ class Writer:
                 attempt += 1
                 continue
             except InfluxRejected as exc:
-                if exc.status in SPLIT or (policy == LATEST and isinstance(exc, InfluxNotFound)):
+                if exc.status in SPLIT or _dropped(policy, exc):
                     raise
                 # 401/403/404, a missing retention policy (1.x's 500, InfluxNotFound): the
                 # database or our credentials are wrong. That is an operator's
