@@ -16,7 +16,6 @@ from api.live.hub import Hub
 from api.live.state import LiveState
 from common.influx import InfluxClient, InfluxConfig, Series
 from device_profiles import Device, load_profiles, load_registry
-from ingest import latest as latest_module
 from ingest.latest import LatestRows
 from ingest.stages import Enriched
 from ingest.write import BadLine
@@ -95,7 +94,7 @@ def _no_policy(request: httpx.Request) -> httpx.Response:
 
 
 def test_without_the_policy_no_rows_are_kept_until_it_is_back(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     rows = keeper()
     with _influx(_no_policy) as client:
@@ -105,8 +104,7 @@ def test_without_the_policy_no_rows_are_kept_until_it_is_back(
     with _influx(_found) as client:
         rows.recheck(client)  # not due yet: no query, still off
         assert not rows.enabled
-        monkeypatch.setattr(latest_module, "RECHECK_S", 0.0)
-        rows._recheck_at = 0.0
+        rows._recheck_at = 0.0  # as RECHECK_S later
         rows.recheck(client)
     assert rows.enabled
     assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []  # what it holds was read back
