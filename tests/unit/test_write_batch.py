@@ -223,3 +223,23 @@ def test_marks_follow_their_readings_with_a_fresh_stamp_per_attempt() -> None:
     assert len(stamps) == 3
     assert all(len(s) == 1 for s in stamps)
     assert len(set.union(*stamps)) == 3
+
+
+def test_a_missing_policy_of_readings_is_held_not_given_up() -> None:
+    """InfluxDB 1.x's 500 for a policy it lacks is an operator's fix, as a missing database: the
+    readings are retried past the spool's deadline (a spool would not drain either), not given
+    up to it; the rows of a write are dropped instead (tests/unit/test_latest_rows.py)."""
+    answers = [500, 500, 204]
+    bodies: list[bytes] = []
+
+    def influx(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        status = answers.pop(0)
+        if status == 500:
+            return httpx.Response(500, json={"error": "retention policy not found: autogen"})
+        return httpx.Response(status)
+
+    client = InfluxClient(InfluxConfig(), transport=httpx.MockTransport(influx))
+    writer = Writer(client, Stats(), threading.Event(), RetryPolicy.fast())
+    assert writer.write(["m v=1 1"], deadline=0.0) == []  # a deadline long past
+    assert len(bodies) == 3
