@@ -6,6 +6,7 @@ temporary folder, free ports). No systemd, no shared system state: stopping the 
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import socket
@@ -27,6 +28,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 PORT_ATTEMPTS = 3
+INFLUXD_GOGC = "200"  # see InfluxDB.environment
 # MQTT 3.1.1 CONNECT, clean session, keepalive 5 s, client id "citysense-probe", no credentials:
 # 29 bytes written out by hand: a readiness probe needs no client library.
 _PROBE_CONNECT = b"\x10\x1b\x00\x04MQTT\x04\x02\x00\x05\x00\x0fcitysense-probe"
@@ -69,6 +71,9 @@ class _Child:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
     def ready(self) -> bool:
         raise NotImplementedError
 
@@ -100,6 +105,7 @@ class _Child:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
+                env=self.environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -246,6 +252,13 @@ class InfluxDB(_Child):
     def repick_ports(self) -> None:
         self.port = free_port(self.host)
         self.rpc_port = free_port(self.host)
+
+    def environment(self) -> dict[str, str]:
+        # Go's collector at GOGC=200 rather than 100: storing the benchmark's readings cost
+        # influxd 17 % less CPU (22 -> 18.5 µs a reading, 5,000-line writes) for 30 % more
+        # resident memory; 400 saved no more and took twice the memory. An operator's own
+        # GOGC wins. The compose stack sets the same.
+        return {"GOGC": INFLUXD_GOGC, **os.environ}
 
     def command(self) -> list[str]:
         if not self.rpc_port:
