@@ -17,12 +17,16 @@ import pytest
 
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
+from common.schema import ensure_schema
+from device_profiles import load_profiles
 from ingest import cli as ingest_cli
+from ingest import latest as latest_module
 from ingest.worker import Worker
 from tests.support.influx import count, rows
 from tests.support.ingest import ingest_settings, running_worker
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
+from wire.retention import LATEST
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
@@ -114,6 +118,52 @@ def test_straight_to_the_spool_once_the_outage_is_known(
         f"{settings.client_id}/spool",
         PIPE,
         (start + 199) * 1_000_000,
+    )
+
+
+def test_the_drainer_without_the_latest_policy_stores_readings_and_keeps_rows_once_back(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    topic_root: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The spool drained while the `latest` policy is missing: the readings are stored and the
+    segment deleted without rows (not retried for ever, not left on disk); once the policy is
+    back the drainer looks again and keeps the rows of the next segment."""
+    monkeypatch.setattr(latest_module, "RECHECK_S", 0.2)
+    gate = Gate(lambda _body: True)
+    settings = ingest_settings(
+        servers, influx, topic_root, spool_dir=tmp_path / "spool", spill_after=0.5, batch_size=5
+    )
+    topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
+    start = now_ms() - 60_000
+    url = servers.mosquitto.url("citysense-simulator")
+    latest = f'SELECT * FROM "{LATEST}"."citysense_latest"'
+    with InfluxClient(influx) as client, running_worker(settings, gate) as worker:
+        client.query(f'DROP RETENTION POLICY "{LATEST}" ON "{influx.database}"')
+        publish(url, [(topic, reading(start, 1.0))])
+        wait_for(lambda: worker.stats.spilled_batches == 1, 30, what="the first batch spilled")
+        gate.open.set()
+        wait_for(lambda: worker.stats.unspooled_batches == 1, 30, what="the segment drained")
+        assert count(influx, "water_pipe") == 1
+        assert not worker.latest_unspooled.enabled
+        assert worker.spool is not None and not worker.spool.segments()
+        ensure_schema(client, settings.retention, load_profiles())  # `citysense schema`
+        time.sleep(0.3)  # past RECHECK_S
+        gate.open.clear()
+        publish(url, [(topic, reading(start + 1, 2.0))])
+        wait_for(lambda: worker.stats.spilled_batches == 2, 30, what="the second batch spilled")
+        gate.open.set()
+        wait_for(lambda: worker.stats.unspooled_batches == 2, 30, what="the second drained")
+        assert worker.latest_unspooled.enabled
+        wait_for(lambda: len(rows(influx, latest)) == 1, 30, what="the drainer's row")
+    assert count(influx, "water_pipe") == 2
+    [row] = rows(influx, latest)
+    assert (row["writer"], row["device"], row["at"]) == (
+        f"{settings.client_id}/spool",
+        PIPE,
+        (start + 1) * 1_000_000,
     )
 
 
