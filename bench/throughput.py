@@ -14,14 +14,11 @@ Two measurements of each:
 - live: publishers and consumer run together; timed from the first publish until the last
   reading is stored (InfluxDB's /write answered; the count is then checked with a query). This
   is the issue's definition; on a small machine the publishers' own CPU is part of the picture.
-- backlog: the consumer connects and subscribes, is frozen (SIGSTOP), the load is queued at the
-  broker for it, then it is thawed (SIGCONT); timed from the thaw until the last reading is
-  stored. The publishers are out of the way, so this is the consumer's own ceiling. Frozen
-  rather than started after the load: several workers started at once connected up to 1.3 s
-  apart (start-up contends for the two cores), and the first drained alone meanwhile; thawed,
-  they start together. The bare counter is timed the same way. While frozen, each connection's
-  socket buffers take what the broker can write into them (a few hundred kilobytes, about 1 %
-  of the load per connection), which the broker then does not do in the timed part.
+- backlog: the load is first queued at the broker for the consumer's persistent session, then
+  the consumer is started; timed from its CONNACK (the first worker's) until the last reading
+  is stored. The publishers are out of the way, so this is the consumer's own ceiling. Several
+  workers are held just before they connect until all are (bench.ingest_gated): started at
+  once, they connected up to 1.3 s apart, and the first drained alone meanwhile.
 Prints rates and the ratio to the baseline. Run on a quiet machine; figures vary ±10 % run to run.
 """
 
@@ -29,11 +26,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -49,6 +46,7 @@ from simulators.fleet import generate
 from wire.topics import TopicLayout
 
 ROOT = "bench"
+INGEST = "bench.ingest_gated"  # `citysense ingest`, held before connecting when asked
 PUBLISHERS = 2  # one Python publisher tops out below the consumer's rate
 REQUIRED = (
     ("streetlight", "powerState"),
@@ -128,28 +126,14 @@ def baseline(
     """The bare counter's rate (messages/s) and, in backlog mode, its CPU per message (µs)."""
     client_id = f"bench-count-{time.time_ns()}"
     if backlog:
-        child = counter(servers, messages, client_id, protocol)
-        thawed = _queued_while_frozen(servers, load, [child])
-        result = counted(child, messages)
+        counted(counter(servers, 0, client_id, protocol), 0)  # leaves its session to queue into
+        run_publishers(servers, load)
+        result = counted(counter(servers, messages, client_id, protocol), messages)
         cpu = result["cpu_last"] - result["cpu_connected"]
-        return messages / (result["last"] - thawed), cpu * 1e6 / messages
+        return messages / (result["last"] - result["connected"]), cpu * 1e6 / messages
     proc = counter(servers, messages, client_id, protocol)
     started = run_publishers(servers, load)
     return messages / (counted(proc, messages)["last"] - started), float("nan")
-
-
-def _queued_while_frozen(servers: LocalServers, load: Path, consumers: list[Child]) -> float:
-    """The load queued at the broker while the (connected, subscribed) consumers are frozen;
-    then all thawed at once. The wall time of the thaw."""
-    for child in consumers:
-        child.proc.send_signal(signal.SIGSTOP)
-    try:
-        run_publishers(servers, load)
-    finally:
-        thawed = time.time()
-        for child in consumers:
-            child.proc.send_signal(signal.SIGCONT)
-    return thawed
 
 
 def baselines(servers: LocalServers, load: Path, messages: int, mode: str) -> tuple[float, float]:
@@ -197,6 +181,29 @@ def _stored(ports: list[int]) -> int:
 THREADS = ("mqtt_thread", "writer_thread")  # the workers' own CPU gauges, per thread
 
 
+def _connected_at(log: Path) -> float:
+    """Wall time of the worker's CONNACK, from its own structured log."""
+    for line in log.read_text().splitlines():
+        entry = orjson.loads(line)
+        if str(entry.get("msg", "")).startswith("connected to"):
+            return datetime.fromisoformat(entry["ts"]).timestamp()
+    raise RuntimeError(f"no connect line in {log}")
+
+
+def _open_when_all_wait(gate: Path, procs: list[Child], timeout: float = 60.0) -> None:
+    """Create `gate` once every worker has announced it waits for it (`gate`.<pid>)."""
+    waiting = [Path(f"{gate}.{child.proc.pid}") for child in procs]
+    deadline = time.monotonic() + timeout
+    while not all(path.exists() for path in waiting):
+        for child in procs:
+            if child.proc.poll() is not None:
+                raise RuntimeError(f"{child.name} exited before it connected")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers not at the gate after {timeout:.0f} s")
+        time.sleep(0.01)
+    gate.touch()
+
+
 class Workers:
     """N ingest processes on one shared subscription (or one plain subscriber)."""
 
@@ -206,7 +213,7 @@ class Workers:
         database: str,
         count: int,
         home: Path,
-        module: str = "citysense.cli",
+        module: str = INGEST,
     ) -> None:
         self.module = module
         self.ports = [free_port() for _ in range(count)]
@@ -226,25 +233,28 @@ class Workers:
                 "CITYSENSE_SPOOL_DIR": str(home / "spool"),
                 "CITYSENSE_LOG_LEVEL": "INFO",
                 # The pass-through worker skips duplicate detection too.
-                **({"CITYSENSE_DEDUPE_WINDOW": "0"} if module != "citysense.cli" else {}),
+                **({"CITYSENSE_DEDUPE_WINDOW": "0"} if module != INGEST else {}),
             }
             for n, port in enumerate(self.ports)
         ]
         self.procs: list[Child] = []
 
-    def start(self) -> None:
-        """Every worker at once, each with a fresh log; then each awaited until /ready."""
+    def start(self, gate: Path | None = None) -> None:
+        """Every worker at once, each with a fresh log; then each awaited until /ready. With
+        `gate`, each is held before it connects until all are there (bench.ingest_gated)."""
         for n, (env, log) in enumerate(zip(self.envs, self.logs, strict=True)):
             self.procs.append(
                 start_citysense(
                     "ingest",
                     module=self.module,
-                    env=env,
+                    env={**env, "CITYSENSE_BENCH_GO": str(gate)} if gate else env,
                     log=log,
                     fresh_log=True,
                     name=f"ingest worker {n}",
                 )
             )
+        if gate is not None:
+            _open_when_all_wait(gate, self.procs)
         for proc, port in zip(self.procs, self.ports, strict=True):
             proc.wait_http(f"http://127.0.0.1:{port}/ready", 30)
 
@@ -265,15 +275,19 @@ def pipeline(
     home: Path,
     *,
     backlog: bool,
-    module: str = "citysense.cli",
+    module: str = INGEST,
 ) -> tuple[float, float, dict[str, float]]:
     database = f"bench_{workers}w_{'backlog' if backlog else 'live'}_{time.time_ns()}"
     group = Workers(servers, database, workers, home, module)
     group.start()
     if backlog:
-        # What starting costs (imports, contract) is not the readings' cost: measured idle.
+        # What starting costs (imports, contract) is not the readings' cost: take it from an
+        # idle start, then stop; the sessions stay at the broker and queue the load.
         cpu_before = group.cpu_seconds()
-        started = _queued_while_frozen(servers, load, group.procs)
+        group.stop()
+        run_publishers(servers, load)
+        group.start(gate=home / f"{database}.go")
+        started = min(_connected_at(log) for log in group.logs)
     else:
         cpu_before = group.cpu_seconds()
         started = run_publishers(servers, load)
@@ -295,13 +309,16 @@ def pipeline(
 
 
 def _print_shares(group: Workers, started: float) -> None:
-    """Each worker's share of the readings and when it stored its last, from the thaw: the
-    broker deals a shared subscription's queued messages out, and an uneven deal leaves one
-    worker draining alone."""
-    for n, port in enumerate(group.ports):
+    """Each worker's share of the readings and its own span, from the first connect: the
+    broker deals a shared subscription's queued messages out, and an uneven deal or a late
+    connect leaves one worker draining alone."""
+    for n, (port, log) in enumerate(zip(group.ports, group.logs, strict=True)):
         stored = _stored([port])
         last = _metric_max([port], "last_stored_timestamp_seconds")
-        print(f"          worker {n}: {stored:,} readings, last stored at +{last - started:.2f} s")
+        print(
+            f"          worker {n}: {stored:,} readings, connected at "
+            f"+{_connected_at(log) - started:.2f} s, last stored at +{last - started:.2f} s"
+        )
 
 
 def _check_stored(servers: LocalServers, database: str, readings: int) -> None:
