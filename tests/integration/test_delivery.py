@@ -26,7 +26,8 @@ from tests.support.influx import count, rows
 from tests.support.ingest import ingest_settings, running_worker
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
-from wire.retention import LATEST
+from wire.changes import MEASUREMENT as CHANGES_MEASUREMENT
+from wire.retention import CHANGES, LATEST
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
@@ -165,6 +166,33 @@ def test_the_drainer_without_the_latest_policy_stores_readings_and_keeps_rows_on
         PIPE,
         (start + 1) * 1_000_000,
     )
+
+
+def test_a_worker_stopped_between_a_batch_s_rows_and_its_marks_leaves_it_whole_next_time(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str
+) -> None:
+    """A batch's readings and rows stored, its marks not (InfluxDB failing just then), and the
+    worker stopped: nothing was acknowledged, so the next start is given the message again and
+    writes it whole — the same reading once, one row, and the marks that vouch for it."""
+    gate = Gate(lambda body: body.startswith(CHANGES_MEASUREMENT.encode() + b","))
+    settings = ingest_settings(servers, influx, topic_root)
+    topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
+    start = now_ms() - 60_000
+    latest = f'SELECT * FROM "{LATEST}"."citysense_latest"'
+    marks = f'SELECT * FROM "{CHANGES}"."{CHANGES_MEASUREMENT}"'
+    with running_worker(settings, gate) as worker:
+        publish(servers.mosquitto.url("citysense-simulator"), [(topic, reading(start, 1.5))])
+        wait_for(lambda: gate.refused >= 2, 30, what="the marks' write failing")
+        assert count(influx, "water_pipe") == 1
+        assert len(rows(influx, latest)) == 1
+        assert rows(influx, marks) == []
+        assert worker.stats.messages_acked == 0
+    with running_worker(settings) as again:
+        wait_for(lambda: again.stats.messages_acked == 1, 30, what="the message given again")
+    assert count(influx, "water_pipe") == 1
+    [row] = rows(influx, latest)
+    assert (row["device"], row["at"]) == (PIPE, start * 1_000_000)
+    assert len(rows(influx, marks)) == 1
 
 
 @pytest.fixture
