@@ -1,14 +1,16 @@
 """citysense.servers: a port chosen for a server and taken by someone else before the server
-binds it is chosen again on a first start; a port that was given is never changed."""
+binds it is chosen again on a first start; a port that was given is never changed; InfluxDB runs
+with its collector tuned unless the operator set it."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import pytest
 
-from citysense.servers import LocalServers
+from citysense.servers import INFLUXD_GOGC, LocalServers
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +42,20 @@ def test_a_given_port_is_never_changed(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="already in use"):
             stack.mosquitto.start()
         assert stack.mosquitto.port == port
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def test_influxdb_runs_with_gogc_200_unless_the_operator_set_one(
+    servers: LocalServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert servers.influxdb.process is not None
+    expected = os.environ.get("GOGC", INFLUXD_GOGC)  # an operator's own, if the run has one
+    assert _environ(servers.influxdb.process.pid)["GOGC"] == expected
+    monkeypatch.delenv("GOGC", raising=False)
+    assert servers.influxdb.environment()["GOGC"] == "200"
+    monkeypatch.setenv("GOGC", "150")
+    assert servers.influxdb.environment()["GOGC"] == "150"
