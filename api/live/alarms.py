@@ -12,7 +12,9 @@ Only duration timers still pending are lost: they start again from the next read
 
 Memory is bounded: every active alarm (at most devices x rules) and the `history` newest cleared
 ones are kept, InfluxDB keeps the rest; events waiting for InfluxDB are bounded in bytes
-(`Outbox`), the oldest dropped past it, counted and logged.
+(`Outbox`), the oldest dropped past it, counted and logged. Those that can wait — the silent
+devices' alarms, at start and as devices fall silent — wait while the outbox is half full and
+InfluxDB takes its events (api.live.service), so a storm of them is stored, not dropped.
 """
 
 from __future__ import annotations
@@ -169,6 +171,12 @@ class Outbox:
     def __bool__(self) -> bool:
         return bool(self._lines)
 
+    @property
+    def crowded(self) -> bool:
+        """Half full: producers that can wait do (api.live.service), leaving the other half for
+        those that cannot."""
+        return self.bytes * 2 >= self.max_bytes
+
 
 @dataclass
 class AlarmBook:
@@ -181,6 +189,8 @@ class AlarmBook:
     outbox: Outbox = field(default_factory=Outbox)  # lines to persist
     _cleared: OrderedDict[str, None] = field(default_factory=OrderedDict)  # oldest first
     _last_ns: int = 0
+    _silent_at_start: deque[str] = field(default_factory=deque)  # not yet raised
+    _started_ns: int = 0
 
     def __post_init__(self) -> None:
         self.hub.listeners.append(self.on_event)
@@ -325,10 +335,25 @@ class AlarmBook:
                 self._clear(key, now_ns(), event.data.get("last_seen"))
 
     def silent_at_start(self, device_ids: list[str], now: int) -> None:
-        """Devices already silent when the API starts never *become* silent: raise for them."""
-        for device_id in device_ids:
-            if (device_id, SILENT.name) not in self.active:
-                self._raise(SILENT, device_id, None, now)
+        """Devices already silent when the API starts never *become* silent: raised for them
+        by `raise_silent_at_start`, some at a time (see there). Held as the registry's own id
+        strings: 8 bytes a device in the deque."""
+        self._silent_at_start.extend(device_ids)
+        self._started_ns = now
+
+    def raise_silent_at_start(self, still_silent: Callable[[str], bool], limit: int) -> bool:
+        """The `silent` alarms of up to `limit` devices silent at start (and still silent);
+        whether any were left to look at. A city whose devices all fell silent while the API
+        was down (an ingest outage) would otherwise put a million events in the outbox at
+        once: 150 MB against its 16, the oldest dropped while InfluxDB was well."""
+        waiting = self._silent_at_start
+        if not waiting:
+            return False
+        for _ in range(min(limit, len(waiting))):
+            device_id = waiting.popleft()
+            if (device_id, SILENT.name) not in self.active and still_silent(device_id):
+                self._raise(SILENT, device_id, None, self._started_ns)
+        return True
 
     def acknowledge(self, alarm: Alarm, by: str, note: str | None) -> None:
         alarm.acknowledged_by = by
@@ -400,6 +425,7 @@ class Writer:
         self._book = book
         self._scrub = scrub
         self._influx = AsyncInfluxClient(config, transport=transport)
+        self.storing = True  # the last write of events succeeded (or none was tried)
 
     async def flush(self) -> None:
         outbox = self._book.outbox
@@ -409,8 +435,10 @@ class Writer:
         try:
             await self._influx.write("\n".join(lines).encode(), policy=policy_of(MEASUREMENT))
         except InfluxError as exc:
+            self.storing = False
             logger.warning("alarm events not stored yet, will retry: %s", self._scrub(str(exc)))
             return
+        self.storing = True
         outbox.done(lines)
 
     async def run(self, interval: float = 0.2) -> None:

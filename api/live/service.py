@@ -66,6 +66,9 @@ FEED_DRAIN_MAX_S = 10.0
 # announcement of a write follows its mark by milliseconds.
 FEED_SETTLE_S = 0.5
 LOST_CATCH_UP_S = 2.0
+# Alarms and transitions emitted between two looks at the alarm outbox (_emit_due): their
+# events, ~300 B each at most, fit in half the smallest outbox allowed (64 KB).
+EMIT_SLICE = 100
 COLLIDED_SLICE = 200  # devices named in one query of the readings
 ROWS_REQUEST_BYTES = 4 * 1024 * 1024  # latest rows a request, under InfluxDB's body limit
 
@@ -341,7 +344,23 @@ class Live:
             now = now_ns()
             self.state.baseline(now)
             self.alarms.silent_at_start(self.state.silent(), now)
+            self._emit_due()
         self.load_error = None
+
+    def _emit_due(self) -> None:
+        """The alarms of devices silent at start, then the reporting transitions due, some at
+        a time while the alarm outbox is not half full. A storm — a million devices silent
+        at once — waits here for InfluxDB to take the events the slices before it made, a
+        few seconds late, rather than overflowing the outbox. While InfluxDB refuses them
+        everything is emitted as before (live clients are not held back by a database
+        outage) and the outbox drops its oldest past its bound, counted."""
+        outbox, writer, state = self.alarms.outbox, self.writer, self.state
+        now = now_ns()
+        while not (writer.storing and outbox.crowded):
+            if self.alarms.raise_silent_at_start(state.judged_silent, EMIT_SLICE):
+                continue
+            if not state.tick(now, limit=EMIT_SLICE):
+                return
 
     async def _read_marks(self, since: int) -> Marks:
         """The change marks of every window holding a time at or after `since` (a window's mark
@@ -741,7 +760,7 @@ class Live:
             if not self.state.loaded:
                 await self._try_reload(from_rows=self.settings.api_state_from_rows)
                 continue
-            self.state.tick(now_ns())
+            self._emit_due()
             if self._rows_due and time.monotonic() >= next_rows and self._rows_task is None:
                 # A task of its own: 100,000 rows take seconds to send, and the reporting
                 # status is judged meanwhile.

@@ -202,14 +202,20 @@ class LiveState:
                 },
             )
 
-    def tick(self, now_ns: int) -> None:
-        """Emit the reporting transitions that became due by `now_ns`."""
+    def tick(self, now_ns: int, limit: int | None = None) -> bool:
+        """Emit the reporting transitions that became due by `now_ns`, at most `limit` of
+        them; whether some due are left for the next call."""
         due = self._due
+        emitted = 0
         while due and due[0] >> INDEX_BITS <= now_ns:
+            if limit is not None and emitted >= limit:
+                return True
             index = heapq.heappop(due) & _INDEX_MASK
             self._queued[index] = 0
             self._rejudge(index, now_ns)
             self._schedule(index, now_ns)
+            emitted += 1
+        return False
 
     def baseline(self, now_ns: int) -> None:
         """After the start-up load: judge everyone without events (nothing *changed*)."""
@@ -217,6 +223,10 @@ class LiveState:
             self.judged[index] = _CODE[self._judge(index, now_ns)]
             self._schedule(index, now_ns)
         self.loaded = True
+
+    def judged_silent(self, device_id: str) -> bool:
+        index = self.index.get(device_id)
+        return index is not None and self.judged[index] == _CODE[Reporting.SILENT]
 
     def silent(self) -> list[str]:
         """The devices judged silent."""

@@ -4,6 +4,7 @@ may see and acknowledge which alarm."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -13,9 +14,12 @@ import yaml
 
 from api.core.tokens import hash_token
 from citysense.servers import LocalServers
-from common.influx import InfluxConfig
-from tests.support.influx import rows
+from common.influx import InfluxClient, InfluxConfig
+from device_profiles import load_profiles, load_registry
+from simulators.city import write_city
+from tests.support.influx import count, rows
 from tests.support.polling import until
+from tests.support.seeding import Point, line_protocol
 from tests.support.state import fast_profiles, live_settings, stack_for
 from tests.support.times import MIN, rfc3339
 
@@ -137,6 +141,40 @@ async def test_a_silent_device_raises_an_alarm_and_its_next_reading_clears_it(
             await st.client.get("/alarms", params={"rule": "silent", "state": "cleared"})
         ).json()
         assert [a["id"] for a in body["items"]] == [alarm["id"]]
+
+
+async def test_a_storm_of_devices_silent_at_start_is_stored_whole_not_dropped(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """Every streetlight of a 3,000-device city silent when the API starts (ingest away while
+    it was down): 1,800 `silent` alarms whose events are ten times the outbox (64 KB here). With
+    InfluxDB well, every event is stored and none dropped: they wait for the outbox's room."""
+    registry = tmp_path / "city.csv"
+    with registry.open("w") as out:
+        write_city(out, 3000)
+    profiles = load_profiles()
+    lamps = [
+        d for d in load_registry(registry, profiles).devices.values() if d.profile == "streetlight"
+    ]
+    ago = time.time_ns() - 30 * MIN
+    points = [
+        Point("streetlight", d.device_id, d.district, {"powerState": "on"}, ago) for d in lamps
+    ]
+    with InfluxClient(influx) as client:
+        client.write(line_protocol(points))
+    settings = live_settings(
+        servers, influx, tmp_path, topic_root, registry=registry, api_alarm_outbox_bytes=64 * 1024
+    )
+    async with stack_for(settings, servers) as st:
+        book = st.app.state.runtime.live.alarms
+        where = "WHERE \"rule\" = 'silent' AND \"event\" = 'raised'"
+
+        async def stored() -> bool:
+            return await asyncio.to_thread(count, influx, "alarm_events", where) == len(lamps)
+
+        await until(stored, 60, "every event stored", interval=0.5)
+        assert book.outbox.dropped == 0
+        assert sum(rule == "silent" for _, rule in book.active) == len(lamps)
 
 
 # --- who may see and acknowledge which alarm (access rights on) ---------------------------------

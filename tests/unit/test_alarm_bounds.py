@@ -1,11 +1,14 @@
 """The API's alarm memory is bounded: a flapping device cannot grow it, nor can an InfluxDB
-outage grow the events waiting to be stored (issue 10, 7)."""
+outage grow the events waiting to be stored (issue 10, 7); a storm of silent devices is emitted
+some at a time, for the outbox to be written rather than overflow."""
 
 from __future__ import annotations
 
 from api.core.contract import Contract
+from api.core.readings import Reading
 from api.live.alarms import AlarmBook, Outbox
-from api.live.hub import Hub
+from api.live.hub import Event, Hub
+from api.live.state import LiveState
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 
 PROFILES = load_profiles()
@@ -42,3 +45,51 @@ def test_the_outbox_drops_its_oldest_past_its_bytes_and_counts_them() -> None:
     assert outbox.pending() == lines[40:]
     outbox.done(outbox.pending()[:5])
     assert outbox.pending() == lines[45:]
+
+
+def test_the_outbox_is_crowded_from_half_its_bytes() -> None:
+    outbox = Outbox(max_bytes=1000)
+    outbox.append("x" * 499)
+    assert not outbox.crowded
+    outbox.append("x")
+    assert outbox.crowded
+    outbox.done(outbox.pending())
+    assert not outbox.crowded
+
+
+def test_devices_silent_at_start_are_raised_some_at_a_time_and_only_if_still_silent() -> None:
+    lamps = [d.device_id for d in CONTRACT.registry.devices.values() if d.profile == "streetlight"]
+    assert len(lamps) >= 5
+    book = AlarmBook(CONTRACT, Hub(100))
+    book.silent_at_start(lamps[:5], 7 * S)
+    assert not book.active and not book.outbox  # nothing yet: the caller paces them
+    heard = {lamps[2]}  # a reading since: no longer silent
+
+    def still_silent(device_id: str) -> bool:
+        return device_id not in heard
+
+    assert book.raise_silent_at_start(still_silent, 2)
+    assert sorted(device for device, _ in book.active) == sorted(lamps[:2])
+    assert book.raise_silent_at_start(still_silent, 2)
+    assert book.raise_silent_at_start(still_silent, 2)
+    assert not book.raise_silent_at_start(still_silent, 2)
+    assert sorted(device for device, _ in book.active) == sorted([lamps[0], lamps[1], *lamps[3:5]])
+    assert {a.start_ns for a in book.active.values()} == {7 * S}
+    assert len(book.outbox) == 4
+
+
+def test_the_reporting_transitions_due_are_emitted_at_most_limit_at_a_time() -> None:
+    lamps = [d.device_id for d in CONTRACT.registry.devices.values() if d.profile == "streetlight"]
+    state = LiveState(CONTRACT, Hub(100), late_after=1.5, silent_after=3.0)
+    state.load("streetlight", [(lamp, Reading(0, {"powerState": "on"})) for lamp in lamps[:5]], 0)
+    state.baseline(0)
+    events: list[Event] = []
+    state.hub.listeners.append(events.append)
+    later = 200 * S  # past 3 x the streetlights' 60 s: silent
+    assert state.tick(later, limit=2)
+    assert len(events) == 2
+    assert state.tick(later, limit=2)
+    assert not state.tick(later, limit=2)
+    assert [e.data["to"] for e in events] == ["silent"] * 5
+    assert sorted(e.device_id for e in events) == sorted(lamps[:5])
+    assert not state.tick(later)
