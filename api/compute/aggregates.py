@@ -350,6 +350,23 @@ class _Found:
     groups: int
 
 
+async def _marks(
+    influx: AsyncInfluxClient, cache: CellCache, phases: Phases, query: q.Query
+) -> tuple[float, int, Marks]:
+    """The change marks `query` reads, as (read_at, as_of_ns, marks): read now, or an answer
+    read moments ago for another ask (CellCache.marks)."""
+    key = (query.text, tuple(sorted(query.params.items())))
+    reused = cache.marks(key)
+    if reused is not None:
+        return reused
+    read_at, as_of_ns = cache.now(), now_ns()
+    with phases.phase("marks"):
+        results = await q.fetch_all(influx, query)
+        marks = Marks.from_series(s for result in results for s in result)
+    cache.put_marks(key, read_at, as_of_ns, marks)
+    return read_at, as_of_ns, marks
+
+
 async def _cells(
     influx: AsyncInfluxClient,
     settings: ApiSettings,
@@ -370,16 +387,13 @@ async def _cells(
     since = clipped[0][0] - (int(settings.api_latest_lookback * NS_PER_S) if counter else 0)
     # Read before computing: a write landing meanwhile moves the signature, not the cell. From
     # the start of the change window holding `since`: marks are stamped at their window's start.
-    read_at, as_of_ns = cache.now(), now_ns()
     lookback, start = window_of(since), window_of(clipped[0][0])
     if counter and settings.api_rollups_serve:
         # Per-window rows over the lookback too: a rollup's counter signature starts at its own
         # window's lookback, not the answer's (api.compute.keeper.signatures).
         start = lookback
     query = q.changes(profile, since_ns=lookback, start_ns=start, end_ns=clipped[-1][1])
-    with phases.phase("marks"):
-        results = await q.fetch_all(influx, query)
-        marks = Marks.from_series(s for result in results for s in result)
+    read_at, as_of_ns, marks = await _marks(influx, cache, phases, query)
     if groups is EVERY_DISTRICT:
         groups = [*await _every_district(influx, cache, phases, profile, marks)]
     cells: Cells = {}

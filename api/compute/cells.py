@@ -95,6 +95,13 @@ class Marks:
         return stamps, count
 
 
+# A change-marks answer is reused by asks arriving within this long of its read (a screen's
+# panels, many users on one question: one InfluxDB read for all); kept below max_staleness, so
+# the guarantee holds (CellCache.marks).
+MARKS_REUSE_S = 1.0
+MARKS_KEPT = 32  # marks answers held for reuse at once, at most (each a profile's span)
+
+
 class CellCache:
     """Computed cells, least recently used dropped first beyond `max_cells`."""
 
@@ -109,6 +116,30 @@ class CellCache:
         self._clock = clock
         self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
         self._districts: dict[str, tuple[float, list[str]]] = {}  # one entry per profile
+        self.marks_reuse = min(MARKS_REUSE_S, max_staleness / 2)
+        self._marks: OrderedDict[Hashable, tuple[float, int, Marks]] = OrderedDict()
+
+    def marks(self, key: Hashable) -> tuple[float, int, Marks] | None:
+        """The marks answer of `key` (a query) read less than `marks_reuse` ago, as (read_at,
+        as_of_ns, marks), or None. Why an answer may be reused: a reading stored
+        `max_staleness` before an answer was stored before that read (the reuse is shorter),
+        so its mark is in the signatures the cells are judged by; and cells computed from it
+        keep the read's time, so their staleness counts from then."""
+        found = self._marks.get(key)
+        if found is None or self._clock() - found[0] >= self.marks_reuse:
+            return None
+        return found
+
+    def put_marks(self, key: Hashable, read_at: float, as_of_ns: int, marks: Marks) -> None:
+        """`read_at` (this cache's clock): when the read of `marks` began."""
+        if self.marks_reuse <= 0:
+            return
+        held = self._marks
+        held[key] = (read_at, as_of_ns, marks)
+        held.move_to_end(key)
+        oldest = self._clock() - self.marks_reuse
+        while held and (len(held) > MARKS_KEPT or next(iter(held.values()))[0] <= oldest):
+            held.popitem(last=False)
 
     def districts(self, profile: str) -> list[str] | None:
         """The district tags stored for `profile`, if read less than DISTRICTS_FRESH_S ago."""

@@ -5,6 +5,7 @@ is a second app with nothing kept, asked the same question."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import httpx
 import orjson
 import pytest
 
+from api.compute.cells import MARKS_REUSE_S
 from api.core.settings import ApiSettings
 from api.main import create_app
 from api.routes.aggregates import CELLS_HEADER
@@ -174,6 +176,21 @@ async def test_an_answer_says_where_its_time_went(city: City) -> None:
     assert response.headers[CELLS_HEADER] == "0/50", response.headers[CELLS_HEADER]
     # The stored district tags were read a moment ago: not again.
     assert list(timing(response)) == ["marks", "kept", "rows", "app"]
+
+
+async def test_asks_arriving_together_share_one_read_of_the_marks(city: City) -> None:
+    """With a staleness allowed, an answer's change marks read moments ago for another ask are
+    used again (api.compute.cells.CellCache.marks), for less than a second; then read anew."""
+    settings = city.settings.model_copy(update={"api_aggregate_max_staleness": 30.0})
+    question = {"profile": "water_pipe", "field": "pressure", "every": "1h"}
+    async with running(create_app(settings)) as api:
+        await api.get("/aggregates", params=question)  # computes the cells
+        await asyncio.sleep(MARKS_REUSE_S)
+        read = timing(await api.get("/aggregates", params=question))
+        shared = timing(await api.get("/aggregates", params=question))
+        await asyncio.sleep(MARKS_REUSE_S)
+        again = timing(await api.get("/aggregates", params=question))
+    assert "marks" in read and "marks" not in shared and "marks" in again
 
 
 async def test_a_district_first_written_now_is_answered_at_once(city: City) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.compute.cells import Cell, CellCache, Marks
+from api.compute.cells import MARKS_KEPT, Cell, CellCache, Marks
 from common.influx import Series
 from tests.support.clock import Clock
 from wire.changes import WINDOW_NS
@@ -80,3 +80,36 @@ def test_a_slow_older_computation_does_not_replace_a_newer_cell() -> None:
     cache.put("k", Cell(2.0, 1), (9, 2), read_at=50.0)
     cache.put("k", Cell(1.0, 1), (5, 1), read_at=40.0)  # started earlier, finished later
     assert cache.get("k", (9, 2)) == Cell(2.0, 1)
+
+
+def test_a_marks_answer_is_reused_only_within_its_reuse_and_keeps_its_read_time() -> None:
+    clock = Clock()
+    clock.now = 100.0
+    cache = CellCache(max_cells=10, max_staleness=30.0, clock=clock)
+    assert cache.marks_reuse == 1.0
+    m = marks({"North": [(0, 5, 1)]})
+    assert cache.marks("q") is None
+    cache.put_marks("q", 100.0, 7, m)
+    clock.now = 100.9
+    assert cache.marks("q") == (100.0, 7, m)  # the read's own times, not the ask's
+    assert cache.marks("other") is None
+    clock.now = 101.0
+    assert cache.marks("q") is None
+
+
+def test_marks_are_never_reused_without_staleness_and_held_answers_are_bounded() -> None:
+    clock = Clock()
+    exact = CellCache(max_cells=10, max_staleness=0.0, clock=clock)
+    exact.put_marks("q", 0.0, 0, marks({}))
+    assert exact.marks("q") is None
+    short = CellCache(max_cells=10, max_staleness=0.5, clock=clock)
+    assert short.marks_reuse == 0.25  # always below max_staleness
+    cache = CellCache(max_cells=10, max_staleness=30.0, clock=clock)
+    for n in range(MARKS_KEPT + 5):
+        cache.put_marks(n, 0.0, 0, marks({}))
+    assert cache.marks(0) is None
+    assert cache.marks(MARKS_KEPT + 4) is not None
+    assert len(cache._marks) == MARKS_KEPT
+    clock.now = 5.0
+    cache.put_marks("late", 5.0, 0, marks({}))
+    assert list(cache._marks) == ["late"]  # the expired ones let go
