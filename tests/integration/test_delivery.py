@@ -27,6 +27,7 @@ from tests.support.ingest import ingest_settings, running_worker
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
 from wire.changes import MEASUREMENT as CHANGES_MEASUREMENT
+from wire.latest import MEASUREMENT as LATEST_MEASUREMENT
 from wire.retention import CHANGES, LATEST
 from wire.topics import TopicLayout
 
@@ -54,6 +55,16 @@ class Gate(httpx.BaseTransport):
                 self.refused += 1
                 return httpx.Response(503, json={"error": "gate closed"})
         return self._real.handle_request(request)
+
+
+LATEST_ROWS = f'SELECT * FROM "{LATEST}"."{LATEST_MEASUREMENT}"'
+
+
+def the_one_row(influx: InfluxConfig) -> tuple[object, object, object]:
+    """The one latest row there is once it is stored: (writer, device, reading time)."""
+    wait_for(lambda: len(rows(influx, LATEST_ROWS)) == 1, 30, what="the row")
+    [row] = rows(influx, LATEST_ROWS)
+    return row["writer"], row["device"], row["at"]
 
 
 def reading(ts_ms: int, pressure: float) -> bytes:
@@ -112,14 +123,8 @@ def test_straight_to_the_spool_once_the_outage_is_known(
         wait_for(lambda: count(influx, "water_pipe") == 200, 30, what="the spool drained")
         # With the pipe's newest reading as its row (wire.latest), kept by the drainer: the
         # writer stored none (its writes failed), and the spool holds no rows.
-        latest = 'SELECT * FROM "latest"."citysense_latest"'
-        wait_for(lambda: len(rows(influx, latest)) == 1, 30, what="the pipe's row")
-    [row] = rows(influx, latest)
-    assert (row["writer"], row["device"], row["at"]) == (
-        f"{settings.client_id}/spool",
-        PIPE,
-        (start + 199) * 1_000_000,
-    )
+        row = the_one_row(influx)
+    assert row == (f"{settings.client_id}/spool", PIPE, (start + 199) * 1_000_000)
 
 
 def test_the_drainer_without_the_latest_policy_stores_readings_and_keeps_rows_once_back(
@@ -140,7 +145,6 @@ def test_the_drainer_without_the_latest_policy_stores_readings_and_keeps_rows_on
     topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
     start = now_ms() - 60_000
     url = servers.mosquitto.url("citysense-simulator")
-    latest = f'SELECT * FROM "{LATEST}"."citysense_latest"'
     with InfluxClient(influx) as client, running_worker(settings, gate) as worker:
         client.query(f'DROP RETENTION POLICY "{LATEST}" ON "{influx.database}"')
         publish(url, [(topic, reading(start, 1.0))])
@@ -158,14 +162,9 @@ def test_the_drainer_without_the_latest_policy_stores_readings_and_keeps_rows_on
         gate.open.set()
         wait_for(lambda: worker.stats.unspooled_batches == 2, 30, what="the second drained")
         assert worker.latest_unspooled.enabled
-        wait_for(lambda: len(rows(influx, latest)) == 1, 30, what="the drainer's row")
+        row = the_one_row(influx)
     assert count(influx, "water_pipe") == 2
-    [row] = rows(influx, latest)
-    assert (row["writer"], row["device"], row["at"]) == (
-        f"{settings.client_id}/spool",
-        PIPE,
-        (start + 1) * 1_000_000,
-    )
+    assert row == (f"{settings.client_id}/spool", PIPE, (start + 1) * 1_000_000)
 
 
 def test_a_worker_stopped_between_a_batch_s_rows_and_its_marks_leaves_it_whole_next_time(
@@ -178,19 +177,18 @@ def test_a_worker_stopped_between_a_batch_s_rows_and_its_marks_leaves_it_whole_n
     settings = ingest_settings(servers, influx, topic_root)
     topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
     start = now_ms() - 60_000
-    latest = f'SELECT * FROM "{LATEST}"."citysense_latest"'
     marks = f'SELECT * FROM "{CHANGES}"."{CHANGES_MEASUREMENT}"'
     with running_worker(settings, gate) as worker:
         publish(servers.mosquitto.url("citysense-simulator"), [(topic, reading(start, 1.5))])
         wait_for(lambda: gate.refused >= 2, 30, what="the marks' write failing")
         assert count(influx, "water_pipe") == 1
-        assert len(rows(influx, latest)) == 1
+        assert len(rows(influx, LATEST_ROWS)) == 1
         assert rows(influx, marks) == []
         assert worker.stats.messages_acked == 0
     with running_worker(settings) as again:
         wait_for(lambda: again.stats.messages_acked == 1, 30, what="the message given again")
     assert count(influx, "water_pipe") == 1
-    [row] = rows(influx, latest)
+    [row] = rows(influx, LATEST_ROWS)
     assert (row["device"], row["at"]) == (PIPE, start * 1_000_000)
     assert len(rows(influx, marks)) == 1
 
