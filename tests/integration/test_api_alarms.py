@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from api.core.tokens import hash_token
+from api.live.alarms import AlarmBook
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from device_profiles import load_profiles, load_registry
@@ -143,12 +144,9 @@ async def test_a_silent_device_raises_an_alarm_and_its_next_reading_clears_it(
         assert [a["id"] for a in body["items"]] == [alarm["id"]]
 
 
-async def test_a_storm_of_devices_silent_at_start_is_stored_whole_not_dropped(
-    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
-) -> None:
-    """Every streetlight of a 3,000-device city silent when the API starts (ingest away while
-    it was down): 1,800 `silent` alarms whose events are ten times the outbox (64 KB here). With
-    InfluxDB well, every event is stored and none dropped: they wait for the outbox's room."""
+def silent_city(influx: InfluxConfig, tmp_path: Path) -> tuple[Path, int]:
+    """A 3,000-device city whose streetlights' last readings are 30 minutes old: its registry,
+    and how many streetlights (silent when an API starts over it)."""
     registry = tmp_path / "city.csv"
     with registry.open("w") as out:
         write_city(out, 3000)
@@ -162,6 +160,20 @@ async def test_a_storm_of_devices_silent_at_start_is_stored_whole_not_dropped(
     ]
     with InfluxClient(influx) as client:
         client.write(line_protocol(points))
+    return registry, len(lamps)
+
+
+def silent_alarms(book: AlarmBook) -> int:
+    return sum(rule == "silent" for _, rule in book.active)
+
+
+async def test_a_storm_of_devices_silent_at_start_is_stored_whole_not_dropped(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """Every streetlight of a 3,000-device city silent when the API starts (ingest away while
+    it was down): 1,800 `silent` alarms whose events are ten times the outbox (64 KB here). With
+    InfluxDB well, every event is stored and none dropped: they wait for the outbox's room."""
+    registry, lamps = silent_city(influx, tmp_path)
     settings = live_settings(
         servers, influx, tmp_path, topic_root, registry=registry, api_alarm_outbox_bytes=64 * 1024
     )
@@ -170,11 +182,41 @@ async def test_a_storm_of_devices_silent_at_start_is_stored_whole_not_dropped(
         where = "WHERE \"rule\" = 'silent' AND \"event\" = 'raised'"
 
         async def stored() -> bool:
-            return await asyncio.to_thread(count, influx, "alarm_events", where) == len(lamps)
+            return await asyncio.to_thread(count, influx, "alarm_events", where) == lamps
 
         await until(stored, 60, "every event stored", interval=0.5)
         assert book.outbox.dropped == 0
-        assert sum(rule == "silent" for _, rule in book.active) == len(lamps)
+        assert silent_alarms(book) == lamps
+
+
+class AlarmEventsRefused(httpx.AsyncBaseTransport):
+    """The real InfluxDB, except that it refuses every write of alarm events (503)."""
+
+    def __init__(self) -> None:
+        self._real = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/write" and b"alarm_events" in request.content:
+            return httpx.Response(503, json={"error": "refused by the test"})
+        return await self._real.handle_async_request(request)
+
+
+async def test_a_storm_while_influxdb_refuses_alarm_events_is_raised_at_once_oldest_dropped(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """The same storm with InfluxDB refusing the events: waiting for room would hold every
+    alarm (and live clients' reporting events) back for the whole outage, so all are raised at
+    once and the outbox keeps its bound by dropping the oldest events, counted."""
+    registry, lamps = silent_city(influx, tmp_path)
+    settings = live_settings(
+        servers, influx, tmp_path, topic_root, registry=registry, api_alarm_outbox_bytes=64 * 1024
+    )
+    async with stack_for(settings, servers, influx_transport=AlarmEventsRefused()) as st:
+        book = st.app.state.runtime.live.alarms
+        await until(lambda: silent_alarms(book) == lamps, 30, "every silent alarm raised")
+        assert not st.app.state.runtime.live.writer.storing
+        assert book.outbox.dropped > 0
+        assert book.outbox.bytes <= 64 * 1024
 
 
 # --- who may see and acknowledge which alarm (access rights on) ---------------------------------

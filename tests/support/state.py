@@ -90,9 +90,14 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack_for(settings: ApiSettings, servers: LocalServers) -> AsyncIterator[Stack]:
-    """The app of `settings` running, once it subscribed to the state feed."""
-    app = create_app(settings)
+async def stack_for(
+    settings: ApiSettings,
+    servers: LocalServers,
+    influx_transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Stack]:
+    """The app of `settings` running, once it subscribed to the state feed; `influx_transport`
+    under its InfluxDB client, if given."""
+    app = create_app(settings, influx_transport=influx_transport)
     async with running(app) as client:
         live = app.state.runtime.live
         await until(live.feed.subscribed.is_set, 10, "the state feed subscription")
