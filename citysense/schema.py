@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from common.errors import ConfigError, InfluxRejected
 from common.influx import InfluxClient, InfluxConfig, quote_ident
-from common.schema import ensure_schema
+from common.schema import ensure_schema, withdraw_rows_whole
 from common.settings import CommonSettings
 
 GRANTS = {"ingest": "WRITE", "api": "ALL", "grafana": "READ"}
@@ -38,6 +38,12 @@ class SchemaSettings(CommonSettings):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-users", action="store_true", help="only the database's shape")
+    parser.add_argument(
+        "--readings-imported",
+        action="store_true",
+        help="readings were written by other means (an import, a restore of the readings "
+        "alone): the API's next start reads them in full rather than from the latest rows",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -50,8 +56,14 @@ def main(args: argparse.Namespace) -> int:
             _accounts(client, settings)
     with InfluxClient(config) as client:
         report = ensure_schema(client, settings.retention, profiles)
+        if args.readings_imported:
+            withdraw_rows_whole(client)
     created, altered = list(report.created), list(report.altered)
     print(f"database {settings.influx_db}: created {created}, altered {altered}")
+    if args.readings_imported:
+        print("latest rows: not whole until the API's next full load from the readings")
+    elif report.rows_whole:
+        print("latest rows: whole (no readings yet; every writer keeps rows from the first)")
     return 0
 
 

@@ -12,13 +12,15 @@ to six months, a week beyond).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel
 
-from common.influx import InfluxClient, quote_ident
+from common.influx import InfluxClient, Series, quote_ident
+from wire import latest
 from wire.retention import (
     AGGREGATES,
     ALARMS,
@@ -27,6 +29,7 @@ from wire.retention import (
     LATEST,
     LONG_TERM,
     READINGS,
+    qualified,
 )
 
 _DURATION = re.compile(r"^(INF|[1-9][0-9]*[hdw])$")
@@ -97,6 +100,7 @@ class Retention(BaseModel):
 class SchemaReport:
     created: tuple[str, ...]
     altered: tuple[str, ...]
+    rows_whole: bool = False  # this call said the latest rows are whole (an empty database)
 
 
 def ensure_schema(
@@ -117,8 +121,49 @@ def ensure_schema(
         target = f"{quote_ident(name)} ON {db}"
         client.query(f"{verb} RETENTION POLICY {target} DURATION {duration}{tail}")
         (altered if verb == "ALTER" else created).append(name)
-    _ensure_rollups(client, sorted(set(profiles)), created)
-    return SchemaReport(tuple(created), tuple(altered))
+    measurements = sorted(set(profiles))
+    _ensure_rollups(client, measurements, created)
+    whole = declare_rows_whole_if_empty(client, measurements)
+    return SchemaReport(tuple(created), tuple(altered), whole)
+
+
+# Our own constant identifiers, quoted: nothing here comes from outside.
+_COMPLETE_POINT = f"SELECT * FROM {qualified(latest.COMPLETE)} LIMIT 1"  # noqa: S608
+_DELETE_COMPLETE = f"DELETE FROM {quote_ident(latest.COMPLETE)}"  # noqa: S608
+
+
+def declare_rows_whole_if_empty(client: InfluxClient, measurements: Iterable[str]) -> bool:
+    """The point saying the latest rows are whole (wire.latest) written, if it is not there and
+    no measurement of `measurements` (the profiles' readings) holds a series; whether written.
+
+    Why: an empty database's rows trivially hold every reading, and every writer of readings
+    (ingest's workers, their spools' drainers, replay) keeps rows from its first batch on, so
+    the API's first start reads the rows, not the newest point of every series, which at
+    100,000 devices costs InfluxDB seconds of CPU (bench.api_memory: the full load against the
+    start from the rows). Anything else (an older version's database, readings brought in by
+    other means) leaves the rows to a full load to make whole. Measurements are asked of the
+    whole database (the profiles' roll-ups in `long_term` count too): a doubt reads in full.
+    Run before any writer of this set-up stores readings; a restart between the question and
+    the write asks again."""
+    if any(series.values for series in _first(client.query(_COMPLETE_POINT))):
+        return False
+    shown = _first(client.query(f"SHOW MEASUREMENTS ON {quote_ident(client.config.database)}"))
+    names = {str(row[0]) for series in shown for row in series.values}
+    if names & set(measurements):
+        return False
+    client.write(latest.complete_line("schema", time.time_ns()).encode(), policy=LATEST)
+    return True
+
+
+def withdraw_rows_whole(client: InfluxClient) -> None:
+    """The point saying the latest rows are whole taken back: readings were written by other
+    means (an import, a restore of the readings alone), so the API's next start reads the
+    readings in full and writes the rows again (`citysense schema --readings-imported`)."""
+    client.query(_DELETE_COMPLETE)
+
+
+def _first(results: list[list[Series]]) -> list[Series]:
+    return results[0] if results else []
 
 
 def _ensure_rollups(client: InfluxClient, profiles: list[str], created: list[str]) -> None:

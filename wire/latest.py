@@ -21,10 +21,13 @@ after a full load) and the reader (the API at start):
   type per measurement and shard, which is this one for ever, so a type must never be reused.
 
 A reader takes, per device, the row with the greatest `at` over all writers. The rows are whole
-("complete") only once a full load from the readings has written its rows and then the point of
-`citysense_latest_complete` (same policy): readings stored before any writer kept rows (an
-older version, another program) have no row until then. Readings written by anything that keeps
-no rows are found by the API's periodic full reload, as those without change marks are.
+("complete") only once the point of `citysense_latest_complete` (same policy) says so: written
+by the database's set-up while it holds no readings at all (every writer keeps rows from its
+first batch on, so none is ever without one: common.schema), or else by a full load from the
+readings after it has written its rows — readings stored before any writer kept rows (an older
+version, another program) have no row until then. Readings written by anything that keeps no
+rows are found by the API's periodic full reload, as those without change marks are; after an
+import of readings by other means the point is taken back (`citysense schema --readings-imported`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from wire.lineproto import FORMAT, FieldValue, series, string_value, tag
+from wire.lineproto import FORMAT, FieldValue, line, series, string_value, tag
 
 MEASUREMENT = "citysense_latest"
 COMPLETE = "citysense_latest_complete"
@@ -43,6 +46,12 @@ DEVICE = "device"
 AT = "at"
 BUCKETS = 256
 SLOT_BITS = 48  # 2**48 ns = 3.26 days: within the first shard group of an infinite policy
+
+
+def complete_line(by: str, at_ns: int) -> str:
+    """The point saying the rows are whole, written by `by` at `at_ns`: at time 0, so there is
+    only ever one."""
+    return line(COMPLETE, {}, {"by": by, "at": at_ns}, 0)
 
 
 def is_row(line_text: str) -> bool:

@@ -7,10 +7,11 @@ series, is read in about a second. Reading them is a full load in every other re
 change marks are read first, and every writer stores a batch's rows after its readings and
 before its marks, so the rows hold every reading whose mark was read (or a newer one).
 
-Rows are used only once a full load has written the rows of its state and then the point that
-says so (`citysense_latest_complete`): until then readings stored before any writer kept rows
-have none. Two registered devices whose ids share a slot (wire.latest.slot_of) may find the
-other's row there: both are read from the readings instead.
+Rows are used only once the point that says they are whole (`citysense_latest_complete`) is
+there: written when the database was set up empty (common.schema), or by a full load after the
+rows of its state; until then readings stored before any writer kept rows have none. Two
+registered devices whose ids share a slot (wire.latest.slot_of) may find the other's row there:
+both are read from the readings instead.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from common.errors import InfluxNotFound
 from common.influx import AsyncInfluxClient, Regex, Series
 from device_profiles import Profile
 from wire import latest as layout
-from wire.lineproto import line
 
 # The rows of a profile in four queries, by the first hex digit of their bucket: InfluxDB 1.6
 # answers one query on one core.
@@ -118,7 +118,7 @@ class RowWriter:
 
     def complete_line(self, now_ns: int) -> str:
         """The point saying the rows are whole: at time 0, so there is only ever one."""
-        return line(layout.COMPLETE, {}, {"by": self.writer, "at": now_ns}, 0)
+        return layout.complete_line(self.writer, now_ns)
 
     def _series_of(self, profile: str, bucket: str) -> str:
         key = (profile, bucket)

@@ -14,7 +14,7 @@ from bench.api.constants import DATABASE, LATEST_SPREAD_S, WRITE_BATCH
 from bench.api.figures import Report
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
-from common.schema import Retention, ensure_schema
+from common.schema import Retention, ensure_schema, withdraw_rows_whole
 from device_profiles import Device, load_profiles, load_registry
 from simulators.city import DISTRICTS, write_city
 from simulators.models import DEFAULT_UTC_OFFSET_HOURS, ProfileModel
@@ -116,6 +116,9 @@ def load_history(
         # The database's shape as a deployment has it (`citysense schema`): the retention
         # policies every reader names (change marks, rollups), readings in the default one.
         ensure_schema(client, Retention(), (p.measurement for p in load_profiles().values()))
+        # Written below straight into InfluxDB, without latest rows: as after an import, or a
+        # database of a version before them, the API's first start reads the readings in full.
+        withdraw_rows_whole(client)
     rows: list[Row] = [(n, d.device_id, d.profile, d.district) for n, d in enumerate(devices)]
     steps = int(hours * 3600 // every_s)
     now_ms = time.time_ns() // 1_000_000

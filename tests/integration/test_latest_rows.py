@@ -7,6 +7,7 @@ both read from their readings."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ import pytest
 
 from api.core.settings import ApiSettings
 from api.main import create_app
+from citysense import cli
 from citysense.servers import LocalServers
 from common.errors import InfluxUnavailable
 from common.influx import AsyncInfluxClient, InfluxClient, InfluxConfig
-from common.schema import ensure_schema
+from common.schema import Retention, ensure_schema, withdraw_rows_whole
 from device_profiles import load_profiles
 from ingest import latest as latest_module
 from ingest.changes import change_lines
@@ -171,6 +173,69 @@ async def test_a_new_replica_starts_from_the_rows_with_what_ingest_stored_since(
     assert state == expected
 
 
+async def test_a_city_stored_from_an_empty_database_on_starts_the_api_from_the_rows(
+    servers: LocalServers, topic_root: str, tmp_path: Path, now: int
+) -> None:
+    """Set up empty, the database says its rows are whole: every writer keeps rows from its first
+    batch, so the API's very first start reads the rows, not the newest point of every series."""
+    influx = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
+    with InfluxClient(influx) as client:
+        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+        # Said once: set up again (every ingest start does), it is already there.
+        assert not ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+    assert _whole(influx)
+    telemetry = TopicLayout(topic_root).telemetry
+    publish_and_wait(
+        servers,
+        ingest_settings(servers, influx, topic_root),
+        [
+            (telemetry("streetlight", LAMPS[0]), lamp(now - 60 * S, 11.0)),
+            (telemetry("streetlight", LAMPS[0]), lamp(now - 90 * S, 9.0)),  # late: not the row
+            (telemetry("streetlight", LAMPS[2]), lamp(now - 30 * S, 33.0)),
+        ],
+    )
+    started, state = await _state(_api(servers, influx, tmp_path, "a"))
+    assert started == "rows"
+    assert state == {LAMPS[0]: _reading(now - 60 * S, 11.0), LAMPS[2]: _reading(now - 30 * S, 33.0)}
+
+
+def test_a_database_holding_readings_is_not_said_whole_by_its_set_up(
+    servers: LocalServers, influx: InfluxConfig, now: int
+) -> None:
+    """An older version's database (readings, no `latest` policy) set up by this one, and one
+    whose readings were imported by other means: the rows are left for a full load to make
+    whole."""
+    _store(influx, [_light(LAMPS[0], now - 60 * S, 1.0)])
+    with InfluxClient(influx) as client:
+        client.query(f'DROP RETENTION POLICY "{LATEST}" ON "{influx.database}"')
+        report = ensure_schema(client, Retention(readings="INF"), load_profiles())
+        assert LATEST in report.created
+        assert not report.rows_whole and not _whole(influx)
+    empty = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
+    with InfluxClient(empty) as client:
+        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+        _store(empty, [_light(LAMPS[0], now - 60 * S, 1.0)])  # imported
+        withdraw_rows_whole(client)  # `citysense schema --readings-imported`
+        assert not _whole(empty)
+        assert not ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+    assert not _whole(empty)
+
+
+def test_citysense_schema_says_whether_the_rows_are_whole(
+    servers: LocalServers, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = f"t_{secrets.token_hex(6)}"
+    monkeypatch.setenv("CITYSENSE_INFLUX_URL", servers.influxdb.url)
+    monkeypatch.setenv("CITYSENSE_INFLUX_DB", database)
+    assert cli.main(["schema", "--no-users"]) == 0
+    assert "latest rows: whole (no readings yet" in capsys.readouterr().out
+    influx = InfluxConfig(url=servers.influxdb.url, database=database)
+    assert _whole(influx)
+    assert cli.main(["schema", "--no-users", "--readings-imported"]) == 0
+    assert "latest rows: not whole until the API's next full load" in capsys.readouterr().out
+    assert not _whole(influx)
+
+
 async def test_rows_are_not_used_before_a_full_load_made_them_whole(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path, now: int
 ) -> None:
@@ -319,7 +384,8 @@ def test_without_the_latest_policy_readings_flow_and_rows_come_back_with_it(
         wait_for(lambda: worker.stats.messages_acked >= 2, 20, what="acked without rows")
         assert not worker.latest.enabled
         assert worker.stats.snapshot()["spilled_batches"] == 0
-        ensure_schema(client, settings.retention, load_profiles())  # `citysense schema`
+        report = ensure_schema(client, settings.retention, load_profiles())  # `citysense schema`
+        assert not report.rows_whole and not _whole(influx)  # readings stored without rows
         time.sleep(0.3)  # past RECHECK_S: the next batch looks for the policy again
         publish(servers.mosquitto.url("citysense-simulator"), [(one, lamp(now - 40 * S, 3.0))])
         wait_for(lambda: worker.stats.messages_acked >= 3, 20, what="the third ack")

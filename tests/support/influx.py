@@ -6,7 +6,7 @@ import secrets
 
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
-from common.schema import Retention, ensure_schema
+from common.schema import Retention, ensure_schema, withdraw_rows_whole
 from device_profiles import load_profiles
 from wire.retention import qualified
 
@@ -18,6 +18,9 @@ def make_database(stack: LocalServers) -> InfluxConfig:
     config = InfluxConfig(url=stack.influxdb.url, database=f"t_{secrets.token_hex(6)}")
     with InfluxClient(config) as client:
         ensure_schema(client, Retention(readings="INF"), load_profiles())
+        # Tests seed readings straight into InfluxDB, as no writer that keeps latest rows does
+        # (common.schema): the API's first start reads them in full, as after an import.
+        withdraw_rows_whole(client)
     return config
 
 
