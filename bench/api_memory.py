@@ -6,22 +6,28 @@
 Starts its own Mosquitto and InfluxDB (temporary folder, free ports), writes a registry of
 `--devices` devices (simulators.city) and one reading per device (the latest, within a minute of
 now) straight into InfluxDB, then starts the API as a child process (`citysense api`,
-authentication off) three times, one after the other:
+authentication off) again and again, one after the other:
 
 1. over an empty registry: the baseline, what the process holds before any device;
 2. over the city: the start time (process start until /health answers 200, which uvicorn does only
    once the app's start-up, latest state of every device loaded, is done; and until GET /devices
    answers 200 rather than 503), its resident memory once serving, and a district's first page
    (limit 1000) and a single device, timed and checked. It has a data folder
-   (CITYSENSE_API_DATA_DIR), empty: this start is the full load from InfluxDB, and the API writes
-   its state snapshot (api.live.snapshot) after it and at shutdown;
+   (CITYSENSE_API_DATA_DIR), empty: this start is the full load from InfluxDB (the readings were
+   written without latest rows, as after an import or in a database of a version before them),
+   and the API writes its state snapshot (api.live.snapshot) after it and at shutdown;
 3. stopped, a newer reading written for one district's streetlights (with their change marks, as
    ingest writes them), and started again: the restart from the snapshot, measured as in 2, the
    district's page checked to hold the newer readings. Then restarts after a reading of every
    (profile, district) part was written, announced on the state feed and not;
 4. a new replica, with a data folder of its own and empty, started from the state of a running
    one (CITYSENSE_API_STATE_PEER), which took a newer reading of every part from its feed just
-   before: measured as in 2, against 2's full load.
+   before: measured as in 2, against 2's full load;
+5. a replica with no snapshot and no peer: from the latest rows the full load made whole (and
+   a second worker's rows);
+6. the first start ever over a new city: the same readings stored as ingest stores them (with
+   their rows and marks) into a database set up empty, which says its rows whole from the start
+   (common.schema): measured as in 2, against 2's full load.
 
 The API's own log lines on what it loaded from where, and how long it took, are in the report.
 

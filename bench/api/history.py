@@ -16,10 +16,15 @@ from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from common.schema import Retention, ensure_schema, withdraw_rows_whole
 from device_profiles import Device, load_profiles, load_registry
+from ingest.changes import change_lines
+from ingest.latest import LatestRows
+from ingest.stages import Enriched
 from simulators.city import DISTRICTS, write_city
 from simulators.models import DEFAULT_UTC_OFFSET_HOURS, ProfileModel
+from wire.changes import window_of
 from wire.lineproto import fields as encode_fields
 from wire.lineproto import tag as encode_tag
+from wire.retention import CHANGES, LATEST
 
 Row = tuple[int, str, str, str]  # index, device_id, profile, district
 
@@ -72,21 +77,38 @@ def load_and_count(
     )
 
 
-def _history_part(job: tuple[str, list[Row], int, int, int]) -> tuple[int, int]:
-    """Write the history of some devices; (points, bytes). Runs in a worker process."""
-    influx_url, rows, now_ms, steps, every_s = job
+Job = tuple[str, str, list[Row], dict[str, Device] | None, int, int, int]
+
+
+def _history_part(job: Job) -> tuple[int, int]:
+    """Write the history of some devices; (points, bytes). Runs in a worker process. With a
+    registry (the devices of its rows), each batch is stored as ingest stores one: readings,
+    their latest rows, then their change marks (ingest.worker), the rows kept by ingest's code."""
+    influx_url, database, rows, registry, now_ms, steps, every_s = job
     profiles = load_profiles()
     models = {n: ProfileModel(p, DEFAULT_UTC_OFFSET_HOURS) for n, p in profiles.items()}
     points = size = 0
     lines: list[str] = []
-    with InfluxClient(InfluxConfig(url=influx_url, database=DATABASE, timeout=120)) as client:
+    readings: list[Enriched] = []
+    keeper = None
+    if registry is not None and rows:
+        devices = registry
+        keeper = LatestRows(f"bench-ingest-{rows[0][0]}", profiles, lambda: devices)
+    with InfluxClient(InfluxConfig(url=influx_url, database=database, timeout=120)) as client:
 
         def flush() -> None:
             nonlocal size
             body = ("\n".join(lines)).encode()
             client.write(body)
             size += len(body)
+            if keeper is not None:
+                pending = keeper.rows(readings)
+                client.write("\n".join(pending.lines).encode(), policy=LATEST)
+                keeper.stored(pending)
+                changed = {(r.measurement, r.district, window_of(r.time_ns)) for r in readings}
+                client.write("\n".join(change_lines(changed)).encode(), policy=CHANGES)
             lines.clear()
+            readings.clear()
 
         for index, device_id, profile_name, district in rows:
             profile = profiles[profile_name]
@@ -100,7 +122,11 @@ def _history_part(job: tuple[str, list[Row], int, int, int]) -> tuple[int, int]:
             )
             for k in range(steps, -1, -1):  # oldest first: the models integrate counters
                 ts = newest - k * every_s * 1000
-                lines.append(f"{series}{encode_fields(model.reading(ts))} {ts * 1_000_000}")
+                values = model.reading(ts)
+                lines.append(f"{series}{encode_fields(values)} {ts * 1_000_000}")
+                if keeper is not None:
+                    at = ts * 1_000_000
+                    readings.append(Enriched(profile.measurement, device_id, district, at, values))
             points += steps + 1
             if len(lines) >= WRITE_BATCH:
                 flush()
@@ -110,20 +136,45 @@ def _history_part(job: tuple[str, list[Row], int, int, int]) -> tuple[int, int]:
 
 
 def load_history(
-    servers: LocalServers, devices: Sequence[Device], hours: float, every_s: int, processes: int
+    servers: LocalServers,
+    devices: Sequence[Device],
+    hours: float,
+    every_s: int,
+    processes: int,
+    *,
+    database: str = DATABASE,
+    as_ingest: bool = False,
 ) -> tuple[int, int, float]:
-    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+    """The history written into `database`, set up as a deployment has it: straight into
+    InfluxDB (without latest rows, as after an import), or, `as_ingest`, stored as ingest
+    stores it (readings, rows, marks, a batch at a time) into a database set up empty."""
+    measurements = [p.measurement for p in load_profiles().values()]
+    with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=database)) as client:
         # The database's shape as a deployment has it (`citysense schema`): the retention
         # policies every reader names (change marks, rollups), readings in the default one.
-        ensure_schema(client, Retention(), (p.measurement for p in load_profiles().values()))
-        # Written below straight into InfluxDB, without latest rows: as after an import, or a
-        # database of a version before them, the API's first start reads the readings in full.
-        withdraw_rows_whole(client)
+        report = ensure_schema(client, Retention(), measurements)
+        if as_ingest and not report.rows_whole:
+            raise RuntimeError(f"database {database!r} is not new: its rows are not whole")
+        if not as_ingest:
+            # Written straight into InfluxDB, without latest rows: as after an import, or a
+            # database of a version before them, the API's first start reads them in full.
+            withdraw_rows_whole(client)
     rows: list[Row] = [(n, d.device_id, d.profile, d.district) for n, d in enumerate(devices)]
     steps = int(hours * 3600 // every_s)
     now_ms = time.time_ns() // 1_000_000
     parts = max(processes * 8, 1)
-    jobs = [(servers.influxdb.url, rows[k::parts], now_ms, steps, every_s) for k in range(parts)]
+    jobs: list[Job] = [
+        (
+            servers.influxdb.url,
+            database,
+            rows[k::parts],
+            {d.device_id: d for d in devices[k::parts]} if as_ingest else None,
+            now_ms,
+            steps,
+            every_s,
+        )
+        for k in range(parts)
+    ]
     started = time.perf_counter()
     # fork: nothing but the servers (separate processes) exists yet, no threads to copy.
     with multiprocessing.get_context("fork").Pool(processes) as pool:

@@ -42,6 +42,7 @@ from wire.topics import TopicLayout
 
 MIB = 1024 * 1024
 EMPTY_DB = "citysense_empty"
+FRESH_DB = "citysense_new"
 
 
 @dataclass
@@ -126,6 +127,30 @@ def measure(
     restart_every_part(report, stack, baseline, devices, data=data, timeout=args.timeout)
     new_replica(report, stack, baseline, devices, data=data, timeout=args.timeout)
     from_rows(report, stack, baseline, devices, timeout=args.timeout)
+    first_start_of_a_new_city(report, stack, baseline, devices, args)
+
+
+def first_start_of_a_new_city(
+    report: Report, stack: Stack, baseline: Started, devices: list[Device], args: argparse.Namespace
+) -> None:
+    """The API's very first start over a city this version stored from the beginning: a database
+    set up empty (it says its rows whole: common.schema), the same devices' readings stored as
+    ingest stores them (readings, rows, marks); no snapshot, no peer. Against the full load of
+    the first start above, the same readings read in full as after an import."""
+    print("storing the city again, as ingest does, into a new database ...", flush=True)
+    points, _, seconds = load_history(
+        stack.servers, devices, 0.0, 3600, args.loaders, database=FRESH_DB, as_ingest=True
+    )
+    report.add(
+        "a new database, set up empty",
+        f"{points:,} readings in {seconds:.1f} s",
+        "each batch's readings, then its latest rows and change marks, as ingest stores them",
+    )
+    extra = {"CITYSENSE_INFLUX_DB": FRESH_DB, "CITYSENSE_API_DATA_DIR": str(stack.home / "fresh")}
+    city = start(stack, args.timeout, "first-start", extra)
+    describe(report, city, baseline.rss_mb, len(devices), "its first start ever, a new city")
+    district_page(report, city, DISTRICTS[0].name)
+    city.child.stop()
 
 
 def rows_whole(servers: LocalServers, timeout: float) -> float:
