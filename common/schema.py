@@ -129,6 +129,7 @@ def ensure_schema(
 
 # Our own constant identifiers, quoted: nothing here comes from outside.
 _COMPLETE_POINT = f"SELECT * FROM {qualified(latest.COMPLETE)} LIMIT 1"  # noqa: S608
+_NEWEST_OWED = f"SELECT * FROM {qualified(latest.OWED)} ORDER BY time DESC LIMIT 1"  # noqa: S608
 _DELETE_COMPLETE = f"DELETE FROM {quote_ident(latest.COMPLETE)}"  # noqa: S608
 
 
@@ -151,7 +152,9 @@ def declare_rows_whole_if_empty(client: InfluxClient, measurements: Iterable[str
     names = {str(row[0]) for series in shown for row in series.values}
     if names & set(measurements):
         return False
-    client.write(latest.complete_line("schema", time.time_ns()).encode(), policy=LATEST)
+    owed = _first(client.query(_NEWEST_OWED))
+    stamp = next((str(p.get(latest.STAMP, "")) for s in owed for p in s.rows()), "")
+    client.write(latest.complete_line("schema", time.time_ns(), stamp).encode(), policy=LATEST)
     return True
 
 

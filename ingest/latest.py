@@ -13,7 +13,9 @@ Rows are derived data: without their retention policy (a database set up by an o
 schema`, or the policy dropped) a keeper stops keeping them rather than hold the readings back,
 and looks for the policy again every RECHECK_S seconds. The API trusts rows only once a full load
 wrote them and the point saying so, which lives in the same policy: until the policy is back and
-such a load ran, it reads the readings.
+such a load ran, it reads the readings. Every write whose readings went without rows (the keeper
+off, a row refused) is followed by an owed mark (wire.latest), so that a full load that ran
+meanwhile cannot call the rows whole over them.
 
 Only registered devices get rows (the API keeps no state of the others), so what this keeps is
 bounded by the registry: a dict entry keyed by the registry's own id string, and the time's
@@ -48,6 +50,7 @@ class Pending:
 
     lines: list[str]
     newest: dict[str, int]
+    owed: bool = False  # readings that get no rows: the keeper was off
 
 
 class LatestRows:
@@ -130,7 +133,7 @@ class LatestRows:
         """The rows for the newest reading of each registered device among `readings` that is
         newer than what this writer's row holds."""
         if not self.enabled:
-            return Pending([], {})
+            return Pending([], {}, owed=any(True for _ in readings))
         newest: dict[str, Enriched] = {}
         for reading in readings:
             known = newest.get(reading.device_id)
@@ -180,6 +183,12 @@ class LatestRows:
         if not refused:
             return bad, 0
         return [b for b in bad if not layout.is_row(b.line)], len(refused)
+
+    def owed(self, pending: Pending, refused: int) -> list[str]:
+        """The owed mark (wire.latest) to store once the write that carried `pending` is
+        stored, if its readings went without rows (this keeper off, or `refused` rows): until
+        a full load after it, the API reads the readings rather than the rows."""
+        return [layout.owed_line(self.writer)] if pending.owed or refused else []
 
     def _series_of(self, measurement: str, bucket: str) -> str:
         key = (measurement, bucket)

@@ -11,6 +11,7 @@ with the new reason in `replay_result`, and no new dead letter is written for th
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import threading
 import time
@@ -36,6 +37,8 @@ from ingest.write import BadLine, Writer
 from wire.deadletters import MEASUREMENT, TAGS, decode_payload, replay_mark_line
 from wire.reasons import Reason
 from wire.retention import qualified
+
+log = logging.getLogger(__name__)
 
 PAGE = 2000
 # Replaying these would undo what they protect against, unless asked for by name.
@@ -133,7 +136,9 @@ class Replayer:
         """Readings, their latest rows, then their (quiet) change marks: wire.latest's order."""
         rows = self._latest.rows(readings)
         lines = [*data, *rows.lines, *change_lines(changes_of(readings), quiet=True)]
-        bad, _ = self._latest.settle(rows, self._writer.write(lines))
+        bad, refused = self._latest.settle(rows, self._writer.write(lines))
+        for still_bad in self._writer.write(self._latest.owed(rows, refused)):
+            log.critical("could not store an owed mark: %s: %s", still_bad.error, still_bad.line)
         return bad
 
     def replay(self, row: dict[str, Any], dry_run: bool) -> str:

@@ -370,7 +370,7 @@ class Worker:
             bad = self.writer.write(lines, None, marks)
         self._outage.clear()
         self._last_stored = time.time()  # before the readings are counted as stored
-        bad = self._rows_stored(self.latest, rows, bad)
+        bad = self._rows_stored(self.latest, rows, bad, self.writer)
         self._store_refused(bad, self.writer)  # before the acks: a dead letter is data too
         self._count_stored(spilled, bad)
         # Announced before the acks, which paho sends after it on the same connection: a crash
@@ -381,11 +381,17 @@ class Worker:
             self.announcer.announce(batch.feed, marks)
         self._settle(batch, spooled=False)
 
-    def _rows_stored(self, keeper: LatestRows, rows: Pending, bad: list[BadLine]) -> list[BadLine]:
-        """LatestRows.settle, its refusals counted."""
+    def _rows_stored(
+        self, keeper: LatestRows, rows: Pending, bad: list[BadLine], writer: Writer
+    ) -> list[BadLine]:
+        """LatestRows.settle, its refusals counted; the owed mark stored if readings went
+        without rows (before the batch is acknowledged: a crash redelivers it)."""
         bad, refused = keeper.settle(rows, bad)
         if refused:
             self.stats.add(latest_rows_refused=refused)
+        for still_bad in writer.write(keeper.owed(rows, refused)):
+            # Cannot happen with a line we encode; if it does, it must not pass silently.
+            log.critical("could not store an owed mark: %s: %s", still_bad.error, still_bad.line)
         return bad
 
     def _spill(self, lines: list[str]) -> bool:
@@ -487,7 +493,7 @@ class Worker:
             return False
         self._outage.clear()
         self._last_stored = time.time()
-        bad = self._rows_stored(self.latest_unspooled, rows, bad)
+        bad = self._rows_stored(self.latest_unspooled, rows, bad, writer)
         self._store_refused(bad, writer)
         self._count_stored(marked, bad)
         if self.settings.state_feed:

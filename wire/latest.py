@@ -25,7 +25,18 @@ A reader takes, per device, the row with the greatest `at` over all writers. The
 by the database's set-up while it holds no readings at all (every writer keeps rows from its
 first batch on, so none is ever without one: common.schema), or else by a full load from the
 readings after it has written its rows — readings stored before any writer kept rows (an older
-version, another program) have no row until then. Readings written by anything that keeps no
+version, another program) have no row until then.
+
+A writer that stored readings without all their rows (its rows off while the `latest` policy is
+missing, a row refused) then writes an *owed* mark, `citysense_latest_owed` in the `changes`
+policy (which every write of readings needs anyway; `latest` may be the one missing), stamped
+by InfluxDB. The complete point records the stamp of the newest owed mark its writer saw
+(`owed`): the set-up when it wrote it; a full load the one newest before it read the readings,
+and it writes no complete point if a newer one came by the time its rows were written. The rows
+are whole only while the newest owed mark is the one the complete point recorded (none for
+none): an owed mark after it makes the next start read the readings, whatever the clocks of
+the hosts. A mark expires with the changes policy (40 days by default), long after the API's
+periodic full reload has written the rows again. Readings written by anything that keeps no
 rows are found by the API's periodic full reload, as those without change marks are; after an
 import of readings by other means the point is taken back (`citysense schema --readings-imported`).
 """
@@ -33,12 +44,16 @@ import of readings by other means the point is taken back (`citysense schema --r
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Mapping
 
-from wire.lineproto import FORMAT, FieldValue, line, series, string_value, tag
+from wire.lineproto import FORMAT, FieldValue, fields, line, series, string_value, tag
 
 MEASUREMENT = "citysense_latest"
 COMPLETE = "citysense_latest_complete"
+OWED = "citysense_latest_owed"
+OWED_FIELD = "owed"  # of the complete point: the stamp of the newest owed mark its writer saw
+STAMP = "stamp"
 PROFILE_TAG = "profile"
 WRITER_TAG = "writer"
 BUCKET_TAG = "bucket"
@@ -48,10 +63,18 @@ BUCKETS = 256
 SLOT_BITS = 48  # 2**48 ns = 3.26 days: within the first shard group of an infinite policy
 
 
-def complete_line(by: str, at_ns: int) -> str:
-    """The point saying the rows are whole, written by `by` at `at_ns`: at time 0, so there is
-    only ever one."""
-    return line(COMPLETE, {}, {"by": by, "at": at_ns}, 0)
+def complete_line(by: str, at_ns: int, owed: str) -> str:
+    """The point saying the rows are whole, written by `by` at `at_ns`, having seen `owed` as
+    the newest owed mark's stamp ("" for none): at time 0, so there is only ever one."""
+    return line(COMPLETE, {}, {"by": by, "at": at_ns, OWED_FIELD: owed}, 0)
+
+
+def owed_line(writer: str) -> str:
+    """The mark that `writer` stored readings without all their rows (its rows off, a row
+    refused), written once they are stored. No timestamp: InfluxDB stamps it with its own
+    clock as it stores it, after those readings, so no writer's clock is compared with
+    another's; `stamp` (random) tells one mark from another."""
+    return f"{series(OWED, {})} {fields({'writer': writer, STAMP: secrets.token_hex(8)})}"
 
 
 def is_row(line_text: str) -> bool:

@@ -34,6 +34,8 @@ _POLICY_OF = {
     "citysense_rollups": AGGREGATES,
     "citysense_latest": LATEST,
     "citysense_latest_complete": LATEST,
+    # Rows owed (wire.latest): beside the marks, since the `latest` policy may be the one missing.
+    "citysense_latest_owed": CHANGES,
 }
 
 

@@ -519,6 +519,11 @@ def latest_complete() -> Query:
     return Query(f"SELECT * FROM {qualified(latest_layout.COMPLETE)} LIMIT 1", {})
 
 
+def newest_owed() -> Query:
+    """The newest mark of readings stored without their latest rows (wire.latest), if any."""
+    return Query(f"SELECT * FROM {qualified(latest_layout.OWED)} ORDER BY time DESC LIMIT 1", {})
+
+
 def latest_rows(profile: Profile, buckets: Regex) -> Query:
     """Every writer's row of every device of the profile whose bucket matches `buckets` (a
     pattern of ours, split so that InfluxDB answers on all its cores): device, reading time

@@ -16,6 +16,7 @@ both are read from the readings instead.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ from common.errors import InfluxNotFound
 from common.influx import AsyncInfluxClient, Regex, Series
 from device_profiles import Profile
 from wire import latest as layout
+
+logger = logging.getLogger(__name__)
 
 # The rows of a profile in four queries, by the first hex digit of their bucket: InfluxDB 1.6
 # answers one query on one core.
@@ -45,13 +48,30 @@ class Chunk:
 
 
 async def complete(influx: AsyncInfluxClient, timeout: float) -> bool:
-    """Whether a full load has made the rows whole (see the module's doc). No `latest`
-    policy (a database set up by an older version): not whole."""
+    """Whether the rows are whole (see the module's doc): the point saying so is there, and no
+    owed mark came after the one it records (wire.latest). No `latest` policy (a database set
+    up by an older version): not whole."""
     try:
         found = await q.fetch(influx, q.latest_complete(), timeout=timeout)
     except InfluxNotFound:
         return False
-    return any(series.values for series in found)
+    points = [point for series in found for point in series.rows()]
+    if not points:
+        return False
+    # A point written before owed marks existed records none: whole only if there is none.
+    if str(points[0].get(layout.OWED_FIELD) or "") != await newest_owed(influx, timeout):
+        logger.info("latest rows not used: a writer stored readings without rows since")
+        return False
+    return True
+
+
+async def newest_owed(influx: AsyncInfluxClient, timeout: float) -> str:
+    """The stamp of the newest owed mark (wire.latest), "" if there is none."""
+    try:
+        found = await q.fetch(influx, q.newest_owed(), timeout=timeout)
+    except InfluxNotFound:
+        return ""  # the changes policy missing: no writer stored anything, owed or not
+    return next((str(p.get(layout.STAMP, "")) for s in found for p in s.rows()), "")
 
 
 def rows_of(profile: Profile, series: Iterable[Series], since_ns: int) -> Chunk:
@@ -116,9 +136,9 @@ class RowWriter:
                 slot=slot,
             )
 
-    def complete_line(self, now_ns: int) -> str:
+    def complete_line(self, now_ns: int, owed: str) -> str:
         """The point saying the rows are whole: at time 0, so there is only ever one."""
-        return layout.complete_line(self.writer, now_ns)
+        return layout.complete_line(self.writer, now_ns, owed)
 
     def _series_of(self, profile: str, bucket: str) -> str:
         key = (profile, bucket)

@@ -137,7 +137,9 @@ class Live:
         # The latest rows (api.live.rows): written after a full load from the readings, under a
         # writer tag of this replica, the same across its restarts.
         self._row_writer = rows.RowWriter(self._replica_name("api"), contract.profiles)
-        self._rows_due = False
+        # The rows of the last full load's state are due: the newest owed mark's stamp seen
+        # before it read the readings (wire.latest); None when none are due.
+        self._rows_due: str | None = None
         self._rows_task: asyncio.Task[None] | None = None
         # Called with every feed message once its readings are applied (the SensorThings MQTT
         # publisher); one that raises ends the feed's task, which the supervisor reports.
@@ -186,6 +188,8 @@ class Live:
             # No district tag stored yet: one query for the whole measurement.
             return [str(row[1]) for series in found for row in series.values] or [None]
 
+        # Before the readings: an owed mark stored after this may be over readings it misses.
+        owed = await rows.newest_owed(self.influx, self.settings.api_load_timeout)
         profiles = sorted(self.contract.profiles)
         districts = await asyncio.gather(*(parts(name) for name in profiles))
         queries = [
@@ -196,7 +200,7 @@ class Live:
         merged = await self._load_parts(queries)
         first = not self.state.loaded
         self._loaded_from(began, marks, token)
-        self._rows_due = True  # the rows of this state, and with them the rows are whole
+        self._rows_due = owed  # the rows of this state, and with them the rows are whole
         if first:
             self.started_from = "influxdb"
             logger.info(
@@ -267,7 +271,7 @@ class Live:
             logger.info("%d devices share a latest row's slot: read from readings", len(shared))
         return found
 
-    async def _write_rows(self) -> None:
+    async def _write_rows(self, owed: str) -> None:
         """The state's rows (api.live.rows), then the point saying the rows are whole. A slice
         of devices at a time on the event loop, a request every few MB."""
         clock = time.perf_counter()
@@ -283,9 +287,7 @@ class Live:
                 written += len(lines)
                 lines, body = [], 0
             await asyncio.sleep(0)
-        complete = self._row_writer.complete_line(now_ns())
-        await self.influx.write(complete.encode(), policy=LATEST)
-        self._rows_due = False
+        self._rows_due = None
         release_free_memory()  # the requests' bodies, MBs each (common.process)
         logger.info(
             "latest rows of %d devices written as %s in %.1f s",
@@ -293,10 +295,18 @@ class Live:
             self._row_writer.writer,
             time.perf_counter() - clock,
         )
+        now_owed = await rows.newest_owed(self.influx, self.settings.api_load_timeout)
+        if now_owed != owed:
+            # A writer stored readings without rows since the load began: this state may
+            # lack them, so the rows are not said whole (the next full load tries again).
+            logger.warning("latest rows not whole: a writer stored readings without rows")
+            return
+        complete = self._row_writer.complete_line(now_ns(), owed)
+        await self.influx.write(complete.encode(), policy=LATEST)
 
-    async def _try_write_rows(self) -> None:
+    async def _try_write_rows(self, owed: str) -> None:
         try:
-            await self._write_rows()
+            await self._write_rows(owed)
         except InfluxError as exc:
             # Not whole yet (the point is written last): the next start loads from the
             # readings. Tried again at the next reconcile.
@@ -761,12 +771,16 @@ class Live:
                 await self._try_reload(from_rows=self.settings.api_state_from_rows)
                 continue
             self._emit_due()
-            if self._rows_due and time.monotonic() >= next_rows and self._rows_task is None:
+            if (
+                self._rows_due is not None
+                and time.monotonic() >= next_rows
+                and self._rows_task is None
+            ):
                 # A task of its own: 100,000 rows take seconds to send, and the reporting
                 # status is judged meanwhile.
                 next_rows = time.monotonic() + interval
                 self._rows_task = self.supervisor.start(
-                    self._try_write_rows(), "citysense-latest-rows"
+                    self._try_write_rows(self._rows_due), "citysense-latest-rows"
                 )
             if time.monotonic() >= next_full:
                 next_full = time.monotonic() + self.settings.api_state_full_reload_interval

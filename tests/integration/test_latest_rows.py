@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -38,7 +39,7 @@ from tests.support.times import S, rfc3339
 from wire import latest as layout
 from wire.changes import window_of
 from wire.lineproto import line
-from wire.retention import CHANGES, LATEST
+from wire.retention import CHANGES, LATEST, qualified
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -249,6 +250,94 @@ async def test_rows_are_not_used_before_a_full_load_made_them_whole(
     started, state = await _state(_api(servers, influx, tmp_path, "a"))
     assert started == "influxdb"
     assert state == {LAMPS[0]: _reading(now - 7200 * S, 1.0), LAMPS[1]: _reading(now - 60 * S, 2.0)}
+
+
+def _owed(influx: InfluxConfig) -> list[str]:
+    """The writers of the owed marks (wire.latest), oldest first."""
+    return [str(r["writer"]) for r in rows(influx, f"SELECT * FROM {qualified(layout.OWED)}")]
+
+
+async def _until_whole(influx: InfluxConfig) -> None:
+    deadline = time.monotonic() + 10
+    while not _whole(influx):
+        assert time.monotonic() < deadline, "timed out waiting for the rows to be said whole"
+        await asyncio.sleep(0.1)
+
+
+async def test_readings_a_worker_stored_without_rows_after_they_were_said_whole_are_not_missed(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    topic_root: str,
+    tmp_path: Path,
+    *,
+    now: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The window after the `latest` policy comes back: a worker keeps its rows off until it
+    looks again (RECHECK_S), an API's full load meanwhile says the rows whole, and the worker
+    stores a newer reading without its row. Its owed mark makes the next start read the
+    readings, not the stale row."""
+    monkeypatch.setattr(latest_module, "RECHECK_S", 3600.0)  # the worker does not look again
+    settings = ingest_settings(servers, influx, topic_root)
+    one = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
+    simulator = servers.mosquitto.url("citysense-simulator")
+    with InfluxClient(influx) as client, running_worker(settings) as worker:
+        publish(simulator, [(one, lamp(now - 90 * S, 1.0))])
+        wait_for(lambda: worker.stats.messages_acked >= 1, 20, what="the first ack")
+        client.query(f'DROP RETENTION POLICY "{LATEST}" ON "{influx.database}"')
+        publish(simulator, [(one, lamp(now - 60 * S, 2.0))])
+        wait_for(lambda: worker.stats.messages_acked >= 2, 20, what="stored without rows")
+        assert _owed(influx) == [settings.client_id]
+        ensure_schema(client, settings.retention, load_profiles())  # `citysense schema`
+        assert not worker.latest.enabled
+        first = create_app(_api(servers, influx, tmp_path, "a"))
+        async with running(first):
+            assert first.state.runtime.live.started_from == "influxdb"
+            await _until_whole(influx)  # the rows of its state, the reading at -60 s in them
+        publish(simulator, [(one, lamp(now - 30 * S, 3.0))])
+        wait_for(lambda: worker.stats.messages_acked >= 3, 20, what="stored without rows again")
+    assert _owed(influx) == [settings.client_id] * 2
+    started, state = await _state(_api(servers, influx, tmp_path, "b"))
+    assert started == "influxdb"  # not the rows, whose row of the lamp is at -60 s
+    assert state == {LAMPS[0]: _reading(now - 30 * S, 3.0)}
+
+
+class OwedDuringTheLoad(httpx.AsyncBaseTransport):
+    """The real InfluxDB, where a writer stores readings without rows (its owed mark) just
+    before the API's first write of latest rows: after the full load read the readings."""
+
+    def __init__(self, influx: InfluxConfig) -> None:
+        self._real = httpx.AsyncHTTPTransport()
+        self._influx = influx
+        self.owed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.content
+        if not self.owed and request.url.path == "/write" and body.startswith(b"citysense_latest,"):
+            self.owed = True
+            with InfluxClient(self._influx) as client:
+                client.write(layout.owed_line("worker-x").encode(), policy=CHANGES)
+        return await self._real.handle_async_request(request)
+
+
+async def test_a_full_load_says_nothing_whole_if_readings_went_without_rows_meanwhile(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    now: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _store(influx, [_light(LAMPS[0], now - 60 * S, 1.0)])
+    transport = OwedDuringTheLoad(influx)
+    app = create_app(_api(servers, influx, tmp_path, "a"), influx_transport=transport)
+    async with running(app):
+        deadline = time.monotonic() + 10
+        while "latest rows not whole" not in caplog.text:
+            assert time.monotonic() < deadline, "timed out waiting for the rows to be written"
+            await asyncio.sleep(0.1)
+    assert transport.owed
+    assert rows(influx, f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"')  # rows written
+    assert not _whole(influx)  # ... but not said whole
 
 
 async def test_devices_sharing_a_slot_are_read_from_their_readings(
