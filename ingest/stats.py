@@ -48,6 +48,9 @@ class Stats:
     dead_letters_lost: int = 0
     # Latest rows (wire.latest) InfluxDB refused (logged; never expected: their keys are typed).
     latest_rows_refused: int = 0
+    # Writes whose readings went without their rows, each followed by an owed mark (wire.latest):
+    # a keeper off (no `latest` policy) or a row refused; the API's starts read the readings.
+    latest_rows_owed: int = 0
     # Histogram of InfluxDB write latency: cumulative counts per upper bound (seconds).
     write_buckets: dict[float, int] = field(
         default_factory=lambda: dict.fromkeys(LATENCY_BUCKETS, 0)
@@ -96,6 +99,7 @@ class Stats:
                 "thread_crashes": self.thread_crashes,
                 "dead_letters_lost": self.dead_letters_lost,
                 "latest_rows_refused": self.latest_rows_refused,
+                "latest_rows_owed": self.latest_rows_owed,
                 "rejected": {f"{p}/{r}": n for (p, r), n in sorted(self.rejections.items())},
             }
         counters.update({name: read() for name, read in self.gauges.items()})
@@ -124,6 +128,7 @@ HELP = {
     "thread_crashes": "Long-lived threads ended by an unexpected exception",
     "dead_letters_lost": "Dead letters InfluxDB refused too (logged in full)",
     "latest_rows_refused": "Rows of devices' newest readings InfluxDB refused (logged)",
+    "latest_rows_owed": "Writes whose readings went without their latest rows (an owed mark each)",
     "latest_rows": "Devices whose newest reading the writer thread's rows hold",
     "last_stored_timestamp_seconds": "Unix time a batch was last stored in InfluxDB (0: none yet)",
     "buffered_lines": "Lines waiting for the next batch",

@@ -389,9 +389,12 @@ class Worker:
         bad, refused = keeper.settle(rows, bad)
         if refused:
             self.stats.add(latest_rows_refused=refused)
-        for still_bad in writer.write(keeper.owed(rows, refused)):
+        owed = keeper.owed(rows, refused)
+        for still_bad in writer.write(owed):
             # Cannot happen with a line we encode; if it does, it must not pass silently.
             log.critical("could not store an owed mark: %s: %s", still_bad.error, still_bad.line)
+        if owed:
+            self.stats.add(latest_rows_owed=len(owed))
         return bad
 
     def _spill(self, lines: list[str]) -> bool:

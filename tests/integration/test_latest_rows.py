@@ -288,6 +288,7 @@ async def test_readings_a_worker_stored_without_rows_after_they_were_said_whole_
         publish(simulator, [(one, lamp(now - 60 * S, 2.0))])
         wait_for(lambda: worker.stats.messages_acked >= 2, 20, what="stored without rows")
         assert _owed(influx) == [settings.client_id]
+        assert worker.stats.snapshot()["latest_rows_owed"] == 1
         ensure_schema(client, settings.retention, load_profiles())  # `citysense schema`
         assert not worker.latest.enabled
         first = create_app(_api(servers, influx, tmp_path, "a"))
