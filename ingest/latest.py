@@ -184,11 +184,12 @@ class LatestRows:
             return bad, 0
         return [b for b in bad if not layout.is_row(b.line)], len(refused)
 
-    def owed(self, pending: Pending, refused: int) -> list[str]:
-        """The owed mark (wire.latest) to store once the write that carried `pending` is
-        stored, if its readings went without rows (this keeper off, or `refused` rows): until
-        a full load after it, the API reads the readings rather than the rows."""
-        return [layout.owed_line(self.writer)] if pending.owed or refused else []
+    def owed(self, owing: bool) -> list[str]:
+        """The owed mark (wire.latest) if readings go without their rows: this keeper off (known
+        before the write, `Pending.owed`: the mark goes in it, after the readings and before
+        their change marks) or rows refused (known after it: written next). Until a full load
+        after it, the API reads the readings rather than the rows."""
+        return [layout.owed_line(self.writer)] if owing else []
 
     def _series_of(self, measurement: str, bucket: str) -> str:
         key = (measurement, bucket)

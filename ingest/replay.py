@@ -135,9 +135,10 @@ class Replayer:
     def _write(self, data: list[str], readings: list[Enriched]) -> list[BadLine]:
         """Readings, their latest rows, then their (quiet) change marks: wire.latest's order."""
         rows = self._latest.rows(readings)
-        lines = [*data, *rows.lines, *change_lines(changes_of(readings), quiet=True)]
+        owed = self._latest.owed(rows.owed)  # before the marks (ingest.worker says why)
+        lines = [*data, *rows.lines, *owed, *change_lines(changes_of(readings), quiet=True)]
         bad, refused = self._latest.settle(rows, self._writer.write(lines))
-        for still_bad in self._writer.write(self._latest.owed(rows, refused)):
+        for still_bad in self._writer.write(self._latest.owed(refused > 0)):
             log.critical("could not store an owed mark: %s: %s", still_bad.error, still_bad.line)
         return bad
 

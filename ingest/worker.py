@@ -354,7 +354,10 @@ class Worker:
         # marks last), never into the spool: the unspooler keeps rows of its own.
         self.latest.recheck(self.influx)
         rows = self.latest.rows(batch.feed)
-        lines = batch.lines + rows.lines + spilled[len(batch.lines) :]
+        # Before the marks (Writer.write sends them last): an API that read a mark finds the
+        # owed mark too, and does not take the rows for whole (wire.latest).
+        owed = self.latest.owed(rows.owed)
+        lines = batch.lines + rows.lines + owed + spilled[len(batch.lines) :]
         marks: list[str] = []
         try:
             bad = self.writer.write(lines, self._spill_deadline(), marks)
@@ -384,17 +387,20 @@ class Worker:
     def _rows_stored(
         self, keeper: LatestRows, rows: Pending, bad: list[BadLine], writer: Writer
     ) -> list[BadLine]:
-        """LatestRows.settle, its refusals counted; the owed mark stored if readings went
-        without rows (before the batch is acknowledged: a crash redelivers it)."""
+        """LatestRows.settle, its refusals counted; if rows were refused, the owed mark stored
+        now (before the batch is acknowledged: a crash redelivers it). Raises Stopped."""
         bad, refused = keeper.settle(rows, bad)
         if refused:
             self.stats.add(latest_rows_refused=refused)
-        owed = keeper.owed(rows, refused)
-        for still_bad in writer.write(owed):
+        # Rows refused are known only now, after the batch's change marks: a reader between the
+        # two may take the rows for whole without this reading until the next full reload (a
+        # row's layout is typed, so only a missing policy refuses one, and then no point says
+        # whole). InfluxDB answered just now: retried without a deadline.
+        for still_bad in writer.write(keeper.owed(refused > 0)):
             # Cannot happen with a line we encode; if it does, it must not pass silently.
             log.critical("could not store an owed mark: %s: %s", still_bad.error, still_bad.line)
-        if owed:
-            self.stats.add(latest_rows_owed=len(owed))
+        if rows.owed or refused:
+            self.stats.add(latest_rows_owed=1)
         return bad
 
     def _spill(self, lines: list[str]) -> bool:
@@ -488,15 +494,16 @@ class Worker:
         # Not announced (the API finds them by their marks): quiet marks (wire.changes).
         marked = data + change_lines(changes_of(r for r, _ in readings), quiet=True)
         rows = self.latest_unspooled.rows(r for r, _ in readings)
-        lines = data + rows.lines + marked[len(data) :]
+        owed = self.latest_unspooled.owed(rows.owed)
+        lines = data + rows.lines + owed + marked[len(data) :]
         marks: list[str] = []
         try:
             bad = writer.write(lines, None, marks)
+            self._outage.clear()
+            self._last_stored = time.time()
+            bad = self._rows_stored(self.latest_unspooled, rows, bad, writer)
         except Stopped:
-            return False
-        self._outage.clear()
-        self._last_stored = time.time()
-        bad = self._rows_stored(self.latest_unspooled, rows, bad, writer)
+            return False  # the segments stay; written again next time (idempotent)
         self._store_refused(bad, writer)
         self._count_stored(marked, bad)
         if self.settings.state_feed:

@@ -87,12 +87,13 @@ class Writer:
         bad = []
         # One request per retention policy (wire.retention): readings, then dead letters, then
         # the marks, each into the policy that keeps them for their own time.
-        for policy, part in (*by_policy(data), (CHANGES, changes)):
+        # Only the marks at the end are announced: data for the changes policy (an owed mark,
+        # wire.latest) is not a change mark.
+        parts = [(policy, part, None) for policy, part in by_policy(data)]
+        for policy, part, stored in (*parts, (CHANGES, changes, marks)):
             for chunk in _chunks(part, self._max_bytes):
                 try:
-                    bad += self._write(
-                        chunk, policy, deadline, marks if policy == CHANGES else None
-                    )
+                    bad += self._write(chunk, policy, deadline, stored)
                 except InfluxNotFound as exc:
                     if not _dropped(policy, exc):
                         raise

@@ -287,7 +287,6 @@ class Live:
                 written += len(lines)
                 lines, body = [], 0
             await asyncio.sleep(0)
-        self._rows_due = None
         release_free_memory()  # the requests' bodies, MBs each (common.process)
         logger.info(
             "latest rows of %d devices written as %s in %.1f s",
@@ -300,9 +299,11 @@ class Live:
             # A writer stored readings without rows since the load began: this state may
             # lack them, so the rows are not said whole (the next full load tries again).
             logger.warning("latest rows not whole: a writer stored readings without rows")
+            self._rows_due = None  # not again for this load: the next full load tries
             return
         complete = self._row_writer.complete_line(now_ns(), owed)
         await self.influx.write(complete.encode(), policy=LATEST)
+        self._rows_due = None  # only now: a failure above is tried again at the next reconcile
 
     async def _try_write_rows(self, owed: str) -> None:
         try:

@@ -39,7 +39,7 @@ from tests.support.times import S, rfc3339
 from wire import latest as layout
 from wire.changes import window_of
 from wire.lineproto import line
-from wire.retention import CHANGES, LATEST, qualified
+from wire.retention import CHANGES, LATEST, measurement_of, qualified
 from wire.topics import TopicLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -257,9 +257,17 @@ def _owed(influx: InfluxConfig) -> list[str]:
     return [str(r["writer"]) for r in rows(influx, f"SELECT * FROM {qualified(layout.OWED)}")]
 
 
+def _whole_now(influx: InfluxConfig) -> bool:
+    """The point says whole and records the newest owed mark (none for none): api.live.rows."""
+    points = rows(influx, f'SELECT * FROM "{LATEST}"."{layout.COMPLETE}"')
+    newest = rows(influx, f"SELECT * FROM {qualified(layout.OWED)} ORDER BY time DESC LIMIT 1")
+    stamp = str(newest[0][layout.STAMP]) if newest else ""
+    return bool(points) and str(points[0].get(layout.OWED_FIELD) or "") == stamp
+
+
 async def _until_whole(influx: InfluxConfig) -> None:
     deadline = time.monotonic() + 10
-    while not _whole(influx):
+    while not _whole_now(influx):
         assert time.monotonic() < deadline, "timed out waiting for the rows to be said whole"
         await asyncio.sleep(0.1)
 
@@ -281,7 +289,8 @@ async def test_readings_a_worker_stored_without_rows_after_they_were_said_whole_
     settings = ingest_settings(servers, influx, topic_root)
     one = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
     simulator = servers.mosquitto.url("citysense-simulator")
-    with InfluxClient(influx) as client, running_worker(settings) as worker:
+    writes = WritesSeen()
+    with InfluxClient(influx) as client, running_worker(settings, writes) as worker:
         publish(simulator, [(one, lamp(now - 90 * S, 1.0))])
         wait_for(lambda: worker.stats.messages_acked >= 1, 20, what="the first ack")
         client.query(f'DROP RETENTION POLICY "{LATEST}" ON "{influx.database}"')
@@ -295,12 +304,34 @@ async def test_readings_a_worker_stored_without_rows_after_they_were_said_whole_
         async with running(first):
             assert first.state.runtime.live.started_from == "influxdb"
             await _until_whole(influx)  # the rows of its state, the reading at -60 s in them
+        writes.heads.clear()
         publish(simulator, [(one, lamp(now - 30 * S, 3.0))])
         wait_for(lambda: worker.stats.messages_acked >= 3, 20, what="stored without rows again")
     assert _owed(influx) == [settings.client_id] * 2
-    started, state = await _state(_api(servers, influx, tmp_path, "b"))
-    assert started == "influxdb"  # not the rows, whose row of the lamp is at -60 s
+    # The keeper off, the mark goes with the readings, before their change marks: an API that
+    # read the marks finds it.
+    assert writes.heads == ["streetlight", layout.OWED, "citysense_changes"]
+    second = create_app(_api(servers, influx, tmp_path, "b"))
+    async with running(second):
+        assert second.state.runtime.live.started_from == "influxdb"  # not the stale row at -60 s
+        await _until_whole(influx)  # its rows, and the point with the newest owed mark's stamp
+    # Whole again: the next replica starts from the rows, with the newest reading.
+    started, state = await _state(_api(servers, influx, tmp_path, "c"))
+    assert started == "rows"
     assert state == {LAMPS[0]: _reading(now - 30 * S, 3.0)}
+
+
+class WritesSeen(httpx.BaseTransport):
+    """The real InfluxDB; the measurement each write request begins with, in order."""
+
+    def __init__(self) -> None:
+        self._real = httpx.HTTPTransport()
+        self.heads: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/write":
+            self.heads.append(measurement_of(request.read().decode()))
+        return self._real.handle_request(request)
 
 
 class OwedDuringTheLoad(httpx.AsyncBaseTransport):

@@ -102,10 +102,10 @@ def test_without_the_policy_no_rows_are_kept_until_it_is_back(
     assert not rows.enabled
     off = rows.rows([lamp("SL-1", 30, 3.0)])
     assert off.lines == [] and off.owed
-    (owed,) = rows.owed(off, 0)  # the mark that readings went without rows
+    (owed,) = rows.owed(off.owed)  # the mark that readings went without rows
     point = parse_line(owed + " 0")  # no time of its own: InfluxDB stamps it as it stores it
     assert point.measurement == layout.OWED and point.fields["writer"] == "worker-1"
-    assert owed != rows.owed(off, 0)[0]  # each mark its own stamp
+    assert owed != rows.owed(off.owed)[0]  # each mark its own stamp
     assert not rows.rows([]).owed  # no readings, nothing owed
     with _influx(_found) as client:
         rows.recheck(client)  # not due yet: no query, still off
@@ -126,7 +126,8 @@ def test_rows_refused_for_a_missing_policy_turn_rows_off_and_hold_nothing_back(
     why = "InfluxDB 500: retention policy not found: latest"
     bad = [BadLine(line, why, missing=True) for line in pending.lines]
     assert rows.settle(pending, bad) == ([], 2)  # no dead letters: the readings are stored
-    assert len(rows.owed(pending, 2)) == 1  # the readings went without their rows
+    assert not pending.owed  # the keeper was on when the rows were made ...
+    assert len(rows.owed(True)) == 1  # ... and the refusal owes them
     assert not rows.enabled
     assert "InfluxDB refused a latest row" not in caplog.text  # said once, below
     assert caplog.text.count("no latest rows kept by worker-1") == 1
@@ -233,7 +234,6 @@ def test_a_refused_row_is_logged_and_no_dead_letter(caplog: pytest.LogCaptureFix
     row = BadLine(pending.lines[0], "field type conflict")
     bad, refused = rows.settle(pending, [reading, row])
     assert (bad, refused) == ([reading], 1)  # only the reading goes on to be dead-lettered
-    assert len(rows.owed(pending, refused)) == 1  # SL-1's reading went without its row
-    assert rows.owed(pending, 0) == []
+    assert not pending.owed and rows.owed(pending.owed) == []  # nothing owed before the write
     assert "InfluxDB refused a latest row: field type conflict" in caplog.text
     assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []  # remembered all the same
