@@ -33,7 +33,7 @@ from tests.support.api import api_settings, running
 from tests.support.influx import rows
 from tests.support.ingest import ingest_settings, running_worker
 from tests.support.mqtt import publish
-from tests.support.polling import wait_for
+from tests.support.polling import until, wait_for
 from tests.support.seeding import Point, Scalar, line_protocol
 from tests.support.times import S, rfc3339
 from wire import latest as layout
@@ -266,10 +266,7 @@ def _whole_now(influx: InfluxConfig) -> bool:
 
 
 async def _until_whole(influx: InfluxConfig) -> None:
-    deadline = time.monotonic() + 10
-    while not _whole_now(influx):
-        assert time.monotonic() < deadline, "timed out waiting for the rows to be said whole"
-        await asyncio.sleep(0.1)
+    await until(lambda: _whole_now(influx), 10, "the rows to be said whole", interval=0.1)
 
 
 async def test_readings_a_worker_stored_without_rows_after_they_were_said_whole_are_not_missed(
@@ -363,10 +360,7 @@ async def test_a_full_load_says_nothing_whole_if_readings_went_without_rows_mean
     transport = OwedDuringTheLoad(influx)
     app = create_app(_api(servers, influx, tmp_path, "a"), influx_transport=transport)
     async with running(app):
-        deadline = time.monotonic() + 10
-        while "latest rows not whole" not in caplog.text:
-            assert time.monotonic() < deadline, "timed out waiting for the rows to be written"
-            await asyncio.sleep(0.1)
+        await until(lambda: "latest rows not whole" in caplog.text, 10, "the rows to be written")
     assert transport.owed
     assert rows(influx, f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"')  # rows written
     assert not _whole(influx)  # ... but not said whole
