@@ -151,7 +151,7 @@ def declare_rows_whole_if_empty(client: InfluxClient, measurements: Iterable[str
     # Before the measurements: a writer whose rows are off storing its first readings between
     # the two leaves a mark newer than the one recorded.
     owed = _first(client.query(_NEWEST_OWED))
-    stamp = next((str(p.get(latest.STAMP, "")) for s in owed for p in s.rows()), "")
+    stamp = latest.newest_stamp(point for series in owed for point in series.rows())
     shown = _first(client.query(f"SHOW MEASUREMENTS ON {quote_ident(client.config.database)}"))
     names = {str(row[0]) for series in shown for row in series.values}
     if names & set(measurements):

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from wire.lineproto import FORMAT, FieldValue, fields, line, series, string_value, tag
 
@@ -75,6 +75,17 @@ def owed_line(writer: str) -> str:
     clock as it stores it, after those readings, so no writer's clock is compared with
     another's; `stamp` (random) tells one mark from another."""
     return f"{series(OWED, {})} {fields({'writer': writer, STAMP: secrets.token_hex(8)})}"
+
+
+def newest_stamp(points: Iterable[Mapping[str, object]]) -> str:
+    """The stamp of the first owed mark of `points` (an answer newest first); "" for none."""
+    return next((str(point.get(STAMP, "")) for point in points), "")
+
+
+def recorded_stamp(complete: Mapping[str, object]) -> str:
+    """The owed mark's stamp a complete point recorded; "" for none (or written before owed
+    marks existed, which counts as none)."""
+    return str(complete.get(OWED_FIELD) or "")
 
 
 def is_row(line_text: str) -> bool:

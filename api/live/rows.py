@@ -58,8 +58,7 @@ async def complete(influx: AsyncInfluxClient, timeout: float) -> bool:
     points = [point for series in found for point in series.rows()]
     if not points:
         return False
-    # A point written before owed marks existed records none: whole only if there is none.
-    if str(points[0].get(layout.OWED_FIELD) or "") != await newest_owed(influx, timeout):
+    if layout.recorded_stamp(points[0]) != await newest_owed(influx, timeout):
         logger.info("latest rows not used: a writer stored readings without rows since")
         return False
     return True
@@ -71,7 +70,7 @@ async def newest_owed(influx: AsyncInfluxClient, timeout: float) -> str:
         found = await q.fetch(influx, q.newest_owed(), timeout=timeout)
     except InfluxNotFound:
         return ""  # the changes policy missing: no writer stored anything, owed or not
-    return next((str(p.get(layout.STAMP, "")) for s in found for p in s.rows()), "")
+    return layout.newest_stamp(point for series in found for point in series.rows())
 
 
 def rows_of(profile: Profile, series: Iterable[Series], since_ns: int) -> Chunk:

@@ -261,8 +261,7 @@ def _whole_now(influx: InfluxConfig) -> bool:
     """The point says whole and records the newest owed mark (none for none): api.live.rows."""
     points = rows(influx, f'SELECT * FROM "{LATEST}"."{layout.COMPLETE}"')
     newest = rows(influx, f"SELECT * FROM {qualified(layout.OWED)} ORDER BY time DESC LIMIT 1")
-    stamp = str(newest[0][layout.STAMP]) if newest else ""
-    return bool(points) and str(points[0].get(layout.OWED_FIELD) or "") == stamp
+    return bool(points) and layout.recorded_stamp(points[0]) == layout.newest_stamp(newest)
 
 
 async def _until_whole(influx: InfluxConfig) -> None:
