@@ -13,9 +13,10 @@ Rows are derived data: without their retention policy (a database set up by an o
 schema`, or the policy dropped) a keeper stops keeping them rather than hold the readings back,
 and looks for the policy again every RECHECK_S seconds. The API trusts rows only once a full load
 wrote them and the point saying so, which lives in the same policy: until the policy is back and
-such a load ran, it reads the readings. Every write whose readings went without rows (the keeper
-off, a row refused) is followed by an owed mark (wire.latest), so that a full load that ran
-meanwhile cannot call the rows whole over them.
+such a load ran, it reads the readings. Every write whose readings go without rows carries an
+owed mark (wire.latest), before its change marks when this keeper is off, right after the write
+when a row was refused, so that a full load that ran meanwhile cannot call the rows whole over
+them.
 
 Only registered devices get rows (the API keeps no state of the others), so what this keeps is
 bounded by the registry: a dict entry keyed by the registry's own id string, and the time's

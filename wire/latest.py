@@ -27,10 +27,11 @@ first batch on, so none is ever without one: common.schema), or else by a full l
 readings after it has written its rows — readings stored before any writer kept rows (an older
 version, another program) have no row until then.
 
-A writer that stored readings without all their rows (its rows off while the `latest` policy is
-missing, a row refused) then writes an *owed* mark, `citysense_latest_owed` in the `changes`
-policy (which every write of readings needs anyway; `latest` may be the one missing), stamped
-by InfluxDB. The complete point records the stamp of the newest owed mark its writer saw
+A writer that stores readings without all their rows (its rows off while the `latest` policy is
+missing: in the same write, after the readings and before their change marks; a row refused:
+right after the write) writes an *owed* mark, `citysense_latest_owed` in the `changes` policy
+(which every write of readings needs anyway; `latest` may be the one missing), stamped by
+InfluxDB. The complete point records the stamp of the newest owed mark its writer saw
 (`owed`): the set-up when it wrote it; a full load the one newest before it read the readings,
 and it writes no complete point if a newer one came by the time its rows were written. The rows
 are whole only while the newest owed mark is the one the complete point recorded (none for
