@@ -14,8 +14,9 @@ authentication off) again and again, one after the other:
    answers 200 rather than 503), its resident memory once serving, and a district's first page
    (limit 1000) and a single device, timed and checked. It has a data folder
    (CITYSENSE_API_DATA_DIR), empty: this start is the full load from InfluxDB (the readings were
-   written without latest rows, as after an import or in a database of a version before them),
-   and the API writes its state snapshot (api.live.snapshot) after it and at shutdown;
+   written without latest rows, as after an import, and no set-up built them: the API's own
+   fallback), and the API writes its state snapshot (api.live.snapshot) after it and at
+   shutdown;
 3. stopped, a newer reading written for one district's streetlights (with their change marks, as
    ingest writes them), and started again: the restart from the snapshot, measured as in 2, the
    district's page checked to hold the newer readings. Then restarts after a reading of every
@@ -27,7 +28,11 @@ authentication off) again and again, one after the other:
    a second worker's rows);
 6. the first start ever over a new city: the same readings stored as ingest stores them (with
    their rows and marks) into a database set up empty, which says its rows whole from the start
-   (common.schema): measured as in 2, against 2's full load.
+   (common.schema): measured as in 2, against 2's full load;
+7. the first start after an upgrade: every latest row dropped and the database no longer said
+   whole (a version before the rows had none), then the deployment's set-up, `citysense schema`,
+   building the rows from the readings (api.live.rebuild: timed, with its CPU and InfluxDB's),
+   then the API started with no snapshot and no peer: measured as in 2, against 2's full load.
 
 The API's own log lines on what it loaded from where, and how long it took, are in the report.
 

@@ -10,15 +10,23 @@ Passwords are set again on every run, so a rotated secret file takes effect at t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import re
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from common.errors import ConfigError, InfluxRejected
-from common.influx import InfluxClient, InfluxConfig, quote_ident
+from pydantic import ValidationError
+
+from api.core.contract import Contract
+from api.core.scrub import Scrubber, secrets_of
+from api.core.settings import ApiSettings
+from api.live.rebuild import Built, build_rows
+from common.errors import ConfigError, InfluxError, InfluxRejected
+from common.influx import AsyncInfluxClient, InfluxClient, InfluxConfig, quote_ident
 from common.schema import ensure_schema, withdraw_rows_whole
-from common.settings import CommonSettings
+from common.settings import CommonSettings, settings_problems
 
 GRANTS = {"ingest": "WRITE", "api": "ALL", "grafana": "READ"}
 # What `citysense secrets` generates; anything else could end the string literal below.
@@ -42,16 +50,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--readings-imported",
         action="store_true",
         help="readings were written by other means (an import, a restore of the readings "
-        "alone): the API's next start reads them in full rather than from the latest rows",
+        "alone): the latest rows are built from the readings again",
+    )
+    parser.add_argument(
+        "--skip-rows",
+        action="store_true",
+        help="do not build the latest rows from the readings when they are not whole: "
+        "the API's next start reads the readings in full and builds them",
     )
 
 
 def main(args: argparse.Namespace) -> int:
     settings = SchemaSettings()
-    profiles, _ = settings.load_contract()
+    profiles, registry = settings.load_contract()
     config = settings.influx
+    secrets: list[str] = []
     if not args.no_users:
         config = _as_admin(settings)
+        secrets.append(settings.password("admin"))
         with InfluxClient(config) as client:
             _accounts(client, settings)
     with InfluxClient(config) as client:
@@ -60,11 +76,54 @@ def main(args: argparse.Namespace) -> int:
             withdraw_rows_whole(client)
     created, altered = list(report.created), list(report.altered)
     print(f"database {settings.influx_db}: created {created}, altered {altered}")
-    if args.readings_imported:
-        print("latest rows: not whole until the API's next full load from the readings")
-    elif report.rows_whole:
+    if report.rows_whole and not args.readings_imported:
         print("latest rows: whole (no readings yet; every writer keeps rows from the first)")
+    elif args.skip_rows:
+        print("latest rows: not built here (--skip-rows): the API's next start reads the readings")
+    else:
+        _build_rows(config, Contract.build(profiles, registry), secrets)
     return 0
+
+
+def _build_rows(config: InfluxConfig, contract: Contract, secrets: list[str]) -> None:
+    """The latest rows built from the readings if they are not whole (api.live.rebuild). A
+    failure is said and leaves them to the API's first start, which builds them the same way:
+    the database's shape, this command's job, is done."""
+    try:
+        api = ApiSettings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings:\n{settings_problems(exc)}") from exc
+    scrub = Scrubber([*secrets, *secrets_of(api)])
+
+    async def build() -> Built:
+        influx = AsyncInfluxClient(config)
+        try:
+            return await build_rows(api, contract, influx, scrub)
+        finally:
+            await influx.aclose()
+
+    try:
+        built = asyncio.run(build())
+    except InfluxError as exc:
+        print(
+            f"latest rows: not built ({scrub(str(exc))}): the API's next start reads the "
+            "readings in full and builds them",
+            file=sys.stderr,
+        )
+        return
+    if not built.needed:
+        print("latest rows: whole")
+    elif built.whole:
+        print(
+            f"latest rows: built from the newest readings of {built.devices} devices in "
+            f"{built.seconds:.1f} s: whole"
+        )
+    else:
+        print(
+            f"latest rows: built from the newest readings of {built.devices} devices, but not "
+            "whole: a writer stored readings without rows meanwhile (its `latest` policy "
+            "missing); the API's next full load makes them whole"
+        )
 
 
 def _secret(value: str, what: str) -> str:

@@ -84,6 +84,7 @@ class Live:
         *,
         supervisor: Supervisor | None = None,
         peer: httpx.AsyncBaseTransport | None = None,
+        row_writer: str | None = None,
     ) -> None:
         self.supervisor = supervisor or Supervisor()
         self._peer_transport = peer  # to `api_state_peer` (tests: another app in process)
@@ -135,8 +136,9 @@ class Live:
         self._fingerprinted: str | None = None
         self._splits = series_split.Splits(contract, settings.api_load_series)
         # The latest rows (api.live.rows): written after a full load from the readings, under a
-        # writer tag of this replica, the same across its restarts.
-        self._row_writer = rows.RowWriter(self._replica_name("api"), contract.profiles)
+        # writer tag of this replica, the same across its restarts (`row_writer`: another's).
+        writer = row_writer or self._replica_name("api")
+        self._row_writer = rows.RowWriter(writer, contract.profiles)
         # The rows of the last full load's state are due: the newest owed mark's stamp seen
         # before it read the readings (wire.latest); None when none are due.
         self._rows_due: str | None = None
@@ -182,22 +184,9 @@ class Live:
                 await self.save_snapshot()
                 return
 
-        async def parts(name: str) -> list[str | None]:
-            async with self._gate:
-                found = await q.fetch(self.influx, q.district_values(self.contract.profiles[name]))
-            # No district tag stored yet: one query for the whole measurement.
-            return [str(row[1]) for series in found for row in series.values] or [None]
-
         # Before the readings: an owed mark stored after this may be over readings it misses.
         owed = await rows.newest_owed(self.influx, self.settings.api_load_timeout)
-        profiles = sorted(self.contract.profiles)
-        districts = await asyncio.gather(*(parts(name) for name in profiles))
-        queries = [
-            (name, district, since)
-            for name, names in zip(profiles, districts, strict=True)
-            for district in names
-        ]
-        merged = await self._load_parts(queries)
+        queries, merged = await self._load_readings(since)
         first = not self.state.loaded
         self._loaded_from(began, marks, token)
         self._rows_due = owed  # the rows of this state, and with them the rows are whole
@@ -208,12 +197,52 @@ class Live:
                 "queries, %d readings) in %.1f s%s",
                 len(self.state.devices),
                 len(queries),
-                sum(len(self._splits.of(name, district)) for name, district, _ in queries),
+                self._queries(queries),
                 merged,
                 time.perf_counter() - clock,
                 "" if self.settings.api_data_dir else " (no data folder: no snapshot)",
             )
         await self.save_snapshot()
+
+    async def _load_readings(self, since: int) -> tuple[list[tuple[str, str | None, int]], int]:
+        """The newest reading at or after `since` of every device, from the readings: one part
+        per profile and stored district; (the parts, readings merged)."""
+
+        async def parts(name: str) -> list[str | None]:
+            async with self._gate:
+                found = await q.fetch(self.influx, q.district_values(self.contract.profiles[name]))
+            # No district tag stored yet: one query for the whole measurement.
+            return [str(row[1]) for series in found for row in series.values] or [None]
+
+        profiles = sorted(self.contract.profiles)
+        districts = await asyncio.gather(*(parts(name) for name in profiles))
+        queries = [
+            (name, district, since)
+            for name, names in zip(profiles, districts, strict=True)
+            for district in names
+        ]
+        return queries, await self._load_parts(queries)
+
+    def _queries(self, parts: Sequence[tuple[str, str | None, int]]) -> int:
+        return sum(len(self._splits.of(name, district)) for name, district, _ in parts)
+
+    async def rows_from_readings(self) -> tuple[int, bool]:
+        """The latest rows built from the readings, in a process that serves nothing (the
+        set-up's build, api.live.rebuild): the full load's reading part, then its rows and the
+        point saying they are whole, as after an API's full load, without the alarms, snapshot
+        or feed of a serving one; (devices with a reading, whether the point was written)."""
+        since = now_ns() - int(self.settings.api_latest_lookback * NS_PER_S)
+        owed = await rows.newest_owed(self.influx, self.settings.api_load_timeout)
+        clock = time.perf_counter()
+        queries, merged = await self._load_readings(since)
+        logger.info(
+            "newest readings of %d devices read (%d parts in %d queries) in %.1f s",
+            merged,
+            len(queries),
+            self._queries(queries),
+            time.perf_counter() - clock,
+        )
+        return merged, await self._write_rows(owed)
 
     async def _load_rows(self, since: int, profiles: Collection[str] | None = None) -> int | None:
         """The state from the latest rows (api.live.rows) of `profiles` (all by default), and
@@ -271,9 +300,10 @@ class Live:
             logger.info("%d devices share a latest row's slot: read from readings", len(shared))
         return found
 
-    async def _write_rows(self, owed: str) -> None:
-        """The state's rows (api.live.rows), then the point saying the rows are whole. A slice
-        of devices at a time on the event loop, a request every few MB."""
+    async def _write_rows(self, owed: str) -> bool:
+        """The state's rows (api.live.rows), then the point saying the rows are whole; whether
+        that point was written. A slice of devices at a time on the event loop, a request
+        every few MB."""
         clock = time.perf_counter()
         size, written = len(self.state.registered), 0
         lines: list[str] = []
@@ -300,10 +330,11 @@ class Live:
             # lack them, so the rows are not said whole (the next full load tries again).
             logger.warning("latest rows not whole: a writer stored readings without rows")
             self._rows_due = None  # not again for this load: the next full load tries
-            return
+            return False
         complete = self._row_writer.complete_line(now_ns(), owed)
         await self.influx.write(complete.encode(), policy=LATEST)
         self._rows_due = None  # only now: a failure above is tried again at the next reconcile
+        return True
 
     async def _try_write_rows(self, owed: str) -> None:
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,11 +24,11 @@ from bench.api.constants import DATABASE, HOST, ROOT, WRITE_BATCH
 from bench.api.figures import Report, machine, ms
 from bench.api.history import load_history, write_registry
 from bench.api.processes import Stack
-from citysense.children import Child, Children, cpu_seconds, start_citysense
+from citysense.children import Child, Children, cpu_seconds, module_argv, start_citysense
 from citysense.servers import LocalServers, free_port
-from common.influx import InfluxClient, InfluxConfig
+from common.influx import InfluxClient, InfluxConfig, quote_ident
 from common.mqtturl import MqttUrl
-from common.schema import Retention, ensure_schema
+from common.schema import Retention, ensure_schema, withdraw_rows_whole
 from device_profiles import Device, FieldType, Profile, load_profiles
 from ingest.announce import Announcer
 from ingest.changes import change_lines
@@ -128,6 +130,7 @@ def measure(
     new_replica(report, stack, baseline, devices, data=data, timeout=args.timeout)
     from_rows(report, stack, baseline, devices, timeout=args.timeout)
     first_start_of_a_new_city(report, stack, baseline, devices, args)
+    first_start_after_an_upgrade(report, stack, baseline, devices, timeout=args.timeout)
 
 
 def first_start_of_a_new_city(
@@ -151,6 +154,65 @@ def first_start_of_a_new_city(
     describe(report, city, baseline.rss_mb, len(devices), "its first start ever, a new city")
     district_page(report, city, DISTRICTS[0].name)
     city.child.stop()
+
+
+def first_start_after_an_upgrade(
+    report: Report, stack: Stack, baseline: Started, devices: list[Device], *, timeout: float
+) -> None:
+    """The API's first start over readings no writer of this version stored (a database of a
+    version before the latest rows, or an import), once the deployment's set-up built the rows
+    from them (`citysense schema`, api.live.rebuild), as compose's one-shot `influxdb-init` does
+    before any API starts: the build timed as a step of its own, then the start, against the
+    full load of step 2 (the same readings read by the API itself)."""
+    config = InfluxConfig(url=stack.servers.influxdb.url, database=DATABASE)
+    with InfluxClient(config) as client:
+        client.query(f"DROP MEASUREMENT {quote_ident(latest_layout.MEASUREMENT)}")
+        withdraw_rows_whole(client)
+    report.add(
+        "the latest rows dropped",
+        "every writer's, and the point saying them whole",
+        "as a database of a version before them has it",
+    )
+    print("building the latest rows from the readings (citysense schema) ...", flush=True)
+    influx = stack.servers.influxdb.process
+    influx_before = cpu_seconds(influx.pid) if influx is not None else 0.0
+    cpu_before = _children_cpu()
+    began = time.perf_counter()
+    done = subprocess.run(
+        module_argv("citysense.cli", "schema", "--no-users"),
+        env=stack.env("citysense-api"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    seconds = time.perf_counter() - began
+    said = (done.stdout.strip().splitlines() or [""])[-1]
+    if done.returncode != 0 or not said.endswith(": whole"):
+        raise RuntimeError(
+            f"citysense schema did not build the rows ({done.returncode}): {said!r} "
+            f"{done.stderr[-2000:]}"
+        )
+    influx_cpu = cpu_seconds(influx.pid) - influx_before if influx is not None else 0.0
+    report.add("  citysense schema said", said)
+    report.add(
+        f"{len(devices):,} devices: the set-up's build of the latest rows",
+        ms(seconds),
+        f"once per database; CPU: citysense schema {_children_cpu() - cpu_before:,.1f} s, "
+        f"InfluxDB {influx_cpu:,.1f} s",
+    )
+    empty = {"CITYSENSE_API_DATA_DIR": str(stack.home / "api-data-upgraded")}
+    city = start(stack, timeout, "after-upgrade", empty)
+    describe(
+        report, city, baseline.rss_mb, len(devices), "its first start after the set-up's build"
+    )
+    district_page(report, city, DISTRICTS[0].name)
+    city.child.stop()
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def rows_whole(servers: LocalServers, timeout: float) -> float:

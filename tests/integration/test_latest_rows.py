@@ -16,7 +16,9 @@ import httpx
 import orjson
 import pytest
 
+from api.core.contract import Contract
 from api.core.settings import ApiSettings
+from api.live.rebuild import build_rows
 from api.main import create_app
 from citysense import cli
 from citysense.servers import LocalServers
@@ -222,19 +224,82 @@ def test_a_database_holding_readings_is_not_said_whole_by_its_set_up(
     assert not _whole(empty)
 
 
-def test_citysense_schema_says_whether_the_rows_are_whole(
-    servers: LocalServers, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    database = f"t_{secrets.token_hex(6)}"
+def _schema_env(monkeypatch: pytest.MonkeyPatch, servers: LocalServers, database: str) -> None:
+    """`citysense schema` on this database, with the registry the tests' APIs use."""
     monkeypatch.setenv("CITYSENSE_INFLUX_URL", servers.influxdb.url)
     monkeypatch.setenv("CITYSENSE_INFLUX_DB", database)
+    influx = InfluxConfig(url=servers.influxdb.url, database=database)
+    monkeypatch.setenv("CITYSENSE_REGISTRY", str(ingest_settings(servers, influx, "x").registry))
+
+
+def test_citysense_schema_says_whether_the_rows_are_whole(
+    servers: LocalServers,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    now: int,
+) -> None:
+    database = f"t_{secrets.token_hex(6)}"
+    _schema_env(monkeypatch, servers, database)
     assert cli.main(["schema", "--no-users"]) == 0
     assert "latest rows: whole (no readings yet" in capsys.readouterr().out
     influx = InfluxConfig(url=servers.influxdb.url, database=database)
     assert _whole(influx)
-    assert cli.main(["schema", "--no-users", "--readings-imported"]) == 0
-    assert "latest rows: not whole until the API's next full load" in capsys.readouterr().out
+    _store(influx, [_light(LAMPS[0], now - 60 * S, 1.0)])  # an import
+    assert cli.main(["schema", "--no-users", "--readings-imported", "--skip-rows"]) == 0
+    assert "latest rows: not built here (--skip-rows)" in capsys.readouterr().out
     assert not _whole(influx)
+    assert not kept(influx)
+
+
+async def test_the_set_up_builds_the_rows_of_readings_no_writer_kept_rows_of(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    now: int,
+    *,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database of a version before the rows (readings, nothing said whole), set up by this
+    one: the set-up builds the rows once, and an API's first start reads them, not the
+    readings. An import after it, said so, is built again."""
+    _store(
+        influx,
+        [
+            _light(LAMPS[0], now - 7200 * S, 1.0),
+            _light(LAMPS[1], now - 120 * S, 3.0),
+            _light(LAMPS[1], now - 60 * S, 2.0),
+        ],
+    )
+    _schema_env(monkeypatch, servers, influx.database)
+
+    def schema(*flags: str) -> str:
+        assert cli.main(["schema", "--no-users", *flags]) == 0
+        return capsys.readouterr().out
+
+    said = await asyncio.to_thread(schema)
+    assert "latest rows: built from the newest readings of 2 devices in" in said
+    assert said.rstrip().endswith(": whole")
+    expected = {LAMPS[0]: (now - 7200 * S, 1.0), LAMPS[1]: (now - 60 * S, 2.0)}
+    assert kept(influx) == {"schema": expected}
+    started, state = await _state(_api(servers, influx, tmp_path, "a"))
+    assert started == "rows"
+    assert state == {LAMPS[0]: _reading(now - 7200 * S, 1.0), LAMPS[1]: _reading(now - 60 * S, 2.0)}
+    # Run again (every deploy runs it): whole, nothing read.
+    assert "latest rows: whole\n" in await asyncio.to_thread(schema)
+    # Readings imported, and said so: built again, under the same writer tag.
+    _store(influx, [_light(LAMPS[2], now - 30 * S, 4.0), _light(LAMPS[0], now - 10 * S, 5.0)])
+    said = await asyncio.to_thread(schema, "--readings-imported")
+    assert "latest rows: built from the newest readings of 3 devices in" in said
+    expected.update({LAMPS[2]: (now - 30 * S, 4.0), LAMPS[0]: (now - 10 * S, 5.0)})
+    assert kept(influx) == {"schema": expected}
+    started, state = await _state(_api(servers, influx, tmp_path, "b"))
+    assert started == "rows"
+    assert state == {
+        LAMPS[0]: _reading(now - 10 * S, 5.0),
+        LAMPS[1]: _reading(now - 60 * S, 2.0),
+        LAMPS[2]: _reading(now - 30 * S, 4.0),
+    }
 
 
 async def test_rows_are_not_used_before_a_full_load_made_them_whole(
@@ -363,6 +428,25 @@ async def test_a_full_load_says_nothing_whole_if_readings_went_without_rows_mean
     assert transport.owed
     assert rows(influx, f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"')  # rows written
     assert not _whole(influx)  # ... but not said whole
+
+
+async def test_the_set_up_says_nothing_whole_if_readings_went_without_rows_meanwhile(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
+) -> None:
+    _store(influx, [_light(LAMPS[0], now - 60 * S, 1.0)])
+    transport = OwedDuringTheLoad(influx)
+    settings = _api(servers, influx, tmp_path, "a")
+    client = AsyncInfluxClient(influx, transport=transport)
+    try:
+        built = await build_rows(settings, Contract.build(*settings.load_contract()), client, str)
+    finally:
+        await client.aclose()
+    assert transport.owed
+    assert (built.needed, built.devices, built.whole) == (True, 1, False)
+    assert kept(influx) == {"schema": {LAMPS[0]: (now - 60 * S, 1.0)}}  # rows written ...
+    assert not _whole(influx)  # ... but not said whole
+    started, _ = await _state(settings)
+    assert started == "influxdb"
 
 
 async def test_devices_sharing_a_slot_are_read_from_their_readings(
