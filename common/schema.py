@@ -162,8 +162,9 @@ def declare_rows_whole_if_empty(client: InfluxClient, measurements: Iterable[str
 
 def withdraw_rows_whole(client: InfluxClient) -> None:
     """The point saying the latest rows are whole taken back: readings were written by other
-    means (an import, a restore of the readings alone), so the API's next start reads the
-    readings in full and writes the rows again (`citysense schema --readings-imported`)."""
+    means (an import, a restore of the readings alone), so the rows are built from the readings
+    again, by `citysense schema --readings-imported` (api.live.rebuild) or else by the API's
+    next start."""
     client.query(_DELETE_COMPLETE)
 
 

@@ -24,8 +24,9 @@ A reader takes, per device, the row with the greatest `at` over all writers. The
 ("complete") only once the point of `citysense_latest_complete` (same policy) says so: written
 by the database's set-up while it holds no readings at all (every writer keeps rows from its
 first batch on, so none is ever without one: common.schema), or else by a full load from the
-readings after it has written its rows — readings stored before any writer kept rows (an older
-version, another program) have no row until then.
+readings after it has written its rows (the set-up's build, api.live.rebuild, or an API's) —
+readings stored before any writer kept rows (an older version, another program) have no row
+until then.
 
 A writer that stores readings without all their rows (its rows off while the `latest` policy is
 missing: in the same write, after the readings and before their change marks; a row refused:

@@ -11,8 +11,9 @@ every API waits for), each replica's first start reads the rows instead.
 The build is the API's own full load and rows' write (api.live.service.Live), in a process that
 serves nothing: the newest owed mark read first, then the readings, then the rows, then the
 point saying they are whole unless a writer stored readings without rows meanwhile (wire.latest).
-Its rows go under one writer tag, `schema`, so a second build overwrites the first's rows
-rather than adding a writer's worth of series to every later start's read.
+Its rows go under the writer tag of every full load (api.live.rows.FULL_LOAD), so a second
+build, or an API's full load, overwrites them rather than adding a writer's worth of rows to
+every later start's read.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from api.core.settings import ApiSettings
 from api.live import rows
 from api.live.service import Live
 from common.influx import AsyncInfluxClient
-
-WRITER = "schema"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +50,6 @@ async def build_rows(
         return Built(needed=False, devices=0, whole=True, seconds=0.0)
     # No data folder: a snapshot is an API replica's own, never the set-up's.
     headless = settings.model_copy(update={"api_data_dir": None})
-    live = Live(headless, contract, influx, scrub, row_writer=WRITER)
+    live = Live(headless, contract, influx, scrub)
     devices, whole = await live.rows_from_readings()
     return Built(needed=True, devices=devices, whole=whole, seconds=time.perf_counter() - clock)

@@ -9,7 +9,8 @@ before its marks, so the rows hold every reading whose mark was read (or a newer
 
 Rows are used only once the point that says they are whole (`citysense_latest_complete`) is
 there: written when the database was set up empty (common.schema), or by a full load after the
-rows of its state; until then readings stored before any writer kept rows have none. Two
+rows of its state (the set-up's, api.live.rebuild, or an API's); until then readings stored
+before any writer kept rows have none. Two
 registered devices whose ids share a slot (wire.latest.slot_of) may find the other's row there:
 both are read from the readings instead.
 """
@@ -29,6 +30,14 @@ from device_profiles import Profile
 from wire import latest as layout
 
 logger = logging.getLogger(__name__)
+
+# The writer tag of the rows every full load writes (an API replica's, the set-up's build):
+# one for all, so that replicas, their redeployments (a container's host name is new each
+# time) and builds overwrite one writer's rows instead of each adding 100,000 rows per 100,000
+# devices to every later start's read. A row may then move back when two full loads write at
+# once; a reader takes each device's newest row over all writers, and every reading stored
+# after the older load began has a row of its own writer, or an owed mark.
+FULL_LOAD = "full-load"
 
 # The rows of a profile in four queries, by the first hex digit of their bucket: InfluxDB 1.6
 # answers one query on one core.

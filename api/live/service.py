@@ -84,7 +84,6 @@ class Live:
         *,
         supervisor: Supervisor | None = None,
         peer: httpx.AsyncBaseTransport | None = None,
-        row_writer: str | None = None,
     ) -> None:
         self.supervisor = supervisor or Supervisor()
         self._peer_transport = peer  # to `api_state_peer` (tests: another app in process)
@@ -135,10 +134,9 @@ class Live:
         self.coverage = Coverage()
         self._fingerprinted: str | None = None
         self._splits = series_split.Splits(contract, settings.api_load_series)
-        # The latest rows (api.live.rows): written after a full load from the readings, under a
-        # writer tag of this replica, the same across its restarts (`row_writer`: another's).
-        writer = row_writer or self._replica_name("api")
-        self._row_writer = rows.RowWriter(writer, contract.profiles)
+        # The latest rows (api.live.rows): written after a full load from the readings when
+        # they were not whole, under the one writer tag of every full load.
+        self._row_writer = rows.RowWriter(rows.FULL_LOAD, contract.profiles)
         # The rows of the last full load's state are due: the newest owed mark's stamp seen
         # before it read the readings (wire.latest); None when none are due.
         self._rows_due: str | None = None
@@ -146,6 +144,11 @@ class Live:
         # Called with every feed message once its readings are applied (the SensorThings MQTT
         # publisher); one that raises ends the feed's task, which the supervisor reports.
         self.listeners: list[Callable[[list[statefeed.Announced]], None]] = []
+
+    @property
+    def rows_due(self) -> bool:
+        """Whether the rows of the last full load's state are yet to be written (tests)."""
+        return self._rows_due is not None
 
     def require_loaded(self) -> None:
         """Serving an empty cache as "no device ever reported" would be a lie: 503 instead."""
@@ -186,10 +189,13 @@ class Live:
 
         # Before the readings: an owed mark stored after this may be over readings it misses.
         owed = await rows.newest_owed(self.influx, self.settings.api_load_timeout)
+        # Rows already whole hold every reading a writer of this version stored: this load's
+        # rows would only add a writer's worth of rows to every later start's read.
+        whole = await rows.complete(self.influx, self.settings.api_load_timeout)
         queries, merged = await self._load_readings(since)
         first = not self.state.loaded
         self._loaded_from(began, marks, token)
-        self._rows_due = owed  # the rows of this state, and with them the rows are whole
+        self._rows_due = None if whole else owed  # this state's rows make them whole
         if first:
             self.started_from = "influxdb"
             logger.info(

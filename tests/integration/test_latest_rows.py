@@ -19,6 +19,7 @@ import pytest
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.live.rebuild import build_rows
+from api.live.rows import FULL_LOAD
 from api.main import create_app
 from citysense import cli
 from citysense.servers import LocalServers
@@ -176,6 +177,34 @@ async def test_a_new_replica_starts_from_the_rows_with_what_ingest_stored_since(
     assert state == expected
 
 
+async def test_every_full_load_writes_its_rows_as_one_writer_and_none_over_whole_rows(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
+) -> None:
+    """Replicas (each its own data folder, so its own name) and their redeployments add no
+    writer's worth of rows to every start's read; a full load over rows already whole writes
+    none (they hold every reading already)."""
+    _store(influx, [_light(LAMPS[0], now - 120 * S, 1.0)])
+    for name, power in (("a", 2.0), ("b", 3.0)):
+        _store(influx, [_light(LAMPS[1], now - 60 * S, power)])
+        with InfluxClient(influx) as client:
+            withdraw_rows_whole(client)  # an import: the next full load makes the rows whole
+        app = create_app(_api(servers, influx, tmp_path, name))
+        async with running(app):
+            assert app.state.runtime.live.started_from == "influxdb"
+            await _until_whole(influx)
+        assert kept(influx) == {
+            FULL_LOAD: {LAMPS[0]: (now - 120 * S, 1.0), LAMPS[1]: (now - 60 * S, power)}
+        }
+    # Whole: a replica that reads the readings regardless writes no rows of its own.
+    settings = _api(servers, influx, tmp_path, "c").model_copy(
+        update={"api_state_from_rows": False}
+    )
+    app = create_app(settings)
+    async with running(app):
+        assert app.state.runtime.live.started_from == "influxdb"
+        assert not app.state.runtime.live.rows_due
+
+
 async def test_a_city_stored_from_an_empty_database_on_starts_the_api_from_the_rows(
     servers: LocalServers, topic_root: str, tmp_path: Path, now: int
 ) -> None:
@@ -218,7 +247,7 @@ def test_a_database_holding_readings_is_not_said_whole_by_its_set_up(
     with InfluxClient(empty) as client:
         assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
         _store(empty, [_light(LAMPS[0], now - 60 * S, 1.0)])  # imported
-        withdraw_rows_whole(client)  # `citysense schema --readings-imported`
+        withdraw_rows_whole(client)  # as `citysense schema --readings-imported --skip-rows`
         assert not _whole(empty)
         assert not ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
     assert not _whole(empty)
@@ -281,7 +310,7 @@ async def test_the_set_up_builds_the_rows_of_readings_no_writer_kept_rows_of(
     assert "latest rows: built from the newest readings of 2 devices in" in said
     assert said.rstrip().endswith(": whole")
     expected = {LAMPS[0]: (now - 7200 * S, 1.0), LAMPS[1]: (now - 60 * S, 2.0)}
-    assert kept(influx) == {"schema": expected}
+    assert kept(influx) == {FULL_LOAD: expected}
     started, state = await _state(_api(servers, influx, tmp_path, "a"))
     assert started == "rows"
     assert state == {LAMPS[0]: _reading(now - 7200 * S, 1.0), LAMPS[1]: _reading(now - 60 * S, 2.0)}
@@ -292,7 +321,7 @@ async def test_the_set_up_builds_the_rows_of_readings_no_writer_kept_rows_of(
     said = await asyncio.to_thread(schema, "--readings-imported")
     assert "latest rows: built from the newest readings of 3 devices in" in said
     expected.update({LAMPS[2]: (now - 30 * S, 4.0), LAMPS[0]: (now - 10 * S, 5.0)})
-    assert kept(influx) == {"schema": expected}
+    assert kept(influx) == {FULL_LOAD: expected}
     started, state = await _state(_api(servers, influx, tmp_path, "b"))
     assert started == "rows"
     assert state == {
@@ -443,7 +472,7 @@ async def test_the_set_up_says_nothing_whole_if_readings_went_without_rows_meanw
         await client.aclose()
     assert transport.owed
     assert (built.needed, built.devices, built.whole) == (True, 1, False)
-    assert kept(influx) == {"schema": {LAMPS[0]: (now - 60 * S, 1.0)}}  # rows written ...
+    assert kept(influx) == {FULL_LOAD: {LAMPS[0]: (now - 60 * S, 1.0)}}  # rows written ...
     assert not _whole(influx)  # ... but not said whole
     started, _ = await _state(settings)
     assert started == "influxdb"

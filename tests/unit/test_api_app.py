@@ -130,9 +130,11 @@ async def test_latest_state_is_loaded_once_at_start(tmp_path: Path, fake: FakeIn
     # The change marks, read before the readings (api.live.coverage).
     marks = [r for r in fake.requests if "citysense_changes" in r["q"]]
     assert len(marks) == 1
-    # Whether the latest rows are whole (api.live.rows): this database has none.
+    # Whether the latest rows are whole (api.live.rows): asked before starting from them, and
+    # before the readings, whose rows are then written only if not (this database has none).
     whole = [r for r in fake.requests if "citysense_latest_complete" in r["q"]]
-    assert len(whole) == 1
+    assert len(whole) == 2
+    assert fake.requests.index(whole[1]) < fake.requests.index(shown[0])
     # The newest owed mark (wire.latest), read before the readings (and again once the rows of
     # this state are written, if that came before the app stopped).
     owed = [r for r in fake.requests if "citysense_latest_owed" in r["q"]]
