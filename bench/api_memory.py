@@ -24,8 +24,9 @@ authentication off) again and again, one after the other:
 4. a new replica, with a data folder of its own and empty, started from the state of a running
    one (CITYSENSE_API_STATE_PEER), which took a newer reading of every part from its feed just
    before: measured as in 2, against 2's full load;
-5. a replica with no snapshot and no peer: from the latest rows the full load made whole (and
-   a second worker's rows);
+5. a replica with no snapshot and no peer: from the latest rows the full load made whole, then
+   with a second and a third writer's rows of every device (ingest workers' rows, every field
+   of a reading);
 6. the first start ever over a new city: the same readings stored as ingest stores them (with
    their rows and marks) into a database set up empty, which says its rows whole from the start
    (common.schema): measured as in 2, against 2's full load;

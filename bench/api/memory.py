@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import resource
 import subprocess
 import tempfile
@@ -35,6 +36,7 @@ from ingest.changes import change_lines
 from ingest.latest import LatestRows
 from ingest.stages import Enriched
 from simulators.city import DISTRICTS, write_city
+from simulators.models import DEFAULT_UTC_OFFSET_HOURS, ProfileModel
 from wire import latest as latest_layout
 from wire.changes import window_of
 from wire.lineproto import Line, line, parse_line
@@ -249,26 +251,43 @@ def from_rows(
     single_device(report, city, devices[len(devices) // 2].device_id)
     report.add("peak resident memory (VmHWM)", f"{city.child.peak_rss_mb():,.1f} MB")
     city.child.stop()
-    # Two ingest workers share the subscription, so each stores some readings of every device:
+    # Ingest workers share the subscription, so each stores some readings of every device:
     # every device gets a row of each (older ones here, which the reader reads and discards).
-    older = second_worker_rows(stack.servers, devices)
-    report.add("written just before", f"a second worker's rows: {older:,}", "an hour older each")
-    empty = {"CITYSENSE_API_DATA_DIR": str(stack.home / "api-data-rows-2")}
-    city = start(stack, timeout, "from-rows-2", empty)
-    describe(report, city, baseline.rss_mb, len(devices), "from the latest rows of two workers")
-    district_page(report, city, DISTRICTS[0].name, fresh)
-    city.child.stop()
+    # Three writers: the compose stack's two workers over a city whose rows a full load (or
+    # the set-up's build, after an upgrade) wrote too.
+    for writers in (2, 3):
+        older = worker_rows(stack.servers, devices, f"bench-ingest-{writers}", writers - 1)
+        report.add(
+            "written just before",
+            f"another worker's rows: {older:,}",
+            f"{writers - 1} h older each, every field of a reading (simulators.models)",
+        )
+        empty = {"CITYSENSE_API_DATA_DIR": str(stack.home / f"api-data-rows-{writers}")}
+        city = start(stack, timeout, f"from-rows-{writers}", empty)
+        how = f"from the latest rows of {writers} writers"
+        describe(report, city, baseline.rss_mb, len(devices), how)
+        district_page(report, city, DISTRICTS[0].name, fresh)
+        city.child.stop()
 
 
-def second_worker_rows(servers: LocalServers, devices: list[Device]) -> int:
-    """A row of every device under a second writer tag, its reading an hour older than now."""
+def worker_rows(servers: LocalServers, devices: list[Device], writer: str, hours: int) -> int:
+    """A row of every device under writer tag `writer`, its reading `hours` older than now,
+    with every field a reading of its profile has (simulators.models): a row costs InfluxDB
+    per field it holds."""
     profiles = load_profiles()
+    models = {n: ProfileModel(p, DEFAULT_UTC_OFFSET_HOURS) for n, p in profiles.items()}
     registry = {d.device_id: d for d in devices}
-    keeper = LatestRows("bench-ingest-2", profiles, lambda: registry)
-    at = time.time_ns() - 3600 * 1_000_000_000
+    keeper = LatestRows(writer, profiles, lambda: registry)
+    at_ms = time.time_ns() // 1_000_000 - hours * 3_600_000
     readings = [
-        Enriched(d.profile, d.device_id, d.district, at, dict([_some_value(profiles[d.profile])]))
-        for d in devices
+        Enriched(
+            d.profile,
+            d.device_id,
+            d.district,
+            at_ms * 1_000_000,
+            models[d.profile].device(random.Random(n)).reading(at_ms),
+        )
+        for n, d in enumerate(devices)
     ]
     rows = keeper.rows(readings).lines
     with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
