@@ -551,6 +551,35 @@ async def test_a_restart_catches_up_from_the_rows_what_was_written_unannounced(
     }
 
 
+async def test_a_restart_from_a_snapshot_reads_the_readings_a_writer_stored_without_rows(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
+) -> None:
+    """A stale save: the snapshot is older than readings a writer stored, unannounced, while
+    its rows were off (readings, its owed mark, quiet change marks, as ingest's unspooler and
+    replay write them then). The restart's catch-up may not take the rows, which lack them."""
+    _store(influx, [_light(LAMPS[0], now - 7200 * S, 1.0), _light(LAMPS[1], now - 7200 * S, 2.0)])
+    settings = _api(servers, influx, tmp_path, "a")
+    async with running(create_app(settings)):
+        await _until_whole(influx)
+    late = [_light(LAMPS[0], now - 60 * S, 11.0), _light(LAMPS[2], now - 30 * S, 33.0)]
+    marks = change_lines({("streetlight", "North", window_of(p.time_ns)) for p in late}, quiet=True)
+    with InfluxClient(influx) as client:
+        client.write(line_protocol(late))
+        client.write(layout.owed_line("worker-x").encode(), policy=CHANGES)
+        client.write("\n".join(marks).encode(), policy=CHANGES)
+    second = create_app(settings)
+    async with running(second) as client:
+        live = second.state.runtime.live
+        assert live.started_from == "snapshot"
+        assert (live.caught_up_from, live.parts_queried) == ("readings", 1)
+        found = {d: (await client.get(f"/devices/{d}")).json()["reading"] for d in LAMPS}
+    assert found == {
+        LAMPS[0]: _reading(now - 60 * S, 11.0),
+        LAMPS[1]: _reading(now - 7200 * S, 2.0),
+        LAMPS[2]: _reading(now - 30 * S, 33.0),
+    }
+
+
 async def test_rows_written_halfway_are_not_whole(
     servers: LocalServers,
     influx: InfluxConfig,
