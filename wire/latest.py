@@ -20,10 +20,19 @@ after a full load) and the reader (the API at start):
   `<measurement>.<field>.<type>`: profiles share the measurement, and InfluxDB fixes a field's
   type per measurement and shard, which is this one for ever, so a type must never be reused.
 
-A reader takes, per device, the row with the greatest `at` over all writers. The rows are whole
-("complete") only once the point of `citysense_latest_complete` (same policy) says so: written
-by the database's set-up while it holds no readings at all (every writer keeps rows from its
-first batch on, so none is ever without one: common.schema), or else by a full load from the
+A full load (an API's, the set-up's build: api.live.rebuild) writes its rows under a writer tag
+of its own, `full-load/<unix seconds>-<random>`, and then the complete point names it (`rows`):
+a reader reads every other writer's rows and only the named full load's, so a replica, a
+redeployment or a build never adds a writer's worth of rows to every later start's read, and
+a named full load's rows can be *compacted*: written again, under a new tag the point then
+names, for only the devices no other writer has a row as new for (api.live.compact). A full
+load's tag not named and over a day old is dropped; a point is never written for rows begun
+over an hour before (api.live.rows.GEN_MAX_AGE_S), so nothing still to be named is dropped.
+
+A reader takes, per device, the row with the greatest `at` over the writers it reads. The rows
+are whole ("complete") only once the point of `citysense_latest_complete` (same policy) says so:
+written by the database's set-up while it holds no readings at all (every writer keeps rows from
+its first batch on, so none is ever without one: common.schema), or else by a full load from the
 readings after it has written its rows (the set-up's build, api.live.rebuild, or an API's) —
 readings stored before any writer kept rows (an older version, another program) have no row
 until then.
@@ -46,6 +55,7 @@ import of readings by other means the point is taken back (`citysense schema --r
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 
@@ -55,6 +65,9 @@ MEASUREMENT = "citysense_latest"
 COMPLETE = "citysense_latest_complete"
 OWED = "citysense_latest_owed"
 OWED_FIELD = "owed"  # of the complete point: the stamp of the newest owed mark its writer saw
+ROWS_FIELD = "rows"  # of the complete point: the full load whose rows it vouches for ("": none)
+FULL_LOAD = "full-load/"  # the writer tag of a full load's rows: this, unix seconds, "-", random
+_FULL_LOAD_TAG = re.compile(r"^full-load/([0-9]{1,12})-[0-9a-f]{8}$")
 STAMP = "stamp"
 PROFILE_TAG = "profile"
 WRITER_TAG = "writer"
@@ -65,10 +78,24 @@ BUCKETS = 256
 SLOT_BITS = 48  # 2**48 ns = 3.26 days: within the first shard group of an infinite policy
 
 
-def complete_line(by: str, at_ns: int, owed: str) -> str:
+def complete_line(by: str, at_ns: int, owed: str, rows: str = "") -> str:
     """The point saying the rows are whole, written by `by` at `at_ns`, having seen `owed` as
-    the newest owed mark's stamp ("" for none): at time 0, so there is only ever one."""
-    return line(COMPLETE, {}, {"by": by, "at": at_ns, OWED_FIELD: owed}, 0)
+    the newest owed mark's stamp ("" for none), with the rows of the full load `rows` ("" for
+    none): at time 0, so there is only ever one. Every field always: a point written over
+    another merges with its fields."""
+    return line(COMPLETE, {}, {"by": by, "at": at_ns, OWED_FIELD: owed, ROWS_FIELD: rows}, 0)
+
+
+def full_load_tag(now_s: int) -> str:
+    """A new full load's writer tag (see the module's doc)."""
+    return f"{FULL_LOAD}{now_s}-{secrets.token_hex(4)}"
+
+
+def full_load_began(writer: str) -> int | None:
+    """When the full load of writer tag `writer` began (unix seconds); None if it is not a
+    full load's tag of this layout."""
+    found = _FULL_LOAD_TAG.match(writer)
+    return None if found is None else int(found.group(1))
 
 
 def owed_line(writer: str) -> str:
@@ -82,6 +109,12 @@ def owed_line(writer: str) -> str:
 def newest_stamp(points: Iterable[Mapping[str, object]]) -> str:
     """The stamp of the first owed mark of `points` (an answer newest first); "" for none."""
     return next((str(point.get(STAMP, "")) for point in points), "")
+
+
+def recorded_rows(complete: Mapping[str, object]) -> str:
+    """The full load whose rows a complete point vouches for; "" for none (or written before
+    full loads were named, whose rows were read as any writer's)."""
+    return str(complete.get(ROWS_FIELD) or "")
 
 
 def recorded_stamp(complete: Mapping[str, object]) -> str:

@@ -524,20 +524,61 @@ def newest_owed() -> Query:
     return Query(f"SELECT * FROM {qualified(latest_layout.OWED)} ORDER BY time DESC LIMIT 1", {})
 
 
-def latest_rows(profile: Profile, buckets: Regex) -> Query:
-    """Every writer's row of every device of the profile whose bucket matches `buckets` (a
-    pattern of ours, split so that InfluxDB answers on all its cores): device, reading time
-    and the profile's fields under their typed row keys."""
+_FULL_LOADS = Regex("^" + latest_layout.FULL_LOAD)  # "full-load/": nothing RE2 reads as syntax
+
+
+def latest_rows(profile: Profile, buckets: Regex, full_load: str) -> Query:
+    """The rows of every device of the profile whose bucket matches `buckets` (a pattern of
+    ours, split so that InfluxDB answers on all its cores), of every writer but full loads, and
+    of the full load `full_load` ("": none): device, reading time and the profile's fields
+    under their typed row keys."""
     keys = [
         latest_layout.key_of(profile.measurement, name, spec.type.value)
         for name, spec in profile.fields.items()
     ]
-    columns = ", ".join(quote_ident(c) for c in (latest_layout.DEVICE, latest_layout.AT, *keys))
+    return _rows_of(profile, [latest_layout.DEVICE, latest_layout.AT, *keys], buckets, full_load)
+
+
+def latest_row_times(profile: Profile, buckets: Regex) -> Query:
+    """Device and reading time of the rows of every writer but full loads (api.live.compact):
+    a fraction of the rows' cost to InfluxDB, which is per field."""
+    return _rows_of(profile, [latest_layout.DEVICE, latest_layout.AT], buckets, "")
+
+
+def _rows_of(profile: Profile, columns: list[str], buckets: Regex, full_load: str) -> Query:
+    writer = quote_ident(latest_layout.WRITER_TAG)
     return Query(
-        f"SELECT {columns} FROM {qualified(latest_layout.MEASUREMENT)} "
+        f"SELECT {', '.join(quote_ident(c) for c in columns)} "
+        f"FROM {qualified(latest_layout.MEASUREMENT)} "
         f"WHERE {quote_ident(latest_layout.PROFILE_TAG)} = $profile "
-        f"AND {quote_ident(latest_layout.BUCKET_TAG)} =~ $buckets",
-        {"profile": profile.measurement, "buckets": buckets},
+        f"AND {quote_ident(latest_layout.BUCKET_TAG)} =~ $buckets "
+        f"AND ({writer} !~ $full_loads OR {writer} = $full_load)",
+        {
+            "profile": profile.measurement,
+            "buckets": buckets,
+            "full_loads": _FULL_LOADS,
+            "full_load": full_load,
+        },
+    )
+
+
+def full_load_rows(full_load: str) -> Query:
+    """How many rows the full load `full_load` wrote (wire.latest)."""
+    return Query(
+        f"SELECT count({quote_ident(latest_layout.AT)}) "
+        f"FROM {qualified(latest_layout.MEASUREMENT)} "
+        f"WHERE {quote_ident(latest_layout.WRITER_TAG)} = $full_load",
+        {"full_load": full_load},
+    )
+
+
+def full_loads() -> Query:
+    """The writer tags of every full load's rows (wire.latest)."""
+    return Query(
+        f"SHOW TAG VALUES FROM {quote_ident(latest_layout.MEASUREMENT)} "
+        f"WITH KEY = {quote_ident(latest_layout.WRITER_TAG)} "
+        f"WHERE {quote_ident(latest_layout.WRITER_TAG)} =~ $full_loads",
+        {"full_loads": _FULL_LOADS},
     )
 
 

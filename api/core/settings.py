@@ -151,6 +151,10 @@ class ApiSettings(CommonSettings):
     # (api.live.rows) once a full load has made them whole, not the readings: false to always
     # read the readings (the full reload does regardless, and writes the rows).
     api_state_from_rows: bool = True
+    # The latest rows of the full load the rows' point names are compacted (api.live.compact)
+    # this long after start, then at every full reload: to the devices no ingest worker's row
+    # holds as new, so a start reads about a row per device per worker (0: never).
+    api_rows_compact_after: float = Field(default=300.0, ge=0)
     api_stream_heartbeat: float = Field(default=15.0, gt=0)
 
     # --- foresight (api.foresight) ---

@@ -11,9 +11,9 @@ every API waits for), each replica's first start reads the rows instead.
 The build is the API's own full load and rows' write (api.live.service.Live), in a process that
 serves nothing: the newest owed mark read first, then the readings, then the rows, then the
 point saying they are whole unless a writer stored readings without rows meanwhile (wire.latest).
-Its rows go under the writer tag of every full load (api.live.rows.FULL_LOAD), so a second
-build, or an API's full load, overwrites them rather than adding a writer's worth of rows to
-every later start's read.
+Its rows go under a full load's writer tag of their own, which the point then names
+(wire.latest): a start reads only the named full load's rows beside the writers', and the
+API compacts them once ingest workers hold rows of the devices that report (api.live.compact).
 """
 
 from __future__ import annotations

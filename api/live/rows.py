@@ -25,19 +25,17 @@ from api.core import query as q
 from api.core.readings import Value
 from api.live.state import LiveState
 from common.errors import InfluxNotFound
-from common.influx import AsyncInfluxClient, Regex, Series
+from common.influx import AsyncInfluxClient, Regex, Series, quote_ident
 from device_profiles import Profile
 from wire import latest as layout
 
 logger = logging.getLogger(__name__)
 
-# The writer tag of the rows every full load writes (an API replica's, the set-up's build):
-# one for all, so that replicas, their redeployments (a container's host name is new each
-# time) and builds overwrite one writer's rows instead of each adding 100,000 rows per 100,000
-# devices to every later start's read. A row may then move back when two full loads write at
-# once; a reader takes each device's newest row over all writers, and every reading stored
-# after the older load began has a row of its own writer, or an owed mark.
-FULL_LOAD = "full-load"
+# A full load's rows are named by the complete point only if written within this long of its
+# start; one of another full load's tags that no point names is dropped once this much older
+# (wire.latest): so a tag is never dropped while its point may still be written.
+GEN_MAX_AGE_S = 3600
+DROP_AFTER_S = 24 * 3600
 
 # The rows of a profile in four queries, by the first hex digit of their bucket: InfluxDB 1.6
 # answers one query on one core.
@@ -56,21 +54,57 @@ class Chunk:
     fields: dict[str, int]  # field name: its column in a row
 
 
-async def complete(influx: AsyncInfluxClient, timeout: float) -> bool:
-    """Whether the rows are whole (see the module's doc): the point saying so is there, and no
-    owed mark came after the one it records (wire.latest). No `latest` policy (a database set
-    up by an older version): not whole."""
+@dataclass(frozen=True, slots=True)
+class Whole:
+    """What the point saying the rows are whole records (wire.latest)."""
+
+    owed: str  # the newest owed mark's stamp its writer saw ("": none)
+    full_load: str  # the full load whose rows it vouches for ("": none)
+    by: str
+
+
+async def complete(influx: AsyncInfluxClient, timeout: float) -> Whole | None:
+    """What the point saying the rows are whole records, if they are (see the module's doc):
+    the point is there, and no owed mark came after the one it records (wire.latest). No
+    `latest` policy (a database set up by an older version): not whole."""
     try:
         found = await q.fetch(influx, q.latest_complete(), timeout=timeout)
     except InfluxNotFound:
-        return False
+        return None
     points = [point for series in found for point in series.rows()]
     if not points:
-        return False
-    if layout.recorded_stamp(points[0]) != await newest_owed(influx, timeout):
+        return None
+    owed = layout.recorded_stamp(points[0])
+    if owed != await newest_owed(influx, timeout):
         logger.info("latest rows not used: a writer stored readings without rows since")
-        return False
-    return True
+        return None
+    return Whole(owed, layout.recorded_rows(points[0]), str(points[0].get("by") or ""))
+
+
+async def count_rows(influx: AsyncInfluxClient, full_load: str, timeout: float) -> int:
+    """How many rows the full load `full_load` wrote."""
+    found = await q.fetch(influx, q.full_load_rows(full_load), timeout=timeout)
+    return sum(int(str(row[1])) for series in found for row in series.values)
+
+
+async def drop_stale(influx: AsyncInfluxClient, named: str, now_s: float, timeout: float) -> int:
+    """Drop the rows of every full load but `named` that began over DROP_AFTER_S ago (their
+    point, if any, was never written, or was replaced); how many full loads' rows."""
+    found = await q.fetch(influx, q.full_loads(), timeout=timeout)
+    dropped = 0
+    for series in found:
+        for value in series.values:
+            writer = str(value[1])
+            began = layout.full_load_began(writer)
+            if writer == named or began is None or now_s - began < DROP_AFTER_S:
+                continue
+            # `writer` matched the tag's own pattern (digits, hex): nothing to escape.
+            await influx.query(
+                f"DROP SERIES FROM {quote_ident(layout.MEASUREMENT)} "
+                f"WHERE {quote_ident(layout.WRITER_TAG)} = '{writer}'"
+            )
+            dropped += 1
+    return dropped
 
 
 async def newest_owed(influx: AsyncInfluxClient, timeout: float) -> str:
@@ -114,7 +148,7 @@ def collided(device_ids: Iterable[str]) -> list[str]:
 
 
 class RowWriter:
-    """The state's rows, for one writer tag: encoded a slice of devices at a time (on the event
+    """The state's rows, for one writer tag: encoded some devices at a time (on the event
     loop, so that no reading changes halfway through a row)."""
 
     def __init__(self, writer: str, profiles: Mapping[str, Profile]) -> None:
@@ -128,8 +162,9 @@ class RowWriter:
         self._measurements = {name: p.measurement for name, p in profiles.items()}
         self._series: dict[tuple[str, str], str] = {}
 
-    def lines(self, state: LiveState, start: int, stop: int) -> Iterator[str]:
-        for index in range(start, min(stop, len(state.registered))):
+    def lines(self, state: LiveState, indices: Iterable[int]) -> Iterator[str]:
+        """The rows of the registered devices at `indices` that hold a reading."""
+        for index in indices:
             reading = state.reading_of(index)
             if reading is None:
                 continue
@@ -145,8 +180,9 @@ class RowWriter:
             )
 
     def complete_line(self, now_ns: int, owed: str) -> str:
-        """The point saying the rows are whole: at time 0, so there is only ever one."""
-        return layout.complete_line(self.writer, now_ns, owed)
+        """The point saying the rows are whole, these rows among them: at time 0, so there is
+        only ever one."""
+        return layout.complete_line(self.writer, now_ns, owed, self.writer)
 
     def _series_of(self, profile: str, bucket: str) -> str:
         key = (profile, bucket)

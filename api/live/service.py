@@ -28,7 +28,7 @@ from api.core.readings import readings_by_device
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.core.times import NS_PER_S, now_ns
-from api.live import rows, snapshot
+from api.live import compact, rows, snapshot
 from api.live.alarms import AlarmBook, Outbox, Writer, load_events
 from api.live.broker import BrokerProbe
 from api.live.coverage import Coverage, Marks, Token
@@ -40,6 +40,7 @@ from common.errors import InfluxError, InfluxNotFound, InfluxUnavailable
 from common.influx import AsyncInfluxClient, Regex, Series, redacted
 from common.process import release_free_memory
 from wire import changes as changes_layout
+from wire import latest as layout
 from wire import statefeed
 from wire.changes import window_of
 from wire.retention import LATEST
@@ -134,9 +135,6 @@ class Live:
         self.coverage = Coverage()
         self._fingerprinted: str | None = None
         self._splits = series_split.Splits(contract, settings.api_load_series)
-        # The latest rows (api.live.rows): written after a full load from the readings when
-        # they were not whole, under the one writer tag of every full load.
-        self._row_writer = rows.RowWriter(rows.FULL_LOAD, contract.profiles)
         # The rows of the last full load's state are due: the newest owed mark's stamp seen
         # before it read the readings (wire.latest); None when none are due.
         self._rows_due: str | None = None
@@ -255,17 +253,17 @@ class Live:
         the devices whose slot another shares from their readings; how many rows, or None if
         the rows are not whole."""
         timeout = self.settings.api_load_timeout
-        if not await rows.complete(self.influx, timeout):
+        whole = await rows.complete(self.influx, timeout)
+        if whole is None:
             return None
         merged = 0
 
         async def piece(name: str, buckets: Regex) -> None:
             nonlocal merged
             profile = self.contract.profiles[name]
+            query = q.latest_rows(profile, buckets, whole.full_load)
             async with self._gate:
-                chunks = q.fetch_chunks(
-                    self.influx, q.latest_rows(profile, buckets), LOAD_SLICE, timeout
-                )
+                chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout)
                 async for series in chunks:
                     found = rows.rows_of(profile, series, since)
                     self.state.load_rows(
@@ -307,19 +305,27 @@ class Live:
         return found
 
     async def _write_rows(self, owed: str) -> bool:
-        """The state's rows (api.live.rows), then the point saying the rows are whole; whether
-        that point was written. A slice of devices at a time on the event loop, a request
-        every few MB."""
+        """The state's rows (api.live.rows) as a new full load's, then the point saying the
+        rows are whole with them; whether that point was written."""
+        writer = self._full_load_rows()
+        await self._send_rows(writer, range(len(self.state.registered)))
+        return await self._vouch(writer, owed, None)
+
+    def _full_load_rows(self) -> rows.RowWriter:
+        return rows.RowWriter(layout.full_load_tag(int(time.time())), self.contract.profiles)
+
+    async def _send_rows(self, writer: rows.RowWriter, indices: Sequence[int]) -> None:
+        """The rows of the devices at `indices` (those with a reading), a slice of devices at
+        a time on the event loop, a request every few MB."""
         clock = time.perf_counter()
-        size, written = len(self.state.registered), 0
-        lines: list[str] = []
-        body = 0
-        for start in range(0, size, LOAD_SLICE):
-            for text in self._row_writer.lines(self.state, start, start + LOAD_SLICE):
+        written, lines, body = 0, [], 0
+        for start in range(0, len(indices), LOAD_SLICE):
+            for text in writer.lines(self.state, indices[start : start + LOAD_SLICE]):
                 lines.append(text)
                 body += len(text) + 1
-            if body >= ROWS_REQUEST_BYTES or start + LOAD_SLICE >= size:
-                await self.influx.write("\n".join(lines).encode(), policy=LATEST)
+            if body >= ROWS_REQUEST_BYTES or start + LOAD_SLICE >= len(indices):
+                if lines:
+                    await self.influx.write("\n".join(lines).encode(), policy=LATEST)
                 written += len(lines)
                 lines, body = [], 0
             await asyncio.sleep(0)
@@ -327,20 +333,83 @@ class Live:
         logger.info(
             "latest rows of %d devices written as %s in %.1f s",
             written,
-            self._row_writer.writer,
+            writer.writer,
             time.perf_counter() - clock,
         )
-        now_owed = await rows.newest_owed(self.influx, self.settings.api_load_timeout)
-        if now_owed != owed:
+
+    async def _vouch(self, writer: rows.RowWriter, owed: str, replaces: str | None) -> bool:
+        """The point saying the rows are whole with `writer`'s, having seen `owed` as the
+        newest owed mark, written if that is still the newest and, for a compaction, the point
+        still names `replaces`; whether written. Then full loads' rows no point names dropped."""
+        timeout = self.settings.api_load_timeout
+        began = layout.full_load_began(writer.writer) or 0
+        if time.time() - began > rows.GEN_MAX_AGE_S:
+            # Past that, another replica may drop these rows as no point's (api.live.rows).
+            logger.warning("latest rows not said whole: written over %d s", rows.GEN_MAX_AGE_S)
+            self._rows_due = None
+            return False
+        if replaces is not None:
+            now = await rows.complete(self.influx, timeout)
+            if now is None or now.full_load != replaces:
+                logger.info("latest rows not compacted: the rows changed meanwhile")
+                return False
+        elif await rows.newest_owed(self.influx, timeout) != owed:
             # A writer stored readings without rows since the load began: this state may
             # lack them, so the rows are not said whole (the next full load tries again).
             logger.warning("latest rows not whole: a writer stored readings without rows")
             self._rows_due = None  # not again for this load: the next full load tries
             return False
-        complete = self._row_writer.complete_line(now_ns(), owed)
+        complete = writer.complete_line(now_ns(), owed)
         await self.influx.write(complete.encode(), policy=LATEST)
         self._rows_due = None  # only now: a failure above is tried again at the next reconcile
+        dropped = await rows.drop_stale(self.influx, writer.writer, time.time(), timeout)
+        if dropped:
+            logger.info("rows of %d full loads no point names dropped", dropped)
         return True
+
+    async def compact_rows(self) -> int | None:
+        """The named full load's rows written again for only the devices no other writer has
+        a row as new for (api.live.compact); how many, or None if not done (the rows not whole,
+        no full load named, or nothing to gain)."""
+        timeout = self.settings.api_load_timeout
+        whole = await rows.complete(self.influx, timeout)
+        if whole is None or not whole.full_load:
+            return None
+        newest = compact.newest_unknown(len(self.state.registered))
+        for name in sorted(self.contract.profiles):
+            profile = self.contract.profiles[name]
+            for buckets in rows.PIECES:
+                query = q.latest_row_times(profile, buckets)
+                async with self._gate:
+                    async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout):
+                        found = rows.rows_of(profile, series, 0)
+                        compact.take_rows(newest, self.state.index, found.device_ids, found.times)
+                        await asyncio.sleep(0)
+        due = compact.uncovered(self.state.times(), newest)
+        named = await rows.count_rows(self.influx, whole.full_load, timeout)
+        if len(due) >= named:
+            return None  # nothing to gain: the named rows are as few already
+        writer = self._full_load_rows()
+        await self._send_rows(writer, due)
+        if not await self._vouch(writer, whole.owed, whole.full_load):
+            return None
+        logger.info(
+            "latest rows compacted: %s's %d rows replaced by %s's %d",
+            whole.full_load,
+            named,
+            writer.writer,
+            len(due),
+        )
+        return len(due)
+
+    async def _try_compact_rows(self) -> None:
+        try:
+            await self.compact_rows()
+        except InfluxError as exc:
+            # The point still names the rows it named: whole as they were. Tried again later.
+            logger.warning("could not compact the latest rows: %s", self.scrub(str(exc)))
+        finally:
+            self._rows_task = None
 
     async def _try_write_rows(self, owed: str) -> None:
         try:
@@ -798,6 +867,8 @@ class Live:
         next_reconcile = time.monotonic() + interval
         next_full = time.monotonic() + self.settings.api_state_full_reload_interval
         next_rows = 0.0
+        compact_after = self.settings.api_rows_compact_after
+        next_compact = time.monotonic() + compact_after if compact_after else float("inf")
         losses = self.coverage.losses
         while True:
             await asyncio.sleep(
@@ -819,6 +890,11 @@ class Live:
                 next_rows = time.monotonic() + interval
                 self._rows_task = self.supervisor.start(
                     self._try_write_rows(self._rows_due), "citysense-latest-rows"
+                )
+            elif time.monotonic() >= next_compact and self._rows_task is None:
+                next_compact = time.monotonic() + self.settings.api_state_full_reload_interval
+                self._rows_task = self.supervisor.start(
+                    self._try_compact_rows(), "citysense-latest-rows"
                 )
             if time.monotonic() >= next_full:
                 next_full = time.monotonic() + self.settings.api_state_full_reload_interval

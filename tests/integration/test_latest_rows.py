@@ -7,6 +7,7 @@ both read from their readings."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from pathlib import Path
@@ -19,7 +20,6 @@ import pytest
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
 from api.live.rebuild import build_rows
-from api.live.rows import FULL_LOAD
 from api.main import create_app
 from citysense import cli
 from citysense.servers import LocalServers
@@ -55,14 +55,25 @@ def lamp(time_ns: int, power: float) -> bytes:
     return orjson.dumps({"ts": time_ns // 1_000_000, "powerState": "on", "powerConsumption": power})
 
 
+NAMED = "the full load the point names"
+
+
 def kept(influx: InfluxConfig) -> dict[str, dict[str, tuple[int, float]]]:
-    """Per writer tag, each device's row: (reading time, power)."""
+    """Per writer tag, each device's row: (reading time, power); the full load the complete
+    point names (wire.latest) as NAMED."""
+    named = _named(influx)
     found: dict[str, dict[str, tuple[int, float]]] = {}
     query = f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"'
     for row in rows(influx, query):
-        writer = found.setdefault(str(row["writer"]), {})
+        tag = str(row["writer"])
+        writer = found.setdefault(NAMED if named and tag == named else tag, {})
         writer[str(row["device"])] = (int(str(row["at"])), float(str(row[POWER])))
     return found
+
+
+def _named(influx: InfluxConfig) -> str:
+    points = rows(influx, f'SELECT * FROM "{LATEST}"."{layout.COMPLETE}"')
+    return layout.recorded_rows(points[0]) if points else ""
 
 
 def publish_and_wait(
@@ -177,13 +188,18 @@ async def test_a_new_replica_starts_from_the_rows_with_what_ingest_stored_since(
     assert state == expected
 
 
-async def test_every_full_load_writes_its_rows_as_one_writer_and_none_over_whole_rows(
-    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
+async def test_a_start_reads_only_the_full_load_the_point_names(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    now: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Replicas (each its own data folder, so its own name) and their redeployments add no
-    writer's worth of rows to every start's read; a full load over rows already whole writes
-    none (they hold every reading already)."""
+    """Replicas and their redeployments (each full load its own rows) add no writer's worth of
+    rows to every later start's read; a full load over rows already whole writes none (they
+    hold every reading already)."""
     _store(influx, [_light(LAMPS[0], now - 120 * S, 1.0)])
+    loads: list[str] = []
     for name, power in (("a", 2.0), ("b", 3.0)):
         _store(influx, [_light(LAMPS[1], now - 60 * S, power)])
         with InfluxClient(influx) as client:
@@ -192,11 +208,19 @@ async def test_every_full_load_writes_its_rows_as_one_writer_and_none_over_whole
         async with running(app):
             assert app.state.runtime.live.started_from == "influxdb"
             await _until_whole(influx)
-        assert kept(influx) == {
-            FULL_LOAD: {LAMPS[0]: (now - 120 * S, 1.0), LAMPS[1]: (now - 60 * S, power)}
+        loads.append(_named(influx))
+        assert kept(influx)[NAMED] == {
+            LAMPS[0]: (now - 120 * S, 1.0),
+            LAMPS[1]: (now - 60 * S, power),
         }
+    assert set(kept(influx)) == {NAMED, loads[0]}  # a's rows stay (dropped after a day) ...
+    caplog.set_level(logging.INFO, logger="api.live.service")
+    started, state = await _state(_api(servers, influx, tmp_path, "c"))
+    assert started == "rows"
+    assert "(2 rows)" in caplog.text  # ... and are not read
+    assert state == {LAMPS[0]: _reading(now - 120 * S, 1.0), LAMPS[1]: _reading(now - 60 * S, 3.0)}
     # Whole: a replica that reads the readings regardless writes no rows of its own.
-    settings = _api(servers, influx, tmp_path, "c").model_copy(
+    settings = _api(servers, influx, tmp_path, "d").model_copy(
         update={"api_state_from_rows": False}
     )
     app = create_app(settings)
@@ -310,18 +334,18 @@ async def test_the_set_up_builds_the_rows_of_readings_no_writer_kept_rows_of(
     assert "latest rows: built from the newest readings of 2 devices in" in said
     assert said.rstrip().endswith(": whole")
     expected = {LAMPS[0]: (now - 7200 * S, 1.0), LAMPS[1]: (now - 60 * S, 2.0)}
-    assert kept(influx) == {FULL_LOAD: expected}
+    assert kept(influx) == {NAMED: expected}
     started, state = await _state(_api(servers, influx, tmp_path, "a"))
     assert started == "rows"
     assert state == {LAMPS[0]: _reading(now - 7200 * S, 1.0), LAMPS[1]: _reading(now - 60 * S, 2.0)}
     # Run again (every deploy runs it): whole, nothing read.
     assert "latest rows: whole\n" in await asyncio.to_thread(schema)
-    # Readings imported, and said so: built again, under the same writer tag.
+    # Readings imported, and said so: built again (a full load's rows of its own, now named).
     _store(influx, [_light(LAMPS[2], now - 30 * S, 4.0), _light(LAMPS[0], now - 10 * S, 5.0)])
     said = await asyncio.to_thread(schema, "--readings-imported")
     assert "latest rows: built from the newest readings of 3 devices in" in said
     expected.update({LAMPS[2]: (now - 30 * S, 4.0), LAMPS[0]: (now - 10 * S, 5.0)})
-    assert kept(influx) == {FULL_LOAD: expected}
+    assert kept(influx)[NAMED] == expected
     started, state = await _state(_api(servers, influx, tmp_path, "b"))
     assert started == "rows"
     assert state == {
@@ -459,6 +483,69 @@ async def test_a_full_load_says_nothing_whole_if_readings_went_without_rows_mean
     assert not _whole(influx)  # ... but not said whole
 
 
+async def test_a_full_load_s_rows_are_compacted_to_the_devices_no_worker_holds(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path, now: int
+) -> None:
+    """An upgraded city: the set-up's build wrote a row of every device, then a worker keeps
+    rows of the devices that report. A running API writes the build's rows again for only the
+    device no worker holds a row as new for, names them, and drops a full load's rows no point
+    names that are over a day old; a start then reads a row per device and worker."""
+    _store(influx, [_light(d, now - 7200 * S, n + 1.0) for n, d in enumerate(LAMPS)])
+    settings = _api(servers, influx, tmp_path, "a").model_copy(
+        update={"api_rows_compact_after": 0.1, "api_status_check_interval": 0.1}
+    )
+    client = AsyncInfluxClient(influx)
+    try:
+        built = await build_rows(settings, Contract.build(*settings.load_contract()), client, str)
+    finally:
+        await client.aclose()
+    assert built.whole
+    built_by = _named(influx)
+    # Rows of a full load that never named them, two days ago (a replica that died).
+    stale = f"{layout.FULL_LOAD}{now // S - 2 * 86400}-deadbeef"
+    keys = layout.encoded_keys("streetlight", {"powerConsumption": "number"})
+    row = layout.row_line(
+        layout.row_series("streetlight", stale, "00"),
+        LAMPS[0],
+        time_ns=now - 9000 * S,
+        keys=keys,
+        fields={"powerConsumption": 0.5},
+        slot=1,
+    )
+    with InfluxClient(influx) as writer:
+        writer.write(row.encode(), policy=LATEST)
+    # A worker stores a newer reading of one lamp and the same reading of another again.
+    ingest = ingest_settings(servers, influx, topic_root)
+    telemetry = TopicLayout(topic_root).telemetry
+    publish_and_wait(
+        servers,
+        ingest,
+        [
+            (telemetry("streetlight", LAMPS[0]), lamp(now - 60 * S, 11.0)),
+            (telemetry("streetlight", LAMPS[1]), lamp(now - 7200 * S, 2.0)),
+        ],
+    )
+    app = create_app(settings)
+    async with running(app):
+        assert app.state.runtime.live.started_from == "rows"
+        # The point names the new rows first; the stale ones are dropped right after.
+        await until(lambda: stale not in kept(influx), 10, "the stale rows to be dropped")
+    found = kept(influx)
+    assert found[NAMED] == {LAMPS[2]: (now - 7200 * S, 3.0)}
+    assert found[ingest.client_id] == {
+        LAMPS[0]: (now - 60 * S, 11.0),
+        LAMPS[1]: (now - 7200 * S, 2.0),
+    }
+    assert set(found) == {NAMED, ingest.client_id, built_by}  # the stale rows dropped
+    started, state = await _state(_api(servers, influx, tmp_path, "b"))
+    assert started == "rows"
+    assert state == {
+        LAMPS[0]: _reading(now - 60 * S, 11.0),
+        LAMPS[1]: _reading(now - 7200 * S, 2.0),
+        LAMPS[2]: _reading(now - 7200 * S, 3.0),
+    }
+
+
 async def test_the_set_up_says_nothing_whole_if_readings_went_without_rows_meanwhile(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
 ) -> None:
@@ -472,7 +559,9 @@ async def test_the_set_up_says_nothing_whole_if_readings_went_without_rows_meanw
         await client.aclose()
     assert transport.owed
     assert (built.needed, built.devices, built.whole) == (True, 1, False)
-    assert kept(influx) == {FULL_LOAD: {LAMPS[0]: (now - 60 * S, 1.0)}}  # rows written ...
+    [(writer, written)] = kept(influx).items()  # rows written ...
+    assert layout.full_load_began(writer) is not None
+    assert written == {LAMPS[0]: (now - 60 * S, 1.0)}
     assert not _whole(influx)  # ... but not said whole
     started, _ = await _state(settings)
     assert started == "influxdb"
