@@ -33,7 +33,10 @@ authentication off) again and again, one after the other:
 7. the first start after an upgrade: every latest row dropped and the database no longer said
    whole (a version before the rows had none), then the deployment's set-up, `citysense schema`,
    building the rows from the readings (api.live.rebuild: timed, with its CPU and InfluxDB's),
-   then the API started with no snapshot and no peer: measured as in 2, against 2's full load.
+   then the API started with no snapshot and no peer: measured as in 2, against 2's full load;
+   then two workers' rows of a newer reading of every device, a start over the build's rows and
+   theirs, which compacts the build's (api.live.compact, CITYSENSE_API_ROWS_COMPACT_AFTER=1),
+   and a start after that.
 
 The API's own log lines on what it loaded from where, and how long it took, are in the report.
 

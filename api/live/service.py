@@ -362,9 +362,14 @@ class Live:
         complete = writer.complete_line(now_ns(), owed)
         await self.influx.write(complete.encode(), policy=LATEST)
         self._rows_due = None  # only now: a failure above is tried again at the next reconcile
-        dropped = await rows.drop_stale(self.influx, writer.writer, time.time(), timeout)
-        if dropped:
-            logger.info("rows of %d full loads no point names dropped", dropped)
+        try:
+            dropped = await rows.drop_stale(self.influx, writer.writer, time.time(), timeout)
+        except InfluxError as exc:
+            # The rows are whole all the same; the next point written drops them.
+            logger.warning("could not drop full loads' rows: %s", self.scrub(str(exc)))
+        else:
+            if dropped:
+                logger.info("rows of %d full loads no point names dropped", dropped)
         return True
 
     async def compact_rows(self) -> int | None:

@@ -210,6 +210,66 @@ def first_start_after_an_upgrade(
     )
     district_page(report, city, DISTRICTS[0].name)
     city.child.stop()
+    after_the_upgrade(report, stack, baseline, devices, timeout=timeout)
+
+
+def after_the_upgrade(
+    report: Report, stack: Stack, baseline: Started, devices: list[Device], *, timeout: float
+) -> None:
+    """The compose stack's two ingest workers, sharing the subscription, then store a newer
+    reading of every device, each keeping rows: a start reads the build's rows and both
+    workers' until a running API compacts the build's (api.live.compact) to the devices no
+    worker holds a row as new for, here none."""
+    for writer in ("bench-worker-1", "bench-worker-2"):
+        report.add(
+            "written after the upgrade",
+            f"{writer}'s rows: {worker_rows(stack.servers, devices, writer, 0):,}",
+            "a newer reading of every device, every field (simulators.models)",
+        )
+    compacting = {
+        "CITYSENSE_API_DATA_DIR": str(stack.home / "api-data-compacting"),
+        "CITYSENSE_API_ROWS_COMPACT_AFTER": "1",
+    }
+    config = InfluxConfig(url=stack.servers.influxdb.url, database=DATABASE)
+    named = _named_full_load(config)
+    city = start(stack, timeout, "upgraded-two-workers", compacting)
+    describe(report, city, baseline.rss_mb, len(devices), "the build's rows and two workers'")
+    began = time.perf_counter()
+    while _named_full_load(config) == named:
+        city.child.check()
+        if time.perf_counter() - began > timeout:
+            raise TimeoutError("the build's rows were not compacted")
+        time.sleep(0.2)
+    report.add(
+        "  the build's rows compacted by that API",
+        f"{time.perf_counter() - began:.1f} s after it served",
+        f"{_rows_of(config, _named_full_load(config)):,} rows named now "
+        f"(CITYSENSE_API_ROWS_COMPACT_AFTER=1 here; 300 s by default)",
+    )
+    city.child.stop()
+    empty = {"CITYSENSE_API_DATA_DIR": str(stack.home / "api-data-compacted")}
+    city = start(stack, timeout, "upgraded-compacted", empty)
+    describe(
+        report, city, baseline.rss_mb, len(devices), "two workers' rows, the build's compacted"
+    )
+    district_page(report, city, DISTRICTS[0].name)
+    city.child.stop()
+
+
+def _named_full_load(config: InfluxConfig) -> str:
+    query = f'SELECT * FROM "{LATEST}"."{latest_layout.COMPLETE}"'
+    with InfluxClient(config) as client:
+        points = [point for series in client.query(query)[0] for point in series.rows()]
+    return latest_layout.recorded_rows(points[0]) if points else ""
+
+
+def _rows_of(config: InfluxConfig, writer: str) -> int:
+    query = (
+        f'SELECT count("at") FROM "{LATEST}"."{latest_layout.MEASUREMENT}" '
+        f"WHERE \"writer\" = '{writer}'"  # a full load's tag: digits and hex (wire.latest)
+    )
+    with InfluxClient(config) as client:
+        return sum(int(str(row[1])) for series in client.query(query)[0] for row in series.values)
 
 
 def _children_cpu() -> float:
@@ -270,7 +330,7 @@ def from_rows(
         city.child.stop()
 
 
-def worker_rows(servers: LocalServers, devices: list[Device], writer: str, hours: int) -> int:
+def worker_rows(servers: LocalServers, devices: list[Device], writer: str, hours: float) -> int:
     """A row of every device under writer tag `writer`, its reading `hours` older than now,
     with every field a reading of its profile has (simulators.models): a row costs InfluxDB
     per field it holds."""
@@ -278,7 +338,7 @@ def worker_rows(servers: LocalServers, devices: list[Device], writer: str, hours
     models = {n: ProfileModel(p, DEFAULT_UTC_OFFSET_HOURS) for n, p in profiles.items()}
     registry = {d.device_id: d for d in devices}
     keeper = LatestRows(writer, profiles, lambda: registry)
-    at_ms = time.time_ns() // 1_000_000 - hours * 3_600_000
+    at_ms = time.time_ns() // 1_000_000 - int(hours * 3_600_000)
     readings = [
         Enriched(
             d.profile,
