@@ -160,11 +160,16 @@ def declare_rows_whole_if_empty(client: InfluxClient, measurements: Iterable[str
     return True
 
 
+IMPORT = "import"  # the writer an import's owed mark names
+
+
 def withdraw_rows_whole(client: InfluxClient) -> None:
     """The point saying the latest rows are whole taken back: readings were written by other
     means (an import, a restore of the readings alone), so the rows are built from the readings
     again, by `citysense schema --readings-imported` (api.live.rebuild) or else by the API's
-    next start."""
+    next start. An owed mark first (wire.latest): a full load or compaction under way, which
+    read the newest mark before, then writes no point over the deletion."""
+    client.write(latest.owed_line(IMPORT).encode(), policy=CHANGES)
     client.query(_DELETE_COMPLETE)
 
 

@@ -545,30 +545,29 @@ def latest_row_times(profile: Profile, buckets: Regex) -> Query:
     return _rows_of(profile, [latest_layout.DEVICE, latest_layout.AT], buckets, "")
 
 
-def _rows_of(profile: Profile, columns: list[str], buckets: Regex, full_load: str) -> Query:
+def full_load_row_times(profile: Profile, buckets: Regex, full_load: str) -> Query:
+    """Device and reading time of the rows of the full load `full_load` alone."""
+    return _rows_of(profile, [latest_layout.DEVICE, latest_layout.AT], buckets, full_load, True)
+
+
+def _rows_of(
+    profile: Profile, columns: list[str], buckets: Regex, full_load: str, alone: bool = False
+) -> Query:
     writer = quote_ident(latest_layout.WRITER_TAG)
+    writers = (
+        f"{writer} = $full_load" if alone else f"({writer} !~ $full_loads OR {writer} = $full_load)"
+    )
     return Query(
         f"SELECT {', '.join(quote_ident(c) for c in columns)} "
         f"FROM {qualified(latest_layout.MEASUREMENT)} "
         f"WHERE {quote_ident(latest_layout.PROFILE_TAG)} = $profile "
-        f"AND {quote_ident(latest_layout.BUCKET_TAG)} =~ $buckets "
-        f"AND ({writer} !~ $full_loads OR {writer} = $full_load)",
+        f"AND {quote_ident(latest_layout.BUCKET_TAG)} =~ $buckets AND {writers}",
         {
             "profile": profile.measurement,
             "buckets": buckets,
             "full_loads": _FULL_LOADS,
             "full_load": full_load,
         },
-    )
-
-
-def full_load_rows(full_load: str) -> Query:
-    """How many rows the full load `full_load` wrote (wire.latest)."""
-    return Query(
-        f"SELECT count({quote_ident(latest_layout.AT)}) "
-        f"FROM {qualified(latest_layout.MEASUREMENT)} "
-        f"WHERE {quote_ident(latest_layout.WRITER_TAG)} = $full_load",
-        {"full_load": full_load},
     )
 
 

@@ -13,8 +13,10 @@ Why it stays whole: the API's state holds, for every device, a reading at least 
 row the named full load holds (it was loaded from them, or from the readings, and the feed
 only adds newer); other writers' rows only ever move forward. So every device's newest row
 over the other writers and the new full load's is at least what it was over the other writers
-and the old one. The point is written only if the newest owed mark and the point are still
-those read before (api.live.service.Live.compact_rows).
+and the old one — checked, not assumed: a state loaded before the named rows were written (a
+snapshot older than an import's build) holds older readings than they do, and then nothing is
+compacted (`behind`). The point is written only if the newest owed mark and the point are
+still those read before (api.live.service.Live.compact_rows).
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ def take_rows(
         at = index.get(device_id)
         if at is not None and time_ns > newest[at]:
             newest[at] = time_ns
+
+
+def behind(times: array[int], newest: array[int], named: array[int]) -> int:
+    """How many devices the named full load holds a row newer than both the state's reading
+    and every other writer's row for: a state loaded before those rows were written (a
+    snapshot older than an import's build). Compacted from it, they would move back."""
+    return sum(
+        1
+        for mine, theirs, its in zip(times, newest, named, strict=True)
+        if its > mine and its > theirs
+    )
+
+
+def held(named: array[int]) -> int:
+    """How many registered devices the named full load holds a row of."""
+    return sum(1 for its in named if its != NO_TIME)
 
 
 def uncovered(times: array[int], newest: array[int]) -> list[int]:

@@ -81,12 +81,6 @@ async def complete(influx: AsyncInfluxClient, timeout: float) -> Whole | None:
     return Whole(owed, layout.recorded_rows(points[0]), str(points[0].get("by") or ""))
 
 
-async def count_rows(influx: AsyncInfluxClient, full_load: str, timeout: float) -> int:
-    """How many rows the full load `full_load` wrote."""
-    found = await q.fetch(influx, q.full_load_rows(full_load), timeout=timeout)
-    return sum(int(str(row[1])) for series in found for row in series.values)
-
-
 async def drop_stale(influx: AsyncInfluxClient, named: str, now_s: float, timeout: float) -> int:
     """Drop the rows of every full load but `named` that began over DROP_AFTER_S ago (their
     point, if any, was never written, or was replaced); how many full loads' rows."""

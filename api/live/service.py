@@ -17,6 +17,7 @@ import hashlib
 import logging
 import socket
 import time
+from array import array
 from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 
 import httpx
@@ -39,6 +40,7 @@ from api.live.state import LiveState
 from common.errors import InfluxError, InfluxNotFound, InfluxUnavailable
 from common.influx import AsyncInfluxClient, Regex, Series, redacted
 from common.process import release_free_memory
+from device_profiles import Profile
 from wire import changes as changes_layout
 from wire import latest as layout
 from wire import statefeed
@@ -346,7 +348,8 @@ class Live:
         if time.time() - began > rows.GEN_MAX_AGE_S:
             # Past that, another replica may drop these rows as no point's (api.live.rows).
             logger.warning("latest rows not said whole: written over %d s", rows.GEN_MAX_AGE_S)
-            self._rows_due = None
+            if replaces is None:
+                self._rows_due = None  # not again for this load: the next full load tries
             return False
         if replaces is not None:
             now = await rows.complete(self.influx, timeout)
@@ -380,19 +383,30 @@ class Live:
         whole = await rows.complete(self.influx, timeout)
         if whole is None or not whole.full_load:
             return None
-        newest = compact.newest_unknown(len(self.state.registered))
+        size = len(self.state.registered)
+        newest, named = compact.newest_unknown(size), compact.newest_unknown(size)
+        # Rows older than the lookback are none of the state's, and no start loads them.
+        since = now_ns() - int(self.settings.api_latest_lookback * NS_PER_S)
         for name in sorted(self.contract.profiles):
             profile = self.contract.profiles[name]
             for buckets in rows.PIECES:
                 query = q.latest_row_times(profile, buckets)
-                async with self._gate:
-                    async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout):
-                        found = rows.rows_of(profile, series, 0)
-                        compact.take_rows(newest, self.state.index, found.device_ids, found.times)
-                        await asyncio.sleep(0)
-        due = compact.uncovered(self.state.times(), newest)
-        named = await rows.count_rows(self.influx, whole.full_load, timeout)
-        if len(due) >= named:
+                await self._row_times(profile, query, since, newest)
+                query = q.full_load_row_times(profile, buckets, whole.full_load)
+                await self._row_times(profile, query, since, named)
+        times = self.state.times()
+        late = compact.behind(times, newest, named)
+        if late:
+            logger.warning(
+                "latest rows not compacted: %s holds newer rows of %d devices than this "
+                "state (loaded before they were written; a full reload takes them)",
+                whole.full_load,
+                late,
+            )
+            return None
+        due = compact.uncovered(times, newest)
+        held = compact.held(named)
+        if len(due) >= held:
             return None  # nothing to gain: the named rows are as few already
         writer = self._full_load_rows()
         await self._send_rows(writer, due)
@@ -401,11 +415,23 @@ class Live:
         logger.info(
             "latest rows compacted: %s's %d rows replaced by %s's %d",
             whole.full_load,
-            named,
+            held,
             writer.writer,
             len(due),
         )
         return len(due)
+
+    async def _row_times(
+        self, profile: Profile, query: q.Query, since: int, into: array[int]
+    ) -> None:
+        """The rows' reading times at or after `since` an answer to `query` holds, into `into`
+        (api.live.compact)."""
+        timeout = self.settings.api_load_timeout
+        async with self._gate:
+            async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout):
+                found = rows.rows_of(profile, series, since)
+                compact.take_rows(into, self.state.index, found.device_ids, found.times)
+                await asyncio.sleep(0)
 
     async def _try_compact_rows(self) -> None:
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.api.constants import DATABASE, LATEST_SPREAD_S, WRITE_BATCH
 from bench.api.figures import Report
 from citysense.servers import LocalServers
+from common.errors import InfluxUnavailable
 from common.influx import InfluxClient, InfluxConfig
 from common.schema import Retention, ensure_schema, withdraw_rows_whole
 from device_profiles import Device, load_profiles, load_registry
@@ -102,14 +103,14 @@ def _history_part(job: Job) -> tuple[int, int]:
         def flush() -> None:
             nonlocal size
             body = ("\n".join(lines)).encode()
-            client.write(body)
+            _write(client, body)
             size += len(body)
             if keeper is not None:
                 pending = keeper.rows(readings)
-                client.write("\n".join(pending.lines).encode(), policy=LATEST)
+                _write(client, "\n".join(pending.lines).encode(), LATEST)
                 keeper.stored(pending)
                 changed = {(r.measurement, r.district, window_of(r.time_ns)) for r in readings}
-                client.write("\n".join(change_lines(changed)).encode(), policy=CHANGES)
+                _write(client, "\n".join(change_lines(changed)).encode(), CHANGES)
             lines.clear()
             readings.clear()
 
@@ -136,6 +137,20 @@ def _history_part(job: Job) -> tuple[int, int]:
         if lines:
             flush()
     return points, size
+
+
+def _write(client: InfluxClient, body: bytes, policy: str | None = None) -> None:
+    """A write, tried again after InfluxDB timed out on it, as ingest would (the same points
+    again: nothing doubles): at 1,000,000 devices, with millions of rows held, InfluxDB once
+    answered a write of this backfill with its own 500 "timeout"."""
+    for attempt in range(5):
+        try:
+            client.write(body, policy=policy)
+            return
+        except InfluxUnavailable:
+            if attempt == 4:
+                raise
+            time.sleep(2**attempt)
 
 
 def load_history(

@@ -328,6 +328,13 @@ def from_rows(
         describe(report, city, baseline.rss_mb, len(devices), how)
         district_page(report, city, DISTRICTS[0].name, fresh)
         city.child.stop()
+    # Not held by InfluxDB through the steps after (millions of rows at 1,000,000 devices).
+    config = InfluxConfig(url=stack.servers.influxdb.url, database=DATABASE)
+    with InfluxClient(config) as client:
+        client.query(
+            f"DROP SERIES FROM {quote_ident(latest_layout.MEASUREMENT)} "
+            f"WHERE {quote_ident(latest_layout.WRITER_TAG)} =~ /^bench-ingest-[23]$/"
+        )
 
 
 def worker_rows(servers: LocalServers, devices: list[Device], writer: str, hours: float) -> int:

@@ -25,7 +25,7 @@ from citysense import cli
 from citysense.servers import LocalServers
 from common.errors import InfluxUnavailable
 from common.influx import AsyncInfluxClient, InfluxClient, InfluxConfig
-from common.schema import Retention, ensure_schema, withdraw_rows_whole
+from common.schema import IMPORT, Retention, ensure_schema, withdraw_rows_whole
 from device_profiles import load_profiles
 from ingest import latest as latest_module
 from ingest.changes import change_lines
@@ -41,7 +41,6 @@ from tests.support.seeding import Point, Scalar, line_protocol
 from tests.support.times import S, rfc3339
 from wire import latest as layout
 from wire.changes import window_of
-from wire.lineproto import line
 from wire.retention import CHANGES, LATEST, measurement_of, qualified
 from wire.topics import TopicLayout
 
@@ -410,7 +409,7 @@ async def test_readings_a_worker_stored_without_rows_after_they_were_said_whole_
         client.query(f'DROP RETENTION POLICY "{LATEST}" ON "{influx.database}"')
         publish(simulator, [(one, lamp(now - 60 * S, 2.0))])
         wait_for(lambda: worker.stats.messages_acked >= 2, 20, what="stored without rows")
-        assert _owed(influx) == [settings.client_id]
+        assert _owed(influx) == [IMPORT, settings.client_id]  # the database's seed, then the worker
         assert worker.stats.snapshot()["latest_rows_owed"] == 1
         ensure_schema(client, settings.retention, load_profiles())  # `citysense schema`
         assert not worker.latest.enabled
@@ -421,7 +420,7 @@ async def test_readings_a_worker_stored_without_rows_after_they_were_said_whole_
         writes.heads.clear()
         publish(simulator, [(one, lamp(now - 30 * S, 3.0))])
         wait_for(lambda: worker.stats.messages_acked >= 3, 20, what="stored without rows again")
-    assert _owed(influx) == [settings.client_id] * 2
+    assert _owed(influx) == [IMPORT] + [settings.client_id] * 2
     # The keeper off, the mark goes with the readings, before their change marks: an API that
     # read the marks finds it.
     assert writes.heads == ["streetlight", layout.OWED, "citysense_changes"]
@@ -452,9 +451,10 @@ class OwedDuringTheLoad(httpx.AsyncBaseTransport):
     """The real InfluxDB, where a writer stores readings without rows (its owed mark) just
     before the API's first write of latest rows: after the full load read the readings."""
 
-    def __init__(self, influx: InfluxConfig) -> None:
+    def __init__(self, influx: InfluxConfig, *, imported: bool = False) -> None:
         self._real = httpx.AsyncHTTPTransport()
         self._influx = influx
+        self._imported = imported  # readings imported and said so, rather than a writer's mark
         self.owed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -462,19 +462,25 @@ class OwedDuringTheLoad(httpx.AsyncBaseTransport):
         if not self.owed and request.url.path == "/write" and body.startswith(b"citysense_latest,"):
             self.owed = True
             with InfluxClient(self._influx) as client:
-                client.write(layout.owed_line("worker-x").encode(), policy=CHANGES)
+                if self._imported:
+                    withdraw_rows_whole(client)  # `citysense schema --readings-imported`
+                else:
+                    client.write(layout.owed_line("worker-x").encode(), policy=CHANGES)
         return await self._real.handle_async_request(request)
 
 
+@pytest.mark.parametrize("imported", [False, True], ids=["a writer's mark", "an import"])
 async def test_a_full_load_says_nothing_whole_if_readings_went_without_rows_meanwhile(
     servers: LocalServers,
     influx: InfluxConfig,
     tmp_path: Path,
     now: int,
+    *,
     caplog: pytest.LogCaptureFixture,
+    imported: bool,
 ) -> None:
     _store(influx, [_light(LAMPS[0], now - 60 * S, 1.0)])
-    transport = OwedDuringTheLoad(influx)
+    transport = OwedDuringTheLoad(influx, imported=imported)
     app = create_app(_api(servers, influx, tmp_path, "a"), influx_transport=transport)
     async with running(app):
         await until(lambda: "latest rows not whole" in caplog.text, 10, "the rows to be written")
@@ -596,7 +602,8 @@ async def test_devices_sharing_a_slot_are_read_from_their_readings(
         for device, at, power in ((LAMPS[0], now - 120 * S, 1.0), (LAMPS[1], now - 60 * S, 2.0))
     ]
     with InfluxClient(influx) as client:
-        whole = line(layout.COMPLETE, {}, {"by": "elsewhere", "at": now}, 0)
+        newest = rows(influx, f"SELECT * FROM {qualified(layout.OWED)} ORDER BY time DESC LIMIT 1")
+        whole = layout.complete_line("elsewhere", now, layout.newest_stamp(newest))
         client.write("\n".join([*lines, whole]).encode(), policy=LATEST)
     assert set(kept(influx)["elsewhere"]) == {LAMPS[1]}  # one row left in the slot
     started, state = await _state(_api(servers, influx, tmp_path, "a"))

@@ -3,6 +3,7 @@ rows, what a row holds, which devices share a slot, how a row is read back."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import pytest
 
 from api.core.contract import Contract
 from api.core.readings import Reading
+from api.live import compact
 from api.live import rows as api_rows
 from api.live.hub import Hub
-from api.live.state import LiveState
+from api.live.state import NO_TIME, LiveState
 from common.influx import InfluxClient, InfluxConfig, Series
 from device_profiles import Device, load_profiles, load_registry
 from ingest.latest import LatestRows
@@ -237,3 +239,27 @@ def test_a_refused_row_is_logged_and_no_dead_letter(caplog: pytest.LogCaptureFix
     assert not pending.owed and rows.owed(pending.owed) == []  # nothing owed before the write
     assert "InfluxDB refused a latest row: field type conflict" in caplog.text
     assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []  # remembered all the same
+
+
+def test_a_compaction_keeps_only_rows_no_other_writer_holds_as_new() -> None:
+    none = NO_TIME
+    # Per device: the state's reading, other writers' newest row, the named full load's row.
+    times = array("q", [50, 50, 50, none, 40])
+    others = array("q", [60, 50, 10, none, none])
+    named = array("q", [50, 50, 50, none, 40])
+    assert compact.uncovered(times, others) == [2, 4]  # newer than others, or others have none
+    assert compact.held(named) == 4
+    assert compact.behind(times, others, named) == 0
+    # A state older than the named rows (loaded before them): compacting would move them back.
+    assert compact.behind(array("q", [50, 50, 30, none, 40]), others, named) == 1
+
+
+def test_a_full_load_s_tag_tells_when_it_began() -> None:
+    tag = layout.full_load_tag(1_800_000_000)
+    assert tag.startswith(layout.FULL_LOAD)
+    assert layout.full_load_began(tag) == 1_800_000_000
+    assert layout.full_load_began("citysense-ingest-1") is None
+    assert layout.full_load_began("full-load/12-x'; DROP") is None  # only the tag's own shape
+    point = parse_line(layout.complete_line("by", 1, "", tag))
+    assert layout.recorded_rows(point.fields) == tag
+    assert layout.recorded_rows({}) == ""  # a point from before full loads were named
