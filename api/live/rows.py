@@ -60,7 +60,6 @@ class Whole:
 
     owed: str  # the newest owed mark's stamp its writer saw ("": none)
     full_load: str  # the full load whose rows it vouches for ("": none)
-    by: str
 
 
 async def complete(influx: AsyncInfluxClient, timeout: float) -> Whole | None:
@@ -78,7 +77,7 @@ async def complete(influx: AsyncInfluxClient, timeout: float) -> Whole | None:
     if owed != await newest_owed(influx, timeout):
         logger.info("latest rows not used: a writer stored readings without rows since")
         return None
-    return Whole(owed, layout.recorded_rows(points[0]), str(points[0].get("by") or ""))
+    return Whole(owed, layout.recorded_rows(points[0]))
 
 
 async def drop_stale(influx: AsyncInfluxClient, named: str, now_s: float, timeout: float) -> int:

@@ -157,10 +157,8 @@ def first_start_of_a_new_city(
         "each batch's readings, then its latest rows and change marks, as ingest stores them",
     )
     extra = {"CITYSENSE_INFLUX_DB": FRESH_DB, "CITYSENSE_API_DATA_DIR": str(stack.home / "fresh")}
-    city = start(stack, args.timeout, "first-start", extra)
-    describe(report, city, baseline.rss_mb, len(devices), "its first start ever, a new city")
-    district_page(report, city, DISTRICTS[0].name)
-    city.child.stop()
+    how = "its first start ever, a new city"
+    start_and_page(stack, baseline, devices, "first-start", how, extra=extra, timeout=args.timeout)
 
 
 def first_start_after_an_upgrade(
@@ -209,12 +207,8 @@ def first_start_after_an_upgrade(
         f"InfluxDB {influx_cpu:,.1f} s",
     )
     empty = {"CITYSENSE_API_DATA_DIR": str(stack.home / "api-data-upgraded")}
-    city = start(stack, timeout, "after-upgrade", empty)
-    describe(
-        report, city, baseline.rss_mb, len(devices), "its first start after the set-up's build"
-    )
-    district_page(report, city, DISTRICTS[0].name)
-    city.child.stop()
+    how = "its first start after the set-up's build"
+    start_and_page(stack, baseline, devices, "after-upgrade", how, extra=empty, timeout=timeout)
     after_the_upgrade(report, stack, baseline, devices, timeout=timeout)
 
 
@@ -253,12 +247,10 @@ def after_the_upgrade(
     )
     city.child.stop()
     empty = {"CITYSENSE_API_DATA_DIR": str(stack.home / "api-data-compacted")}
-    city = start(stack, timeout, "upgraded-compacted", empty)
-    describe(
-        report, city, baseline.rss_mb, len(devices), "two workers' rows, the build's compacted"
+    how = "two workers' rows, the build's compacted"
+    start_and_page(
+        stack, baseline, devices, "upgraded-compacted", how, extra=empty, timeout=timeout
     )
-    district_page(report, city, DISTRICTS[0].name)
-    city.child.stop()
 
 
 def _named_full_load(config: InfluxConfig) -> str:
@@ -328,11 +320,11 @@ def from_rows(
             f"{writers - 1} h older each, every field of a reading (simulators.models)",
         )
         empty = {"CITYSENSE_API_DATA_DIR": str(stack.home / f"api-data-rows-{writers}")}
-        city = start(stack, timeout, f"from-rows-{writers}", empty)
         how = f"from the latest rows of {writers} writers"
-        describe(report, city, baseline.rss_mb, len(devices), how)
-        district_page(report, city, DISTRICTS[0].name, fresh)
-        city.child.stop()
+        label = f"from-rows-{writers}"
+        start_and_page(
+            stack, baseline, devices, label, how, extra=empty, timeout=timeout, fresh=fresh
+        )
     # Not held by InfluxDB through the steps after (millions of rows at 1,000,000 devices).
     config = InfluxConfig(url=stack.servers.influxdb.url, database=DATABASE)
     with InfluxClient(config) as client:
@@ -660,6 +652,25 @@ def describe(report: Report, city: Started, baseline_mb: float, devices: int, ho
         f"{city.rss_mb:,.1f} MB",
         f"{above / MIB:,.1f} MB above the baseline = {above / devices:,.0f} bytes per device",
     )
+
+
+def start_and_page(
+    stack: Stack,
+    baseline: Started,
+    devices: list[Device],
+    label: str,
+    how: str,
+    *,
+    extra: dict[str, str],
+    timeout: float,
+    fresh: dict[str, int] | None = None,
+) -> None:
+    """A start measured and described, a district's page checked (`fresh`: as district_page),
+    the API stopped."""
+    city = start(stack, timeout, label, extra)
+    describe(stack.report, city, baseline.rss_mb, len(devices), how)
+    district_page(stack.report, city, DISTRICTS[0].name, fresh)
+    city.child.stop()
 
 
 def district_page(

@@ -552,6 +552,64 @@ async def test_a_full_load_s_rows_are_compacted_to_the_devices_no_worker_holds(
     }
 
 
+async def test_a_compaction_cut_short_before_its_point_leaves_the_rows_whole_as_they_were(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    topic_root: str,
+    *,
+    tmp_path: Path,
+    now: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """InfluxDB failing (or the API stopped) after a compaction's rows and before its point:
+    the point still names the build's rows, the compaction's are read by no start (and are
+    dropped a day later), and the next start has every newest reading."""
+    _store(influx, [_light(d, now - 7200 * S, n + 1.0) for n, d in enumerate(LAMPS)])
+    settings = _api(servers, influx, tmp_path, "a").model_copy(
+        update={"api_rows_compact_after": 0.1}
+    )
+    client = AsyncInfluxClient(influx)
+    try:
+        built = await build_rows(settings, Contract.build(*settings.load_contract()), client, str)
+    finally:
+        await client.aclose()
+    assert built.whole
+    built_by = _named(influx)
+    ingest = ingest_settings(servers, influx, topic_root)
+    telemetry = TopicLayout(topic_root).telemetry
+    publish_and_wait(servers, ingest, [(telemetry("streetlight", LAMPS[0]), lamp(now, 11.0))])
+    real = AsyncInfluxClient.write
+
+    async def write(self: AsyncInfluxClient, body: bytes, **kwargs: Any) -> None:
+        if body.startswith(layout.COMPLETE.encode()):
+            raise InfluxUnavailable("injected: InfluxDB gone before the compaction's point")
+        await real(self, body, **kwargs)
+
+    monkeypatch.setattr(AsyncInfluxClient, "write", write)
+    caplog.set_level(logging.INFO, logger="api.live.service")
+    async with running(create_app(settings)):
+        await until(
+            lambda: "could not compact the latest rows" in caplog.text, 10, "the compaction"
+        )
+    monkeypatch.undo()
+    found = kept(influx)
+    [compacted] = set(found) - {NAMED, ingest.client_id}
+    assert layout.full_load_began(compacted) is not None
+    assert found[compacted] == {LAMPS[1]: (now - 7200 * S, 2.0), LAMPS[2]: (now - 7200 * S, 3.0)}
+    assert _named(influx) == built_by
+    assert _whole_now(influx)
+    caplog.clear()
+    started, state = await _state(_api(servers, influx, tmp_path, "b"))
+    assert started == "rows"
+    assert "(4 rows)" in caplog.text  # the build's three and the worker's one: not the compaction's
+    assert state == {
+        LAMPS[0]: _reading(now, 11.0),
+        LAMPS[1]: _reading(now - 7200 * S, 2.0),
+        LAMPS[2]: _reading(now - 7200 * S, 3.0),
+    }
+
+
 async def test_the_set_up_says_nothing_whole_if_readings_went_without_rows_meanwhile(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
 ) -> None:
@@ -611,40 +669,55 @@ async def test_devices_sharing_a_slot_are_read_from_their_readings(
     assert state == {LAMPS[0]: _reading(now - 120 * S, 1.0), LAMPS[1]: _reading(now - 60 * S, 2.0)}
 
 
-async def test_a_restart_catches_up_from_the_rows_what_was_written_unannounced(
+async def _snapshot_of_two_lamps(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
-) -> None:
-    """Written while the API was down and announced to nobody (as replay and a drained spool
-    write: rows, then quiet marks): the restart from the snapshot reads the rows of the moved
-    profile, not the moved parts' readings."""
+) -> ApiSettings:
+    """Two lamps' readings two hours old, and an API run over them until the rows are whole:
+    its settings, whose data folder now holds its snapshot."""
     _store(influx, [_light(LAMPS[0], now - 7200 * S, 1.0), _light(LAMPS[1], now - 7200 * S, 2.0)])
     settings = _api(servers, influx, tmp_path, "a")
-    first = create_app(settings)
-    async with running(first):
-        deadline = time.monotonic() + 10
-        while not _whole(influx) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-    assert _whole(influx)
-    profiles, registry = settings.load_contract()
-    keeper = LatestRows("replay", profiles, lambda: registry.devices)
-    late = [_light(LAMPS[0], now - 60 * S, 11.0), _light(LAMPS[2], now - 30 * S, 33.0)]
-    readings = [Enriched(p.measurement, p.device_id, "North", p.time_ns, p.fields) for p in late]
-    marks = change_lines({("streetlight", "North", window_of(p.time_ns)) for p in late}, quiet=True)
-    with InfluxClient(influx) as client:
-        client.write(line_protocol(late))
-        client.write("\n".join(keeper.rows(readings).lines).encode(), policy=LATEST)
-        client.write("\n".join(marks).encode(), policy=CHANGES)
-    second = create_app(settings)
-    async with running(second) as client:
-        live = second.state.runtime.live
-        assert live.started_from == "snapshot"
-        assert (live.caught_up_from, live.parts_queried) == ("latest rows", 0)
+    async with running(create_app(settings)):
+        await _until_whole(influx)
+    return settings
+
+
+def _late(now: int) -> list[Point]:
+    """Written after _snapshot_of_two_lamps: a newer reading of the first, one of the third."""
+    return [_light(LAMPS[0], now - 60 * S, 11.0), _light(LAMPS[2], now - 30 * S, 33.0)]
+
+
+async def _restarted(settings: ApiSettings, now: int) -> tuple[str | None, str, int]:
+    """A restart after _late's readings: how it started and caught up (the live service's
+    started_from, caught_up_from, parts_queried), once every lamp has its newest reading."""
+    app = create_app(settings)
+    async with running(app) as client:
+        live = app.state.runtime.live
         found = {d: (await client.get(f"/devices/{d}")).json()["reading"] for d in LAMPS}
     assert found == {
         LAMPS[0]: _reading(now - 60 * S, 11.0),
         LAMPS[1]: _reading(now - 7200 * S, 2.0),
         LAMPS[2]: _reading(now - 30 * S, 33.0),
     }
+    return live.started_from, live.caught_up_from, live.parts_queried
+
+
+async def test_a_restart_catches_up_from_the_rows_what_was_written_unannounced(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
+) -> None:
+    """Written while the API was down and announced to nobody (as replay and a drained spool
+    write: rows, then quiet marks): the restart from the snapshot reads the rows of the moved
+    profile, not the moved parts' readings."""
+    settings = await _snapshot_of_two_lamps(servers, influx, tmp_path, now)
+    profiles, registry = settings.load_contract()
+    keeper = LatestRows("replay", profiles, lambda: registry.devices)
+    late = _late(now)
+    readings = [Enriched(p.measurement, p.device_id, "North", p.time_ns, p.fields) for p in late]
+    marks = change_lines({("streetlight", "North", window_of(p.time_ns)) for p in late}, quiet=True)
+    with InfluxClient(influx) as client:
+        client.write(line_protocol(late))
+        client.write("\n".join(keeper.rows(readings).lines).encode(), policy=LATEST)
+        client.write("\n".join(marks).encode(), policy=CHANGES)
+    assert await _restarted(settings, now) == ("snapshot", "latest rows", 0)
 
 
 async def test_a_restart_from_a_snapshot_reads_the_readings_a_writer_stored_without_rows(
@@ -653,27 +726,14 @@ async def test_a_restart_from_a_snapshot_reads_the_readings_a_writer_stored_with
     """A stale save: the snapshot is older than readings a writer stored, unannounced, while
     its rows were off (readings, its owed mark, quiet change marks, as ingest's unspooler and
     replay write them then). The restart's catch-up may not take the rows, which lack them."""
-    _store(influx, [_light(LAMPS[0], now - 7200 * S, 1.0), _light(LAMPS[1], now - 7200 * S, 2.0)])
-    settings = _api(servers, influx, tmp_path, "a")
-    async with running(create_app(settings)):
-        await _until_whole(influx)
-    late = [_light(LAMPS[0], now - 60 * S, 11.0), _light(LAMPS[2], now - 30 * S, 33.0)]
+    settings = await _snapshot_of_two_lamps(servers, influx, tmp_path, now)
+    late = _late(now)
     marks = change_lines({("streetlight", "North", window_of(p.time_ns)) for p in late}, quiet=True)
     with InfluxClient(influx) as client:
         client.write(line_protocol(late))
         client.write(layout.owed_line("worker-x").encode(), policy=CHANGES)
         client.write("\n".join(marks).encode(), policy=CHANGES)
-    second = create_app(settings)
-    async with running(second) as client:
-        live = second.state.runtime.live
-        assert live.started_from == "snapshot"
-        assert (live.caught_up_from, live.parts_queried) == ("readings", 1)
-        found = {d: (await client.get(f"/devices/{d}")).json()["reading"] for d in LAMPS}
-    assert found == {
-        LAMPS[0]: _reading(now - 60 * S, 11.0),
-        LAMPS[1]: _reading(now - 7200 * S, 2.0),
-        LAMPS[2]: _reading(now - 30 * S, 33.0),
-    }
+    assert await _restarted(settings, now) == ("snapshot", "readings", 1)
 
 
 async def test_rows_written_halfway_are_not_whole(
