@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import httpx
 
-from citysense.servers import LocalServers, free_port
+from citysense.servers import LocalServers
 from common.influx import InfluxConfig
 from common.process import die_with_parent
 from tests.support.influx import count
@@ -39,7 +39,9 @@ def ingest_env(
         "CITYSENSE_INFLUX_DB": influx.database,
         "CITYSENSE_TOPIC_ROOT": root,
         "CITYSENSE_CLIENT_ID": f"{name}-{root[-8:]}",
-        "CITYSENSE_HTTP_PORT": str(free_port()),
+        # Not a kernel-given free port: an outgoing connection may take it before ingest binds
+        # it ("Address already in use" once, test_6): free_port_block draws below that range.
+        "CITYSENSE_HTTP_PORT": str(free_port_block(1)),
         "CITYSENSE_SPOOL_DIR": str(tmp / "spool"),
         "CITYSENSE_RETRY_MAX": "1",
         "CITYSENSE_LOG_LEVEL": "WARNING",
@@ -207,7 +209,7 @@ def rollups_env(influx: InfluxConfig, registry: Path, **extra: str) -> dict[str,
         "CITYSENSE_INFLUX_URL": influx.url,
         "CITYSENSE_INFLUX_DB": influx.database,
         "CITYSENSE_REGISTRY": str(registry),
-        "CITYSENSE_API_ROLLUPS_PORT": str(free_port()),
+        "CITYSENSE_API_ROLLUPS_PORT": str(free_port_block(1)),  # as ingest_env's port
         **({"CITYSENSE_INFLUX_TOKEN": influx.token} if influx.token else {}),
         **extra,
     }
