@@ -19,7 +19,7 @@ import pytest
 
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
-from api.live.rebuild import build_rows
+from api.live.rebuild import Built, build_rows
 from api.main import create_app
 from citysense import cli
 from citysense.servers import LocalServers
@@ -115,6 +115,27 @@ def _store(influx: InfluxConfig, points: list[Point]) -> None:
         client.write(line_protocol(points))
         changes = {(p.measurement, p.district, window_of(p.time_ns)) for p in points}
         client.write("\n".join(change_lines(changes)).encode(), policy=CHANGES)
+
+
+async def _build(settings: ApiSettings, client: AsyncInfluxClient) -> Built:
+    """The set-up's build of the rows (api.live.rebuild) through `client`, closed after."""
+    try:
+        return await build_rows(settings, Contract.build(*settings.load_contract()), client, str)
+    finally:
+        await client.aclose()
+
+
+def _refuse_the_complete_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """InfluxDB gone (or the API stopped) just before the point saying the rows whole, which
+    every full load and compaction writes last: every other write goes through."""
+    real = AsyncInfluxClient.write
+
+    async def write(self: AsyncInfluxClient, body: bytes, **kwargs: Any) -> None:
+        if body.startswith(layout.COMPLETE.encode()):
+            raise InfluxUnavailable("injected: InfluxDB gone before the point")
+        await real(self, body, **kwargs)
+
+    monkeypatch.setattr(AsyncInfluxClient, "write", write)
 
 
 def _whole(influx: InfluxConfig) -> bool:
@@ -500,11 +521,7 @@ async def test_a_full_load_s_rows_are_compacted_to_the_devices_no_worker_holds(
     settings = _api(servers, influx, tmp_path, "a").model_copy(
         update={"api_rows_compact_after": 0.1, "api_status_check_interval": 0.1}
     )
-    client = AsyncInfluxClient(influx)
-    try:
-        built = await build_rows(settings, Contract.build(*settings.load_contract()), client, str)
-    finally:
-        await client.aclose()
+    built = await _build(settings, AsyncInfluxClient(influx))
     assert built.whole
     built_by = _named(influx)
     # Rows of a full load that never named them, two days ago (a replica that died).
@@ -569,24 +586,13 @@ async def test_a_compaction_cut_short_before_its_point_leaves_the_rows_whole_as_
     settings = _api(servers, influx, tmp_path, "a").model_copy(
         update={"api_rows_compact_after": 0.1}
     )
-    client = AsyncInfluxClient(influx)
-    try:
-        built = await build_rows(settings, Contract.build(*settings.load_contract()), client, str)
-    finally:
-        await client.aclose()
+    built = await _build(settings, AsyncInfluxClient(influx))
     assert built.whole
     built_by = _named(influx)
     ingest = ingest_settings(servers, influx, topic_root)
     telemetry = TopicLayout(topic_root).telemetry
     publish_and_wait(servers, ingest, [(telemetry("streetlight", LAMPS[0]), lamp(now, 11.0))])
-    real = AsyncInfluxClient.write
-
-    async def write(self: AsyncInfluxClient, body: bytes, **kwargs: Any) -> None:
-        if body.startswith(layout.COMPLETE.encode()):
-            raise InfluxUnavailable("injected: InfluxDB gone before the compaction's point")
-        await real(self, body, **kwargs)
-
-    monkeypatch.setattr(AsyncInfluxClient, "write", write)
+    _refuse_the_complete_point(monkeypatch)
     caplog.set_level(logging.INFO, logger="api.live.service")
     async with running(create_app(settings)):
         await until(
@@ -616,11 +622,7 @@ async def test_the_set_up_says_nothing_whole_if_readings_went_without_rows_meanw
     _store(influx, [_light(LAMPS[0], now - 60 * S, 1.0)])
     transport = OwedDuringTheLoad(influx)
     settings = _api(servers, influx, tmp_path, "a")
-    client = AsyncInfluxClient(influx, transport=transport)
-    try:
-        built = await build_rows(settings, Contract.build(*settings.load_contract()), client, str)
-    finally:
-        await client.aclose()
+    built = await _build(settings, AsyncInfluxClient(influx, transport=transport))
     assert transport.owed
     assert (built.needed, built.devices, built.whole) == (True, 1, False)
     [(writer, written)] = kept(influx).items()  # rows written ...
@@ -746,14 +748,7 @@ async def test_rows_written_halfway_are_not_whole(
     """The API stopped, or InfluxDB failing, before the point that says the rows are whole (it
     goes last): the rows it wrote stay, and the next start loads from the readings."""
     _store(influx, [_light(LAMPS[0], now - 7200 * S, 1.0)])
-    real = AsyncInfluxClient.write
-
-    async def write(self: AsyncInfluxClient, body: bytes, **kwargs: Any) -> None:
-        if body.startswith(layout.COMPLETE.encode()):
-            raise InfluxUnavailable("injected: InfluxDB gone before the last point")
-        await real(self, body, **kwargs)
-
-    monkeypatch.setattr(AsyncInfluxClient, "write", write)
+    _refuse_the_complete_point(monkeypatch)
     first = create_app(_api(servers, influx, tmp_path, "a"))
     async with running(first):
         deadline = time.monotonic() + 10
