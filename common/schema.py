@@ -1,7 +1,7 @@
 """The database's shape, created (or brought in line with configuration) at start: the database,
 one retention policy per class of data (wire.retention) and the hourly roll-ups into
-`long_term`. Idempotent; run by ingest at start and by `citysense schema` (the compose stack's
-one-shot `influxdb-init`, as InfluxDB's admin).
+`long_term` (computed once a day: `DAILY`). Idempotent; run by ingest at start and by
+`citysense schema` (the compose stack's one-shot `influxdb-init`, as InfluxDB's admin).
 
 Durations are InfluxQL's (`90d`, `12w`, `400d`, `INF` for ever); InfluxDB refuses less than 1h.
 A policy's duration is what a reading older than it gets: InfluxDB drops it when its shard group
@@ -33,10 +33,7 @@ from wire.retention import (
 )
 
 _DURATION = re.compile(r"^(INF|[1-9][0-9]*[hdw])$")
-ROLLUP_EVERY = "1h"
-# A CQ re-aggregates the last two hours each hour, so readings that arrive up to an hour late
-# (a reconnecting device, a drained spool) still count; later ones are in `readings` only.
-ROLLUP_FOR = "2h"
+ROLLUP_EVERY = "1h"  # the roll-ups' buckets
 # One continuous query per profile and piece of its devices, not one per profile. InfluxDB runs a
 # query GROUP BY every tag with a cursor per series and field, all opened at once: one profile's
 # hourly roll-up of 200,000 water pipes took it from 4.2 to past 16.7 GB in two minutes (and the
@@ -49,6 +46,43 @@ ROLLUP_FOR = "2h"
 ROLLUP_CLASSES = 5
 # Every character a device id may hold (device_profiles.model.DEVICE_ID), digits first.
 ID_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_.:-"
+
+
+@dataclass(frozen=True, slots=True)
+class Resample:
+    """When InfluxDB runs the roll-ups (`every`, aligned to the epoch: UTC midnight for a day),
+    and how many hours before the run each pass rolls up again (`span`)."""
+
+    every: str
+    span: str
+
+    @property
+    def clause(self) -> str:
+        # As InfluxDB shows it back in SHOW CONTINUOUS QUERIES (checked: 1h, 2h, 1d, 2d are
+        # kept as written), so a definition of another schedule is found by its text.
+        return f"RESAMPLE EVERY {self.every} FOR {self.span}"
+
+
+# Once a day, at midnight UTC, over the two days before. A pass costs InfluxDB per series and
+# field of the shards it touches more than per reading: at 100,000 devices with one reading
+# each an hourly pass kept both cores busy about 110 s, at every hour (README, "Runs L-O");
+# bench.rollups measures the two schedules. The roll-ups answer only buckets older than the
+# readings' retention (api.compute.history.long_term_cutoff), so a day old is soon enough.
+# Each hour is rolled up by two passes, so its readings that arrive up to a day late still
+# count (a spool drained after a day's outage); later ones are in `readings` only. When it
+# starts InfluxDB runs a pass over the 47 hours before: one that missed a midnight loses no
+# hour if back before 23:00 the day after (the hourly pass lost every hour it was down but
+# the last).
+DAILY = Resample("1d", "2d")
+# Readings kept under two days are in shard groups of an hour, which InfluxDB may drop before a
+# daily pass reads them: those are rolled up each hour, over the two hours before it.
+HOURLY = Resample("1h", "2h")
+
+
+def rollup_resample(readings: str) -> Resample:
+    """The roll-ups' schedule for readings kept `readings` (a checked duration)."""
+    kept = seconds(readings)
+    return DAILY if kept is None or kept >= 2 * 86400 else HOURLY
 
 
 def check_duration(value: str) -> str:
@@ -122,7 +156,7 @@ def ensure_schema(
         client.query(f"{verb} RETENTION POLICY {target} DURATION {duration}{tail}")
         (altered if verb == "ALTER" else created).append(name)
     measurements = sorted(set(profiles))
-    _ensure_rollups(client, measurements, created)
+    _ensure_rollups(client, measurements, created, rollup_resample(retention.readings))
     whole = declare_rows_whole_if_empty(client, measurements)
     return SchemaReport(tuple(created), tuple(altered), whole)
 
@@ -177,20 +211,24 @@ def _first(results: list[list[Series]]) -> list[Series]:
     return results[0] if results else []
 
 
-def _ensure_rollups(client: InfluxClient, profiles: list[str], created: list[str]) -> None:
-    """Each profile's roll-up queries created; its older ones (one for the whole profile, as
-    before they were cut, or pieces no longer cut so) dropped."""
+def _ensure_rollups(
+    client: InfluxClient, profiles: list[str], created: list[str], resample: Resample
+) -> None:
+    """Each profile's roll-up queries created on `resample`'s schedule; its older ones (one for
+    the whole profile, as before they were cut, pieces no longer cut so, or on another
+    schedule) dropped."""
     db = quote_ident(client.config.database)
     queries = _continuous_queries(client)
+    current = {name for name, text in queries.items() if resample.clause in text}
     for profile in profiles:
         wanted = {f"rollup_{profile}_{suffix}": ids for suffix, ids in rollup_pieces()}
         ours = re.compile(rf"^rollup_{re.escape(profile)}(_(\d+|rest))?$")
         for name in sorted(queries):
-            if ours.match(name) and name not in wanted:
+            if ours.match(name) and (name not in wanted or name not in current):
                 client.query(f"DROP CONTINUOUS QUERY {quote_ident(name)} ON {db}")
         for name, ids in wanted.items():
-            if name not in queries:
-                client.query(rollup_query(client.config.database, name, profile, ids))
+            if name not in current:
+                client.query(rollup_query(client.config.database, name, profile, ids, resample))
                 created.append(name)
 
 
@@ -215,14 +253,14 @@ def rollup_pieces() -> list[tuple[str, str]]:
     return out
 
 
-def rollup_query(database: str, name: str, measurement: str, ids: str) -> str:
+def rollup_query(database: str, name: str, measurement: str, ids: str, resample: Resample) -> str:
     """Hourly mean, min, max and count of every numeric field (count of every field) per
     series of the devices whose id matches `ids` (a condition of `rollup_pieces`), into the
-    same measurement in `long_term`, for long windows and dashboards."""
+    same measurement in `long_term`, for long windows and dashboards; run on `resample`."""
     db = quote_ident(database)
     return (
         f"CREATE CONTINUOUS QUERY {quote_ident(name)} ON {db} "
-        f"RESAMPLE EVERY {ROLLUP_EVERY} FOR {ROLLUP_FOR} BEGIN "
+        f"{resample.clause} BEGIN "
         f"{rollup_select(database, measurement, ids)} GROUP BY time({ROLLUP_EVERY}), * END"
     )
 
@@ -253,10 +291,11 @@ def _as_written(shown: str) -> str:
     return f"{hours // 24}d" if hours % 24 == 0 else f"{hours}h"
 
 
-def _continuous_queries(client: InfluxClient) -> set[str]:
+def _continuous_queries(client: InfluxClient) -> dict[str, str]:
+    """The database's continuous queries: name → definition, as InfluxDB shows it."""
     result = client.query("SHOW CONTINUOUS QUERIES")
-    names: set[str] = set()
+    found: dict[str, str] = {}
     for series in result[0] if result else []:
         if series.name == client.config.database:
-            names.update(str(row["name"]) for row in series.rows())
-    return names
+            found.update((str(row["name"]), str(row["query"])) for row in series.rows())
+    return found

@@ -605,8 +605,9 @@ def start(stack: Stack, timeout: float, label: str, extra: dict[str, str] | None
 def influx_quiet(servers: LocalServers) -> tuple[float, bool]:
     """Wait (at most QUIET_MAX_S) until InfluxDB spends under QUIET_CPU of a core; (seconds
     waited, whether it is quiet). Its continuous queries (common.schema's hourly roll-ups) run
-    when they are created, when it starts and at every hour: at 100,000 devices they kept both
-    cores busy for about two minutes, and a start measured meanwhile measured them."""
+    when they are created, when it starts and on their schedule (common.schema.DAILY): at
+    100,000 devices they kept both cores busy for about two minutes, and a start measured
+    meanwhile measured them."""
     influx = servers.influxdb.process
     began = time.perf_counter()
     if influx is None:

@@ -1,8 +1,8 @@
 """Long windows past the readings' retention, from the hourly roll-ups of the `long_term` policy
-(the continuous queries' own SELECT, run here over the past hours as InfluxDB runs it every
-hour), on the real InfluxDB. InfluxDB's retention has dropped the readings older than 24 h first:
-those buckets can only come from the roll-ups. Expected values are computed here from the raw
-readings."""
+(the continuous queries' own SELECT, run here over the past hours as InfluxDB runs it on its
+schedule), on the real InfluxDB. InfluxDB's retention has dropped the readings older than 24 h
+first: those buckets can only come from the roll-ups. Expected values are computed here from the
+raw readings."""
 
 from __future__ import annotations
 

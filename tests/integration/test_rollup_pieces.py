@@ -1,16 +1,28 @@
 """The hourly roll-ups into `long_term` are one continuous query per profile and piece of its
 devices (common.schema.rollup_pieces): together they roll up every device exactly once, ids of
-any characters a device id may hold; an older single query per profile is dropped."""
+any characters a device id may hold; an older single query per profile is dropped. They run once
+a day over the two days before (common.schema.DAILY), or each hour where readings are kept under
+two days, and a query of the other schedule is replaced."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
 from common.influx import InfluxClient, InfluxConfig
-from common.schema import ID_CHARS, Retention, ensure_schema, rollup_pieces, rollup_select
+from common.schema import (
+    DAILY,
+    HOURLY,
+    ID_CHARS,
+    Retention,
+    ensure_schema,
+    rollup_pieces,
+    rollup_select,
+)
 from device_profiles.model import DEVICE_ID
+from tests.support.polling import wait_for
 from tests.support.seeding import Point, line_protocol
 from tests.support.times import S
 
@@ -70,3 +82,68 @@ def test_an_older_single_query_per_profile_is_dropped(influx: InfluxConfig) -> N
     for profile in ("water_pipe", "water"):
         ours = re.compile(rf"^rollup_{profile}_(\d+|rest)$")
         assert len([n for n in names if ours.match(n)]) == len(rollup_pieces())
+
+
+def _unset(influx: InfluxConfig) -> InfluxConfig:
+    """A database of its own, not set up yet (its readings may be written before its roll-ups
+    run: InfluxDB remembers a query's last run by database and name, dropped or not)."""
+    return dataclasses.replace(influx, database=f"{influx.database}_unset")
+
+
+def _ours(client: InfluxClient, database: str, profile: str) -> dict[str, str]:
+    """The roll-up queries of `profile`: name → definition, as InfluxDB shows it."""
+    ours = re.compile(rf"^rollup_{profile}_(\d+|rest)$")
+    shown = client.query("SHOW CONTINUOUS QUERIES")[0]
+    return {
+        str(r["name"]): str(r["query"])
+        for s in shown
+        if s.name == database
+        for r in s.rows()
+        if ours.match(str(r["name"]))
+    }
+
+
+def test_a_new_roll_up_rolls_up_the_two_days_before_at_once(influx: InfluxConfig, now: int) -> None:
+    # InfluxDB runs a query when it is created (and when it starts) over its span before now:
+    # two days', so a reading 40 hours old is rolled up; an hourly query's would not be.
+    hour = now - now % HOUR
+    points = [
+        Point("water_pipe", "WP-7", "North", {"pressure": 2.0}, hour - 40 * HOUR + 60 * S),
+        Point("water_pipe", "WP-7", "North", {"pressure": 4.0}, hour - HOUR + 60 * S),
+    ]
+    fresh = _unset(influx)
+    with InfluxClient(fresh) as client:
+        client.create_database()
+        db = f'"{fresh.database}"'
+        client.query(f'CREATE RETENTION POLICY "readings" ON {db} DURATION 400d REPLICATION 1')
+        client.write(line_protocol(points), policy="readings")
+        ensure_schema(client, Retention(), ["water_pipe"])
+        queries = _ours(client, fresh.database, "water_pipe")
+        assert len(queries) == len(rollup_pieces())
+        assert all(DAILY.clause in text for text in queries.values()), queries
+
+        def rolled() -> list[dict[str, object]]:
+            found = client.query('SELECT * FROM "long_term"."water_pipe"', epoch="ns")[0]
+            got = [r for s in found for r in s.rows()]
+            return got if len(got) == 2 else []
+
+        got = wait_for(rolled, timeout=30, what="both hours rolled up")
+    assert sorted((r["time"], r["mean_pressure"]) for r in got) == [
+        (hour - 40 * HOUR, 2.0),
+        (hour - HOUR, 4.0),
+    ]
+
+
+def test_the_schedule_follows_the_readings_retention(influx: InfluxConfig) -> None:
+    fresh = _unset(influx)  # the fixture's readings are kept for ever: shard groups of a week
+    with InfluxClient(fresh) as client:
+        ensure_schema(client, Retention(readings="1d"), ["water_pipe"])
+        hourly = _ours(client, fresh.database, "water_pipe")
+        assert all(HOURLY.clause in text for text in hourly.values()), hourly
+        report = ensure_schema(client, Retention(readings="2d"), ["water_pipe"])
+        daily = _ours(client, fresh.database, "water_pipe")
+        again = ensure_schema(client, Retention(readings="2d"), ["water_pipe"])
+    assert sorted(daily) == sorted(hourly) and len(daily) == len(rollup_pieces())
+    assert all(DAILY.clause in text for text in daily.values()), daily
+    assert sorted(n for n in report.created if n.startswith("rollup_")) == sorted(daily)
+    assert again.created == ()
