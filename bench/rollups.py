@@ -7,13 +7,14 @@ days before): a benchmark, not a test.
 
 Starts its own Mosquitto and InfluxDB (temporary folder, free ports), writes a registry of
 `--devices` devices (simulators.city) and `--hours` of their readings, one every `--every`
-seconds, straight into InfluxDB, set up as a deployment has it, then drops the continuous queries
-(so that InfluxDB runs none by itself meanwhile) and runs their own statements by hand, piece
-after piece as InfluxDB runs them: an hourly pass, a daily pass, and the hourly pass again (the
-first pass of a kind reads from disk what the next finds cached; the baseline is the cheaper of
-the two). Each is timed, with InfluxDB's CPU meanwhile (/proc), once InfluxDB is quiet. Reports
-the CPU a day of each schedule costs (24 hourly passes, one daily) and their ratio, and checks
-that both wrote the same hourly rows for the hours both cover.
+seconds, straight into InfluxDB, set up as a deployment has it but with InfluxDB's continuous
+queries service off (so that it runs none by itself meanwhile: a query created runs at once),
+and runs their own statements by hand, piece after piece as InfluxDB runs them: an hourly pass,
+a daily pass of each `--daily-spans`, and the hourly pass again (the first pass of a kind reads
+from disk what the next finds cached; the baseline is the cheaper hourly pass). Each is timed,
+with InfluxDB's CPU meanwhile (/proc), once InfluxDB is quiet, and the rows it wrote (a device's
+hour each) counted. Reports the CPU a day of each schedule costs (24 hourly passes, one daily)
+and their ratio.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Pass:
     wall: float  # seconds, every piece of every profile one after another
     influx_cpu: float  # InfluxDB's CPU seconds meanwhile
     queries: int
+    rows: int  # rows in `long_term` over the pass's hours after it: a device's hour each
 
     @property
     def per_day(self) -> float:
@@ -74,7 +76,9 @@ def run_pass(servers: LocalServers, resample: Resample, end_ns: int) -> Pass:
                 where = f"{ids} AND time >= {start_ns:d} AND time < {end_ns:d}"
                 client.query(f"{rollup_select(DATABASE, profile, where)} GROUP BY time(1h), *")
                 queries += 1
-    return Pass(resample, time.perf_counter() - clock, cpu_seconds(influx.pid) - cpu, queries)
+    wall, used = time.perf_counter() - clock, cpu_seconds(influx.pid) - cpu
+    rows = sum(rolled_hours(servers, start_ns, end_ns).values())
+    return Pass(resample, wall, used, queries, rows)
 
 
 def rolled_hours(servers: LocalServers, start_ns: int, end_ns: int) -> dict[str, int]:
@@ -91,50 +95,38 @@ def rolled_hours(servers: LocalServers, start_ns: int, end_ns: int) -> dict[str,
     return counted
 
 
-def drop_continuous_queries(servers: LocalServers) -> int:
-    config = InfluxConfig(url=servers.influxdb.url, database=DATABASE)
-    with InfluxClient(config) as client:
-        shown = client.query("SHOW CONTINUOUS QUERIES")[0]
-        names = [str(r["name"]) for s in shown if s.name == DATABASE for r in s.rows()]
-        for name in names:
-            client.query(f"DROP CONTINUOUS QUERY {quote_ident(name)} ON {quote_ident(DATABASE)}")
-    return len(names)
-
-
 def measure(report: Report, servers: LocalServers, home: Path, args: argparse.Namespace) -> None:
     report.section(f"Setup: {machine()}")
     _, devices = write_registry(report, home, args.devices)
     print(f"writing {args.hours} h of readings ...", flush=True)
     points, _, took = load_history(servers, devices, args.hours, args.every, args.loaders)
     report.add("readings written", f"{points:,} points in {took:.1f} s")
-    report.add(
-        "continuous queries dropped (run by hand below)", f"{drop_continuous_queries(servers)}"
-    )
     # The last whole hour: the end of the pass InfluxDB would run at its start.
     end_ns = time.time_ns() // HOUR_NS * HOUR_NS
     report.section("Passes, InfluxDB quiet before each")
     passes = []
-    for resample in (HOURLY, DAILY, HOURLY):
+    dailies = [Resample(DAILY.every, span) for span in args.daily_spans]
+    for resample in (HOURLY, *dailies, HOURLY):
         waited, quiet = influx_quiet(servers)
         done = run_pass(servers, resample, end_ns)
         passes.append(done)
         report.add(
             f"{done.resample.clause}: one pass ({done.queries} queries)",
-            f"{done.wall:,.1f} s, InfluxDB CPU {done.influx_cpu:,.1f} s",
+            f"{done.wall:,.1f} s, InfluxDB CPU {done.influx_cpu:,.1f} s, "
+            f"{done.rows:,} rows = {done.influx_cpu / max(done.rows, 1) * 1e6:,.0f} µs a row",
             f"waited {waited:.0f} s for quiet{'' if quiet else ' (not quiet)'}",
         )
     hourly = min((p for p in passes if p.resample == HOURLY), key=lambda p: p.influx_cpu)
-    daily = next(p for p in passes if p.resample == DAILY)
     report.section("A day of roll-ups: InfluxDB CPU")
-    report.add("hourly (24 passes; baseline: its cheaper pass)", f"{hourly.per_day:,.0f} s")
-    report.add("daily (1 pass)", f"{daily.per_day:,.0f} s")
-    report.add("ratio, hourly to daily", f"{hourly.per_day / daily.per_day:,.1f}x")
-    # What the passes wrote: a row per device and hour with readings (the daily pass wrote again
-    # the hourly's two hours, over the same readings).
     report.add(
-        "long_term rows of the daily pass's hours, per profile",
-        f"{rolled_hours(servers, end_ns - _seconds(DAILY.span) * 10**9, end_ns)}",
+        f"{HOURLY.clause}: 24 passes (baseline: its cheaper pass)", f"{hourly.per_day:,.0f} s"
     )
+    for daily in (p for p in passes if p.resample != HOURLY):
+        report.add(
+            f"{daily.resample.clause}: 1 pass",
+            f"{daily.per_day:,.0f} s",
+            f"ratio, hourly to daily: {hourly.per_day / daily.per_day:,.2f}x",
+        )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -143,6 +135,7 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="citysense-rollups-") as tmp:
         home = Path(tmp)
         servers = LocalServers.create(home / "servers", root="bench")
+        servers.influxdb.continuous_queries = False
         servers.start()
         try:
             measure(report, servers, home, args)
@@ -157,6 +150,12 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=49.0)
     parser.add_argument("--every", type=int, default=3600, help="seconds between readings")
     parser.add_argument("--loaders", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--daily-spans",
+        nargs="+",
+        default=[DAILY.span],
+        help="spans of the daily passes measured (InfluxQL durations)",
+    )
     run(parser.parse_args())
 
 

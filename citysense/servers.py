@@ -244,6 +244,8 @@ class InfluxDB(_Child):
     rpc_port: int = 0
     retention_check: str = "30m"
     auth: bool = False  # on: accounts as `citysense schema` creates them (the compose stack)
+    # Off: InfluxDB runs no continuous query by itself (bench.rollups runs their statements).
+    continuous_queries: bool = True
 
     @property
     def url(self) -> str:
@@ -275,6 +277,7 @@ class InfluxDB(_Child):
                 data_dir=data_dir,
                 retention_check=self.retention_check,
                 auth=str(self.auth).lower(),
+                continuous_queries=str(self.continuous_queries).lower(),
             )
         )
         conf_file = self.home / "influxdb.conf"
