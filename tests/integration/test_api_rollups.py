@@ -400,10 +400,17 @@ async def test_a_keeper_killed_mid_round_and_started_again_leaves_exact_rollups(
     rng = random.Random(15)
     process = keeper(city, tmp_path, CITYSENSE_API_QUERY_CONCURRENCY="1")
     mid_round = 0  # kills that found rollups written and the round not over
+
+    def begun() -> bool:
+        return process.metric("windows_computed_total") > 0 or process.metric("ready") == 1
+
     for _ in range(20):
         process.start()
         wait_for(lambda: process.status("/live") == 200, 30, 0.02, "rollups /live")
-        time.sleep(rng.uniform(0.0, 0.3))
+        # From its first window written (how long that takes is InfluxDB's: at a fixed delay
+        # after /live, a busy InfluxDB had every kill land before it), a random moment after.
+        wait_for(begun, 30, 0.01, "the keeper's first window written")
+        time.sleep(rng.uniform(0.0, 0.1))
         ready, written = process.metric("ready"), process.metric("windows_computed_total")
         process.kill()
         mid_round += ready == 0 and written > 0
