@@ -344,12 +344,18 @@ class AsyncInfluxClient:
         a line per series when grouped), and each network read yields the series of the lines it
         completed. Parsed whole, an answer of 100,000 series is seconds of one blocked event loop
         and hundreds of MB of transient objects. A series longer than a chunk comes in parts.
-        `timeout` (seconds to connect, and between two network reads) replaces the config's."""
+        `timeout` (seconds to connect, and between two network reads) replaces the config's.
+
+        Asked uncompressed: gzip cost InfluxDB 1.6 a sixth of its CPU on a start's full load
+        (5.1-5.3 s against 6.0 s, 100,000 devices, 11 MB of answer), the API its inflation too,
+        and these answers go to a process next to it, not over a slow link."""
         data = {**self._req.query_data(query, params, epoch), "chunked": "true"}
         data["chunk_size"] = str(chunk_size)
         try:
             wait = self.config.timeout if timeout is None else timeout
-            async with self._http.stream("POST", "/query", data=data, timeout=wait) as response:
+            async with self._http.stream(
+                "POST", "/query", data=data, timeout=wait, headers=_UNCOMPRESSED
+            ) as response:
                 if response.status_code >= 300:
                     await response.aread()
                     check_response(response, writing=False)
@@ -361,6 +367,9 @@ class AsyncInfluxClient:
                     yield series
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.config.url) from exc
+
+
+_UNCOMPRESSED = {"Accept-Encoding": "identity"}
 
 
 class _Lines:

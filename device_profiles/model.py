@@ -17,6 +17,8 @@ from pydantic.dataclasses import dataclass
 # Identifiers that become InfluxDB measurement or field names: letters first, no characters that
 # line protocol or InfluxQL would need to escape, so they can never change the meaning of a line.
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# A reading's tags (ingest.encode) and InfluxDB's time column.
+RESERVED_FIELD_NAMES = frozenset({"device_id", "district", "time"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -258,6 +260,13 @@ class Profile(_Strict):
         for name in value:
             if not IDENTIFIER.match(name):
                 raise ValueError(f"field name {name!r} must match {IDENTIFIER.pattern}")
+            if name in RESERVED_FIELD_NAMES:
+                # InfluxDB's columns: a field named like a reading's tag would come back beside
+                # the tag as `device_id_1` (the API reads a device's id from that column), and
+                # InfluxDB refuses a field named time.
+                raise ValueError(
+                    f"field name {name!r} is reserved ({', '.join(sorted(RESERVED_FIELD_NAMES))})"
+                )
         return value
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import httpx
 
-from citysense.servers import LocalServers
+from citysense.servers import LocalServers, free_port
 from common.influx import InfluxConfig
 from common.process import die_with_parent
 from tests.support.influx import count
@@ -40,8 +40,8 @@ def ingest_env(
         "CITYSENSE_TOPIC_ROOT": root,
         "CITYSENSE_CLIENT_ID": f"{name}-{root[-8:]}",
         # Not a kernel-given free port: an outgoing connection may take it before ingest binds
-        # it ("Address already in use" once, test_6): free_port_block draws below that range.
-        "CITYSENSE_HTTP_PORT": str(free_port_block(1)),
+        # it ("Address already in use" once, test_6): free_port draws below that range.
+        "CITYSENSE_HTTP_PORT": str(free_port()),
         "CITYSENSE_SPOOL_DIR": str(tmp / "spool"),
         "CITYSENSE_RETRY_MAX": "1",
         "CITYSENSE_LOG_LEVEL": "WARNING",
@@ -52,9 +52,10 @@ def ingest_env(
 
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
     """A base port with `count` ports from it free, for a supervisor whose worker n listens on
-    base + n. Drawn below the kernel's ephemeral range (32768 up), where the other test
-    process's servers get their free ports: base + 1 chosen next to a kernel-given base was
-    taken by one of them once ("Address already in use", the worker never ready)."""
+    base + n (one port: citysense.servers.free_port). Drawn below the kernel's ephemeral range
+    (32768 up), where the other test process's servers get their free ports: base + 1 chosen
+    next to a kernel-given base was taken by one of them once ("Address already in use", the
+    worker never ready)."""
     for _ in range(200):
         base = random.randrange(20_000, 32_000 - count)
         socks = []
@@ -209,7 +210,7 @@ def rollups_env(influx: InfluxConfig, registry: Path, **extra: str) -> dict[str,
         "CITYSENSE_INFLUX_URL": influx.url,
         "CITYSENSE_INFLUX_DB": influx.database,
         "CITYSENSE_REGISTRY": str(registry),
-        "CITYSENSE_API_ROLLUPS_PORT": str(free_port_block(1)),  # as ingest_env's port
+        "CITYSENSE_API_ROLLUPS_PORT": str(free_port()),  # as ingest_env's port
         **({"CITYSENSE_INFLUX_TOKEN": influx.token} if influx.token else {}),
         **extra,
     }

@@ -59,6 +59,8 @@ def test_error_names_file_line_and_field(tmp_path: Path) -> None:
         (("type: number", "type: colour"), "type"),
         (("reporting_interval: 5m", "reporting_interval: soon"), "not a duration"),
         (("pressure:", "pres sure:"), "must match"),
+        (("pressure:", "device_id:"), "'device_id' is reserved"),
+        (("pressure:", "district:"), "'district' is reserved"),
         (("profile: pipe", "profile: pipe\nsurprise: 1"), "Extra inputs"),
         (("unit: kPa", "unit: kPa, values: [a]"), "only for state"),
     ],
