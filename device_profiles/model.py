@@ -261,9 +261,9 @@ class Profile(_Strict):
             if not IDENTIFIER.match(name):
                 raise ValueError(f"field name {name!r} must match {IDENTIFIER.pattern}")
             if name in RESERVED_FIELD_NAMES:
-                # InfluxDB's columns: a field named like a reading's tag would come back beside
-                # the tag as `device_id_1` (the API reads a device's id from that column), and
-                # InfluxDB refuses a field named time.
+                # InfluxDB's columns: a field named like a reading's tag comes back beside the
+                # tag as `district_1` in every `SELECT *`, and InfluxDB refuses a field named
+                # time (every write of the profile would fail).
                 raise ValueError(
                     f"field name {name!r} is reserved ({', '.join(sorted(RESERVED_FIELD_NAMES))})"
                 )

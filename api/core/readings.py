@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from api.core.query import DEVICE_COLUMN, Aggregate
+from api.core.query import Aggregate
 from common.influx import Series
 from device_profiles import FieldSpec, FieldType, Profile
 
@@ -64,30 +64,25 @@ def first_reading(profile: Profile, series: Iterable[Series]) -> Reading | None:
 
 
 def readings_by_device(profile: Profile, series: Iterable[Series]) -> dict[str, Reading]:
-    """Readings of latest_readings' answer (api.core.query): a row per device, its id in the
-    `device_id` column; a device in two rows keeps its newer.
+    """Readings of a `GROUP BY device_id ... LIMIT 1` query, keyed by the device_id tag.
 
-    The same as reading_from_row on each row, without a dict per row: the start-up load and
-    every reconcile run this for every device of the city."""
+    The same as reading_from_row on each series' first row, without a dict per row: the start-up
+    load and every reconcile run this for every device of the city."""
     out: dict[str, Reading] = {}
-    plans: dict[tuple[str, ...], tuple[int | None, int, list[tuple[str, FieldSpec, int]]]] = {}
+    plans: dict[tuple[str, ...], tuple[int, list[tuple[str, FieldSpec, int]]]] = {}
     for item in series:
+        device_id = item.tags.get("device_id")
+        if device_id is None or not item.values:
+            continue
         plan = plans.get(item.columns)
         if plan is None:
             at = {column: n for n, column in enumerate(item.columns)}
             plan = plans[item.columns] = (
-                at.get(DEVICE_COLUMN),
                 at["time"],
                 [(name, spec, at[name]) for name, spec in profile.fields.items() if name in at],
             )
-        at_device, at_time, fields = plan
-        if at_device is None:
-            continue
-        for row in item.values:
-            device_id, time_ns = row[at_device], int(row[at_time])
-            held = out.get(device_id)
-            if device_id is None or (held is not None and held.time_ns >= time_ns):
-                continue
-            values = {name: typed(spec, row[n]) for name, spec, n in fields if row[n] is not None}
-            out[device_id] = Reading(time_ns=time_ns, values=values)
+        at_time, fields = plan
+        row = item.values[0]
+        values = {name: typed(spec, row[n]) for name, spec, n in fields if row[n] is not None}
+        out[device_id] = Reading(time_ns=int(row[at_time]), values=values)
     return out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 import pytest
 from hypothesis import given
@@ -158,10 +156,9 @@ def test_grouped_latest_binds_each_device_and_the_district() -> None:
         **{f"d{n}": v for n, v in enumerate(HOSTILE)},
     }
     assert query.text == (
-        'SELECT * FROM (SELECT * FROM "streetlight" WHERE time >= $since AND ('
+        'SELECT * FROM "streetlight" WHERE time >= $since AND ('
         + " OR ".join(f'"device_id" = $d{n}' for n in range(len(HOSTILE)))
-        + ') AND "district" = $district GROUP BY "device_id" ORDER BY time DESC LIMIT 1) '
-        "ORDER BY time DESC"
+        + ') AND "district" = $district GROUP BY "device_id" ORDER BY time DESC LIMIT 1'
     )
 
 
@@ -244,8 +241,7 @@ def test_rows_become_readings_without_tags_or_nulls() -> None:
     assert isinstance(reading.values["pressure"], float)
 
 
-def test_latest_readings_answer_is_keyed_by_device() -> None:
-    # As InfluxDB answers latest_readings' outer query: one series, the id a column.
+def test_grouped_series_are_keyed_by_device() -> None:
     body = orjson.dumps(
         {
             "results": [
@@ -254,8 +250,15 @@ def test_latest_readings_answer_is_keyed_by_device() -> None:
                     "series": [
                         {
                             "name": "water_pipe",
-                            "columns": ["time", "device_id", "district", "pressure"],
-                            "values": [[7, "WP-1", "North", 300.5], [5, "WP-2", "North", 150]],
+                            "tags": {"device_id": "WP-2"},
+                            "columns": ["time", "district", "pressure"],
+                            "values": [[5, "North", 150]],
+                        },
+                        {
+                            "name": "water_pipe",
+                            "tags": {"device_id": "WP-1"},
+                            "columns": ["time", "district", "pressure"],
+                            "values": [[7, "North", 300.5]],
                         },
                     ],
                 }
@@ -270,35 +273,27 @@ def test_latest_readings_answer_is_keyed_by_device() -> None:
     }
 
 
-def test_device_readings_match_row_by_row_mapping() -> None:
+def test_grouped_readings_match_row_by_row_mapping() -> None:
     # readings_by_device maps columns by position, once per column set: it must agree with
-    # reading_from_row whatever the columns, their order, nulls and non-contract columns, and
-    # keep a device's newer row wherever it comes (a chunk's series, or a later chunk's).
+    # reading_from_row whatever the columns, their order, nulls and non-contract columns.
     series = [
-        Series("water_pipe", {}, ("time", "device_id", "pressure", "x"), ((1, "WP-1", 2, 3),)),
+        Series("water_pipe", {"device_id": "WP-1"}, ("time", "pressure", "x"), ((1, 2, 3),)),
         Series(
             "water_pipe",
-            {},
-            ("rssi", "time", "leakDetected", "device_id", "pressure"),
-            ((-70.0, 9, None, "WP-2", 1.5), (0, 8, True, "WP-4", 0), (1, 2, False, "WP-2", 3)),
+            {"device_id": "WP-2"},
+            ("rssi", "time", "leakDetected", "pressure"),
+            ((-70.0, 9, None, 1.5), (0, 8, True, 0)),
         ),
-        Series("water_pipe", {}, ("time", "device_id", "pressure"), ()),
-        Series("water_pipe", {}, ("time", "pressure"), ((4, 5),)),  # no id: no device's
-        Series("water_pipe", {}, ("device_id", "time", "pressure"), (("WP-4", 10, 7),)),
+        Series("water_pipe", {"device_id": "WP-3"}, ("time", "pressure"), ()),
+        Series("water_pipe", {}, ("time", "pressure"), ((4, 5),)),
     ]
-    by_device: dict[str, list[dict[str, Any]]] = {}
-    for item in series:
-        for row in item.rows():
-            if "device_id" in row:
-                by_device.setdefault(row["device_id"], []).append(row)
     expected = {
-        device_id: reading_from_row(WATER, max(rows, key=lambda row: row["time"]))
-        for device_id, rows in by_device.items()
+        s.tags["device_id"]: reading_from_row(WATER, s.rows()[0])
+        for s in series
+        if s.values and "device_id" in s.tags
     }
     assert readings_by_device(WATER, series) == expected
-    assert set(expected) == {"WP-1", "WP-2", "WP-4"}
     assert expected["WP-2"].values == {"rssi": -70, "pressure": 1.5}
-    assert expected["WP-4"].time_ns == 10
     assert isinstance(expected["WP-2"].values["rssi"], int)
 
 
