@@ -2,7 +2,8 @@
 devices (common.schema.rollup_pieces): together they roll up every device exactly once, ids of
 any characters a device id may hold; an older single query per profile is dropped. They run once
 a day over the two days before (common.schema.DAILY), or each hour where readings are kept under
-two days, and a query of the other schedule is replaced."""
+two days, and a query of the other schedule is replaced. A pass InfluxDB missed while down is
+made up at its start."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 
 import pytest
 
+from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
 from common.schema import (
     DAILY,
@@ -122,12 +124,44 @@ def test_a_new_roll_up_rolls_up_the_two_days_before_at_once(influx: InfluxConfig
         assert len(queries) == len(rollup_pieces())
         assert all(DAILY.clause in text for text in queries.values()), queries
 
-        def rolled() -> list[dict[str, object]]:
-            found = client.query('SELECT * FROM "long_term"."water_pipe"', epoch="ns")[0]
-            got = [r for s in found for r in s.rows()]
-            return got if len(got) == 2 else []
+        got = wait_for(lambda: _rolled(client, 2), timeout=30, what="both hours rolled up")
+    assert sorted((r["time"], r["mean_pressure"]) for r in got) == [
+        (hour - 40 * HOUR, 2.0),
+        (hour - HOUR, 4.0),
+    ]
 
-        got = wait_for(rolled, timeout=30, what="both hours rolled up")
+
+def _rolled(client: InfluxClient, count: int) -> list[dict[str, object]]:
+    """The rows of `long_term`.water_pipe once there are `count` of them, else none."""
+    found = client.query('SELECT * FROM "long_term"."water_pipe"', epoch="ns")[0]
+    got = [r for s in found for r in s.rows()]
+    return got if len(got) == count else []
+
+
+def test_a_pass_missed_while_influxdb_was_down_is_made_up_when_it_starts(
+    private_servers: LocalServers, now: int
+) -> None:
+    # InfluxDB down over a midnight, or killed in the middle of a pass: it keeps no query's last
+    # run across a restart, and its start runs each over the two days before, so the hours the
+    # missed pass would have rolled up are rolled up then (wholly again, over what a killed pass
+    # wrote: a roll-up's point is overwritten, not added to).
+    hour = now - now % HOUR
+    config = InfluxConfig(url=private_servers.influxdb.url, database="t_restarted")
+    with InfluxClient(config) as client:
+        client.create_database()
+        db = f'"{config.database}"'
+        client.query(f'CREATE RETENTION POLICY "readings" ON {db} DURATION 400d REPLICATION 1')
+        old = Point("water_pipe", "WP-7", "North", {"pressure": 2.0}, hour - 40 * HOUR + 60 * S)
+        client.write(line_protocol([old]), policy="readings")
+        ensure_schema(client, Retention(), ["water_pipe"])
+        wait_for(lambda: _rolled(client, 1), timeout=30, what="the first pass, at creation")
+        # Stored after that pass: the next one is at midnight, or at InfluxDB's next start.
+        new = Point("water_pipe", "WP-7", "North", {"pressure": 4.0}, hour - HOUR + 60 * S)
+        client.write(line_protocol([new]), policy="readings")
+    private_servers.influxdb.kill()
+    private_servers.influxdb.start()
+    with InfluxClient(config) as client:
+        got = wait_for(lambda: _rolled(client, 2), timeout=60, what="the pass at InfluxDB's start")
     assert sorted((r["time"], r["mean_pressure"]) for r in got) == [
         (hour - 40 * HOUR, 2.0),
         (hour - HOUR, 4.0),
