@@ -14,10 +14,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.influx import InfluxConfig
 from common.mqtturl import MqttUrl
-from common.schema import Duration, Retention
+from common.schema import Duration, Retention, seconds
 from device_profiles import (
     DEFAULT_PROFILES,
     DEFAULT_REGISTRY,
+    ContractError,
+    Problem,
     Profile,
     Registry,
     Variant,
@@ -25,6 +27,7 @@ from device_profiles import (
     load_registry,
     load_variants,
 )
+from wire.changes import WINDOW_S
 from wire.topics import TopicLayout
 
 
@@ -104,7 +107,31 @@ class CommonSettings(BaseSettings):
     def load_contract(self) -> tuple[dict[str, Profile], Registry]:
         """Profiles and registry; raises device_profiles.ContractError listing every problem."""
         profiles = load_profiles(self.profiles)
+        self._marks_outlive_readings(profiles)
         return profiles, load_registry(self.registry, profiles, self.load_variants(profiles))
+
+    def _marks_outlive_readings(self, profiles: dict[str, Profile]) -> None:
+        """The oldest reading a profile accepts lands in a window whose change mark (wire.changes)
+        is still kept: a write into a window whose mark has expired moves no mark, so the API's
+        cached aggregates, roll-ups and catch-ups would never see it. Refused at start."""
+        kept = seconds(self.retention_changes)
+        if kept is None:
+            return
+        problems = [
+            Problem(
+                str(self.profiles),
+                None,
+                f"{name}: timestamp.max_age",
+                f"readings up to {profile.timestamp.max_age:.0f} s old are accepted, but change "
+                f"marks are kept {self.retention_changes} (CITYSENSE_RETENTION_CHANGES): a late "
+                "reading would land where no mark tells the API; keep the marks longer than "
+                f"max_age and a {WINDOW_S // 60}-minute window, or accept younger readings only",
+            )
+            for name, profile in sorted(profiles.items())
+            if profile.timestamp.max_age + WINDOW_S >= kept
+        ]
+        if problems:
+            raise ContractError(problems)
 
     def load_variants(self, profiles: dict[str, Profile]) -> dict[tuple[str, str], Variant]:
         """Vendor variants, keyed by (profile, variant); raises ContractError on any problem."""

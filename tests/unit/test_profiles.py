@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from citysense.cli import main
+from common.settings import CommonSettings
 from device_profiles import (
     DEFAULT_PROFILES,
     DEFAULT_REGISTRY,
@@ -117,3 +118,22 @@ def test_cli_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_default_folder_is_the_package() -> None:
     assert (DEFAULT_PROFILES / "streetlight.yaml").exists()
+
+
+@pytest.mark.parametrize(("kept", "refused"), [("30d", True), ("31d", False), ("INF", False)])
+def test_change_marks_must_outlive_the_oldest_reading_a_profile_accepts(
+    kept: str, refused: bool
+) -> None:
+    # The shipped profiles accept readings up to 30 days old: marks kept 30 days would expire
+    # under the windows such readings land in (a window's mark is stamped at its start).
+    settings = CommonSettings(retention_changes=kept)
+    if not refused:
+        profiles, _ = settings.load_contract()
+        assert set(profiles) == {"streetlight", "water_pipe", "power_meter"}
+        return
+    with pytest.raises(ContractError) as info:
+        settings.load_contract()
+    assert sorted(p.where for p in info.value.problems) == [
+        f"{name}: timestamp.max_age" for name in ("power_meter", "streetlight", "water_pipe")
+    ]
+    assert "CITYSENSE_RETENTION_CHANGES" in str(info.value)
