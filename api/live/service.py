@@ -349,7 +349,7 @@ class Live:
             # Past that, another replica may drop these rows as no point's (api.live.rows).
             logger.warning("latest rows not said whole: written over %d s", rows.GEN_MAX_AGE_S)
             if replaces is None:
-                self._rows_due = None  # not again for this load: the next full load tries
+                self._settled(owed)  # not again for this load: the next full load tries
             return False
         if replaces is not None:
             now = await rows.complete(self.influx, timeout)
@@ -360,11 +360,11 @@ class Live:
             # A writer stored readings without rows since the load began: this state may
             # lack them, so the rows are not said whole (the next full load tries again).
             logger.warning("latest rows not whole: a writer stored readings without rows")
-            self._rows_due = None  # not again for this load: the next full load tries
+            self._settled(owed)  # not again for this load: the next full load tries
             return False
         complete = writer.complete_line(now_ns(), owed)
         await self.influx.write(complete.encode(), policy=LATEST)
-        self._rows_due = None  # only now: a failure above is tried again at the next reconcile
+        self._settled(owed)  # only now: a failure above is tried again at the next reconcile
         try:
             dropped = await rows.drop_stale(self.influx, writer.writer, time.time(), timeout)
         except InfluxError as exc:
@@ -374,6 +374,13 @@ class Live:
             if dropped:
                 logger.info("rows of %d full loads no point names dropped", dropped)
         return True
+
+    def _settled(self, owed: str) -> None:
+        """The rows due for the load that read `owed` are written, or given up on: no longer
+        due, unless a later full load made rows of its own due meanwhile (they are written
+        from the state, which holds that load's readings, at the next round)."""
+        if self._rows_due == owed:
+            self._rows_due = None
 
     async def compact_rows(self) -> int | None:
         """The named full load's rows written again for only the devices no other writer has

@@ -19,7 +19,9 @@ import pytest
 
 from api.core.contract import Contract
 from api.core.settings import ApiSettings
+from api.live import rows as rows_module
 from api.live.rebuild import Built, build_rows
+from api.live.service import Live
 from api.main import create_app
 from citysense import cli
 from citysense.servers import LocalServers
@@ -508,6 +510,37 @@ async def test_a_full_load_says_nothing_whole_if_readings_went_without_rows_mean
     assert transport.owed
     assert rows(influx, f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"')  # rows written
     assert not _whole(influx)  # ... but not said whole
+
+
+async def test_rows_given_up_on_for_one_load_leave_a_later_load_s_rows_due(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path
+) -> None:
+    """The periodic full reload came while the rows of the load before were still being sent,
+    and a writer stored readings without rows in between: the earlier rows are not said whole
+    (the owed mark moved), and that gives up on them alone. The later load, which read the
+    moved mark, still has its rows due, written at the next round; both used to be cleared, and
+    the rows stayed not whole, every start without a snapshot a full load, until the next full
+    reload (6 hours by default)."""
+    settings = _api(servers, influx, tmp_path, "a")
+    client = AsyncInfluxClient(settings.influx)
+    live = Live(settings, Contract.build(*settings.load_contract()), client, str)
+    try:
+        owed = await rows_module.newest_owed(client, 10)  # the import's (tests.support.influx)
+        live._rows_due = owed  # the later load's, which read the newest mark
+        assert not await live._vouch(live._full_load_rows(), "the earlier load's", None)
+        assert live.rows_due
+        assert not _whole(influx)
+        # The earlier load's own rows given up on: due no more.
+        live._rows_due = "the earlier load's"
+        assert not await live._vouch(live._full_load_rows(), "the earlier load's", None)
+        assert not live.rows_due
+        # The later load's, at the next round: whole.
+        live._rows_due = owed
+        assert await live._vouch(live._full_load_rows(), owed, None)
+        assert not live.rows_due
+        assert _whole_now(influx)
+    finally:
+        await client.aclose()
 
 
 async def test_a_full_load_s_rows_are_compacted_to_the_devices_no_worker_holds(
