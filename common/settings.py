@@ -141,6 +141,11 @@ class CommonSettings(BaseSettings):
 def settings_problems(exc: ValidationError) -> str:
     """Which setting is wrong and why, one per line, without the value: pydantic's own message
     quotes the input, and for the MQTT URL or the InfluxDB token that is a secret."""
-    return "\n".join(
-        f"  CITYSENSE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-    )
+    return "\n".join(_problem(e["loc"], e["msg"]) for e in exc.errors())
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    message = message.removeprefix("Value error, ")  # pydantic's, before our validators' text
+    if not loc:  # a check across settings names the settings in its message
+        return f"  {message}"
+    return f"  CITYSENSE_{'_'.join(map(str, loc)).upper()}: {message}"

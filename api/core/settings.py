@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from common.schema import seconds
 from common.settings import CommonSettings
 from device_profiles import parse_duration
 
@@ -199,6 +200,20 @@ class ApiSettings(CommonSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"not an IANA time zone: {value!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _marks_outlive_a_full_reload(self) -> ApiSettings:
+        # The point saying the latest rows whole records the newest owed mark (api.live.rows):
+        # an owed mark expired before a full reload rewrote the rows would make a stale point
+        # look whole again, and a start would read rows lacking what that writer stored.
+        kept = seconds(self.retention_changes)
+        if kept is not None and kept <= self.api_state_full_reload_interval:
+            raise ValueError(
+                f"CITYSENSE_RETENTION_CHANGES ({self.retention_changes}) must be longer than "
+                "CITYSENSE_API_STATE_FULL_RELOAD_INTERVAL "
+                f"({self.api_state_full_reload_interval:.0f} s)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _silent_after_late(self) -> ApiSettings:
