@@ -261,9 +261,9 @@ class Profile(_Strict):
             if not IDENTIFIER.match(name):
                 raise ValueError(f"field name {name!r} must match {IDENTIFIER.pattern}")
             if name in RESERVED_FIELD_NAMES:
-                # InfluxDB's columns: a field named like a reading's tag comes back beside the
-                # tag as `district_1` in every `SELECT *`, and InfluxDB refuses a field named
-                # time (every write of the profile would fail).
+                # InfluxDB's columns: a field named like a reading's tag comes back with it,
+                # the tag renamed `district_1`, in every `SELECT *`; a field named time is
+                # dropped by InfluxDB 1.6 without a word (the write succeeds; measured).
                 raise ValueError(
                     f"field name {name!r} is reserved ({', '.join(sorted(RESERVED_FIELD_NAMES))})"
                 )
