@@ -604,7 +604,7 @@ def start(stack: Stack, timeout: float, label: str, extra: dict[str, str] | None
 
 def influx_quiet(servers: LocalServers) -> tuple[float, bool]:
     """Wait (at most QUIET_MAX_S) until InfluxDB spends under QUIET_CPU of a core; (seconds
-    waited, whether it is quiet). Its continuous queries (common.schema's hourly roll-ups) run
+    waited, whether it is quiet). Its continuous queries (common.schema's roll-ups) run
     when they are created, when it starts and on their schedule (common.schema.DAILY): at
     100,000 devices they kept both cores busy for about two minutes, and a start measured
     meanwhile measured them."""
@@ -635,7 +635,7 @@ def describe(report: Report, city: Started, baseline_mb: float, devices: int, ho
     report.add(
         f"{devices:,} devices, {how}: InfluxDB quiet before the start",
         f"after {city.waited:.1f} s" if city.quiet else f"not after {city.waited:.0f} s",
-        "its continuous queries (the hourly roll-ups) or compactions ran meanwhile"
+        "its continuous queries (the roll-ups) or compactions ran meanwhile"
         if city.waited > 2 * QUIET_LOOK_S
         else "",
     )
