@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 
 import pytest
 
@@ -181,3 +182,38 @@ def test_the_schedule_follows_the_readings_retention(influx: InfluxConfig) -> No
     assert all(DAILY.clause in text for text in daily.values()), daily
     assert sorted(n for n in report.created if n.startswith("rollup_")) == sorted(daily)
     assert again.created == ()
+
+
+def test_set_ups_replacing_the_schedule_at_once_leave_every_piece_on_it(
+    influx: InfluxConfig,
+) -> None:
+    # An upgrade restarts every ingest worker at once, and each (where it is InfluxDB's admin)
+    # replaces the roll-ups' schedule: each drops what its own look found on the other
+    # schedule, then creates; InfluxDB 1.6 drops a missing query and creates an identical one
+    # without an error, and every process's creates follow its drops, so the last word on each
+    # query is a creation. Several rounds, for several interleavings.
+    profiles = ["water_pipe", "streetlight"]
+    for round_ in range(3):
+        fresh = dataclasses.replace(influx, database=f"{influx.database}_race{round_}")
+        with InfluxClient(fresh) as client:
+            ensure_schema(client, Retention(readings="1d"), profiles)  # hourly, as before
+        failed: list[BaseException] = []
+
+        def set_up(config: InfluxConfig = fresh, failed: list[BaseException] = failed) -> None:
+            try:
+                with InfluxClient(config) as client:
+                    ensure_schema(client, Retention(), profiles)  # daily
+            except BaseException as exc:  # reported below, in the test's thread
+                failed.append(exc)
+
+        workers = [threading.Thread(target=set_up) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert not failed, failed
+        with InfluxClient(fresh) as client:
+            for profile in profiles:
+                queries = _ours(client, fresh.database, profile)
+                assert len(queries) == len(rollup_pieces()), (round_, profile)
+                assert all(DAILY.clause in text for text in queries.values()), queries
