@@ -38,20 +38,20 @@ _PROBE_CONNECT = b"\x10\x1b\x00\x04MQTT\x04\x02\x00\x05\x00\x0fcitysense-probe"
 # kernel: a port it hands out as free may become an outgoing connection's source port before
 # the server binds it, or while a server is stopped to be restarted on it (a fault test's
 # InfluxDB outage did: "bind: address already in use").
-_PORTS = range(20_000, 32_000)
+FREE_PORTS = range(20_000, 32_000)
 _PORT_DRAWS = 200
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     for _ in range(_PORT_DRAWS):
-        port = secrets.choice(_PORTS)
+        port = secrets.choice(FREE_PORTS)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port on {host} in {_PORTS.start}-{_PORTS.stop - 1}")
+    raise RuntimeError(f"no free port on {host} in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
 
 
 def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path) -> None:

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import httpx
 
-from citysense.servers import LocalServers, free_port
+from citysense.servers import FREE_PORTS, LocalServers, free_port
 from common.influx import InfluxConfig
 from common.process import die_with_parent
 from tests.support.influx import count
@@ -52,12 +52,11 @@ def ingest_env(
 
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
     """A base port with `count` ports from it free, for a supervisor whose worker n listens on
-    base + n (one port: citysense.servers.free_port). Drawn below the kernel's ephemeral range
-    (32768 up), where the other test process's servers get their free ports: base + 1 chosen
-    next to a kernel-given base was taken by one of them once ("Address already in use", the
-    worker never ready)."""
+    base + n (one port: citysense.servers.free_port). Drawn from the same range below the
+    kernel's ephemeral one: base + 1 chosen next to a kernel-given base was taken by another
+    test process's server once ("Address already in use", the worker never ready)."""
     for _ in range(200):
-        base = random.randrange(20_000, 32_000 - count)
+        base = random.randrange(FREE_PORTS.start, FREE_PORTS.stop - count)
         socks = []
         try:
             for port in range(base, base + count):
