@@ -649,6 +649,85 @@ async def test_a_compaction_cut_short_before_its_point_leaves_the_rows_whole_as_
     }
 
 
+class HeldPoints:
+    """Every point saying the rows whole held back until `count` of them are waiting: each
+    writer checked the rows before any point was written (the order no lock prevents)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.held = 0
+        self._all = asyncio.Event()
+
+    async def hold(self) -> None:
+        self.held += 1
+        if self.held >= self.count:
+            self._all.set()
+        await asyncio.wait_for(self._all.wait(), 10)
+
+
+def _hold_the_complete_points(monkeypatch: pytest.MonkeyPatch, count: int) -> HeldPoints:
+    real = AsyncInfluxClient.write
+    held = HeldPoints(count)
+
+    async def write(self: AsyncInfluxClient, body: bytes, **kwargs: Any) -> None:
+        if body.startswith(layout.COMPLETE.encode()):
+            await held.hold()
+        await real(self, body, **kwargs)
+
+    monkeypatch.setattr(AsyncInfluxClient, "write", write)
+    return held
+
+
+async def test_two_replicas_compacting_at_once_leave_the_rows_whole(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    topic_root: str,
+    *,
+    tmp_path: Path,
+    now: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two replicas compacting the build's rows at once (an upgrade starts them together),
+    both past the check that the point still names the build's rows before either writes its
+    own point: each one's rows hold every device no worker holds a row as new for, so the
+    newer point names whole rows whichever it is, and a start after has every newest reading."""
+    _store(influx, [_light(d, now - 7200 * S, n + 1.0) for n, d in enumerate(LAMPS)])
+    settings = [
+        _api(servers, influx, tmp_path, name).model_copy(update={"api_rows_compact_after": 0})
+        for name in ("a", "b")
+    ]
+    built = await _build(settings[0], AsyncInfluxClient(influx))
+    assert built.whole
+    built_by = _named(influx)
+    ingest = ingest_settings(servers, influx, topic_root)
+    telemetry = TopicLayout(topic_root).telemetry
+    publish_and_wait(servers, ingest, [(telemetry("streetlight", LAMPS[0]), lamp(now, 11.0))])
+    held = _hold_the_complete_points(monkeypatch, 2)
+    first, second = create_app(settings[0]), create_app(settings[1])
+    async with running(first), running(second):
+        done = await asyncio.gather(
+            first.state.runtime.live.compact_rows(), second.state.runtime.live.compact_rows()
+        )
+    monkeypatch.undo()
+    assert (done, held.held) == ([2, 2], 2)
+    found = kept(influx)
+    [other] = set(found) - {NAMED, ingest.client_id, built_by}
+    assert _named(influx) not in (built_by, other)
+    compacted = {LAMPS[1]: (now - 7200 * S, 2.0), LAMPS[2]: (now - 7200 * S, 3.0)}
+    assert found[NAMED] == found[other] == compacted
+    assert _whole_now(influx)
+    caplog.set_level(logging.INFO, logger="api.live.service")
+    started, state = await _state(_api(servers, influx, tmp_path, "c"))
+    assert started == "rows"
+    assert "(3 rows)" in caplog.text  # the named compaction's two and the worker's one
+    assert state == {
+        LAMPS[0]: _reading(now, 11.0),
+        LAMPS[1]: _reading(now - 7200 * S, 2.0),
+        LAMPS[2]: _reading(now - 7200 * S, 3.0),
+    }
+
+
 async def test_the_set_up_says_nothing_whole_if_readings_went_without_rows_meanwhile(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path, now: int
 ) -> None:
