@@ -73,6 +73,9 @@ LOST_CATCH_UP_S = 2.0
 # events, ~300 B each at most, fit in half the smallest outbox allowed (64 KB).
 EMIT_SLICE = 100
 COLLIDED_SLICE = 200  # devices named in one query of the readings
+# Reads of the latest rows while the point names other rows after each (a replica's compaction
+# every few seconds would be needed to use them up): then the readings.
+RENAMED_TRIES = 3
 ROWS_REQUEST_BYTES = 4 * 1024 * 1024  # latest rows a request, under InfluxDB's body limit
 
 
@@ -258,29 +261,15 @@ class Live:
         whole = await rows.complete(self.influx, timeout)
         if whole is None:
             return None
-        merged = 0
-
-        async def piece(name: str, buckets: Regex) -> None:
-            nonlocal merged
-            profile = self.contract.profiles[name]
-            query = q.latest_rows(profile, buckets, whole.full_load)
-            async with self._gate:
-                chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout)
-                async for series in chunks:
-                    found = rows.rows_of(profile, series, since)
-                    self.state.load_rows(
-                        name, found.device_ids, found.times, found.rows, found.fields
-                    )
-                    merged += len(found.device_ids)
-                    await asyncio.sleep(0)
-
         names = sorted(self.contract.profiles if profiles is None else profiles)
         # Hashing every registered id (0.2-0.3 s at 100,000) while InfluxDB works on the rows.
         collided = asyncio.create_task(asyncio.to_thread(self._collided))
         try:
-            await _all([piece(name, buckets) for name in names for buckets in rows.PIECES])
+            merged = await self._merge_named_rows(names, whole, since)
         finally:
             shared = await collided
+        if merged is None:
+            return None
         for name, devices in shared.items():
             if name not in names:
                 continue
@@ -293,6 +282,47 @@ class Live:
                     found = readings_by_device(profile, await q.fetch(self.influx, query))
                 self.state.load(name, found.items(), now_ns())
         return merged
+
+    async def _merge_named_rows(
+        self, names: Sequence[str], whole: rows.Whole, since: int
+    ) -> int | None:
+        """The rows of `names` merged into the state, read again while the point names other
+        rows once they are read: another replica's compaction or full load names its own and
+        then drops a replaced full load's rows over a day old (api.live.rows.drop_stale), maybe
+        while this read them. Once the point still names what was read, every row was there.
+        How many rows were merged, or None if the rows are not whole any more."""
+        merged = [0]
+        for _ in range(RENAMED_TRIES):
+            await _all(
+                [
+                    self._merge_rows(name, buckets, whole.full_load, since, merged)
+                    for name in names
+                    for buckets in rows.PIECES
+                ]
+            )
+            again = await rows.complete(self.influx, self.settings.api_load_timeout)
+            if again is None:
+                return None
+            if again.full_load == whole.full_load:
+                return merged[0]
+            logger.info("latest rows renamed while read (%s): read again", again.full_load)
+            whole = again
+        return None  # renamed at every try: the readings instead
+
+    async def _merge_rows(
+        self, name: str, buckets: Regex, full_load: str, since: int, merged: list[int]
+    ) -> None:
+        """One piece of a profile's rows (every writer's and `full_load`'s) merged into the
+        state, a chunk at a time, counted into `merged`."""
+        profile = self.contract.profiles[name]
+        query = q.latest_rows(profile, buckets, full_load)
+        timeout = self.settings.api_load_timeout
+        async with self._gate:
+            async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout):
+                found = rows.rows_of(profile, series, since)
+                self.state.load_rows(name, found.device_ids, found.times, found.rows, found.fields)
+                merged[0] += len(found.device_ids)
+                await asyncio.sleep(0)
 
     def _collided(self) -> dict[str, list[str]]:
         """Per profile, its registered devices whose slot another device shares."""

@@ -10,8 +10,10 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import orjson
@@ -726,6 +728,77 @@ async def test_two_replicas_compacting_at_once_leave_the_rows_whole(
         LAMPS[1]: _reading(now - 7200 * S, 2.0),
         LAMPS[2]: _reading(now - 7200 * S, 3.0),
     }
+
+
+class CompactedWhileRead(httpx.AsyncBaseTransport):
+    """The real InfluxDB, where another replica compacts the rows (`compact`) after this client
+    asked for the rows and before InfluxDB answers any of its reads of them: it names rows of
+    its own, then drops those it replaced."""
+
+    def __init__(self, compact: Callable[[], Coroutine[object, object, int | None]]) -> None:
+        self._real = httpx.AsyncHTTPTransport()
+        self._compact = compact
+        self._compaction: asyncio.Task[int | None] | None = None
+        self.read = 0
+
+    @property
+    def compacted(self) -> int | None:
+        return self._compaction.result() if self._compaction else None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        query = parse_qs(request.content.decode()).get("q", [""])[0]
+        if "$full_loads" in query:  # a read of every writer's rows and the named full load's
+            self.read += 1
+            if self._compaction is None:
+                self._compaction = asyncio.create_task(self._compact())
+            await self._compaction
+        return await self._real.handle_async_request(request)
+
+
+async def test_a_start_from_rows_another_replica_compacts_meanwhile_reads_the_new_rows(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    topic_root: str,
+    *,
+    tmp_path: Path,
+    now: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rolling upgrade after the set-up's first day: a replica compacts the build's rows (names
+    its own, then drops the build's, begun over a day ago) while another starts from them. The
+    start reads again the rows the point names once it finds them renamed: every device."""
+    _store(influx, [_light(d, now - 7200 * S, n + 1.0) for n, d in enumerate(LAMPS)])
+    settings = [
+        _api(servers, influx, tmp_path, name).model_copy(update={"api_rows_compact_after": 0})
+        for name in ("a", "b")
+    ]
+    two_days_ago = f"{layout.FULL_LOAD}{now // S - 2 * 86400}-cafef00d"
+    monkeypatch.setattr(layout, "full_load_tag", lambda _now: two_days_ago)
+    monkeypatch.setattr(rows_module, "GEN_MAX_AGE_S", 3 * 86400)  # said whole then
+    assert (await _build(settings[0], AsyncInfluxClient(influx))).whole
+    monkeypatch.undo()
+    assert _named(influx) == two_days_ago
+    ingest = ingest_settings(servers, influx, topic_root)
+    telemetry = TopicLayout(topic_root).telemetry
+    publish_and_wait(servers, ingest, [(telemetry("streetlight", LAMPS[0]), lamp(now, 11.0))])
+    other = create_app(settings[0])
+    async with running(other):
+        transport = CompactedWhileRead(other.state.runtime.live.compact_rows)
+        client = AsyncInfluxClient(influx, transport=transport)
+        try:
+            contract = Contract.build(*settings[1].load_contract())
+            live = Live(
+                settings[1].model_copy(update={"api_data_dir": None}), contract, client, str
+            )
+            await live.reload(from_rows=True)
+        finally:
+            await client.aclose()
+    assert transport.compacted == 2  # the build's three rows replaced by two
+    assert two_days_ago not in kept(influx)  # and dropped
+    assert live.started_from == "rows"
+    assert transport.read > len(rows_module.PIECES)  # read again
+    times = live.state.times()
+    assert [times[live.state.index[d]] for d in LAMPS] == [now, now - 7200 * S, now - 7200 * S]
 
 
 async def test_the_set_up_says_nothing_whole_if_readings_went_without_rows_meanwhile(
