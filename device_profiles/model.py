@@ -292,6 +292,10 @@ class Profile(_Strict):
         """The InfluxDB measurement holding this profile's readings."""
         return self.profile
 
+    def field_types(self) -> dict[str, str]:
+        """Each field's type, in the profile's order (the latest rows' keys: wire.latest)."""
+        return {name: spec.type.value for name, spec in self.fields.items()}
+
 
 # Device ids and district names become InfluxDB tag values and MQTT topic levels. Keeping them to
 # a conservative alphabet means no line-protocol metacharacter and no MQTT wildcard can ever reach

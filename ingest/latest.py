@@ -64,10 +64,7 @@ class LatestRows:
         self.writer = writer
         self._registry = registry
         self._keys = {
-            name: layout.encoded_keys(
-                profile.measurement,
-                {field: spec.type.value for field, spec in profile.fields.items()},
-            )
+            name: layout.encoded_keys(profile.measurement, profile.field_types())
             for name, profile in profiles.items()
         }
         self.enabled = True
@@ -140,6 +137,14 @@ class LatestRows:
             known = newest.get(reading.device_id)
             if known is None or reading.time_ns > known.time_ns:
                 newest[reading.device_id] = reading
+            elif reading.time_ns == known.time_ns and reading.measurement == known.measurement:
+                # One InfluxDB point: the later message's fields merge over the earlier's. (In
+                # a later batch the row is not written again: it keeps the first's fields, and
+                # says so in `has`, until the device's next reading or a full load.)
+                fields = {**known.fields, **reading.fields}
+                newest[reading.device_id] = Enriched(
+                    known.measurement, known.device_id, known.district, known.time_ns, fields
+                )
         registry = self._registry()
         lines: list[str] = []
         times: dict[str, int] = {}

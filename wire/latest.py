@@ -16,9 +16,17 @@ after a full load) and the reader (the API at start):
   (profile, writer) that a newer reading overwrites; all slots fall within the first 3.3 days
   of 1970, one shard group of a policy kept for ever (7 days each);
 - fields: `device` (the id, which also tells a row of a device whose slot another device's
-  hash shares), `at` (the reading's time, ns) and one field per reading field, named
-  `<measurement>.<field>.<type>`: profiles share the measurement, and InfluxDB fixes a field's
-  type per measurement and shard, which is this one for ever, so a type must never be reused.
+  hash shares), `at` (the reading's time, ns), `has` (which fields the reading has, below) and
+  one field per reading field, named `<measurement>.<field>.<type>`: profiles share the
+  measurement, and InfluxDB fixes a field's type per measurement and shard, which is this one
+  for ever, so a type must never be reused.
+
+A row written over another keeps the older one's fields the newer reading lacks (InfluxDB merges
+the fields of a point written again), and most fields of a profile are optional: `has` tells
+the reader which to take. It is `<digest>:<mask>`, the digest naming the writer's profile fields
+and types in order (RowKeys.digest), the mask in hex a bit per field in that order. A reader whose
+profile has another digest (a profile changed between versions), or a row written before `has`,
+takes every field the row holds.
 
 A full load (an API's, the set-up's build: api.live.rebuild) writes its rows under a writer tag
 of its own, `full-load/<unix seconds>-<random>`, and then the complete point names it (`rows`):
@@ -58,6 +66,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from wire.lineproto import FORMAT, FieldValue, fields, line, series, string_value, tag
 
@@ -74,6 +83,7 @@ WRITER_TAG = "writer"
 BUCKET_TAG = "bucket"
 DEVICE = "device"
 AT = "at"
+HAS = "has"
 BUCKETS = 256
 SLOT_BITS = 48  # 2**48 ns = 3.26 days: within the first shard group of an infinite policy
 
@@ -130,6 +140,7 @@ def is_row(line_text: str) -> bool:
 _ROW_PREFIX = MEASUREMENT + ","
 _DEVICE_KEY = tag(DEVICE) + "="
 _AT_KEY = tag(AT) + "="
+_HAS_KEY = tag(HAS) + "="
 
 
 def place_of(device_id: str) -> int:
@@ -155,25 +166,63 @@ def row_series(measurement: str, writer: str, bucket: str) -> str:
     return series(MEASUREMENT, {PROFILE_TAG: measurement, WRITER_TAG: writer, BUCKET_TAG: bucket})
 
 
+@dataclass(frozen=True, slots=True)
+class RowKeys:
+    """A profile's row keys, made once: each field's key as line protocol with its "=", its
+    bit in `has`, and the digest of the fields and types in order (see the module's doc)."""
+
+    keys: dict[str, str]
+    bits: dict[str, int]
+    digest: str
+
+
+def encoded_keys(measurement: str, types: Mapping[str, str]) -> RowKeys:
+    """The row keys of a profile's fields (name: type, in the profile's order)."""
+    return RowKeys(
+        {name: tag(key_of(measurement, name, kind)) + "=" for name, kind in types.items()},
+        {name: 1 << n for n, name in enumerate(types)},
+        fields_digest(types),
+    )
+
+
+def fields_digest(types: Mapping[str, str]) -> str:
+    """Four hex digits naming a profile's fields and their types, in order."""
+    named = " ".join(f"{name}.{kind}" for name, kind in types.items())
+    return hashlib.blake2b(named.encode(), digest_size=2).hexdigest()
+
+
 def row_line(
     row_series_text: str,
     device_id: str,
     *,
     time_ns: int,
-    keys: Mapping[str, str],
+    keys: RowKeys,
     fields: Mapping[str, FieldValue],
     slot: int,
 ) -> str:
-    """A row's line: `keys` maps a reading field to its row key, escaped and followed
-    by "=" (one mapping per profile, made once); fields outside it are not kept."""
-    parts = [_DEVICE_KEY + string_value(device_id), _AT_KEY + FORMAT[int](time_ns)]
+    """A row's line, with `has`; fields outside `keys` are not kept."""
+    parts = [_DEVICE_KEY + string_value(device_id), _AT_KEY + FORMAT[int](time_ns), ""]
+    prefixes, bits, mask = keys.keys, keys.bits, 0
     for name, value in fields.items():
-        prefix = keys.get(name)
+        prefix = prefixes.get(name)
         if prefix is not None:
             parts.append(prefix + FORMAT[type(value)](value))
+            mask |= bits[name]
+    parts[2] = f'{_HAS_KEY}"{keys.digest}:{mask:x}"'
     return f"{row_series_text} {','.join(parts)} {slot}"
 
 
-def encoded_keys(measurement: str, types: Mapping[str, str]) -> dict[str, str]:
-    """Each field of a profile (name: type) to its row key as line protocol, with its "="."""
-    return {name: tag(key_of(measurement, name, kind)) + "=" for name, kind in types.items()}
+def absent(has: object, digest: str, count: int) -> tuple[int, ...]:
+    """The positions, among a profile's `count` fields in order (of digest `digest`), of the
+    fields a row's `has` says its reading lacks; none if it does not say (no `has`, another
+    digest, or not ours)."""
+    if not isinstance(has, str):
+        return ()
+    written, _, mask_hex = has.partition(":")
+    if written != digest:
+        return ()
+    try:
+        mask = int(mask_hex, 16)
+    except ValueError:
+        return ()
+    return tuple(n for n in range(count) if not mask >> n & 1)

@@ -534,13 +534,14 @@ _FULL_LOADS = Regex("^" + latest_layout.FULL_LOAD)  # "full-load/": nothing RE2 
 def latest_rows(profile: Profile, buckets: Regex, full_load: str) -> Query:
     """The rows of every device of the profile whose bucket matches `buckets` (a pattern of
     ours, split so that InfluxDB answers on all its cores), of every writer but full loads, and
-    of the full load `full_load` ("": none): device, reading time and the profile's fields
-    under their typed row keys."""
+    of the full load `full_load` ("": none): device, reading time, which fields the reading has
+    and the profile's fields under their typed row keys."""
     keys = [
-        latest_layout.key_of(profile.measurement, name, spec.type.value)
-        for name, spec in profile.fields.items()
+        latest_layout.key_of(profile.measurement, name, kind)
+        for name, kind in profile.field_types().items()
     ]
-    return _rows_of(profile, [latest_layout.DEVICE, latest_layout.AT, *keys], buckets, full_load)
+    columns = [latest_layout.DEVICE, latest_layout.AT, latest_layout.HAS, *keys]
+    return _rows_of(profile, columns, buckets, full_load)
 
 
 def latest_row_times(profile: Profile, buckets: Regex) -> Query:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from api.core import query as q
 from api.core.readings import Value
@@ -113,19 +114,55 @@ def rows_of(profile: Profile, series: Iterable[Series], since_ns: int) -> Chunk:
     """The rows of an answer to q.latest_rows at or after `since_ns`: a device id and reading
     time per row, the row itself, and where each field of the profile is in it (values as
     InfluxDB's JSON gave them: LiveState.load_rows types them)."""
-    # Columns: time (the slot), device, at, then the fields in the profile's order.
-    kept = [
+    # Columns: time (the slot), device, at, has, then the fields in the profile's order.
+    kept = _within(series, since_ns)
+    return Chunk(
+        [values[1] for values in kept],
+        [values[2] for values in kept],
+        _without_absent(profile, kept),
+        {name: at for at, name in enumerate(profile.fields, _FIRST_FIELD)},
+    )
+
+
+def row_times(series: Iterable[Series], since_ns: int) -> tuple[list[str], list[int]]:
+    """The device ids and reading times of an answer to q.latest_row_times or
+    q.full_load_row_times, of the rows at or after `since_ns`."""
+    kept = _within(series, since_ns)
+    return [values[1] for values in kept], [values[2] for values in kept]
+
+
+def _within(series: Iterable[Series], since_ns: int) -> list[Sequence[Any]]:
+    """The rows (time, device, at, …) with a device id and a reading at or after `since_ns`."""
+    return [
         values
         for item in series
         for values in item.values
         if isinstance(values[1], str) and isinstance(values[2], int) and values[2] >= since_ns
     ]
-    return Chunk(
-        [values[1] for values in kept],
-        [values[2] for values in kept],
-        kept,
-        {name: at for at, name in enumerate(profile.fields, 3)},
-    )
+
+
+_FIRST_FIELD = 4
+
+
+def _without_absent(profile: Profile, kept: list[Sequence[Any]]) -> list[Sequence[Any]]:
+    """The rows with the fields their `has` says the reading lacks as None: an older reading's,
+    kept by InfluxDB under a row written again (wire.latest). A row is copied only if one of
+    those holds a value: most hold none."""
+    digest = layout.fields_digest(profile.field_types())
+    count = len(profile.fields)
+    lacking: dict[object, tuple[int, ...]] = {}
+    for n, values in enumerate(kept):
+        has = values[_FIRST_FIELD - 1]
+        columns = lacking.get(has)
+        if columns is None:
+            found = layout.absent(has, digest, count)
+            columns = lacking[has] = tuple(_FIRST_FIELD + at for at in found)
+        if any(values[at] is not None for at in columns):
+            row = list(values)
+            for at in columns:
+                row[at] = None
+            kept[n] = row
+    return kept
 
 
 def collided(device_ids: Iterable[str]) -> list[str]:
@@ -147,9 +184,7 @@ class RowWriter:
     def __init__(self, writer: str, profiles: Mapping[str, Profile]) -> None:
         self.writer = writer
         self._keys = {
-            name: layout.encoded_keys(
-                profile.measurement, {f: spec.type.value for f, spec in profile.fields.items()}
-            )
+            name: layout.encoded_keys(profile.measurement, profile.field_types())
             for name, profile in profiles.items()
         }
         self._measurements = {name: p.measurement for name, p in profiles.items()}

@@ -40,7 +40,6 @@ from api.live.state import LiveState
 from common.errors import InfluxError, InfluxNotFound, InfluxUnavailable
 from common.influx import AsyncInfluxClient, Regex, Series, redacted
 from common.process import release_free_memory
-from device_profiles import Profile
 from wire import changes as changes_layout
 from wire import latest as layout
 from wire import statefeed
@@ -428,9 +427,9 @@ class Live:
             profile = self.contract.profiles[name]
             for buckets in rows.PIECES:
                 query = q.latest_row_times(profile, buckets)
-                await self._row_times(profile, query, since, newest)
+                await self._row_times(query, since, newest)
                 query = q.full_load_row_times(profile, buckets, whole.full_load)
-                await self._row_times(profile, query, since, named)
+                await self._row_times(query, since, named)
         times = self.state.times()
         late = compact.behind(times, newest, named)
         if late:
@@ -458,16 +457,14 @@ class Live:
         )
         return len(due)
 
-    async def _row_times(
-        self, profile: Profile, query: q.Query, since: int, into: array[int]
-    ) -> None:
+    async def _row_times(self, query: q.Query, since: int, into: array[int]) -> None:
         """The rows' reading times at or after `since` an answer to `query` holds, into `into`
         (api.live.compact)."""
         timeout = self.settings.api_load_timeout
         async with self._gate:
             async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout):
-                found = rows.rows_of(profile, series, since)
-                compact.take_rows(into, self.state.index, found.device_ids, found.times)
+                device_ids, times = rows.row_times(series, since)
+                compact.take_rows(into, self.state.index, device_ids, times)
                 await asyncio.sleep(0)
 
     async def _try_compact_rows(self) -> None:

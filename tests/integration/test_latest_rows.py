@@ -279,6 +279,32 @@ async def test_a_city_stored_from_an_empty_database_on_starts_the_api_from_the_r
     assert state == {LAMPS[0]: _reading(now - 60 * S, 11.0), LAMPS[2]: _reading(now - 30 * S, 33.0)}
 
 
+async def test_a_start_from_the_rows_has_only_the_newest_reading_s_fields(
+    servers: LocalServers, topic_root: str, tmp_path: Path, now: int
+) -> None:
+    """A lamp reports its temperature, then a reading without it (most fields are optional):
+    InfluxDB keeps the older temperature in the row written over it, and a start from the rows
+    must not take it for the newer reading's."""
+    influx = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
+    with InfluxClient(influx) as client:
+        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+    topic = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
+    warm = {"ts": (now - 60 * S) // 1_000_000, "powerState": "on", "temperature": 21.5}
+    later = {"ts": now // 1_000_000, "powerState": "off"}
+    publish_and_wait(
+        servers,
+        ingest_settings(servers, influx, topic_root),
+        [(topic, orjson.dumps(warm))],
+        [(topic, orjson.dumps(later))],
+    )
+    [row] = rows(influx, f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"')
+    temperature = layout.key_of("streetlight", "temperature", "number")
+    assert (row["at"], row[temperature]) == (now, 21.5)  # written over, the older field kept
+    started, state = await _state(_api(servers, influx, tmp_path, "a"))
+    assert started == "rows"
+    assert state == {LAMPS[0]: {"time": rfc3339(now), "values": {"powerState": "off"}}}
+
+
 def test_a_database_holding_readings_is_not_said_whole_by_its_set_up(
     servers: LocalServers, influx: InfluxConfig, now: int
 ) -> None:

@@ -22,7 +22,7 @@ from ingest.latest import LatestRows
 from ingest.stages import Enriched
 from ingest.write import BadLine
 from wire import latest as layout
-from wire.lineproto import parse_line
+from wire.lineproto import FieldValue, parse_line
 
 PROFILES = load_profiles()
 REGISTRY = {
@@ -33,6 +33,9 @@ REGISTRY = {
     )
 }
 POWER = layout.key_of("streetlight", "powerConsumption", "number")
+STATE = layout.key_of("streetlight", "powerState", "state")
+TEMPERATURE = layout.key_of("streetlight", "temperature", "number")
+DIGEST = layout.fields_digest(PROFILES["streetlight"].field_types())
 
 
 def lamp(device: str, time_ns: int, power: float) -> Enriched:
@@ -58,7 +61,7 @@ def test_a_batch_gives_one_row_per_registered_device_its_newest_reading() -> Non
     )
     points = {p.fields["device"]: p for p in map(parse_line, rows.lines)}
     assert sorted(points) == ["SL-1", "SL-2"]
-    assert points["SL-1"].fields == {"device": "SL-1", "at": 30, POWER: 3.0}
+    assert points["SL-1"].fields == {"device": "SL-1", "at": 30, "has": f"{DIGEST}:4", POWER: 3.0}
     bucket, slot = layout.slot_of("SL-1")
     assert points["SL-1"].measurement == layout.MEASUREMENT
     assert points["SL-1"].tags == {"profile": "streetlight", "writer": "worker-1", "bucket": bucket}
@@ -178,12 +181,12 @@ def test_rows_are_read_back_typed_and_within_the_lookback() -> None:
     def row(device: object, at: object, power: object) -> tuple[object, ...]:
         values: list[object] = [None] * len(keys)
         values[at_power] = power
-        return (1, device, at, *values)
+        return (1, device, at, f"{DIGEST}:4", *values)
 
     series = Series(
         layout.MEASUREMENT,
         {},
-        ("time", layout.DEVICE, layout.AT, *keys),
+        ("time", layout.DEVICE, layout.AT, layout.HAS, *keys),
         (row("SL-1", 100, 42), row("SL-2", 5, 1.5), row(None, 100, 1.0)),
     )
     found = api_rows.rows_of(profile, [series], since_ns=10)
@@ -192,6 +195,69 @@ def test_rows_are_read_back_typed_and_within_the_lookback() -> None:
     assert found.times == [100]
     assert [row[found.fields["powerConsumption"]] for row in found.rows] == [42]
     assert set(found.fields) == set(profile.fields)
+
+
+def _read_back(lines: list[str]) -> api_rows.Chunk:
+    """Rows written one over another as InfluxDB keeps them (a point written again keeps the
+    fields the new one lacks), then read back as a start reads them."""
+    profile = PROFILES["streetlight"]
+    columns = (
+        "time",
+        layout.DEVICE,
+        layout.AT,
+        layout.HAS,
+        *(layout.key_of("streetlight", n, kind) for n, kind in profile.field_types().items()),
+    )
+    merged: dict[str, object] = {}
+    for line in lines:
+        merged.update(parse_line(line).fields)
+    series = Series(layout.MEASUREMENT, {}, columns, (tuple(merged.get(c) for c in columns),))
+    return api_rows.rows_of(profile, [series], since_ns=0)
+
+
+def _lamp_at(time_ns: int, fields: dict[str, FieldValue]) -> Enriched:
+    return Enriched("streetlight", "SL-1", "North", time_ns, fields)
+
+
+def test_a_row_written_again_gives_only_the_newer_reading_s_fields() -> None:
+    # Most fields are optional: a reading without the temperature must not be read back with
+    # the one before's.
+    rows = keeper()
+    first = rows.rows([_lamp_at(10, {"powerState": "on", "temperature": 21.0})])
+    rows.stored(first)
+    second = rows.rows([_lamp_at(20, {"powerState": "off"})])
+    found = _read_back(first.lines + second.lines)
+    values = {name: found.rows[0][at] for name, at in found.fields.items()}
+    assert found.times == [20]
+    assert {name: value for name, value in values.items() if value is not None} == {
+        "powerState": "off"
+    }
+
+
+def test_a_row_without_has_or_of_another_profile_version_is_taken_whole() -> None:
+    # Written before `has`, or by a version whose profile had other fields: what it holds.
+    before = f'{layout.MEASUREMENT},w=1 device="SL-1",at=20i,{TEMPERATURE}=21.0,{STATE}="on" 1'
+    other = before.replace("at=20i,", 'at=20i,has="ffff:1",')
+    for line in (before, other):
+        found = _read_back([line])
+        assert found.rows[0][found.fields["temperature"]] == 21.0
+
+
+def test_messages_of_one_timestamp_in_a_batch_make_one_row_of_both() -> None:
+    # One InfluxDB point: the later message's fields over the earlier's.
+    rows = keeper().rows(
+        [
+            _lamp_at(10, {"powerState": "on", "temperature": 21.0}),
+            _lamp_at(10, {"powerState": "off", "powerConsumption": 4.0}),
+        ]
+    )
+    found = _read_back(rows.lines)
+    values = {name: found.rows[0][at] for name, at in found.fields.items()}
+    assert {name: value for name, value in values.items() if value is not None} == {
+        "powerState": "off",
+        "temperature": 21.0,
+        "powerConsumption": 4.0,
+    }
 
 
 def _state(tmp_path: Path) -> LiveState:
