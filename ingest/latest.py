@@ -7,7 +7,9 @@ reading newer than the one it last stored there. The newest time stored per devi
 remembered from the moment a write succeeds (a batch spooled instead wrote no rows; the
 unspooler writes them later, under its tag), and read back from InfluxDB when the thread starts,
 so that a late reading after a restart cannot overwrite a newer row either. If that read fails,
-the thread keeps rows under a tag of this run alone, which no earlier row can be newer than.
+the keeper keeps no rows until it succeeds (tried again before a write, at most every
+RESUME_RETRY_S): a write meanwhile carries an owed mark. (A tag of that run alone instead, as
+before, added a writer's rows to every later start's read at each such start, for ever.)
 
 Rows are derived data: without their retention policy (a database set up by an older `citysense
 schema`, or the policy dropped) a keeper stops keeping them rather than hold the readings back,
@@ -27,7 +29,6 @@ devices by hand, and a 32-byte int).
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from wire.retention import qualified
 log = logging.getLogger(__name__)
 
 RECHECK_S = 60.0  # how often a keeper without the `latest` policy looks for it again
+RESUME_RETRY_S = 5.0  # how often a keeper whose rows were not read back reads them again
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +70,16 @@ class LatestRows:
             for name, profile in profiles.items()
         }
         self.enabled = True
+        self.resumed = False  # this writer's rows were read back (resume)
         self._recheck_at = 0.0  # time.monotonic() when a disabled keeper looks again
         self._stored: dict[str, int] = {}
         self._series: dict[tuple[str, str], str] = {}
 
     def resume(self, client: InfluxClient) -> None:
         """The times this writer's rows hold, from InfluxDB. Without the `latest` policy (a
-        database set up by an older `citysense schema`) no rows are kept this run: the API
-        then finds no complete rows and loads from the readings. InfluxDB unreachable: rows
-        under a tag of this run alone (see the module's doc)."""
+        database set up by an older `citysense schema`) no rows are kept until it is there:
+        the API then finds no complete rows and loads from the readings. InfluxDB failing: no
+        rows until a later read succeeds (see the module's doc)."""
         # Identifiers of the layout, the writer bound as a parameter.
         query = (
             f"SELECT {quote_ident(layout.DEVICE)}, {quote_ident(layout.AT)} "  # noqa: S608
@@ -88,16 +91,19 @@ class LatestRows:
             self._disable(str(exc))
             return
         except InfluxError as exc:
-            fresh = f"{self.writer}/{secrets.token_hex(4)}"
             log.warning(
-                "latest rows of %s not read (%s): keeping rows as %s", self.writer, exc, fresh
+                "latest rows of %s not read back (%s): none kept until they are, trying again "
+                "in %.0f s",
+                self.writer,
+                exc,
+                RESUME_RETRY_S,
             )
-            self.writer = fresh
-            self._series.clear()
+            self._recheck_at = time.monotonic() + RESUME_RETRY_S
             return
         if not self.enabled:
             log.info("the latest policy is there: %s keeps latest rows again", self.writer)
             self.enabled = True
+        self.resumed = True
         stored = self._stored
         for statement in answer:
             for found in statement:
@@ -109,9 +115,9 @@ class LatestRows:
                         stored[device] = max(time_ns, stored.get(device, time_ns))
 
     def recheck(self, client: InfluxClient) -> None:
-        """A keeper that found no `latest` policy: looks for it again, at most every
-        RECHECK_S seconds (one query), and resumes if it is there."""
-        if self.enabled or time.monotonic() < self._recheck_at:
+        """A keeper that found no `latest` policy, or could not read its rows back: tries
+        again, at most every RECHECK_S (RESUME_RETRY_S) seconds (one query)."""
+        if (self.enabled and self.resumed) or time.monotonic() < self._recheck_at:
             return
         self.resume(client)
 
@@ -130,7 +136,7 @@ class LatestRows:
     def rows(self, readings: Iterable[Enriched]) -> Pending:
         """The rows for the newest reading of each registered device among `readings` that is
         newer than what this writer's row holds."""
-        if not self.enabled:
+        if not (self.enabled and self.resumed):
             return Pending([], {}, owed=any(True for _ in readings))
         newest: dict[str, Enriched] = {}
         for reading in readings:

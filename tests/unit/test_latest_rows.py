@@ -18,6 +18,7 @@ from api.live.hub import Hub
 from api.live.state import NO_TIME, LiveState
 from common.influx import InfluxClient, InfluxConfig, Series
 from device_profiles import Device, load_profiles, load_registry
+from ingest import latest as latest_module
 from ingest.latest import LatestRows
 from ingest.stages import Enriched
 from ingest.write import BadLine
@@ -43,7 +44,12 @@ def lamp(device: str, time_ns: int, power: float) -> Enriched:
 
 
 def keeper() -> LatestRows:
-    return LatestRows("worker-1", PROFILES, lambda: REGISTRY)
+    """A keeper whose writer held no rows yet (read back from InfluxDB as at a start)."""
+    rows = LatestRows("worker-1", PROFILES, lambda: REGISTRY)
+    with _influx(_none) as client:
+        rows.resume(client)
+    assert rows.resumed
+    return rows
 
 
 def test_a_batch_gives_one_row_per_registered_device_its_newest_reading() -> None:
@@ -85,6 +91,10 @@ def _influx(answer: Callable[[httpx.Request], httpx.Response]) -> InfluxClient:
     the server's own answers in tests/integration/test_latest_rows.py."""
     config = InfluxConfig(url="http://influx.invalid", database="city")
     return InfluxClient(config, transport=httpx.MockTransport(answer))
+
+
+def _none(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"results": [{"statement_id": 0}]})
 
 
 def _found(request: httpx.Request) -> httpx.Response:
@@ -140,15 +150,36 @@ def test_rows_refused_for_a_missing_policy_turn_rows_off_and_hold_nothing_back(
     assert len(rows.rows([lamp("SL-1", 30, 3.0)]).lines) == 1
 
 
-def test_a_failed_read_back_keeps_rows_under_a_tag_of_this_run_alone() -> None:
-    rows = keeper()
-    with _influx(lambda request: httpx.Response(503, text="busy")) as client:
+def test_a_failed_read_back_keeps_no_rows_until_a_later_one_succeeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Rows under a tag of that run alone would add a writer's rows to every later start's read
+    # at each such start, for ever: none until the writer's own are read back, owed meanwhile.
+    rows = LatestRows("worker-1", PROFILES, lambda: REGISTRY)
+    clock = [1000.0]
+    monkeypatch.setattr(latest_module.time, "monotonic", lambda: clock[0])
+    asked: list[str] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        asked.append("busy")
+        return httpx.Response(503, text="busy")
+
+    with _influx(busy) as client:
         rows.resume(client)
-    assert rows.enabled
-    assert rows.writer.startswith("worker-1/") and len(rows.writer) > len("worker-1/")
-    point = parse_line(rows.rows([lamp("SL-1", 5, 0.5)]).lines[0])
-    # Older than any row the writer may have left under its own tag: never over one of them.
-    assert point.tags["writer"] == rows.writer
+        off = rows.rows([lamp("SL-1", 5, 0.5)])
+        assert (off.lines, off.owed) == ([], True)
+        rows.recheck(client)  # not due yet: no query
+        assert asked == ["busy"]
+        clock[0] += latest_module.RESUME_RETRY_S
+        rows.recheck(client)
+        assert asked == ["busy", "busy"] and not rows.resumed
+    clock[0] += latest_module.RESUME_RETRY_S
+    with _influx(_found) as client:
+        rows.recheck(client)
+    assert rows.resumed and rows.writer == "worker-1"
+    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []  # what it holds was read back
+    point = parse_line(rows.rows([lamp("SL-1", 31, 3.1)]).lines[0])
+    assert point.tags["writer"] == "worker-1"
 
 
 def test_a_field_whose_type_changes_gets_another_key() -> None:
