@@ -71,6 +71,7 @@ class LatestRows:
         }
         self.enabled = True
         self.resumed = False  # this writer's rows were read back (resume)
+        self._asked = False  # resume was called: rows() before it is a caller's bug
         self._recheck_at = 0.0  # time.monotonic() when a disabled keeper looks again
         self._stored: dict[str, int] = {}
         self._series: dict[tuple[str, str], str] = {}
@@ -85,6 +86,7 @@ class LatestRows:
             f"SELECT {quote_ident(layout.DEVICE)}, {quote_ident(layout.AT)} "  # noqa: S608
             f"FROM {qualified(layout.MEASUREMENT)} WHERE {quote_ident(layout.WRITER_TAG)} = $w"
         )
+        self._asked = True
         try:
             answer = client.query(query, {"w": self.writer}, epoch="ns")
         except InfluxNotFound as exc:
@@ -136,6 +138,9 @@ class LatestRows:
     def rows(self, readings: Iterable[Enriched]) -> Pending:
         """The rows for the newest reading of each registered device among `readings` that is
         newer than what this writer's row holds."""
+        if not self._asked:
+            # Rows made without reading back what the writer holds could move one back.
+            raise RuntimeError(f"latest rows of {self.writer} asked for before resume()")
         if not (self.enabled and self.resumed):
             return Pending([], {}, owed=any(True for _ in readings))
         newest: dict[str, Enriched] = {}

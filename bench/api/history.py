@@ -99,6 +99,8 @@ def _history_part(job: Job) -> tuple[int, int]:
         # series for the API's start to read (256 a profile each).
         keeper = LatestRows("bench-ingest", profiles, lambda: devices)
     with InfluxClient(InfluxConfig(url=influx_url, database=database, timeout=120)) as client:
+        if keeper is not None:
+            keeper.resume(client)
 
         def flush() -> None:
             nonlocal size

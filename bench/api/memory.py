@@ -353,8 +353,9 @@ def worker_rows(servers: LocalServers, devices: list[Device], writer: str, hours
         )
         for n, d in enumerate(devices)
     ]
-    rows = keeper.rows(readings).lines
     with InfluxClient(InfluxConfig(url=servers.influxdb.url, database=DATABASE)) as client:
+        keeper.resume(client)
+        rows = keeper.rows(readings).lines
         for start_at in range(0, len(rows), WRITE_BATCH):
             body = "\n".join(rows[start_at : start_at + WRITE_BATCH]).encode()
             client.write(body, policy=LATEST)

@@ -927,6 +927,7 @@ async def test_a_restart_catches_up_from_the_rows_what_was_written_unannounced(
     readings = [Enriched(p.measurement, p.device_id, "North", p.time_ns, p.fields) for p in late]
     marks = change_lines({("streetlight", "North", window_of(p.time_ns)) for p in late}, quiet=True)
     with InfluxClient(influx) as client:
+        keeper.resume(client)
         client.write(line_protocol(late))
         client.write("\n".join(keeper.rows(readings).lines).encode(), policy=LATEST)
         client.write("\n".join(marks).encode(), policy=CHANGES)
