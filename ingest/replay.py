@@ -6,6 +6,10 @@ pass are written; the dead letter itself is marked — `replayed_at` and `replay
 the same point — never copied. Replaying twice stores nothing twice: readings overwrite
 themselves, marked letters are skipped unless `--again`. Letters that still fail stay as they are,
 with the new reason in `replay_result`, and no new dead letter is written for them.
+
+One run at a time: every run keeps its latest rows (ingest.latest) under the writer tag
+`replay`, read back at its start only, so two at once may move a device's row back. (A tag per
+run would add its rows to every API start's read for ever: no one compacts a writer's rows.)
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ both are read from the readings instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from api.core import query as q
@@ -150,19 +151,33 @@ def _without_absent(profile: Profile, kept: list[Sequence[Any]]) -> list[Sequenc
     those holds a value: most hold none."""
     digest = layout.fields_digest(profile.field_types())
     count = len(profile.fields)
-    lacking: dict[object, tuple[int, ...]] = {}
+    # Per `has` seen: the columns it says are absent, and a getter of them as a tuple (C code:
+    # a generator over them cost 2.2 µs a row, 0.7 s of a start reading three writers' rows).
+    lacking: dict[object, tuple[list[int], Callable[[Sequence[Any]], tuple[Any, ...]]]] = {}
     for n, values in enumerate(kept):
         has = values[_FIRST_FIELD - 1]
-        columns = lacking.get(has)
-        if columns is None:
-            found = layout.absent(has, digest, count)
-            columns = lacking[has] = tuple(_FIRST_FIELD + at for at in found)
-        if any(values[at] is not None for at in columns):
+        known = lacking.get(has)
+        if known is None:
+            columns = [_FIRST_FIELD + at for at in layout.absent(has, digest, count)]
+            known = lacking[has] = (columns, _getter(columns))
+        columns, get = known
+        if columns and get(values).count(None) != len(columns):
             row = list(values)
             for at in columns:
                 row[at] = None
             kept[n] = row
     return kept
+
+
+def _getter(columns: list[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """The values at `columns` of a row, always as a tuple (itemgetter gives one value alone,
+    and wants one column at least)."""
+    if not columns:
+        return lambda values: ()
+    if len(columns) == 1:
+        at = columns[0]
+        return lambda values: (values[at],)
+    return itemgetter(*columns)
 
 
 def collided(device_ids: Iterable[str]) -> list[str]:
