@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
     if args.retire:
         return _retire(worker, stop, args.retire_idle)
     while not stop.wait(0.5):
-        if worker.crashed.is_set():
+        if not worker.check():
             log.error("a thread of the worker died (logged above); draining and exiting")
             break
     clean = worker.stop()
@@ -121,6 +121,10 @@ def _retire(worker: Worker, stop: threading.Event, idle: float) -> int:
     client_id = worker.settings.client_id
     log.info("retiring %s: storing what the broker queued for it", client_id)
     while not stop.wait(0.5):
+        if not worker.check():
+            worker.stop()
+            log.error("retiring %s: a thread died (logged above); its session is kept", client_id)
+            return 1
         if worker.drained(idle):
             break
     if stop.is_set():

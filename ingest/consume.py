@@ -315,6 +315,12 @@ class Consumer:
         """Fire and forget (QoS 0); used for the state feed, never for data."""
         self._client.publish(topic, payload, qos=0)
 
+    def running(self) -> bool:
+        """Whether paho's network thread (started by `start`) still runs: it ends on any
+        exception but OSError, which nothing of ours would hear of (ingest.worker.check)."""
+        thread = self._client._thread
+        return thread is not None and thread.is_alive()
+
     def stop(self, *, end_session: bool = False) -> None:
         """Disconnect after the acknowledgements already queued (paho sends in order); with
         `end_session`, the broker discards our session (and subscription) at once."""

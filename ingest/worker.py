@@ -213,6 +213,20 @@ class Worker:
             self._registry_thread.start()
         self.consumer.start()
 
+    def check(self) -> bool:
+        """Whether every thread of the worker runs (the main loop asks every half second). Our
+        threads say so themselves (`crashed`); paho's network thread is paho's, and ends
+        silently on an exception it does not expect (a race of its own queue of packets with
+        its reconnection, for one), so it is looked at here."""
+        if not self.crashed.is_set() and not self.consumer.running():
+            log.error(
+                "the MQTT network thread died; the worker is not ready any more and exits for "
+                "its supervisor to restart it (what it held was not acknowledged)"
+            )
+            self.stats.add(thread_crashes=1)
+            self.crashed.set()
+        return not self.crashed.is_set()
+
     def ready(self) -> bool:
         if self.crashed.is_set():
             return False

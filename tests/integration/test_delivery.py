@@ -20,6 +20,7 @@ from common.influx import InfluxClient, InfluxConfig
 from common.schema import ensure_schema
 from device_profiles import load_profiles
 from ingest import cli as ingest_cli
+from ingest import consume
 from ingest import latest as latest_module
 from ingest.worker import Worker
 from tests.support.influx import count, rows
@@ -239,6 +240,53 @@ def test_a_thread_that_dies_ends_the_process_non_zero_and_a_restart_loses_nothin
     monkeypatch.undo()
     with running_worker(settings):  # its supervisor restarts it: the broker redelivers
         wait_for(lambda: count(influx, "water_pipe") == 10, 30, what="all ten stored")
+
+
+def test_paho_s_network_thread_dying_ends_the_process_non_zero_and_loses_nothing(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    topic_root: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """paho's network thread ends on any exception but OSError (a race of its packet queue
+    with its reconnection raises RuntimeError), and nothing of ours runs in it to say so: the
+    main loop finds it gone and exits 1 rather than live on, consuming nothing."""
+    settings = ingest_settings(servers, influx, topic_root)
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None and not isinstance(value, dict | list):
+            monkeypatch.setenv(f"CITYSENSE_{name.upper()}", str(value))
+    monkeypatch.setenv("CITYSENSE_MQTT_URL", servers.mosquitto.url("citysense-ingest"))
+    topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
+    with running_worker(settings):  # its session, before the messages are published
+        pass
+    publish(servers.mosquitto.url("citysense-simulator"), [(topic, reading(now_ms(), 1.0))])
+    real = consume._Client._sock_recv
+    reads = [0]
+
+    def sock_recv(self: consume._Client, bufsize: int) -> bytes:
+        reads[0] += 1
+        if reads[0] == 2:  # after the CONNACK
+            raise RuntimeError("injected: deque mutated during iteration")
+        return real(self, bufsize)
+
+    monkeypatch.setattr(consume._Client, "_sock_recv", sock_recv)
+    args = argparse.Namespace(
+        client_id=None, share_group=None, http_port=None, workers=1, retire=False, retire_idle=5.0
+    )
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    # Without the check the process would run on: stopped after 30 s, and not with 1.
+    guard = threading.Timer(30, signal.raise_signal, (signal.SIGTERM,))
+    guard.start()
+    try:
+        assert ingest_cli.main(args) == 1
+    finally:
+        guard.cancel()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert reads[0] >= 2
+    monkeypatch.undo()
+    with running_worker(settings):  # its supervisor restarts it: the broker redelivers
+        wait_for(lambda: count(influx, "water_pipe") == 1, 30, what="the reading stored")
 
 
 def test_a_thread_that_dies_is_counted_and_ready_turns_false(
