@@ -516,9 +516,10 @@ class Worker:
             self._outage.clear()
             self._last_stored = time.time()
             bad = self._rows_stored(self.latest_unspooled, rows, bad, writer)
+            # Inside: stopped while the dead letters are retried is a stop, not a crash.
+            self._store_refused(bad, writer)
         except Stopped:
             return False  # the segments stay; written again next time (idempotent)
-        self._store_refused(bad, writer)
         self._count_stored(marked, bad)
         if self.settings.state_feed:
             refused = {b.line for b in bad}

@@ -22,12 +22,14 @@ from device_profiles import load_profiles
 from ingest import cli as ingest_cli
 from ingest import consume
 from ingest import latest as latest_module
+from ingest.spool import Spool
 from ingest.worker import Worker
 from tests.support.influx import count, rows
 from tests.support.ingest import ingest_settings, running_worker
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
 from wire.changes import MEASUREMENT as CHANGES_MEASUREMENT
+from wire.deadletters import MEASUREMENT as DEAD_LETTERS
 from wire.latest import MEASUREMENT as LATEST_MEASUREMENT
 from wire.retention import CHANGES, LATEST
 from wire.topics import TopicLayout
@@ -166,6 +168,30 @@ def test_the_drainer_without_the_latest_policy_stores_readings_and_keeps_rows_on
         row = the_one_row(influx)
     assert count(influx, "water_pipe") == 2
     assert row == (f"{settings.client_id}/spool", PIPE, (start + 1) * 1_000_000)
+
+
+def test_a_worker_stopped_while_the_drainer_stores_dead_letters_stops_cleanly(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
+) -> None:
+    """A segment with a line InfluxDB refuses (a field's type changed): its dead letter is
+    retried while InfluxDB refuses it, and the worker stopped meanwhile keeps the segment and
+    exits as stopped, not as crashed; the next start stores the dead letter."""
+    settings = ingest_settings(servers, influx, topic_root, spool_dir=tmp_path / "spool")
+    at = now_ms() * 1_000_000
+    series = f"water_pipe,device_id={PIPE},district=North"
+    Spool(tmp_path / "spool" / settings.client_id, 1 << 20).append(
+        [f"{series} pressure=2.0 {at}", f'{series} pressure="two" {at + 1}']
+    )
+    gate = Gate(lambda body: body.startswith(DEAD_LETTERS.encode()))
+    with running_worker(settings, gate) as worker:
+        wait_for(lambda: gate.refused >= 1, 30, what="the dead letter refused")
+    assert not worker.crashed.is_set()
+    assert worker.stats.thread_crashes == 0
+    assert worker.spool is not None and worker.spool.segments()  # kept, written again later
+    with running_worker(settings) as worker:
+        wait_for(lambda: worker.stats.unspooled_batches == 1, 30, what="the segment drained")
+    assert count(influx, "water_pipe") == 1
+    assert count(influx, DEAD_LETTERS) == 1
 
 
 def test_a_worker_stopped_between_a_batch_s_rows_and_its_marks_leaves_it_whole_next_time(
