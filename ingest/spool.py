@@ -96,14 +96,17 @@ class Spool:
                 return False
             self._bytes += len(data)
             name = f"{time.time_ns():020d}-{next(self._seq):06d}"
-        tmp = self.folder / f"{name}.tmp"
+        tmp, segment = self.folder / f"{name}.tmp", self.folder / f"{name}{SUFFIX}"
         try:
             self._write(tmp, data)
-            tmp.rename(self.folder / f"{name}{SUFFIX}")
+            tmp.rename(segment)
             self._fsync_folder()
         except OSError as exc:
             log.error("spool: could not write %s (%s); holding the batch instead", tmp.name, exc)
             tmp.unlink(missing_ok=True)
+            # Renamed but not made durable: the batch is held, so the segment goes too (left,
+            # it would be drained again and counted off the spool's bytes it was never in).
+            segment.unlink(missing_ok=True)
             with self._lock:
                 self._bytes -= len(data)
                 self.refused += 1

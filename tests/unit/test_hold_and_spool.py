@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -79,6 +80,25 @@ def test_a_disk_that_refuses_a_write_refuses_the_batch_not_the_thread(tmp_path: 
 
 
 # --- budget ------------------------------------------------------------------------------------
+
+
+def test_a_folder_that_cannot_be_made_durable_leaves_no_segment_and_no_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The segment renamed, then the folder's fsync failing (a failing disk): the batch is held
+    # instead, so no segment may stay to be drained again and counted off bytes never counted.
+    spool = Spool(tmp_path, 1 << 20)
+
+    def fail() -> None:
+        raise OSError(5, "injected: I/O error")
+
+    monkeypatch.setattr(spool, "_fsync_folder", fail)
+    assert not spool.append(["m v=1 1"])
+    assert spool.segments() == [] and spool.bytes_used == 0
+    assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    assert spool.append(["m v=2 2"])
+    assert spool.bytes_used == sum(p.stat().st_size for p in spool.segments())
 
 
 def test_the_budget_waits_for_room_and_lets_one_heavy_message_through() -> None:
