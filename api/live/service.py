@@ -19,6 +19,7 @@ import socket
 import time
 from array import array
 from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
+from typing import TypeVar
 
 import httpx
 
@@ -75,6 +76,7 @@ COLLIDED_SLICE = 200  # devices named in one query of the readings
 # Reads of the latest rows while the point names other rows after each (a replica's compaction
 # every few seconds would be needed to use them up): then the readings.
 RENAMED_TRIES = 3
+_T = TypeVar("_T")
 ROWS_REQUEST_BYTES = 4 * 1024 * 1024  # latest rows a request, under InfluxDB's body limit
 
 
@@ -290,29 +292,27 @@ class Live:
         then drops a replaced full load's rows over a day old (api.live.rows.drop_stale), maybe
         while this read them. Once the point still names what was read, every row was there.
         How many rows were merged, or None if the rows are not whole any more."""
-        merged = [0]
+        merged = 0
         for _ in range(RENAMED_TRIES):
-            await _all(
-                [
-                    self._merge_rows(name, buckets, whole.full_load, since, merged)
-                    for name in names
-                    for buckets in rows.PIECES
-                ]
-            )
+            pieces = [
+                self._merge_rows(name, buckets, whole.full_load, since)
+                for name in names
+                for buckets in rows.PIECES
+            ]
+            merged += sum(await _all(pieces))
             again = await rows.complete(self.influx, self.settings.api_load_timeout)
             if again is None:
                 return None
             if again.full_load == whole.full_load:
-                return merged[0]
+                return merged
             logger.info("latest rows renamed while read (%s): read again", again.full_load)
             whole = again
         return None  # renamed at every try: the readings instead
 
-    async def _merge_rows(
-        self, name: str, buckets: Regex, full_load: str, since: int, merged: list[int]
-    ) -> None:
+    async def _merge_rows(self, name: str, buckets: Regex, full_load: str, since: int) -> int:
         """One piece of a profile's rows (every writer's and `full_load`'s) merged into the
-        state, a chunk at a time, counted into `merged`."""
+        state, a chunk at a time; how many rows."""
+        merged = 0
         profile = self.contract.profiles[name]
         query = q.latest_rows(profile, buckets, full_load)
         timeout = self.settings.api_load_timeout
@@ -320,8 +320,9 @@ class Live:
             async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout):
                 found = rows.rows_of(profile, series, since)
                 self.state.load_rows(name, found.device_ids, found.times, found.rows, found.fields)
-                merged[0] += len(found.device_ids)
+                merged += len(found.device_ids)
                 await asyncio.sleep(0)
+        return merged
 
     def _collided(self) -> dict[str, list[str]]:
         """Per profile, its registered devices whose slot another device shares."""
@@ -983,12 +984,12 @@ class Live:
             logger.warning("could not catch up with InfluxDB: %s", self.scrub(str(exc)))
 
 
-async def _all(jobs: Sequence[Coroutine[object, object, None]]) -> None:
-    """Run `jobs` together; when one fails, the others are cancelled (their answers are of no
-    use) and its error raised."""
+async def _all(jobs: Sequence[Coroutine[object, object, _T]]) -> list[_T]:
+    """Run `jobs` together, their results in order; when one fails, the others are cancelled
+    (their answers are of no use) and its error raised."""
     tasks = [asyncio.create_task(job) for job in jobs]
     try:
-        await asyncio.gather(*tasks)
+        return await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()

@@ -22,6 +22,7 @@ from device_profiles import load_profiles
 from ingest import cli as ingest_cli
 from ingest import consume
 from ingest import latest as latest_module
+from ingest.settings import IngestSettings
 from ingest.spool import Spool
 from ingest.worker import Worker
 from tests.support.influx import count, rows
@@ -235,6 +236,34 @@ def crash_on_first_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def _as_environment(
+    servers: LocalServers, settings: IngestSettings, monkeypatch: pytest.MonkeyPatch
+) -> IngestSettings:
+    """`settings` as `citysense ingest` reads them: from the environment."""
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None and not isinstance(value, dict | list):
+            monkeypatch.setenv(f"CITYSENSE_{name.upper()}", str(value))
+    monkeypatch.setenv("CITYSENSE_MQTT_URL", servers.mosquitto.url("citysense-ingest"))
+    return settings
+
+
+def _cli_main() -> int:
+    """`citysense ingest` in this process, its signal handlers restored after. A process that
+    would run on (a thread died unnoticed) is stopped by SIGTERM after 30 s: a clean stop."""
+    args = argparse.Namespace(
+        client_id=None, share_group=None, http_port=None, workers=1, retire=False, retire_idle=5.0
+    )
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    guard = threading.Timer(30, signal.raise_signal, (signal.SIGTERM,))
+    guard.start()
+    try:
+        return ingest_cli.main(args)
+    finally:
+        guard.cancel()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def test_a_thread_that_dies_ends_the_process_non_zero_and_a_restart_loses_nothing(
     servers: LocalServers,
     influx: InfluxConfig,
@@ -242,26 +271,14 @@ def test_a_thread_that_dies_ends_the_process_non_zero_and_a_restart_loses_nothin
     monkeypatch: pytest.MonkeyPatch,
     crash_on_first_store: None,
 ) -> None:
-    settings = ingest_settings(servers, influx, topic_root)
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None and not isinstance(value, dict | list):
-            monkeypatch.setenv(f"CITYSENSE_{name.upper()}", str(value))
-    monkeypatch.setenv("CITYSENSE_MQTT_URL", servers.mosquitto.url("citysense-ingest"))
+    settings = _as_environment(servers, ingest_settings(servers, influx, topic_root), monkeypatch)
     topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
     messages = [(topic, reading(now_ms() - 1000 + n, 2.0 + n)) for n in range(10)]
     # The worker's session must exist before the messages are published: start it once.
     with running_worker(settings):
         pass
     publish(servers.mosquitto.url("citysense-simulator"), messages)
-    args = argparse.Namespace(
-        client_id=None, share_group=None, http_port=None, workers=1, retire=False, retire_idle=5.0
-    )
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert ingest_cli.main(args) == 1  # the writer died: not ready, drained, exit 1
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    assert _cli_main() == 1  # the writer died: not ready, drained, exit 1
     assert count(influx, "water_pipe") == 0
     monkeypatch.undo()
     with running_worker(settings):  # its supervisor restarts it: the broker redelivers
@@ -277,11 +294,7 @@ def test_paho_s_network_thread_dying_ends_the_process_non_zero_and_loses_nothing
     """paho's network thread ends on any exception but OSError (a race of its packet queue
     with its reconnection raises RuntimeError), and nothing of ours runs in it to say so: the
     main loop finds it gone and exits 1 rather than live on, consuming nothing."""
-    settings = ingest_settings(servers, influx, topic_root)
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None and not isinstance(value, dict | list):
-            monkeypatch.setenv(f"CITYSENSE_{name.upper()}", str(value))
-    monkeypatch.setenv("CITYSENSE_MQTT_URL", servers.mosquitto.url("citysense-ingest"))
+    settings = _as_environment(servers, ingest_settings(servers, influx, topic_root), monkeypatch)
     topic = TopicLayout(topic_root).telemetry("water_pipe", PIPE)
     with running_worker(settings):  # its session, before the messages are published
         pass
@@ -296,19 +309,7 @@ def test_paho_s_network_thread_dying_ends_the_process_non_zero_and_loses_nothing
         return real(self, bufsize)
 
     monkeypatch.setattr(consume._Client, "_sock_recv", sock_recv)
-    args = argparse.Namespace(
-        client_id=None, share_group=None, http_port=None, workers=1, retire=False, retire_idle=5.0
-    )
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    # Without the check the process would run on: stopped after 30 s, and not with 1.
-    guard = threading.Timer(30, signal.raise_signal, (signal.SIGTERM,))
-    guard.start()
-    try:
-        assert ingest_cli.main(args) == 1
-    finally:
-        guard.cancel()
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    assert _cli_main() == 1
     assert reads[0] >= 2
     monkeypatch.undo()
     with running_worker(settings):  # its supervisor restarts it: the broker redelivers

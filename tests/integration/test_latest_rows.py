@@ -571,6 +571,35 @@ async def test_rows_given_up_on_for_one_load_leave_a_later_load_s_rows_due(
         await client.aclose()
 
 
+def _store_three_lamps(influx: InfluxConfig, now: int) -> None:
+    """The three lamps' readings of two hours ago, by a writer keeping no rows (_store)."""
+    _store(influx, [_light(d, now - 7200 * S, n + 1.0) for n, d in enumerate(LAMPS)])
+
+
+def _first_lamp_newer(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, now: int
+) -> IngestSettings:
+    """A worker stores a reading of the first lamp at `now`, with its row; its settings."""
+    ingest = ingest_settings(servers, influx, topic_root)
+    topic = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
+    publish_and_wait(servers, ingest, [(topic, lamp(now, 11.0))])
+    return ingest
+
+
+def _silent_two(now: int) -> dict[str, tuple[int, float]]:
+    """The rows of the two lamps no worker holds a row of after _first_lamp_newer."""
+    return {LAMPS[1]: (now - 7200 * S, 2.0), LAMPS[2]: (now - 7200 * S, 3.0)}
+
+
+def _every_newest(now: int) -> dict[str, dict[str, object]]:
+    """Every lamp's newest reading after _store_three_lamps and _first_lamp_newer."""
+    return {
+        LAMPS[0]: _reading(now, 11.0),
+        LAMPS[1]: _reading(now - 7200 * S, 2.0),
+        LAMPS[2]: _reading(now - 7200 * S, 3.0),
+    }
+
+
 async def test_a_full_load_s_rows_are_compacted_to_the_devices_no_worker_holds(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path, now: int
 ) -> None:
@@ -578,7 +607,7 @@ async def test_a_full_load_s_rows_are_compacted_to_the_devices_no_worker_holds(
     rows of the devices that report. A running API writes the build's rows again for only the
     device no worker holds a row as new for, names them, and drops a full load's rows no point
     names that are over a day old; a start then reads a row per device and worker."""
-    _store(influx, [_light(d, now - 7200 * S, n + 1.0) for n, d in enumerate(LAMPS)])
+    _store_three_lamps(influx, now)
     settings = _api(servers, influx, tmp_path, "a").model_copy(
         update={"api_rows_compact_after": 0.1, "api_status_check_interval": 0.1}
     )
@@ -643,16 +672,14 @@ async def test_a_compaction_cut_short_before_its_point_leaves_the_rows_whole_as_
     """InfluxDB failing (or the API stopped) after a compaction's rows and before its point:
     the point still names the build's rows, the compaction's are read by no start (and are
     dropped a day later), and the next start has every newest reading."""
-    _store(influx, [_light(d, now - 7200 * S, n + 1.0) for n, d in enumerate(LAMPS)])
+    _store_three_lamps(influx, now)
     settings = _api(servers, influx, tmp_path, "a").model_copy(
         update={"api_rows_compact_after": 0.1}
     )
     built = await _build(settings, AsyncInfluxClient(influx))
     assert built.whole
     built_by = _named(influx)
-    ingest = ingest_settings(servers, influx, topic_root)
-    telemetry = TopicLayout(topic_root).telemetry
-    publish_and_wait(servers, ingest, [(telemetry("streetlight", LAMPS[0]), lamp(now, 11.0))])
+    ingest = _first_lamp_newer(servers, influx, topic_root, now)
     _refuse_the_complete_point(monkeypatch)
     caplog.set_level(logging.INFO, logger="api.live.service")
     async with running(create_app(settings)):
@@ -663,18 +690,14 @@ async def test_a_compaction_cut_short_before_its_point_leaves_the_rows_whole_as_
     found = kept(influx)
     [compacted] = set(found) - {NAMED, ingest.client_id}
     assert layout.full_load_began(compacted) is not None
-    assert found[compacted] == {LAMPS[1]: (now - 7200 * S, 2.0), LAMPS[2]: (now - 7200 * S, 3.0)}
+    assert found[compacted] == _silent_two(now)
     assert _named(influx) == built_by
     assert _whole_now(influx)
     caplog.clear()
     started, state = await _state(_api(servers, influx, tmp_path, "b"))
     assert started == "rows"
     assert "(4 rows)" in caplog.text  # the build's three and the worker's one: not the compaction's
-    assert state == {
-        LAMPS[0]: _reading(now, 11.0),
-        LAMPS[1]: _reading(now - 7200 * S, 2.0),
-        LAMPS[2]: _reading(now - 7200 * S, 3.0),
-    }
+    assert state == _every_newest(now)
 
 
 class HeldPoints:
@@ -720,7 +743,7 @@ async def test_two_replicas_compacting_at_once_leave_the_rows_whole(
     both past the check that the point still names the build's rows before either writes its
     own point: each one's rows hold every device no worker holds a row as new for, so the
     newer point names whole rows whichever it is, and a start after has every newest reading."""
-    _store(influx, [_light(d, now - 7200 * S, n + 1.0) for n, d in enumerate(LAMPS)])
+    _store_three_lamps(influx, now)
     settings = [
         _api(servers, influx, tmp_path, name).model_copy(update={"api_rows_compact_after": 0})
         for name in ("a", "b")
@@ -728,9 +751,7 @@ async def test_two_replicas_compacting_at_once_leave_the_rows_whole(
     built = await _build(settings[0], AsyncInfluxClient(influx))
     assert built.whole
     built_by = _named(influx)
-    ingest = ingest_settings(servers, influx, topic_root)
-    telemetry = TopicLayout(topic_root).telemetry
-    publish_and_wait(servers, ingest, [(telemetry("streetlight", LAMPS[0]), lamp(now, 11.0))])
+    ingest = _first_lamp_newer(servers, influx, topic_root, now)
     held = _hold_the_complete_points(monkeypatch, 2)
     first, second = create_app(settings[0]), create_app(settings[1])
     async with running(first), running(second):
@@ -742,18 +763,13 @@ async def test_two_replicas_compacting_at_once_leave_the_rows_whole(
     found = kept(influx)
     [other] = set(found) - {NAMED, ingest.client_id, built_by}
     assert _named(influx) not in (built_by, other)
-    compacted = {LAMPS[1]: (now - 7200 * S, 2.0), LAMPS[2]: (now - 7200 * S, 3.0)}
-    assert found[NAMED] == found[other] == compacted
+    assert found[NAMED] == found[other] == _silent_two(now)
     assert _whole_now(influx)
     caplog.set_level(logging.INFO, logger="api.live.service")
     started, state = await _state(_api(servers, influx, tmp_path, "c"))
     assert started == "rows"
     assert "(3 rows)" in caplog.text  # the named compaction's two and the worker's one
-    assert state == {
-        LAMPS[0]: _reading(now, 11.0),
-        LAMPS[1]: _reading(now - 7200 * S, 2.0),
-        LAMPS[2]: _reading(now - 7200 * S, 3.0),
-    }
+    assert state == _every_newest(now)
 
 
 class CompactedWhileRead(httpx.AsyncBaseTransport):
@@ -793,7 +809,7 @@ async def test_a_start_from_rows_another_replica_compacts_meanwhile_reads_the_ne
     """A rolling upgrade after the set-up's first day: a replica compacts the build's rows (names
     its own, then drops the build's, begun over a day ago) while another starts from them. The
     start reads again the rows the point names once it finds them renamed: every device."""
-    _store(influx, [_light(d, now - 7200 * S, n + 1.0) for n, d in enumerate(LAMPS)])
+    _store_three_lamps(influx, now)
     settings = [
         _api(servers, influx, tmp_path, name).model_copy(update={"api_rows_compact_after": 0})
         for name in ("a", "b")
@@ -804,9 +820,7 @@ async def test_a_start_from_rows_another_replica_compacts_meanwhile_reads_the_ne
     assert (await _build(settings[0], AsyncInfluxClient(influx))).whole
     monkeypatch.undo()
     assert _named(influx) == two_days_ago
-    ingest = ingest_settings(servers, influx, topic_root)
-    telemetry = TopicLayout(topic_root).telemetry
-    publish_and_wait(servers, ingest, [(telemetry("streetlight", LAMPS[0]), lamp(now, 11.0))])
+    _first_lamp_newer(servers, influx, topic_root, now)
     other = create_app(settings[0])
     async with running(other):
         transport = CompactedWhileRead(other.state.runtime.live.compact_rows)
