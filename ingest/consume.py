@@ -35,6 +35,7 @@ from ingest.stages import Received
 log = logging.getLogger(__name__)
 
 PUBACK = int(MessageType.PUBACK)
+PINGREQ = int(MessageType.PINGREQ)
 PUBLISH = int(MessageType.PUBLISH)
 Handler = Callable[[Received], None]
 Publish = Callable[[bytes, bytes, int, int], None]  # raw topic, payload, packet id, QoS
@@ -184,7 +185,7 @@ def pubacks(mids: list[int]) -> bytes:
     return b"".join([_PUBACK.pack(PUBACK, 2, mid) for mid in mids])
 
 
-def send_packets(client: mqtt.Client, data: bytes) -> None:
+def send_packets(client: mqtt.Client, data: bytes, command: int = PUBACK) -> None:
     """Queue `data` (whole packets) as one write of paho's network thread, and wake it.
 
     Why not paho's `ack` per message: it queues each PUBACK as a packet of its own, written with
@@ -194,7 +195,7 @@ def send_packets(client: mqtt.Client, data: bytes) -> None:
     for any packet). Nothing in paho acts on a PUBACK it sent, so one entry for many is safe."""
     client._out_packet.append(
         {
-            "command": PUBACK,
+            "command": command,
             "mid": 0,
             "qos": 0,
             "pos": 0,
@@ -241,6 +242,7 @@ class Consumer:
         subscription: str,
         receive_maximum: int,
         session_expiry: int,
+        keepalive: int,
         on_received: Handler,
         on_session: Callable[[bool], None],
         clock: Callable[[], int],
@@ -256,6 +258,8 @@ class Consumer:
         self._clock = clock
         self._receive_maximum = receive_maximum
         self._session_expiry = session_expiry
+        self._keepalive = keepalive
+        self._pinged = 0.0  # when keep_alive last pinged (time.monotonic)
         self.subscribed = threading.Event()
         self.thread_id: int | None = None  # paho's network thread's Linux id, once connected
         self._queued_acks: list[int] = []  # QoS 1 packet ids, until send_acks
@@ -288,7 +292,11 @@ class Consumer:
         props.ReceiveMaximum = self._receive_maximum
         try:
             self._client.connect_async(
-                self._url.host, self._url.port, keepalive=30, clean_start=False, properties=props
+                self._url.host,
+                self._url.port,
+                keepalive=self._keepalive,
+                clean_start=False,
+                properties=props,
             )
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot connect to {self._url.redacted()}: {exc}") from exc
@@ -310,6 +318,25 @@ class Consumer:
         mids, self._queued_acks = self._queued_acks, []
         if mids:
             send_packets(self._client, pubacks(mids))
+
+    def keep_alive(self) -> None:
+        """On paho's network thread, while our own code holds it (ingest.budget: the byte
+        budget spent): write what paho has queued, and ping the broker every half keepalive.
+
+        Why: paho writes and pings only from its loop, which a held thread does not run. The
+        broker drops a connection silent for 1.5 keepalives; paho's reconnection then discards
+        its queue — the acknowledgements of the batches stored meanwhile — and the broker
+        delivers those messages again: stored twice where they carry no timestamp
+        (tests/integration/test_faults.py, test 15). The ping goes as raw bytes, not through
+        paho, which would then wait for an answer it cannot read until the thread is free, and
+        close the connection itself; the broker's answer is read later, and means nothing to
+        paho but that the connection lives. Writing from inside paho's read is safe here: this
+        is paho's own thread, and its write takes up where any partial write left off."""
+        now = time.monotonic()
+        if now - self._pinged >= self._keepalive / 2:
+            self._pinged = now
+            send_packets(self._client, bytes((PINGREQ, 0)), PINGREQ)
+        self._client.loop_write()
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Fire and forget (QoS 0); used for the state feed, never for data."""

@@ -24,6 +24,9 @@ class IngestSettings(CommonSettings):
     # Unacknowledged messages we may hold (MQTT 5 Receive Maximum): while InfluxDB is down the
     # broker, not this process, keeps the backlog.
     receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+    # Seconds between the keepalive pings the broker expects; it drops a connection silent for
+    # 1.5 times this. Kept while the byte budget holds the MQTT thread (ingest.consume).
+    mqtt_keepalive: int = Field(default=30, ge=2, le=3600)
     # A worker that goes away without stopping cleanly, and is not back within this many
     # seconds, has the broker tell the API's state feed so (its will, wire.statefeed): the API
     # then checks InfluxDB's change marks rather than trust that nothing was lost.

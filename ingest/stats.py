@@ -44,6 +44,7 @@ class Stats:
     # A long-lived thread ended by an unexpected exception: the worker stops being ready and
     # exits non-zero for its supervisor to restart it.
     thread_crashes: int = 0
+    connections: int = 0  # CONNACKs: the first connection and every reconnection
     # Dead letters of refused lines that InfluxDB refused as well (logged in full; never expected).
     dead_letters_lost: int = 0
     # Latest rows (wire.latest) InfluxDB refused (logged; never expected: their keys are typed).
@@ -97,6 +98,7 @@ class Stats:
                 "spilled_batches": self.spilled_batches,
                 "unspooled_batches": self.unspooled_batches,
                 "thread_crashes": self.thread_crashes,
+                "connections": self.connections,
                 "dead_letters_lost": self.dead_letters_lost,
                 "latest_rows_refused": self.latest_rows_refused,
                 "latest_rows_owed": self.latest_rows_owed,
@@ -126,6 +128,7 @@ HELP = {
     "spilled_batches": "Batches spooled to disk while InfluxDB was away",
     "unspooled_batches": "Spooled batches written to InfluxDB",
     "thread_crashes": "Long-lived threads ended by an unexpected exception",
+    "connections": "Connections the broker accepted: the first, and each reconnection",
     "dead_letters_lost": "Dead letters InfluxDB refused too (logged in full)",
     "latest_rows_refused": "Rows of devices' newest readings InfluxDB refused (logged)",
     "latest_rows_owed": "Writes whose readings went without their latest rows (an owed mark each)",

@@ -112,6 +112,7 @@ class Worker:
             subscription=settings.subscription,
             receive_maximum=settings.receive_maximum,
             session_expiry=settings.session_expiry,
+            keepalive=settings.mqtt_keepalive,
             on_received=self._on_received,
             on_session=self._on_session,
             clock=time.time_ns,
@@ -296,6 +297,7 @@ class Worker:
     # --- MQTT thread -------------------------------------------------------------------------
 
     def _on_session(self, present: bool) -> None:
+        self.stats.add(connections=1)
         if not present:
             self.acks.new_session()
 
@@ -320,7 +322,7 @@ class Worker:
                 return
         outcome = self.pipeline.process(msg)
         weight = weight_of(len(msg.payload), outcome.lines, len(outcome.accepted))
-        if not self.budget.acquire(weight, self._draining):
+        if not self.budget.acquire(weight, self._draining, self.consumer.keep_alive):
             return  # draining while waiting for room: the broker redelivers it next time
         self.batcher.add(
             outcome.lines,

@@ -671,3 +671,52 @@ def test_14_influxdb_s_disk_full_mid_stream_loses_nothing(
     assert ingest.metric("thread_crashes_total") == 0
     assert ingest.terminate() == 0
     assert_exactly(influx, expected)
+
+
+KEEPALIVE = 2  # the broker drops a connection silent for 1.5 times this
+
+
+def test_15_the_byte_budget_full_longer_than_the_keepalive_keeps_the_connection(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """The byte budget full (InfluxDB away, no spool) holds paho's network thread for longer
+    than the broker's keepalive allows: the thread still pings and writes, so the connection
+    stays, the acknowledgements of what is stored once InfluxDB is back reach the broker, and
+    nothing is delivered and stored again. Readings without a timestamp take their receive
+    time, so a second delivery would be a second point: counted here, value by value."""
+    stack = private_servers
+    influx = make_database(stack)
+    layout = TopicLayout(topic_root)
+    # About 900 bytes held a reading (ingest.budget.weight_of): 3,000 are over 2.5 MiB.
+    values = [round(100 + n * 0.001, 3) for n in range(3000)]
+    messages = [
+        (layout.telemetry("water_pipe", PIPES[n % len(PIPES)]), orjson.dumps({"pressure": v}))
+        for n, v in enumerate(values)
+    ]
+    env = ingest_env(
+        stack,
+        influx,
+        topic_root,
+        tmp_path,
+        CITYSENSE_SPOOL_DIR="",  # nothing relieves the worker of what it holds
+        CITYSENSE_MAX_HELD_BYTES=str(1024**2),
+        CITYSENSE_MQTT_KEEPALIVE=str(KEEPALIVE),
+    )
+    ingest = IngestProcess(env, tmp_path / "i.log")
+    ingest.start()
+    stack.influxdb.stop()
+    publish(stack.mosquitto.url("citysense-simulator"), messages)
+    wait_for(lambda: ingest.metric("budget_waits") >= 1, 30, what="the budget reached")
+    time.sleep(4 * KEEPALIVE)  # the broker would have dropped a silent connection by now
+    stack.influxdb.start()
+    wait_stored(influx, len(messages), 60)
+    wait_for(ingest.holds_nothing, 30, what="every message acknowledged")
+    # A connection the broker dropped is found by paho once the thread reads again, and made
+    # anew within its reconnect delay (1 s): the broker would then deliver again whatever
+    # acknowledgement the reconnection discarded, and ingest store it.
+    time.sleep(2 * KEEPALIVE)
+    assert ingest.metric("connections_total") == 1
+    wait_for(ingest.holds_nothing, 30, what="every message acknowledged")
+    assert ingest.terminate() == 0
+    got = [float(str(r["pressure"])) for r in rows(influx, 'SELECT pressure FROM "water_pipe"')]
+    assert sorted(got) == values

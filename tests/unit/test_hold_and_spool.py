@@ -130,6 +130,24 @@ def test_a_drain_stops_the_wait() -> None:
     assert budget.held == 100
 
 
+def test_a_waiting_acquire_calls_waiting_without_the_lock_and_a_fitting_one_never() -> None:
+    """The MQTT thread keeps its connection while it waits (ingest.consume.keep_alive): the
+    callback runs while the budget is spent, outside the lock, so the writer can release."""
+    budget = Budget(100)
+    stop = threading.Event()
+    calls: list[int] = []
+    assert budget.acquire(60, stop, lambda: calls.append(1))
+    assert calls == []  # room: no wait, no call
+
+    def release_from_the_callback() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            budget.release(60)  # would deadlock if the lock were held here
+
+    assert budget.acquire(50, stop, release_from_the_callback)
+    assert len(calls) == 3 and budget.held == 50
+
+
 def test_weight_counts_lines_and_readings() -> None:
     lines = ["x" * 100] * 10
     assert weight_of(50, lines, 10) > 50 + 1000
