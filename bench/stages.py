@@ -193,7 +193,7 @@ def _dedupe(keys: list[tuple[str, str, int, str]]) -> None:
 def _take_tickets(received: list[Received]) -> None:
     acks = Acks()
     for r in received:
-        acks.take(r.mid, r.qos, r.topic, r.payload)
+        acks.take(r.mid, r.qos, r.topic, r.payload, r.dup)
 
 
 def _each(step: Callable[[Received], Any], items: Iterable[Received]) -> None:

@@ -7,11 +7,16 @@ alone cannot tell a redelivery from a new message, and acknowledging "id 1" afte
 old message would acknowledge the new one before it is stored.
 
 Each delivery is therefore held with a digest of its topic and payload:
-- the same id with the same digest is the broker delivering again what we hold (after a
-  reconnect): skipped, and acknowledged once, when the held copy is stored;
-- the same id with another digest is a new message reusing a forgotten id: it becomes the id's
-  holder, and the older delivery's acknowledgement is voided (its data is still stored — the
-  broker no longer has it, so we are its only copy);
+- the same id with the same digest and the DUP flag set is the broker delivering again what we
+  hold (after a reconnect): skipped, and acknowledged once, when the held copy is stored;
+- the same id with another digest, or without the DUP flag, is a new message reusing a
+  forgotten id: it becomes the id's holder, and the older delivery's acknowledgement is voided
+  (its data is still stored — the broker no longer has it, so we are its only copy). Why the
+  flag: a device sending the same payload again (a lamp saying "on" each minute, stamped with
+  its receive time) makes a new message identical to a held one; the broker sets DUP on every
+  send after a delivery's first (MQTT 5 §3.3.1.1), so one without it is not a delivery we hold.
+  The one case the flag misjudges is the broker sending, from a save older than the send, a
+  held message it believes it never sent: stored twice rather than lost once;
 - a new session (the broker kept nothing) voids every delivery held.
 
 A `Ticket` travels with its message's lines through the batch to the writer; `settle` acknowledges
@@ -47,13 +52,13 @@ class Acks:
         self._lock = threading.Lock()
         self.voided = 0  # acknowledgements dropped: their id was reused, or the session lost
 
-    def take(self, mid: int, qos: int, topic: str, payload: bytes) -> Ticket | None:
+    def take(self, mid: int, qos: int, topic: str, payload: bytes, dup: bool) -> Ticket | None:
         """A ticket for a new delivery; None if it is a redelivery of one already held."""
         digest = hash((topic, payload))
         with self._lock:
             held = self._held.get(mid)
             if held is not None:
-                if held[1] == digest:
+                if held[1] == digest and dup:
                     return None
                 self.voided += 1
             serial = self._serial = self._serial + 1

@@ -38,7 +38,7 @@ PUBACK = int(MessageType.PUBACK)
 PINGREQ = int(MessageType.PINGREQ)
 PUBLISH = int(MessageType.PUBLISH)
 Handler = Callable[[Received], None]
-Publish = Callable[[bytes, bytes, int, int], None]  # raw topic, payload, packet id, QoS
+Publish = Callable[[bytes, bytes, int, int, bool], None]  # raw topic, payload, id, QoS, DUP
 
 
 READ_BURST = 500  # packets read per wake-up of paho's loop at most (_Client.loop_read)
@@ -209,13 +209,17 @@ def send_packets(client: mqtt.Client, data: bytes, command: int = PUBACK) -> Non
             client._sockpairW.send(b"0")
 
 
-def decode_publish(command: int, packet: bytes | bytearray) -> tuple[bytes, bytes, int, int] | None:
-    """(topic, payload, packet id, QoS) of an MQTT 5 PUBLISH of QoS 0 or 1 without properties;
+def decode_publish(
+    command: int, packet: bytes | bytearray
+) -> tuple[bytes, bytes, int, int, bool] | None:
+    """(topic, payload, packet id, QoS, DUP) of an MQTT 5 PUBLISH of QoS 0 or 1 without properties;
     None for any other (left to paho)."""
     return decode_at(command, bytes(packet), 0, len(packet))
 
 
-def decode_at(command: int, data: bytes, at: int, end: int) -> tuple[bytes, bytes, int, int] | None:
+def decode_at(
+    command: int, data: bytes, at: int, end: int
+) -> tuple[bytes, bytes, int, int, bool] | None:
     """decode_publish of the packet body `data[at:end]`, without copying it out first."""
     qos = (command & 0x06) >> 1
     if qos > 1 or end - at < 2:
@@ -230,7 +234,7 @@ def decode_at(command: int, data: bytes, at: int, end: int) -> tuple[bytes, byte
         pos += 2
     if topic_end == at + 2 or (qos and mid == 0) or end <= pos or data[pos] != 0:
         return None  # no topic (an alias is a property), packet id 0, or properties: paho's
-    return data[at + 2 : topic_end], data[pos + 1 : end], mid, qos
+    return data[at + 2 : topic_end], data[pos + 1 : end], mid, qos, bool(command & 0x08)
 
 
 class Consumer:
@@ -431,7 +435,7 @@ class Consumer:
         if reason.is_failure:
             log.warning("disconnected from broker: %s; reconnecting", reason)
 
-    def _publish(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+    def _publish(self, topic: bytes, payload: bytes, mid: int, qos: int, dup: bool) -> None:
         """The fast path (_Client): the same as `_message`, without paho's message object."""
         try:
             text = topic.decode()
@@ -439,7 +443,7 @@ class Consumer:
             # MQTT requires UTF-8 topics; keep the message anyway, it becomes a bad_topic letter.
             text = topic.decode("utf-8", "replace")
         self.last_message = time.monotonic()
-        self._on_received(Received(text, payload, mid, qos, self._clock()))
+        self._on_received(Received(text, payload, mid, qos, self._clock(), dup))
 
     def _message(self, _c: mqtt.Client, _ud: Any, message: mqtt.MQTTMessage) -> None:
         try:
@@ -449,4 +453,6 @@ class Consumer:
             topic = message._topic.decode("utf-8", "replace")
         payload = bytes(message.payload)
         self.last_message = time.monotonic()
-        self._on_received(Received(topic, payload, message.mid, message.qos, self._clock()))
+        self._on_received(
+            Received(topic, payload, message.mid, message.qos, self._clock(), bool(message.dup))
+        )

@@ -23,6 +23,8 @@ class Received:
     mid: int
     qos: int
     received_ns: int
+    # The broker's DUP flag: it says it sent this delivery before (ingest.acks).
+    dup: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -316,7 +316,7 @@ class Worker:
             return  # draining: not acknowledged, so the broker redelivers it next time
         ticket = None
         if msg.qos:
-            ticket = self.acks.take(msg.mid, msg.qos, msg.topic, msg.payload)
+            ticket = self.acks.take(msg.mid, msg.qos, msg.topic, msg.payload, msg.dup)
             if ticket is None:  # the broker delivered again what we hold: acked once stored
                 self.stats.add(redelivered_skipped=1)
                 return

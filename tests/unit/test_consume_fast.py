@@ -41,18 +41,20 @@ def _expiry() -> bytes:
     payload=st.binary(max_size=300),
     mid=st.integers(1, 65535),
     qos=st.sampled_from([0, 1]),
+    dup=st.booleans(),
 )
 def test_the_same_as_paho_for_every_packet_it_takes(
-    topic: bytes, payload: bytes, mid: int, qos: int
+    topic: bytes, payload: bytes, mid: int, qos: int, dup: bool
 ) -> None:
     packet = bytearray(_packet_of(topic, payload, mid, qos))
-    command = PUBLISH | (qos << 1)
+    command = PUBLISH | (qos << 1) | (dup << 3)
     paho = _packet.decode_publish(command, packet, MQTTProtocolVersion.MQTTv5)
     assert decode_publish(command, packet) == (
         paho.topic,
         paho.payload,
         paho.mid if qos else 0,
         paho.qos,
+        paho.dup,
     )
 
 
@@ -92,7 +94,7 @@ def _client_with(packet: bytes, command: int) -> tuple[_Client, list[Any], list[
 
 def test_the_client_takes_the_fast_path_and_falls_back_to_paho() -> None:
     _, fast, slow = _client_with(_packet_of(b"c/sl/1/telemetry", b'{"a":1}', 9, 1), PUBLISH | 2)
-    assert fast == [(b"c/sl/1/telemetry", b'{"a":1}', 9, 1)]
+    assert fast == [(b"c/sl/1/telemetry", b'{"a":1}', 9, 1, False)]
     assert slow == []
     _, fast, slow = _client_with(
         _packet_of(b"c/sl/1/telemetry", b'{"a":1}', 9, 1, _expiry()), PUBLISH | 2
@@ -139,11 +141,11 @@ def test_buffered_reads_deliver_every_packet_whole_however_the_bytes_arrive() ->
         cut = len(packets[0]) + len(packets[1]) + 7  # the third packet cut after 7 bytes
         broker.sendall(stream[:cut])
         client.loop_read()
-        assert [m for _, _, m, _ in got] == [1, 2]
+        assert [m for _, _, m, _, _ in got] == [1, 2]
         broker.sendall(stream[cut:])
         for _ in range(20):  # the rest, up to RECV_CHUNK a recv, whatever the kernel hands over
             client.loop_read()
-        assert [(t, len(p), m) for t, p, m, _ in got] == [
+        assert [(t, len(p), m) for t, p, m, _, _ in got] == [
             (b"c/p/%d/telemetry" % n, n * 25_000, n + 1) for n in range(4)
         ]
         broker.close()

@@ -76,19 +76,19 @@ def test_an_idle_writer_wakes_for_the_first_message() -> None:
 
 def test_redelivery_of_held_message_is_skipped_and_acked_once() -> None:
     acks = Acks()
-    ticket = acks.take(7, 1, "t", b"a")
+    ticket = acks.take(7, 1, "t", b"a", dup=False)
     assert ticket is not None
-    assert acks.take(7, 1, "t", b"a") is None  # the broker resent it after a reconnect
+    assert acks.take(7, 1, "t", b"a", dup=True) is None  # the broker resent it after a reconnect
     sent: list[tuple[int, int]] = []
     assert acks.settle([ticket], lambda mid, qos: sent.append((mid, qos))) == 1
     assert sent == [(7, 1)]
     # once acked, the id may be reused by the broker for a new message
-    assert acks.take(7, 1, "t", b"a") is not None
+    assert acks.take(7, 1, "t", b"a", dup=False) is not None
 
 
 def test_lost_session_voids_old_acks() -> None:
     acks = Acks()
-    ticket = acks.take(1, 1, "t", b"a")
+    ticket = acks.take(1, 1, "t", b"a", dup=False)
     assert ticket is not None
     acks.new_session()  # the broker forgot us: id 1 now means another message, or nothing
     sent: list[int] = []
@@ -101,8 +101,8 @@ def test_an_id_reused_by_a_broker_that_forgot_never_acks_an_unstored_message() -
     """A broker restarted from a stale save keeps our session but hands the ids we hold to new
     messages: A, B, C held as 1-3, then D, E, F arrive as 1-3 (issue 10, 1)."""
     acks = Acks()
-    old = [acks.take(mid, 1, "t", payload) for mid, payload in ((1, b"A"), (2, b"B"), (3, b"C"))]
-    new = [acks.take(mid, 1, "t", payload) for mid, payload in ((1, b"D"), (2, b"E"), (3, b"F"))]
+    old = [acks.take(m, 1, "t", payload, False) for m, payload in ((1, b"A"), (2, b"B"), (3, b"C"))]
+    new = [acks.take(m, 1, "t", payload, False) for m, payload in ((1, b"D"), (2, b"E"), (3, b"F"))]
     assert all(t is not None for t in old + new)  # D, E, F are new messages: processed
     sent: list[int] = []
     assert acks.settle([t for t in old if t], lambda mid, qos: sent.append(mid)) == 0
@@ -110,6 +110,22 @@ def test_an_id_reused_by_a_broker_that_forgot_never_acks_an_unstored_message() -
     assert acks.settle([t for t in new if t], lambda mid, qos: sent.append(mid)) == 3
     assert sent == [1, 2, 3]
     assert acks.voided == 3
+
+
+def test_a_new_message_identical_to_a_held_one_is_not_taken_for_its_redelivery() -> None:
+    """A lamp saying "on" each minute, stamped with its receive time, on a broker restarted from
+    a stale save that gives the held message's id to the next "on": the DUP flag, unset on a
+    first send, tells them apart — and the held one's acknowledgement is voided, as for any
+    reused id. Sent again (DUP set), the new one is the redelivery."""
+    acks = Acks()
+    held = acks.take(1, 1, "t", b"on", dup=False)
+    again = acks.take(1, 1, "t", b"on", dup=False)
+    assert held is not None and again is not None
+    assert acks.take(1, 1, "t", b"on", dup=True) is None
+    sent: list[int] = []
+    assert acks.settle([held], lambda mid, qos: sent.append(mid)) == 0
+    assert acks.settle([again], lambda mid, qos: sent.append(mid)) == 1
+    assert sent == [1] and acks.voided == 1
 
 
 def test_close_flushes_then_ends() -> None:
