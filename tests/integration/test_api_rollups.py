@@ -40,7 +40,7 @@ from api.routes.aggregates import CELLS_HEADER, ROLLUPS_HEADER
 from citysense.servers import LocalServers
 from common.influx import InfluxConfig
 from tests.support.api import api_settings, running
-from tests.support.influx import count
+from tests.support.influx import count, make_database
 from tests.support.influx import rows as influx_rows
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
@@ -115,6 +115,25 @@ def _registry(tmp_path: Path) -> Path:
 async def city(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
 ) -> AsyncIterator[City]:
+    async with city_on(servers, influx, topic_root, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+async def city_of_its_own(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> AsyncIterator[tuple[City, LocalServers]]:
+    """The city on servers of this test alone, for a test that kills them."""
+    influx = make_database(private_servers)
+    async with city_on(private_servers, influx, topic_root, tmp_path) as made:
+        yield made, private_servers
+
+
+@asynccontextmanager
+async def city_on(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
+) -> AsyncIterator[City]:
+    """A day of readings of every profile, stored through a real ingest process."""
     registry = _registry(tmp_path)
     ingest = IngestProcess(
         ingest_env(servers, influx, topic_root, tmp_path, CITYSENSE_REGISTRY=str(registry)),
@@ -179,8 +198,10 @@ async def city(
     city.wait_stored("water_pipe", STEPS * len(PIPES))
     city.wait_stored("power_meter", STEPS * len(METERS))
     city.wait_stored("streetlight", STEPS * len(LAMPS))
-    yield city
-    ingest.terminate()
+    try:
+        yield city
+    finally:
+        ingest.terminate()
 
 
 async def ask(api: httpx.AsyncClient, params: dict[str, Any]) -> tuple[list[Any], str, int]:
@@ -420,6 +441,35 @@ async def test_a_keeper_killed_mid_round_and_started_again_leaves_exact_rollups(
     process.start()
     process.wait_ready()
     await assert_served_exactly_from_rollups(city)
+
+
+async def test_influxdb_killed_mid_round_and_started_again_leaves_exact_rollups(
+    city_of_its_own: tuple[City, LocalServers], tmp_path: Path
+) -> None:
+    """InfluxDB SIGKILLed while the keeper backfills (some windows written, not all), started
+    again a second later: the round fails on the lost connection — a read cut short raises, a
+    window is never computed from part of its readings — the keeper lives on, and its next
+    rounds leave every window exact, against the oracle and against the raw readings."""
+    city, stack = city_of_its_own
+    # Chunks of 50 rows, one unit at a time: a backfill of many reads, long enough to cut.
+    process = keeper(
+        city, tmp_path, CITYSENSE_API_QUERY_CONCURRENCY="1", CITYSENSE_API_ROLLUPS_READ_ROWS="50"
+    )
+    process.start()
+    wait_for(lambda: process.status("/live") == 200, 30, 0.02, "rollups /live")
+    wait_for(
+        lambda: process.metric("windows_computed_total") > 0, 30, 0.01, "a first window written"
+    )
+    assert process.metric("ready") == 0, "the backfill ended before InfluxDB was killed"
+    stack.influxdb.kill()
+    time.sleep(1)
+    assert process.status("/live") == 200
+    stack.influxdb.start()
+    process.wait_ready()
+    assert process.metric("round_failures_total") >= 1
+    await assert_served_exactly_from_rollups(city)
+    assert_rollups_equal_the_raw_readings(city)
+    assert process.terminate() == 0
 
 
 def assert_rollups_equal_the_raw_readings(city: City) -> None:
