@@ -15,8 +15,12 @@ Each delivery is therefore held with a digest of its topic and payload:
   flag: a device sending the same payload again (a lamp saying "on" each minute, stamped with
   its receive time) makes a new message identical to a held one; the broker sets DUP on every
   send after a delivery's first (MQTT 5 §3.3.1.1), so one without it is not a delivery we hold.
-  The one case the flag misjudges is the broker sending, from a save older than the send, a
-  held message it believes it never sent: stored twice rather than lost once;
+  The flag misjudges two cases, both after a broker restarted from a stale save: a held
+  message the save says was never sent comes without it (stored twice, not lost); and a new
+  message identical to a held one, under its id, queued but cut off by a second disconnect
+  before it reached us, comes again with it (Mosquitto sets DUP once a send is queued) and is
+  taken for the held one — lost, in a window three coincidences wide, where without the flag
+  every such message was;
 - a new session (the broker kept nothing) voids every delivery held.
 
 A `Ticket` travels with its message's lines through the batch to the writer; `settle` acknowledges

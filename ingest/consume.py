@@ -66,6 +66,15 @@ class _Client(mqtt.Client):
     _buffer: bytes = b""
     _read_at: int = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # paho holds this lock (a plain Lock) around on_message on its own path (a message with
+        # properties, or its logging on), and takes it again to call on_disconnect. A write
+        # from inside on_message (Consumer.keep_alive) that finds the connection gone calls
+        # on_disconnect: with a plain Lock the thread would wait on itself for ever, alive but
+        # reading nothing, and stop() would hang on it (a review's finding; test_consume_fast).
+        self._in_callback_mutex = threading.RLock()  # type: ignore[assignment]
+
     def _sock_recv(self, bufsize: int) -> bytes:
         """paho's recv with a buffer in front: paho asks the socket for a packet's first byte,
         its length bytes and its body one recv() at a time — three system calls for every
@@ -335,9 +344,12 @@ class Consumer:
         paho, which would then wait for an answer it cannot read until the thread is free, and
         close the connection itself; the broker's answer is read later, and means nothing to
         paho but that the connection lives. Writing from inside paho's read is safe here: this
-        is paho's own thread, and its write takes up where any partial write left off."""
+        is paho's own thread, and its write takes up where any partial write left off; a write
+        that finds the connection gone closes it as paho's loop would (_Client.__init__), and
+        paho reconnects once the thread is free. The interval is the keepalive the broker
+        granted (its Server Keep Alive may be shorter than the one asked)."""
         now = time.monotonic()
-        if now - self._pinged >= self._keepalive / 2:
+        if now - self._pinged >= self._client.keepalive / 2:
             self._pinged = now
             send_packets(self._client, bytes((PINGREQ, 0)), PINGREQ)
         self._client.loop_write()

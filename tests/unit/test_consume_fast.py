@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from typing import Any
 
 import pytest
@@ -152,3 +153,26 @@ def test_buffered_reads_deliver_every_packet_whole_however_the_bytes_arrive() ->
         assert client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS  # the end reaches paho
     finally:
         ours.close()
+
+
+def test_a_write_from_inside_paho_s_on_message_that_finds_the_connection_gone_returns() -> None:
+    """Consumer.keep_alive writes from inside on_message, which paho's own path calls holding
+    its callback lock; a write that finds the peer gone calls on_disconnect under that same
+    lock. It must close the connection and return, not wait on itself for ever."""
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="t", protocol=5, manual_ack=True)
+    disconnected: list[Any] = []
+    client.on_disconnect = lambda *args: disconnected.append(args)
+    ours, broker = socket.socketpair()
+    client._sock = ours
+    broker.close()
+    send_packets(client, pubacks([1]) * 10_000)  # more than one send() into a closed peer
+
+    def inside_on_message() -> None:
+        with client._in_callback_mutex:  # as paho's _handle_on_message holds it
+            client.loop_write()
+
+    thread = threading.Thread(target=inside_on_message, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "the network thread waits on itself"
+    assert len(disconnected) == 1 and client._sock is None
