@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.errors import InfluxError, InfluxNotFound
 from common.influx import InfluxClient, quote_ident
@@ -45,6 +46,12 @@ log = logging.getLogger(__name__)
 
 RECHECK_S = 60.0  # how often a keeper without the `latest` policy looks for it again
 RESUME_RETRY_S = 5.0  # how often a keeper whose rows were not read back reads them again
+# Writes whose rows' masks are remembered (LatestRows.rows: a message of a timestamp already
+# stored, in a later batch). Two: a device's messages of one timestamp come milliseconds apart,
+# so a batch boundary between them leaves them in consecutive writes. A write's masks are one
+# entry per row it carried (about 150 bytes), a fraction of what its batch held, which the
+# byte budget (ingest.budget) bounds.
+RECENT_WRITES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,8 @@ class Pending:
     lines: list[str]
     newest: dict[str, int]
     owed: bool = False  # readings that get no rows: the keeper was off
+    # Per device, the time and the `has` mask of its row (wire.latest.row_line_and_mask).
+    masks: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class LatestRows:
@@ -74,6 +83,7 @@ class LatestRows:
         self._asked = False  # resume was called: rows() before it is a caller's bug
         self._recheck_at = 0.0  # time.monotonic() when a disabled keeper looks again
         self._stored: dict[str, int] = {}
+        self._recent: deque[dict[str, tuple[int, int]]] = deque(maxlen=RECENT_WRITES)
         self._series: dict[tuple[str, str], str] = {}
 
     def resume(self, client: InfluxClient) -> None:
@@ -150,8 +160,7 @@ class LatestRows:
                 newest[reading.device_id] = reading
             elif reading.time_ns == known.time_ns and reading.measurement == known.measurement:
                 # One InfluxDB point: the later message's fields merge over the earlier's. (In
-                # a later batch the row is not written again: it keeps the first's fields, and
-                # says so in `has`, until the device's next reading or a full load.)
+                # a later batch: see _held_mask.)
                 fields = {**known.fields, **reading.fields}
                 newest[reading.device_id] = Enriched(
                     known.measurement, known.device_id, known.district, known.time_ns, fields
@@ -159,29 +168,48 @@ class LatestRows:
         registry = self._registry()
         lines: list[str] = []
         times: dict[str, int] = {}
+        masks: dict[str, tuple[int, int]] = {}
         for device_id, reading in newest.items():
             device = registry.get(device_id)
             keys = self._keys.get(reading.measurement)
             if device is None or keys is None or device.profile != reading.measurement:
                 continue
-            if reading.time_ns <= self._stored.get(device_id, -1):
-                continue
+            also, stored = 0, self._stored.get(device_id, -1)
+            if reading.time_ns <= stored:
+                held = self._held_mask(device_id, stored) if reading.time_ns == stored else None
+                if held is None:
+                    continue  # older than the row (or see _held_mask): never moves it back
+                also = held
             bucket, slot = layout.slot_of(device_id)
-            lines.append(
-                layout.row_line(
-                    self._series_of(reading.measurement, bucket),
-                    device_id,
-                    time_ns=reading.time_ns,
-                    keys=keys,
-                    fields=reading.fields,
-                    slot=slot,
-                )
+            line, mask = layout.row_line_and_mask(
+                self._series_of(reading.measurement, bucket),
+                device_id,
+                time_ns=reading.time_ns,
+                keys=keys,
+                fields=reading.fields,
+                slot=slot,
+                also=also,
             )
+            lines.append(line)
             times[device.device_id] = reading.time_ns  # the registry's string: held once
-        return Pending(lines, times)
+            masks[device.device_id] = (reading.time_ns, mask)
+        return Pending(lines, times, masks=masks)
+
+    def _held_mask(self, device_id: str, time_ns: int) -> int | None:
+        """The `has` mask of the row this writer stored at `time_ns` for the device, if one of
+        its last RECENT_WRITES writes did: a message of that timestamp came in a later batch,
+        and the row is written again with its fields and both masks (InfluxDB merges the row's
+        point as it merged the reading's). None: an older reading, or a row not remembered (it
+        keeps the first message's fields, and says so, until the device's next reading)."""
+        for masks in self._recent:
+            held = masks.get(device_id)
+            if held is not None and held[0] == time_ns:
+                return held[1]
+        return None
 
     def stored(self, pending: Pending) -> None:
         self._stored.update(pending.newest)
+        self._recent.appendleft(pending.masks)
 
     def settle(self, pending: Pending, bad: list[BadLine]) -> tuple[list[BadLine], int]:
         """After the write that carried `pending`: its rows remembered as stored, and `bad`

@@ -186,6 +186,14 @@ class ProfileColumns:
         for name, column in self.columns.items():
             column.load(slots, fields.get(name, absent))
 
+    def fill(self, slot: int, values: Mapping[str, Value | None]) -> None:
+        """The values present in `values` (None: absent, left as the device has it), typed as
+        load() types InfluxDB's JSON."""
+        for name, value in values.items():
+            column = self.columns.get(name)
+            if column is not None and value is not None:
+                column.load((slot,), (value,))
+
     def replace(self, slot: int, values: Mapping[str, Value]) -> None:
         """The device's values become `values` (fields outside the contract are not kept)."""
         for name, column in self.columns.items():

@@ -338,9 +338,14 @@ class LiveState:
         """Readings of a start's load from the latest rows (api.live.rows): per row a device,
         its reading's time, and the row, whose field `name` is at `fields[name]` (None:
         absent). Before the state serves: nothing is announced or judged (the first load's
-        end judges every device). Newest wins, as in load(); a reading at the time the device
-        holds is the same point, left as it is. Only the winners' values are taken, a column
-        per field. How many became latest."""
+        end judges every device). Newest wins, as in load(); a row at the time the device
+        holds is the same InfluxDB point, whose fields merge, as in apply(). Only the winners'
+        values are taken, a column per field. How many became latest.
+
+        Why merge: a device that sends its fields in two messages of one timestamp has them in
+        one point of the readings, but, with two ingest workers (a shared subscription deals
+        the messages out), in two writers' rows; taking the first row alone served half the
+        point."""
         if self.loaded:
             raise RuntimeError("load_rows is for a start's load, before the state serves")
         code = self._profiles.index(profile)
@@ -348,15 +353,24 @@ class LiveState:
         time_of, slot_of = self._time, self._slot
         taken: list[Sequence[Value | None]] = []
         slots: list[int] = []
+        same: list[tuple[int, int, Sequence[Value | None]]] = []  # index, time, row
         for row, device_id, time_ns in zip(rows, device_ids, times, strict=True):
             index = index_of.get(device_id)
-            if index is None or profile_of[index] != code or time_ns <= time_of[index]:
+            if index is None or profile_of[index] != code:
+                continue
+            held = time_of[index]
+            if time_ns <= held:
+                if time_ns == held:
+                    same.append((index, time_ns, row))
                 continue
             time_of[index] = time_ns
             taken.append(row)
             slots.append(slot_of[index])
-        chosen = {name: [row[at] for row in taken] for name, at in fields.items()}
-        self._values[code].load(slots, chosen)
+        columns = self._values[code]
+        columns.load(slots, {name: [row[at] for row in taken] for name, at in fields.items()})
+        for index, time_ns, row in same:
+            if time_of[index] == time_ns:  # not since replaced by a newer row of this call
+                columns.fill(slot_of[index], {name: row[at] for name, at in fields.items()})
         return len(taken)
 
     def set_connected(self, profile: str, device_id: str, online: bool, now_ns: int) -> None:

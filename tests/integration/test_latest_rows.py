@@ -305,6 +305,35 @@ async def test_a_start_from_the_rows_has_only_the_newest_reading_s_fields(
     assert state == {LAMPS[0]: {"time": rfc3339(now), "values": {"powerState": "off"}}}
 
 
+async def test_a_start_from_the_rows_merges_two_workers_rows_of_one_point(
+    servers: LocalServers, topic_root: str, tmp_path: Path, now: int
+) -> None:
+    """A lamp sends its temperature and its power in two messages of one timestamp (its state,
+    required, in both), and two workers take one each (as a shared subscription deals them):
+    InfluxDB holds one point of both, each worker a row of one. A start from the rows serves
+    the whole point."""
+    influx = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
+    with InfluxClient(influx) as client:
+        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+    topic = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
+    on = {"ts": now // 1_000_000, "powerState": "on"}
+    first = ingest_settings(servers, influx, topic_root, client_id=f"a-{topic_root[-8:]}")
+    publish_and_wait(servers, first, [(topic, orjson.dumps({**on, "temperature": 21.5}))])
+    second = first.model_copy(update={"client_id": f"b-{topic_root[-8:]}"})
+    publish_and_wait(servers, second, [(topic, orjson.dumps({**on, "powerConsumption": 7.5}))])
+    [point] = rows(influx, f"SELECT * FROM \"streetlight\" WHERE device_id = '{LAMPS[0]}'")
+    assert (point["temperature"], point["powerConsumption"]) == (21.5, 7.5)
+    assert len(rows(influx, f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"')) == 2
+    started, state = await _state(_api(servers, influx, tmp_path, "a"))
+    assert started == "rows"
+    assert state == {
+        LAMPS[0]: {
+            "time": rfc3339(now),
+            "values": {"powerState": "on", "temperature": 21.5, "powerConsumption": 7.5},
+        }
+    }
+
+
 def test_a_database_holding_readings_is_not_said_whole_by_its_set_up(
     servers: LocalServers, influx: InfluxConfig, now: int
 ) -> None:

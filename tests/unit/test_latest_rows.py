@@ -19,7 +19,7 @@ from api.live.state import NO_TIME, LiveState
 from common.influx import InfluxClient, InfluxConfig, Series
 from device_profiles import Device, load_profiles, load_registry
 from ingest import latest as latest_module
-from ingest.latest import LatestRows
+from ingest.latest import RECENT_WRITES, LatestRows
 from ingest.stages import Enriched
 from ingest.write import BadLine
 from wire import latest as layout
@@ -82,8 +82,13 @@ def test_a_row_moves_only_forward_and_only_once_stored() -> None:
     assert len(rows.rows([lamp("SL-1", 20, 2.0)]).lines) == 1
     rows.stored(first)
     assert rows.rows([lamp("SL-1", 20, 2.0)]).lines == []  # older than the row
-    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []  # the same reading again
-    assert len(rows.rows([lamp("SL-1", 31, 3.1)]).lines) == 1
+    # The same time again: one point in InfluxDB, whose row is written again (test below).
+    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == first.lines
+    newer = rows.rows([lamp("SL-1", 31, 3.1)])
+    assert len(newer.lines) == 1
+    rows.stored(newer)
+    # The row at 30 is still remembered, but is no longer the row: a late 30 never moves it.
+    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []
 
 
 def _influx(answer: Callable[[httpx.Request], httpx.Response]) -> InfluxClient:
@@ -291,6 +296,27 @@ def test_messages_of_one_timestamp_in_a_batch_make_one_row_of_both() -> None:
     }
 
 
+def test_messages_of_one_timestamp_in_two_batches_make_one_row_of_both() -> None:
+    """A batch boundary between a device's two messages of one timestamp: the second batch
+    writes the row again with its fields and both masks, as the point merged them; once it is
+    no longer among the last RECENT_WRITES writes, the row is left as it is (and says so)."""
+    rows = keeper()
+    first = rows.rows([_lamp_at(10, {"powerState": "on", "temperature": 21.0})])
+    rows.stored(first)
+    second = rows.rows([_lamp_at(10, {"powerState": "off", "powerConsumption": 4.0})])
+    rows.stored(second)
+    found = _read_back(first.lines + second.lines)
+    values = {name: found.rows[0][at] for name, at in found.fields.items()}
+    assert {name: value for name, value in values.items() if value is not None} == {
+        "powerState": "off",
+        "temperature": 21.0,
+        "powerConsumption": 4.0,
+    }
+    for _ in range(RECENT_WRITES):
+        rows.stored(rows.rows([lamp("SL-2", 10, 1.0)]))
+    assert rows.rows([_lamp_at(10, {"powerState": "on"})]).lines == []
+
+
 def _state(tmp_path: Path) -> LiveState:
     path = tmp_path / "registry.csv"
     path.write_text(
@@ -326,6 +352,36 @@ def test_rows_load_newest_first_into_the_state(tmp_path: Path) -> None:
         state.load_rows("streetlight", [], [], [], {})
 
 
+def test_rows_of_one_time_from_two_writers_merge_as_their_point_did(tmp_path: Path) -> None:
+    """A lamp sent its power and its state in two messages of one timestamp, taken by two
+    workers: InfluxDB holds one point of both, each writer a row of one. Both are served; a
+    newer row in the same answer still replaces them, whatever their order."""
+    state = _state(tmp_path)
+    taken = state.load_rows(
+        "streetlight",
+        ["SL-1", "SL-1", "SL-2", "SL-2", "SL-2"],
+        [100, 100, 100, 100, 200],
+        [(2.5, None), (None, "on"), (1.0, None), (None, "on"), (4.0, None)],
+        {"powerConsumption": 0, "powerState": 1},
+    )
+    assert taken == 3  # rows that were the newest when read: SL-1's first, SL-2's 100 and 200
+    assert state.reading_of(state.index["SL-1"]) == Reading(
+        100, {"powerConsumption": 2.5, "powerState": "on"}
+    )
+    assert state.reading_of(state.index["SL-2"]) == Reading(200, {"powerConsumption": 4.0})
+    # A later chunk's row of the held time merges too; an older one is history.
+    state.load_rows(
+        "streetlight",
+        ["SL-2", "SL-2"],
+        [200, 150],
+        [(None, "off"), (9.0, "on")],
+        {"powerConsumption": 0, "powerState": 1},
+    )
+    assert state.reading_of(state.index["SL-2"]) == Reading(
+        200, {"powerConsumption": 4.0, "powerState": "off"}
+    )
+
+
 def test_a_refused_row_is_logged_and_no_dead_letter(caplog: pytest.LogCaptureFixture) -> None:
     rows = keeper()
     pending = rows.rows([lamp("SL-1", 30, 3.0)])
@@ -335,7 +391,7 @@ def test_a_refused_row_is_logged_and_no_dead_letter(caplog: pytest.LogCaptureFix
     assert (bad, refused) == ([reading], 1)  # only the reading goes on to be dead-lettered
     assert not pending.owed and rows.owed(pending.owed) == []  # nothing owed before the write
     assert "InfluxDB refused a latest row: field type conflict" in caplog.text
-    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []  # remembered all the same
+    assert rows.rows([lamp("SL-1", 20, 2.0)]).lines == []  # remembered all the same
 
 
 def test_a_compaction_keeps_only_rows_no_other_writer_holds_as_new() -> None:
