@@ -6,16 +6,20 @@ files are the test's own; the configuration is the shipped one."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 import uvicorn
+import yaml
 
 from api.main import create_app
 from citysense.servers import LocalServers, free_port
@@ -53,6 +57,275 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
 def test_the_shipped_config_is_valid() -> None:
     done = promtool("check", "config", str(SHIPPED / "prometheus.yml"))
     assert done.returncode == 0, done.stdout + done.stderr
+    assert b"1 rule files found" in done.stdout  # alerts.yml, checked with the config
+
+
+@dataclass(frozen=True)
+class Case:
+    """Input series (each its values, promtool's notation, one a minute), when the alert must
+    not fire yet, when it must, and the labels and summary it must fire with."""
+
+    alert: str
+    series: dict[str, str]
+    quiet_at: str
+    fires_at: str
+    labels: dict[str, str]
+    summary: str
+
+
+W1 = 'job="citysense-ingest", instance="w1"'
+W2 = 'job="citysense-ingest", instance="w2"'
+A1 = 'job="citysense-api", instance="a1"'
+K1 = 'job="citysense-rollups", instance="k1"'
+INGEST = {"job": "citysense-ingest", "instance": "w1"}
+API = {"job": "citysense-api", "instance": "a1"}
+KEEPER = {"job": "citysense-rollups", "instance": "k1"}
+CASES = [
+    Case(
+        "CitySenseTargetDown",
+        {f"up{{{W1}}}": "1 1 0 0 0 0", f"up{{{W2}}}": "1x5"},
+        "3m",
+        "5m",
+        INGEST,
+        "citysense-ingest at w1 does not answer its scrape",
+    ),
+    Case(
+        "CitySenseIngestNotReady",
+        {f"citysense_ingest_ready{{{W1}}}": "1 1 0 0 0", f"citysense_ingest_ready{{{W2}}}": "1x4"},
+        "2m",
+        "4m",
+        INGEST,
+        "ingest w1: a thread died",
+    ),
+    Case(
+        "CitySenseIngestCannotWrite",
+        {
+            f"citysense_ingest_write_retries_total{{{W1}}}": "0+1x20",
+            f"citysense_ingest_batches_written_total{{{W1}}}": "5x20",
+            # w2 retries too, and stores: a slow InfluxDB, not a down one.
+            f"citysense_ingest_write_retries_total{{{W2}}}": "0+1x20",
+            f"citysense_ingest_batches_written_total{{{W2}}}": "5+1x20",
+        },
+        "1m",
+        "6m",
+        INGEST,
+        "ingest w1 has stored nothing for 5 minutes while retrying",
+    ),
+    Case(
+        "CitySenseIngestSpooling",
+        {f"citysense_ingest_spool_bytes{{{W1}}}": "0 2048x30"},
+        "10m",
+        "20m",
+        INGEST,
+        "ingest w1 holds 2kiB in its spool",
+    ),
+    Case(
+        "CitySenseIngestSpoolRefused",
+        {f"citysense_ingest_spool_refused_appends{{{W1}}}": "0 0 0 1 1 1"},
+        "2m",
+        "4m",
+        INGEST,
+        "ingest w1: the spool's disk refused batches",
+    ),
+    Case(
+        "CitySenseIngestSpoolCorrupt",
+        {f"citysense_ingest_spool_corrupt_segments{{{W1}}}": "0 0 1 1"},
+        "1m",
+        "3m",
+        INGEST,
+        "ingest w1: 1 damaged spool segments",
+    ),
+    Case(
+        "CitySenseIngestHeldBack",
+        {
+            f"citysense_ingest_held_bytes{{{W1}}}": "950x10",
+            f"citysense_ingest_held_bytes_limit{{{W1}}}": "1000x10",
+            f"citysense_ingest_held_bytes{{{W2}}}": "800x10",
+            f"citysense_ingest_held_bytes_limit{{{W2}}}": "1000x10",
+        },
+        "4m",
+        "6m",
+        INGEST,
+        "ingest w1 is at its byte budget",
+    ),
+    Case(
+        "CitySenseIngestStalled",
+        {f"citysense_ingest_oldest_unacked_seconds{{{W1}}}": "0+60x30"},
+        "12m",
+        "17m",
+        INGEST,
+        "ingest w1 has held a message for over 10 minutes",
+    ),
+    Case(
+        "CitySenseIngestDeadLettersLost",
+        {f"citysense_ingest_dead_letters_lost_total{{{W1}}}": "0 0 0 1 1"},
+        "2m",
+        "4m",
+        INGEST,
+        "ingest w1: InfluxDB refused dead letters too",
+    ),
+    Case(
+        "CitySenseBrokerForgotDeliveries",
+        {f"citysense_ingest_acks_voided{{{W1}}}": "0 0 0 3 3"},
+        "2m",
+        "4m",
+        INGEST,
+        "ingest w1: the broker reused held ids or lost the session",
+    ),
+    Case(
+        "CitySenseIngestReconnecting",
+        {
+            f"citysense_ingest_connections_total{{{W1}}}": "1 1 1 1 2 3 4 5 6",
+            f"citysense_ingest_connections_total{{{W2}}}": "1 1 1 1 1 1 1 1 2",
+        },
+        "4m",
+        "8m",
+        INGEST,
+        "ingest w1 keeps reconnecting to the broker",
+    ),
+    Case(
+        "CitySenseIngestRejectingMuch",
+        {
+            f'citysense_ingest_rejected_total{{{W1}, profile="lamp", reason="range"}}': "0+10x40",
+            f"citysense_ingest_received_total{{{W1}}}": "0+100x40",
+            f'citysense_ingest_rejected_total{{{W2}, profile="lamp", reason="range"}}': "0+1x40",
+            f"citysense_ingest_received_total{{{W2}}}": "0+100x40",
+        },
+        "10m",
+        "20m",
+        INGEST,
+        "ingest w1 dead-letters over 5 % of what it receives",
+    ),
+    Case(
+        "CitySenseLatestRowsRefused",
+        {f"citysense_ingest_latest_rows_refused_total{{{W1}}}": "0 0 0 1 1"},
+        "2m",
+        "4m",
+        INGEST,
+        "ingest w1: InfluxDB refused latest rows",
+    ),
+    Case(
+        "CitySenseApiBackgroundCrash",
+        {f"citysense_api_background_crashes{{{A1}}}": "0 0 1 1"},
+        "1m",
+        "3m",
+        API,
+        "API a1: a background task died",
+    ),
+    Case(
+        "CitySenseApiStateNotLoaded",
+        {f"citysense_api_state_loaded{{{A1}}}": "0x10"},
+        "4m",
+        "6m",
+        API,
+        "API a1 has not loaded its latest state",
+    ),
+    Case(
+        "CitySenseApiFeedUntrusted",
+        {f"citysense_api_feed_trusted{{{A1}}}": "1 1 0x20"},
+        "10m",
+        "13m",
+        API,
+        "API a1 does not trust its state feed",
+    ),
+    Case(
+        "CitySenseApiAlarmEventsDropped",
+        {f"citysense_api_alarm_events_dropped{{{A1}}}": "0 0 0 2 2"},
+        "2m",
+        "4m",
+        API,
+        "API a1 dropped alarm events",
+    ),
+    Case(
+        "CitySenseApiErrors",
+        {
+            f'citysense_api_requests_total{{{A1}, route="/x", method="GET", status="503"}}': (
+                "0+10x20"
+            ),
+            f'citysense_api_requests_total{{{A1}, route="/x", method="GET", status="200"}}': (
+                "0+90x20"
+            ),
+        },
+        "4m",
+        "8m",
+        API,
+        "API a1 answers over 5 % of requests with a 5xx",
+    ),
+    Case(
+        "CitySenseRollupsFailing",
+        {f"citysense_rollups_failing{{{K1}}}": "0 1x20"},
+        "10m",
+        "17m",
+        KEEPER,
+        "the rollup keeper's rounds fail",
+    ),
+    Case(
+        "CitySenseRollupsBehind",
+        {
+            f"citysense_rollups_ready{{{K1}}}": "1x40",
+            f"citysense_rollups_last_round_end_timestamp_seconds{{{K1}}}": "0x40",
+        },
+        "29m",
+        "31m",
+        KEEPER,
+        "no rollup round ended for over 30 minutes",
+    ),
+    Case(
+        "CitySenseRollupsBackfillSlow",
+        {f"citysense_rollups_ready{{{K1}}}": "0x130"},
+        "100m",
+        "121m",
+        KEEPER,
+        "the rollup keeper's first round has run for over two hours",
+    ),
+]
+
+
+def _rules() -> dict[str, dict[str, Any]]:
+    shipped = yaml.safe_load((SHIPPED / "alerts.yml").read_text())
+    return {rule["alert"]: rule for group in shipped["groups"] for rule in group["rules"]}
+
+
+def test_every_shipped_alert_has_a_case() -> None:
+    assert sorted(_rules()) == sorted(case.alert for case in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.alert)
+def test_each_alert_fires_when_it_should_and_not_before(case: Case, tmp_path: Path) -> None:
+    """promtool's rule unit tests, on the shipped rules: quiet at `quiet_at`, firing at
+    `fires_at` with exactly the expected labels and summary (its template rendered), for the
+    series named and for no other (each case has a healthy neighbour where it makes sense)."""
+    rule = _rules()[case.alert]
+    test = {
+        "rule_files": [str(SHIPPED / "alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in case.series.items()],
+                "alert_rule_test": [
+                    {"eval_time": case.quiet_at, "alertname": case.alert, "exp_alerts": []},
+                    {
+                        "eval_time": case.fires_at,
+                        "alertname": case.alert,
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {**case.labels, **rule["labels"]},
+                                "exp_annotations": {
+                                    "summary": case.summary,
+                                    "description": rule["annotations"]["description"],
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "alerts.test.yml"
+    path.write_text(yaml.safe_dump(test))
+    done = promtool("test", "rules", str(path))
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()
 
 
 @pytest.fixture
@@ -81,11 +354,19 @@ def test_prometheus_scrapes_ingest_the_api_and_the_keeper_with_clean_metrics(
     keeper.start()
     keeper.wait_ready()
     keeper_port = int(keeper.env["CITYSENSE_API_ROLLUPS_PORT"])
+    families: set[str] = set()
     with running_worker(settings):
         for port in (ingest_port, api_port, keeper_port):
             exposition = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).content
             checked = promtool("check", "metrics", stdin=exposition)
             assert checked.returncode == 0, (port, checked.stdout + checked.stderr)
+            families.update(re.findall(r"^# TYPE (\S+)", exposition.decode(), re.MULTILINE))
+        # Every metric an alert reads is one the services expose (a misspelt name would
+        # never fire, and nothing else would say so).
+        for name, rule in _rules().items():
+            for metric in re.findall(r"citysense_[a-z0-9_]+", rule["expr"]):
+                family = re.sub(r"_(total|bucket|count|sum)$", "", metric)
+                assert metric in families or family in families, (name, metric)
         config = tmp_path / "prometheus"
         shutil.copytree(SHIPPED, config)
         for job, port in (("ingest", ingest_port), ("api", api_port), ("rollups", keeper_port)):
@@ -116,6 +397,19 @@ def test_prometheus_scrapes_ingest_the_api_and_the_keeper_with_clean_metrics(
 
             wait_for(lambda: len(up()) == 3, 60, 0.5, "every job scraped")
             assert up() == {"citysense-ingest": 1.0, "citysense-api": 1.0, "citysense-rollups": 1.0}
+
+            def rules_evaluated() -> dict[str, str]:
+                body = httpx.get(f"http://127.0.0.1:{web}/api/v1/rules", timeout=2).json()
+                return {
+                    rule["name"]: rule["health"]
+                    for group in body["data"]["groups"]
+                    for rule in group["rules"]
+                }
+
+            wait_for(
+                lambda: set(rules_evaluated().values()) == {"ok"}, 60, 0.5, "the rules evaluated"
+            )
+            assert sorted(rules_evaluated()) == sorted(_rules())
             for board, panel, expr in dashboard_queries():
                 body = httpx.get(
                     f"http://127.0.0.1:{web}/api/v1/query", params={"query": expr}, timeout=5
