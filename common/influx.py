@@ -224,6 +224,9 @@ class InfluxClient:
     ) -> None:
         self._req = _Requests(config)
         self.config = config
+        # This host's clock minus InfluxDB's, from the last answer's Date header (None before
+        # one came): see clock_offset.
+        self.clock_offset: float | None = None
         self._http = httpx.Client(
             base_url=config.url,
             headers=config.headers(),
@@ -242,9 +245,13 @@ class InfluxClient:
 
     def _post(self, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            return _release(self._http.post(path, **kwargs))
+            response = _release(self._http.post(path, **kwargs))
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.config.url) from exc
+        offset = clock_offset(response.headers.get("date"), time.time())
+        if offset is not None:
+            self.clock_offset = offset
+        return response
 
     def ping(self) -> bool:
         try:
@@ -365,6 +372,23 @@ class AsyncInfluxClient:
                     yield series
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.config.url) from exc
+
+
+def clock_offset(date: str | None, now: float) -> float | None:
+    """`now` minus the time an HTTP Date header says (None: no header, or not a date). The
+    header has whole seconds, truncated: the server's time was within the second after it, so
+    its middle is taken, and a clock in step reads within about half a second (plus the answer's
+    time on the wire). Why ingest watches it: readings without a timestamp take this host's
+    time, and every timestamp is checked against it (README, "Operating it")."""
+    if not date:
+        return None
+    try:
+        said = parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    if said.tzinfo is None:
+        return None
+    return now - (said.timestamp() + 0.5)
 
 
 class _Lines:

@@ -133,6 +133,7 @@ HELP = {
     "latest_rows_refused": "Rows of devices' newest readings InfluxDB refused (logged)",
     "latest_rows_owed": "Writes whose readings went without their latest rows (an owed mark each)",
     "latest_rows": "Devices whose newest reading the writer thread's rows hold",
+    "clock_offset_seconds": "This host's clock minus InfluxDB's at its last answer (NaN: none)",
     "last_stored_timestamp_seconds": "Unix time a batch was last stored in InfluxDB (0: none yet)",
     "buffered_lines": "Lines waiting for the next batch",
     "unacked_messages": "Messages held, not yet acknowledged",

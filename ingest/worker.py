@@ -15,6 +15,7 @@ delivers it again.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -163,6 +164,9 @@ class Worker:
             oldest_unacked_seconds=self._oldest_unacked,
             latest_rows=lambda: float(len(self.latest)),
             last_stored_timestamp_seconds=lambda: self._last_stored,
+            clock_offset_seconds=lambda: (
+                math.nan if self.influx.clock_offset is None else self.influx.clock_offset
+            ),
             ready=lambda: float(not self.crashed.is_set()),
             # Where the CPU goes, per thread (bench.throughput reports it per reading).
             cpu_seconds_mqtt_thread=lambda: thread_cpu_seconds(self.consumer.thread_id),

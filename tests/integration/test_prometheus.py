@@ -184,6 +184,17 @@ CASES = [
         "ingest w1 keeps reconnecting to the broker",
     ),
     Case(
+        "CitySenseIngestClockOff",
+        {
+            f"citysense_ingest_clock_offset_seconds{{{W1}}}": "0.2 -86400x10",
+            f"citysense_ingest_clock_offset_seconds{{{W2}}}": "0.4x10",
+        },
+        "4m",
+        "7m",
+        INGEST,
+        "ingest w1's clock is 1d 0h 0m 0s off InfluxDB's",
+    ),
+    Case(
         "CitySenseIngestRejectingMuch",
         {
             f'citysense_ingest_rejected_total{{{W1}, profile="lamp", reason="range"}}': "0+10x40",
@@ -361,6 +372,12 @@ def test_prometheus_scrapes_ingest_the_api_and_the_keeper_with_clean_metrics(
             checked = promtool("check", "metrics", stdin=exposition)
             assert checked.returncode == 0, (port, checked.stdout + checked.stderr)
             families.update(re.findall(r"^# TYPE (\S+)", exposition.decode(), re.MULTILINE))
+            if port == ingest_port:
+                # Read from the real InfluxDB's Date header; this host and InfluxDB's share a clock.
+                [offset] = re.findall(
+                    r"^citysense_ingest_clock_offset_seconds (\S+)$", exposition.decode(), re.M
+                )
+                assert abs(float(offset)) < 2, offset
         # Every metric an alert reads is one the services expose (a misspelt name would
         # never fire, and nothing else would say so).
         for name, rule in _rules().items():
