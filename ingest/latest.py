@@ -54,6 +54,9 @@ RESUME_RETRY_S = 5.0  # how often a keeper whose rows were not read back reads t
 RECENT_WRITES = 2
 
 
+Held = tuple[int, str, int]  # a row's reading time, measurement and `has` mask
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """Rows a write carries, remembered as stored once the write succeeded."""
@@ -61,8 +64,8 @@ class Pending:
     lines: list[str]
     newest: dict[str, int]
     owed: bool = False  # readings that get no rows: the keeper was off
-    # Per device, the time and the `has` mask of its row (wire.latest.row_line_and_mask).
-    masks: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Per device, its row's time, measurement and `has` mask (wire.latest.row_line_and_mask).
+    masks: dict[str, Held] = field(default_factory=dict)
 
 
 class LatestRows:
@@ -83,7 +86,7 @@ class LatestRows:
         self._asked = False  # resume was called: rows() before it is a caller's bug
         self._recheck_at = 0.0  # time.monotonic() when a disabled keeper looks again
         self._stored: dict[str, int] = {}
-        self._recent: deque[dict[str, tuple[int, int]]] = deque(maxlen=RECENT_WRITES)
+        self._recent: deque[dict[str, Held]] = deque(maxlen=RECENT_WRITES)
         self._series: dict[tuple[str, str], str] = {}
 
     def resume(self, client: InfluxClient) -> None:
@@ -168,7 +171,7 @@ class LatestRows:
         registry = self._registry()
         lines: list[str] = []
         times: dict[str, int] = {}
-        masks: dict[str, tuple[int, int]] = {}
+        masks: dict[str, Held] = {}
         for device_id, reading in newest.items():
             device = registry.get(device_id)
             keys = self._keys.get(reading.measurement)
@@ -176,7 +179,9 @@ class LatestRows:
                 continue
             also, stored = 0, self._stored.get(device_id, -1)
             if reading.time_ns <= stored:
-                held = self._held_mask(device_id, stored) if reading.time_ns == stored else None
+                held = None
+                if reading.time_ns == stored:
+                    held = self._held_mask(device_id, stored, reading.measurement)
                 if held is None:
                     continue  # older than the row (or see _held_mask): never moves it back
                 also = held
@@ -192,24 +197,30 @@ class LatestRows:
             )
             lines.append(line)
             times[device.device_id] = reading.time_ns  # the registry's string: held once
-            masks[device.device_id] = (reading.time_ns, mask)
+            masks[device.device_id] = (reading.time_ns, reading.measurement, mask)
         return Pending(lines, times, masks=masks)
 
-    def _held_mask(self, device_id: str, time_ns: int) -> int | None:
-        """The `has` mask of the row this writer stored at `time_ns` for the device, if one of
-        its last RECENT_WRITES writes did: a message of that timestamp came in a later batch,
+    def _held_mask(self, device_id: str, time_ns: int, measurement: str) -> int | None:
+        """The `has` mask of the row this writer stored at `time_ns` for the device under
+        `measurement`, if one of its last RECENT_WRITES writes did and InfluxDB took it (see
+        settle): a message of that timestamp came in a later batch,
         and the row is written again with its fields and both masks (InfluxDB merges the row's
         point as it merged the reading's). None: an older reading, or a row not remembered (it
         keeps the first message's fields, and says so, until the device's next reading)."""
         for masks in self._recent:
             held = masks.get(device_id)
-            if held is not None and held[0] == time_ns:
-                return held[1]
+            if held is not None and held[0] == time_ns and held[1] == measurement:
+                return held[2]
         return None
 
-    def stored(self, pending: Pending) -> None:
+    def stored(self, pending: Pending, *, rows_taken: bool = True) -> None:
+        """`pending`'s rows are stored: their times remembered, and their masks too if InfluxDB
+        took every row (`rows_taken`): a refused row's mask would name fields InfluxDB never
+        wrote, and a later message of its time would take an older reading's values for them.
+        A write with no rows, or a refused one, leaves the masks remembered as they were."""
         self._stored.update(pending.newest)
-        self._recent.appendleft(pending.masks)
+        if pending.masks and rows_taken:
+            self._recent.appendleft(pending.masks)
 
     def settle(self, pending: Pending, bad: list[BadLine]) -> tuple[list[BadLine], int]:
         """After the write that carried `pending`: its rows remembered as stored, and `bad`
@@ -224,7 +235,7 @@ class LatestRows:
             if not item.missing:
                 log.error("InfluxDB refused a latest row: %s", item.error)
         if not missing:
-            self.stored(pending)
+            self.stored(pending, rows_taken=not refused)
         if not refused:
             return bad, 0
         return [b for b in bad if not layout.is_row(b.line)], len(refused)

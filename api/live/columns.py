@@ -16,7 +16,7 @@ changed by the compact form.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from api.core.readings import Value
 from device_profiles import FieldType, Profile
@@ -186,13 +186,18 @@ class ProfileColumns:
         for name, column in self.columns.items():
             column.load(slots, fields.get(name, absent))
 
-    def fill(self, slot: int, values: Mapping[str, Value | None]) -> None:
-        """The values present in `values` (None: absent, left as the device has it), typed as
-        load() types InfluxDB's JSON."""
-        for name, value in values.items():
-            column = self.columns.get(name)
-            if column is not None and value is not None:
-                column.load((slot,), (value,))
+    def fill_absent(
+        self, rows: Iterable[tuple[int, Sequence[Value | None]]], fields: Mapping[str, int]
+    ) -> None:
+        """For each (slot, row), as InfluxDB's JSON gave it (the field `name` at `fields[name]`,
+        None: absent): the row's values of the fields the device lacks, typed as load() types
+        them. A field it holds keeps its value (api.live.state.load_rows says why)."""
+        columns = [(at, self.columns[name]) for name, at in fields.items() if name in self.columns]
+        for slot, row in rows:
+            for at, column in columns:
+                value = row[at]
+                if value is not None and not column.present[slot] and slot not in column.odd:
+                    column.load((slot,), (value,))
 
     def replace(self, slot: int, values: Mapping[str, Value]) -> None:
         """The device's values become `values` (fields outside the contract are not kept)."""

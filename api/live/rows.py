@@ -54,6 +54,9 @@ class Chunk:
     times: list[int]
     rows: Sequence[Sequence[Value | None]]
     fields: dict[str, int]  # field name: its column in a row
+    # Whether a row's `has` was checked (its absent fields are None): its fields are its
+    # reading's alone, not an older reading's kept under it (LiveState.load_rows).
+    alone: Callable[[Sequence[Value | None]], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +120,13 @@ def rows_of(profile: Profile, series: Iterable[Series], since_ns: int) -> Chunk:
     InfluxDB's JSON gave them: LiveState.load_rows types them)."""
     # Columns: time (the slot), device, at, has, then the fields in the profile's order.
     kept = _within(series, since_ns)
+    digest = layout.fields_digest(profile.field_types())
     return Chunk(
         [values[1] for values in kept],
         [values[2] for values in kept],
-        _without_absent(profile, kept),
+        _without_absent(profile, digest, kept),
         {name: at for at, name in enumerate(profile.fields, _FIRST_FIELD)},
+        _checked(digest),
     )
 
 
@@ -145,11 +150,24 @@ def _within(series: Iterable[Series], since_ns: int) -> list[Sequence[Any]]:
 _FIRST_FIELD = 4
 
 
-def _without_absent(profile: Profile, kept: list[Sequence[Any]]) -> list[Sequence[Any]]:
+def _checked(digest: str) -> Callable[[Sequence[Any]], bool]:
+    """Whether a row's `has` names the profile's fields (`digest`): _without_absent then set the
+    fields it says the reading lacks to None."""
+    ours = f"{digest}:"
+
+    def checked(row: Sequence[Any]) -> bool:
+        has = row[_FIRST_FIELD - 1]
+        return isinstance(has, str) and has.startswith(ours)
+
+    return checked
+
+
+def _without_absent(
+    profile: Profile, digest: str, kept: list[Sequence[Any]]
+) -> list[Sequence[Any]]:
     """The rows with the fields their `has` says the reading lacks as None: an older reading's,
     kept by InfluxDB under a row written again (wire.latest). A row is copied only if one of
     those holds a value: most hold none."""
-    digest = layout.fields_digest(profile.field_types())
     count = len(profile.fields)
     # Per `has` seen: the columns it says are absent, and a getter of them as a tuple (C code:
     # a generator over them cost 2.2 µs a row, 0.7 s of a start reading three writers' rows).

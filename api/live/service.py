@@ -319,7 +319,9 @@ class Live:
         async with self._gate:
             async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout):
                 found = rows.rows_of(profile, series, since)
-                self.state.load_rows(name, found.device_ids, found.times, found.rows, found.fields)
+                self.state.load_rows(
+                    name, found.device_ids, found.times, found.rows, found.fields, alone=found.alone
+                )
                 merged += len(found.device_ids)
                 await asyncio.sleep(0)
         return merged

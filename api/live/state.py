@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -334,18 +334,24 @@ class LiveState:
         times: Sequence[int],
         rows: Sequence[Sequence[Value | None]],
         fields: Mapping[str, int],
+        *,
+        alone: Callable[[Sequence[Value | None]], bool] = lambda row: False,
     ) -> int:
         """Readings of a start's load from the latest rows (api.live.rows): per row a device,
         its reading's time, and the row, whose field `name` is at `fields[name]` (None:
         absent). Before the state serves: nothing is announced or judged (the first load's
         end judges every device). Newest wins, as in load(); a row at the time the device
-        holds is the same InfluxDB point, whose fields merge, as in apply(). Only the winners'
-        values are taken, a column per field. How many became latest.
+        holds is the same InfluxDB point: the fields the device lacks are taken from it if
+        `alone(row)` (its fields are its reading's alone: its `has` was checked, api.live.rows).
+        Only the winners' values are taken, a column per field. How many became latest.
 
-        Why merge: a device that sends its fields in two messages of one timestamp has them in
-        one point of the readings, but, with two ingest workers (a shared subscription deals
-        the messages out), in two writers' rows; taking the first row alone served half the
-        point."""
+        Why: a device that sends its fields in two messages of one timestamp has them in one
+        point of the readings, but, with two ingest workers (a shared subscription deals the
+        messages out), in two writers' rows; taking the first row alone served half the point.
+        Not from a row taken whole (written before `has`, or by another profile version),
+        which may hold an older reading's fields; and a field the device holds keeps its value:
+        where two rows of one time disagree, which InfluxDB kept (the later write) is not in
+        the rows, and the first read is as good a guess as the last."""
         if self.loaded:
             raise RuntimeError("load_rows is for a start's load, before the state serves")
         code = self._profiles.index(profile)
@@ -360,7 +366,7 @@ class LiveState:
                 continue
             held = time_of[index]
             if time_ns <= held:
-                if time_ns == held:
+                if time_ns == held and alone(row):
                     same.append((index, time_ns, row))
                 continue
             time_of[index] = time_ns
@@ -368,9 +374,11 @@ class LiveState:
             slots.append(slot_of[index])
         columns = self._values[code]
         columns.load(slots, {name: [row[at] for row in taken] for name, at in fields.items()})
-        for index, time_ns, row in same:
-            if time_of[index] == time_ns:  # not since replaced by a newer row of this call
-                columns.fill(slot_of[index], {name: row[at] for name, at in fields.items()})
+        columns.fill_absent(
+            # Not since replaced by a newer row of this call.
+            ((slot_of[index], row) for index, time_ns, row in same if time_of[index] == time_ns),
+            fields,
+        )
         return len(taken)
 
     def set_connected(self, profile: str, device_id: str, online: bool, now_ns: int) -> None:

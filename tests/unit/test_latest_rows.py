@@ -4,7 +4,7 @@ rows, what a row holds, which devices share a slot, how a row is read back."""
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -265,6 +265,7 @@ def test_a_row_written_again_gives_only_the_newer_reading_s_fields() -> None:
     found = _read_back(first.lines + second.lines)
     values = {name: found.rows[0][at] for name, at in found.fields.items()}
     assert found.times == [20]
+    assert found.alone(found.rows[0])
     assert {name: value for name, value in values.items() if value is not None} == {
         "powerState": "off"
     }
@@ -277,6 +278,7 @@ def test_a_row_without_has_or_of_another_profile_version_is_taken_whole() -> Non
     for line in (before, other):
         found = _read_back([line])
         assert found.rows[0][found.fields["temperature"]] == 21.0
+        assert not found.alone(found.rows[0])  # lends no field to a row of its time
 
 
 def test_messages_of_one_timestamp_in_a_batch_make_one_row_of_both() -> None:
@@ -355,14 +357,29 @@ def test_rows_load_newest_first_into_the_state(tmp_path: Path) -> None:
 def test_rows_of_one_time_from_two_writers_merge_as_their_point_did(tmp_path: Path) -> None:
     """A lamp sent its power and its state in two messages of one timestamp, taken by two
     workers: InfluxDB holds one point of both, each writer a row of one. Both are served; a
-    newer row in the same answer still replaces them, whatever their order."""
+    newer row in the same answer still replaces them, whatever their order. A row's third
+    value says whether its `has` was checked (Chunk.alone): one taken whole may hold an older
+    reading's fields, and lends none; a field the device holds keeps its value."""
     state = _state(tmp_path)
+    fields = {"powerConsumption": 0, "powerState": 1}
+
+    def alone(row: Sequence[object]) -> bool:
+        return row[2] == "checked"
+
     taken = state.load_rows(
         "streetlight",
-        ["SL-1", "SL-1", "SL-2", "SL-2", "SL-2"],
-        [100, 100, 100, 100, 200],
-        [(2.5, None), (None, "on"), (1.0, None), (None, "on"), (4.0, None)],
-        {"powerConsumption": 0, "powerState": 1},
+        ["SL-1", "SL-1", "SL-1", "SL-2", "SL-2", "SL-2"],
+        [100, 100, 100, 100, 100, 200],
+        [
+            (2.5, None, "checked"),
+            (None, "off", "whole"),  # lends nothing
+            (9.9, "on", "checked"),  # the power held keeps its value
+            (1.0, None, "checked"),
+            (None, "on", "checked"),
+            (4.0, None, "checked"),
+        ],
+        fields,
+        alone=alone,
     )
     assert taken == 3  # rows that were the newest when read: SL-1's first, SL-2's 100 and 200
     assert state.reading_of(state.index["SL-1"]) == Reading(
@@ -374,8 +391,9 @@ def test_rows_of_one_time_from_two_writers_merge_as_their_point_did(tmp_path: Pa
         "streetlight",
         ["SL-2", "SL-2"],
         [200, 150],
-        [(None, "off"), (9.0, "on")],
-        {"powerConsumption": 0, "powerState": 1},
+        [(None, "off", "checked"), (9.0, "on", "checked")],
+        fields,
+        alone=alone,
     )
     assert state.reading_of(state.index["SL-2"]) == Reading(
         200, {"powerConsumption": 4.0, "powerState": "off"}
@@ -392,6 +410,8 @@ def test_a_refused_row_is_logged_and_no_dead_letter(caplog: pytest.LogCaptureFix
     assert not pending.owed and rows.owed(pending.owed) == []  # nothing owed before the write
     assert "InfluxDB refused a latest row: field type conflict" in caplog.text
     assert rows.rows([lamp("SL-1", 20, 2.0)]).lines == []  # remembered all the same
+    # Its mask is not: a message of its time is not written over a row InfluxDB never took.
+    assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []
 
 
 def test_a_compaction_keeps_only_rows_no_other_writer_holds_as_new() -> None:
