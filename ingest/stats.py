@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -111,6 +111,8 @@ class Stats:
         """Prometheus text exposition (prometheus_client), with HELP and TYPE lines."""
         registry = CollectorRegistry()
         registry.register(_StatsCollector(self))
+        # process_start_time_seconds and the rest: an alert counts a worker's restarts by it.
+        ProcessCollector(registry=registry)
         return generate_latest(registry).decode()
 
 
@@ -145,7 +147,8 @@ HELP = {
     "ready": "1 while no thread of the worker has died",
     "spool_bytes": "Bytes in the disk spool",
     "spool_corrupt_segments": "Spool segments found damaged and moved aside",
-    "spool_refused_appends": "Batches the spool's disk refused",
+    "spool_refused_appends": "Batches the spool's disk refused (a write failed)",
+    "spool_bytes_limit": "The spool's bound (CITYSENSE_SPOOL_MAX_BYTES)",
     "cpu_seconds_mqtt_thread": "CPU time of paho's network thread: reading, the pipeline, queuing",
     "cpu_seconds_writer_thread": "CPU time of the writer thread: writes, acknowledgements, feed",
 }

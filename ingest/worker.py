@@ -179,6 +179,7 @@ class Worker:
             self.stats.gauges.update(
                 spool_corrupt_segments=lambda: float(spool.corrupt),
                 spool_refused_appends=lambda: float(spool.refused),
+                spool_bytes_limit=lambda: float(spool.max_bytes),
             )
 
     def _supervised(self, target: Callable[[], None], name: str) -> threading.Thread:
