@@ -203,10 +203,10 @@ class LatestRows:
     def _held_mask(self, device_id: str, time_ns: int, measurement: str) -> int | None:
         """The `has` mask of the row this writer stored at `time_ns` for the device under
         `measurement`, if one of its last RECENT_WRITES writes did and InfluxDB took it (see
-        settle): a message of that timestamp came in a later batch,
-        and the row is written again with its fields and both masks (InfluxDB merges the row's
-        point as it merged the reading's). None: an older reading, or a row not remembered (it
-        keeps the first message's fields, and says so, until the device's next reading)."""
+        settle): a message of that timestamp came in a later batch, and the row is written
+        again with its fields and both masks (InfluxDB merges the row's point as it merged the
+        reading's). None: a row not remembered (it keeps the first message's fields, and says
+        so, until the device's next reading)."""
         for masks in self._recent:
             held = masks.get(device_id)
             if held is not None and held[0] == time_ns and held[1] == measurement:
