@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import statistics
 import tempfile
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 
 from api.core import query as q
 from api.live import rows as live_rows
+from bench.api.constants import DATABASE
+from bench.api.memory import worker_rows
 from citysense.children import cpu_seconds
 from citysense.servers import LocalServers
 from common.influx import (
@@ -41,11 +42,7 @@ from common.influx import (
 )
 from common.schema import Retention, ensure_schema
 from device_profiles import Device, Profile, load_profiles
-from ingest.latest import LatestRows
-from ingest.stages import Enriched
-from simulators.models import DEFAULT_UTC_OFFSET_HOURS, ProfileModel
 from wire import latest as layout
-from wire.retention import LATEST
 
 CHUNK = 2000  # rows a chunk, as a start asks
 AT_ONCE = 2  # pieces read at once, as a start reads them (one per core here)
@@ -59,9 +56,9 @@ class Read:
     influx_cpu_s: float
 
 
-def _devices(n: int) -> dict[str, Device]:
-    return {
-        f"D-{k:06d}": Device(
+def _devices(n: int) -> list[Device]:
+    return [
+        Device(
             device_id=f"D-{k:06d}",
             profile=KINDS[k % len(KINDS)],
             district="North",
@@ -69,33 +66,17 @@ def _devices(n: int) -> dict[str, Device]:
             longitude=120.0,
         )
         for k in range(n)
-    }
+    ]
 
 
 def _write_rows(
-    config: InfluxConfig, profiles: dict[str, Profile], devices: dict[str, Device], writers: int
+    servers: LocalServers, config: InfluxConfig, devices: list[Device], writers: int
 ) -> None:
-    models = {name: ProfileModel(p, DEFAULT_UTC_OFFSET_HOURS) for name, p in profiles.items()}
-    now_ms = time.time_ns() // 1_000_000
+    """Each writer's rows, an hour older than the one before's (bench.api.memory's)."""
     with InfluxClient(config) as client:
-        ensure_schema(client, Retention(readings="INF"), profiles)
-        for w in range(writers):
-            keeper = LatestRows(f"ingest-{w}", profiles, lambda: devices)
-            keeper.resume(client)
-            at_ms = now_ms - w * 3_600_000
-            readings = [
-                Enriched(
-                    d.profile,
-                    d.device_id,
-                    d.district,
-                    at_ms * 1_000_000,
-                    models[d.profile].device(random.Random(n)).reading(at_ms),
-                )
-                for n, d in enumerate(devices.values())
-            ]
-            lines = keeper.rows(readings).lines
-            for at in range(0, len(lines), 5000):
-                client.write("\n".join(lines[at : at + 5000]).encode(), policy=LATEST)
+        ensure_schema(client, Retention(readings="INF"), load_profiles())
+    for w in range(writers):
+        worker_rows(servers, devices, f"ingest-{w}", hours=w)
 
 
 def _without_has(query: q.Query) -> q.Query:
@@ -164,8 +145,8 @@ def main() -> None:
         servers = LocalServers.create(Path(home) / "servers", root="bench")
         servers.influxdb.start()
         try:
-            config = InfluxConfig(url=servers.influxdb.url, database="rows_has", timeout=120)
-            _write_rows(config, profiles, devices, args.writers)
+            config = InfluxConfig(url=servers.influxdb.url, database=DATABASE, timeout=120)
+            _write_rows(servers, config, devices, args.writers)
             time.sleep(5)  # InfluxDB's cache snapshot after the writes, before any read
             process = servers.influxdb.process
             if process is None:

@@ -62,10 +62,15 @@ class Pending:
     """Rows a write carries, remembered as stored once the write succeeded."""
 
     lines: list[str]
-    newest: dict[str, int]
-    owed: bool = False  # readings that get no rows: the keeper was off
-    # Per device, its row's time, measurement and `has` mask (wire.latest.row_line_and_mask).
+    # Per device (the registry's id string: held once), its row's reading time, measurement
+    # and `has` mask (wire.latest.row_line).
     masks: dict[str, Held] = field(default_factory=dict)
+    owed: bool = False  # readings that get no rows: the keeper was off
+
+    @property
+    def newest(self) -> dict[str, int]:
+        """Per device, the reading time of its row."""
+        return {device_id: held[0] for device_id, held in self.masks.items()}
 
 
 class LatestRows:
@@ -155,7 +160,7 @@ class LatestRows:
             # Rows made without reading back what the writer holds could move one back.
             raise RuntimeError(f"latest rows of {self.writer} asked for before resume()")
         if not (self.enabled and self.resumed):
-            return Pending([], {}, owed=any(True for _ in readings))
+            return Pending([], owed=any(True for _ in readings))
         newest: dict[str, Enriched] = {}
         for reading in readings:
             known = newest.get(reading.device_id)
@@ -170,7 +175,6 @@ class LatestRows:
                 )
         registry = self._registry()
         lines: list[str] = []
-        times: dict[str, int] = {}
         masks: dict[str, Held] = {}
         for device_id, reading in newest.items():
             device = registry.get(device_id)
@@ -186,7 +190,7 @@ class LatestRows:
                     continue  # older than the row (or see _held_mask): never moves it back
                 also = held
             bucket, slot = layout.slot_of(device_id)
-            line, mask = layout.row_line_and_mask(
+            line, mask = layout.row_line(
                 self._series_of(reading.measurement, bucket),
                 device_id,
                 time_ns=reading.time_ns,
@@ -196,9 +200,8 @@ class LatestRows:
                 also=also,
             )
             lines.append(line)
-            times[device.device_id] = reading.time_ns  # the registry's string: held once
             masks[device.device_id] = (reading.time_ns, reading.measurement, mask)
-        return Pending(lines, times, masks=masks)
+        return Pending(lines, masks)
 
     def _held_mask(self, device_id: str, time_ns: int, measurement: str) -> int | None:
         """The `has` mask of the row this writer stored at `time_ns` for the device under

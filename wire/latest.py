@@ -199,25 +199,11 @@ def row_line(
     keys: RowKeys,
     fields: Mapping[str, FieldValue],
     slot: int,
-) -> str:
-    """A row's line, with `has`; fields outside `keys` are not kept."""
-    return row_line_and_mask(
-        row_series_text, device_id, time_ns=time_ns, keys=keys, fields=fields, slot=slot
-    )[0]
-
-
-def row_line_and_mask(
-    row_series_text: str,
-    device_id: str,
-    *,
-    time_ns: int,
-    keys: RowKeys,
-    fields: Mapping[str, FieldValue],
-    slot: int,
     also: int = 0,
 ) -> tuple[str, int]:
-    """row_line, and its `has` mask; `also`: bits of fields the point already holds at this
-    time (written before by an earlier message of the same timestamp: the point merges them)."""
+    """A row's line, with `has`, and its mask; fields outside `keys` are not kept. `also`: bits
+    of fields the point already holds at this time (written before by an earlier message of
+    the same timestamp: the point merges them)."""
     parts = [_DEVICE_KEY + string_value(device_id), _AT_KEY + FORMAT[int](time_ns), ""]
     prefixes, bits, mask = keys.keys, keys.bits, also
     for name, value in fields.items():

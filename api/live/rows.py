@@ -231,7 +231,7 @@ class RowWriter:
                 continue
             device = state.registered[index]
             bucket, slot = layout.slot_of(device.device_id)
-            yield layout.row_line(
+            line, _ = layout.row_line(
                 self._series_of(device.profile, bucket),
                 device.device_id,
                 time_ns=reading.time_ns,
@@ -239,6 +239,7 @@ class RowWriter:
                 fields=reading.values,
                 slot=slot,
             )
+            yield line
 
     def complete_line(self, now_ns: int, owed: str) -> str:
         """The point saying the rows are whole, these rows among them: at time 0, so there is

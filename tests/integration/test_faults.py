@@ -24,7 +24,14 @@ from common.influx import InfluxClient, InfluxConfig
 from device_profiles import load_profiles, load_registry
 from ingest.spool import frame
 from simulators.city import write_city
-from tests.support.faults import PIPES, assert_exactly, stream_of, wait_stored
+from tests.support.faults import (
+    PIPES,
+    assert_exactly,
+    stored_pressures,
+    stream_of,
+    unstamped_of,
+    wait_stored,
+)
 from tests.support.influx import count, make_database, rows
 from tests.support.mqtt import Stream, publish
 from tests.support.polling import wait_for
@@ -32,6 +39,7 @@ from tests.support.processes import (
     IngestProcess,
     children,
     free_port_block,
+    holding_ingest,
     ingest_env,
 )
 from tests.support.servers import ACL_ROOT
@@ -308,15 +316,9 @@ def test_8b_a_new_message_identical_to_a_held_one_after_a_stale_save_is_stored_t
     held one: both are stored, nothing is taken for the other."""
     stack = private_servers
     influx = make_database(stack)
-    layout = TopicLayout(topic_root)
-    values = [round(100 + n * 0.001, 3) for n in range(60)]
-    held = [
-        (layout.telemetry("water_pipe", PIPES[n % len(PIPES)]), orjson.dumps({"pressure": v}))
-        for n, v in enumerate(values)
-    ]
+    held, values = unstamped_of(topic_root, 60)
     voided = _stale_save_while_holding(stack, influx, topic_root, tmp_path, held=held, after=held)
-    got = [float(str(r["pressure"])) for r in rows(influx, 'SELECT pressure FROM "water_pipe"')]
-    assert sorted(got) == sorted(values * 2)
+    assert stored_pressures(influx) == sorted(values * 2)
     assert voided == len(held), "the broker gave the held ids to other messages"
 
 
@@ -336,9 +338,7 @@ def _stale_save_while_holding(
     stack.mosquitto.autosave_interval = 3600  # saves only when told: the save is made stale
     stack.mosquitto.restart()
     # No spool: ingest must hold what it receives while InfluxDB is away.
-    env = ingest_env(stack, influx, topic_root, tmp_path, CITYSENSE_SPOOL_DIR="")
-    ingest = IngestProcess(env, tmp_path / "i.log")
-    ingest.start()
+    ingest = holding_ingest(stack, influx, topic_root, tmp_path)
     stack.mosquitto.save()  # the save has ingest's session and nothing in flight
     stack.influxdb.stop()
     publisher = stack.mosquitto.url("citysense-simulator")
@@ -372,16 +372,9 @@ def test_10_receive_maximum_reached_holds_exactly_that_many(
     stack = private_servers
     influx = make_database(stack)
     messages, expected = stream_of(topic_root, 4 * RECEIVE_MAXIMUM, per_message=1)
-    env = ingest_env(
-        stack,
-        influx,
-        topic_root,
-        tmp_path,
-        CITYSENSE_SPOOL_DIR="",
-        CITYSENSE_RECEIVE_MAXIMUM=str(RECEIVE_MAXIMUM),
+    ingest = holding_ingest(
+        stack, influx, topic_root, tmp_path, CITYSENSE_RECEIVE_MAXIMUM=str(RECEIVE_MAXIMUM)
     )
-    ingest = IngestProcess(env, tmp_path / "i.log")
-    ingest.start()
     stack.influxdb.stop()
     publish(stack.mosquitto.url("citysense-simulator"), messages)  # the broker has them all
     wait_for(
@@ -426,17 +419,14 @@ def test_11_sigterm_with_influxdb_down_exits_1_within_the_drain_bound(
     stack = private_servers
     influx = make_database(stack)
     messages, expected = stream_of(topic_root, 1000, per_message=5)
-    env = ingest_env(
+    ingest = holding_ingest(  # nothing relieves the worker of what it holds
         stack,
         influx,
         topic_root,
         tmp_path,
-        CITYSENSE_SPOOL_DIR="",  # nothing relieves the worker of what it holds
         CITYSENSE_DRAIN_TIMEOUT=str(DRAIN_TIMEOUT),
         CITYSENSE_LOG_LEVEL="INFO",
     )
-    ingest = IngestProcess(env, tmp_path / "i.log")
-    ingest.start()
     stack.influxdb.stop()
     publish(stack.mosquitto.url("citysense-simulator"), messages)
     wait_for(lambda: ingest.metric("unacked_messages") == len(messages), 30, what="ingest holding")
@@ -632,24 +622,16 @@ def test_15_the_byte_budget_full_longer_than_the_keepalive_keeps_the_connection(
     time, so a second delivery would be a second point: counted here, value by value."""
     stack = private_servers
     influx = make_database(stack)
-    layout = TopicLayout(topic_root)
     # About 900 bytes held a reading (ingest.budget.weight_of): 3,000 are over 2.5 MiB.
-    values = [round(100 + n * 0.001, 3) for n in range(3000)]
-    messages = [
-        (layout.telemetry("water_pipe", PIPES[n % len(PIPES)]), orjson.dumps({"pressure": v}))
-        for n, v in enumerate(values)
-    ]
-    env = ingest_env(
+    messages, values = unstamped_of(topic_root, 3000)
+    ingest = holding_ingest(  # nothing relieves the worker of what it holds
         stack,
         influx,
         topic_root,
         tmp_path,
-        CITYSENSE_SPOOL_DIR="",  # nothing relieves the worker of what it holds
         CITYSENSE_MAX_HELD_BYTES=str(1024**2),
         CITYSENSE_MQTT_KEEPALIVE=str(KEEPALIVE),
     )
-    ingest = IngestProcess(env, tmp_path / "i.log")
-    ingest.start()
     stack.influxdb.stop()
     publish(stack.mosquitto.url("citysense-simulator"), messages)
     wait_for(lambda: ingest.metric("budget_waits") >= 1, 30, what="the budget reached")
@@ -664,5 +646,4 @@ def test_15_the_byte_budget_full_longer_than_the_keepalive_keeps_the_connection(
     assert ingest.metric("connections_total") == 1
     wait_for(ingest.holds_nothing, 30, what="every message acknowledged")
     assert ingest.terminate() == 0
-    got = [float(str(r["pressure"])) for r in rows(influx, 'SELECT pressure FROM "water_pipe"')]
-    assert sorted(got) == values
+    assert stored_pressures(influx) == values

@@ -18,7 +18,7 @@ from tests.support.faults import assert_exactly, stream_of, wait_stored
 from tests.support.influx import count, make_database
 from tests.support.mqtt import Stream, publish, subscriber
 from tests.support.polling import wait_for
-from tests.support.processes import IngestProcess, ingest_env, peak_rss_mb
+from tests.support.processes import IngestProcess, holding_ingest, ingest_env, peak_rss_mb
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,17 +83,14 @@ def test_9_thousand_reading_messages_through_a_60s_outage_stay_in_the_byte_budge
     stack = private_servers
     influx = make_database(stack)
     messages, expected = stream_of(topic_root, 200_000, per_message=1000)
-    env = ingest_env(
+    ingest = holding_ingest(  # nothing relieves memory but the budget
         stack,
         influx,
         topic_root,
         tmp_path,
-        CITYSENSE_SPOOL_DIR="",  # nothing relieves memory but the budget
         CITYSENSE_MAX_HELD_BYTES=str(HELD_MB * 1024**2),
         CITYSENSE_DEDUPE_WINDOW="20000",
     )
-    ingest = IngestProcess(env, tmp_path / "i.log")
-    ingest.start()
     assert ingest.proc is not None
     ready = peak_rss_mb(ingest.proc.pid)  # the process before it holds anything
     stack.influxdb.stop()

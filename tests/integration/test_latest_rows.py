@@ -646,7 +646,7 @@ async def test_a_full_load_s_rows_are_compacted_to_the_devices_no_worker_holds(
     # Rows of a full load that never named them, two days ago (a replica that died).
     stale = f"{layout.FULL_LOAD}{now // S - 2 * 86400}-deadbeef"
     keys = layout.encoded_keys("streetlight", {"powerConsumption": "number"})
-    row = layout.row_line(
+    row, _ = layout.row_line(
         layout.row_series("streetlight", stale, "00"),
         LAMPS[0],
         time_ns=now - 9000 * S,
@@ -912,7 +912,7 @@ async def test_devices_sharing_a_slot_are_read_from_their_readings(
             keys=keys,
             fields={"powerState": "on", "powerConsumption": power},
             slot=shared[1],
-        )
+        )[0]
         for device, at, power in ((LAMPS[0], now - 120 * S, 1.0), (LAMPS[1], now - 60 * S, 2.0))
     ]
     with InfluxClient(influx) as client:

@@ -42,6 +42,25 @@ def stream_of(
     return messages, expected
 
 
+def unstamped_of(root: str, readings: int) -> tuple[list[tuple[str, bytes]], list[float]]:
+    """Messages of one reading each from the registry's pipes, without a timestamp (stored under
+    their receive time, so a second delivery is a second point); their values, each unique."""
+    layout = TopicLayout(root)
+    values = [round(100 + n * 0.001, 3) for n in range(readings)]
+    messages = [
+        (layout.telemetry("water_pipe", PIPES[n % len(PIPES)]), orjson.dumps({"pressure": v}))
+        for n, v in enumerate(values)
+    ]
+    return messages, values
+
+
+def stored_pressures(influx: InfluxConfig) -> list[float]:
+    """Every pressure stored, sorted: a value delivered twice is there twice."""
+    return sorted(
+        float(str(r["pressure"])) for r in rows(influx, 'SELECT pressure FROM "water_pipe"')
+    )
+
+
 def stored(influx: InfluxConfig) -> dict[tuple[str, int], float]:
     got = rows(influx, 'SELECT pressure, device_id FROM "water_pipe"')
     return {(str(r["device_id"]), int(str(r["time"]))): float(str(r["pressure"])) for r in got}

@@ -249,3 +249,15 @@ def wait_written(influx: InfluxConfig, ingest: IngestProcess, measurement: str, 
     are stored too — a question asked between the readings and the marks finds nothing moved."""
     wait_for(lambda: count(influx, measurement) >= n, 30, 0.2, f"{n} {measurement} readings")
     wait_for(ingest.holds_nothing, 30, 0.2, what="every batch acknowledged")
+
+
+def holding_ingest(
+    stack: LocalServers, influx: InfluxConfig, root: str, tmp: Path, **extra: str | None
+) -> IngestProcess:
+    """An ingest process started as `ingest_env` sets it up but without a disk spool: what it
+    takes and cannot store it holds (the fault suite's outage scenarios), its log in `tmp`."""
+    ingest = IngestProcess(
+        ingest_env(stack, influx, root, tmp, CITYSENSE_SPOOL_DIR="", **extra), tmp / "i.log"
+    )
+    ingest.start()
+    return ingest
