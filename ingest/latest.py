@@ -23,7 +23,9 @@ them.
 Only registered devices get rows (the API keeps no state of the others), so what this keeps is
 bounded by the registry: a dict entry keyed by the registry's own id string, and the time's
 integer (about 70 bytes a device: 40 for the dict, measured with tracemalloc over 100,000
-devices by hand, and a 32-byte int).
+devices by hand, and a 32-byte int). The masks read back at start (see _held_mask) add at most
+a dict entry a registered device, each (profile, mask) pair held once for every row of it, and
+an entry goes as soon as its device's row is written again.
 """
 
 from __future__ import annotations
@@ -92,17 +94,22 @@ class LatestRows:
         self._recheck_at = 0.0  # time.monotonic() when a disabled keeper looks again
         self._stored: dict[str, int] = {}
         self._recent: deque[dict[str, Held]] = deque(maxlen=RECENT_WRITES)
+        # Per registered device, the measurement and `has` mask of its row read back by resume,
+        # while that row holds the device's newest stored time (see _held_mask).
+        self._resumed: dict[str, tuple[str, int]] = {}
         self._series: dict[tuple[str, str], str] = {}
 
     def resume(self, client: InfluxClient) -> None:
-        """The times this writer's rows hold, from InfluxDB. Without the `latest` policy (a
-        database set up by an older `citysense schema`) no rows are kept until it is there:
-        the API then finds no complete rows and loads from the readings. InfluxDB failing: no
-        rows until a later read succeeds (see the module's doc)."""
+        """The times this writer's rows hold, and their masks, from InfluxDB. Without the
+        `latest` policy (a database set up by an older `citysense schema`) no rows are kept
+        until it is there: the API then finds no complete rows and loads from the readings.
+        InfluxDB failing: no rows until a later read succeeds (see the module's doc)."""
         # Identifiers of the layout, the writer bound as a parameter.
         query = (
-            f"SELECT {quote_ident(layout.DEVICE)}, {quote_ident(layout.AT)} "  # noqa: S608
-            f"FROM {qualified(layout.MEASUREMENT)} WHERE {quote_ident(layout.WRITER_TAG)} = $w"
+            f"SELECT {quote_ident(layout.DEVICE)}, {quote_ident(layout.AT)}, "  # noqa: S608
+            f"{quote_ident(layout.HAS)} FROM {qualified(layout.MEASUREMENT)} "
+            f"WHERE {quote_ident(layout.WRITER_TAG)} = $w "
+            f"GROUP BY {quote_ident(layout.PROFILE_TAG)}"
         )
         self._asked = True
         try:
@@ -125,14 +132,38 @@ class LatestRows:
             self.enabled = True
         self.resumed = True
         stored = self._stored
+        masks: dict[str, Held] = {}  # per device: its current profile's row
+        registry = self._registry()
         for statement in answer:
             for found in statement:
                 at_device = found.columns.index(layout.DEVICE)
                 at_time = found.columns.index(layout.AT)
+                # Rows written before `has` (by an older version) may be all there are.
+                at_has = found.columns.index(layout.HAS) if layout.HAS in found.columns else -1
+                measurement = found.tags.get(layout.PROFILE_TAG, "")
+                keys = self._keys.get(measurement)
                 for row in found.values:
                     device, time_ns = row[at_device], row[at_time]
-                    if isinstance(device, str) and isinstance(time_ns, int):
-                        stored[device] = max(time_ns, stored.get(device, time_ns))
+                    if not (isinstance(device, str) and isinstance(time_ns, int)):
+                        continue
+                    stored[device] = max(time_ns, stored.get(device, time_ns))
+                    known = registry.get(device)
+                    if keys is None or known is None or at_has < 0:
+                        continue
+                    mask = layout.mask_of(row[at_has], keys.digest)
+                    if known.profile == measurement and mask is not None:
+                        masks[known.device_id] = (time_ns, measurement, mask)
+        self._resumed = self._newest_masks(masks)
+
+    def _newest_masks(self, masks: dict[str, Held]) -> dict[str, tuple[str, int]]:
+        """Of the rows' masks read back, those of rows that hold their device's newest stored
+        time (a row of another profile may be newer), each (measurement, mask) held once."""
+        shared: dict[tuple[str, int], tuple[str, int]] = {}
+        return {
+            device: shared.setdefault((measurement, mask), (measurement, mask))
+            for device, (time_ns, measurement, mask) in masks.items()
+            if self._stored.get(device) == time_ns
+        }
 
     def recheck(self, client: InfluxClient) -> None:
         """A keeper that found no `latest` policy, or could not read its rows back: tries
@@ -209,12 +240,18 @@ class LatestRows:
         settle): a message of that timestamp came in a later batch, and the row is written
         again with its fields and both masks (InfluxDB merges the row's point as it merged the
         reading's). None: a row not remembered (it keeps the first message's fields, and says
-        so, until the device's next reading)."""
+        so, until the device's next reading).
+
+        After a restart the row's mask read back (resume) stands in: a message of the stored
+        timestamp held by the broker over the restart, or delivered again. `time_ns` is the
+        newest time stored (rows() asks only then), which that row holds: its entry goes as soon
+        as a write of this keeper carries a row of the device (stored)."""
         for masks in self._recent:
             held = masks.get(device_id)
             if held is not None and held[0] == time_ns and held[1] == measurement:
                 return held[2]
-        return None
+        resumed = self._resumed.get(device_id)
+        return resumed[1] if resumed is not None and resumed[0] == measurement else None
 
     def stored(self, pending: Pending, *, rows_taken: bool = True) -> None:
         """`pending`'s rows are stored: their times remembered, and their masks too if InfluxDB
@@ -222,6 +259,11 @@ class LatestRows:
         wrote, and a later message of its time would take an older reading's values for them.
         A write with no rows, or a refused one, leaves the masks remembered as they were."""
         self._stored.update(pending.newest)
+        if self._resumed:
+            # Its row written again (refused or not), its stored time maybe moved on: the mask
+            # read back may no longer be the row's.
+            for device_id in pending.masks:
+                self._resumed.pop(device_id, None)
         if pending.masks and rows_taken:
             self._recent.appendleft(pending.masks)
 

@@ -215,17 +215,24 @@ def row_line(
     return f"{row_series_text} {','.join(parts)} {slot}", mask
 
 
-def absent(has: object, digest: str, count: int) -> tuple[int, ...]:
-    """The positions, among a profile's `count` fields in order (of digest `digest`), of the
-    fields a row's `has` says its reading lacks; none if it does not say (no `has`, another
-    digest, or not ours)."""
+def mask_of(has: object, digest: str) -> int | None:
+    """The mask of a row's `has` if it is of a profile of digest `digest`; None if it does not
+    say (no `has`, another digest, or not ours)."""
     if not isinstance(has, str):
-        return ()
+        return None
     written, _, mask_hex = has.partition(":")
     if written != digest:
-        return ()
+        return None
     try:
-        mask = int(mask_hex, 16)
+        return int(mask_hex, 16)
     except ValueError:
+        return None
+
+
+def absent(has: object, digest: str, count: int) -> tuple[int, ...]:
+    """The positions, among a profile's `count` fields in order (of digest `digest`), of the
+    fields a row's `has` says its reading lacks; none if it does not say (mask_of)."""
+    mask = mask_of(has, digest)
+    if mask is None:
         return ()
     return tuple(n for n in range(count) if not mask >> n & 1)

@@ -334,6 +334,32 @@ async def test_a_start_from_the_rows_merges_two_workers_rows_of_one_point(
     }
 
 
+async def test_a_start_from_the_rows_merges_messages_of_one_time_either_side_of_a_restart(
+    servers: LocalServers, topic_root: str, tmp_path: Path, now: int
+) -> None:
+    """A lamp's two messages of one timestamp, its worker started again between them (the
+    broker held the second over the restart): the worker reads its row's mask back at start
+    and writes the row again with both messages' fields, as InfluxDB merged the point."""
+    influx = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
+    with InfluxClient(influx) as client:
+        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+    topic = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
+    on = {"ts": now // 1_000_000, "powerState": "on"}
+    settings = ingest_settings(servers, influx, topic_root)
+    publish_and_wait(servers, settings, [(topic, orjson.dumps({**on, "temperature": 21.5}))])
+    publish_and_wait(servers, settings, [(topic, orjson.dumps({**on, "powerConsumption": 7.5}))])
+    [row] = rows(influx, f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"')
+    assert row[POWER] == 7.5  # written again after the restart
+    started, state = await _state(_api(servers, influx, tmp_path, "a"))
+    assert started == "rows"
+    assert state == {
+        LAMPS[0]: {
+            "time": rfc3339(now),
+            "values": {"powerState": "on", "temperature": 21.5, "powerConsumption": 7.5},
+        }
+    }
+
+
 def test_a_database_holding_readings_is_not_said_whole_by_its_set_up(
     servers: LocalServers, influx: InfluxConfig, now: int
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -317,6 +318,94 @@ def test_messages_of_one_timestamp_in_two_batches_make_one_row_of_both() -> None
     for _ in range(RECENT_WRITES):
         rows.stored(rows.rows([lamp("SL-2", 10, 1.0)]))
     assert rows.rows([_lamp_at(10, {"powerState": "on"})]).lines == []
+
+
+def _restarted(lines: list[str]) -> LatestRows:
+    """A keeper of the same writer started again, reading back its rows as InfluxDB holds
+    them after `lines` (a point written again keeps the fields the new one lacks), grouped by
+    profile as resume asks."""
+    merged: dict[tuple[str, str, int], dict[str, object]] = {}  # per point: profile, bucket, slot
+    for line in lines:
+        point = parse_line(line)
+        key = (point.tags["profile"], point.tags["bucket"], point.time_ns)
+        merged.setdefault(key, {}).update(point.fields)
+    columns = ["time", layout.DEVICE, layout.AT, layout.HAS]
+    series = [
+        {
+            "name": layout.MEASUREMENT,
+            "tags": {"profile": profile},
+            "columns": columns,
+            "values": [
+                [key[2], *(fields.get(c) for c in columns[1:])]
+                for key, fields in merged.items()
+                if key[0] == profile
+            ],
+        }
+        for profile in sorted({key[0] for key in merged})
+    ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert "GROUP BY" in parse_qs(request.content.decode())["q"][0]
+        results = [{"statement_id": 0, "series": series}]
+        return httpx.Response(200, json={"results": results})
+
+    rows = LatestRows("worker-1", PROFILES, lambda: REGISTRY)
+    with _influx(answer) as client:
+        rows.resume(client)
+    assert rows.resumed
+    return rows
+
+
+def test_messages_of_one_timestamp_either_side_of_a_restart_make_one_row_of_both() -> None:
+    """The broker held a device's second message of one timestamp over a restart of its
+    worker (or delivered it again): the row's mask read back at start stands in for the one
+    remembered, and the row is written again with both, as the point merged them."""
+    first = keeper().rows([_lamp_at(10, {"powerState": "on", "temperature": 21.0})])
+    again = _restarted(first.lines)
+    second = again.rows([_lamp_at(10, {"powerState": "off", "powerConsumption": 4.0})])
+    found = _read_back(first.lines + second.lines)
+    values = {name: found.rows[0][at] for name, at in found.fields.items()}
+    assert {name: value for name, value in values.items() if value is not None} == {
+        "powerState": "off",
+        "temperature": 21.0,
+        "powerConsumption": 4.0,
+    }
+    assert found.alone(found.rows[0])  # its `has` names the three: a mask, not taken whole
+
+
+def test_a_mask_read_back_is_used_only_while_its_row_holds_the_stored_time() -> None:
+    first = keeper().rows([_lamp_at(10, {"powerState": "on", "temperature": 21.0})])
+    # Refused by InfluxDB after the restart: the newer time is stored, its row was not, and the
+    # mask read back (of the row at 10) says nothing of a message at 20.
+    again = _restarted(first.lines)
+    refused = again.rows([_lamp_at(20, {"powerState": "off"})])
+    again.stored(refused, rows_taken=False)
+    assert again.rows([_lamp_at(20, {"powerState": "on"})]).lines == []
+    # A row written by a version whose profile had other fields: its mask is not ours.
+    other = [line.replace(f'has="{DIGEST}:', 'has="ffff:') for line in first.lines]
+    assert other != first.lines
+    assert _restarted(other).rows([_lamp_at(10, {"powerState": "off"})]).lines == []
+    # The device's row of another profile is newer (its profile changed in the registry).
+    pipe = Enriched("water_pipe", "SL-1", "North", 30, {"pressure": 3.0})
+    newer = LatestRows("worker-1", PROFILES, lambda: {"SL-1": _as_pipe("SL-1")})
+    with _influx(_none) as client:
+        newer.resume(client)
+    both = _restarted([*first.lines, *newer.rows([pipe]).lines])
+    assert both.rows([_lamp_at(30, {"powerState": "off"})]).lines == []
+    # An older row of another profile (read back after it) leaves the profile's own mask.
+    older = _restarted(
+        [
+            *first.lines,
+            *newer.rows([Enriched("water_pipe", "SL-1", "North", 5, {"pressure": 3.0})]).lines,
+        ]
+    )
+    assert len(older.rows([_lamp_at(10, {"powerState": "off"})]).lines) == 1
+
+
+def _as_pipe(device_id: str) -> Device:
+    return Device(
+        device_id=device_id, profile="water_pipe", district="North", latitude=30.0, longitude=120.0
+    )
 
 
 def _state(tmp_path: Path) -> LiveState:
