@@ -24,8 +24,9 @@ Only registered devices get rows (the API keeps no state of the others), so what
 bounded by the registry: a dict entry keyed by the registry's own id string, and the time's
 integer (about 70 bytes a device: 40 for the dict, measured with tracemalloc over 100,000
 devices by hand, and a 32-byte int). The masks read back at start (see _held_mask) add at most
-a dict entry a registered device, each (profile, mask) pair held once for every row of it, and
-an entry goes as soon as its device's row is written again.
+a dict entry a device registered then (about 50 bytes: the dict's share, the tuple of each
+(profile, mask) held once for every row of it), and an entry goes as soon as a write carries
+its device's row again (stored, or given up: unsure).
 """
 
 from __future__ import annotations
@@ -245,7 +246,7 @@ class LatestRows:
         After a restart the row's mask read back (resume) stands in: a message of the stored
         timestamp held by the broker over the restart, or delivered again. `time_ns` is the
         newest time stored (rows() asks only then), which that row holds: its entry goes as soon
-        as a write of this keeper carries a row of the device (stored)."""
+        as a write of this keeper carries a row of the device (stored, unsure)."""
         for masks in self._recent:
             held = masks.get(device_id)
             if held is not None and held[0] == time_ns and held[1] == measurement:
@@ -266,6 +267,22 @@ class LatestRows:
                 self._resumed.pop(device_id, None)
         if pending.masks and rows_taken:
             self._recent.appendleft(pending.masks)
+
+    def unsure(self, pending: Pending) -> None:
+        """The write that carried `pending` gave up (its batch went to the spool): InfluxDB may
+        have taken its rows (they go before the marks, which may be what failed) or not. The
+        masks of those devices are forgotten, read back or remembered: the row may now hold a
+        newer reading's fields, and a message of the remembered time written with that mask
+        would serve them as its own. Such a message then leaves the row as it is (_held_mask).
+        Their stored times are left as they were: raised to rows InfluxDB may not hold, a
+        reading stored later, newer than the row, would find its row skipped while its change
+        mark says it is there; left, a late reading between the two times moves the row back,
+        to a reading that is whole, and the spool's drainer keeps the newer one's row under its
+        own tag (a reader takes the newest over writers)."""
+        for device_id in pending.masks:
+            self._resumed.pop(device_id, None)
+            for masks in self._recent:  # the stored writes' own dicts: nothing else reads them
+                masks.pop(device_id, None)
 
     def settle(self, pending: Pending, bad: list[BadLine]) -> tuple[list[BadLine], int]:
         """After the write that carried `pending`: its rows remembered as stored, and `bad`

@@ -63,14 +63,17 @@ class Pipeline:
         seen: Seen | None = None,
         unknown: UnknownFields | None = None,
     ) -> None:
-        self.unknown = unknown or UnknownFields()
+        self.unknown = UnknownFields() if unknown is None else unknown
         self._profiles = profiles
         self._normalizers = {
             key: Normalizer(variant, profiles[variant.profile])
             for key, variant in (variants or {}).items()
         }
         self._accept_unknown = accept_unknown_devices
-        self.seen = seen or Seen()
+        # `is None`, not `or`: an empty Seen is falsy (it has a length), and a worker's own, given
+        # here empty, was once replaced by a default one: its window setting and its forget()
+        # of refused readings then went to a Seen nothing read.
+        self.seen = Seen() if seen is None else seen
         self._compiled = {name: CompiledProfile.compile(p) for name, p in profiles.items()}
         # Generated per profile (ingest.compiled): accepts what validate accepts whole, at a
         # fraction of its cost; anything else goes the full way, for the precise reason.

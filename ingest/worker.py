@@ -385,6 +385,7 @@ class Worker:
         except GaveUp:
             self._outage.set()
             if self._spill(spilled):
+                self.latest.unsure(rows)  # InfluxDB may have taken them before it gave up
                 self._settle(batch, spooled=True)
                 return
             # The spool is full or the disk refuses: keep the batch and keep trying; no acks

@@ -32,6 +32,7 @@ from tests.support.polling import wait_for
 from wire.changes import MEASUREMENT as CHANGES_MEASUREMENT
 from wire.deadletters import MEASUREMENT as DEAD_LETTERS
 from wire.latest import MEASUREMENT as LATEST_MEASUREMENT
+from wire.latest import absent, fields_digest, key_of
 from wire.retention import CHANGES, LATEST
 from wire.topics import TopicLayout
 
@@ -219,6 +220,66 @@ def test_a_worker_stopped_between_a_batch_s_rows_and_its_marks_leaves_it_whole_n
     [row] = rows(influx, LATEST_ROWS)
     assert (row["device"], row["at"]) == (PIPE, start * 1_000_000)
     assert len(rows(influx, marks)) == 1
+
+
+LAMP = "SL-000001"
+
+
+def test_a_row_influxdb_took_for_a_spooled_batch_is_not_written_over_with_an_older_mask(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
+) -> None:
+    """A lamp's reading stored (its row at T0), a newer one whose readings and row InfluxDB
+    took but whose marks it refused until the batch went to the spool (the row now at T1,
+    holding T1's temperature), then a message of T0 again: its row must not claim T1's
+    temperature as T0's (the mask remembered for T0 no longer describes the row)."""
+    gate = Gate(lambda body: body.startswith(CHANGES_MEASUREMENT.encode() + b","))
+    gate.open.set()
+    # Dedupe's memory off, as once the first message fell out of it (or the second went to
+    # another worker): the worker would otherwise take the third for a timestamp conflict.
+    settings = ingest_settings(
+        servers,
+        influx,
+        topic_root,
+        spool_dir=tmp_path / "spool",
+        spill_after=0.5,
+        dedupe_window=0,
+    )
+    topic = TopicLayout(topic_root).telemetry("streetlight", LAMP)
+    t0, t1 = now_ms() - 60_000, now_ms() - 30_000
+    url = servers.mosquitto.url("citysense-simulator")
+
+    def lamp(ts_ms: int, **values: object) -> list[tuple[str, bytes]]:
+        return [(topic, orjson.dumps({"ts": ts_ms, **values}))]
+
+    with running_worker(settings, gate) as worker:
+        publish(url, lamp(t0, powerState="on", temperature=21.5))
+        wait_for(lambda: worker.stats.messages_acked == 1, 30, what="the first reading")
+        gate.open.clear()
+        publish(url, lamp(t1, powerState="off", temperature=30.0))
+        wait_for(lambda: worker.stats.spilled_batches == 1, 30, what="the batch spooled")
+        gate.open.set()
+        # Counted once the drainer stored it, after it cleared the outage.
+        wait_for(lambda: worker.stats.readings_stored == 2, 30, what="the spool drained")
+        publish(url, lamp(t0, powerState="on", powerConsumption=4.0))
+        wait_for(lambda: worker.stats.messages_acked == 3, 30, what="the third message")
+        assert worker.stats.spilled_batches == 1  # the third was written, not spooled
+    readings = {
+        point["time"]: point
+        for point in rows(influx, f"SELECT * FROM streetlight WHERE device_id = '{LAMP}'")
+    }
+    profile = load_profiles()["streetlight"]
+    digest = fields_digest(profile.field_types())
+    for row in rows(influx, LATEST_ROWS):
+        if row["writer"] != settings.client_id:
+            continue  # the drainer's row, of T1
+        lacks = set(absent(row["has"], digest, len(profile.fields)))
+        said = {
+            name: row[key_of("streetlight", name, kind)]
+            for n, (name, kind) in enumerate(profile.field_types().items())
+            if n not in lacks
+        }
+        reading = readings[row["at"]]
+        assert said == {name: reading[name] for name in said}, (row, reading)
 
 
 @pytest.fixture

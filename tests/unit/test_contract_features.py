@@ -20,6 +20,7 @@ from device_profiles import (
     load_variants,
 )
 from device_profiles.units import conversion
+from ingest.dedupe import Seen
 from ingest.pipeline import Pipeline
 from ingest.stages import Received
 from ingest.stats import Stats
@@ -194,6 +195,21 @@ def test_duplicates_and_conflicts() -> None:
     assert run(p, topic, {"ts": NOW_MS, "pressure": 300})[1] == [Reason.DUPLICATE]
     assert run(p, topic, {"ts": NOW_MS, "pressure": 301})[1] == [Reason.TIMESTAMP_CONFLICT]
     assert run(p, topic, {"ts": NOW_MS + 1000, "pressure": 300})[1] == []
+
+
+def test_the_seen_given_is_the_one_dedupe_uses() -> None:
+    """The worker's own Seen (its window setting; its forget() of a reading InfluxDB refused)
+    is the one the pipeline checks, empty as it is when given."""
+    topic = "city/water_pipe/WP-1/telemetry"
+    seen = Seen(10)
+    p = pipeline_for(registry(("WP-1", "water_pipe", "")), seen=seen)
+    assert run(p, topic, {"ts": NOW_MS, "pressure": 300})[1] == []
+    seen.forget("water_pipe", "WP-1", NOW_MS * 1_000_000)  # refused: not stored after all
+    assert run(p, topic, {"ts": NOW_MS, "pressure": 300})[1] == []  # the resend is stored
+    assert run(p, topic, {"ts": NOW_MS, "pressure": 300})[1] == [Reason.DUPLICATE]
+    off = pipeline_for(registry(("WP-1", "water_pipe", "")), seen=Seen(0))  # window 0: none
+    for _ in range(2):
+        assert run(off, topic, {"ts": NOW_MS, "pressure": 300})[1] == []
 
 
 def test_a_duplicate_is_one_whichever_path_each_copy_takes() -> None:

@@ -402,6 +402,23 @@ def test_a_mask_read_back_is_used_only_while_its_row_holds_the_stored_time() -> 
     assert len(older.rows([_lamp_at(10, {"powerState": "off"})]).lines) == 1
 
 
+def test_a_write_given_up_forgets_the_masks_of_its_devices() -> None:
+    """A batch spooled after InfluxDB may have taken its rows (they go before the marks): the
+    row may hold the newer reading's fields now, so a message of the time remembered (read
+    back, or of a recent write) no longer writes the row again with that time's mask."""
+    warm = _lamp_at(10, {"powerState": "on", "temperature": 21.0})
+    read_back = _restarted(keeper().rows([warm]).lines)
+    remembered = keeper()
+    remembered.stored(remembered.rows([warm]))
+    for rows in (read_back, remembered):
+        same_time = _lamp_at(10, {"powerState": "on", "powerConsumption": 4.0})
+        assert len(rows.rows([same_time]).lines) == 1  # the mask known: written again
+        rows.unsure(rows.rows([_lamp_at(20, {"powerState": "off", "temperature": 30.0})]))
+        assert rows.rows([same_time]).lines == []
+        # Its time is not raised: a later reading between the two still gets its row.
+        assert len(rows.rows([_lamp_at(15, {"powerState": "on"})]).lines) == 1
+
+
 def _as_pipe(device_id: str) -> Device:
     return Device(
         device_id=device_id, profile="water_pipe", district="North", latitude=30.0, longitude=120.0
