@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from citysense import dynsec
@@ -117,7 +117,13 @@ class BrokerSettings(BaseSettings):
     tls_port: int = Field(default=8883, gt=0, lt=65536)
     tls_dir: Path = Path("/run/secrets/tls")
     passwords_dir: Path = Path("/run/secrets")
-    topic_root: str = "city"
+    # The root every other service reads (CITYSENSE_TOPIC_ROOT), unless the broker is told its
+    # own: the accounts' permissions are on it, and a root changed for the services alone had
+    # ingest's subscription refused.
+    topic_root: str = Field(
+        default="city",
+        validation_alias=AliasChoices("CITYSENSE_BROKER_TOPIC_ROOT", "CITYSENSE_TOPIC_ROOT"),
+    )
 
     def passwords(self) -> dict[str, str]:
         found = {}

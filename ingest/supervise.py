@@ -51,7 +51,10 @@ def slot_env(
         **base,
         "CITYSENSE_CLIENT_ID": f"{client_id}-{n}",
         "CITYSENSE_SHARE_GROUP": group,
-        "CITYSENSE_HTTP_PORT": str(http_port + n if http_port else 0),
+        # Slot n (from 1) on the n-th port from CITYSENSE_HTTP_PORT: the first on the port itself,
+        # as a single worker; from slot 2 on, the ports after it (9102 was also the rollup
+        # keeper's default, which slot 1 took before).
+        "CITYSENSE_HTTP_PORT": str(http_port + n - 1 if http_port else 0),
     }
 
 

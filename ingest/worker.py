@@ -82,14 +82,17 @@ class Worker:
         # Set once a write gave up: batches go straight to the spool until InfluxDB is back.
         self._outage = threading.Event()
         # Dead letters of lines InfluxDB refused (the pipeline's own are in its outcomes).
-        self._refusals = DeadLetterEncoder(settings.dead_letter_max_payload)
+        # Tagged with this worker's client id: a dead letter's point is its tags and time, so
+        # two workers' letters of one reason and profile in one nanosecond would be one point,
+        # one of them lost (each encoder makes its own times unique, not another's).
+        self._refusals = DeadLetterEncoder(settings.dead_letter_max_payload, settings.client_id)
         self.pipeline = Pipeline(
             profiles,
             registry,
             settings.topics,
             self.stats,
             limits=settings.limits,
-            dead_letters=DeadLetterEncoder(settings.dead_letter_max_payload),
+            dead_letters=DeadLetterEncoder(settings.dead_letter_max_payload, settings.client_id),
             variants=variants,
             accept_unknown_devices=settings.unknown_devices == "accept",
             seen=self.seen,

@@ -13,6 +13,15 @@ from common.settings import CommonSettings
 from device_profiles import parse_duration
 
 
+def _setting_seconds(value: str | float) -> float:
+    """A duration setting: seconds, as a number or as the text of one (an environment
+    variable's value, as the README gives the defaults), or a number with a unit (`6h`). Only
+    here: in a request, `every=5` stays refused as ambiguous (api.core.times)."""
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        return float(value)
+    return parse_duration(value)
+
+
 class ApiSettings(CommonSettings):
     # Loopback by default: exposing the API is a deliberate act of the operator.
     api_host: str = "127.0.0.1"
@@ -185,12 +194,17 @@ class ApiSettings(CommonSettings):
     @field_validator("api_latest_lookback", "api_alarm_lookback", mode="before")
     @classmethod
     def _lookback(cls, value: str | float) -> float:
-        return parse_duration(value)
+        return _setting_seconds(value)
 
-    @field_validator("api_state_reconcile_interval", "api_snapshot_max_age", mode="before")
+    @field_validator(
+        "api_state_reconcile_interval",
+        "api_state_full_reload_interval",
+        "api_snapshot_max_age",
+        mode="before",
+    )
     @classmethod
     def _interval(cls, value: str | float) -> float:
-        return parse_duration(value)
+        return _setting_seconds(value)
 
     @field_validator("api_open_data_timezone", "api_foresight_timezone")
     @classmethod

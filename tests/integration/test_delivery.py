@@ -99,8 +99,8 @@ def test_a_dead_letter_is_stored_before_its_message_is_acknowledged(
         assert len(worker.acks) == 1
         gate.open.set()
         wait_for(lambda: worker.stats.messages_acked == 1, 30, what="the ack, once stored")
-    [letter] = rows(influx, "SELECT reason, payload FROM dead_letters.dead_letters")
-    assert letter["reason"] == "write_rejected"
+    [letter] = rows(influx, "SELECT reason, payload, worker FROM dead_letters.dead_letters")
+    assert (letter["reason"], letter["worker"]) == ("write_rejected", settings.client_id)
 
 
 def test_straight_to_the_spool_once_the_outage_is_known(

@@ -311,7 +311,12 @@ def check_schema(influx: InfluxConfig, registry: Registry) -> None:
         series = rows(influx, f'SHOW SERIES FROM "{name}"')
         assert len(series) == len(ids), name  # one series per device: no tag was added
     tag_keys = {str(r["tagKey"]) for r in rows(influx, 'SHOW TAG KEYS FROM "dead_letters"')}
-    assert tag_keys == {"reason", "profile"}
+    assert tag_keys == {"reason", "profile", "worker"}
+    workers = {
+        str(r["value"])
+        for r in rows(influx, 'SHOW TAG VALUES FROM "dead_letters" WITH KEY = "worker"')
+    }
+    assert len(workers) == 1 and workers.pop().startswith("fuzz-")  # the one worker's client id
     reasons = {
         str(r["value"])
         for r in rows(influx, 'SHOW TAG VALUES FROM "dead_letters" WITH KEY = "reason"')

@@ -145,6 +145,7 @@ def test_bad_messages_become_dead_letters_and_ingest_continues(
     assert count(influx, "streetlight") == 5
     letters = rows(influx, "SELECT * FROM dead_letters.dead_letters")
     assert sorted(r["reason"] for r in letters) == sorted(bad)
+    assert {r["worker"] for r in letters} == {worker.settings.client_id}  # whose, never one point
     by_reason = {r["reason"]: r for r in letters}
     # the raw payload is kept, safely encoded, so it can be inspected and replayed
     assert orjson.loads(str(by_reason["wrong_type"]["payload"])) == bad["wrong_type"][1].decode()

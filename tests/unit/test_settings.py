@@ -6,7 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from api.core.settings import ApiSettings
+from citysense.broker import BrokerSettings
 from common.settings import settings_problems
+from ingest.supervise import slot_env
 
 
 @pytest.mark.parametrize(("kept", "refused"), [("6h", True), ("7h", False), ("INF", False)])
@@ -24,7 +26,45 @@ def test_change_marks_outlive_the_api_s_full_reload(kept: str, refused: bool) ->
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "seconds"),
+    [
+        ("CITYSENSE_API_STATE_RECONCILE_INTERVAL", "300", 300.0),  # as the README writes it
+        ("CITYSENSE_API_STATE_RECONCILE_INTERVAL", "5m", 300.0),
+        ("CITYSENSE_API_STATE_FULL_RELOAD_INTERVAL", "21600", 21600.0),
+        ("CITYSENSE_API_STATE_FULL_RELOAD_INTERVAL", "6h", 21600.0),  # was refused: seconds only
+        ("CITYSENSE_API_SNAPSHOT_MAX_AGE", "86400", 86400.0),
+        ("CITYSENSE_API_LATEST_LOOKBACK", "30d", 30 * 86400.0),
+        ("CITYSENSE_API_LATEST_LOOKBACK", "2592000", 30 * 86400.0),
+    ],
+)
+def test_durations_from_the_environment_take_seconds_or_a_unit(
+    monkeypatch: pytest.MonkeyPatch, name: str, text: str, seconds: float
+) -> None:
+    monkeypatch.setenv(name, text)
+    field = name.removeprefix("CITYSENSE_").lower()
+    assert getattr(ApiSettings(_env_file=None), field) == seconds  # type: ignore[call-arg]
+
+
 def test_a_single_setting_s_problem_names_its_variable() -> None:
     with pytest.raises(ValidationError) as info:
         ApiSettings(api_port=-1)
     assert settings_problems(info.value).startswith("  CITYSENSE_API_PORT: ")
+
+
+def test_ingest_s_slots_take_the_ports_from_its_own_on() -> None:
+    """`citysense ingest --workers 3`: slot 1 on CITYSENSE_HTTP_PORT itself, as a single worker
+    (before, slots began one port higher, on the rollup keeper's default, 9102)."""
+    ports = [slot_env({}, "ingest", "citysense", 9101, n)["CITYSENSE_HTTP_PORT"] for n in (1, 2, 3)]
+    assert ports == ["9101", "9102", "9103"]
+    assert slot_env({}, "ingest", "citysense", 0, 2)["CITYSENSE_HTTP_PORT"] == "0"  # off: off
+
+
+def test_the_broker_s_accounts_follow_the_services_topic_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CITYSENSE_BROKER_TOPIC_ROOT", raising=False)
+    monkeypatch.setenv("CITYSENSE_TOPIC_ROOT", "hangzhou")
+    assert BrokerSettings().topic_root == "hangzhou"
+    monkeypatch.setenv("CITYSENSE_BROKER_TOPIC_ROOT", "broker-own")  # its own, if given
+    assert BrokerSettings().topic_root == "broker-own"
