@@ -26,7 +26,9 @@ class RetryPolicy:
         self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
     ) -> float:
         """Seconds to wait before attempt `attempt + 1` (attempt counts from 0)."""
-        cap = min(self.maximum, self.initial * self.multiplier**attempt)
+        # The exponent bounded: a float power overflows (OverflowError) past ~1,000 attempts,
+        # which an outage of a few hours reaches, and a retry loop with no deadline would die.
+        cap = min(self.maximum, self.initial * self.multiplier ** min(attempt, 64))
         # Full jitter spreads the retries of many workers that failed at the same moment.
         jittered = (rng or random).uniform(cap / 2, cap)
         if retry_after is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from common.errors import InfluxError
+from common.errors import InfluxError, InfluxUnavailable
 from common.influx import InfluxClient
 from common.schema import ensure_schema
 from device_profiles import Device, Profile, Registry, Variant
@@ -103,6 +103,7 @@ class Worker:
         self._transport = influx_transport
         # Set when the drain deadline passes: the writer stops retrying and acks nothing more.
         self._abort = threading.Event()
+        self._schema_owed = False  # the set-up not done yet: InfluxDB was away at start
         self._intake = threading.Event()
         self._intake.set()
         self._writing_since = 0.0
@@ -204,8 +205,8 @@ class Worker:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.settings.create_database:
-            self._create_database()
+        # InfluxDB away at start: the set-up is tried again before the first write (_write_loop).
+        self._schema_owed = self.settings.create_database and not self._create_database()
         if self.settings.http_port:
             self._observe = ObserveServer(
                 self.settings.http_host,
@@ -286,21 +287,39 @@ class Worker:
         self.influx.close()
         return clean
 
-    def _create_database(self) -> None:
-        # InfluxDB 1.x: database, retention policies and roll-ups, idempotently. On 2.x/3.x, or
-        # where ingest's account is not InfluxDB's admin (the compose stack: `citysense schema`
-        # did it first), these statements are refused, which is fine.
+    def _create_database(self) -> bool:
+        """InfluxDB 1.x: database, retention policies and roll-ups, idempotently. On 2.x/3.x, or
+        where ingest's account is not InfluxDB's admin (the compose stack: `citysense schema`
+        did it first), these statements are refused, which is fine. False: InfluxDB was away,
+        to be tried again (before, a new database was then never made, and every write to it
+        was refused as not found, for good)."""
         try:
             report = ensure_schema(self.influx, self.settings.retention, self._measurements)
+        except InfluxUnavailable as exc:
+            log.warning("could not set up database %r yet (%s)", self.settings.influx_db, exc)
+            return False
         except InfluxError as exc:
             log.warning(
                 "could not set up database %r (%s); assuming it exists",
                 self.settings.influx_db,
                 exc,
             )
-            return
+            return True
         if report.created or report.altered:
             log.info("database set up: created %s, altered %s", report.created, report.altered)
+        return True
+
+    def _until_set_up(self) -> bool:
+        """The set-up InfluxDB could not take at start, tried again with backoff before the
+        first write; messages wait meanwhile (the batcher, the byte budget, then the broker).
+        False if the worker was stopped first (nothing was written, nothing acknowledged)."""
+        attempt = 0
+        while self._schema_owed:
+            if self._abort.wait(self.settings.retry.delay(attempt)):
+                return False
+            self._schema_owed = not self._create_database()
+            attempt += 1
+        return True
 
     # --- MQTT thread -------------------------------------------------------------------------
 
@@ -348,6 +367,8 @@ class Worker:
         return self.pipeline.registry.devices
 
     def _write_loop(self) -> None:
+        if not self._until_set_up():
+            return
         self.latest.resume(self.influx)
         while True:
             batch = self.batcher.take(timeout=1.0)

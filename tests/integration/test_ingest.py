@@ -192,6 +192,33 @@ def test_nothing_is_acked_while_influxdb_is_down(
         second.stop()
 
 
+def test_a_worker_started_while_influxdb_is_away_sets_up_a_new_database_once_it_is_back(
+    private_servers: LocalServers, topic_root: str
+) -> None:
+    """The database's set-up failed at start (InfluxDB away): it is tried again before the
+    first write, so the readings of a new database are stored once InfluxDB is back (before,
+    every write to the database never made was refused as not found, for good)."""
+    influx = InfluxConfig(url=private_servers.influxdb.url, database="made_later")
+    private_servers.influxdb.stop()
+    settings = settings_for(private_servers, influx, topic_root)
+    profiles, registry = settings.load_contract()
+    worker = Worker(settings, profiles, registry)
+    worker.start()
+    try:
+        wait_for(worker.consumer.subscribed.is_set, 10, what="subscription")
+        t = now_ms()
+        topic = TopicLayout(topic_root).telemetry("streetlight", "SL-000004")
+        messages = [
+            (topic, orjson.dumps({"ts": t - i * 1000, "powerState": "on"})) for i in range(5)
+        ]
+        publish(private_servers.mosquitto.url("citysense-simulator"), messages)
+        private_servers.influxdb.start()
+        wait_for(lambda: worker.stats.messages_acked == 5, 30, what="stored once it is back")
+        assert count(influx, "streetlight") == 5
+    finally:
+        worker.stop()
+
+
 # --- the worker as a process, killed -------------------------------------------------------
 
 

@@ -182,6 +182,9 @@ def test_backoff_grows_and_is_capped() -> None:
     delays = [policy.delay(n) for n in range(10)]
     assert delays[3] >= 0.4  # 0.1 * 2**3 = 0.8, jittered down to half at most
     assert max(delays) <= 2.0
+    # Hours of an outage at the cap: the attempt count passes 1,000, where 2.0**attempt
+    # overflows a float; a loop with no deadline (the unspooler) must not die of it.
+    assert 1.0 <= policy.delay(5_000) <= 2.0
 
 
 def test_bad_line_is_isolated_by_bisection() -> None:
