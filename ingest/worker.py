@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from common.errors import InfluxError, InfluxUnavailable
+from common.errors import InfluxError
 from common.influx import InfluxClient
 from common.schema import ensure_schema
 from device_profiles import Device, Profile, Registry, Variant
@@ -103,13 +103,17 @@ class Worker:
         self._transport = influx_transport
         # Set when the drain deadline passes: the writer stops retrying and acks nothing more.
         self._abort = threading.Event()
-        self._schema_owed = False  # the set-up not done yet: InfluxDB was away at start
         self._intake = threading.Event()
         self._intake.set()
         self._writing_since = 0.0
         self._draining = threading.Event()
         self.writer = Writer(
-            self.influx, self.stats, self._abort, settings.retry, settings.max_request_bytes
+            self.influx,
+            self.stats,
+            self._abort,
+            settings.retry,
+            settings.max_request_bytes,
+            set_up=self._set_up(self.influx),
         )
         self.consumer = Consumer(
             settings.mqtt,
@@ -205,8 +209,10 @@ class Worker:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        # InfluxDB away at start: the set-up is tried again before the first write (_write_loop).
-        self._schema_owed = self.settings.create_database and not self._create_database()
+        # InfluxDB away at start: the set-up runs again when a write finds the database or a
+        # policy missing (Writer's set_up).
+        if self.settings.create_database:
+            self._create_database(self.influx)
         if self.settings.http_port:
             self._observe = ObserveServer(
                 self.settings.http_host,
@@ -287,39 +293,30 @@ class Worker:
         self.influx.close()
         return clean
 
-    def _create_database(self) -> bool:
+    def _create_database(self, client: InfluxClient) -> None:
         """InfluxDB 1.x: database, retention policies and roll-ups, idempotently. On 2.x/3.x, or
         where ingest's account is not InfluxDB's admin (the compose stack: `citysense schema`
-        did it first), these statements are refused, which is fine. False: InfluxDB was away,
-        to be tried again (before, a new database was then never made, and every write to it
-        was refused as not found, for good)."""
+        did it first), these statements are refused, which is fine. Run at start, and again
+        by a writer whose write found the database or a policy missing: InfluxDB away at
+        start, or a policy dropped since (before, every such write was refused for good)."""
         try:
-            report = ensure_schema(self.influx, self.settings.retention, self._measurements)
-        except InfluxUnavailable as exc:
-            log.warning("could not set up database %r yet (%s)", self.settings.influx_db, exc)
-            return False
+            report = ensure_schema(client, self.settings.retention, self._measurements)
         except InfluxError as exc:
             log.warning(
                 "could not set up database %r (%s); assuming it exists",
                 self.settings.influx_db,
                 exc,
             )
-            return True
+            return
         if report.created or report.altered:
             log.info("database set up: created %s, altered %s", report.created, report.altered)
-        return True
 
-    def _until_set_up(self) -> bool:
-        """The set-up InfluxDB could not take at start, tried again with backoff before the
-        first write; messages wait meanwhile (the batcher, the byte budget, then the broker).
-        False if the worker was stopped first (nothing was written, nothing acknowledged)."""
-        attempt = 0
-        while self._schema_owed:
-            if self._abort.wait(self.settings.retry.delay(attempt)):
-                return False
-            self._schema_owed = not self._create_database()
-            attempt += 1
-        return True
+    def _set_up(self, client: InfluxClient) -> Callable[[], None] | None:
+        """What a writer through `client` runs when InfluxDB says the database or a policy
+        is missing (Writer's set_up); None if this worker sets nothing up."""
+        if not self.settings.create_database:
+            return None
+        return lambda: self._create_database(client)
 
     # --- MQTT thread -------------------------------------------------------------------------
 
@@ -367,8 +364,6 @@ class Worker:
         return self.pipeline.registry.devices
 
     def _write_loop(self) -> None:
-        if not self._until_set_up():
-            return
         self.latest.resume(self.influx)
         while True:
             batch = self.batcher.take(timeout=1.0)
@@ -491,6 +486,7 @@ class Worker:
                 self._stopping,
                 self.settings.retry,
                 self.settings.max_request_bytes,
+                set_up=self._set_up(client),
             )
             while not self._stopping.wait(0.5):
                 segments = self.spool.segments()

@@ -23,6 +23,7 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.errors import InfluxNotFound, InfluxRejected, InfluxUnavailable
@@ -69,8 +70,13 @@ class Writer:
         stop: threading.Event,
         retry: RetryPolicy | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        *,
+        set_up: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
+        # Run when InfluxDB says the database or a retention policy is missing, before the
+        # write is tried again: the set-up (ingest.worker) that could not run at start.
+        self._set_up = set_up
         self._max_bytes = max_request_bytes
         self._stats = stats
         self._stop = stop
@@ -140,6 +146,9 @@ class Writer:
                 # 401/403/404, a missing retention policy (1.x's 500, InfluxNotFound): the
                 # database or our credentials are wrong. That is an operator's
                 # fix, not the data's fault: keep the data, keep retrying, shout in the log.
+                # A missing database or policy we may set up ourselves: tried first.
+                if isinstance(exc, InfluxNotFound) and self._set_up is not None:
+                    self._set_up()
                 self._wait(attempt, None, f"InfluxDB refused the write: {exc}")
                 attempt += 1
                 continue

@@ -195,9 +195,9 @@ def test_nothing_is_acked_while_influxdb_is_down(
 def test_a_worker_started_while_influxdb_is_away_sets_up_a_new_database_once_it_is_back(
     private_servers: LocalServers, topic_root: str
 ) -> None:
-    """The database's set-up failed at start (InfluxDB away): it is tried again before the
-    first write, so the readings of a new database are stored once InfluxDB is back (before,
-    every write to the database never made was refused as not found, for good)."""
+    """The database's set-up failed at start (InfluxDB away): a write that finds the database
+    missing runs it again, so the readings of a new database are stored once InfluxDB is back
+    (before, every write to the database never made was refused as not found, for good)."""
     influx = InfluxConfig(url=private_servers.influxdb.url, database="made_later")
     private_servers.influxdb.stop()
     settings = settings_for(private_servers, influx, topic_root)
