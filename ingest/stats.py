@@ -145,6 +145,7 @@ HELP = {
     "budget_waits": "Times the MQTT thread waited for room in the byte budget",
     "oldest_unacked_seconds": "Age of the oldest message not yet acknowledged",
     "ready": "1 while no thread of the worker has died",
+    "subscribed": "1 while the broker grants the worker's subscription (always, when retiring)",
     "spool_bytes": "Bytes in the disk spool",
     "spool_corrupt_segments": "Spool segments found damaged and moved aside",
     "spool_refused_appends": "Batches the spool's disk refused (a write failed)",

@@ -176,6 +176,9 @@ class Worker:
                 math.nan if self.influx.clock_offset is None else self.influx.clock_offset
             ),
             ready=lambda: float(not self.crashed.is_set()),
+            # A broker that refuses the CONNECT or the SUBSCRIBE (an ACL, a bad password) leaves
+            # the worker running and taking nothing: no thread dies, nothing reconnects.
+            subscribed=lambda: float(self.retiring or self.consumer.subscribed.is_set()),
             # Where the CPU goes, per thread (bench.throughput reports it per reading).
             cpu_seconds_mqtt_thread=lambda: thread_cpu_seconds(self.consumer.thread_id),
             cpu_seconds_writer_thread=lambda: thread_cpu_seconds(

@@ -219,6 +219,29 @@ def test_a_worker_started_while_influxdb_is_away_sets_up_a_new_database_once_it_
         worker.stop()
 
 
+def test_a_subscription_the_broker_refuses_shows_in_the_subscribed_gauge(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str
+) -> None:
+    """A root ingest's account may not read (its ACL): the broker refuses the subscription, no
+    thread dies and nothing reconnects, so only `subscribed` (and its alert) tells."""
+    line = "citysense_ingest_subscribed "
+    for root, expected in ((topic_root, "1.0"), ("not-ours", "0.0")):
+        settings = settings_for(servers, influx, root)
+        profiles, registry = settings.load_contract()
+        worker = Worker(settings, profiles, registry)
+        worker.start()
+        try:
+            if expected == "1.0":
+                wait_for(worker.consumer.subscribed.is_set, 10, what="subscription")
+            else:
+                wait_for(lambda w=worker: w.stats.connections >= 1, 10, what="connection")
+                time.sleep(1.0)  # the SUBACK's refusal
+            [value] = [x for x in worker.stats.prometheus().splitlines() if x.startswith(line)]
+            assert value == line + expected, root
+        finally:
+            worker.stop()
+
+
 # --- the worker as a process, killed -------------------------------------------------------
 
 

@@ -206,6 +206,17 @@ CASES = [
         "ingest w1: the broker reused held ids or lost the session",
     ),
     Case(
+        "CitySenseIngestNotSubscribed",
+        {
+            f"citysense_ingest_subscribed{{{W1}}}": "1 0x10",
+            f"citysense_ingest_subscribed{{{W2}}}": "1 0 0 1 1 0 0 1 1 1 1",  # reconnections
+        },
+        "5m",
+        "7m",
+        INGEST,
+        "ingest w1 takes no messages: not subscribed",
+    ),
+    Case(
         "CitySenseIngestReconnecting",
         {
             f"citysense_ingest_connections_total{{{W1}}}": "1 1 1 1 2 3 4 5 6",
