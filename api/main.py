@@ -238,6 +238,10 @@ def _gauges(app: FastAPI) -> dict[str, tuple[str, float]]:
             "Alarm events dropped while InfluxDB was away",
             live.alarms.outbox.dropped,
         ),
+        "feed_subscribed": (
+            "1 while the broker grants the state feed's subscription",
+            live.feed is not None and live.feed.subscribed.is_set(),
+        ),
         "feed_trusted": (
             "1 while the state feed vouches for what it brought (api.live.coverage)",
             live.coverage.trusted,

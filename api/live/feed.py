@@ -95,6 +95,7 @@ class FeedSubscriber:
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
         self._client.on_connect = self._connected
         self._client.on_subscribe = self._on_subscribed
+        self._client.on_disconnect = self._disconnected
         self._client.on_connect_fail = self._attempted
         self._client.on_message = self._message
 
@@ -141,9 +142,24 @@ class FeedSubscriber:
         # Subscribed again on every connect: a no-op on a session the broker kept.
         self._client.subscribe(self.topics)
 
-    def _on_subscribed(self, *_args: Any) -> None:
-        self._hand_over(self.subscribed.set)
+    def _on_subscribed(self, *args: Any) -> None:
+        # A SUBACK can refuse (the topic root's ACL): subscribed then would have the start and
+        # /metrics count on a feed that brings nothing, the state following InfluxDB's change
+        # marks at the reconcile's pace with nothing said.
+        refused = [reason for reason in args[3] if reason.is_failure]
+        if refused:
+            logger.error(
+                "state feed: broker %s refused the subscription (%s): the latest state follows "
+                "InfluxDB's change marks only, at each catch-up",
+                self._url.redacted(),
+                ", ".join(str(reason) for reason in refused),
+            )
+        else:
+            self._hand_over(self.subscribed.set)
         self._attempted()
+
+    def _disconnected(self, *_args: Any) -> None:
+        self._hand_over(self.subscribed.clear)  # subscribed again on the next connect
 
     def _attempted(self, *_args: Any) -> None:
         self._hand_over(self.first_attempt.set)

@@ -78,3 +78,27 @@ async def test_start_up_is_exempt_from_garbage_collection_and_collections_are_ti
     pauses = families["citysense_api_gc_pause_seconds"]
     counts = {s.labels["generation"]: s.value for s in pauses.samples if s.name.endswith("_count")}
     assert counts.get("0", 0) >= 1
+
+
+async def test_a_feed_subscription_the_broker_refuses_is_not_taken_for_one(
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    topic_root: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker's ACL refuses the state feed under a root the API may not read: before, the
+    SUBACK's refusal counted as subscribed, and the state moved at the catch-ups' pace with
+    nothing said. Now it is logged, and `feed_subscribed` (and its alert) says so."""
+    for root, expected in ((topic_root, 1.0), ("not-ours", 0.0)):
+        settings = api_settings(servers, influx, tmp_path, topic_root=root)
+        async with running(create_app(settings)) as api:
+            metrics = (await api.get("/metrics")).text
+        [value] = [
+            sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+            if sample.name == "citysense_api_feed_subscribed"
+        ]
+        assert value == expected, root
+    assert any("refused the subscription" in r.getMessage() for r in caplog.records)

@@ -206,6 +206,17 @@ CASES = [
         "ingest w1: the broker reused held ids or lost the session",
     ),
     Case(
+        "CitySenseApiFeedNotSubscribed",
+        {
+            f"citysense_api_feed_subscribed{{{A1}}}": "1 0x14",
+            'citysense_api_feed_subscribed{job="citysense-api", instance="a2"}': "1 0x5 1x9",
+        },
+        "10m",
+        "12m",
+        API,
+        "API a1 has no state feed",
+    ),
+    Case(
         "CitySenseIngestNotSubscribed",
         {
             f"citysense_ingest_subscribed{{{W1}}}": "1 0x10",
