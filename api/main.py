@@ -258,7 +258,7 @@ def _gauges(app: FastAPI) -> dict[str, tuple[str, float]]:
             runtime.rollups.progress.ready,
         ),
         "rollup_windows_pending": (
-            "Rollup windows the keeper found to compute and has not yet",
+            "Rollup units (a district and day) the keeper found to compute and has not yet",
             runtime.rollups.progress.pending,
         ),
         "rollup_windows_computed": (

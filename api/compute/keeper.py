@@ -256,11 +256,13 @@ class RollupKeeper:
         /aggregates. What else is due (a closed window's last computation, a day's backfill)
         follows."""
         plans = []
-        for profile in self._contract.profiles.values():
-            oldest = await self._oldest_reading(profile)
-            if oldest is not None:
-                plans.append(await self._plan(profile, oldest))
         try:
+            # Planning inside: a round failing while it plans a later profile must not leave
+            # the earlier profiles' units counted as pending, one more round's each failure.
+            for profile in self._contract.profiles.values():
+                oldest = await self._oldest_reading(profile)
+                if oldest is not None:
+                    plans.append(await self._plan(profile, oldest))
             computed = 0
             for plan in plans:
                 computed += await self._units(plan, plan.fresh)

@@ -38,7 +38,9 @@ from api.keeper_cli import keep as keep_rollups
 from api.main import create_app
 from api.routes.aggregates import CELLS_HEADER, ROLLUPS_HEADER
 from citysense.servers import LocalServers
+from common.errors import InfluxUnavailable
 from common.influx import InfluxConfig
+from device_profiles import Profile
 from tests.support.api import api_settings, running
 from tests.support.influx import count, make_database
 from tests.support.influx import rows as influx_rows
@@ -805,3 +807,34 @@ async def test_a_window_written_early_is_written_again_just_before_it_begins(
         assert await keeper.keep_once() >= 6  # 3 profiles, 2 districts
         assert computed_at() == {after - 8 * S}
         assert all(w[0] < after for w in reads), "read to be written again"
+
+
+async def test_a_round_failing_while_it_plans_leaves_nothing_pending(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """InfluxDB gone while the keeper plans its last profile: the earlier profiles' units were
+    counted as pending outside the round's reset, and grew by as many every failed round."""
+    real_oldest, real_plan = RollupKeeper._oldest_reading, RollupKeeper._plan
+    last = list(Contract.build(*city.settings.load_contract()).profiles)[-1]
+    planned: list[int] = []  # units pending after each profile's plan
+
+    async def oldest(self: RollupKeeper, profile: Profile) -> int | None:
+        if profile.profile == last:
+            raise InfluxUnavailable("injected: InfluxDB gone while planning")
+        return await real_oldest(self, profile)
+
+    async def plan(self: RollupKeeper, profile: Profile, since: int) -> Any:
+        made = await real_plan(self, profile, since)
+        planned.append(self.progress.pending)
+        return made
+
+    monkeypatch.setattr(RollupKeeper, "_oldest_reading", oldest)
+    monkeypatch.setattr(RollupKeeper, "_plan", plan)
+    app = create_app(city.settings)
+    async with running(app):
+        keeper: RollupKeeper = app.state.runtime.rollups
+        for _ in range(2):
+            with pytest.raises(InfluxUnavailable):
+                await keeper.keep_once()
+            assert keeper.progress.pending == 0
+    assert planned and max(planned) > 0  # units were planned before the failure
