@@ -140,7 +140,18 @@ def _influxql_error(text: str) -> InfluxRejected:
 
 def parse_query(content: bytes) -> list[list[Series]]:
     """Statement results of a /query response; an error in any statement raises InfluxRejected."""
-    return _results(orjson.loads(content))
+    return _results(_json(content))
+
+
+def _json(content: bytes) -> Any:
+    """A 2xx answer's JSON. Not JSON (a proxy's page in front of InfluxDB, an answer cut
+    short): InfluxUnavailable, retried like any outage, not an error no caller expects."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise InfluxUnavailable(
+            f"InfluxDB's answer is not JSON ({exc}): {content[:120]!r}"
+        ) from exc
 
 
 def _results(body: Mapping[str, Any]) -> list[list[Series]]:
@@ -370,6 +381,8 @@ class AsyncInfluxClient:
                         yield series
                 if series := _chunk_series(lines.rest()):
                     yield series
+        except httpx.DecodingError as exc:  # a compressed answer cut or damaged on its way
+            raise InfluxUnavailable(f"InfluxDB's answer could not be decoded: {exc}") from exc
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.config.url) from exc
 
@@ -416,7 +429,7 @@ def _chunk_series(lines: list[bytes]) -> list[Series]:
         series
         for line in lines
         if line.strip()
-        for statement in _results(orjson.loads(line))
+        for statement in _results(_json(line))
         for series in statement
     ]
 

@@ -7,7 +7,8 @@ import httpx
 import pytest
 
 from api.core import query as q
-from common.influx import AsyncInfluxClient, InfluxConfig
+from common.errors import InfluxUnavailable
+from common.influx import AsyncInfluxClient, InfluxClient, InfluxConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -28,3 +29,26 @@ async def test_a_querys_timeout_replaces_the_clients_and_only_for_it() -> None:
     finally:
         await influx.aclose()
     assert [t["read"] for t in seen] == [600.0, 10.0]
+
+
+PAGE = b"<html><body>502 Bad Gateway</body></html>"
+
+
+async def test_an_answer_that_is_not_json_is_an_outage_not_a_crash() -> None:
+    """A proxy's page in front of InfluxDB answered 200: InfluxUnavailable, which every caller
+    retries, not orjson's error, which no caller expects (the task, then the process, died)."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=PAGE))
+    influx = AsyncInfluxClient(InfluxConfig(), transport=transport)
+    try:
+        with pytest.raises(InfluxUnavailable, match="not JSON"):
+            await influx.query("SELECT 1")
+        with pytest.raises(InfluxUnavailable, match="not JSON"):
+            async for _ in influx.query_chunks("SELECT 1"):
+                pass
+    finally:
+        await influx.aclose()
+    with (
+        InfluxClient(InfluxConfig(), transport=transport) as client,
+        pytest.raises(InfluxUnavailable, match="not JSON"),
+    ):
+        client.query("SELECT 1")
