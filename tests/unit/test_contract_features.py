@@ -3,13 +3,16 @@ timestamp forms, duplicates and the unknown-device policy."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
+from common.influx import InfluxClient, InfluxConfig
 from device_profiles import (
     DEFAULT_PROFILES,
     ContractError,
@@ -21,9 +24,13 @@ from device_profiles import (
 )
 from device_profiles.units import conversion
 from ingest.dedupe import Seen
+from ingest.latest import LatestRows
 from ingest.pipeline import Pipeline
+from ingest.replay import Replayer
 from ingest.stages import Received
 from ingest.stats import Stats
+from ingest.write import Writer
+from wire.deadletters import encode_payload
 from wire.reasons import Reason
 from wire.topics import TopicLayout
 
@@ -257,3 +264,32 @@ def test_unknown_device_policy() -> None:
     # an id that would need escaping never becomes a tag, even when unknown devices are accepted
     _, rejected = run(lenient, "city/water_pipe/a=b,c/telemetry", {"ts": NOW_MS, "pressure": 1})
     assert rejected == [Reason.BAD_DEVICE_ID]
+
+
+def test_a_replayed_letter_whose_reading_still_partly_fails_says_so() -> None:
+    """Under the drop-field policy a reading passes without its bad field: a replay before the
+    profile's fix stores it, and the letter must not read "stored" (done, not replayed again
+    without --again) while a field of it is still refused."""
+    profiles = custom_profile(on_invalid_field="drop_field")
+    pipeline = pipeline_for(registry(("WP-1", "water_pipe", "")), profiles)
+
+    def nothing(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"a dry run writes nothing: {request.url}")
+
+    client = InfluxClient(InfluxConfig(), transport=httpx.MockTransport(nothing))
+    writer = Writer(client, Stats(), threading.Event())
+    replayer = Replayer(pipeline, writer, LatestRows("replay", profiles, dict))
+    payload, encoding = encode_payload(
+        orjson.dumps({"ts": NOW_MS, "pressure": 300, "turbidity": -5})
+    )
+    row = {
+        "time": NOW_NS,
+        "topic": "city/water_pipe/WP-1/telemetry",
+        "reason": "out_of_range",
+        "payload": payload,
+        "payload_encoding": encoding,
+    }
+    assert replayer.replay(row, dry_run=True) == "partly stored, still rejected: out_of_range"
+    good = orjson.dumps({"ts": NOW_MS + 1000, "pressure": 300})
+    whole = {**row, "payload": encode_payload(good)[0]}
+    assert replayer.replay(whole, dry_run=True) == "stored"
