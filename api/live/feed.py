@@ -126,6 +126,12 @@ class FeedSubscriber:
         stopping.start()
         return stopping
 
+    def running(self) -> bool:
+        """Whether paho's network thread still runs (or a stop was asked for): it ends on any
+        exception but OSError and says nothing, and the feed with it (api.live.service looks)."""
+        thread = self._client._thread
+        return self._stopping.is_set() or (thread is not None and thread.is_alive())
+
     def _connected(self, *args: Any) -> None:
         flags, reason = args[2], args[3]
         if reason.is_failure:

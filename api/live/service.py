@@ -948,6 +948,10 @@ class Live:
                 await self._try_reload(from_rows=self.settings.api_state_from_rows)
                 continue
             self._emit_due()
+            if self._feed_started and self.feed is not None and not self.feed.running():
+                # As ingest looks at its own (ingest.worker.check): serving on, the state
+                # would follow only the catch-ups, and live events would stop, with /health 200.
+                raise RuntimeError("the state feed's MQTT network thread died")
             if (
                 self._rows_due is not None
                 and time.monotonic() >= next_rows

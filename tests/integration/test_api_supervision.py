@@ -86,3 +86,23 @@ async def test_a_dead_rollup_keeper_turns_health_503(
     assert response.status_code == 503
     detail = response.json()["background"]["detail"]
     assert "citysense-rollups" in detail and "injected" in detail
+
+
+@pytest.mark.anyio
+async def test_the_feed_s_network_thread_ending_turns_health_503_and_calls_for_a_restart(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """paho's network thread ends silently on an exception of its own (ingest looks at its
+    own for that reason): the state feed with it, while /health said 200."""
+    calls: list[int] = []
+    settings = api_settings(servers, influx, tmp_path, topic_root=topic_root)
+    app = create_app(settings, on_failure=lambda: calls.append(1))
+    async with running(app) as api:
+        feed = app.state.runtime.live.feed
+        assert feed is not None and feed.running()
+        feed._client.loop_stop()  # the thread ends, as on an exception: nothing is said
+        await until(lambda: calls, 10, "the supervisor to see the feed's thread gone")
+        response = await api.get("/health")
+    assert calls == [1]
+    assert response.status_code == 503
+    assert "MQTT network thread" in response.json()["background"]["detail"]

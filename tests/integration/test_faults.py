@@ -132,12 +132,13 @@ def test_4_three_workers_one_sigkilled(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
 ) -> None:
     messages, expected = stream_of(topic_root, 30_000)
-    base_port = free_port_block(4)  # the supervisor gives worker n base + n
+    base_port = free_port_block(3)  # the supervisor gives worker n base + n - 1
+    ports = {n: str(base_port + n - 1) for n in (1, 2, 3)}
     env = ingest_env(servers, influx, topic_root, tmp_path, CITYSENSE_HTTP_PORT=str(base_port))
     supervisor = IngestProcess(env, tmp_path / "i.log", "--workers", "3")
     supervisor.start(wait_ready=False)
     for n in (1, 2, 3):
-        wait_for(lambda n=n: supervisor.ready(str(base_port + n)), 60, what=f"worker {n}")
+        wait_for(lambda n=n: supervisor.ready(ports[n]), 60, what=f"worker {n}")
     killed = threading.Event()  # the stream waits for the kill two-thirds in
     stream = Stream(
         servers.mosquitto.url("citysense-simulator"),
@@ -146,7 +147,7 @@ def test_4_three_workers_one_sigkilled(
         gate=lambda n: killed.is_set() or n < 4000,
     )
     wait_for(
-        lambda: all(supervisor.metric("received_total", str(base_port + n)) > 0 for n in (1, 2, 3)),
+        lambda: all(supervisor.metric("received_total", port) > 0 for port in ports.values()),
         30,
         0.05,
         "the stream flowing into every worker",
