@@ -258,9 +258,8 @@ async def test_a_city_stored_from_an_empty_database_on_starts_the_api_from_the_r
 ) -> None:
     """Set up empty, the database says its rows are whole: every writer keeps rows from its first
     batch, so the API's very first start reads the rows, not the newest point of every series."""
-    influx = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
+    influx = _set_up_empty(servers)
     with InfluxClient(influx) as client:
-        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
         # Said once: set up again (every ingest start does), it is already there.
         assert not ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
     assert _whole(influx)
@@ -279,15 +278,25 @@ async def test_a_city_stored_from_an_empty_database_on_starts_the_api_from_the_r
     assert state == {LAMPS[0]: _reading(now - 60 * S, 11.0), LAMPS[2]: _reading(now - 30 * S, 33.0)}
 
 
+def _set_up_empty(servers: LocalServers) -> InfluxConfig:
+    """A new database set up empty: its rows whole from the start (common.schema)."""
+    influx = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
+    with InfluxClient(influx) as client:
+        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+    return influx
+
+
+# A lamp's two messages of one time (its state, required, in both): one point of both.
+BOTH = {"powerState": "on", "temperature": 21.5, "powerConsumption": 7.5}
+
+
 async def test_a_start_from_the_rows_has_only_the_newest_reading_s_fields(
     servers: LocalServers, topic_root: str, tmp_path: Path, now: int
 ) -> None:
     """A lamp reports its temperature, then a reading without it (most fields are optional):
     InfluxDB keeps the older temperature in the row written over it, and a start from the rows
     must not take it for the newer reading's."""
-    influx = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
-    with InfluxClient(influx) as client:
-        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+    influx = _set_up_empty(servers)
     topic = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
     warm = {"ts": (now - 60 * S) // 1_000_000, "powerState": "on", "temperature": 21.5}
     later = {"ts": now // 1_000_000, "powerState": "off"}
@@ -312,9 +321,7 @@ async def test_a_start_from_the_rows_merges_two_workers_rows_of_one_point(
     required, in both), and two workers take one each (as a shared subscription deals them):
     InfluxDB holds one point of both, each worker a row of one. A start from the rows serves
     the whole point."""
-    influx = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
-    with InfluxClient(influx) as client:
-        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+    influx = _set_up_empty(servers)
     topic = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
     on = {"ts": now // 1_000_000, "powerState": "on"}
     first = ingest_settings(servers, influx, topic_root, client_id=f"a-{topic_root[-8:]}")
@@ -326,12 +333,7 @@ async def test_a_start_from_the_rows_merges_two_workers_rows_of_one_point(
     assert len(rows(influx, f'SELECT * FROM "{LATEST}"."{layout.MEASUREMENT}"')) == 2
     started, state = await _state(_api(servers, influx, tmp_path, "a"))
     assert started == "rows"
-    assert state == {
-        LAMPS[0]: {
-            "time": rfc3339(now),
-            "values": {"powerState": "on", "temperature": 21.5, "powerConsumption": 7.5},
-        }
-    }
+    assert state == {LAMPS[0]: {"time": rfc3339(now), "values": BOTH}}
 
 
 async def test_a_start_from_the_rows_merges_messages_of_one_time_either_side_of_a_restart(
@@ -340,9 +342,7 @@ async def test_a_start_from_the_rows_merges_messages_of_one_time_either_side_of_
     """A lamp's two messages of one timestamp, its worker started again between them (the
     broker held the second over the restart): the worker reads its row's mask back at start
     and writes the row again with both messages' fields, as InfluxDB merged the point."""
-    influx = InfluxConfig(url=servers.influxdb.url, database=f"t_{secrets.token_hex(6)}")
-    with InfluxClient(influx) as client:
-        assert ensure_schema(client, Retention(readings="INF"), load_profiles()).rows_whole
+    influx = _set_up_empty(servers)
     topic = TopicLayout(topic_root).telemetry("streetlight", LAMPS[0])
     on = {"ts": now // 1_000_000, "powerState": "on"}
     settings = ingest_settings(servers, influx, topic_root)
@@ -352,12 +352,7 @@ async def test_a_start_from_the_rows_merges_messages_of_one_time_either_side_of_
     assert row[POWER] == 7.5  # written again after the restart
     started, state = await _state(_api(servers, influx, tmp_path, "a"))
     assert started == "rows"
-    assert state == {
-        LAMPS[0]: {
-            "time": rfc3339(now),
-            "values": {"powerState": "on", "temperature": 21.5, "powerConsumption": 7.5},
-        }
-    }
+    assert state == {LAMPS[0]: {"time": rfc3339(now), "values": BOTH}}
 
 
 def test_a_database_holding_readings_is_not_said_whole_by_its_set_up(

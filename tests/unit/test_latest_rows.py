@@ -46,8 +46,13 @@ def lamp(device: str, time_ns: int, power: float) -> Enriched:
 
 def keeper() -> LatestRows:
     """A keeper whose writer held no rows yet (read back from InfluxDB as at a start)."""
+    return _resumed_from(_none)
+
+
+def _resumed_from(answer: Callable[[httpx.Request], httpx.Response]) -> LatestRows:
+    """A keeper of writer `worker-1` that read its rows back from what `answer` answers."""
     rows = LatestRows("worker-1", PROFILES, lambda: REGISTRY)
-    with _influx(_none) as client:
+    with _influx(answer) as client:
         rows.resume(client)
     assert rows.resumed
     return rows
@@ -256,6 +261,17 @@ def _lamp_at(time_ns: int, fields: dict[str, FieldValue]) -> Enriched:
     return Enriched("streetlight", "SL-1", "North", time_ns, fields)
 
 
+# A lamp's two messages of one time, {"powerState": "on", "temperature": 21.0} then
+# {"powerState": "off", "powerConsumption": 4.0}: one point of both, the later's state.
+BOTH = {"powerState": "off", "temperature": 21.0, "powerConsumption": 4.0}
+
+
+def _served(found: api_rows.Chunk) -> dict[str, object]:
+    """The fields a start takes from the first row read back, absent ones left out."""
+    values = {name: found.rows[0][at] for name, at in found.fields.items()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def test_a_row_written_again_gives_only_the_newer_reading_s_fields() -> None:
     # Most fields are optional: a reading without the temperature must not be read back with
     # the one before's.
@@ -264,12 +280,9 @@ def test_a_row_written_again_gives_only_the_newer_reading_s_fields() -> None:
     rows.stored(first)
     second = rows.rows([_lamp_at(20, {"powerState": "off"})])
     found = _read_back(first.lines + second.lines)
-    values = {name: found.rows[0][at] for name, at in found.fields.items()}
     assert found.times == [20]
     assert found.alone(found.rows[0])
-    assert {name: value for name, value in values.items() if value is not None} == {
-        "powerState": "off"
-    }
+    assert _served(found) == {"powerState": "off"}
 
 
 def test_a_row_without_has_or_of_another_profile_version_is_taken_whole() -> None:
@@ -291,12 +304,7 @@ def test_messages_of_one_timestamp_in_a_batch_make_one_row_of_both() -> None:
         ]
     )
     found = _read_back(rows.lines)
-    values = {name: found.rows[0][at] for name, at in found.fields.items()}
-    assert {name: value for name, value in values.items() if value is not None} == {
-        "powerState": "off",
-        "temperature": 21.0,
-        "powerConsumption": 4.0,
-    }
+    assert _served(found) == BOTH
 
 
 def test_messages_of_one_timestamp_in_two_batches_make_one_row_of_both() -> None:
@@ -309,12 +317,7 @@ def test_messages_of_one_timestamp_in_two_batches_make_one_row_of_both() -> None
     second = rows.rows([_lamp_at(10, {"powerState": "off", "powerConsumption": 4.0})])
     rows.stored(second)
     found = _read_back(first.lines + second.lines)
-    values = {name: found.rows[0][at] for name, at in found.fields.items()}
-    assert {name: value for name, value in values.items() if value is not None} == {
-        "powerState": "off",
-        "temperature": 21.0,
-        "powerConsumption": 4.0,
-    }
+    assert _served(found) == BOTH
     for _ in range(RECENT_WRITES):
         rows.stored(rows.rows([lamp("SL-2", 10, 1.0)]))
     assert rows.rows([_lamp_at(10, {"powerState": "on"})]).lines == []
@@ -349,11 +352,7 @@ def _restarted(lines: list[str]) -> LatestRows:
         results = [{"statement_id": 0, "series": series}]
         return httpx.Response(200, json={"results": results})
 
-    rows = LatestRows("worker-1", PROFILES, lambda: REGISTRY)
-    with _influx(answer) as client:
-        rows.resume(client)
-    assert rows.resumed
-    return rows
+    return _resumed_from(answer)
 
 
 def test_messages_of_one_timestamp_either_side_of_a_restart_make_one_row_of_both() -> None:
@@ -364,12 +363,7 @@ def test_messages_of_one_timestamp_either_side_of_a_restart_make_one_row_of_both
     again = _restarted(first.lines)
     second = again.rows([_lamp_at(10, {"powerState": "off", "powerConsumption": 4.0})])
     found = _read_back(first.lines + second.lines)
-    values = {name: found.rows[0][at] for name, at in found.fields.items()}
-    assert {name: value for name, value in values.items() if value is not None} == {
-        "powerState": "off",
-        "temperature": 21.0,
-        "powerConsumption": 4.0,
-    }
+    assert _served(found) == BOTH
     assert found.alone(found.rows[0])  # its `has` names the three: a mask, not taken whole
 
 
