@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import httpx
 
-from citysense.servers import FREE_PORTS, LocalServers, free_port
+from citysense.servers import LocalServers, free_port, port_range
 from common.influx import InfluxConfig
 from common.process import die_with_parent
 from tests.support.influx import count
@@ -55,8 +55,9 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> int:
     base + n (one port: citysense.servers.free_port). Drawn from the same range below the
     kernel's ephemeral one: base + 1 chosen next to a kernel-given base was taken by another
     test process's server once ("Address already in use", the worker never ready)."""
+    ports = port_range()
     for _ in range(200):
-        base = random.randrange(FREE_PORTS.start, FREE_PORTS.stop - count)
+        base = random.randrange(ports.start, ports.stop - count)
         socks = []
         try:
             for port in range(base, base + count):

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from api.core.settings import ApiSettings
 from citysense.broker import BrokerSettings
+from citysense.servers import FREE_PORTS, free_port, port_range
 from common.settings import settings_problems
 from ingest.supervise import slot_env
 
@@ -68,3 +69,16 @@ def test_the_broker_s_accounts_follow_the_services_topic_root(
     assert BrokerSettings().topic_root == "hangzhou"
     monkeypatch.setenv("CITYSENSE_BROKER_TOPIC_ROOT", "broker-own")  # its own, if given
     assert BrokerSettings().topic_root == "broker-own"
+
+
+def test_free_ports_come_from_the_part_named_and_are_handed_out_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The suite's processes draw from parts of their own (tests/conftest.py), and a process
+    never hands a port out twice (its server may be stopped, the port free to a bind check)."""
+    monkeypatch.setenv("CITYSENSE_FREE_PORTS", "29000-29009")
+    assert port_range() == range(29000, 29010)
+    drawn = [free_port() for _ in range(5)]
+    assert len(set(drawn)) == 5 and all(29000 <= p <= 29009 for p in drawn)
+    monkeypatch.setenv("CITYSENSE_FREE_PORTS", "nonsense")
+    assert port_range() == FREE_PORTS
