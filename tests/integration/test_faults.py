@@ -41,6 +41,7 @@ from tests.support.processes import (
     free_port_block,
     holding_ingest,
     ingest_env,
+    started_ingest,
 )
 from tests.support.servers import ACL_ROOT
 from wire.lineproto import line
@@ -53,8 +54,7 @@ def test_1_sigkill_five_times_in_100k_readings(
     servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
 ) -> None:
     messages, expected = stream_of(topic_root, 100_000)
-    ingest = IngestProcess(ingest_env(servers, influx, topic_root, tmp_path), tmp_path / "i.log")
-    ingest.start()
+    ingest = started_ingest(servers, influx, topic_root, tmp_path)
     kills = 0
     # Kill k comes in the k-th fifth of the stream, which waits for it: however slow the
     # machine, the kills land mid-stream.
@@ -92,10 +92,7 @@ def test_3_mosquitto_restart_mid_stream(
 ) -> None:
     influx = make_database(private_servers)
     messages, expected = stream_of(topic_root, 20_000)
-    ingest = IngestProcess(
-        ingest_env(private_servers, influx, topic_root, tmp_path), tmp_path / "i.log"
-    )
-    ingest.start()
+    ingest = started_ingest(private_servers, influx, topic_root, tmp_path)
     restarts = 0
     # The stream waits for each restart at its own quarter: both come mid-stream.
     stream = Stream(
@@ -189,11 +186,7 @@ def test_5_one_poisoned_line_in_a_batch(
         layout.telemetry("water_pipe", PIPES[0]),
         orjson.dumps({"ts": t + 500, "pressure": 1.0, "turbidity": 3.5}),
     )
-    ingest = IngestProcess(
-        ingest_env(servers, influx, topic_root, tmp_path, CITYSENSE_FLUSH_INTERVAL="1"),
-        tmp_path / "i.log",
-    )
-    ingest.start()
+    ingest = started_ingest(servers, influx, topic_root, tmp_path, CITYSENSE_FLUSH_INTERVAL="1")
     publish(servers.mosquitto.url("citysense-simulator"), [*good[:50], poisoned, *good[50:]])
     wait_for(lambda: ingest.metric("messages_acked_total") == 100, 20, what="all acked")
     assert ingest.metric("batches_written_total") == 1  # really one batch
@@ -274,11 +267,7 @@ def test_7_burst_after_mass_reconnect(
         )
         for d in devices
     ]
-    ingest = IngestProcess(
-        ingest_env(servers, influx, topic_root, tmp_path, CITYSENSE_REGISTRY=str(registry)),
-        tmp_path / "i.log",
-    )
-    ingest.start()
+    ingest = started_ingest(servers, influx, topic_root, tmp_path, CITYSENSE_REGISTRY=str(registry))
     streams = [
         Stream(servers.mosquitto.url("citysense-simulator"), messages[k::4]) for k in range(4)
     ]

@@ -18,7 +18,11 @@ from tests.support.faults import assert_exactly, stream_of, wait_stored
 from tests.support.influx import count, make_database
 from tests.support.mqtt import Stream, publish, subscriber
 from tests.support.polling import wait_for
-from tests.support.processes import IngestProcess, holding_ingest, ingest_env, peak_rss_mb
+from tests.support.processes import (
+    holding_ingest,
+    peak_rss_mb,
+    started_ingest,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,11 +35,9 @@ def test_2_influxdb_down_60s_mid_stream(
 ) -> None:
     influx = make_database(private_servers)
     messages, expected = stream_of(topic_root, 40_000)
-    ingest = IngestProcess(
-        ingest_env(private_servers, influx, topic_root, tmp_path, CITYSENSE_SPILL_AFTER="2"),
-        tmp_path / "i.log",
+    ingest = started_ingest(
+        private_servers, influx, topic_root, tmp_path, CITYSENSE_SPILL_AFTER="2"
     )
-    ingest.start()
     # What the API's live state hears: every stored reading, the spooled ones when written.
     announced: set[tuple[str, int]] = set()
 

@@ -252,13 +252,18 @@ def wait_written(influx: InfluxConfig, ingest: IngestProcess, measurement: str, 
     wait_for(ingest.holds_nothing, 30, 0.2, what="every batch acknowledged")
 
 
+def started_ingest(
+    stack: LocalServers, influx: InfluxConfig, root: str, tmp: Path, **extra: str | None
+) -> IngestProcess:
+    """An ingest process as `ingest_env` sets it up (`extra` on top), ready, its log in `tmp`."""
+    ingest = IngestProcess(ingest_env(stack, influx, root, tmp, **extra), tmp / "i.log")
+    ingest.start()
+    return ingest
+
+
 def holding_ingest(
     stack: LocalServers, influx: InfluxConfig, root: str, tmp: Path, **extra: str | None
 ) -> IngestProcess:
-    """An ingest process started as `ingest_env` sets it up but without a disk spool: what it
-    takes and cannot store it holds (the fault suite's outage scenarios), its log in `tmp`."""
-    ingest = IngestProcess(
-        ingest_env(stack, influx, root, tmp, CITYSENSE_SPOOL_DIR="", **extra), tmp / "i.log"
-    )
-    ingest.start()
-    return ingest
+    """An ingest process started without a disk spool: what it takes and cannot store it holds
+    (the fault suite's outage scenarios)."""
+    return started_ingest(stack, influx, root, tmp, CITYSENSE_SPOOL_DIR="", **extra)
