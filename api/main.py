@@ -238,6 +238,10 @@ def _gauges(app: FastAPI) -> dict[str, tuple[str, float]]:
             "Alarm events dropped while InfluxDB was away",
             live.alarms.outbox.dropped,
         ),
+        "alarm_events_refused": (
+            "Alarm events InfluxDB refused (a field-type conflict, a line too large), dropped",
+            live.writer.refused,
+        ),
         "feed_subscribed": (
             "1 while the broker grants the state feed's subscription",
             live.feed is not None and live.feed.subscribed.is_set(),

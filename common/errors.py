@@ -8,7 +8,8 @@ into this tree, so callers decide on meaning (retry or not) rather than on libra
     ├── InfluxError
     │   ├── InfluxUnavailable    - retryable: refused, timeout, 5xx, 429 (carries retry_after)
     │   └── InfluxRejected       - permanent: 4xx; the request itself is wrong
-    │       ├── InfluxPartialWrite   - 400 on /write; some lines stored, `dropped` were not
+    │       ├── InfluxPartialWrite   - 400 (1.x) or 422 (2.x) on /write; some lines stored,
+    │       │                              `dropped` were not
     │       └── InfluxNotFound       - 404, or a query or write of a database or policy not there
     └── BrokerError              - the MQTT broker refused us or could not be reached
         └── BrokerRefused        - it answered, and said no (a login, a dynamic-security command)
@@ -46,8 +47,8 @@ class InfluxRejected(InfluxError):
 
 
 class InfluxPartialWrite(InfluxRejected):
-    def __init__(self, message: str, *, dropped: int | None) -> None:
-        super().__init__(message, status=400)
+    def __init__(self, message: str, *, dropped: int | None, status: int = 400) -> None:
+        super().__init__(message, status=status)
         self.dropped = dropped
 
 

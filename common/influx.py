@@ -97,10 +97,18 @@ def _error_text(response: httpx.Response) -> str:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return response.text[:500]
-    if isinstance(body, dict) and "error" in body:
-        return str(body["error"])[:500]
+    # 1.x says {"error": …}; 2.x {"code": …, "message": …}.
+    for key in ("error", "message"):
+        if isinstance(body, dict) and key in body:
+            return str(body[key])[:500]
     return response.text[:500]
 
+
+# A write some of whose lines were refused and the rest stored: 1.x answers 400, 2.x 422.
+_PARTIAL = (400, 422)
+# Refusals of some lines of a write (bad, or too large), not of the request as a whole: the
+# lines are worth sending again in halves to find which, and only those are given up.
+REFUSES_LINES = (*_PARTIAL, 413)
 
 # How InfluxDB 1.x begins its error for a database or retention policy it lacks.
 _NOT_THERE = ("database not found", "retention policy not found")
@@ -122,10 +130,12 @@ def check_response(response: httpx.Response, *, writing: bool) -> None:
         )
     if status == 404:
         raise InfluxNotFound(f"InfluxDB 404: {text}", status=404)
-    if writing and status == 400 and "partial write" in text:
+    if writing and status in _PARTIAL and "partial write" in text:
         match = _DROPPED.search(text)
         raise InfluxPartialWrite(
-            f"InfluxDB partial write: {text}", dropped=int(match.group(1)) if match else None
+            f"InfluxDB partial write: {text}",
+            dropped=int(match.group(1)) if match else None,
+            status=status,
         )
     raise InfluxRejected(f"InfluxDB {status}: {text}", status=status)
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.errors import InfluxNotFound, InfluxRejected, InfluxUnavailable
-from common.influx import InfluxClient
+from common.influx import REFUSES_LINES, InfluxClient
 from common.retry import RetryPolicy, sleep
 from ingest.changes import restamp, split_marks
 from ingest.stats import Stats
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # InfluxDB 1.x refuses request bodies over 25 MB (its max-body-size); 2.x and 3.x have limits of
 # the same order. Well under them, and large enough that a batch of 5,000 readings is one request.
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
-SPLIT = (400, 413)  # refusals of some lines (bad or too large), not of the request as a whole
+SPLIT = REFUSES_LINES  # refusals of some lines (bad or too large), not of the request as a whole
 
 
 class Stopped(Exception):

@@ -33,8 +33,8 @@ import httpx
 from api.core.contract import Contract
 from api.core.times import NS_PER_S, format_rfc3339, now_ns, parse_rfc3339
 from api.live.hub import Event, Hub
-from common.errors import InfluxError
-from common.influx import AsyncInfluxClient, InfluxConfig
+from common.errors import InfluxError, InfluxRejected
+from common.influx import REFUSES_LINES, AsyncInfluxClient, InfluxConfig
 from device_profiles import AlarmOp, AlarmRule, Severity
 from wire.lineproto import line, one_line
 from wire.retention import policy_of, qualified
@@ -413,7 +413,10 @@ async def load_events(influx: AsyncInfluxClient, since_ns: int) -> list[dict[str
 
 
 class Writer:
-    """Writes the book's outbox to InfluxDB; keeps it on failure and retries."""
+    """Writes the book's outbox to InfluxDB; keeps it on failure and retries, but for lines
+    InfluxDB refuses (a field-type conflict, a line too large): those are found by halving,
+    dropped and counted, because retried they would hold back every event after them until
+    the outbox overflowed."""
 
     def __init__(
         self,
@@ -426,6 +429,7 @@ class Writer:
         self._scrub = scrub
         self._influx = AsyncInfluxClient(config, transport=transport)
         self.storing = True  # the last write of events succeeded (or none was tried)
+        self.refused = 0  # events InfluxDB refused, dropped
 
     async def flush(self) -> None:
         outbox = self._book.outbox
@@ -433,13 +437,33 @@ class Writer:
             return
         lines = outbox.pending()
         try:
-            await self._influx.write("\n".join(lines).encode(), policy=policy_of(MEASUREMENT))
+            await self._store(lines)
         except InfluxError as exc:
+            # Halves stored before the failure are sent again next time: an event's point
+            # (its series and unique time) is then written over with itself.
             self.storing = False
             logger.warning("alarm events not stored yet, will retry: %s", self._scrub(str(exc)))
             return
         self.storing = True
         outbox.done(lines)
+
+    async def _store(self, lines: list[str]) -> None:
+        try:
+            await self._influx.write("\n".join(lines).encode(), policy=policy_of(MEASUREMENT))
+        except InfluxRejected as exc:
+            if exc.status not in REFUSES_LINES:
+                raise
+            if len(lines) == 1:
+                self.refused += 1
+                logger.error(
+                    "alarm event refused by InfluxDB, dropped: %s: %s",
+                    self._scrub(str(exc)),
+                    self._scrub(lines[0][:200]),
+                )
+                return
+            half = len(lines) // 2
+            await self._store(lines[:half])
+            await self._store(lines[half:])
 
     async def run(self, interval: float = 0.2) -> None:
         while True:

@@ -12,11 +12,13 @@ import httpx
 import pytest
 import yaml
 
+from api.core.contract import Contract
 from api.core.tokens import hash_token
-from api.live.alarms import AlarmBook
+from api.live.alarms import AlarmBook, Writer
+from api.live.hub import Hub
 from citysense.servers import LocalServers
 from common.influx import InfluxClient, InfluxConfig
-from device_profiles import load_profiles, load_registry
+from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 from simulators.city import write_city
 from tests.support.influx import count, rows
 from tests.support.polling import until
@@ -366,3 +368,30 @@ async def test_alarm_rights_follow_the_scope_of_each_token(
         assert sorted((r["alarm_id"], r["acknowledged_by"], r["note"]) for r in stored()) == sorted(
             [(north, "water-north", "by water-north"), (lamp, "lights", "by lights")]
         )
+
+
+async def test_an_event_influxdb_refuses_is_dropped_and_counted_and_the_others_are_stored(
+    influx: InfluxConfig,
+) -> None:
+    # `value` first stored as an integer: an event with it as text is a field-type conflict,
+    # which InfluxDB refuses for good. Retried whole, the outbox never emptied.
+    t0 = time.time_ns() - MIN
+    with InfluxClient(influx) as client:
+        client.write(f"alarm_events,alarm_id=old value=1i {t0}".encode(), policy="alarms")
+    profiles = load_profiles()
+    contract = Contract.build(profiles, load_registry(DEFAULT_REGISTRY, profiles))
+    book = AlarmBook(contract, Hub(10))
+    lines = [f'alarm_events,alarm_id=a{n} value={n}i,note="ok" {t0 + 1 + n}' for n in range(7)]
+    lines[4] = f'alarm_events,alarm_id=a4 value="text" {t0 + 5}'
+    for text in lines:
+        book.outbox.append(text)
+    writer = Writer(influx, book, lambda text: text)
+    try:
+        await writer.flush()
+        assert writer.storing
+        assert writer.refused == 1
+        assert not book.outbox
+        stored = rows(influx, f"SELECT alarm_id, value FROM alarms.alarm_events WHERE time > {t0}")
+        assert sorted(str(r["alarm_id"]) for r in stored) == [f"a{n}" for n in range(7) if n != 4]
+    finally:
+        await writer.aclose()

@@ -307,6 +307,14 @@ CASES = [
         "API a1 dropped alarm events",
     ),
     Case(
+        "CitySenseApiAlarmEventsRefused",
+        {f"citysense_api_alarm_events_refused{{{A1}}}": "0 0 0 1 1"},
+        "2m",
+        "4m",
+        API,
+        "API a1 had alarm events refused by InfluxDB",
+    ),
+    Case(
         "CitySenseApiErrors",
         {
             f'citysense_api_requests_total{{{A1}, route="/x", method="GET", status="503"}}': (

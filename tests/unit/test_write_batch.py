@@ -262,3 +262,36 @@ def test_a_missing_policy_of_readings_is_held_not_given_up() -> None:
     writer = Writer(client, Stats(), threading.Event(), RetryPolicy.fast())
     assert writer.write(["m v=1 1"], deadline=0.0) == []  # a deadline long past
     assert len(bodies) == 3
+
+
+def test_influxdb_2s_422_is_a_refusal_of_some_lines_found_and_given_up_not_retried() -> None:
+    """InfluxDB 2.x answers a write some of whose lines it rejects (a field-type conflict) with
+    422 and {"code", "message"}, storing the others: the refused line is found by halving and
+    returned, as for 1.x's 400, not retried for ever as a refusal of the request."""
+    stored: list[str] = []
+    stop = threading.Event()  # set once retries pass any halving: Stopped, not a hung test
+
+    def influx(request: httpx.Request) -> httpx.Response:
+        if len(stored) > 100:
+            stop.set()
+        lines = request.content.decode().split("\n")
+        good = [text for text in lines if 'v="' not in text]
+        stored.extend(good)
+        if len(good) < len(lines):
+            message = (
+                "failure writing points to database: partial write: field type conflict: "
+                f'input field "v" on measurement "m" is type string, already exists as type '
+                f"float dropped={len(lines) - len(good)}"
+            )
+            return httpx.Response(422, json={"code": "unprocessable entity", "message": message})
+        return httpx.Response(204)
+
+    client = InfluxClient(InfluxConfig(), transport=httpx.MockTransport(influx))
+    writer = Writer(client, Stats(), stop, RetryPolicy.fast())
+    lines = [f"m,n={n} v={n} {n}" for n in range(9)]
+    lines[5] = 'm,n=5 v="five" 5'
+    bad = writer.write(lines, deadline=0.0)
+    assert [b.line for b in bad] == [lines[5]]
+    assert bad[0].error.startswith("InfluxDB partial write: ")
+    assert "field type conflict" in bad[0].error
+    assert set(stored) == set(lines) - {lines[5]}
