@@ -101,12 +101,23 @@ async def fetch(
 
 
 async def fetch_chunks(
-    influx: AsyncInfluxClient, query: Query, chunk_size: int, timeout: float
+    influx: AsyncInfluxClient,
+    query: Query,
+    chunk_size: int,
+    timeout: float,
+    *,
+    compressed: bool = True,
 ) -> AsyncIterator[list[Series]]:
     """fetch's series, a chunk of at most `chunk_size` rows at a time, each parsed as it comes;
-    InfluxDB may take up to `timeout` seconds to begin, and between two network reads."""
+    InfluxDB may take up to `timeout` seconds to begin, and between two network reads.
+    `compressed=False` for answers of few series (common.influx's query_chunks says why)."""
     async for series in influx.query_chunks(
-        query.text, query.params, epoch="ns", chunk_size=chunk_size, timeout=timeout
+        query.text,
+        query.params,
+        epoch="ns",
+        chunk_size=chunk_size,
+        timeout=timeout,
+        compressed=compressed,
     ):
         yield series
 

@@ -317,7 +317,8 @@ class Live:
         query = q.latest_rows(profile, buckets, full_load)
         timeout = self.settings.api_load_timeout
         async with self._gate:
-            async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout):
+            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout, compressed=False)
+            async for series in chunks:
                 found = rows.rows_of(profile, series, since)
                 self.state.load_rows(
                     name, found.device_ids, found.times, found.rows, found.fields, alone=found.alone
@@ -465,7 +466,8 @@ class Live:
         (api.live.compact)."""
         timeout = self.settings.api_load_timeout
         async with self._gate:
-            async for series in q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout):
+            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout, compressed=False)
+            async for series in chunks:
                 device_ids, times = rows.row_times(series, since)
                 compact.take_rows(into, self.state.index, device_ids, times)
                 await asyncio.sleep(0)
