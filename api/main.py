@@ -238,6 +238,10 @@ def _gauges(app: FastAPI) -> dict[str, tuple[str, float]]:
             "Alarm events dropped while InfluxDB was away",
             live.alarms.outbox.dropped,
         ),
+        "tokens_file_broken": (
+            "1 while the tokens file changed and does not load (the last good tokens serve)",
+            runtime.tokens is not None and runtime.tokens.broken,
+        ),
         "alarm_events_refused": (
             "Alarm events InfluxDB refused (a field-type conflict, a line too large), dropped",
             live.writer.refused,

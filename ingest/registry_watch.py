@@ -2,7 +2,9 @@
 add|import`) is known to a running worker within seconds, without a restart.
 
 A changed file that does not load (a hand edit gone wrong) is logged with every problem and
-ignored: the worker keeps the registry it has, and tries again at the file's next change.
+ignored: the worker keeps the registry it has, and tries again at the file's next change. Until
+one loads, `broken` says so (the gauge `registry_broken`, alert CitySenseRegistryBroken): logged
+once, a device added or removed by that edit would otherwise be missed for good.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class RegistryWatch:
         self._variants = variants
         self._use = use
         self._seen = _signature(path)
+        self.broken = False  # the file changed since the registry in use, and does not load
 
     def check(self) -> bool:
         """Load the file if it changed since the last look; whether a new registry is in use."""
@@ -49,10 +52,12 @@ class RegistryWatch:
         try:
             registry = load_registry(self._path, dict(self._profiles), dict(self._variants))
         except ContractError as exc:
+            self.broken = True
             log.error(
                 "registry %s changed but does not load; keeping the old one:\n%s", self._path, exc
             )
             return False
+        self.broken = False
         self._use(registry)
         log.info("registry %s reloaded: %d devices", self._path, len(registry.devices))
         return True

@@ -132,7 +132,9 @@ HELP = {
     "thread_crashes": "Long-lived threads ended by an unexpected exception",
     "connections": "Connections the broker accepted: the first, and each reconnection",
     "dead_letters_lost": "Dead letters InfluxDB refused too (logged in full)",
-    "latest_rows_refused": "Rows of devices' newest readings InfluxDB refused (logged)",
+    "latest_rows_refused": (
+        "Rows of devices' newest readings InfluxDB refused (logged), not for a missing policy"
+    ),
     "latest_rows_owed": "Writes whose readings went without their latest rows (an owed mark each)",
     "latest_rows": "Devices whose newest reading the writer thread's rows hold",
     "clock_offset_seconds": "This host's clock minus InfluxDB's at its last answer (NaN: none)",
@@ -146,6 +148,7 @@ HELP = {
     "oldest_unacked_seconds": "Age of the oldest message not yet acknowledged",
     "ready": "1 while no thread of the worker has died",
     "subscribed": "1 while the broker grants the worker's subscription (always, when retiring)",
+    "registry_broken": "1 while the registry file changed and does not load (the old one serves)",
     "spool_bytes": "Bytes in the disk spool",
     "spool_corrupt_segments": "Spool segments found damaged and moved aside",
     "spool_refused_appends": "Batches the spool's disk refused (a write failed)",

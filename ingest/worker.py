@@ -179,6 +179,7 @@ class Worker:
             # A broker that refuses the CONNECT or the SUBSCRIBE (an ACL, a bad password) leaves
             # the worker running and taking nothing: no thread dies, nothing reconnects.
             subscribed=lambda: float(self.retiring or self.consumer.subscribed.is_set()),
+            registry_broken=lambda: float(self.registry_watch.broken),
             # Where the CPU goes, per thread (bench.throughput reports it per reading).
             cpu_seconds_mqtt_thread=lambda: thread_cpu_seconds(self.consumer.thread_id),
             cpu_seconds_writer_thread=lambda: thread_cpu_seconds(
@@ -433,9 +434,12 @@ class Worker:
     ) -> list[BadLine]:
         """LatestRows.settle, its refusals counted; if rows were refused, the owed mark stored
         now (before the batch is acknowledged: a crash redelivers it). Raises Stopped."""
+        # Refused for a missing `latest` policy: the keeper is off (said once) and every write
+        # owes a mark (latest_rows_owed, alert CitySenseLatestRowsOff), not a row gone wrong.
+        wrong = sum(1 for item in bad if is_row(item.line) and not item.missing)
         bad, refused = keeper.settle(rows, bad)
-        if refused:
-            self.stats.add(latest_rows_refused=refused)
+        if wrong:
+            self.stats.add(latest_rows_refused=wrong)
         # Rows refused are known only now, after the batch's change marks: a reader between the
         # two may take the rows for whole without this reading until the next full reload (a
         # row's layout is typed, so only a missing policy refuses one, and then no point says

@@ -174,6 +174,9 @@ class TokenBook:
         self._districts = districts
         self._seen = self._signature()
         self._principals = load_tokens(path, profiles, districts)
+        # The file changed since the tokens in use and does not load: a revocation saved with a
+        # typo leaves the token valid, so this is a gauge and an alert, not only a log line.
+        self.broken = False
 
     def get(self, token_hash: str) -> Principal | None:
         return self._principals.get(token_hash)
@@ -194,7 +197,12 @@ class TokenBook:
         if seen == self._seen:
             return False
         self._seen = seen
-        self._principals = load_tokens(self.path, self._profiles, self._districts)
+        try:
+            self._principals = load_tokens(self.path, self._profiles, self._districts)
+        except ConfigError:
+            self.broken = True
+            raise
+        self.broken = False
         return True
 
 

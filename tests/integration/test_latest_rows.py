@@ -1066,7 +1066,10 @@ def test_without_the_latest_policy_readings_flow_and_rows_come_back_with_it(
         publish(servers.mosquitto.url("citysense-simulator"), [(one, lamp(now - 50 * S, 2.0))])
         wait_for(lambda: worker.stats.messages_acked >= 2, 20, what="acked without rows")
         assert not worker.latest.enabled
-        assert worker.stats.snapshot()["spilled_batches"] == 0
+        counts = worker.stats.snapshot()
+        assert counts["spilled_batches"] == 0
+        # Rows off, owed: not rows "refused", whose alert says that is never expected.
+        assert counts["latest_rows_refused"] == 0 and counts["latest_rows_owed"] >= 1
         report = ensure_schema(client, settings.retention, load_profiles())  # `citysense schema`
         assert not report.rows_whole and not _whole(influx)  # readings stored without rows
         time.sleep(0.3)  # past RECHECK_S: the next batch looks for the policy again

@@ -217,6 +217,14 @@ CASES = [
         "API a1 has no state feed",
     ),
     Case(
+        "CitySenseRegistryBroken",
+        {f"citysense_ingest_registry_broken{{{W1}}}": "0 0 1 1 1 1 1"},
+        "3m",
+        "5m",
+        INGEST,
+        "ingest w1 cannot read its changed device registry",
+    ),
+    Case(
         "CitySenseIngestNotSubscribed",
         {
             f"citysense_ingest_subscribed{{{W1}}}": "1 0x10",
@@ -267,6 +275,14 @@ CASES = [
         "ingest w1 dead-letters over 5 % of the readings it takes",
     ),
     Case(
+        "CitySenseLatestRowsOff",
+        {f"citysense_ingest_latest_rows_owed_total{{{W1}}}": "0 0 1+1x20"},
+        "10m",
+        "18m",
+        INGEST,
+        "ingest w1 stores readings without latest rows",
+    ),
+    Case(
         "CitySenseLatestRowsRefused",
         {f"citysense_ingest_latest_rows_refused_total{{{W1}}}": "0 0 0 1 1"},
         "2m",
@@ -305,6 +321,14 @@ CASES = [
         "4m",
         API,
         "API a1 dropped alarm events",
+    ),
+    Case(
+        "CitySenseApiTokensFileBroken",
+        {f"citysense_api_tokens_file_broken{{{A1}}}": "0 0 1 1 1 1 1"},
+        "3m",
+        "5m",
+        API,
+        "API a1 cannot read its changed tokens file",
     ),
     Case(
         "CitySenseApiAlarmEventsRefused",

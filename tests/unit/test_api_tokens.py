@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from api.core.tokens import Principal, Scope, hash_token, load_tokens, main
+from api.core.tokens import Principal, Scope, TokenBook, hash_token, load_tokens, main
 from common.errors import ConfigError
 
 PROFILES = {"streetlight": None, "water_pipe": None}
@@ -81,3 +81,23 @@ def test_cli_new_and_hash(
     assert main(["hash"]) == 0
     assert capsys.readouterr().out.strip() == digest
     assert main([]) == 2
+
+
+def test_a_changed_file_that_does_not_load_keeps_the_last_good_tokens_and_says_it_is_broken(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    good = f'tokens: [{{name: a, sha256: "{"1" * 64}", scope: city}}]\n'
+    path.write_text(good)
+    book = TokenBook(path, PROFILES, DISTRICTS)
+    assert not book.broken
+    path.write_text(good.replace("city", "admin") + "# a revocation saved with a typo\n")
+    with pytest.raises(ConfigError, match="scope"):
+        book.reload_if_changed()
+    assert book.broken  # the gauge tokens_file_broken: the old token is still accepted
+    assert book.get("1" * 64) is not None
+    assert not book.reload_if_changed()  # unchanged since: still broken, not raised again
+    assert book.broken
+    path.write_text("tokens: []\n")
+    assert book.reload_if_changed()
+    assert not book.broken and book.get("1" * 64) is None

@@ -34,7 +34,14 @@ def test_reloads_a_good_change_and_keeps_the_old_registry_on_a_bad_one(
     )
     assert watch.check()
     assert sorted(used[-1].devices) == ["SL-1", "SL-2"]
+    assert not watch.broken
     with caplog.at_level(logging.ERROR):
         touch_later(path, HEADER + "SL-3,no_such_profile,North,30,120,c\n", 2)
         assert not watch.check()
     assert len(used) == 1 and "no_such_profile" in caplog.text
+    assert watch.broken  # the gauge registry_broken, until a change loads
+    assert not watch.check()  # looked at again unchanged: still broken, not logged again
+    assert watch.broken
+    touch_later(path, HEADER + "SL-3,water_pipe,North,30,120,c\n", 3)
+    assert watch.check()
+    assert not watch.broken
