@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access = logging.getLogger("citysense.api.access")
@@ -45,6 +46,12 @@ class Metrics:
             "up, by generation",
             ["generation"],
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.cut = Counter(
+            "citysense_api_answers_cut",
+            "Answers that failed after they began (counted once, by their status, in requests)",
+            ["route"],
             registry=self.registry,
         )
         self._gc_started = 0.0
@@ -76,10 +83,15 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = 500  # what the client gets if the app fails before answering
+        answered = False  # the response began: recorded then, with its status
+        finished = False  # ... and its last part was sent
 
         async def sending(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered, finished
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finished = True
             if message["type"] == "http.response.start":
+                answered = True
                 status = int(message["status"])
                 seconds = time.perf_counter() - started
                 self._record(scope, status, seconds)
@@ -91,9 +103,29 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, sending)
+        except ClientDisconnect:
+            raise  # the client left: nothing of ours failed
         except Exception:
-            self._record(scope, status, time.perf_counter() - started)
+            if not answered:
+                self._record(scope, status, time.perf_counter() - started)
+            elif not finished:
+                # A streamed answer cut short: recorded once already, when it began.
+                self._cut(scope, status)
             raise
+
+    def _cut(self, scope: Scope, status: int) -> None:
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.metrics.cut.labels(route).inc()
+        method, path = str(scope.get("method", "")), scope.get("path", "")
+        fields = {"method": method, "path": path, "status": status, "cut": True}
+        fields["token"] = scope.get(PRINCIPAL)
+        access.error(
+            "%s %s failed after its answer began (%d)",
+            method,
+            path,
+            status,
+            extra={"fields": fields},
+        )
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")

@@ -95,12 +95,15 @@ def _row_from_args(args: argparse.Namespace) -> dict[str, str]:
 def _rows_from_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise ConfigError(f"devices import: {path} not found")
-    with path.open(newline="", encoding="utf-8") as src:
-        reader = csv.DictReader(src)
-        missing = [c for c in REGISTRY_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(f"{path}: missing columns {', '.join(missing)}")
-        return [{c: (row.get(c) or "").strip() for c in COLUMNS} for row in reader]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as src:
+            reader = csv.DictReader(src)
+            missing = [c for c in REGISTRY_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ConfigError(f"{path}: missing columns {', '.join(missing)}")
+            return [{c: (row.get(c) or "").strip() for c in COLUMNS} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"devices import: {path} is not a UTF-8 CSV file: {exc}") from exc
 
 
 def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
@@ -148,8 +151,11 @@ def _register(settings: DevicesSettings, rows: list[dict[str, str]]) -> list[Dev
     if not rows:
         return []
     path = settings.registry
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    existing = list(csv.DictReader(io.StringIO(text)))
+    try:
+        text = path.read_text(encoding="utf-8-sig") if path.exists() else ""
+        existing = list(csv.DictReader(io.StringIO(text)))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"registry {path} is not a UTF-8 CSV file: {exc}") from exc
     known = {r["device_id"] for r in existing}
     again = sorted(known & {r["device_id"] for r in rows})
     if again:

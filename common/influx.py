@@ -380,9 +380,9 @@ class AsyncInfluxClient:
         CPU over the 42 MB of answer, and the start was 1.8 s slower (measured by hand). That
         answer is a line per series, each sent as it is done, which gzip gathers into fewer and
         larger pieces. An answer of few series in large chunks is the other way round:
-        `compressed=False`, and at 100,000 devices the start's read of two writers' latest rows
-        took 1.9-2.2 s instead of 2.8-3.3 s (the whole start 3.8-4.4 s instead of 5.1-5.5 s,
-        three each; gzip cost InfluxDB a third more CPU there)."""
+        `compressed=False`, and at 100,000 devices a start from two writers' latest rows took
+        3.3-3.4 s instead of 5.1-5.5 s (three starts each, by hand; gzip cost InfluxDB a third
+        more CPU there)."""
         data = {**self._req.query_data(query, params, epoch), "chunked": "true"}
         data["chunk_size"] = str(chunk_size)
         headers = None if compressed else {"Accept-Encoding": "identity"}

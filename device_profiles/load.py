@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -223,31 +223,63 @@ def load_registry(
     problems: list[Problem] = []
     devices: dict[str, Device] = {}
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" begins with a byte-order mark, which would
+        # otherwise be part of the first column's name.
+        handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise ContractError([Problem(str(path), None, "", f"cannot read registry: {exc}")]) from exc
     with handle:
         reader = csv.reader(handle)
-        header = next(reader, [])
-        missing = [c for c in REGISTRY_COLUMNS if c not in header]
-        if missing:
-            raise ContractError([Problem(path.name, 1, "", f"missing columns {missing}")])
-        at = {name: header.index(name) for name in _COLUMNS if name in header}
-        rows: list[dict[str, str]] = []
-        lines: list[int] = []
-        for cells in reader:
-            if not cells:
-                continue  # a blank line, as csv.DictReader skips it
-            rows.append(_cells(cells, at))
-            lines.append(reader.line_num)
-            if len(rows) == _SLICE:
-                problems += _devices(path.name, rows, lines, profiles, variants, devices=devices)
-                rows, lines = [], []
-        problems += _devices(path.name, rows, lines, profiles, variants, devices=devices)
+        try:
+            problems = _read_registry(
+                path.name, reader, lambda: reader.line_num, profiles, variants, devices=devices
+            )
+        except UnicodeDecodeError as exc:
+            # A file saved in another encoding: said like any problem of the contract (a running
+            # worker's registry watch keeps its registry), not a traceback. The text is decoded
+            # a block at a time, so no line can be named.
+            raise ContractError([Problem(path.name, None, "", f"not UTF-8: {exc}")]) from exc
+        except csv.Error as exc:
+            problem = Problem(path.name, reader.line_num, "", f"not a CSV row: {exc}")
+            raise ContractError([problem]) from exc
+        except OSError as exc:  # the disk or a network share failed mid-read
+            problem = Problem(path.name, None, "", f"cannot read registry: {exc}")
+            raise ContractError([problem]) from exc
     if problems:
         raise ContractError(problems)
     districts = tuple(sorted({d.district for d in devices.values()}))
     return Registry(devices=devices, source=str(path), districts=districts)
+
+
+def _read_registry(
+    file: str,
+    reader: Iterator[list[str]],
+    line: Callable[[], int],
+    profiles: Mapping[str, Profile],
+    variants: Mapping[tuple[str, str], Variant] | None,
+    *,
+    devices: dict[str, Device],
+) -> list[Problem]:
+    """The rows of a registry file added to `devices`; the problems of those that are not.
+    `line`: the file line the reader last read up to."""
+    header = next(reader, [])
+    missing = [c for c in REGISTRY_COLUMNS if c not in header]
+    if missing:
+        raise ContractError([Problem(file, 1, "", f"missing columns {missing}")])
+    # A column named twice: the last one, as csv.DictReader took it.
+    at = {name: n for n, name in enumerate(header) if name in _COLUMNS}
+    problems: list[Problem] = []
+    rows: list[dict[str, str]] = []
+    lines: list[int] = []
+    for cells in reader:
+        if not cells:
+            continue  # a blank line, as csv.DictReader skips it
+        rows.append(_cells(cells, at))
+        lines.append(line())
+        if len(rows) == _SLICE:
+            problems += _devices(file, rows, lines, profiles, variants, devices=devices)
+            rows, lines = [], []
+    return problems + _devices(file, rows, lines, profiles, variants, devices=devices)
 
 
 # Rows validated a slice at a time, in one call (0.24 -> 0.20 s at 100,000), with the rows read

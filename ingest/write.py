@@ -2,10 +2,11 @@
 
 - Retryable failures (InfluxDB down, slow, 5xx, 429) are retried with backoff, forever, until the
   worker is told to stop: nothing is acknowledged meanwhile, so the broker keeps the messages.
-- A 400 means some lines are bad. InfluxDB 1.x may then have stored the good ones ("partial
-  write") or none (a field type conflict rejects the whole request), so the batch is split in
-  halves and rewritten until each bad line stands alone. Rewriting is safe: a point with the same
-  series and timestamp overwrites itself. The bad lines are returned for the dead-letter store.
+- A 400 (InfluxDB 2.x: 422) means some lines are bad. InfluxDB may then have stored the good
+  ones ("partial write") or none (1.x: a field type conflict rejects the whole request), so the
+  batch is split in halves and rewritten until each bad line stands alone. Rewriting is safe: a
+  point with the same series and timestamp overwrites itself. The bad lines are returned for
+  the dead-letter store.
 - A 413 (request body too large) is split the same way, and each request is kept under
   `max_request_bytes` to begin with: one oversized batch must never stall every message behind
   it. A single line InfluxDB refuses as too large is returned as bad.

@@ -161,6 +161,9 @@ class ApiSettings(CommonSettings):
     # (api.live.rows) once a full load has made them whole, not the readings: false to always
     # read the readings (the full reload does regardless, and writes the rows).
     api_state_from_rows: bool = True
+    # The latest rows asked of InfluxDB gzipped: off, since on one host it only cost CPU
+    # (common.influx's query_chunks); on for an InfluxDB across a slow link (tens of MB a start).
+    api_rows_compressed: bool = False
     # The latest rows of the full load the rows' point names are compacted (api.live.compact)
     # this long after start, then at every full reload: to the devices no ingest worker's row
     # holds as new, so a start reads about a row per device per worker (0: never).

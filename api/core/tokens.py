@@ -119,14 +119,17 @@ def load_tokens(
     and districts must exist: a typo would otherwise silently narrow (or empty) a scope."""
     try:
         parsed = read_tokens_file(path)
-    except (OSError, orjson.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"tokens file {path}: {exc}") from exc
-    except ValidationError as exc:
+    except ValidationError as exc:  # first: it is a ValueError too
         # Messages only, never the input: the input holds the hashes.
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False)
         )
         raise ConfigError(f"tokens file {path}: {problems}") from exc
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:
+        # ValueError: another encoding (UnicodeDecodeError), broken JSON, or what PyYAML raises
+        # for a bad date or tag; RecursionError: nesting too deep. Untranslated, any of them
+        # would end the task that reads the file again (watch) instead of saying it is broken.
+        raise ConfigError(f"tokens file {path}: {exc}") from exc
     out: dict[str, Principal] = {}
     problems_found: list[str] = []
     names: set[str] = set()

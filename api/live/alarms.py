@@ -159,7 +159,8 @@ class Outbox:
         return list(self._lines)
 
     def done(self, lines: list[str]) -> None:
-        """`lines`, the oldest pending ones, are stored (some may have been dropped since)."""
+        """`lines`, the oldest pending ones, are done with: stored, or refused for good (some
+        may have been dropped since)."""
         for text in lines:
             if self._lines and self._lines[0] is text:
                 self._lines.popleft()
@@ -435,35 +436,39 @@ class Writer:
         outbox = self._book.outbox
         if not outbox:
             return
-        lines = outbox.pending()
         try:
-            await self._store(lines)
+            await self._store(outbox.pending())
         except InfluxError as exc:
-            # Halves stored before the failure are sent again next time: an event's point
-            # (its series and unique time) is then written over with itself.
             self.storing = False
             logger.warning("alarm events not stored yet, will retry: %s", self._scrub(str(exc)))
             return
         self.storing = True
-        outbox.done(lines)
 
     async def _store(self, lines: list[str]) -> None:
+        """`lines`, the oldest of the outbox, stored or refused, and each part taken out of the
+        outbox as soon as it is: halves are done front to back, and an outage halfway leaves
+        only what is not done yet (a refused event is not sent, nor counted, again)."""
+        outbox = self._book.outbox
         try:
             await self._influx.write("\n".join(lines).encode(), policy=policy_of(MEASUREMENT))
         except InfluxRejected as exc:
             if exc.status not in REFUSES_LINES:
                 raise
             if len(lines) == 1:
+                # Dropped for good: the same line is refused the same way again.
                 self.refused += 1
                 logger.error(
                     "alarm event refused by InfluxDB, dropped: %s: %s",
                     self._scrub(str(exc)),
                     self._scrub(lines[0][:200]),
                 )
+                outbox.done(lines)
                 return
             half = len(lines) // 2
             await self._store(lines[:half])
             await self._store(lines[half:])
+            return
+        outbox.done(lines)
 
     async def run(self, interval: float = 0.2) -> None:
         while True:

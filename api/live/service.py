@@ -317,7 +317,8 @@ class Live:
         query = q.latest_rows(profile, buckets, full_load)
         timeout = self.settings.api_load_timeout
         async with self._gate:
-            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout, compressed=False)
+            compressed = self.settings.api_rows_compressed
+            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout, compressed=compressed)
             async for series in chunks:
                 found = rows.rows_of(profile, series, since)
                 self.state.load_rows(
@@ -466,7 +467,8 @@ class Live:
         (api.live.compact)."""
         timeout = self.settings.api_load_timeout
         async with self._gate:
-            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout, compressed=False)
+            compressed = self.settings.api_rows_compressed
+            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout, compressed=compressed)
             async for series in chunks:
                 device_ids, times = rows.row_times(series, since)
                 compact.take_rows(into, self.state.index, device_ids, times)

@@ -122,10 +122,10 @@ async def test_a_large_part_is_asked_in_pieces_of_few_series(
     asked: list[tuple[str, dict[str, ParamValue]]] = []
     fetch_chunks = query.fetch_chunks
 
-    def recording(influx_: AsyncInfluxClient, q: query.Query, *args: Any) -> Any:
+    def recording(influx_: AsyncInfluxClient, q: query.Query, *args: Any, **kwargs: Any) -> Any:
         if "LIMIT 1" in q.text:
             asked.append((q.text, dict(q.params)))
-        return fetch_chunks(influx_, q, *args)
+        return fetch_chunks(influx_, q, *args, **kwargs)
 
     monkeypatch.setattr(query, "fetch_chunks", recording)
     settings = api_settings(servers, influx, tmp_path, registry=registry, api_load_series=3)

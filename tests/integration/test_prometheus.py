@@ -76,6 +76,7 @@ class Case:
 W1 = 'job="citysense-ingest", instance="w1"'
 W2 = 'job="citysense-ingest", instance="w2"'
 A1 = 'job="citysense-api", instance="a1"'
+A2 = 'job="citysense-api", instance="a2"'
 K1 = 'job="citysense-rollups", instance="k1"'
 INGEST = {"job": "citysense-ingest", "instance": "w1"}
 API = {"job": "citysense-api", "instance": "a1"}
@@ -218,7 +219,10 @@ CASES = [
     ),
     Case(
         "CitySenseRegistryBroken",
-        {f"citysense_ingest_registry_broken{{{W1}}}": "0 0 1 1 1 1 1"},
+        {
+            f"citysense_ingest_registry_broken{{{W1}}}": "0 0 1 1 1 1 1",
+            f"citysense_ingest_registry_broken{{{W2}}}": "0 1 0 0 0 1 0",  # fixed in time
+        },
         "3m",
         "5m",
         INGEST,
@@ -276,8 +280,11 @@ CASES = [
     ),
     Case(
         "CitySenseLatestRowsOff",
-        {f"citysense_ingest_latest_rows_owed_total{{{W1}}}": "0 0 1+1x20"},
-        "10m",
+        {
+            f"citysense_ingest_latest_rows_owed_total{{{W1}}}": "0 0 1+1x20",
+            f"citysense_ingest_latest_rows_owed_total{{{W2}}}": "0 0 1 1x20",  # one, then none
+        },
+        "16m",
         "18m",
         INGEST,
         "ingest w1 stores readings without latest rows",
@@ -324,7 +331,10 @@ CASES = [
     ),
     Case(
         "CitySenseApiTokensFileBroken",
-        {f"citysense_api_tokens_file_broken{{{A1}}}": "0 0 1 1 1 1 1"},
+        {
+            f"citysense_api_tokens_file_broken{{{A1}}}": "0 0 1 1 1 1 1",
+            f"citysense_api_tokens_file_broken{{{A2}}}": "0 1 0 0 0 1 0",  # fixed in time
+        },
         "3m",
         "5m",
         API,
@@ -332,7 +342,11 @@ CASES = [
     ),
     Case(
         "CitySenseApiAlarmEventsRefused",
-        {f"citysense_api_alarm_events_refused{{{A1}}}": "0 0 0 1 1"},
+        {
+            # A restart (back to 0), then a refusal: delta() would see a fall and miss it.
+            f"citysense_api_alarm_events_refused{{{A1}}}": "2 2 2 0 1",
+            f"citysense_api_alarm_events_refused{{{A2}}}": "3 3 3 0 0",  # restarted: a reset
+        },
         "2m",
         "4m",
         API,

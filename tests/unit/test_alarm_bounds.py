@@ -4,11 +4,15 @@ some at a time, for the outbox to be written rather than overflow."""
 
 from __future__ import annotations
 
+import httpx
+import pytest
+
 from api.core.contract import Contract
 from api.core.readings import Reading
-from api.live.alarms import AlarmBook, Outbox
+from api.live.alarms import AlarmBook, Outbox, Writer
 from api.live.hub import Event, Hub
 from api.live.state import LiveState
+from common.influx import InfluxConfig
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 
 PROFILES = load_profiles()
@@ -93,3 +97,40 @@ def test_the_reporting_transitions_due_are_emitted_at_most_limit_at_a_time() -> 
     assert [e.data["to"] for e in events] == ["silent"] * 5
     assert sorted(e.device_id for e in events) == sorted(lamps[:5])
     assert not state.tick(later)
+
+
+@pytest.mark.anyio
+async def test_a_refused_event_leaves_the_outbox_and_an_outage_resends_only_the_rest() -> None:
+    """InfluxDB refuses one event (a field-type conflict), then is away while the halving goes
+    on: the next flush sends only what was not stored, and the refused event is neither sent
+    nor counted again."""
+    bad = 'alarm_events,alarm_id=a1 value="text" 1'
+    lines = [f"alarm_events,alarm_id=a{n} value={n}i {n}" for n in range(4)]
+    lines[1] = bad
+    bodies: list[list[str]] = []
+    away = [True]
+
+    def influx(request: httpx.Request) -> httpx.Response:
+        body = request.content.decode().split("\n")
+        bodies.append(body)
+        if bad in body:
+            return httpx.Response(400, json={"error": "partial write: field type conflict"})
+        if lines[2] in body and away[0]:
+            away[0] = False
+            return httpx.Response(503, json={"error": "away"})
+        return httpx.Response(204)
+
+    book = AlarmBook(CONTRACT, Hub(100))
+    for text in lines:
+        book.outbox.append(text)
+    writer = Writer(InfluxConfig(), book, lambda text: text, httpx.MockTransport(influx))
+    try:
+        await writer.flush()  # [0 1 2 3] refused; [0 1]: [0] stored, [1] refused; [2 3] away
+        assert not writer.storing and writer.refused == 1
+        assert book.outbox.pending() == lines[2:]
+        await writer.flush()
+        assert writer.storing and writer.refused == 1 and not book.outbox
+    finally:
+        await writer.aclose()
+    assert bodies[-1] == lines[2:]
+    assert sum(bad in body for body in bodies) == 3  # the whole, its half, and itself: once

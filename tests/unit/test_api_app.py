@@ -10,8 +10,10 @@ from urllib.parse import parse_qs
 import httpx
 import orjson
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from api.main import create_app
+from api.observe import AccessLog, Metrics
 from api.schemas import DeviceListPublic, DevicePublic, FeatureCollectionPublic
 from common.influx import InfluxConfig
 from device_profiles import ContractError
@@ -389,3 +391,38 @@ async def test_openapi_documents_routes_and_errors(client: httpx.AsyncClient) ->
     history_params = {p["name"] for p in paths["/devices/{device_id}/history"]["get"]["parameters"]}
     assert history_params == {"device_id", "field", "agg", "every", "tz", "start", "end"}
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_an_answer_cut_after_it_began_is_counted_once_and_as_cut() -> None:
+    """A streamed answer that fails midway was recorded when it began (200) and then again as a
+    500: two requests in the metrics for one."""
+
+    async def streams_then_fails(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("injected: the stream's source failed")
+
+    metrics = Metrics()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    scope: Scope = {"type": "http", "method": "GET", "path": "/stream", "query_string": b""}
+    with pytest.raises(RuntimeError, match="injected"):
+        await AccessLog(streams_then_fails, metrics)(scope, receive, send)
+    counted = {
+        sample.labels["status"]: sample.value
+        for metric in metrics.registry.collect()
+        if metric.name == "citysense_api_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+    assert counted == {"200": 1.0}
+    assert (
+        metrics.registry.get_sample_value("citysense_api_answers_cut_total", {"route": "unmatched"})
+        == 1.0
+    )

@@ -101,3 +101,19 @@ def test_a_changed_file_that_does_not_load_keeps_the_last_good_tokens_and_says_i
     path.write_text("tokens: []\n")
     assert book.reload_if_changed()
     assert not book.broken and book.get("1" * 64) is None
+
+
+def test_a_tokens_file_saved_in_another_encoding_is_broken_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    good = f'tokens: [{{name: a, sha256: "{"1" * 64}", scope: city}}]\n'
+    path.write_text(good)
+    book = TokenBook(path, PROFILES, DISTRICTS)
+    path.write_bytes((good + "# révoqué\n").encode("latin-1"))
+    with pytest.raises(ConfigError, match="utf-8"):
+        book.reload_if_changed()
+    assert book.broken and book.get("1" * 64) is not None
+    # PyYAML's own ValueError (a date that is none), not a YAMLError: translated too.
+    path.write_text(good + "expires: 2024-13-01\n")
+    with pytest.raises(ConfigError, match="month"):
+        book.reload_if_changed()
+    assert book.broken

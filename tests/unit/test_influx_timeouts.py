@@ -52,3 +52,25 @@ async def test_an_answer_that_is_not_json_is_an_outage_not_a_crash() -> None:
         pytest.raises(InfluxUnavailable, match="not JSON"),
     ):
         client.query("SELECT 1")
+
+
+async def test_an_answer_asked_uncompressed_is_asked_so_and_others_keep_gzip() -> None:
+    """The latest rows are read uncompressed (a few series in large chunks: gzip only costs
+    InfluxDB CPU); the readings' answers, a chunk per series, stay compressed."""
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("accept-encoding", ""))
+        return httpx.Response(200, content=EMPTY)
+
+    influx = AsyncInfluxClient(InfluxConfig(token="t"), transport=httpx.MockTransport(answer))
+    try:
+        for compressed in (False, True):
+            async for _ in q.fetch_chunks(
+                influx, q.Query("SELECT 1", {}), 10, 5.0, compressed=compressed
+            ):
+                pass
+    finally:
+        await influx.aclose()
+    assert asked[0] == "identity"
+    assert "gzip" in asked[1]

@@ -137,3 +137,59 @@ def test_change_marks_must_outlive_the_oldest_reading_a_profile_accepts(
         f"{name}: timestamp.max_age" for name in ("power_meter", "streetlight", "water_pipe")
     ]
     assert "CITYSENSE_RETENTION_CHANGES" in str(info.value)
+
+
+def test_a_registry_larger_than_a_slice_names_each_problem_s_line(tmp_path: Path) -> None:
+    """Rows are validated 10,000 at a time: a duplicate across two slices and a bad row in a
+    later slice are still found and named by line, the good rows all kept."""
+    header = "device_id,profile,district,latitude,longitude,address\n"
+    rows = [f"SL-{n},streetlight,Xihu,30.1,120.1,a\n" for n in range(10_005)]
+    rows[10_002] = "SL-5,streetlight,Xihu,30.1,120.1,duplicate of line 7\n"
+    rows[10_003] = "SL-X,streetlight,Xihu,99,120.1,latitude\n"
+    path = write(tmp_path, "reg.csv", header + "".join(rows))
+    with pytest.raises(ContractError) as info:
+        load_registry(path, load_profiles())
+    assert [(p.line, p.where) for p in info.value.problems] == [
+        (10_004, "device_id"),
+        (10_005, "latitude"),
+    ]
+    # A duplicate of the first slice alone in a later, otherwise valid slice (validated whole).
+    del rows[10_003]
+    path = write(tmp_path, "reg.csv", header + "".join(rows))
+    with pytest.raises(ContractError) as info:
+        load_registry(path, load_profiles())
+    assert [(p.line, p.where) for p in info.value.problems] == [(10_004, "device_id")]
+    del rows[10_002]
+    path = write(tmp_path, "reg.csv", header + "".join(rows))
+    assert len(load_registry(path, load_profiles()).devices) == 10_003
+
+
+def test_a_registry_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "reg.csv"
+    text = "device_id,profile,district,latitude,longitude,address\nSL-1,streetlight,Xihu,30,120,a\n"
+    path.write_bytes(text.encode("utf-8-sig"))  # a spreadsheet's "CSV UTF-8"
+    assert list(load_registry(path, load_profiles()).devices) == ["SL-1"]
+
+
+def test_a_registry_not_in_utf8_or_not_csv_is_a_contract_problem(tmp_path: Path) -> None:
+    """Not a traceback: a running worker's registry watch keeps its registry (ContractError),
+    and a start says what is wrong in one line."""
+    header = "device_id,profile,district,latitude,longitude,address\n"
+    path = tmp_path / "reg.csv"
+    path.write_bytes((header + "SL-1,streetlight,Xihu,30.1,120.1,Café\n").encode("latin-1"))
+    with pytest.raises(ContractError, match="not UTF-8"):
+        load_registry(path, load_profiles())
+    path.write_text(header + 'SL-1,streetlight,Xihu,30.1,120.1,"' + "x" * 200_000 + '"\n')
+    with pytest.raises(ContractError, match="not a CSV row") as info:
+        load_registry(path, load_profiles())
+    assert info.value.problems[0].line == 2
+
+
+def test_a_column_named_twice_is_read_from_its_last_as_before(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "reg.csv",
+        "device_id,profile,district,latitude,longitude,address,address\n"
+        "SL-1,streetlight,Xihu,30.1,120.1,first,last\n",
+    )
+    assert load_registry(path, load_profiles()).devices["SL-1"].address == "last"

@@ -45,3 +45,17 @@ def test_reloads_a_good_change_and_keeps_the_old_registry_on_a_bad_one(
     touch_later(path, HEADER + "SL-3,water_pipe,North,30,120,c\n", 3)
     assert watch.check()
     assert not watch.broken
+
+
+def test_a_change_saved_in_another_encoding_keeps_the_registry_and_the_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "registry.csv"
+    path.write_text(HEADER + "SL-1,streetlight,North,30.1,120.1,a\n")
+    used: list[Registry] = []
+    watch = RegistryWatch(path, load_profiles(), {}, used.append)
+    path.write_bytes((HEADER + "SL-1,streetlight,North,30.1,120.1,Café\n").encode("latin-1"))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert not watch.check()  # before: UnicodeDecodeError ended the thread, and the worker
+    assert watch.broken and used == []
