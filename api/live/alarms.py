@@ -24,7 +24,7 @@ import hashlib
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,7 @@ from api.core.contract import Contract
 from api.core.times import NS_PER_S, format_rfc3339, now_ns, parse_rfc3339
 from api.live.hub import Event, Hub
 from common.errors import InfluxError, InfluxRejected
-from common.influx import REFUSES_LINES, AsyncInfluxClient, InfluxConfig
+from common.influx import REFUSES_LINES, AsyncInfluxClient, InfluxConfig, Series
 from device_profiles import AlarmOp, AlarmRule, Severity
 from wire.lineproto import line, one_line
 from wire.retention import policy_of, qualified
@@ -364,9 +364,10 @@ class AlarmBook:
 
     # --- persistence ---
 
-    def replay(self, rows: list[dict[str, Any]]) -> None:
-        """Rebuild from stored events (oldest first): the last event of each alarm wins."""
-        for row in rows:
+    def replay(self, found: Iterable[Series]) -> None:
+        """Rebuild from stored events (oldest first, in as many calls as the answer has
+        chunks): the last event of each alarm wins."""
+        for row in (row for series in found for row in series.rows()):
             aid = row.get("alarm_id")
             device = self.contract.device(str(row.get("device_id")))
             if not isinstance(aid, str) or device is None:
@@ -404,13 +405,22 @@ class AlarmBook:
             self._last_ns = max(self._last_ns, int(row["time"]))
 
 
-async def load_events(influx: AsyncInfluxClient, since_ns: int) -> list[dict[str, Any]]:
-    result = await influx.query(
+EVENTS_CHUNK = 5_000  # events parsed at a time
+
+
+async def load_events(influx: AsyncInfluxClient, since_ns: int) -> AsyncIterator[list[Series]]:
+    """The events stored since `since_ns`, oldest first, a chunk at a time: a city's month of
+    events is not parsed whole (100,000 silent lamps' alarms are 16 MB of JSON), and asked
+    uncompressed, one series of many rows (common.influx's query_chunks): at 100,000 events
+    the read and parse took 0.55 s instead of 0.9 s (measured by hand), part of a restart."""
+    async for series in influx.query_chunks(
         f"SELECT * FROM {qualified(MEASUREMENT)} WHERE time >= $since ORDER BY time ASC",  # noqa: S608
         {"since": since_ns},
         epoch="ns",
-    )
-    return [row for series in (result[0] if result else []) for row in series.rows()]
+        chunk_size=EVENTS_CHUNK,
+        compressed=False,
+    ):
+        yield series
 
 
 class Writer:

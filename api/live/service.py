@@ -841,7 +841,8 @@ class Live:
         )
         try:
             since = now_ns() - int(self.settings.api_alarm_lookback * NS_PER_S)
-            self.alarms.replay(await load_events(self.influx, since))
+            async for found in load_events(self.influx, since):
+                self.alarms.replay(found)
         except InfluxError as exc:
             logger.warning("could not replay alarm events: %s", self.scrub(str(exc)))
         await self._start_from_snapshot()

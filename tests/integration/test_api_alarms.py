@@ -14,6 +14,7 @@ import yaml
 
 from api.core.contract import Contract
 from api.core.tokens import hash_token
+from api.live import alarms as alarms_module
 from api.live.alarms import AlarmBook, Writer
 from api.live.hub import Hub
 from citysense.servers import LocalServers
@@ -30,8 +31,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 async def test_low_pressure_raises_after_its_duration_updates_and_clears_with_hysteresis(
-    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+    servers: LocalServers,
+    influx: InfluxConfig,
+    tmp_path: Path,
+    topic_root: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The restart below replays the events two at a time: an alarm's events in several chunks.
+    monkeypatch.setattr(alarms_module, "EVENTS_CHUNK", 2)
     t0 = time.time_ns() - 30 * MIN
     settings = live_settings(servers, influx, tmp_path, topic_root)
     async with stack_for(settings, servers) as st:
