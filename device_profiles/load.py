@@ -220,20 +220,17 @@ def load_registry(
     variants: Mapping[tuple[str, str], Variant] | None = None,
 ) -> Registry:
     """Devices from a CSV with columns REGISTRY_COLUMNS; every bad row is reported by line."""
-    problems: list[Problem] = []
-    devices: dict[str, Device] = {}
     try:
         # utf-8-sig: a spreadsheet's "CSV UTF-8" begins with a byte-order mark, which would
         # otherwise be part of the first column's name.
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise ContractError([Problem(str(path), None, "", f"cannot read registry: {exc}")]) from exc
+    adding = _Registering(path.name, profiles, variants or {})
     with handle:
         reader = csv.reader(handle)
         try:
-            problems = _read_registry(
-                path.name, reader, lambda: reader.line_num, profiles, variants, devices=devices
-            )
+            adding.read(reader, lambda: reader.line_num)
         except UnicodeDecodeError as exc:
             # A file saved in another encoding: said like any problem of the contract (a running
             # worker's registry watch keeps its registry), not a traceback. The text is decoded
@@ -245,41 +242,11 @@ def load_registry(
         except OSError as exc:  # the disk or a network share failed mid-read
             problem = Problem(path.name, None, "", f"cannot read registry: {exc}")
             raise ContractError([problem]) from exc
-    if problems:
-        raise ContractError(problems)
+    if adding.problems:
+        raise ContractError(adding.problems)
+    devices = adding.devices
     districts = tuple(sorted({d.district for d in devices.values()}))
     return Registry(devices=devices, source=str(path), districts=districts)
-
-
-def _read_registry(
-    file: str,
-    reader: Iterator[list[str]],
-    line: Callable[[], int],
-    profiles: Mapping[str, Profile],
-    variants: Mapping[tuple[str, str], Variant] | None,
-    *,
-    devices: dict[str, Device],
-) -> list[Problem]:
-    """The rows of a registry file added to `devices`; the problems of those that are not.
-    `line`: the file line the reader last read up to."""
-    header = next(reader, [])
-    missing = [c for c in REGISTRY_COLUMNS if c not in header]
-    if missing:
-        raise ContractError([Problem(file, 1, "", f"missing columns {missing}")])
-    # A column named twice: the last one, as csv.DictReader took it.
-    at = {name: n for n, name in enumerate(header) if name in _COLUMNS}
-    problems: list[Problem] = []
-    rows: list[dict[str, str]] = []
-    lines: list[int] = []
-    for cells in reader:
-        if not cells:
-            continue  # a blank line, as csv.DictReader skips it
-        rows.append(_cells(cells, at))
-        lines.append(line())
-        if len(rows) == _SLICE:
-            problems += _devices(file, rows, lines, profiles, variants, devices=devices)
-            rows, lines = [], []
-    return problems + _devices(file, rows, lines, profiles, variants, devices=devices)
 
 
 # Rows validated a slice at a time, in one call (0.24 -> 0.20 s at 100,000), with the rows read
@@ -290,72 +257,72 @@ _SLICE = 10_000
 DEVICES = TypeAdapter(list[Device])
 
 
-def _devices(
-    file: str,
-    rows: list[dict[str, str]],
-    lines: list[int],
-    profiles: Mapping[str, Profile],
-    variants: Mapping[tuple[str, str], Variant] | None,
-    *,
-    devices: dict[str, Device],
-) -> list[Problem]:
-    """`rows` (of file lines `lines`) added to `devices`; the problems of those that are not."""
-    try:
-        valid = DEVICES.validate_python(rows)
-    except ValidationError:
-        # One row at least is wrong: each row again alone, so every problem names its line.
-        return [
-            problem
-            for row, line in zip(rows, lines, strict=True)
-            for problem in _registry_row(file, line, row, profiles, variants, devices=devices)
-        ]
-    problems: list[Problem] = []
-    for device, line in zip(valid, lines, strict=True):
-        problems += _registered(file, line, device, profiles, variants, devices=devices)
-    return problems
+@dataclass
+class _Registering:
+    """The devices of one registry file as its rows are read, and the problems of the rows
+    that are not devices, each with its line."""
 
+    file: str
+    profiles: Mapping[str, Profile]
+    variants: Mapping[tuple[str, str], Variant]
+    devices: dict[str, Device] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
 
-def _registry_row(
-    file: str,
-    line: int,
-    row: Mapping[str, str],
-    profiles: Mapping[str, Profile],
-    variants: Mapping[tuple[str, str], Variant] | None,
-    *,
-    devices: dict[str, Device],
-) -> list[Problem]:
-    try:
-        device = DEVICE.validate_python(row)
-    except ValidationError as exc:
-        return [
-            Problem(file, line, str(err["loc"][0]), err["msg"].removeprefix("Value error, "))
-            for err in exc.errors()
-        ]
-    return _registered(file, line, device, profiles, variants, devices=devices)
+    def read(self, reader: Iterator[list[str]], line: Callable[[], int]) -> None:
+        """Every row of `reader`; `line`: the file line it last read up to."""
+        header = next(reader, [])
+        missing = [c for c in REGISTRY_COLUMNS if c not in header]
+        if missing:
+            raise ContractError([Problem(self.file, 1, "", f"missing columns {missing}")])
+        # A column named twice: the last one, as csv.DictReader took it.
+        at = {name: n for n, name in enumerate(header) if name in _COLUMNS}
+        rows: list[dict[str, str]] = []
+        lines: list[int] = []
+        for cells in reader:
+            if not cells:
+                continue  # a blank line, as csv.DictReader skips it
+            rows.append(_cells(cells, at))
+            lines.append(line())
+            if len(rows) == _SLICE:
+                self._slice(rows, lines)
+                rows, lines = [], []
+        self._slice(rows, lines)
 
+    def _slice(self, rows: list[dict[str, str]], lines: list[int]) -> None:
+        try:
+            valid = DEVICES.validate_python(rows)
+        except ValidationError:
+            # One row at least is wrong: each row again alone, so every problem names its line.
+            for row, line in zip(rows, lines, strict=True):
+                self._row(line, row)
+            return
+        for device, line in zip(valid, lines, strict=True):
+            self._add(line, device)
 
-def _registered(
-    file: str,
-    line: int,
-    device: Device,
-    profiles: Mapping[str, Profile],
-    variants: Mapping[tuple[str, str], Variant] | None,
-    *,
-    devices: dict[str, Device],
-) -> list[Problem]:
-    """`device` added to `devices`, or why not."""
-    if device.profile not in profiles:
-        return [Problem(file, line, "profile", f"unknown profile {device.profile!r}")]
-    if device.variant and (device.profile, device.variant) not in (variants or {}):
-        return [
-            Problem(
-                file, line, "variant", f"unknown variant {device.variant!r} of {device.profile}"
-            )
-        ]
-    if device.device_id in devices:
-        return [Problem(file, line, "device_id", f"duplicate device id {device.device_id!r}")]
-    devices[device.device_id] = device
-    return []
+    def _row(self, line: int, row: Mapping[str, str]) -> None:
+        try:
+            device = DEVICE.validate_python(row)
+        except ValidationError as exc:
+            self.problems += [
+                Problem(
+                    self.file, line, str(err["loc"][0]), err["msg"].removeprefix("Value error, ")
+                )
+                for err in exc.errors()
+            ]
+            return
+        self._add(line, device)
+
+    def _add(self, line: int, device: Device) -> None:
+        if device.profile not in self.profiles:
+            why = ("profile", f"unknown profile {device.profile!r}")
+        elif device.variant and (device.profile, device.variant) not in self.variants:
+            why = ("variant", f"unknown variant {device.variant!r} of {device.profile}")
+        elif device.device_id in self.devices:
+            why = ("device_id", f"duplicate device id {device.device_id!r}")
+        else:
+            self.devices[device.device_id] = device
+            return
+        self.problems.append(Problem(self.file, line, *why))
 
 
 # A copy of its profile's and district's names per row was about 120 bytes a device at 100,000
