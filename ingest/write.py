@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 # InfluxDB 1.x refuses request bodies over 25 MB (its max-body-size); 2.x and 3.x have limits of
 # the same order. Well under them, and large enough that a batch of 5,000 readings is one request.
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
-SPLIT = REFUSES_LINES  # refusals of some lines (bad or too large), not of the request as a whole
 
 
 class Stopped(Exception):
@@ -115,7 +114,7 @@ class Writer:
         try:
             sent = self._write_retrying(lines, policy, deadline)
         except InfluxRejected as exc:
-            if exc.status not in SPLIT:
+            if exc.status not in REFUSES_LINES:
                 raise
             if len(lines) == 1:
                 return [BadLine(lines[0], str(exc))]
@@ -142,7 +141,7 @@ class Writer:
                 attempt += 1
                 continue
             except InfluxRejected as exc:
-                if exc.status in SPLIT or _dropped(policy, exc):
+                if exc.status in REFUSES_LINES or _dropped(policy, exc):
                     raise
                 # 401/403/404, a missing retention policy (1.x's 500, InfluxNotFound): the
                 # database or our credentials are wrong. That is an operator's

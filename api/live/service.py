@@ -18,7 +18,7 @@ import logging
 import socket
 import time
 from array import array
-from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
 from typing import TypeVar
 
 import httpx
@@ -315,11 +315,8 @@ class Live:
         merged = 0
         profile = self.contract.profiles[name]
         query = q.latest_rows(profile, buckets, full_load)
-        timeout = self.settings.api_load_timeout
         async with self._gate:
-            compressed = self.settings.api_rows_compressed
-            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout, compressed=compressed)
-            async for series in chunks:
+            async for series in self._row_chunks(query):
                 found = rows.rows_of(profile, series, since)
                 self.state.load_rows(
                     name, found.device_ids, found.times, found.rows, found.fields, alone=found.alone
@@ -327,6 +324,13 @@ class Live:
                 merged += len(found.device_ids)
                 await asyncio.sleep(0)
         return merged
+
+    def _row_chunks(self, query: q.Query) -> AsyncIterator[list[Series]]:
+        """An answer of latest rows, LOAD_SLICE rows a chunk, uncompressed unless set
+        otherwise (`api_rows_compressed`: few series of many rows, where gzip costs CPU)."""
+        timeout = self.settings.api_load_timeout
+        compressed = self.settings.api_rows_compressed
+        return q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout, compressed=compressed)
 
     def _collided(self) -> dict[str, list[str]]:
         """Per profile, its registered devices whose slot another device shares."""
@@ -465,11 +469,8 @@ class Live:
     async def _row_times(self, query: q.Query, since: int, into: array[int]) -> None:
         """The rows' reading times at or after `since` an answer to `query` holds, into `into`
         (api.live.compact)."""
-        timeout = self.settings.api_load_timeout
         async with self._gate:
-            compressed = self.settings.api_rows_compressed
-            chunks = q.fetch_chunks(self.influx, query, LOAD_SLICE, timeout, compressed=compressed)
-            async for series in chunks:
+            async for series in self._row_chunks(query):
                 device_ids, times = rows.row_times(series, since)
                 compact.take_rows(into, self.state.index, device_ids, times)
                 await asyncio.sleep(0)
