@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from bench.machine import Sampler
 from bench.publisher import write_messages
 from bench.stages import report as stage_report
 from citysense.children import Child, module_argv, start_citysense, stop_together
@@ -47,6 +48,8 @@ from wire.topics import TopicLayout
 
 ROOT = "bench"
 INGEST = "bench.ingest_gated"  # `citysense ingest`, held before connecting when asked
+# What the machine and the servers did during each timed span (bench.machine).
+SAMPLER = Sampler()
 PUBLISHERS = 2  # one Python publisher tops out below the consumer's rate
 REQUIRED = (
     ("streetlight", "powerState"),
@@ -122,30 +125,33 @@ def counted(child: Child, messages: int) -> dict[str, float]:
 
 def baseline(
     servers: LocalServers, load: Path, messages: int, backlog: bool, protocol: str
-) -> tuple[float, float]:
-    """The bare counter's rate (messages/s) and, in backlog mode, its CPU per message (µs)."""
+) -> tuple[float, float, str]:
+    """The bare counter's rate (messages/s), in backlog mode its CPU per message (µs) and what
+    the machine did meanwhile."""
     client_id = f"bench-count-{time.time_ns()}"
     if backlog:
         counted(counter(servers, 0, client_id, protocol), 0)  # leaves its session to queue into
         run_publishers(servers, load)
         result = counted(counter(servers, messages, client_id, protocol), messages)
         cpu = result["cpu_last"] - result["cpu_connected"]
-        return messages / (result["last"] - result["connected"]), cpu * 1e6 / messages
+        span = SAMPLER.span(result["connected"], result["last"]).describe(messages)
+        return messages / (result["last"] - result["connected"]), cpu * 1e6 / messages, span
     proc = counter(servers, messages, client_id, protocol)
     started = run_publishers(servers, load)
-    return messages / (counted(proc, messages)["last"] - started), float("nan")
+    last = counted(proc, messages)["last"]
+    return messages / (last - started), float("nan"), SAMPLER.span(started, last).describe(messages)
 
 
 def baselines(servers: LocalServers, load: Path, messages: int, mode: str) -> tuple[float, float]:
     """Both protocol versions measured now, printed; the faster's rate and CPU per message."""
     bases = {p: baseline(servers, load, messages, mode == "backlog", p) for p in PROTOCOLS}
-    for protocol, (rate, cpu_us) in bases.items():
+    for protocol, (rate, cpu_us, span) in bases.items():
         print(
             f"{mode:8} baseline: bare paho subscriber, MQTT {protocol:5}, counts only  "
-            f"{rate:9,.0f} msg/s  ({cpu_us:.0f} µs CPU per message)"
+            f"{rate:9,.0f} msg/s  ({cpu_us:.0f} µs CPU per message)\n          {span}"
         )
     fastest = max(bases, key=lambda p: bases[p][0])
-    return bases[fastest]
+    return bases[fastest][:2]
 
 
 def _metric(ports: list[int], name: str) -> float:
@@ -301,6 +307,7 @@ def pipeline(
     finished = _metric_max(group.ports, "last_stored_timestamp_seconds")
     if workers > 1:
         _print_shares(group, started)
+    print(f"          {SAMPLER.span(started, finished).describe(readings)}")
     cpu = group.cpu_seconds() - cpu_before
     per_thread = {t: _metric(group.ports, f"cpu_seconds_{t}") * 1e6 / readings for t in THREADS}
     group.stop()
@@ -355,6 +362,7 @@ def main() -> None:
         home = Path(tmp)
         servers = LocalServers.create(home / "servers", root=ROOT)
         servers.start()
+        SAMPLER.start({"broker": servers.mosquitto.pid, "InfluxDB": servers.influxdb.pid})
         try:
             load = home / "load.bin"
             messages, readings = build_load(load, args.messages, args.array_ratio)

@@ -103,6 +103,13 @@ class _Child:
     def log_file(self) -> Path:
         return self.home / f"{self.name}.log"
 
+    @property
+    def pid(self) -> int:
+        """The running server's process id (a benchmark samples its CPU)."""
+        if self.process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.process.pid
+
     def command(self) -> list[str]:
         raise NotImplementedError
 
