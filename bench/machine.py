@@ -53,6 +53,7 @@ class Sampler:
         self._times: list[float] = []
         self._samples: list[tuple[float, float, dict[str, float]]] = []
         self._stop = threading.Event()
+        self._failed: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
     def start(self, pids: dict[str, int]) -> None:
@@ -65,14 +66,19 @@ class Sampler:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(PERIOD):
-            busy, total = _machine()
-            cpu = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
-            self._times.append(time.time())
-            self._samples.append((busy, total, cpu))
+        try:
+            while not self._stop.wait(PERIOD):
+                busy, total = _machine()
+                cpu = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+                self._times.append(time.time())
+                self._samples.append((busy, total, cpu))
+        except Exception as exc:  # a server gone, /proc unreadable: `span` says so
+            self._failed = exc
 
     def span(self, start: float, end: float) -> Span:
         """Between the samples nearest `start` and `end` (wall-clock seconds)."""
+        if self._failed is not None:
+            raise RuntimeError("the sampler stopped") from self._failed
         times = list(self._times)  # the thread appends; a copy is consistent for us
         first = self._samples[min(bisect_left(times, start), len(times) - 1)]
         last = self._samples[min(bisect_left(times, end), len(times) - 1)]

@@ -375,6 +375,7 @@ def main() -> None:
             for mode in args.modes:
                 _compare(servers, load, (messages, readings), mode, args)
         finally:
+            SAMPLER.stop()
             servers.stop()
 
 
