@@ -26,22 +26,26 @@ _TICK = os.sysconf("SC_CLK_TCK")
 class Span:
     seconds: float
     busy_cores: float  # average number of cores busy over the span, of os.cpu_count()
+    stolen_cores: float  # of those, taken by the hypervisor for other machines (steal time)
     cpu: dict[str, float]  # CPU seconds of each named process over the span
 
     def describe(self, readings: int) -> str:
         per = ", ".join(f"{name} {s * 1e6 / readings:.0f}" for name, s in self.cpu.items())
         return (
             f"machine {self.busy_cores:.2f} of {os.cpu_count()} cores busy over "
-            f"{self.seconds:.2f} s; servers' CPU µs per reading: {per}"
+            f"{self.seconds:.2f} s ({self.stolen_cores:.2f} stolen by the hypervisor); "
+            f"servers' CPU µs per reading: {per}"
         )
 
 
-def _machine() -> tuple[float, float]:
-    """Busy and total CPU seconds of the whole machine since boot (/proc/stat's first line)."""
+def _machine() -> tuple[float, float, float]:
+    """Busy, stolen and total CPU seconds of the whole machine since boot (/proc/stat's first
+    line). Steal is time a virtual CPU was ready to run and the hypervisor ran another machine;
+    counted as busy here, as it is not ours to use."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     total = sum(fields[:8])  # guest time is already counted in user
-    return (total - idle) / _TICK, total / _TICK
+    return (total - idle) / _TICK, fields[7] / _TICK, total / _TICK
 
 
 class Sampler:
@@ -51,7 +55,7 @@ class Sampler:
     def __init__(self) -> None:
         self._pids: dict[str, int] = {}
         self._times: list[float] = []
-        self._samples: list[tuple[float, float, dict[str, float]]] = []
+        self._samples: list[tuple[float, float, float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._failed: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
@@ -68,10 +72,10 @@ class Sampler:
     def _run(self) -> None:
         try:
             while not self._stop.wait(PERIOD):
-                busy, total = _machine()
+                busy, stolen, total = _machine()
                 cpu = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
                 self._times.append(time.time())
-                self._samples.append((busy, total, cpu))
+                self._samples.append((busy, stolen, total, cpu))
         except Exception as exc:  # a server gone, /proc unreadable: `span` says so
             self._failed = exc
 
@@ -84,9 +88,10 @@ class Sampler:
         last = self._samples[min(bisect_left(times, end), len(times) - 1)]
         seconds = max(end - start, 1e-9)
         cores = os.cpu_count() or 1
-        share = (last[0] - first[0]) / max(last[1] - first[1], 1e-9)
+        total = max(last[2] - first[2], 1e-9)
         return Span(
             seconds=seconds,
-            busy_cores=share * cores,
-            cpu={name: last[2][name] - first[2][name] for name in self._pids},
+            busy_cores=(last[0] - first[0]) / total * cores,
+            stolen_cores=(last[1] - first[1]) / total * cores,
+            cpu={name: last[3][name] - first[3][name] for name in self._pids},
         )
