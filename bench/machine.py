@@ -1,14 +1,19 @@
-"""What the machine and the servers did during a timed span, sampled from /proc.
+"""What the machine and its processes did during a timed span, sampled from /proc.
 
 A figure measured on a small machine depends on what else ran: the broker, InfluxDB, the other
-workers. A rate alone does not say whether the span was bound by CPU (every core busy) or by
-waiting (cores idle). `Sampler` records, every 50 ms, the machine's busy and total CPU time and
-the CPU time of named processes; `Sampler.span` gives them between two wall-clock times (the
-consumers' own clocks mark a run's start and end).
+workers, and anything that is not the benchmark's at all. A rate alone does not say whether the
+span was bound by CPU (every core busy) or by waiting (cores idle), nor whether something else
+took the CPU: `Sampler` records, every 50 ms, the machine's busy, stolen and total CPU time and
+the CPU time of the processes it watches, in named groups; `Sampler.span` gives them between
+two wall-clock times (the consumers' own clocks mark a run's start and end), with the rest of
+the machine's busy time apart: a run whose rest is large ran on a machine that was not quiet.
+(Two runs of bench.throughput made while a profiler sampled the workers measured 0.62x and
+0.66x where the others measured 1.0-1.1x; nothing in their figures said why.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -16,25 +21,33 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 
-from citysense.children import cpu_seconds
-
 PERIOD = 0.05
 _TICK = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+NOT_QUIET = 0.1  # cores of the rest of the machine over which a span is said to be disturbed
 
 
 @dataclass(frozen=True, slots=True)
 class Span:
     seconds: float
-    busy_cores: float  # average number of cores busy over the span, of os.cpu_count()
+    busy_cores: float  # average number of cores busy over the span, of CORES
     stolen_cores: float  # of those, taken by the hypervisor for other machines (steal time)
-    cpu: dict[str, float]  # CPU seconds of each named process over the span
+    cpu: dict[str, float]  # CPU seconds of each watched group over the span
+
+    @property
+    def rest_cores(self) -> float:
+        """Cores busy on average with what no watched group accounts for (other programs,
+        the kernel's own threads, steal)."""
+        return self.busy_cores - sum(self.cpu.values()) / self.seconds
 
     def describe(self, readings: int) -> str:
         per = ", ".join(f"{name} {s * 1e6 / readings:.0f}" for name, s in self.cpu.items())
+        rest = self.rest_cores * self.seconds * 1e6 / readings
+        warn = "  NOT QUIET: the figure is disturbed" if self.rest_cores > NOT_QUIET else ""
         return (
-            f"machine {self.busy_cores:.2f} of {os.cpu_count()} cores busy over "
-            f"{self.seconds:.2f} s ({self.stolen_cores:.2f} stolen by the hypervisor); "
-            f"servers' CPU µs per reading: {per}"
+            f"machine {self.busy_cores:.2f} of {CORES} cores busy over {self.seconds:.2f} s "
+            f"({self.stolen_cores:.2f} stolen by the hypervisor); CPU µs per reading: {per}, "
+            f"rest of the machine {rest:.0f}{warn}"
         )
 
 
@@ -48,21 +61,43 @@ def _machine() -> tuple[float, float, float]:
     return (total - idle) / _TICK, fields[7] / _TICK, total / _TICK
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far; OSError once it is gone."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / _TICK
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    at: float  # wall clock
+    busy: float
+    stolen: float
+    total: float
+    cpu: dict[str, float]  # per group
+
+
 class Sampler:
     """A daemon thread sampling from `start` until `stop`; samples are kept (a few minutes' run
-    is a few thousand tuples)."""
+    is a few thousand of them)."""
 
     def __init__(self) -> None:
-        self._pids: dict[str, int] = {}
+        self._groups: dict[str, list[int]] = {}
+        self._last: dict[int, float] = {}  # a process's CPU at its last reading: kept once gone
+        self._lock = threading.Lock()
         self._times: list[float] = []
-        self._samples: list[tuple[float, float, float, dict[str, float]]] = []
+        self._samples: list[_Sample] = []
         self._stop = threading.Event()
         self._failed: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
-    def start(self, pids: dict[str, int]) -> None:
-        """Sample the machine and the processes `pids` names from now on."""
-        self._pids = dict(pids)
+    def watch(self, group: str, pid: int) -> None:
+        """Count process `pid` in `group` from the next sample on (a group counts from zero
+        before its first process is watched: watch before the span begins)."""
+        with self._lock:
+            self._groups.setdefault(group, []).append(pid)
+
+    def start(self) -> None:
+        self.watch("this benchmark", os.getpid())
         self._thread.start()
 
     def stop(self) -> None:
@@ -72,26 +107,38 @@ class Sampler:
     def _run(self) -> None:
         try:
             while not self._stop.wait(PERIOD):
-                busy, stolen, total = _machine()
-                cpu = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
-                self._times.append(time.time())
-                self._samples.append((busy, stolen, total, cpu))
-        except Exception as exc:  # a server gone, /proc unreadable: `span` says so
+                self._sample()
+        except Exception as exc:  # /proc unreadable: `span` says so
             self._failed = exc
+
+    def _sample(self) -> None:
+        busy, stolen, total = _machine()
+        with self._lock:
+            groups = {name: list(pids) for name, pids in self._groups.items()}
+        cpu = {name: sum(self._read(pid) for pid in pids) for name, pids in groups.items()}
+        sample = _Sample(time.time(), busy, stolen, total, cpu)
+        self._samples.append(sample)
+        self._times.append(sample.at)  # after the sample: `span` indexes samples by it
+
+    def _read(self, pid: int) -> float:
+        with contextlib.suppress(OSError):  # exited: its CPU stays what it was
+            self._last[pid] = _cpu_seconds(pid)
+        return self._last.get(pid, 0.0)
 
     def span(self, start: float, end: float) -> Span:
         """Between the samples nearest `start` and `end` (wall-clock seconds)."""
         if self._failed is not None:
             raise RuntimeError("the sampler stopped") from self._failed
-        times = list(self._times)  # the thread appends; a copy is consistent for us
+        times = list(self._times)
+        if not times:
+            raise RuntimeError("no samples yet")
         first = self._samples[min(bisect_left(times, start), len(times) - 1)]
         last = self._samples[min(bisect_left(times, end), len(times) - 1)]
-        seconds = max(end - start, 1e-9)
-        cores = os.cpu_count() or 1
-        total = max(last[2] - first[2], 1e-9)
+        seconds = max(last.at - first.at, 1e-9)
+        total = max(last.total - first.total, 1e-9)
         return Span(
             seconds=seconds,
-            busy_cores=(last[0] - first[0]) / total * cores,
-            stolen_cores=(last[1] - first[1]) / total * cores,
-            cpu={name: last[3][name] - first[3][name] for name in self._pids},
+            busy_cores=(last.busy - first.busy) / total * CORES,
+            stolen_cores=(last.stolen - first.stolen) / total * CORES,
+            cpu={name: cpu - first.cpu.get(name, 0.0) for name, cpu in last.cpu.items()},
         )

@@ -110,6 +110,7 @@ def counter(servers: LocalServers, expected: int, client_id: str, protocol: str)
     url = servers.mosquitto.url("citysense-ingest")
     topic = f"{ROOT}/+/+/telemetry"
     child = _piped("counter", "bench.counter", url, topic, str(expected), client_id, protocol)
+    SAMPLER.watch("counter", child.proc.pid)
     assert child.proc.stdout is not None
     assert child.proc.stdout.readline().strip() == "ready"
     return child
@@ -249,16 +250,16 @@ class Workers:
         """Every worker at once, each with a fresh log; then each awaited until /ready. With
         `gate`, each is held before it connects until all are there (bench.ingest_gated)."""
         for n, (env, log) in enumerate(zip(self.envs, self.logs, strict=True)):
-            self.procs.append(
-                start_citysense(
-                    "ingest",
-                    module=self.module,
-                    env={**env, "CITYSENSE_BENCH_GO": str(gate)} if gate else env,
-                    log=log,
-                    fresh_log=True,
-                    name=f"ingest worker {n}",
-                )
+            proc = start_citysense(
+                "ingest",
+                module=self.module,
+                env={**env, "CITYSENSE_BENCH_GO": str(gate)} if gate else env,
+                log=log,
+                fresh_log=True,
+                name=f"ingest worker {n}",
             )
+            SAMPLER.watch("ingest", proc.proc.pid)
+            self.procs.append(proc)
         if gate is not None:
             _open_when_all_wait(gate, self.procs)
         for proc, port in zip(self.procs, self.ports, strict=True):
@@ -362,7 +363,9 @@ def main() -> None:
         home = Path(tmp)
         servers = LocalServers.create(home / "servers", root=ROOT)
         servers.start()
-        SAMPLER.start({"broker": servers.mosquitto.pid, "InfluxDB": servers.influxdb.pid})
+        SAMPLER.start()
+        SAMPLER.watch("broker", servers.mosquitto.pid)
+        SAMPLER.watch("InfluxDB", servers.influxdb.pid)
         try:
             load = home / "load.bin"
             messages, readings = build_load(load, args.messages, args.array_ratio)
