@@ -33,13 +33,12 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import orjson
 
 from bench.machine import Sampler
 from bench.publisher import write_messages
 from bench.stages import report as stage_report
-from citysense.children import Child, module_argv, start_citysense, stop_together
+from citysense.children import Child, get_local, module_argv, start_citysense, stop_together
 from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
@@ -159,7 +158,7 @@ def _metric(ports: list[int], name: str) -> float:
     """The sum over the workers of one of their metrics (citysense_ingest_<name>)."""
     total = 0.0
     for port in ports:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        text = get_local(f"http://127.0.0.1:{port}/metrics").text
         for line in text.splitlines():
             if line.startswith(f"citysense_ingest_{name} "):
                 total += float(line.split()[1])
@@ -170,7 +169,7 @@ def _metric_max(ports: list[int], name: str) -> float:
     """The largest value over the workers of one of their gauges."""
     found = []
     for port in ports:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        text = get_local(f"http://127.0.0.1:{port}/metrics").text
         found += [
             float(line.split()[1])
             for line in text.splitlines()

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from citysense.broker import ACCOUNTS, BrokerLayout
+from citysense.children import get_local
 from citysense.dynsec import DeviceAccount
 from citysense.programs import find_binary
 from common.process import die_with_parent
@@ -328,7 +329,7 @@ class InfluxDB(_Child):
 
     def ready(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204
+            return get_local(f"{self.url}/ping", timeout=0.5).status_code == 204
         except httpx.HTTPError:
             return False
 

@@ -13,7 +13,7 @@ import httpx
 
 from bench.api.constants import DATABASE, HOST, LATE_AFTER, ROOT, SILENT_AFTER, STALENESS_S
 from bench.api.figures import Report
-from citysense.children import Child, Children, start_citysense
+from citysense.children import Child, Children, get_local, start_citysense
 from citysense.servers import LocalServers, free_port
 
 
@@ -96,7 +96,7 @@ class IngestProcess:
     port: int  # its /ready and /metrics
 
     def stored_readings(self) -> int:
-        text = httpx.get(f"http://{HOST}:{self.port}/metrics", timeout=5).text
+        text = get_local(f"http://{HOST}:{self.port}/metrics").text
         for line in text.splitlines():
             if line.startswith("citysense_ingest_readings_stored_total "):
                 return int(float(line.split()[1]))
@@ -136,7 +136,7 @@ class KeeperProcess:
 
     def metric(self, name: str) -> float:
         """A sample of its /metrics, the `citysense_rollups_` prefix left off; 0 if absent."""
-        text = httpx.get(f"http://{HOST}:{self.port}/metrics", timeout=5).text
+        text = get_local(f"http://{HOST}:{self.port}/metrics").text
         for line in text.splitlines():
             if line.startswith(f"citysense_rollups_{name} "):
                 return float(line.split()[1])

@@ -12,12 +12,12 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.screen.browser import chromium, signed_in
 from bench.screen.stack import ROOT, Stack, stack
+from citysense.children import get_local
 from citysense.servers import free_port
 from common.mqtturl import MqttUrl
 
@@ -59,7 +59,7 @@ def settled(metrics: str, counter: str = "citysense_ingest_readings_stored_total
     """Whether ingest caught up with the backfill: it stores no more than the live fleet's pace."""
 
     def stored() -> float:
-        for line in httpx.get(metrics, timeout=5).text.splitlines():
+        for line in get_local(metrics).text.splitlines():
             if line.startswith(counter + " "):
                 return float(line.split()[1])
         return 0.0

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import httpx
 
+from citysense.children import get_local
 from citysense.servers import LocalServers, free_port, port_range
 from common.influx import InfluxConfig
 from common.process import die_with_parent
@@ -127,7 +128,7 @@ class CitysenseProcess:
 
 def _sample(url: str, prefix: str, name: str) -> float:
     """The value of the sample `prefix` + `name` on the /metrics at `url`; KeyError(name)."""
-    for line in httpx.get(url, timeout=5).text.splitlines():
+    for line in get_local(url).text.splitlines():
         if line.startswith(f"{prefix}{name} "):
             return float(line.split()[1])
     raise KeyError(name)
@@ -154,7 +155,7 @@ class IngestProcess(CitysenseProcess):
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
         try:
             url = f"http://127.0.0.1:{port or self.port}/ready"
-            return httpx.get(url, timeout=1).status_code == 200
+            return get_local(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -164,7 +165,7 @@ class IngestProcess(CitysenseProcess):
     def metrics(self, port: str | None = None) -> dict[str, float]:
         """Every sample on /metrics by its name, labels included and the `citysense_ingest_`
         prefix left off: `received_total`, `rejected_total{profile="x",reason="y"}`."""
-        text = httpx.get(f"http://127.0.0.1:{port or self.port}/metrics", timeout=5).text
+        text = get_local(f"http://127.0.0.1:{port or self.port}/metrics").text
         samples = {}
         for line in text.splitlines():
             if line.startswith("citysense_ingest_"):
@@ -179,7 +180,7 @@ class IngestProcess(CitysenseProcess):
 
     def status(self, path: str, port: str | None = None) -> int:
         """The HTTP status ingest answers on `path` (/ready, /live)."""
-        return httpx.get(f"http://127.0.0.1:{port or self.port}{path}", timeout=5).status_code
+        return get_local(f"http://127.0.0.1:{port or self.port}{path}").status_code
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -232,7 +233,7 @@ class RollupsProcess(CitysenseProcess):
         assert self.proc is not None
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
         try:
-            return httpx.get(f"{self.base}{path}", timeout=2).status_code
+            return get_local(f"{self.base}{path}", timeout=2).status_code
         except httpx.HTTPError:
             return None
 

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
+from citysense.children import get_local
 from citysense.servers import free_port
 from tests.support.polling import wait_for
 
@@ -45,7 +46,7 @@ def serve(app: FastAPI) -> Iterator[str]:
 
     def up() -> bool:
         try:
-            return httpx.get(f"{base}/health", timeout=2).status_code in (200, 503)
+            return get_local(f"{base}/health", timeout=2).status_code in (200, 503)
         except httpx.HTTPError:
             return False
 
