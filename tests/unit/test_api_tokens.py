@@ -117,3 +117,20 @@ def test_a_tokens_file_saved_in_another_encoding_is_broken_not_a_crash(tmp_path:
     with pytest.raises(ConfigError, match="month"):
         book.reload_if_changed()
     assert book.broken
+
+
+def test_a_tokens_file_nested_too_deep_or_not_a_file_is_broken_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text(f'tokens: [{{name: a, sha256: "{"1" * 64}", scope: city}}]\n')
+    book = TokenBook(path, PROFILES, DISTRICTS)
+    # PyYAML composes nested collections recursively: deep enough, Python's recursion limit.
+    path.write_text("tokens: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"tokens file .*recursion"):
+        book.reload_if_changed()
+    assert book.broken and book.get("1" * 64) is not None
+    path.unlink()
+    path.mkdir()  # replaced by a folder (a volume mounted at the file's path): OSError
+    with pytest.raises(ConfigError, match=r"tokens file .*directory"):
+        load_tokens(path, PROFILES, DISTRICTS)

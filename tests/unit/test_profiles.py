@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import io
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -183,6 +186,45 @@ def test_a_registry_not_in_utf8_or_not_csv_is_a_contract_problem(tmp_path: Path)
     with pytest.raises(ContractError, match="not a CSV row") as info:
         load_registry(path, load_profiles())
     assert info.value.problems[0].line == 2
+
+
+class _FailsMidRead(io.RawIOBase):
+    """A file whose disk fails after `data` was read (EIO), as a network share may."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._data:
+            raise OSError(errno.EIO, "Input/output error")
+        size = min(len(buffer), len(self._data))
+        buffer[:size] = self._data[:size]
+        self._data = self._data[size:]
+        return size
+
+
+def test_a_registry_whose_disk_fails_mid_read_is_a_contract_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    header = "device_id,profile,district,latitude,longitude,address\n"
+    path = write(tmp_path, "reg.csv", header)
+    rows = "".join(f"SL-{n},streetlight,Xihu,30.1,120.1,a\n" for n in range(5000)).encode()
+
+    profiles = load_profiles()
+    opened = Path.open
+
+    def failing(self: Path, *args: Any, **kwargs: Any) -> IO[Any]:
+        if self != path:
+            return opened(self, *args, **kwargs)
+        raw = io.BufferedReader(_FailsMidRead(header.encode() + rows), buffer_size=4096)
+        return io.TextIOWrapper(raw, encoding=kwargs["encoding"], newline=kwargs["newline"])
+
+    monkeypatch.setattr(Path, "open", failing)
+    with pytest.raises(ContractError, match=r"cannot read registry: .*Input/output error"):
+        load_registry(path, profiles)
 
 
 def test_a_column_named_twice_is_read_from_its_last_as_before(tmp_path: Path) -> None:
