@@ -52,6 +52,9 @@ class Stats:
     # Writes whose readings went without their rows, each followed by an owed mark (wire.latest):
     # a keeper off (no `latest` policy) or a row refused; the API's starts read the readings.
     latest_rows_owed: int = 0
+    # Owed marks InfluxDB refused (logged in full; never expected): an API may take the rows
+    # for whole without those readings' rows until its next full reload.
+    latest_owed_lost: int = 0
     # Histogram of InfluxDB write latency: cumulative counts per upper bound (seconds).
     write_buckets: dict[float, int] = field(
         default_factory=lambda: dict.fromkeys(LATENCY_BUCKETS, 0)
@@ -102,6 +105,7 @@ class Stats:
                 "dead_letters_lost": self.dead_letters_lost,
                 "latest_rows_refused": self.latest_rows_refused,
                 "latest_rows_owed": self.latest_rows_owed,
+                "latest_owed_lost": self.latest_owed_lost,
                 "rejected": {f"{p}/{r}": n for (p, r), n in sorted(self.rejections.items())},
             }
         counters.update({name: read() for name, read in self.gauges.items()})
@@ -136,6 +140,7 @@ HELP = {
         "Rows of devices' newest readings InfluxDB refused (logged), not for a missing policy"
     ),
     "latest_rows_owed": "Writes whose readings went without their latest rows (an owed mark each)",
+    "latest_owed_lost": "Owed marks InfluxDB refused (logged in full)",
     "latest_rows": "Devices whose newest reading the writer thread's rows hold",
     "clock_offset_seconds": "This host's clock minus InfluxDB's at its last answer (NaN: none)",
     "last_stored_timestamp_seconds": "Unix time a batch was last stored in InfluxDB (0: none yet)",

@@ -447,6 +447,7 @@ class Worker:
         for still_bad in writer.write(keeper.owed(refused > 0)):
             # Cannot happen with a line we encode; if it does, it must not pass silently.
             log.critical("could not store an owed mark: %s: %s", still_bad.error, still_bad.line)
+            self.stats.add(latest_owed_lost=1)
         if rows.owed or refused:
             self.stats.add(latest_rows_owed=1)
         return bad

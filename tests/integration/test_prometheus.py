@@ -298,6 +298,14 @@ CASES = [
         "ingest w1: InfluxDB refused latest rows",
     ),
     Case(
+        "CitySenseLatestOwedLost",
+        {f"citysense_ingest_latest_owed_lost_total{{{W1}}}": "0 0 0 1 1"},
+        "2m",
+        "4m",
+        INGEST,
+        "ingest w1: InfluxDB refused an owed mark",
+    ),
+    Case(
         "CitySenseApiBackgroundCrash",
         {f"citysense_api_background_crashes{{{A1}}}": "0 0 1 1"},
         "1m",

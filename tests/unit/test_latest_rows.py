@@ -3,6 +3,7 @@ rows, what a row holds, which devices share a slot, how a row is read back."""
 
 from __future__ import annotations
 
+import threading
 from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,11 +19,13 @@ from api.live import rows as api_rows
 from api.live.hub import Hub
 from api.live.state import NO_TIME, LiveState
 from common.influx import InfluxClient, InfluxConfig, Series
-from device_profiles import Device, load_profiles, load_registry
+from device_profiles import Device, Registry, load_profiles, load_registry
 from ingest import latest as latest_module
 from ingest.latest import RECENT_WRITES, LatestRows
+from ingest.settings import IngestSettings
 from ingest.stages import Enriched
-from ingest.write import BadLine
+from ingest.worker import Worker
+from ingest.write import BadLine, Writer
 from wire import latest as layout
 from wire.lineproto import FieldValue, parse_line
 
@@ -512,6 +515,34 @@ def test_a_refused_row_is_logged_and_no_dead_letter(caplog: pytest.LogCaptureFix
     assert rows.rows([lamp("SL-1", 20, 2.0)]).lines == []  # remembered all the same
     # Its mask is not: a message of its time is not written over a row InfluxDB never took.
     assert rows.rows([lamp("SL-1", 30, 3.0)]).lines == []
+
+
+def _refuses_writes(request: httpx.Request) -> httpx.Response:
+    """InfluxDB 1.x refusing every line of a write (a field type conflict)."""
+    error = 'partial write: field type conflict: input field "owed" is type string, already'
+    return httpx.Response(400, json={"error": f"{error} exists as type integer dropped=1"})
+
+
+def test_an_owed_mark_influxdb_refuses_is_logged_and_counted_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A row refused makes the worker store an owed mark before the batch is acknowledged; a
+    refused mark must not pass silently (alert CitySenseLatestOwedLost)."""
+    worker = Worker(
+        IngestSettings(topic_root="city", spool_dir=None, http_port=0, registry_check=0),
+        PROFILES,
+        Registry(devices=REGISTRY, source="test", districts=("North",)),
+    )
+    rows = keeper()
+    pending = rows.rows([lamp("SL-1", 30, 3.0)])
+    refused_row = [BadLine(pending.lines[0], "field type conflict")]
+    with _influx(_refuses_writes) as client:
+        writer = Writer(client, worker.stats, threading.Event())
+        assert worker._rows_stored(rows, pending, refused_row, writer) == []
+    counts = worker.stats.snapshot()
+    assert (counts["latest_rows_refused"], counts["latest_rows_owed"]) == (1, 1)
+    assert counts["latest_owed_lost"] == 1
+    assert "could not store an owed mark" in caplog.text
 
 
 def test_a_compaction_keeps_only_rows_no_other_writer_holds_as_new() -> None:
