@@ -17,7 +17,7 @@ import contextlib
 import os
 import threading
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +61,11 @@ def _machine() -> tuple[float, float, float]:
     return (total - idle) / _TICK, fields[7] / _TICK, total / _TICK
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process `pid` so far; OSError once it is gone."""
+def _cpu_seconds(pid: int) -> tuple[int, float]:
+    """When process `pid` started (clock ticks since boot: with the pid, who it is) and its
+    user and system CPU time so far; OSError once it is gone."""
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(stat[11]) + int(stat[12])) / _TICK
+    return int(stat[19]), (int(stat[11]) + int(stat[12])) / _TICK
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,9 @@ class Sampler:
 
     def __init__(self) -> None:
         self._groups: dict[str, list[int]] = {}
-        self._last: dict[int, float] = {}  # a process's CPU at its last reading: kept once gone
+        # A process's start and CPU at its last reading: kept once it is gone, or once its pid
+        # is another process's (pids wrap at pid_max, 32,768 by default).
+        self._last: dict[int, tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._times: list[float] = []
         self._samples: list[_Sample] = []
@@ -102,7 +105,8 @@ class Sampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
 
     def _run(self) -> None:
         try:
@@ -121,19 +125,31 @@ class Sampler:
         self._times.append(sample.at)  # after the sample: `span` indexes samples by it
 
     def _read(self, pid: int) -> float:
-        with contextlib.suppress(OSError):  # exited: its CPU stays what it was
-            self._last[pid] = _cpu_seconds(pid)
-        return self._last.get(pid, 0.0)
+        """The CPU of the process first seen as `pid`; what it was at its last reading once it
+        is gone (what it used after that reading is lost to the rest of the machine)."""
+        known = self._last.get(pid)
+        with contextlib.suppress(OSError):  # exited
+            started, cpu = _cpu_seconds(pid)
+            if known is None or known[0] == started:
+                known = self._last[pid] = (started, cpu)
+        return 0.0 if known is None else known[1]
 
     def span(self, start: float, end: float) -> Span:
-        """Between the samples nearest `start` and `end` (wall-clock seconds)."""
-        if self._failed is not None:
-            raise RuntimeError("the sampler stopped") from self._failed
+        """From the last sample at or before `start` to the first at or after `end` (wall-clock
+        seconds): the span itself and up to a period either side. Waits for that sample."""
+        deadline = time.monotonic() + 10 * PERIOD
+        while not self._times or self._times[-1] < end:
+            if self._failed is not None:
+                raise RuntimeError("the sampler stopped") from self._failed
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no sample after {end:.3f} within {10 * PERIOD:.1f} s")
+            time.sleep(PERIOD / 2)
         times = list(self._times)
-        if not times:
-            raise RuntimeError("no samples yet")
-        first = self._samples[min(bisect_left(times, start), len(times) - 1)]
-        last = self._samples[min(bisect_left(times, end), len(times) - 1)]
+        before = bisect_right(times, start) - 1
+        if before < 0:
+            raise RuntimeError(f"no sample before {start:.3f}: started too late")
+        first = self._samples[before]
+        last = self._samples[bisect_left(times, end)]
         seconds = max(last.at - first.at, 1e-9)
         total = max(last.total - first.total, 1e-9)
         return Span(

@@ -98,6 +98,8 @@ def run_publishers(servers: LocalServers, load: Path) -> float:
         _piped(f"publisher {k}", "bench.publisher", url, str(load), str(k), str(PUBLISHERS))
         for k in range(PUBLISHERS)
     ]
+    for proc in procs:
+        SAMPLER.watch("publishers", proc.proc.pid)  # inside a live run's span
     results = [orjson.loads(p.proc.communicate()[0].strip().splitlines()[-1]) for p in procs]
     return float(min(r["started"] for r in results))
 
@@ -362,10 +364,10 @@ def main() -> None:
         home = Path(tmp)
         servers = LocalServers.create(home / "servers", root=ROOT)
         servers.start()
-        SAMPLER.start()
-        SAMPLER.watch("broker", servers.mosquitto.pid)
-        SAMPLER.watch("InfluxDB", servers.influxdb.pid)
         try:
+            SAMPLER.start()
+            SAMPLER.watch("broker", servers.mosquitto.pid)
+            SAMPLER.watch("InfluxDB", servers.influxdb.pid)
             load = home / "load.bin"
             messages, readings = build_load(load, args.messages, args.array_ratio)
             print(

@@ -137,7 +137,13 @@ def is_row(line_text: str) -> bool:
     return line_text.startswith(_ROW_PREFIX)
 
 
+def is_owed(line_text: str) -> bool:
+    """Whether a line is an owed mark (owed_line: no tags)."""
+    return line_text.startswith(_OWED_PREFIX)
+
+
 _ROW_PREFIX = MEASUREMENT + ","
+_OWED_PREFIX = OWED + " "
 _DEVICE_KEY = tag(DEVICE) + "="
 _AT_KEY = tag(AT) + "="
 _HAS_KEY = tag(HAS) + "="

@@ -519,8 +519,16 @@ def test_a_refused_row_is_logged_and_no_dead_letter(caplog: pytest.LogCaptureFix
 
 def _refuses_writes(request: httpx.Request) -> httpx.Response:
     """InfluxDB 1.x refusing every line of a write (a field type conflict)."""
-    error = 'partial write: field type conflict: input field "owed" is type string, already'
+    error = 'partial write: field type conflict: input field "writer" is type string, already'
     return httpx.Response(400, json={"error": f"{error} exists as type integer dropped=1"})
+
+
+def _worker() -> Worker:
+    return Worker(
+        IngestSettings(topic_root="city", spool_dir=None, http_port=0, registry_check=0),
+        PROFILES,
+        Registry(devices=REGISTRY, source="test", districts=("North",)),
+    )
 
 
 def test_an_owed_mark_influxdb_refuses_is_logged_and_counted_lost(
@@ -528,11 +536,7 @@ def test_an_owed_mark_influxdb_refuses_is_logged_and_counted_lost(
 ) -> None:
     """A row refused makes the worker store an owed mark before the batch is acknowledged; a
     refused mark must not pass silently (alert CitySenseLatestOwedLost)."""
-    worker = Worker(
-        IngestSettings(topic_root="city", spool_dir=None, http_port=0, registry_check=0),
-        PROFILES,
-        Registry(devices=REGISTRY, source="test", districts=("North",)),
-    )
+    worker = _worker()
     rows = keeper()
     pending = rows.rows([lamp("SL-1", 30, 3.0)])
     refused_row = [BadLine(pending.lines[0], "field type conflict")]
@@ -542,6 +546,27 @@ def test_an_owed_mark_influxdb_refuses_is_logged_and_counted_lost(
     counts = worker.stats.snapshot()
     assert (counts["latest_rows_refused"], counts["latest_rows_owed"]) == (1, 1)
     assert counts["latest_owed_lost"] == 1
+    assert "could not store an owed mark" in caplog.text
+
+
+def test_an_owed_mark_a_write_carried_refused_is_counted_lost_not_dead_lettered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The keeper off (no `latest` policy): the write carries the owed mark with the readings.
+    Refused, it is not a reading: it must not reach the dead letters or the readings' counts."""
+    worker = _worker()
+    rows = keeper()
+    with _influx(_no_policy) as client:
+        rows.resume(client)
+    pending = rows.rows([lamp("SL-1", 30, 3.0)])
+    (owed,) = rows.owed(pending.owed)
+    reading = BadLine("streetlight,device_id=SL-2 x=1 1", "type conflict")
+    with _influx(_refuses_writes) as client:
+        writer = Writer(client, worker.stats, threading.Event())
+        bad = [reading, BadLine(owed, "field type conflict")]
+        assert worker._rows_stored(rows, pending, bad, writer) == [reading]
+    counts = worker.stats.snapshot()
+    assert (counts["latest_owed_lost"], counts["latest_rows_owed"]) == (1, 1)
     assert "could not store an owed mark" in caplog.text
 
 
