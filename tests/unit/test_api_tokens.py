@@ -133,4 +133,5 @@ def test_a_tokens_file_nested_too_deep_or_not_a_file_is_broken_not_a_crash(
     path.unlink()
     path.mkdir()  # replaced by a folder (a volume mounted at the file's path): OSError
     with pytest.raises(ConfigError, match=r"tokens file .*directory"):
-        load_tokens(path, PROFILES, DISTRICTS)
+        book.reload_if_changed()
+    assert book.broken and book.get("1" * 64) is not None
