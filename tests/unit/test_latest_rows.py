@@ -22,6 +22,7 @@ from common.influx import InfluxClient, InfluxConfig, Series
 from device_profiles import Device, Registry, load_profiles, load_registry
 from ingest import latest as latest_module
 from ingest.latest import RECENT_WRITES, LatestRows
+from ingest.replay import Replayer
 from ingest.settings import IngestSettings
 from ingest.stages import Enriched
 from ingest.worker import Worker
@@ -567,6 +568,23 @@ def test_an_owed_mark_a_write_carried_refused_is_counted_lost_not_dead_lettered(
         assert worker._rows_stored(rows, pending, bad, writer) == [reading]
     counts = worker.stats.snapshot()
     assert (counts["latest_owed_lost"], counts["latest_rows_owed"]) == (1, 1)
+    assert "could not store an owed mark" in caplog.text
+
+
+def test_replay_does_not_count_a_refused_owed_mark_as_a_refused_reading(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`citysense replay` writes as the worker does; its keeper off, the owed mark goes in the
+    write, and refused it is logged, not returned as a reading still refused."""
+    worker = _worker()
+    rows = keeper()
+    with _influx(_no_policy) as client:
+        rows.resume(client)
+    with _influx(_refuses_writes) as client:
+        replayer = Replayer(worker.pipeline, Writer(client, worker.stats, threading.Event()), rows)
+        refused = replayer._write(["streetlight,device_id=SL-1 x=1 1"], [lamp("SL-1", 30, 3.0)])
+    # This InfluxDB refuses every line: the reading and its change mark come back, the mark not.
+    assert [item.line.split(",")[0] for item in refused] == ["streetlight", "citysense_changes"]
     assert "could not store an owed mark" in caplog.text
 
 
