@@ -21,6 +21,8 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
+from citysense.children import process_times
+
 PERIOD = 0.05
 _TICK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
@@ -51,7 +53,7 @@ class Span:
         )
 
 
-def _machine() -> tuple[float, float, float]:
+def machine_seconds() -> tuple[float, float, float]:
     """Busy, stolen and total CPU seconds of the whole machine since boot (/proc/stat's first
     line). Steal is time a virtual CPU was ready to run and the hypervisor ran another machine;
     counted as busy here, as it is not ours to use."""
@@ -59,13 +61,6 @@ def _machine() -> tuple[float, float, float]:
     idle = fields[3] + fields[4]  # idle + iowait
     total = sum(fields[:8])  # guest time is already counted in user
     return (total - idle) / _TICK, fields[7] / _TICK, total / _TICK
-
-
-def _cpu_seconds(pid: int) -> tuple[int, float]:
-    """When process `pid` started (clock ticks since boot: with the pid, who it is) and its
-    user and system CPU time so far; OSError once it is gone."""
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(stat[19]), (int(stat[11]) + int(stat[12])) / _TICK
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +111,7 @@ class Sampler:
             self._failed = exc
 
     def _sample(self) -> None:
-        busy, stolen, total = _machine()
+        busy, stolen, total = machine_seconds()
         with self._lock:
             groups = {name: list(pids) for name, pids in self._groups.items()}
         cpu = {name: sum(self._read(pid) for pid in pids) for name, pids in groups.items()}
@@ -129,7 +124,7 @@ class Sampler:
         is gone (what it used after that reading is lost to the rest of the machine)."""
         known = self._last.get(pid)
         with contextlib.suppress(OSError):  # exited
-            started, cpu = _cpu_seconds(pid)
+            started, cpu = process_times(pid)
             if known is None or known[0] == started:
                 known = self._last[pid] = (started, cpu)
         return 0.0 if known is None else known[1]

@@ -77,8 +77,14 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time the process used so far (/proc/PID/stat)."""
+    return process_times(pid)[1]
+
+
+def process_times(pid: int) -> tuple[int, float]:
+    """When the process started (clock ticks since boot: with the pid, which process it is) and
+    the user and system CPU time it used so far (/proc/PID/stat); OSError once it is gone."""
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    return int(stat[19]), (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _status_mb(pid: int, key: str) -> float:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.api.constants import S
-from bench.api.figures import Report, Timings, idle_ticks, percentiles
+from bench.api.figures import Report, Timings, idle_seconds, percentiles
 from citysense.children import Child
 from simulators.publish import PublishReport
 
@@ -59,7 +59,7 @@ class CpuMeter:
         self.children = (api, ingest, clients)
         self.before = [child.cpu_seconds() for child in self.children]
         self.own = time.process_time()
-        self.idle = idle_ticks()
+        self.idle = idle_seconds()
         self.started = time.perf_counter()
 
     def finish(self) -> CpuUse:
@@ -69,7 +69,7 @@ class CpuMeter:
             for child, before in zip(self.children, self.before, strict=True)
         )
         own = time.process_time() - self.own
-        idle = (idle_ticks() - self.idle) / os.sysconf("SC_CLK_TCK") / (os.cpu_count() or 1)
+        idle = (idle_seconds() - self.idle) / (os.cpu_count() or 1)
         return CpuUse(wall, api, ingest, clients, own, idle)
 
 

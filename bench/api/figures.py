@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.machine import machine_seconds
+
 
 @dataclass
 class Timings:
@@ -93,7 +95,7 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}){mem}, Python {platform.python_version()}"
 
 
-def idle_ticks() -> int:
-    """Idle CPU time of the whole machine, in clock ticks (/proc/stat)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return int(fields[4]) + int(fields[5])  # idle + iowait
+def idle_seconds() -> float:
+    """Idle CPU time of the whole machine since boot, idle and iowait (bench.machine)."""
+    busy, _, total = machine_seconds()
+    return total - busy
