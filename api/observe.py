@@ -121,8 +121,9 @@ class AccessLog:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         fields = {**_fields(scope, status), "ms": round(seconds * 1000, 1)}
-        self.metrics.requests.labels(_route(scope), fields["method"], str(status)).inc()
-        self.metrics.seconds.labels(_route(scope)).observe(seconds)
+        route = _route(scope)
+        self.metrics.requests.labels(route, fields["method"], str(status)).inc()
+        self.metrics.seconds.labels(route).observe(seconds)
         access.info("%s %s %d", fields["method"], fields["path"], status, extra={"fields": fields})
 
 

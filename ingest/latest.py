@@ -41,7 +41,7 @@ from common.errors import InfluxError, InfluxNotFound
 from common.influx import InfluxClient, quote_ident
 from device_profiles import Device, Profile
 from ingest.stages import Enriched
-from ingest.write import BadLine
+from ingest.write import BadLine, Writer
 from wire import latest as layout
 from wire.retention import qualified
 
@@ -308,6 +308,20 @@ class LatestRows:
         their change marks) or rows refused (known after it: written next). Until a full load
         after it, the API reads the readings rather than the rows."""
         return [layout.owed_line(self.writer)] if owing else []
+
+    def owe(self, bad: list[BadLine], refused: int, writer: Writer) -> tuple[list[BadLine], int]:
+        """After `settle` (`refused` rows): the owed mark stored now if rows were refused, and
+        `bad` without the owed mark the write carried (this keeper off), which is not a reading
+        to dead-letter. Returns the readings refused and how many owed marks InfluxDB refused,
+        each logged: never expected (the mark is ours), it must not pass silently. Raises
+        Stopped (Writer.write)."""
+        carried = [item for item in bad if layout.is_owed(item.line)]
+        lost = [*carried, *writer.write(self.owed(refused > 0))]
+        for item in lost:
+            log.critical("could not store an owed mark: %s: %s", item.error, item.line)
+        if carried:
+            bad = [item for item in bad if not layout.is_owed(item.line)]
+        return bad, len(lost)
 
     def _series_of(self, measurement: str, bucket: str) -> str:
         key = (measurement, bucket)

@@ -39,7 +39,6 @@ from ingest.stages import Enriched, Received
 from ingest.stats import Stats
 from ingest.write import BadLine, Writer
 from wire.deadletters import MEASUREMENT, TAGS, decode_payload, replay_mark_line
-from wire.latest import is_owed
 from wire.reasons import Reason
 from wire.retention import qualified
 
@@ -143,10 +142,7 @@ class Replayer:
         owed = self._latest.owed(rows.owed)  # before the marks (ingest.worker says why)
         lines = [*data, *rows.lines, *owed, *change_lines(changes_of(readings), quiet=True)]
         bad, refused = self._latest.settle(rows, self._writer.write(lines))
-        carried = [item for item in bad if is_owed(item.line)]  # not a reading (the keeper off)
-        for still_bad in [*carried, *self._writer.write(self._latest.owed(refused > 0))]:
-            log.critical("could not store an owed mark: %s: %s", still_bad.error, still_bad.line)
-        return [item for item in bad if not is_owed(item.line)]
+        return self._latest.owe(bad, refused, self._writer)[0]
 
     def replay(self, row: dict[str, Any], dry_run: bool) -> str:
         payload = payload_of(row)

@@ -46,7 +46,7 @@ from ingest.stages import Received, Rejected
 from ingest.stats import Stats, thread_cpu_seconds
 from ingest.write import BadLine, GaveUp, Stopped, Writer
 from wire.deadletters import MEASUREMENT as DEAD_LETTERS
-from wire.latest import is_owed, is_row
+from wire.latest import is_row
 from wire.lineproto import parse_line
 from wire.reasons import Reason
 from wire.topics import TopicLayout
@@ -442,18 +442,13 @@ class Worker:
         bad, refused = keeper.settle(rows, bad)
         if wrong:
             self.stats.add(latest_rows_refused=wrong)
-        # The owed mark the write carried (the keeper off), if refused: not a reading.
-        carried = [item for item in bad if is_owed(item.line)]
-        if carried:
-            bad = [item for item in bad if not is_owed(item.line)]
         # Rows refused are known only now, after the batch's change marks: a reader between the
         # two may take the rows for whole without this reading until the next full reload (a
         # row's layout is typed, so only a missing policy refuses one, and then no point says
         # whole). InfluxDB answered just now: retried without a deadline.
-        for still_bad in [*carried, *writer.write(keeper.owed(refused > 0))]:
-            # Cannot happen with a line we encode; if it does, it must not pass silently.
-            log.critical("could not store an owed mark: %s: %s", still_bad.error, still_bad.line)
-            self.stats.add(latest_owed_lost=1)
+        bad, lost = keeper.owe(bad, refused, writer)
+        if lost:
+            self.stats.add(latest_owed_lost=lost)
         if rows.owed or refused:
             self.stats.add(latest_rows_owed=1)
         return bad
