@@ -144,6 +144,8 @@ class ApiSettings(CommonSettings):
     # Alarm events waiting for InfluxDB (while it is down); past it the oldest are dropped,
     # counted and logged: the readings behind them are stored, the alarms' state is in memory.
     api_alarm_outbox_bytes: int = Field(default=16 * 1024**2, ge=64 * 1024)
+    # An acknowledgement is answered once its event is stored; 503 if not stored within this.
+    api_alarm_ack_wait: float = Field(default=10.0, gt=0.0, le=120.0)
 
     # --- live push (api.hub) ---
     api_stream_queue: int = Field(default=10_000, ge=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,6 +12,10 @@ from api.core.errors import Conflict, NotFound, forbidden
 from api.core.params import check_choice, time_param
 from api.core.tokens import Principal
 from api.live.alarms import Alarm, AlarmBook
+from common.errors import InfluxRejected, InfluxUnavailable
+
+# How long a client told "not stored yet" is asked to wait before asking again.
+ACK_RETRY_AFTER_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +73,39 @@ def find(book: AlarmBook, principal: Principal, alarm_id: str) -> Alarm:
     return alarm
 
 
-def acknowledge(book: AlarmBook, principal: Principal, alarm_id: str, note: str | None) -> Alarm:
+async def acknowledge(
+    book: AlarmBook, principal: Principal, alarm_id: str, note: str | None, wait: float
+) -> Alarm:
+    """Acknowledge it, and return once its event is stored, at most `wait` seconds: an
+    acknowledgement answered done survives the API's crash. Not stored by then, it stays
+    recorded here and queued, but a crash would lose it: the caller is told to ask again (a
+    repeat is a new event, harmless: the newest wins)."""
     alarm = find(book, principal, alarm_id)
     if not principal.acknowledge:
         raise forbidden(f"token {principal.name!r} may not acknowledge alarms (read only)")
     if alarm.end_ns is not None:
         raise Conflict(f"alarm {alarm_id!r} has cleared; nothing to acknowledge")
-    book.acknowledge(alarm, principal.name, note)
+    number = book.acknowledge(alarm, principal.name, note)
+    try:
+        fate = await asyncio.wait_for(book.outbox.watch(number), wait)
+    except TimeoutError:
+        raise InfluxUnavailable(
+            f"the acknowledgement of {alarm_id!r} is not stored yet ({wait:g} s): it is queued "
+            "and stored once InfluxDB takes alarm events again, but lost if the API stops "
+            "first; acknowledge again until answered 200",
+            retry_after=ACK_RETRY_AFTER_S,
+        ) from None
+    finally:
+        book.outbox.forget(number)
+    if fate == "dropped":
+        raise InfluxUnavailable(
+            f"the acknowledgement of {alarm_id!r} was dropped unstored: alarm events waiting "
+            "for InfluxDB passed CITYSENSE_API_ALARM_OUTBOX_BYTES; acknowledge again",
+            retry_after=ACK_RETRY_AFTER_S,
+        )
+    if fate == "refused":
+        raise InfluxRejected(
+            f"InfluxDB refused the event of the acknowledgement of {alarm_id!r} (the API's log "
+            "says why): it is not stored"
+        )
     return alarm

@@ -26,7 +26,7 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -133,38 +133,75 @@ def worse(rule: AlarmRule, new: object, old: object) -> bool:
     return a > b if rule.op is AlarmOp.ABOVE else a < b
 
 
+# What became of a line of the outbox: stored; refused by InfluxDB for good; dropped, the
+# outbox past its bound (perhaps while a write that stored it was on its way).
+Fate = Literal["stored", "refused", "dropped"]
+
+
 class Outbox:
     """Alarm-event lines waiting to be stored, bounded in bytes: past the bound the oldest are
-    dropped (counted, logged once per outage) rather than growing while InfluxDB is away."""
+    dropped (counted, logged once per outage) rather than growing while InfluxDB is away.
+
+    Lines leave from the front only, so a line is known by its number (`append`'s): whoever
+    must answer only once one is stored (an acknowledgement) `watch`es it."""
 
     def __init__(self, max_bytes: int = 16 * 1024**2) -> None:
         self.max_bytes = max_bytes
         self._lines: deque[str] = deque()
         self.bytes = 0
         self.dropped = 0
+        self._taken = 0  # lines that have left: the number of the front one
+        # At most one per line still pending, taken out as it leaves or as its watcher gives up.
+        self._watched: dict[int, asyncio.Future[Fate]] = {}
 
-    def append(self, text: str) -> None:
+    def append(self, text: str) -> int:
+        """Queue `text`; its number."""
+        number = self._taken + len(self._lines)
         self._lines.append(text)
         self.bytes += len(text)
         while self.bytes > self.max_bytes and len(self._lines) > 1:
-            self.bytes -= len(self._lines.popleft())
+            self._take("dropped")
             if not self.dropped:
                 logger.error(
                     "alarm events waiting for InfluxDB passed %d bytes: dropping the oldest",
                     self.max_bytes,
                 )
             self.dropped += 1
+        return number
+
+    def _take(self, fate: Fate) -> None:
+        self.bytes -= len(self._lines.popleft())
+        watcher = self._watched.pop(self._taken, None)
+        self._taken += 1
+        if watcher is not None and not watcher.done():
+            watcher.set_result(fate)
+
+    def watch(self, number: int) -> asyncio.Future[Fate]:
+        """What will become of line `number`, still pending: asked right after its `append`,
+        before the event loop runs anything else. `forget` it once no longer waited for."""
+        if not self._taken <= number < self._taken + len(self._lines):
+            raise ValueError(f"alarm event {number} is not pending")
+        future: asyncio.Future[Fate] = asyncio.get_running_loop().create_future()
+        self._watched[number] = future
+        return future
+
+    def forget(self, number: int) -> None:
+        self._watched.pop(number, None)
+
+    @property
+    def watching(self) -> int:
+        """Lines someone waits on."""
+        return len(self._watched)
 
     def pending(self) -> list[str]:
         return list(self._lines)
 
-    def done(self, lines: list[str]) -> None:
+    def done(self, lines: list[str], fate: Fate) -> None:
         """`lines`, the oldest pending ones, are done with: stored, or refused for good (some
         may have been dropped since)."""
         for text in lines:
             if self._lines and self._lines[0] is text:
-                self._lines.popleft()
-                self.bytes -= len(text)
+                self._take(fate)
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -210,7 +247,8 @@ class AlarmBook:
         self._last_ns = max(now_ns(), self._last_ns + 1)
         return self._last_ns
 
-    def _emit(self, kind: str, alarm: Alarm) -> None:
+    def _emit(self, kind: str, alarm: Alarm) -> int:
+        """Queue the event's line and publish it; the line's number in the outbox."""
         values: dict[str, bool | int | float | str] = {
             "alarm_id": alarm.id,
             "device_id": alarm.device_id,
@@ -240,7 +278,7 @@ class AlarmBook:
             "district": alarm.district,
             "severity": alarm.severity,
         }
-        self.outbox.append(line(MEASUREMENT, tags, values, self._unique_ns()))
+        number = self.outbox.append(line(MEASUREMENT, tags, values, self._unique_ns()))
         self.hub.publish(
             "alarm",
             alarm.profile,
@@ -248,6 +286,7 @@ class AlarmBook:
             alarm.device_id,
             {"event": kind, "alarm": alarm.public()},
         )
+        return number
 
     def _raise(self, rule: AlarmRule, device_id: str, value: Any, start_ns: int) -> None:
         device = self.contract.device(device_id)
@@ -356,11 +395,12 @@ class AlarmBook:
                 self._raise(SILENT, device_id, None, self._started_ns)
         return True
 
-    def acknowledge(self, alarm: Alarm, by: str, note: str | None) -> None:
+    def acknowledge(self, alarm: Alarm, by: str, note: str | None) -> int:
+        """Record it; the number of its event in the outbox."""
         alarm.acknowledged_by = by
         alarm.acknowledged_ns = now_ns()
         alarm.note = note
-        self._emit("acknowledged", alarm)
+        return self._emit("acknowledged", alarm)
 
     # --- persistence ---
 
@@ -472,13 +512,13 @@ class Writer:
                     self._scrub(str(exc)),
                     self._scrub(lines[0][:200]),
                 )
-                outbox.done(lines)
+                outbox.done(lines, "refused")
                 return
             half = len(lines) // 2
             await self._store(lines[:half])
             await self._store(lines[half:])
             return
-        outbox.done(lines)
+        outbox.done(lines, "stored")
 
     async def run(self, interval: float = 0.2) -> None:
         while True:

@@ -54,10 +54,13 @@ async def get_alarm(*, principal: PrincipalDep, live: LiveDep, alarm_id: AlarmId
     "/{alarm_id}/acknowledge",
     summary="Acknowledge an active alarm",
     description="Records who (the token's name) acknowledged it, when, and an optional note; "
-    "pushed as an `acknowledged` alarm event and stored. Needs a department token with "
-    "`acknowledge: true` covering the device (the city token is read only). 409 if the alarm "
-    "has cleared already.",
-    responses=documented(401, 403, 404, 409),
+    "pushed as an `acknowledged` alarm event and stored. Answered once the event is stored: "
+    "503 (with Retry-After) if InfluxDB has not taken it within "
+    "CITYSENSE_API_ALARM_ACK_WAIT seconds — it stays queued, but is stored for sure only "
+    "once a repeat of the request is answered 200 — and 502 if InfluxDB refuses it. Needs a "
+    "department token with `acknowledge: true` covering the device (the city token is read "
+    "only). 409 if the alarm has cleared already.",
+    responses=documented(401, 403, 404, 409, 502, 503),
 )
 async def acknowledge_alarm(
     *,
@@ -67,4 +70,6 @@ async def acknowledge_alarm(
     body: AcknowledgePublic | None = None,
 ) -> AlarmPublic:
     note = body.note if body else None
-    return AlarmPublic(**acknowledge(live.alarms, principal, alarm_id, note).public())
+    wait = live.settings.api_alarm_ack_wait
+    alarm = await acknowledge(live.alarms, principal, alarm_id, note, wait)
+    return AlarmPublic(**alarm.public())

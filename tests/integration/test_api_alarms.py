@@ -199,14 +199,21 @@ async def test_a_storm_of_devices_silent_at_start_is_stored_whole_not_dropped(
 
 
 class AlarmEventsRefused(httpx.AsyncBaseTransport):
-    """The real InfluxDB, except that it refuses every write of alarm events (503)."""
+    """The real InfluxDB, except that it answers every write of alarm events with `status`
+    (503: away; 400: a field-type conflict, refused for good) while that is not None."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int | None = 503) -> None:
         self._real = httpx.AsyncHTTPTransport()
+        self.status = status
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/write" and b"alarm_events" in request.content:
-            return httpx.Response(503, json={"error": "refused by the test"})
+        if (
+            self.status is not None
+            and request.url.path == "/write"
+            and b"alarm_events" in request.content
+        ):
+            error = "partial write: field type conflict" if self.status == 400 else "away"
+            return httpx.Response(self.status, json={"error": f"{error} (the test's)"})
         return await self._real.handle_async_request(request)
 
 
@@ -226,6 +233,47 @@ async def test_a_storm_while_influxdb_refuses_alarm_events_is_raised_at_once_old
         assert not st.app.state.runtime.live.writer.storing
         assert book.outbox.dropped > 0
         assert book.outbox.bytes <= 64 * 1024
+
+
+async def test_an_acknowledgement_is_answered_200_only_once_its_event_is_stored(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """A 200 means stored: a crash right after loses nothing. InfluxDB away: 503, the event
+    queued and stored once it is back; InfluxDB refusing the event: 502."""
+    t0 = time.time_ns() - 30 * MIN
+    settings = live_settings(servers, influx, tmp_path, topic_root, api_alarm_ack_wait=1.0)
+    influx_events = AlarmEventsRefused(status=None)
+    async with stack_for(settings, servers, influx_transport=influx_events) as st:
+        await st.feed(
+            ("water_pipe", "WP-A1", "North", t0, {"pressure": 50.0}),
+            ("water_pipe", "WP-A1", "North", t0 + 10 * MIN, {"pressure": 40.0}),
+        )
+        book = st.app.state.runtime.live.alarms
+        await until(lambda: ("WP-A1", "low_pressure") in book.active, 5, "the alarm")
+        alarm_id = book.active[("WP-A1", "low_pressure")].id
+        url = f"/alarms/{alarm_id}/acknowledge"
+
+        def notes() -> list[str]:
+            query = (
+                "SELECT note FROM alarms.alarm_events WHERE event = 'acknowledged' "
+                f"AND alarm_id = '{alarm_id}'"
+            )
+            return [str(r["note"]) for r in rows(influx, query)]
+
+        influx_events.status = 503
+        away = await st.client.post(url, json={"note": "while away"})
+        assert away.status_code == 503 and away.headers["Retry-After"] == "5"
+        assert "not stored yet" in away.json()["detail"]
+        assert notes() == []
+        influx_events.status = None
+        ok = await st.client.post(url, json={"note": "back"})
+        assert ok.status_code == 200 and ok.json()["note"] == "back"
+        assert notes() == ["while away", "back"]  # at the 200 already, not some time after
+        influx_events.status = 400
+        refused = await st.client.post(url, json={"note": "refused"})
+        assert refused.status_code == 502 and "refused" in refused.json()["detail"]
+        assert notes() == ["while away", "back"]
+        assert book.outbox.watching == 0  # every watch let go
 
 
 # --- who may see and acknowledge which alarm (access rights on) ---------------------------------

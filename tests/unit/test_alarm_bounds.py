@@ -47,8 +47,29 @@ def test_the_outbox_drops_its_oldest_past_its_bytes_and_counts_them() -> None:
     assert outbox.bytes <= 1000
     assert outbox.dropped == 40
     assert outbox.pending() == lines[40:]
-    outbox.done(outbox.pending()[:5])
+    outbox.done(outbox.pending()[:5], "stored")
     assert outbox.pending() == lines[45:]
+
+
+@pytest.mark.anyio
+async def test_a_watched_line_dropped_past_the_bound_is_told_so_and_numbers_follow_the_front() -> (
+    None
+):
+    outbox = Outbox(max_bytes=1000)
+    first = outbox.append("a" * 400)
+    fate = outbox.watch(first)
+    second = outbox.append("b" * 400)
+    assert second == first + 1 and not fate.done()
+    third = outbox.append("c" * 400)  # past 1,000 bytes: the oldest, the watched one, dropped
+    assert fate.result() == "dropped"
+    with pytest.raises(ValueError, match="not pending"):
+        outbox.watch(first)
+    later = outbox.watch(third)
+    outbox.done(outbox.pending()[:1], "stored")  # the second: the third still pending
+    assert not later.done()
+    outbox.done(outbox.pending(), "stored")
+    assert later.result() == "stored"
+    assert outbox.append("d") == third + 1  # numbers go on from the front, nothing pending
 
 
 def test_the_outbox_is_crowded_from_half_its_bytes() -> None:
@@ -57,7 +78,7 @@ def test_the_outbox_is_crowded_from_half_its_bytes() -> None:
     assert not outbox.crowded
     outbox.append("x")
     assert outbox.crowded
-    outbox.done(outbox.pending())
+    outbox.done(outbox.pending(), "stored")
     assert not outbox.crowded
 
 
@@ -121,15 +142,17 @@ async def test_a_refused_event_leaves_the_outbox_and_an_outage_resends_only_the_
         return httpx.Response(204)
 
     book = AlarmBook(CONTRACT, Hub(100))
-    for text in lines:
-        book.outbox.append(text)
+    fates = [book.outbox.watch(book.outbox.append(text)) for text in lines]
     writer = Writer(InfluxConfig(), book, lambda text: text, httpx.MockTransport(influx))
     try:
         await writer.flush()  # [0 1 2 3] refused; [0 1]: [0] stored, [1] refused; [2 3] away
         assert not writer.storing and writer.refused == 1
         assert book.outbox.pending() == lines[2:]
+        assert [f.result() for f in fates[:2]] == ["stored", "refused"]
+        assert not any(f.done() for f in fates[2:])  # not stored: still waited for
         await writer.flush()
         assert writer.storing and writer.refused == 1 and not book.outbox
+        assert [f.result() for f in fates[2:]] == ["stored", "stored"]
     finally:
         await writer.aclose()
     assert bodies[-1] == lines[2:]
