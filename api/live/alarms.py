@@ -20,6 +20,7 @@ InfluxDB takes its events (api.live.service), so a storm of them is stored, not 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -153,11 +154,14 @@ class Outbox:
         self._taken = 0  # lines that have left: the number of the front one
         # At most one per line still pending, taken out as it leaves or as its watcher gives up.
         self._watched: dict[int, asyncio.Future[Fate]] = {}
+        self._then: dict[int, Callable[[Fate], None]] = {}  # at most one per line still pending
 
-    def append(self, text: str) -> int:
-        """Queue `text`; its number."""
+    def append(self, text: str, then: Callable[[Fate], None] | None = None) -> int:
+        """Queue `text`; its number. `then` is called with its fate as it leaves."""
         number = self._taken + len(self._lines)
         self._lines.append(text)
+        if then is not None:
+            self._then[number] = then
         self.bytes += len(text)
         while self.bytes > self.max_bytes and len(self._lines) > 1:
             self._take("dropped")
@@ -172,9 +176,12 @@ class Outbox:
     def _take(self, fate: Fate) -> None:
         self.bytes -= len(self._lines.popleft())
         watcher = self._watched.pop(self._taken, None)
+        then = self._then.pop(self._taken, None)
         self._taken += 1
         if watcher is not None and not watcher.done():
             watcher.set_result(fate)
+        if then is not None:
+            then(fate)
 
     def watch(self, number: int) -> asyncio.Future[Fate]:
         """What will become of line `number`, still pending: asked right after its `append`,
@@ -247,8 +254,9 @@ class AlarmBook:
         self._last_ns = max(now_ns(), self._last_ns + 1)
         return self._last_ns
 
-    def _emit(self, kind: str, alarm: Alarm) -> int:
-        """Queue the event's line and publish it; the line's number in the outbox."""
+    def _emit(self, kind: str, alarm: Alarm, *, once_stored: bool = False) -> int:
+        """Queue the event's line and publish it (`once_stored`: only once, and if, InfluxDB
+        has stored it); the line's number in the outbox."""
         values: dict[str, bool | int | float | str] = {
             "alarm_id": alarm.id,
             "device_id": alarm.device_id,
@@ -278,15 +286,24 @@ class AlarmBook:
             "district": alarm.district,
             "severity": alarm.severity,
         }
-        number = self.outbox.append(line(MEASUREMENT, tags, values, self._unique_ns()))
-        self.hub.publish(
+        text = line(MEASUREMENT, tags, values, self._unique_ns())
+        publish = functools.partial(
+            self.hub.publish,
             "alarm",
             alarm.profile,
             alarm.district,
             alarm.device_id,
             {"event": kind, "alarm": alarm.public()},
         )
-        return number
+        if not once_stored:
+            publish()
+            return self.outbox.append(text)
+
+        def then(fate: Fate) -> None:
+            if fate == "stored":
+                publish()
+
+        return self.outbox.append(text, then)
 
     def _raise(self, rule: AlarmRule, device_id: str, value: Any, start_ns: int) -> None:
         device = self.contract.device(device_id)
@@ -396,11 +413,13 @@ class AlarmBook:
         return True
 
     def acknowledge(self, alarm: Alarm, by: str, note: str | None) -> int:
-        """Record it; the number of its event in the outbox."""
+        """Record it; the number of its event in the outbox. Live clients hear of it once it
+        is stored: a person's act, which its author is told of only then (a screen whose POST
+        was answered 503 would otherwise show it done)."""
         alarm.acknowledged_by = by
         alarm.acknowledged_ns = now_ns()
         alarm.note = note
-        return self._emit("acknowledged", alarm)
+        return self._emit("acknowledged", alarm, once_stored=True)
 
     # --- persistence ---
 

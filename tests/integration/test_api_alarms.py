@@ -239,7 +239,8 @@ async def test_an_acknowledgement_is_answered_200_only_once_its_event_is_stored(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
 ) -> None:
     """A 200 means stored: a crash right after loses nothing. InfluxDB away: 503, the event
-    queued and stored once it is back; InfluxDB refusing the event: 502."""
+    queued and stored once it is back; InfluxDB refusing the event: 502. Live clients hear of
+    an acknowledgement only once it is stored."""
     t0 = time.time_ns() - 30 * MIN
     settings = live_settings(servers, influx, tmp_path, topic_root, api_alarm_ack_wait=1.0)
     influx_events = AlarmEventsRefused(status=None)
@@ -260,19 +261,27 @@ async def test_an_acknowledgement_is_answered_200_only_once_its_event_is_stored(
             )
             return [str(r["note"]) for r in rows(influx, query)]
 
+        def heard() -> list[str]:
+            return [
+                e.data["alarm"]["note"]
+                for e in st.events
+                if e.kind == "alarm" and e.data["event"] == "acknowledged"
+            ]
+
         influx_events.status = 503
         away = await st.client.post(url, json={"note": "while away"})
         assert away.status_code == 503 and away.headers["Retry-After"] == "5"
         assert "not stored yet" in away.json()["detail"]
-        assert notes() == []
+        assert notes() == [] and heard() == []
         influx_events.status = None
         ok = await st.client.post(url, json={"note": "back"})
         assert ok.status_code == 200 and ok.json()["note"] == "back"
         assert notes() == ["while away", "back"]  # at the 200 already, not some time after
+        assert heard() == ["while away", "back"]
         influx_events.status = 400
         refused = await st.client.post(url, json={"note": "refused"})
         assert refused.status_code == 502 and "refused" in refused.json()["detail"]
-        assert notes() == ["while away", "back"]
+        assert notes() == ["while away", "back"] and heard() == ["while away", "back"]
         assert book.outbox.watching == 0  # every watch let go
 
 
