@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import sys
 from pathlib import Path
@@ -28,9 +29,10 @@ from pydantic import SecretStr
 from citysense import dynsec
 from citysense.broker import ACCOUNTS
 from common.errors import ConfigError
+from common.files import replace_whole
 from common.mqtturl import MqttUrl
 from common.settings import CommonSettings
-from device_profiles import Device, load_profiles, load_registry
+from device_profiles import ContractError, Device, Registry, load_profiles, load_registry
 from device_profiles.load import OPTIONAL_COLUMNS, REGISTRY_COLUMNS
 
 COLUMNS = (*REGISTRY_COLUMNS, *OPTIONAL_COLUMNS)
@@ -162,18 +164,26 @@ def _register(settings: DevicesSettings, rows: list[dict[str, str]]) -> list[Dev
         raise ConfigError(
             f"already registered: {', '.join(again[:10])} (rotate gives a new secret)"
         )
-    candidate = path.with_name(f".{path.name}.new")
-    with candidate.open("w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, COLUMNS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows([{c: r.get(c, "") for c in COLUMNS} for r in (*existing, *rows)])
-    try:
-        profiles = load_profiles(settings.profiles)
-        registry = load_registry(candidate, profiles, settings.load_variants(profiles))
-        candidate.replace(path)
-    finally:
-        candidate.unlink(missing_ok=True)  # refused (ContractError names the row): no trace
-    return [registry.devices[r["device_id"]] for r in rows]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{c: r.get(c, "") for c in COLUMNS} for r in (*existing, *rows)])
+    profiles = load_profiles(settings.profiles)
+    loaded: list[Registry] = []
+
+    def check(candidate: Path) -> None:
+        try:
+            loaded.append(load_registry(candidate, profiles, settings.load_variants(profiles)))
+        except ContractError as exc:
+            # Its problems name the temporary file: named here as the registry's own lines.
+            problems = "\n".join(str(dataclasses.replace(p, file=path.name)) for p in exc.problems)
+            adding = ", ".join(r["device_id"] for r in rows[:10])
+            message = f"not added ({adding}): the registry would be invalid:\n{problems}"
+            raise ConfigError(message) from None
+
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    replace_whole(path, out.getvalue().encode(), mode=mode, check=check)
+    return [loaded[0].devices[r["device_id"]] for r in rows]
 
 
 def _known(settings: DevicesSettings, device_id: str) -> str:

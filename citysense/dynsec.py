@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.errors import BrokerError, BrokerRefused, CitySenseError
+from common.files import replace_whole
 from common.mqtturl import MqttUrl
 
 PLUGIN = "mosquitto_dynamic_security.so"
@@ -154,10 +155,8 @@ def broker_file(
             "unsubscribe": True,
         },
     )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=1))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    # Whole or not at all: a torn file would cost every device its credentials.
+    replace_whole(path, json.dumps(document, indent=1).encode())
 
 
 # --- the running broker ------------------------------------------------------------------------

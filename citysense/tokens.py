@@ -8,7 +8,6 @@ which reads the file again when it changes, never sees half of it.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import yaml
@@ -16,6 +15,7 @@ import yaml
 from api.core.settings import ApiSettings
 from api.core.tokens import TokenEntry, TokensFile, hash_token, new_token, read_tokens_file
 from common.errors import ConfigError
+from common.files import replace_whole
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,11 +96,4 @@ def _write(path: Path, content: TokensFile) -> None:
             for e in content.tokens
         ]
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        yaml.safe_dump(data, out, sort_keys=False)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
+    replace_whole(path, yaml.safe_dump(data, sort_keys=False).encode())

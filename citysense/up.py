@@ -30,6 +30,7 @@ from citysense.children import (
 )
 from citysense.servers import LocalServers
 from common.errors import ConfigError
+from common.files import replace_whole
 from device_profiles import DEFAULT_REGISTRY
 
 # Aggregates the local API keeps computed (CITYSENSE_API_AGGREGATE_WARM), so the banner's example
@@ -130,13 +131,15 @@ def main(args: argparse.Namespace) -> int:
         return 1
     token = local_token(home)
     tokens_file = home / "tokens.yaml"
-    tokens_file.write_text(
-        "# Written by `citysense up`: one city-wide token for this local deployment.\n"
-        "tokens:\n"
-        f"  - {{name: local-operator, sha256: {hashlib.sha256(token.encode()).hexdigest()}, "
-        "scope: city}\n"
+    replace_whole(
+        tokens_file,
+        (
+            "# Written by `citysense up`: one city-wide token for this local deployment.\n"
+            "tokens:\n"
+            f"  - {{name: local-operator, sha256: {hashlib.sha256(token.encode()).hexdigest()}, "
+            "scope: city}\n"
+        ).encode(),
     )
-    tokens_file.chmod(0o600)
     registry = _registry(home)
     base = {
         **os.environ,

@@ -47,6 +47,7 @@ from api.core.readings import Value
 from api.live.columns import Codes
 from api.live.coverage import Marks
 from api.live.state import LiveState
+from common.files import sync_folder
 
 logger = logging.getLogger(__name__)
 
@@ -186,18 +187,10 @@ def write(folder: Path, parts: list[bytes], max_bytes: int) -> bool:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _sync_folder(folder)
+    # Without it a power cut can leave the old snapshot (harmless: it is checked whole and
+    # caught up by its marks).
+    sync_folder(folder)
     return True
-
-
-def _sync_folder(folder: Path) -> None:
-    # The rename is durable only once the folder's entry is on disk: without this a power cut
-    # can leave the old snapshot (harmless: it is checked whole and caught up by its marks).
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def sweep(folder: Path, older_than_s: float, now_s: float) -> int:

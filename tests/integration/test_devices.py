@@ -199,3 +199,11 @@ def test_an_add_stopped_before_the_broker_account_is_finished_by_the_same_add(
     )
     again = devices(stack, registry, topic_root, "add", *ADD)["SL-900001"]
     assert check_broker(MqttUrl.parse(stack.mosquitto.tls_url("SL-900001", again)), 5) is None
+    # A row the registry refuses (a latitude off the globe): named, and the file as it was,
+    # with no temporary left beside it.
+    before = registry.read_bytes()
+    off = ["SL-900002", *ADD[1:6], "95.0", *ADD[7:]]
+    refused = devices(stack, registry, topic_root, "add", *off, fails=True)["error"]
+    assert "not added (SL-900002)" in refused and "registry.csv:14: latitude" in refused
+    assert registry.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -1,0 +1,50 @@
+"""Files replaced whole: a crash or a power cut leaves the old content or the new, never a part
+and never an empty file.
+
+Written here because the standard library has none: `os.replace` alone is atomic for readers
+but not durable (without the fsyncs, a power cut soon after can leave the new name pointing at
+an empty file on ext4 or xfs). The recipe is the usual one: a temporary file beside the target,
+written and fsynced, renamed over it, then the folder fsynced so the rename is on disk too.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+
+def replace_whole(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    check: Callable[[Path], None] | None = None,
+) -> None:
+    """`path` holds `data` (created with `mode`). `check`, given the written temporary file,
+    may refuse it by raising: then `path` is left as it was, and no temporary file stays."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if check is not None:
+            check(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """The folder's entries on disk: a rename or a new file in it survives a power cut."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
