@@ -586,6 +586,7 @@ def test_replay_does_not_count_a_refused_owed_mark_as_a_refused_reading(
     # This InfluxDB refuses every line: the reading and its change mark come back, the mark not.
     assert [item.line.split(",")[0] for item in refused] == ["streetlight", "citysense_changes"]
     assert "could not store an owed mark" in caplog.text
+    assert replayer.owed_lost == 1  # the run ends failed (ingest.replay.main)
 
 
 def test_a_compaction_keeps_only_rows_no_other_writer_holds_as_new() -> None:
