@@ -9,10 +9,14 @@ written and fsynced, renamed over it, then the folder fsynced so the rename is o
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+STALE_S = 600.0
 
 
 def replace_whole(
@@ -25,9 +29,12 @@ def replace_whole(
     """`path` holds `data` (created with `mode`). `check`, given the written temporary file,
     may refuse it by raising: then `path` is left as it was, and no temporary file stays."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep(path)
+    # A name of its own: two writers at once never write into one temporary file.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.fchmod(descriptor, mode)  # exactly `mode`: os.open's is cut by the umask
         with os.fdopen(descriptor, "wb") as out:
             out.write(data)
             out.flush()
@@ -39,6 +46,16 @@ def replace_whole(
         temporary.unlink(missing_ok=True)
         raise
     sync_folder(path.parent)
+
+
+def _sweep(path: Path) -> None:
+    """Temporary files of `path` a crash left (older than STALE_S: not a writer's at work)."""
+    for left in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if time.time() - left.stat().st_mtime > STALE_S:
+                left.unlink()
+        except FileNotFoundError:
+            pass  # its writer renamed it, or another sweep took it
 
 
 def sync_folder(folder: Path) -> None:

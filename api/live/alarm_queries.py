@@ -78,13 +78,17 @@ async def acknowledge(
 ) -> Alarm:
     """Acknowledge it, and return once its event is stored, at most `wait` seconds: an
     acknowledgement answered done survives the API's crash. Not stored by then, it stays
-    recorded here and queued, but a crash would lose it: the caller is told to ask again (a
-    repeat is a new event, harmless: the newest wins)."""
+    queued (the alarm takes it once stored), but a crash would lose it: the caller is told to
+    ask again (a repeat is a new event, harmless: the newest wins; once the alarm has cleared,
+    a repeat is answered 409, saying who acknowledged it if one was stored)."""
     alarm = find(book, principal, alarm_id)
     if not principal.acknowledge:
         raise forbidden(f"token {principal.name!r} may not acknowledge alarms (read only)")
     if alarm.end_ns is not None:
-        raise Conflict(f"alarm {alarm_id!r} has cleared; nothing to acknowledge")
+        # Asked again after a 503 while it cleared: whether one was stored since, said here.
+        by = alarm.acknowledged_by
+        done = "" if by is None else f" (acknowledged by {by!r})"
+        raise Conflict(f"alarm {alarm_id!r} has cleared; nothing to acknowledge{done}")
     number = book.acknowledge(alarm, principal.name, note)
     try:
         fate = await asyncio.wait_for(book.outbox.watch(number), wait)
@@ -99,8 +103,9 @@ async def acknowledge(
         book.outbox.forget(number)
     if fate == "dropped":
         raise InfluxUnavailable(
-            f"the acknowledgement of {alarm_id!r} was dropped unstored: alarm events waiting "
-            "for InfluxDB passed CITYSENSE_API_ALARM_OUTBOX_BYTES; acknowledge again",
+            f"the acknowledgement of {alarm_id!r} was dropped before it was known to be stored: "
+            "alarm events waiting for InfluxDB passed CITYSENSE_API_ALARM_OUTBOX_BYTES; "
+            "acknowledge again",
             retry_after=ACK_RETRY_AFTER_S,
         )
     if fate == "refused":

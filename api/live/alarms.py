@@ -20,7 +20,7 @@ InfluxDB takes its events (api.live.service), so a storm of them is stored, not 
 from __future__ import annotations
 
 import asyncio
-import functools
+import dataclasses
 import hashlib
 import logging
 import math
@@ -181,7 +181,12 @@ class Outbox:
         if watcher is not None and not watcher.done():
             watcher.set_result(fate)
         if then is not None:
-            then(fate)
+            try:
+                then(fate)
+            except Exception:
+                # A bug of the caller's: logged, and the outbox (and the writer storing it)
+                # goes on, its bound and order kept.
+                logger.exception("alarm event: what was to follow its %s line failed", fate)
 
     def watch(self, number: int) -> asyncio.Future[Fate]:
         """What will become of line `number`, still pending: asked right after its `append`,
@@ -254,9 +259,9 @@ class AlarmBook:
         self._last_ns = max(now_ns(), self._last_ns + 1)
         return self._last_ns
 
-    def _emit(self, kind: str, alarm: Alarm, *, once_stored: bool = False) -> int:
-        """Queue the event's line and publish it (`once_stored`: only once, and if, InfluxDB
-        has stored it); the line's number in the outbox."""
+    def _emit(self, kind: str, alarm: Alarm, then: Callable[[Fate], None] | None = None) -> int:
+        """Queue the event's line and publish it; with `then`, publishing is left to it (called
+        with the line's fate). The line's number in the outbox."""
         values: dict[str, bool | int | float | str] = {
             "alarm_id": alarm.id,
             "device_id": alarm.device_id,
@@ -287,23 +292,13 @@ class AlarmBook:
             "severity": alarm.severity,
         }
         text = line(MEASUREMENT, tags, values, self._unique_ns())
-        publish = functools.partial(
-            self.hub.publish,
-            "alarm",
-            alarm.profile,
-            alarm.district,
-            alarm.device_id,
-            {"event": kind, "alarm": alarm.public()},
-        )
-        if not once_stored:
-            publish()
-            return self.outbox.append(text)
-
-        def then(fate: Fate) -> None:
-            if fate == "stored":
-                publish()
-
+        if then is None:
+            self._publish(kind, alarm)
         return self.outbox.append(text, then)
+
+    def _publish(self, kind: str, alarm: Alarm) -> None:
+        data = {"event": kind, "alarm": alarm.public()}
+        self.hub.publish("alarm", alarm.profile, alarm.district, alarm.device_id, data)
 
     def _raise(self, rule: AlarmRule, device_id: str, value: Any, start_ns: int) -> None:
         device = self.contract.device(device_id)
@@ -413,19 +408,28 @@ class AlarmBook:
         return True
 
     def acknowledge(self, alarm: Alarm, by: str, note: str | None) -> int:
-        """Record it; the number of its event in the outbox. Live clients hear of it once it
-        is stored: a person's act, which its author is told of only then (a screen whose POST
-        was answered 503 would otherwise show it done)."""
-        alarm.acknowledged_by = by
-        alarm.acknowledged_ns = now_ns()
-        alarm.note = note
-        return self._emit("acknowledged", alarm, once_stored=True)
+        """Queue its event; the event's number in the outbox. The alarm takes it, and live
+        clients hear of it, once it is stored: a person's act, its author told it is done only
+        then (api.live.alarm_queries), and never shown done — on a screen, in the events of the
+        alarm meanwhile, in a listing — before, nor at all if it is refused or dropped."""
+        acked = dataclasses.replace(alarm, acknowledged_by=by, acknowledged_ns=now_ns(), note=note)
+
+        def then(fate: Fate) -> None:
+            if fate != "stored":
+                return
+            alarm.acknowledged_by = acked.acknowledged_by
+            alarm.acknowledged_ns = acked.acknowledged_ns
+            alarm.note = acked.note
+            self._publish("acknowledged", alarm)  # as it is now: updated or cleared meanwhile
+
+        return self._emit("acknowledged", acked, then)
 
     # --- persistence ---
 
     def replay(self, found: Iterable[Series]) -> None:
         """Rebuild from stored events (oldest first, in as many calls as the answer has
-        chunks): the last event of each alarm wins."""
+        chunks): the last event of each alarm wins, but for its acknowledgement, never taken
+        back: an event queued while one was being stored (a clear) does not carry it."""
         for row in (row for series in found for row in series.rows()):
             aid = row.get("alarm_id")
             device = self.contract.device(str(row.get("device_id")))
@@ -453,6 +457,11 @@ class AlarmBook:
                 acknowledged_ns=int(row["acknowledged_at"]) if row.get("acknowledged_at") else None,
                 note=row.get("note"),
             )
+            before = self.by_id.get(aid)
+            if alarm.acknowledged_by is None and before is not None:
+                alarm.acknowledged_by = before.acknowledged_by
+                alarm.acknowledged_ns = before.acknowledged_ns
+                alarm.note = before.note
             self.by_id[aid] = alarm
             key = (alarm.device_id, alarm.rule)
             if alarm.end_ns is None:

@@ -239,8 +239,9 @@ async def test_an_acknowledgement_is_answered_200_only_once_its_event_is_stored(
     servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
 ) -> None:
     """A 200 means stored: a crash right after loses nothing. InfluxDB away: 503, the event
-    queued and stored once it is back; InfluxDB refusing the event: 502. Live clients hear of
-    an acknowledgement only once it is stored."""
+    queued and stored once it is back; InfluxDB refusing the event: 502. The alarm takes an
+    acknowledgement, and live clients hear of it, only once it is stored; one stored while its
+    alarm cleared is still the alarm's after a restart."""
     t0 = time.time_ns() - 30 * MIN
     settings = live_settings(servers, influx, tmp_path, topic_root, api_alarm_ack_wait=1.0)
     influx_events = AlarmEventsRefused(status=None)
@@ -282,7 +283,35 @@ async def test_an_acknowledgement_is_answered_200_only_once_its_event_is_stored(
         refused = await st.client.post(url, json={"note": "refused"})
         assert refused.status_code == 502 and "refused" in refused.json()["detail"]
         assert notes() == ["while away", "back"] and heard() == ["while away", "back"]
+        assert (await st.client.get(f"/alarms/{alarm_id}")).json()["note"] == "back"
+        # Another alarm, acknowledged while InfluxDB is away, clears meanwhile.
+        await st.feed(
+            ("water_pipe", "WP-A2", "North", t0, {"pressure": 50.0}),
+            ("water_pipe", "WP-A2", "North", t0 + 10 * MIN, {"pressure": 40.0}),
+        )
+        await until(lambda: ("WP-A2", "low_pressure") in book.active, 5, "the second alarm")
+        second = book.active[("WP-A2", "low_pressure")]
+        influx_events.status = 503
+        url = f"/alarms/{second.id}/acknowledge"
+        assert (await st.client.post(url, json={"note": "gone"})).status_code == 503
+        await st.feed(("water_pipe", "WP-A2", "North", t0 + 11 * MIN, {"pressure": 125.0}))
+        await until(lambda: second.end_ns is not None, 5, "the clear")
+        shown = (await st.client.get(f"/alarms/{second.id}")).json()
+        assert (shown["state"], shown["acknowledged_by"]) == ("cleared", None)  # not stored
+        assert heard() == ["while away", "back"]  # nor heard: the clear did not carry it
+        influx_events.status = None
+        await until(lambda: "gone" in heard(), 5, "the acknowledgement stored, then heard")
+        again = await st.client.post(url, json={"note": "gone"})  # asked again: cleared, stored
+        assert again.status_code == 409
+        assert "acknowledged by 'anonymous'" in again.json()["detail"]
         assert book.outbox.watching == 0  # every watch let go
+    async with stack_for(settings, servers) as restarted:
+        replayed = (await restarted.client.get(f"/alarms/{second.id}")).json()
+        assert (replayed["state"], replayed["acknowledged_by"], replayed["note"]) == (
+            "cleared",
+            "anonymous",
+            "gone",
+        )
 
 
 # --- who may see and acknowledge which alarm (access rights on) ---------------------------------

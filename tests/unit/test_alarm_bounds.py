@@ -32,6 +32,32 @@ def test_a_flapping_pole_keeps_only_the_newest_cleared_alarms() -> None:
     assert [a.start_ns for a in newest] == [994 * S, 996 * S, 998 * S]
 
 
+@pytest.mark.anyio
+async def test_an_acknowledgement_is_the_alarm_s_and_heard_only_once_stored() -> None:
+    hub = Hub(100)
+    heard: list[tuple[str, str | None, str]] = []
+
+    def listen(event: Event) -> None:
+        if event.kind == "alarm":
+            alarm = event.data["alarm"]
+            heard.append((event.data["event"], alarm["acknowledged_by"], alarm["state"]))
+
+    hub.listeners.append(listen)
+    book = AlarmBook(CONTRACT, hub)
+    book.evaluate(LAMP.device_id, "streetlight", 0, {"tiltAngle": 10.0})
+    [alarm] = book.active.values()
+    book.acknowledge(alarm, "crew", "refused, this one")
+    book.outbox.done(book.outbox.pending(), "refused")
+    assert alarm.acknowledged_by is None and len(heard) == 1  # refused: never the alarm's
+    book.acknowledge(alarm, "crew", "on it")
+    assert alarm.acknowledged_by is None  # not yet stored
+    book.evaluate(LAMP.device_id, "streetlight", S, {"tiltAngle": 0.0})  # cleared meanwhile
+    assert heard == [("raised", None, "active"), ("cleared", None, "cleared")]
+    book.outbox.done(book.outbox.pending(), "stored")
+    assert (alarm.acknowledged_by, alarm.note) == ("crew", "on it")
+    assert heard[-1] == ("acknowledged", "crew", "cleared")  # the alarm as it is now
+
+
 def test_an_active_alarm_is_never_let_go() -> None:
     book = AlarmBook(CONTRACT, Hub(100), history=0)
     book.evaluate(LAMP.device_id, "streetlight", 0, {"tiltAngle": 10.0})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,28 @@ def test_the_new_content_replaces_the_old_with_its_mode_and_no_temporary_stays(
     assert target.read_bytes() == b"new\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["tokens.yaml"]
+
+
+def test_the_mode_asked_is_the_file_s_whatever_the_umask(tmp_path: Path) -> None:
+    before = os.umask(0o077)
+    try:
+        files.replace_whole(tmp_path / "registry.csv", b"device_id\n", mode=0o664)
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "registry.csv").stat().st_mode) == 0o664
+
+
+def test_temporaries_a_crash_left_are_swept_and_a_writer_s_at_work_kept(tmp_path: Path) -> None:
+    left = tmp_path / ".dynamic-security.json.0a1b2c3d.tmp"
+    working = tmp_path / ".dynamic-security.json.4e5f6a7b.tmp"
+    other = tmp_path / ".tokens.yaml.0a1b2c3d.tmp"  # another file's: not this sweep's
+    for path in (left, working, other):
+        path.write_bytes(b"{}")
+    old = time.time() - files.STALE_S - 60
+    os.utime(left, (old, old))
+    os.utime(other, (old, old))
+    files.replace_whole(tmp_path / "dynamic-security.json", b"{}")
+    assert not left.exists() and working.exists() and other.exists()
 
 
 def test_a_refused_check_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
