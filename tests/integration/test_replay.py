@@ -95,7 +95,12 @@ def test_profile_fix_and_replay_recover_without_duplicates(
         "CITYSENSE_PROFILES": str(profiles),
     }
     first = replay(env, "--reason", "out_of_range")
-    assert first == {"replayed": 21, "results": {"stored": 21}, "dry_run": False}
+    assert first == {
+        "replayed": 21,
+        "results": {"stored": 21},
+        "dry_run": False,
+        "owed_marks_lost": 0,
+    }
     # Replay announces nothing: its marks are quiet (wire.changes), so that a later announced
     # write into the window cannot hide it from the API.
     marks = rows(influx, "SELECT stamp, quiet FROM changes.citysense_changes")
