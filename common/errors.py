@@ -5,6 +5,7 @@ into this tree, so callers decide on meaning (retry or not) rather than on libra
 
     CitySenseError
     ├── ConfigError              - a setting is missing or malformed
+    │   └── SpoolInUse           - another process holds the spool folder (one client id twice)
     ├── InfluxError
     │   ├── InfluxUnavailable    - retryable: refused, timeout, 5xx, 429 (carries retry_after)
     │   └── InfluxRejected       - permanent: 4xx; the request itself is wrong
@@ -23,6 +24,10 @@ class CitySenseError(Exception):
 
 
 class ConfigError(CitySenseError, ValueError):
+    pass
+
+
+class SpoolInUse(ConfigError):
     pass
 
 

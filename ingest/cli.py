@@ -13,6 +13,7 @@ from types import FrameType
 import orjson
 from pydantic import ValidationError
 
+from common.errors import SpoolInUse
 from common.influx import redacted
 from common.logs import configure
 from common.settings import settings_problems
@@ -80,7 +81,11 @@ def main(args: argparse.Namespace) -> int:
     except ContractError as exc:
         log.error("refusing to start: invalid device profiles or registry:\n%s", exc)
         return 2
-    worker = Worker(settings, profiles, registry, retire=args.retire)
+    try:
+        worker = Worker(settings, profiles, registry, retire=args.retire)
+    except SpoolInUse as exc:
+        log.error("refusing to start: %s", exc)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -7,6 +7,9 @@ batch. A drainer writes segments to InfluxDB when it is back and deletes them. A
 or when the disk refuses a write, the spool refuses more, the worker stops acknowledging, and the
 broker holds the rest: back-pressure, never loss. Segments survive a restart; a half-written
 `.tmp` left by a crash is deleted on start, which is safe because its batch was never acknowledged.
+The folder is one worker's alone (a `lock` file, flocked while the spool is open): a second
+worker under the same client id — a copied configuration — would delete the first's half-written
+segments as stale and drain its segments with it, so it is refused at start (SpoolInUse).
 
 Framing: each line is one record, a 4-byte big-endian length and a CRC-32 of its bytes, then the
 bytes. Any byte can be carried (a dead letter's payload holds U+2028 or whatever a device sent),
@@ -17,6 +20,7 @@ format (`.lp`) are still read, split on newlines only.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import logging
 import os
@@ -25,10 +29,14 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import BinaryIO
+
+from common.errors import SpoolInUse
 
 SUFFIX = ".seg"
 LEGACY_SUFFIX = ".lp"
 CORRUPT = "corrupt"
+LOCK = "lock"
 _HEADER = struct.Struct(">II")
 
 log = logging.getLogger(__name__)
@@ -75,9 +83,16 @@ class Spool:
         self.corrupt = 0  # segments moved aside
         self.refused = 0  # appends the disk refused (full, read-only, gone)
         folder.mkdir(parents=True, exist_ok=True)
+        self._claim: BinaryIO | None = _claim(folder)  # closed (by `close`, or at exit): let go
         for stale in folder.glob("*.tmp"):
             stale.unlink()
         self._bytes = sum(p.stat().st_size for p in self.segments())
+
+    def close(self) -> None:
+        """Let the folder go (a later spool may open it); segments stay for it."""
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
 
     def segments(self) -> list[Path]:
         """Oldest first (names start with the time they were written)."""
@@ -156,3 +171,23 @@ class Spool:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _claim(folder: Path) -> BinaryIO:
+    """The folder's lock file, flocked (exclusive, per open file: a second spool of this very
+    process is refused too) and holding this process's id for whoever is refused."""
+    claim = (folder / LOCK).open("a+b")
+    try:
+        fcntl.flock(claim.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        claim.seek(0)
+        holder = claim.read(32).decode(errors="replace").strip() or "?"
+        claim.close()
+        raise SpoolInUse(
+            f"spool folder {folder} is in use by another process (pid {holder}): is another "
+            "ingest worker running with the same CITYSENSE_CLIENT_ID? Each needs its own"
+        ) from None
+    claim.truncate(0)
+    claim.write(f"{os.getpid()}\n".encode())
+    claim.flush()
+    return claim

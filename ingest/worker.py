@@ -295,6 +295,8 @@ class Worker:
         if self._observe is not None:
             self._observe.stop()
         self.influx.close()
+        if self.spool is not None:
+            self.spool.close()
         return clean
 
     def _create_database(self, client: InfluxClient) -> None:

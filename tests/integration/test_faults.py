@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from citysense.servers import LocalServers
+from citysense.servers import LocalServers, free_port
 from common.influx import InfluxClient, InfluxConfig
 from device_profiles import load_profiles, load_registry
 from ingest.spool import frame
@@ -637,3 +637,26 @@ def test_15_the_byte_budget_full_longer_than_the_keepalive_keeps_the_connection(
     wait_for(ingest.holds_nothing, 30, what="every message acknowledged")
     assert ingest.terminate() == 0
     assert stored_pressures(influx) == values
+
+
+def test_16_a_second_worker_under_the_same_client_id_is_refused_and_the_first_loses_nothing(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
+) -> None:
+    """A copied configuration: a second `citysense ingest` with the first's client id and spool
+    folder. Started, it would delete the first's half-written segments as stale, drain its
+    segments with it, and take its broker session over and over. It exits 2 at start, saying
+    why, and every reading published to the first is stored once."""
+    messages, expected = stream_of(topic_root, 2000)
+    first = started_ingest(servers, influx, topic_root, tmp_path)
+    env = {**first.env, "CITYSENSE_HTTP_PORT": str(free_port())}
+    second = IngestProcess(env, tmp_path / "2.log")
+    second.start(wait_ready=False)
+    assert second.proc is not None and second.proc.wait(60) == 2
+    said = second.log.read_text()
+    assert f"is in use by another process (pid {first.proc.pid})" in said, said[-2000:]
+    assert "CITYSENSE_CLIENT_ID" in said
+    publish(servers.mosquitto.url("citysense-simulator"), messages)
+    wait_stored(influx, len(expected), 60)
+    wait_for(first.holds_nothing, 30, what="ingest to have written all it took")
+    assert first.terminate() == 0
+    assert_exactly(influx, expected)

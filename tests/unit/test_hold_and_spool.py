@@ -3,6 +3,7 @@ damaged segments aside, and requests kept under InfluxDB's body limit (issue 10:
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -11,10 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.errors import SpoolInUse
 from common.influx import InfluxClient, InfluxConfig
 from common.retry import RetryPolicy
 from ingest.budget import Budget, weight_of
-from ingest.spool import CORRUPT, CorruptSegment, Spool, frame, unframe
+from ingest.spool import CORRUPT, LOCK, CorruptSegment, Spool, frame, unframe
 from ingest.stats import Stats
 from ingest.write import Writer
 from tests.support.polling import wait_for
@@ -34,6 +36,24 @@ def test_line_separators_inside_a_record_stay_inside_it(tmp_path: Path) -> None:
     assert spool.append(lines)
     [segment] = spool.segments()
     assert spool.read(segment) == lines
+
+
+def test_a_second_spool_of_one_folder_is_refused_and_touches_nothing_until_the_first_lets_go(
+    tmp_path: Path,
+) -> None:
+    """Two workers under one client id (a copied configuration): the second would delete the
+    first's half-written segment as stale and drain its segments with it."""
+    first = Spool(tmp_path, 1 << 20)
+    assert first.append(["m v=1 1"])
+    writing = tmp_path / "00000000000000000009-000000.tmp"  # the first's, being written
+    writing.write_bytes(b"half")
+    with pytest.raises(SpoolInUse, match=rf"pid {os.getpid()}\).*CITYSENSE_CLIENT_ID"):
+        Spool(tmp_path, 1 << 20)
+    assert writing.exists() and len(first.segments()) == 1
+    first.close()
+    again = Spool(tmp_path, 1 << 20)  # a restart: the folder is its now, stale files gone
+    assert not writing.exists() and again.bytes_used == first.bytes_used
+    again.close()
 
 
 def test_a_damaged_segment_is_set_aside_and_the_rest_still_read(tmp_path: Path) -> None:
@@ -73,6 +93,7 @@ def test_segments_of_the_older_newline_format_still_drain(tmp_path: Path) -> Non
 
 def test_a_disk_that_refuses_a_write_refuses_the_batch_not_the_thread(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "gone", 1 << 20)
+    (tmp_path / "gone" / LOCK).unlink()
     (tmp_path / "gone").rmdir()  # as a full or vanished disk would make the write fail
     assert spool.append(["m v=1 1"]) is False
     assert spool.refused == 1
@@ -95,7 +116,7 @@ def test_a_folder_that_cannot_be_made_durable_leaves_no_segment_and_no_bytes(
     monkeypatch.setattr(spool, "_fsync_folder", fail)
     assert not spool.append(["m v=1 1"])
     assert spool.segments() == [] and spool.bytes_used == 0
-    assert not list(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK]
     monkeypatch.undo()
     assert spool.append(["m v=2 2"])
     assert spool.bytes_used == sum(p.stat().st_size for p in spool.segments())
