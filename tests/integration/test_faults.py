@@ -660,3 +660,28 @@ def test_16_a_second_worker_under_the_same_client_id_is_refused_and_the_first_lo
     wait_for(first.holds_nothing, 30, what="ingest to have written all it took")
     assert first.terminate() == 0
     assert_exactly(influx, expected)
+
+
+def test_17_a_worker_elsewhere_under_the_same_client_id_loses_nothing(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str, tmp_path: Path
+) -> None:
+    """The same client id on another host (a spool folder of its own): the broker closes the
+    first's connection for the second's, and back, at every reconnection (alert
+    CitySenseIngestReconnecting counts them). Every reading published meanwhile, taken by one
+    or the other, is stored once."""
+    messages, expected = stream_of(topic_root, 2000)
+    first = started_ingest(servers, influx, topic_root, tmp_path)
+    env = {
+        **first.env,
+        "CITYSENSE_HTTP_PORT": str(free_port()),
+        "CITYSENSE_SPOOL_DIR": str(tmp_path / "elsewhere"),
+    }
+    second = IngestProcess(env, tmp_path / "2.log")
+    second.start(wait_ready=False)
+    wait_for(lambda: first.metric("connections_total") >= 3, 30, what="the session taken back")
+    publish(servers.mosquitto.url("citysense-simulator"), messages)
+    second.terminate()  # what it held: stored, or left to the broker for the first
+    wait_stored(influx, len(expected), 90)
+    wait_for(first.holds_nothing, 30, what="ingest to have written all it took")
+    assert first.terminate() == 0
+    assert_exactly(influx, expected)
