@@ -10,6 +10,7 @@ written and fsynced, renamed over it, then the folder fsynced so the rename is o
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import secrets
 import time
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 STALE_S = 600.0
+
+logger = logging.getLogger(__name__)
 
 
 def replace_whole(
@@ -56,6 +59,8 @@ def _sweep(path: Path) -> None:
                 left.unlink()
         except FileNotFoundError:
             pass  # its writer renamed it, or another sweep took it
+        except OSError as exc:  # best effort: the write itself is what matters
+            logger.warning("could not remove %s, a crash's leftover: %s", left, exc)
 
 
 def sync_folder(folder: Path) -> None:

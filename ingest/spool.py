@@ -187,6 +187,15 @@ def _claim(folder: Path) -> BinaryIO:
             f"spool folder {folder} is in use by another process (pid {holder}): is another "
             "ingest worker running with the same CITYSENSE_CLIENT_ID? Each needs its own"
         ) from None
+    except OSError as exc:
+        # A filesystem without flock (some FUSE or CIFS mounts): the spool works as before,
+        # without the guard, said once.
+        log.warning(
+            "spool folder %s cannot be locked (%s): two workers under one client id "
+            "would not be told apart",
+            folder,
+            exc,
+        )
     claim.truncate(0)
     claim.write(f"{os.getpid()}\n".encode())
     claim.flush()

@@ -295,7 +295,11 @@ class Worker:
         if self._observe is not None:
             self._observe.stop()
         self.influx.close()
-        if self.spool is not None:
+        if self.spool is not None and not (
+            self._writer_thread.is_alive() or self._unspool_thread.is_alive()
+        ):
+            # Let go only once nothing of ours uses it: a thread still at work holds it (till
+            # the process ends) rather than share it with a next spool of this process.
             self.spool.close()
         return clean
 

@@ -429,7 +429,10 @@ class AlarmBook:
     def replay(self, found: Iterable[Series]) -> None:
         """Rebuild from stored events (oldest first, in as many calls as the answer has
         chunks): the last event of each alarm wins, but for its acknowledgement, never taken
-        back: an event queued while one was being stored (a clear) does not carry it."""
+        back within an alarm's life: an event queued while one was being stored (a clear)
+        carries none or an older one, so the newest acknowledged is kept. A `raised` event
+        starts a life of its own (a signal's id comes back when it is raised again the same
+        day): it takes nothing from before."""
         for row in (row for series in found for row in series.rows()):
             aid = row.get("alarm_id")
             device = self.contract.device(str(row.get("device_id")))
@@ -458,7 +461,11 @@ class AlarmBook:
                 note=row.get("note"),
             )
             before = self.by_id.get(aid)
-            if alarm.acknowledged_by is None and before is not None:
+            if (
+                before is not None
+                and row.get("event") != "raised"
+                and (before.acknowledged_ns or 0) > (alarm.acknowledged_ns or 0)
+            ):
                 alarm.acknowledged_by = before.acknowledged_by
                 alarm.acknowledged_ns = before.acknowledged_ns
                 alarm.note = before.note

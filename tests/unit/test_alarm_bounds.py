@@ -12,7 +12,7 @@ from api.core.readings import Reading
 from api.live.alarms import AlarmBook, Outbox, Writer
 from api.live.hub import Event, Hub
 from api.live.state import LiveState
-from common.influx import InfluxConfig
+from common.influx import InfluxConfig, Series
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 
 PROFILES = load_profiles()
@@ -56,6 +56,34 @@ async def test_an_acknowledgement_is_the_alarm_s_and_heard_only_once_stored() ->
     book.outbox.done(book.outbox.pending(), "stored")
     assert (alarm.acknowledged_by, alarm.note) == ("crew", "on it")
     assert heard[-1] == ("acknowledged", "crew", "cleared")  # the alarm as it is now
+
+
+def _events(*rows: tuple[int, str, str | None, int | None, int | None]) -> list[Series]:
+    """Stored events of one alarm of LAMP: (time, event, acknowledged_by, _at, end)."""
+    columns = ("time", "alarm_id", "device_id", "profile", "district", "rule", "severity")
+    columns += ("field", "op", "threshold", "start", "event", "end")
+    columns += ("acknowledged_by", "acknowledged_at", "note")
+    fixed = ("a1", LAMP.device_id, "streetlight", LAMP.district, "pole_tilted", "warning")
+    fixed += ("tiltAngle", "above", "5.0", 0)
+    values = tuple(
+        (t, *fixed, event, end, by, at, f"by {by}" if by else None)
+        for t, event, by, at, end in rows
+    )
+    return [Series("alarm_events", {}, columns, values)]
+
+
+def test_replay_keeps_an_alarm_s_newest_acknowledgement_within_its_life_only() -> None:
+    book = AlarmBook(CONTRACT, Hub(100))
+    # Acknowledged by A, then B; a clear queued while B was being stored carries A.
+    book.replay(_events((1, "raised", None, None, None), (2, "acknowledged", "A", 2, None)))
+    book.replay(_events((3, "acknowledged", "B", 3, None), (4, "cleared", "A", 2, 4)))
+    alarm = book.by_id["a1"]
+    assert (alarm.acknowledged_by, alarm.note, alarm.end_ns) == ("B", "by B", 4)
+    # The same id raised again (a signal, the same day): nobody has acknowledged this one.
+    book.replay(_events((5, "raised", None, None, None), (6, "updated", None, None, None)))
+    again = book.by_id["a1"]
+    assert again.acknowledged_by is None and again.end_ns is None
+    assert book.active[(LAMP.device_id, "pole_tilted")] is again
 
 
 def test_an_active_alarm_is_never_let_go() -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from common.errors import SpoolInUse
 from common.influx import InfluxClient, InfluxConfig
 from common.retry import RetryPolicy
+from ingest import spool as spool_module
 from ingest.budget import Budget, weight_of
 from ingest.spool import CORRUPT, LOCK, CorruptSegment, Spool, frame, unframe
 from ingest.stats import Stats
@@ -54,6 +55,19 @@ def test_a_second_spool_of_one_folder_is_refused_and_touches_nothing_until_the_f
     again = Spool(tmp_path, 1 << 20)  # a restart: the folder is its now, stale files gone
     assert not writing.exists() and again.bytes_used == first.bytes_used
     again.close()
+
+
+def test_a_folder_that_cannot_be_locked_still_spools_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_locks(_fd: int, _how: int) -> None:
+        raise OSError(37, "injected: no locks available")  # ENOLCK: a FUSE or CIFS mount
+
+    monkeypatch.setattr(spool_module.fcntl, "flock", no_locks)
+    spool = Spool(tmp_path, 1 << 20)
+    assert spool.append(["m v=1 1"]) and len(spool.segments()) == 1
+    assert "cannot be locked" in caplog.text
+    spool.close()
 
 
 def test_a_damaged_segment_is_set_aside_and_the_rest_still_read(tmp_path: Path) -> None:
