@@ -94,8 +94,11 @@ class Alarm:
         }
 
 
-def alarm_id(device_id: str, rule: str, start_ns: int) -> str:
-    return hashlib.sha256(f"{device_id}\0{rule}\0{start_ns}".encode()).hexdigest()[:20]
+def alarm_id(device_id: str, rule: str, start_ns: int, life: int = 0) -> str:
+    """The same for every replica judging the same readings; `life` tells apart alarms of one
+    device, rule and start (a signal raised again the same day: its start is the day's)."""
+    key = f"{device_id}\0{rule}\0{start_ns}" + (f"\0{life}" if life else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def _number(value: object) -> float | None:
@@ -304,8 +307,14 @@ class AlarmBook:
         device = self.contract.device(device_id)
         if device is None:
             return
+        life = 0
+        # Not active (the caller knows): one of these ids is an earlier life, cleared. Its
+        # own id, or the new one would take the old one's place in the listings and in
+        # InfluxDB's events (their acknowledgement, their end).
+        while alarm_id(device_id, rule.name, start_ns, life) in self.by_id:
+            life += 1
         alarm = Alarm(
-            id=alarm_id(device_id, rule.name, start_ns),
+            id=alarm_id(device_id, rule.name, start_ns, life),
             device_id=device_id,
             profile=device.profile,
             district=device.district,

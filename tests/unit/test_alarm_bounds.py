@@ -13,7 +13,14 @@ from api.live.alarms import AlarmBook, Outbox, Writer
 from api.live.hub import Event, Hub
 from api.live.state import LiveState
 from common.influx import InfluxConfig, Series
-from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
+from device_profiles import (
+    DEFAULT_REGISTRY,
+    AlarmOp,
+    AlarmRule,
+    Severity,
+    load_profiles,
+    load_registry,
+)
 
 PROFILES = load_profiles()
 CONTRACT = Contract.build(PROFILES, load_registry(DEFAULT_REGISTRY, PROFILES))
@@ -84,6 +91,28 @@ def test_replay_keeps_an_alarm_s_newest_acknowledgement_within_its_life_only() -
     again = book.by_id["a1"]
     assert again.acknowledged_by is None and again.end_ns is None
     assert book.active[(LAMP.device_id, "pole_tilted")] is again
+
+
+def test_a_signal_raised_again_the_same_day_is_an_alarm_of_its_own() -> None:
+    """A signal's alarm starts at its day: raised, cleared and raised again that day, the two
+    must not share an id (the second took the first's place, its events mixed with it)."""
+    rule = AlarmRule(
+        name="lit_by_day",
+        field="lit_by_day",
+        op=AlarmOp.ABOVE,
+        threshold=0.1,
+        severity=Severity.WARNING,
+    )
+    book = AlarmBook(CONTRACT, Hub(100))
+    day = 1_800_000_000 * S
+    book.judge(rule, LAMP.device_id, 0.5, True, day)
+    first = book.active[(LAMP.device_id, "lit_by_day")]
+    book.judge(rule, LAMP.device_id, 0.0, False, day)
+    book.judge(rule, LAMP.device_id, 0.6, True, day)
+    second = book.active[(LAMP.device_id, "lit_by_day")]
+    assert second.id != first.id
+    assert book.by_id[first.id].end_ns == day and book.by_id[second.id].end_ns is None
+    assert len(book.outbox) == 3  # raised, cleared, raised: each its own alarm's
 
 
 def test_an_active_alarm_is_never_let_go() -> None:
