@@ -34,12 +34,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.errors import InfluxError, InfluxNotFound
 from common.influx import InfluxClient, quote_ident
 from device_profiles import Device, Profile
+from ingest.encode import reading_of
 from ingest.stages import Enriched
 from ingest.write import BadLine, Writer
 from wire import latest as layout
@@ -76,6 +77,17 @@ class Pending:
         return {device_id: held[0] for device_id, held in self.masks.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What LatestRows.write did: the lines refused by the readings' write and by the rows' and
+    marks' write, the rows it made, and the readings InfluxDB took (announced, given rows)."""
+
+    bad: list[BadLine]
+    rest: list[BadLine]
+    rows: Pending
+    kept: Sequence[Enriched]
+
+
 class LatestRows:
     def __init__(
         self,
@@ -99,6 +111,58 @@ class LatestRows:
         # while that row holds the device's newest stored time (see _held_mask).
         self._resumed: dict[str, tuple[str, int]] = {}
         self._series: dict[tuple[str, str], str] = {}
+        self._measurements = frozenset(p.measurement for p in profiles.values())
+        self.made: Pending | None = None  # the rows of the last `write`, once made
+
+    def write(
+        self,
+        writer: Writer,
+        data: list[str],
+        readings: Sequence[Enriched],
+        marks: list[str],
+        *,
+        deadline: float | None = None,
+        stored: list[str] | None = None,
+    ) -> Written:
+        """`data` (readings' lines, dead letters), then the rows of the readings InfluxDB took,
+        the owed mark if any, then `marks` (change marks: wire.latest's order). A reading
+        whose lines were all refused (a field's type changed) gets no row: the row of a value
+        that is only a dead letter would be served as the device's latest for as long as it
+        stays its newest. `stored` (Writer.write) gets the marks as stored. Raises what
+        Writer.write raises; the rows are in `made` once made (GaveUp may come after)."""
+        self.made = None
+        bad = writer.write(data, deadline)
+        kept = self.kept(readings, data, bad)
+        rows = self.rows(kept)
+        self.made = rows
+        rest = writer.write([*rows.lines, *self.owed(rows.owed), *marks], deadline, stored)
+        return Written(bad, rest, rows, kept)
+
+    def kept(
+        self, readings: Sequence[Enriched], data: Sequence[str], bad: Sequence[BadLine]
+    ) -> Sequence[Enriched]:
+        """`readings` but those no line of which InfluxDB stored (`bad`: what it refused of
+        `data`). Parses lines only when some were refused, which is never expected."""
+        if not bad:
+            return readings
+        refused_lines = {item.line for item in bad}
+        refused = {key for line in refused_lines if (key := self._key(line)) is not None}
+        if not refused:
+            return readings  # dead letters or marks refused, no reading
+        # A point of two lines (two messages of one time), one stored: the point is there.
+        taken = {
+            key
+            for line in data
+            if line not in refused_lines and (key := self._key(line)) in refused
+        }
+        gone = refused - taken
+        return [r for r in readings if (r.measurement, r.device_id, r.time_ns) not in gone]
+
+    def _key(self, line: str) -> tuple[str, str, int] | None:
+        reading = reading_of(line, self._measurements)
+        return (
+            None if reading is None else (reading.measurement, reading.device_id, reading.time_ns)
+        )
 
     def resume(self, client: InfluxClient) -> None:
         """The times this writer's rows hold, and their masks, from InfluxDB. Without the

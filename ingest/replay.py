@@ -141,13 +141,12 @@ class Replayer:
 
     def _write(self, data: list[str], readings: list[Enriched]) -> list[BadLine]:
         """Readings, their latest rows, then their (quiet) change marks: wire.latest's order."""
-        rows = self._latest.rows(readings)
-        owed = self._latest.owed(rows.owed)  # before the marks (ingest.worker says why)
-        lines = [*data, *rows.lines, *owed, *change_lines(changes_of(readings), quiet=True)]
-        bad, refused = self._latest.settle(rows, self._writer.write(lines))
-        bad, lost = self._latest.owe(bad, refused, self._writer)
+        marks = change_lines(changes_of(readings), quiet=True)
+        done = self._latest.write(self._writer, data, readings, marks)
+        rest, refused = self._latest.settle(done.rows, done.rest)
+        rest, lost = self._latest.owe(rest, refused, self._writer)
         self.owed_lost += lost
-        return bad
+        return done.bad + rest
 
     def replay(self, row: dict[str, Any], dry_run: bool) -> str:
         payload = payload_of(row)

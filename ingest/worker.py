@@ -400,39 +400,40 @@ class Worker:
         if self._outage.is_set() and self._spill(spilled):
             self._settle(batch, spooled=True)
             return
-        # The latest rows go between the readings and their marks (ingest.write sends the
-        # marks last), never into the spool: the unspooler keeps rows of its own.
+        # The latest rows go between the readings and their marks (LatestRows.write: the
+        # owed mark with them, before the marks, so an API that read a mark finds it too), never
+        # into the spool: the unspooler keeps rows of its own.
         self.latest.recheck(self.influx)
-        rows = self.latest.rows(batch.feed)
-        # Before the marks (Writer.write sends them last): an API that read a mark finds the
-        # owed mark too, and does not take the rows for whole (wire.latest).
-        owed = self.latest.owed(rows.owed)
-        lines = batch.lines + rows.lines + owed + spilled[len(batch.lines) :]
+        tail = spilled[len(batch.lines) :]
         marks: list[str] = []
         try:
-            bad = self.writer.write(lines, self._spill_deadline(), marks)
+            deadline = self._spill_deadline()
+            done = self.latest.write(
+                self.writer, batch.lines, batch.feed, tail, deadline=deadline, stored=marks
+            )
         except GaveUp:
             self._outage.set()
             if self._spill(spilled):
-                self.latest.unsure(rows)  # InfluxDB may have taken them before it gave up
+                if self.latest.made is not None:  # InfluxDB may have taken them, then gave up
+                    self.latest.unsure(self.latest.made)
                 self._settle(batch, spooled=True)
                 return
             # The spool is full or the disk refuses: keep the batch and keep trying; no acks
             # means the broker stops sending at Receive Maximum (back-pressure, not loss).
             log.warning("spool refused the batch; holding it until InfluxDB is back")
             marks.clear()
-            bad = self.writer.write(lines, None, marks)
+            done = self.latest.write(self.writer, batch.lines, batch.feed, tail, stored=marks)
         self._outage.clear()
         self._last_stored = time.time()  # before the readings are counted as stored
-        bad = self._rows_stored(self.latest, rows, bad, self.writer)
+        bad = done.bad + self._rows_stored(self.latest, done.rows, done.rest, self.writer)
         self._store_refused(bad, self.writer)  # before the acks: a dead letter is data too
         self._count_stored(spilled, bad)
         # Announced before the acks, which paho sends after it on the same connection: a crash
         # in between redelivers the batch, which is stored and announced again. Announced after
         # them, a crash would leave stored readings the API is never told of, and the feed's
         # marks (wire.statefeed) could vouch for a window that holds them.
-        if batch.feed and self.settings.state_feed:
-            self.announcer.announce(batch.feed, marks)
+        if done.kept and self.settings.state_feed:
+            self.announcer.announce(done.kept, marks)  # not a refused reading: never stored
         self._settle(batch, spooled=False)
 
     def _rows_stored(
@@ -547,26 +548,23 @@ class Worker:
             return True
         data = [line for _, lines in group for line in lines]
         measurements = set(self.pipeline.measurements)
-        readings = [(r, line) for line in data if (r := reading_of(line, measurements)) is not None]
+        readings = [r for line in data if (r := reading_of(line, measurements)) is not None]
         # Not announced (the API finds them by their marks): quiet marks (wire.changes).
-        marked = data + change_lines(changes_of(r for r, _ in readings), quiet=True)
-        rows = self.latest_unspooled.rows(r for r, _ in readings)
-        owed = self.latest_unspooled.owed(rows.owed)
-        lines = data + rows.lines + owed + marked[len(data) :]
+        marked = data + change_lines(changes_of(readings), quiet=True)
         marks: list[str] = []
+        keeper = self.latest_unspooled
         try:
-            bad = writer.write(lines, None, marks)
+            done = keeper.write(writer, data, readings, marked[len(data) :], stored=marks)
             self._outage.clear()
             self._last_stored = time.time()
-            bad = self._rows_stored(self.latest_unspooled, rows, bad, writer)
+            bad = done.bad + self._rows_stored(keeper, done.rows, done.rest, writer)
             # Inside: stopped while the dead letters are retried is a stop, not a crash.
             self._store_refused(bad, writer)
         except Stopped:
             return False  # the segments stay; written again next time (idempotent)
         self._count_stored(marked, bad)
         if self.settings.state_feed:
-            refused = {b.line for b in bad}
-            self.announcer.announce([r for r, line in readings if line not in refused], marks)
+            self.announcer.announce(list(done.kept), marks)
         for segment, _ in group:
             self.spool.remove(segment)
         self.stats.add(unspooled_batches=len(group))

@@ -27,8 +27,9 @@ from ingest.spool import Spool
 from ingest.worker import Worker
 from tests.support.influx import count, rows
 from tests.support.ingest import ingest_settings, running_worker
-from tests.support.mqtt import publish
+from tests.support.mqtt import listen, publish
 from tests.support.polling import wait_for
+from wire import statefeed
 from wire.changes import MEASUREMENT as CHANGES_MEASUREMENT
 from wire.deadletters import MEASUREMENT as DEAD_LETTERS
 from wire.latest import MEASUREMENT as LATEST_MEASUREMENT
@@ -101,6 +102,43 @@ def test_a_dead_letter_is_stored_before_its_message_is_acknowledged(
         wait_for(lambda: worker.stats.messages_acked == 1, 30, what="the ack, once stored")
     [letter] = rows(influx, "SELECT reason, payload, worker FROM dead_letters.dead_letters")
     assert (letter["reason"], letter["worker"]) == ("write_rejected", settings.client_id)
+
+
+def test_a_reading_influxdb_refuses_is_neither_announced_nor_its_device_s_latest_row(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str
+) -> None:
+    """A value InfluxDB refused exists only as a dead letter: announced, the API would serve it
+    as the device's latest (live, to its alarms and screens); as a row, every start from the
+    rows would, until the device's next reading. A stored reading beside it is both."""
+    with InfluxClient(influx) as client:  # a string under `pressure`: our float is refused
+        old = f'water_pipe,device_id=OLD,district=North pressure="text" {time.time_ns()}'
+        client.write(old.encode())
+    settings = ingest_settings(servers, influx, topic_root)
+    layout = TopicLayout(topic_root)
+    heard, listener = listen(
+        servers.mosquitto.url("citysense-api"), [layout.state_feed(settings.client_id)]
+    )
+    try:
+        with running_worker(settings) as worker:
+            t = now_ms()
+            lamp = orjson.dumps({"ts": t, "powerState": "on"})
+            publish(
+                servers.mosquitto.url("citysense-simulator"),
+                [
+                    (layout.telemetry("water_pipe", PIPE), reading(t, 1.5)),
+                    (layout.telemetry("streetlight", "SL-000001"), lamp),
+                ],
+            )
+            wait_for(lambda: worker.stats.messages_acked == 2, 30, what="both stored and acked")
+            wait_for(lambda: heard, 10, what="the announcement")
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+    announced = [r.device_id for _, payload in heard for r in statefeed.decode(payload).readings]
+    assert announced == ["SL-000001"]
+    assert [r["device"] for r in rows(influx, LATEST_ROWS)] == ["SL-000001"]
+    [letter] = rows(influx, "SELECT reason, payload FROM dead_letters.dead_letters")
+    assert letter["reason"] == "write_rejected"
 
 
 def test_straight_to_the_spool_once_the_outage_is_known(
