@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import ConfigError
+from common.files import replace_whole
 
 CA_YEARS = 10
 SERVER_DAYS = 825  # the longest server validity clients such as browsers still accept
@@ -82,12 +82,12 @@ def ensure(files: TlsFiles, hosts: tuple[str, ...], *, renew: bool = False) -> T
     else:
         ca_key, ca_cert = _new_ca()
         _write_key(files.ca_key, ca_key)
-        files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        replace_whole(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     if renew or not (files.cert.is_file() and files.key.is_file()):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _server_cert(key, ca_key, ca_cert, hosts)
         _write_key(files.key, key)
-        files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        replace_whole(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return files
 
 
@@ -170,7 +170,5 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # Created owner-only from the start: never a moment when the key is readable by others.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
+    # Owner-only from the start (never a moment when the key is readable by others), whole.
+    replace_whole(path, data)

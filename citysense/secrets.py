@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import secrets
 from pathlib import Path
 
 from citysense.certs import DEFAULT_HOSTS, TlsFiles, ensure
+from common.files import replace_whole
 
 MQTT_ACCOUNTS = ("admin", "ingest", "api", "simulator", "sta")
 INFLUX_ACCOUNTS = ("admin", "ingest", "api", "grafana")
@@ -95,6 +95,5 @@ def _read(out: Path, name: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "w") as dest:
-        dest.write(text)
+    # Whole or not at all: a file left empty by a crash would be kept (it exists) as a secret.
+    replace_whole(path, text.encode(), mode=0o644)

@@ -88,10 +88,7 @@ def local_token(home: Path) -> str:
     if kept.exists():
         return kept.read_text().strip()
     token = "cst_" + secrets.token_urlsafe(24)  # never starts with "-", safe in a shell
-    home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
+    replace_whole(kept, (token + "\n").encode())  # owner-only, whole: never an empty token
     return token
 
 
@@ -217,12 +214,14 @@ def main(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    failed = False
     while not stop.wait(1.0):
         if not ingest.running or not api.running or not keeper.running:
             print(f"a service exited unexpectedly; see {logs}")
+            failed = True
             break
     _stop(children, servers)
-    return 0
+    return 1 if failed else 0
 
 
 def _registry(home: Path) -> Path:

@@ -104,5 +104,11 @@ def _stop_all(slots: list[Slot]) -> int:
     worst = 0
     for slot in slots:
         if slot.process is not None:
-            worst = max(worst, slot.process.wait())
+            worst = max(worst, exit_status(slot.process.wait()))
     return worst
+
+
+def exit_status(returncode: int) -> int:
+    """A worker's return code as a shell's status: killed by signal N (Popen's -N) is 128 + N,
+    not a negative number that max() would rank below a clean 0."""
+    return 128 - returncode if returncode < 0 else returncode

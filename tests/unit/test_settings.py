@@ -9,7 +9,7 @@ from api.core.settings import ApiSettings
 from citysense.broker import BrokerSettings
 from citysense.servers import FREE_PORTS, free_port, port_range
 from common.settings import settings_problems
-from ingest.supervise import slot_env
+from ingest.supervise import exit_status, slot_env
 
 
 @pytest.mark.parametrize(("kept", "refused"), [("6h", True), ("7h", False), ("INF", False)])
@@ -82,3 +82,8 @@ def test_free_ports_come_from_the_part_named_and_are_handed_out_once(
     assert len(set(drawn)) == 5 and all(29000 <= p <= 29009 for p in drawn)
     monkeypatch.setenv("CITYSENSE_FREE_PORTS", "nonsense")
     assert port_range() == FREE_PORTS
+
+
+def test_a_worker_killed_by_a_signal_is_a_failure_in_the_supervisor_s_status() -> None:
+    assert max(exit_status(0), exit_status(-9)) == 137  # SIGKILL: not ranked below a clean 0
+    assert (exit_status(0), exit_status(1), exit_status(-15)) == (0, 1, 143)
