@@ -117,8 +117,18 @@ def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
     devices += [resumed[r["device_id"]] for r in rows if r["device_id"] in resumed]
     accounts = [dynsec.DeviceAccount(d.device_id, d.profile, dynsec.new_secret()) for d in devices]
     commands = [c for a in accounts for c in dynsec.create_device(settings.topic_root, a)]
-    settings.control().run(commands)
-    _print_secrets([(a.device_id, a.password) for a in accounts])
+    answered: list[dict[str, Any]] = []
+    try:
+        settings.control().run(commands, answered)
+    finally:
+        # The broker applies each command it can: an account it created has a secret only
+        # this run knows, shown whatever failed beside or after it (then the error, exit 1).
+        created = {
+            command["username"]
+            for command, answer in zip(commands, answered, strict=False)
+            if command["command"] == "createClient" and not answer.get("error")
+        }
+        _print_secrets([(a.device_id, a.password) for a in accounts if a.device_id in created])
     return 0
 
 

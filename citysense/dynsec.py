@@ -198,7 +198,9 @@ class Control:
         self.url = url
         self.timeout = timeout
 
-    def run(self, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def run(
+        self, commands: Sequence[dict[str, Any]], answered: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
         """Send `commands` in order; their responses, or BrokerRefused naming each failed
         command (the ones before it took effect)."""
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
@@ -213,9 +215,10 @@ class Control:
             session.wait_subscribed(self.timeout, self.url)
             answers: list[dict[str, Any]] = []
             for start in range(0, len(commands), COMMANDS_PER_MESSAGE):
-                answers += session.send(
-                    commands[start : start + COMMANDS_PER_MESSAGE], self.timeout
-                )
+                got = session.send(commands[start : start + COMMANDS_PER_MESSAGE], self.timeout)
+                answers += got
+                if answered is not None:  # what the broker did, even if a later part fails
+                    answered += got
         finally:
             client.disconnect()
             client.loop_stop()

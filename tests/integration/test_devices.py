@@ -19,6 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from api.live.broker import check_broker
+from citysense import dynsec
 from citysense.servers import LocalServers
 from common.mqtturl import MqttUrl
 from ingest.worker import Worker
@@ -57,7 +58,7 @@ def devices(
     )
     if fails:
         assert done.returncode != 0, done.stdout
-        return {"error": done.stderr}
+        return {"error": done.stderr, "output": done.stdout}
     assert done.returncode == 0, done.stderr
     if args[0] in ("revoke", "list"):
         return {"output": done.stdout}
@@ -172,6 +173,29 @@ def test_imported_devices_survive_a_broker_restart(
         listener.loop_stop()
     listed = devices(stack, registry, topic_root, "list")["output"]
     assert listed.count(",active") == 50
+
+
+def test_an_import_the_broker_refuses_in_part_shows_the_secrets_of_the_accounts_it_made(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """Mosquitto applies each command it can: one account refused (an old one of that name left
+    on the broker) must not cost the others the secrets only this run knows."""
+    stack = private_servers
+    registry = write_registry(tmp_path / "registry.csv")
+    admin = MqttUrl.parse(stack.mosquitto.tls_url("citysense-admin"))
+    left = dynsec.DeviceAccount("WP-900001", "water_pipe", dynsec.new_secret())
+    dynsec.Control(admin).run(dynsec.create_device(topic_root, left))
+    batch = tmp_path / "new.csv"
+    batch.write_text(
+        "device_id,profile,district,latitude,longitude,address\n"
+        + "".join(f"WP-90000{n},water_pipe,Gongshu,30.3,120.1,{n} Pipe St\n" for n in range(3))
+    )
+    said = devices(stack, registry, topic_root, "import", str(batch), fails=True)
+    assert "createClient" in said["error"] and "WP-900001" not in said["output"]
+    shown = {r["device_id"]: r["secret"] for r in csv.DictReader(io.StringIO(said["output"]))}
+    assert sorted(shown) == ["WP-900000", "WP-900002"]
+    for device_id, secret in shown.items():
+        assert check_broker(MqttUrl.parse(stack.mosquitto.tls_url(device_id, secret)), 5) is None
 
 
 def test_an_add_stopped_before_the_broker_account_is_finished_by_the_same_add(
