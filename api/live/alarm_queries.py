@@ -39,6 +39,7 @@ def select(
     book: AlarmBook, principal: Principal, contract: Contract, wanted: AlarmFilter
 ) -> list[Alarm]:
     """The alarms `principal` sees that match `wanted`, newest first."""
+    _replayed(book)
     check_choice("profile", wanted.profile, sorted(contract.profiles))
     check_choice("district", wanted.district, contract.districts)
     check_filters(principal, wanted.profile, wanted.district)
@@ -63,8 +64,18 @@ def select(
     return chosen
 
 
+def _replayed(book: AlarmBook) -> None:
+    if not book.replayed:
+        raise InfluxUnavailable(
+            "the stored alarms are not read back yet (InfluxDB has not answered since this API "
+            "started)",
+            retry_after=ACK_RETRY_AFTER_S,
+        )
+
+
 def find(book: AlarmBook, principal: Principal, alarm_id: str) -> Alarm:
     require_devices(principal)
+    _replayed(book)
     alarm = book.by_id.get(alarm_id)
     # An alarm outside the scope is answered like one that does not exist: a scoped token must
     # not learn which alarms (and so which devices) exist.

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import httpx
 
 from api.core.contract import Contract
+from api.core.readings import Reading
 from api.core.times import NS_PER_S, format_rfc3339, now_ns, parse_rfc3339
 from api.live.hub import Event, Hub
 from common.errors import InfluxError, InfluxRejected
@@ -244,6 +245,9 @@ class AlarmBook:
     _last_ns: int = 0
     _silent_at_start: deque[str] = field(default_factory=deque)  # not yet raised
     _started_ns: int = 0
+    # The stored alarms are in memory (replay): until then nothing is judged, or a live event
+    # would raise again an alarm that is active already, under an id of its own.
+    replayed: bool = True
 
     def __post_init__(self) -> None:
         self.hub.listeners.append(self.on_event)
@@ -370,6 +374,8 @@ class AlarmBook:
     ) -> None:
         """A signal computed in the background (api.foresight) judged against a profile's
         signal rule: raise when breached and not yet active, clear once no longer breached."""
+        if not self.replayed:
+            return  # the next round judges it again
         key = (device_id, rule.name)
         alarm = self.active.get(key)
         if alarm is None and breached:
@@ -381,6 +387,8 @@ class AlarmBook:
             self._emit("updated", alarm)
 
     def on_event(self, event: Event) -> None:
+        if not self.replayed:
+            return  # reconcile judges the state as it is once they are
         if event.kind == "reading":
             self.evaluate(
                 event.device_id,
@@ -415,6 +423,33 @@ class AlarmBook:
             if (device_id, SILENT.name) not in self.active and still_silent(device_id):
                 self._raise(SILENT, device_id, None, self._started_ns)
         return True
+
+    def reconcile(
+        self,
+        newest: Callable[[str], Reading | None],
+        silent: Callable[[str], bool],
+        now: int,
+    ) -> None:
+        """The active alarms replayed, judged against the state as it is: a device that came
+        back or a value back in range while no API judged it (away, restarting, a clear not
+        stored before it stopped) clears its alarm now, not at some later reading that may
+        never cross the threshold again. Signals are judged by their next round."""
+        for (device_id, rule_name), alarm in list(self.active.items()):
+            key = (device_id, rule_name)
+            if rule_name == SILENT.name:
+                if not silent(device_id):
+                    latest = newest(device_id)
+                    self._clear(key, latest.time_ns if latest else now, None)
+                continue
+            profile = self.contract.profiles.get(alarm.profile)
+            rules = profile.alarms if profile is not None else ()
+            rule = next((r for r in rules if r.name == rule_name), None)
+            latest = newest(device_id)
+            if rule is None or latest is None or latest.time_ns < alarm.start_ns:
+                continue
+            value = latest.values.get(rule.field)
+            if value is not None and clears(rule, value):
+                self._clear(key, latest.time_ns, value)
 
     def acknowledge(self, alarm: Alarm, by: str, note: str | None) -> int:
         """Queue its event; the event's number in the outbox. The alarm takes it, and live

@@ -26,7 +26,7 @@ import httpx
 from api.core import query as q
 from api.core import series_split
 from api.core.contract import Contract
-from api.core.readings import readings_by_device
+from api.core.readings import Reading, readings_by_device
 from api.core.settings import ApiSettings
 from api.core.supervise import Supervisor
 from api.core.times import NS_PER_S, now_ns
@@ -113,7 +113,9 @@ class Live:
             self.hub,
             history=settings.api_alarm_history,
             outbox=Outbox(settings.api_alarm_outbox_bytes),
+            replayed=False,  # until start's replay of the stored events
         )
+        self.alarm_replays_failed = 0
         self.writer = Writer(settings.influx, self.alarms, scrub, transport)
         self.load_error: str | None = "not loaded yet"
         self.feed: FeedSubscriber | None = None
@@ -533,9 +535,46 @@ class Live:
         if not self.state.loaded:
             now = now_ns()
             self.state.baseline(now)
-            self.alarms.silent_at_start(self.state.silent(), now)
-            self._emit_due()
+            self._judge_alarms_at_start(now)
         self.load_error = None
+
+    def _judge_alarms_at_start(self, now: int) -> None:
+        """Once the state is loaded and the stored alarms replayed, whichever comes last: the
+        replayed ones judged against the state, the devices silent at start raised."""
+        if not self.alarms.replayed:
+            return  # done by _try_replay_alarms once it succeeds
+
+        def newest(device_id: str) -> Reading | None:
+            index = self.state.index.get(device_id)
+            return None if index is None else self.state.reading_of(index)
+
+        self.alarms.reconcile(newest, self.state.judged_silent, now)
+        self.alarms.silent_at_start(self.state.silent(), now)
+        self._emit_due()
+
+    async def _try_replay_alarms(self) -> None:
+        """The stored alarm events into the book. InfluxDB failing, the book judges nothing
+        and /alarms answers 503 (api.live.alarm_queries) until a later try (_run) succeeds:
+        judged meanwhile, an alarm active in InfluxDB would be raised again under a new id,
+        and a clear lost (the device back meanwhile) never come."""
+        since = now_ns() - int(self.settings.api_alarm_lookback * NS_PER_S)
+        try:
+            async for found in load_events(self.influx, since):
+                self.alarms.replay(found)
+        except InfluxNotFound:
+            pass  # no `alarms` policy yet (a database set up by an older version): none stored
+        except InfluxError as exc:
+            if self.alarm_replays_failed == 0:
+                logger.warning(
+                    "could not replay alarm events, trying again: %s", self.scrub(str(exc))
+                )
+            self.alarm_replays_failed += 1
+            return
+        if self.alarm_replays_failed:
+            logger.info("alarm events replayed after %d failed tries", self.alarm_replays_failed)
+        self.alarms.replayed = True
+        if self.state.loaded:
+            self._judge_alarms_at_start(now_ns())
 
     def _emit_due(self) -> None:
         """The alarms of devices silent at start, then the reporting transitions due, some at
@@ -840,12 +879,7 @@ class Live:
             on_session_lost=functools.partial(self.coverage.lost, "the broker kept no session"),
             backlog=self.settings.api_feed_backlog,
         )
-        try:
-            since = now_ns() - int(self.settings.api_alarm_lookback * NS_PER_S)
-            async for found in load_events(self.influx, since):
-                self.alarms.replay(found)
-        except InfluxError as exc:
-            logger.warning("could not replay alarm events: %s", self.scrub(str(exc)))
+        await self._try_replay_alarms()
         await self._start_from_snapshot()
         if not self.state.loaded:
             await self._start_from_peer()
@@ -950,6 +984,8 @@ class Live:
             )
             # InfluxDB's failures are expected and handled in _try_reload; anything else is a
             # bug, which ends the task for the supervisor (api.core.supervise) to report.
+            if not self.alarms.replayed:
+                await self._try_replay_alarms()
             if not self.state.loaded:
                 await self._try_reload(from_rows=self.settings.api_state_from_rows)
                 continue

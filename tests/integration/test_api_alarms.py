@@ -314,6 +314,70 @@ async def test_an_acknowledgement_is_answered_200_only_once_its_event_is_stored(
         )
 
 
+class AlarmEventsUnread(httpx.AsyncBaseTransport):
+    """The real InfluxDB, except that it answers queries of alarm events 503 while `away`."""
+
+    def __init__(self) -> None:
+        self._real = httpx.AsyncHTTPTransport()
+        self.away = True
+        self.refused = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        asked = request.url.query + request.content
+        if self.away and request.url.path == "/query" and b"alarm_events" in asked:
+            self.refused += 1
+            return httpx.Response(503, json={"error": "away (the test's)"})
+        return await self._real.handle_async_request(request)
+
+
+async def test_alarms_are_judged_once_replayed_and_then_against_the_state_as_it_is(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """Two pipes' alarms active when the API stops; one pipe's pressure comes back while no API
+    runs. The next start cannot read the stored alarms at first: /alarms answers 503 and nothing
+    is judged (judged, the active alarm would be raised again under a new id). Once read back,
+    the alarms are judged against the state: the pipe back in range is cleared, though no new
+    reading will cross a threshold to clear it."""
+    t0 = time.time_ns() - 30 * MIN
+    settings = live_settings(servers, influx, tmp_path, topic_root)
+    async with stack_for(settings, servers) as st:
+        fed = [(d, t) for d in ("WP-A1", "WP-A2") for t in (t0, t0 + 10 * MIN)]
+        await st.feed(*[("water_pipe", d, "North", t, {"pressure": 40.0}) for d, t in fed])
+        book = st.app.state.runtime.live.alarms
+        low = [(d, "low_pressure") for d in ("WP-A1", "WP-A2")]
+        await until(lambda: all(k in book.active for k in low), 5, "both alarms")
+        first = {d: book.active[(d, rule)].id for d, rule in low}
+        await until(lambda: not book.outbox, 5, "their events stored")
+    back = t0 + 15 * MIN
+    with InfluxClient(influx) as client:  # what ingest stored while no API ran
+        client.write(
+            line_protocol(
+                [
+                    Point("water_pipe", "WP-A1", "North", {"pressure": 125.0}, back),
+                    Point("water_pipe", "WP-A2", "North", {"pressure": 40.0}, back),
+                ]
+            )
+        )
+    unread = AlarmEventsUnread()
+    later = settings.model_copy(update={"api_state_from_rows": False})  # these have no rows
+    async with stack_for(later, servers, influx_transport=unread) as again:
+        book = again.app.state.runtime.live.alarms
+        await until(lambda: again.app.state.runtime.live.state.loaded, 10, "the state")
+        refused = await again.client.get("/alarms")
+        assert refused.status_code == 503 and "not read back yet" in refused.json()["detail"]
+        assert not book.active and not book.outbox  # nothing judged, nothing raised
+        unread.away = False
+        await until(lambda: book.replayed, 10, "the alarms read back, tried again")
+        asked = {"rule": "low_pressure"}
+        active = (await again.client.get("/alarms", params=asked)).json()["items"]
+        assert [(a["device_id"], a["id"]) for a in active] == [("WP-A2", first["WP-A2"])]
+        asked["state"] = "cleared"
+        cleared = (await again.client.get("/alarms", params=asked)).json()
+        [gone] = cleared["items"]
+        assert (gone["id"], gone["end"], gone["value"]) == (first["WP-A1"], rfc3339(back), 125.0)
+    assert unread.refused >= 1  # at start: read back by a later try
+
+
 # --- who may see and acknowledge which alarm (access rights on) ---------------------------------
 
 # name: (scope, profiles, districts, may acknowledge)
