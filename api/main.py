@@ -231,6 +231,10 @@ def _gauges(app: FastAPI) -> dict[str, tuple[str, float]]:
     return {
         "devices": ("Registered devices in the live state", len(live.state.devices)),
         "state_loaded": ("1 once the latest state was loaded from InfluxDB", live.state.loaded),
+        "alarms_replayed": (
+            "1 once the stored alarms were read back (until then none is judged)",
+            live.alarms.replayed,
+        ),
         "stream_clients": ("Server-Sent Events clients connected", live.hub.clients),
         "alarms_active": ("Alarms active now", len(live.alarms.active)),
         "alarm_events_waiting": ("Alarm events not yet stored", len(live.alarms.outbox)),

@@ -128,7 +128,9 @@ def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
             for command, answer in zip(commands, answered, strict=False)
             if command["command"] == "createClient" and not answer.get("error")
         }
-        _print_secrets([(a.device_id, a.password) for a in accounts if a.device_id in created])
+        shown = [(a.device_id, a.password) for a in accounts if a.device_id in created]
+        if shown:
+            _print_secrets(shown)
     return 0
 
 

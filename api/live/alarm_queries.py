@@ -39,10 +39,10 @@ def select(
     book: AlarmBook, principal: Principal, contract: Contract, wanted: AlarmFilter
 ) -> list[Alarm]:
     """The alarms `principal` sees that match `wanted`, newest first."""
-    _replayed(book)
     check_choice("profile", wanted.profile, sorted(contract.profiles))
     check_choice("district", wanted.district, contract.districts)
     check_filters(principal, wanted.profile, wanted.district)
+    _replayed(book)
     start_ns = time_param("start", wanted.start) if wanted.start is not None else None
     end_ns = time_param("end", wanted.end) if wanted.end is not None else None
     pool = book.active.values() if wanted.state == "active" else book.by_id.values()

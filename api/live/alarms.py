@@ -437,9 +437,11 @@ class AlarmBook:
         for (device_id, rule_name), alarm in list(self.active.items()):
             key = (device_id, rule_name)
             if rule_name == SILENT.name:
-                if not silent(device_id):
-                    latest = newest(device_id)
-                    self._clear(key, latest.time_ns if latest else now, None)
+                latest = newest(device_id)
+                # Back: a reading since it fell silent. Not one with no reading left in the
+                # state's lookback ("never", not silent by the state's word): still gone.
+                if latest is not None and latest.time_ns > alarm.start_ns and not silent(device_id):
+                    self._clear(key, latest.time_ns, None)
                 continue
             profile = self.contract.profiles.get(alarm.profile)
             rules = profile.alarms if profile is not None else ()

@@ -36,7 +36,10 @@ def snapshot(principal: Principal, contract: Contract, live: Live, now: int) -> 
         prof.append(profile_index[device.profile])
         dist.append(district_index[device.district])
         rep.append(reporting_index[judge(state, now)])
-    alarms = select_alarms(live.alarms, principal, contract, AlarmFilter())
+    # The stored alarms not read back yet (InfluxDB away since the start): the map and its
+    # devices still shown, the alarms with the stream once they are (`alarms_replayed`).
+    replayed = live.alarms.replayed
+    alarms = select_alarms(live.alarms, principal, contract, AlarmFilter()) if replayed else []
     return {
         "event_id": live.hub.last_id,
         "profiles": profiles,
@@ -51,4 +54,5 @@ def snapshot(principal: Principal, contract: Contract, live: Live, now: int) -> 
             "reporting": rep,
         },
         "alarms": [a.public() for a in alarms],
+        "alarms_replayed": replayed,
     }

@@ -23,8 +23,9 @@ AlarmId = Annotated[str, Path(max_length=64, description="Alarm id")]
     summary="Active and past alarms",
     description="Alarms raised in this process or replayed from InfluxDB (`alarm_events`, as far "
     "back as CITYSENSE_API_ALARM_LOOKBACK), newest first, filtered; `start`/`end` select alarms "
-    "that began in [start, end). A department token sees its own devices' alarms.",
-    responses=documented(401, 403),
+    "that began in [start, end). A department token sees its own devices' alarms. 503 until "
+    "the stored alarms are read back (InfluxDB away since the API started).",
+    responses=documented(401, 403, 503),
 )
 async def list_alarms(
     *,
@@ -45,7 +46,7 @@ async def list_alarms(
     )
 
 
-@router.get("/{alarm_id}", summary="One alarm", responses=documented(401, 403, 404))
+@router.get("/{alarm_id}", summary="One alarm", responses=documented(401, 403, 404, 503))
 async def get_alarm(*, principal: PrincipalDep, live: LiveDep, alarm_id: AlarmId) -> AlarmPublic:
     return AlarmPublic(**find(live.alarms, principal, alarm_id).public())
 

@@ -322,6 +322,14 @@ CASES = [
         "API a1 has not loaded its latest state",
     ),
     Case(
+        "CitySenseApiAlarmsNotReplayed",
+        {f"citysense_api_alarms_replayed{{{A1}}}": "0x10"},
+        "4m",
+        "6m",
+        API,
+        "API a1 has not read back its stored alarms",
+    ),
+    Case(
         "CitySenseApiFeedUntrusted",
         {f"citysense_api_feed_trusted{{{A1}}}": "1 1 0x20"},
         "10m",

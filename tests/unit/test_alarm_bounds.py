@@ -115,6 +115,28 @@ def test_a_signal_raised_again_the_same_day_is_an_alarm_of_its_own() -> None:
     assert len(book.outbox) == 3  # raised, cleared, raised: each its own alarm's
 
 
+def test_reconcile_clears_a_silent_alarm_only_for_a_device_heard_from_since() -> None:
+    book = AlarmBook(CONTRACT, Hub(100))
+    book.on_event(
+        Event(
+            "reporting",
+            "streetlight",
+            LAMP.district,
+            LAMP.device_id,
+            {"from": "on_time", "to": "silent", "last_seen": None},
+            1,
+        )
+    )
+    [alarm] = book.active.values()
+    before = Reading(time_ns=alarm.start_ns - S, values={})
+    for newest in (None, before):  # nothing in the state's lookback; nothing since: still gone
+        book.reconcile(lambda _d, r=newest: r, lambda _d: False, alarm.start_ns + 10 * S)
+        assert book.active and alarm.end_ns is None
+    back = Reading(time_ns=alarm.start_ns + S, values={"powerState": "on"})
+    book.reconcile(lambda _d: back, lambda _d: False, alarm.start_ns + 10 * S)
+    assert not book.active and alarm.end_ns == back.time_ns
+
+
 def test_an_active_alarm_is_never_let_go() -> None:
     book = AlarmBook(CONTRACT, Hub(100), history=0)
     book.evaluate(LAMP.device_id, "streetlight", 0, {"tiltAngle": 10.0})

@@ -75,6 +75,9 @@ class Screen {
     screen.timings.indexed = performance.now();
     this.stream.start(state.event_id);
     screen.devices = state.devices.id.length;
+    // The API has not read its stored alarms back yet (InfluxDB away since it started): they
+    // come with a later state, not over the stream.
+    if (!state.alarms_replayed) setTimeout(() => this.reload(), 5000);
   }
 
   statusOf(i) {
