@@ -437,10 +437,12 @@ class AlarmBook:
         for (device_id, rule_name), alarm in list(self.active.items()):
             key = (device_id, rule_name)
             if rule_name == SILENT.name:
+                if silent(device_id):
+                    continue  # first: a city restarted after an outage has many, and it is cheap
                 latest = newest(device_id)
                 # Back: a reading since it fell silent. Not one with no reading left in the
                 # state's lookback ("never", not silent by the state's word): still gone.
-                if latest is not None and latest.time_ns > alarm.start_ns and not silent(device_id):
+                if latest is not None and latest.time_ns > alarm.start_ns:
                     self._clear(key, latest.time_ns, None)
                 continue
             profile = self.contract.profiles.get(alarm.profile)
