@@ -42,7 +42,7 @@ from common.influx import InfluxClient, quote_ident
 from device_profiles import Device, Profile
 from ingest.encode import reading_of
 from ingest.stages import Enriched
-from ingest.write import BadLine, Writer
+from ingest.write import BadLine, GaveUp, Writer
 from wire import latest as layout
 from wire.retention import qualified
 
@@ -112,7 +112,6 @@ class LatestRows:
         self._resumed: dict[str, tuple[str, int]] = {}
         self._series: dict[tuple[str, str], str] = {}
         self._measurements = frozenset(p.measurement for p in profiles.values())
-        self.made: Pending | None = None  # the rows of the last `write`, once made
 
     def write(
         self,
@@ -129,13 +128,16 @@ class LatestRows:
         whose lines were all refused (a field's type changed) gets no row: the row of a value
         that is only a dead letter would be served as the device's latest for as long as it
         stays its newest. `stored` (Writer.write) gets the marks as stored. Raises what
-        Writer.write raises; the rows are in `made` once made (GaveUp may come after)."""
-        self.made = None
+        Writer.write raises; giving up on the rows' write, their devices are `unsure` first
+        (InfluxDB may have taken them)."""
         bad = writer.write(data, deadline)
         kept = self.kept(readings, data, bad)
         rows = self.rows(kept)
-        self.made = rows
-        rest = writer.write([*rows.lines, *self.owed(rows.owed), *marks], deadline, stored)
+        try:
+            rest = writer.write([*rows.lines, *self.owed(rows.owed), *marks], deadline, stored)
+        except GaveUp:
+            self.unsure(rows)
+            raise
         return Written(bad, rest, rows, kept)
 
     def kept(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from common.errors import SpoolInUse
+from common.files import sync_folder
 
 SUFFIX = ".seg"
 LEGACY_SUFFIX = ".lp"
@@ -165,12 +166,7 @@ class Spool:
             os.fsync(out.fileno())
 
     def _fsync_folder(self) -> None:
-        # The rename is durable only once the folder entry is on disk too.
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_folder(self.folder)  # the rename is durable only once the folder entry is too
 
 
 def _claim(folder: Path) -> BinaryIO:

@@ -414,8 +414,6 @@ class Worker:
         except GaveUp:
             self._outage.set()
             if self._spill(spilled):
-                if self.latest.made is not None:  # InfluxDB may have taken them, then gave up
-                    self.latest.unsure(self.latest.made)
                 self._settle(batch, spooled=True)
                 return
             # The spool is full or the disk refuses: keep the batch and keep trying; no acks

@@ -72,6 +72,12 @@ class Alarm:
     acknowledged_ns: int | None = None
     note: str | None = None
 
+    def acknowledged_as(self, other: Alarm) -> None:
+        """`other`'s acknowledgement (who, when, the note) taken as this alarm's."""
+        self.acknowledged_by = other.acknowledged_by
+        self.acknowledged_ns = other.acknowledged_ns
+        self.note = other.note
+
     def public(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -465,9 +471,7 @@ class AlarmBook:
         def then(fate: Fate) -> None:
             if fate != "stored":
                 return
-            alarm.acknowledged_by = acked.acknowledged_by
-            alarm.acknowledged_ns = acked.acknowledged_ns
-            alarm.note = acked.note
+            alarm.acknowledged_as(acked)
             self._publish("acknowledged", alarm)  # as it is now: updated or cleared meanwhile
 
         return self._emit("acknowledged", acked, then)
@@ -514,9 +518,7 @@ class AlarmBook:
                 and row.get("event") != "raised"
                 and (before.acknowledged_ns or 0) > (alarm.acknowledged_ns or 0)
             ):
-                alarm.acknowledged_by = before.acknowledged_by
-                alarm.acknowledged_ns = before.acknowledged_ns
-                alarm.note = before.note
+                alarm.acknowledged_as(before)
             self.by_id[aid] = alarm
             key = (alarm.device_id, alarm.rule)
             if alarm.end_ns is None:

@@ -545,8 +545,8 @@ class Live:
             return  # done by _try_replay_alarms once it succeeds
 
         def newest(device_id: str) -> Reading | None:
-            index = self.state.index.get(device_id)
-            return None if index is None else self.state.reading_of(index)
+            device = self.state.devices.get(device_id)
+            return None if device is None else device.reading
 
         self.alarms.reconcile(newest, self.state.judged_silent, now)
         self.alarms.silent_at_start(self.state.silent(), now)
