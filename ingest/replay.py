@@ -82,31 +82,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def select(client: InfluxClient, sel: Selection) -> Iterator[dict[str, Any]]:
-    """Dead letters in time order, page by page; user values only as bound parameters."""
+def select(client: InfluxClient, sel: Selection, page: int = PAGE) -> Iterator[dict[str, Any]]:
+    """The selected dead letters in time order, at most `sel.limit` of them."""
+    seen = 0
+    for row in _letters(client, sel, page):
+        if _wanted(row, sel):
+            yield row
+            seen += 1
+            if sel.limit is not None and seen >= sel.limit:
+                return
+
+
+def _letters(client: InfluxClient, sel: Selection, page: int) -> Iterator[dict[str, Any]]:
+    """Every dead letter of the selection's profile, device and time range, in time order, a
+    page at a time; user values only as bound parameters.
+
+    Letters of different series (reason, profile, worker) may share a timestamp. A page that
+    ends inside such a group is completed by reading that one nanosecond whole — a series has at
+    most one point there — before the next page starts after it: resuming after the page's last
+    time skipped the rest of its group, which were then never replayed."""
     conditions = ["time >= $start", "time < $end"]
-    params: dict[str, str | int] = {"end": sel.end_ns}
+    params: dict[str, str | int] = {}
     if sel.profile:
         conditions.append("profile = $profile")
         params["profile"] = sel.profile
     if sel.device_id:
         conditions.append("device_id = $device")
         params["device"] = sel.device_id
-    cursor, seen = sel.start_ns, 0
     # Only our own fixed conditions are joined here; every value is a bound parameter.
-    query = f"SELECT * FROM {qualified(MEASUREMENT)} WHERE {' AND '.join(conditions)} LIMIT {PAGE}"  # noqa: S608
+    whole = f"SELECT * FROM {qualified(MEASUREMENT)} WHERE {' AND '.join(conditions)}"  # noqa: S608
+    paged = f"{whole} LIMIT {int(page)}"
+    cursor = sel.start_ns
     while True:
-        result = client.query(query, {**params, "start": cursor}, epoch="ns")
-        batch = [row for s in (result[0] if result else []) for row in s.rows()]
-        for row in batch:
-            if _wanted(row, sel):
-                yield row
-                seen += 1
-                if sel.limit is not None and seen >= sel.limit:
-                    return
-        if len(batch) < PAGE:
+        batch = _rows(
+            client.query(paged, {**params, "start": cursor, "end": sel.end_ns}, epoch="ns")
+        )
+        yield from batch
+        if len(batch) < page:
             return
-        cursor = int(batch[-1]["time"]) + 1
+        last = int(batch[-1]["time"])
+        taken = {_series(row) for row in batch if int(row["time"]) == last}
+        group = _rows(client.query(whole, {**params, "start": last, "end": last + 1}, epoch="ns"))
+        yield from (row for row in group if _series(row) not in taken)
+        cursor = last + 1
+
+
+def _rows(result: list[Any]) -> list[dict[str, Any]]:
+    return [row for s in (result[0] if result else []) for row in s.rows()]
+
+
+def _series(row: dict[str, Any]) -> tuple[object, ...]:
+    return tuple(row.get(tag) for tag in TAGS)
 
 
 def _wanted(row: dict[str, Any], sel: Selection) -> bool:
@@ -138,6 +164,9 @@ class Replayer:
         # Owed marks InfluxDB refused: the API may then start from rows that lack replayed
         # readings (wire.latest), so the run ends failed, saying so.
         self.owed_lost = 0
+        # Replay marks InfluxDB refused: those letters read as never replayed and are replayed
+        # again by the next run (their readings overwrite themselves); the run ends failed.
+        self.marks_refused = 0
 
     def _write(self, data: list[str], readings: list[Enriched]) -> list[BadLine]:
         """Readings, their latest rows, then their (quiet) change marks: wire.latest's order."""
@@ -188,7 +217,14 @@ class Replayer:
         if not dry_run:
             tags = {t: str(row[t]) for t in TAGS if row.get(t) is not None}
             mark = replay_mark_line(tags, result, time.time_ns(), int(row["time"]))
-            self._writer.write([mark])
+            for bad in self._writer.write([mark]):
+                self.marks_refused += 1
+                log.error(
+                    "the mark %r of the dead letter at %s was refused: %s",
+                    result,
+                    row["time"],
+                    bad.error[:200],
+                )
         return result
 
 
@@ -243,6 +279,7 @@ def main(args: argparse.Namespace) -> int:
                 "results": dict(replayer.results),
                 "dry_run": args.dry_run,
                 "owed_marks_lost": replayer.owed_lost,
+                "marks_refused": replayer.marks_refused,
             }
         ).decode()
     )
@@ -254,5 +291,11 @@ def main(args: argparse.Namespace) -> int:
             "after the cause is fixed",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    if replayer.marks_refused:
+        print(
+            f"citysense replay: InfluxDB refused {replayer.marks_refused} replay mark(s) (logged "
+            "above): those dead letters still read as not replayed, and the next run replays "
+            "them again",
+            file=sys.stderr,
+        )
+    return 1 if replayer.owed_lost or replayer.marks_refused else 0

@@ -100,6 +100,7 @@ def test_profile_fix_and_replay_recover_without_duplicates(
         "results": {"stored": 21},
         "dry_run": False,
         "owed_marks_lost": 0,
+        "marks_refused": 0,
     }
     # Replay announces nothing: its marks are quiet (wire.changes), so that a later announced
     # write into the window cannot hide it from the API.
