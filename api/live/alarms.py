@@ -44,6 +44,9 @@ from wire.retention import policy_of, qualified
 logger = logging.getLogger(__name__)
 
 MEASUREMENT = "alarm_events"
+# Starts of one device and rule whose lives are counted: a signal is judged over the last day
+# (api.foresight), so at most two days' starts come again; twice that for margin.
+LIVES_KEPT = 4
 SILENT = AlarmRule(
     name="silent",
     field="_reporting",
@@ -248,6 +251,14 @@ class AlarmBook:
     by_id: dict[str, Alarm] = field(default_factory=dict)
     outbox: Outbox = field(default_factory=Outbox)  # lines to persist
     _cleared: OrderedDict[str, None] = field(default_factory=OrderedDict)  # oldest first
+    # The next life of each (device, signal rule)'s newest LIVES_KEPT starts: a signal raised
+    # again with a start it had (the same day) takes a life it never had. Looked up in
+    # `by_id` only, a life let go of with the `history` was given again, and an id someone
+    # holds (a ticket, a link, InfluxDB's events) named two alarms. Signals only: the other
+    # alarms start at a reading's time or the clock's, which do not come again (a reading
+    # delivered again is found in `by_id` while its alarm is among the newest). At most
+    # devices x signal rules entries, ~300 B each.
+    _lives: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
     _last_ns: int = 0
     _silent_at_start: deque[str] = field(default_factory=deque)  # not yet raised
     _started_ns: int = 0
@@ -267,6 +278,18 @@ class AlarmBook:
             gone = self.by_id.get(old)
             if gone is not None and gone.end_ns is not None:
                 del self.by_id[old]
+
+    def _life(self, device_id: str, rule: str, start_ns: int, signal: bool) -> int:
+        """A life of this start none of the device's alarms of `rule` had: after those in
+        memory (replayed at start too) and, for a signal, those this process raised."""
+        starts = self._lives.setdefault((device_id, rule), {}) if signal else {}
+        life = starts.pop(start_ns, 0)
+        while alarm_id(device_id, rule, start_ns, life) in self.by_id:
+            life += 1
+        starts[start_ns] = life + 1  # the newest last
+        while len(starts) > LIVES_KEPT:
+            del starts[next(iter(starts))]
+        return life
 
     def _unique_ns(self) -> int:
         self._last_ns = max(now_ns(), self._last_ns + 1)
@@ -313,16 +336,16 @@ class AlarmBook:
         data = {"event": kind, "alarm": alarm.public()}
         self.hub.publish("alarm", alarm.profile, alarm.district, alarm.device_id, data)
 
-    def _raise(self, rule: AlarmRule, device_id: str, value: Any, start_ns: int) -> None:
+    def _raise(
+        self, rule: AlarmRule, device_id: str, value: Any, start_ns: int, signal: bool = False
+    ) -> None:
         device = self.contract.device(device_id)
         if device is None:
             return
-        life = 0
-        # Not active (the caller knows): one of these ids is an earlier life, cleared. Its
-        # own id, or the new one would take the old one's place in the listings and in
-        # InfluxDB's events (their acknowledgement, their end).
-        while alarm_id(device_id, rule.name, start_ns, life) in self.by_id:
-            life += 1
+        # Not active (the caller knows): an earlier life of this start is cleared. Its own id,
+        # or the new one would take the old one's place in the listings and in InfluxDB's
+        # events (their acknowledgement, their end).
+        life = self._life(device_id, rule.name, start_ns, signal)
         alarm = Alarm(
             id=alarm_id(device_id, rule.name, start_ns, life),
             device_id=device_id,
@@ -385,7 +408,7 @@ class AlarmBook:
         key = (device_id, rule.name)
         alarm = self.active.get(key)
         if alarm is None and breached:
-            self._raise(rule, device_id, value, time_ns)
+            self._raise(rule, device_id, value, time_ns, signal=True)
         elif alarm is not None and not breached:
             self._clear(key, time_ns, value)
         elif alarm is not None and value != alarm.value:

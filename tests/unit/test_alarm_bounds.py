@@ -115,6 +115,30 @@ def test_a_signal_raised_again_the_same_day_is_an_alarm_of_its_own() -> None:
     assert len(book.outbox) == 3  # raised, cleared, raised: each its own alarm's
 
 
+def test_a_signal_raised_again_after_its_first_life_was_let_go_has_an_id_of_its_own() -> None:
+    """The earlier life left memory (more cleared alarms than `history` since): its id is
+    still not given again, or a ticket or link holding it would name the new alarm."""
+    rule = AlarmRule(
+        name="lit_by_day", field="lit_by_day", op=AlarmOp.ABOVE, threshold=0.1,
+        severity=Severity.WARNING,
+    )  # fmt: skip
+    book = AlarmBook(CONTRACT, Hub(100), history=2)
+    day = 1_800_000_000 * S
+    book.judge(rule, LAMP.device_id, 0.5, True, day)
+    first = book.active[(LAMP.device_id, "lit_by_day")].id
+    book.judge(rule, LAMP.device_id, 0.0, False, day)
+    for n in range(6):  # a pole tilting and standing again: its cleared alarms push it out
+        book.evaluate(LAMP.device_id, "streetlight", n * S, {"tiltAngle": 10.0 * (n % 2 == 0)})
+    assert first not in book.by_id
+    ids = {first}
+    for value in (0.6, 0.7):
+        book.judge(rule, LAMP.device_id, value, True, day)
+        again = book.active[(LAMP.device_id, "lit_by_day")].id
+        assert again not in ids
+        ids.add(again)
+        book.judge(rule, LAMP.device_id, 0.0, False, day)
+
+
 def test_reconcile_clears_a_silent_alarm_only_for_a_device_heard_from_since() -> None:
     book = AlarmBook(CONTRACT, Hub(100))
     book.on_event(
