@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from citysense import dynsec
 from citysense.broker import ACCOUNTS
-from common.errors import ConfigError
+from common.errors import BrokerError, BrokerRefused, ConfigError
 from common.files import replace_whole
 from common.mqtturl import MqttUrl
 from common.settings import CommonSettings
@@ -118,12 +118,19 @@ def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
     accounts = [dynsec.DeviceAccount(d.device_id, d.profile, dynsec.new_secret()) for d in devices]
     commands = [c for a in accounts for c in dynsec.create_device(settings.topic_root, a)]
     answered: list[dict[str, Any]] = []
+    created: set[str] = set()
+    control = settings.control()
     try:
-        settings.control().run(commands, answered)
+        control.run(commands, answered)
+    except BrokerRefused:
+        raise  # every command answered: `answered` says which took effect
+    except BrokerError:
+        created |= _created_unanswered(control, commands[len(answered) :])
+        raise
     finally:
         # The broker applies each command it can: an account it created has a secret only
         # this run knows, shown whatever failed beside or after it (then the error, exit 1).
-        created = {
+        created |= {
             command["username"]
             for command, answer in zip(commands, answered, strict=False)
             if command["command"] == "createClient" and not answer.get("error")
@@ -132,6 +139,31 @@ def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
         if shown:
             _print_secrets(shown)
     return 0
+
+
+def _created_unanswered(control: dynsec.Control, unanswered: list[dict[str, Any]]) -> set[str]:
+    """Of the accounts whose commands went unanswered (a timeout, the connection lost), those
+    the broker created all the same, asked afresh: theirs is this run's secret, which nobody
+    would know otherwise. The others are finished by the same add run again."""
+    pending = [c["username"] for c in unanswered if c["command"] == "createClient"]
+    if not pending:
+        return set()
+    try:
+        answer = control.run([{"command": "listClients"}])
+    except BrokerError as exc:
+        print(
+            f"citysense devices: the broker did not say whether it created {len(pending)} "
+            f"account(s) ({', '.join(pending[:10])}): {exc}. `citysense devices list` tells: "
+            "an account `none` is finished by the same add run again, an `active` one was "
+            "created with a secret nobody has, and needs `citysense devices rotate <id>`",
+            file=sys.stderr,
+        )
+        return set()
+    have = set(answer[0].get("data", {}).get("clients", []))
+    # Accounts this run's commands made: a registered device with one is refused before
+    # (_without_account, _register). One made by hand under a new device's id, outside
+    # CitySense, would be taken for ours here; answered, createClient refuses that name.
+    return {device_id for device_id in pending if device_id in have}
 
 
 def _without_account(settings: DevicesSettings, rows: list[dict[str, str]]) -> dict[str, Device]:
