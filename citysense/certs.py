@@ -170,5 +170,8 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # Owner-only from the start (never a moment when the key is readable by others), whole.
-    replace_whole(path, data)
+    # Owner-only from the start (never a moment when the key is readable by others), whole. A
+    # key renewed keeps the owner, group and group read an operator gave it for the broker's
+    # user (common.files keeps the first two), never any access for others.
+    mode = path.stat().st_mode & 0o740 if path.exists() else 0o600
+    replace_whole(path, data, mode=mode | 0o600)

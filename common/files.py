@@ -9,6 +9,7 @@ written and fsynced, renamed over it, then the folder fsynced so the rename is o
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -29,15 +30,23 @@ def replace_whole(
     mode: int = 0o600,
     check: Callable[[Path], None] | None = None,
 ) -> None:
-    """`path` holds `data` (created with `mode`). `check`, given the written temporary file,
-    may refuse it by raising: then `path` is left as it was, and no temporary file stays."""
+    """`path` holds `data` (created with `mode`; a file it replaces keeps its owner and group,
+    which an operator may have given to the program reading it: a broker's key, say). `check`,
+    given the written temporary file, may refuse it by raising: then `path` is left as it was,
+    and no temporary file stays."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep(path)
+    try:
+        before: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        before = None
     # A name of its own: two writers at once never write into one temporary file.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         os.fchmod(descriptor, mode)  # exactly `mode`: os.open's is cut by the umask
+        if before is not None:
+            _keep_owner(descriptor, before, path)
         with os.fdopen(descriptor, "wb") as out:
             out.write(data)
             out.flush()
@@ -49,6 +58,28 @@ def replace_whole(
         temporary.unlink(missing_ok=True)
         raise
     sync_folder(path.parent)
+
+
+def _keep_owner(descriptor: int, before: os.stat_result, path: Path) -> None:
+    """The new file owned as the old one was, as far as this process may: root may give any
+    owner, another user only a group of its own. Said when it could not, not raised: the
+    content is what was asked for, and the old owner may not have mattered."""
+    now = os.fstat(descriptor)
+    if (now.st_uid, now.st_gid) == (before.st_uid, before.st_gid):
+        return
+    try:
+        os.fchown(descriptor, before.st_uid, before.st_gid)
+    except PermissionError:
+        with contextlib.suppress(PermissionError):  # the group at least; said below either way
+            os.fchown(descriptor, -1, before.st_gid)
+        logger.warning(
+            "%s replaced: it was owned by uid %d, gid %d, which this process (uid %d) cannot "
+            "give the new file; set them again if another program reads it",
+            path,
+            before.st_uid,
+            before.st_gid,
+            os.geteuid(),
+        )
 
 
 def _sweep(path: Path) -> None:

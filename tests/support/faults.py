@@ -8,9 +8,11 @@ import time
 import orjson
 
 from common.influx import InfluxConfig
+from common.schema import IMPORT
 from device_profiles import DEFAULT_REGISTRY, load_profiles, load_registry
 from tests.support.influx import count, rows
 from tests.support.polling import wait_for
+from wire import latest as layout
 from wire.changes import MEASUREMENT as CHANGES
 from wire.changes import window_of
 from wire.retention import qualified
@@ -66,7 +68,12 @@ def stored(influx: InfluxConfig) -> dict[tuple[str, int], float]:
     return {(str(r["device_id"]), int(str(r["time"]))): float(str(r["pressure"])) for r in got}
 
 
-def assert_exactly(influx: InfluxConfig, expected: dict[tuple[str, int], float]) -> None:
+def assert_exactly(
+    influx: InfluxConfig, expected: dict[tuple[str, int], float], *, rows_owed: bool = False
+) -> None:
+    """Every reading stored once, nothing else; each window's change mark; each device's
+    latest row (wire.latest) its newest reading, unless `rows_owed` allows a writer to have
+    said it stored readings without their rows (an owed mark: the next start reads them)."""
     got = stored(influx)
     missing = expected.keys() - got.keys()
     extra = got.keys() - expected.keys()
@@ -84,6 +91,33 @@ def assert_exactly(influx: InfluxConfig, expected: dict[tuple[str, int], float])
     # bisected, spooled and written after the outage): kept aggregates rely on it (api.cells).
     marks = rows(influx, f"SELECT stamp FROM {qualified(CHANGES)} WHERE profile = 'water_pipe'")
     assert {int(str(r["time"])) for r in marks} == {window_of(t) for _, t in expected}
+    # The fixture's own mark (readings seeded without rows: tests.support.influx) aside.
+    owed = rows(influx, f"SELECT * FROM {qualified(layout.OWED)} WHERE writer != '{IMPORT}'")
+    if owed and rows_owed:
+        return
+    assert not owed, f"rows owed by {sorted({str(r['writer']) for r in owed})}"
+    assert newest_rows(influx) == newest_of(expected)
+
+
+def newest_of(expected: dict[tuple[str, int], float]) -> dict[str, tuple[int, float]]:
+    newest: dict[str, tuple[int, float]] = {}
+    for (device, time_ns), value in expected.items():
+        if time_ns > newest.get(device, (-1, 0.0))[0]:
+            newest[device] = (time_ns, value)
+    return newest
+
+
+def newest_rows(influx: InfluxConfig) -> dict[str, tuple[int, float]]:
+    """Each pipe's (reading time, pressure) in its newest latest row, over every writer's."""
+    kind = load_profiles()["water_pipe"].field_types()["pressure"]
+    key = layout.key_of("water_pipe", "pressure", kind)
+    query = f"SELECT * FROM {qualified(layout.MEASUREMENT)} WHERE profile = 'water_pipe'"
+    newest: dict[str, tuple[int, float]] = {}
+    for row in rows(influx, query):
+        device, at = str(row[layout.DEVICE]), int(str(row[layout.AT]))
+        if at > newest.get(device, (-1, 0.0))[0]:
+            newest[device] = (at, float(str(row[key])))
+    return newest
 
 
 def wait_stored(

@@ -76,3 +76,18 @@ def test_the_file_and_then_its_folder_are_synced_before_it_is_said_written(
     monkeypatch.setattr(os, "fsync", fsync)
     files.replace_whole(tmp_path / "sub" / "dynamic-security.json", b"{}")
     assert synced == ["file", "folder"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
+def test_a_replaced_file_keeps_the_owner_and_group_an_operator_gave_it(tmp_path: Path) -> None:
+    # A broker's key handed to the broker's user: renewed by root, it must stay readable by it.
+    key = tmp_path / "server.key"
+    key.write_bytes(b"old")
+    os.chown(key, 65534, 65533)
+    files.replace_whole(key, b"new")
+    after = key.stat()
+    assert (after.st_uid, after.st_gid, key.read_bytes()) == (65534, 65533, b"new")
+    assert stat.S_IMODE(after.st_mode) == 0o600
+    fresh = tmp_path / "new.key"
+    files.replace_whole(fresh, b"x")
+    assert (fresh.stat().st_uid, fresh.stat().st_gid) == (os.geteuid(), os.getegid())

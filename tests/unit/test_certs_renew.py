@@ -1,0 +1,31 @@
+"""`citysense certs --renew`: a new server key and certificate under the same CA, the key as
+the operator set it up for the broker (owner, group, group read), never readable by others."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from citysense.certs import TlsFiles, ensure
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
+def test_a_renewed_key_keeps_what_the_operator_gave_the_broker(tmp_path: Path) -> None:
+    files = ensure(TlsFiles(tmp_path / "tls"), ("localhost",))
+    assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
+    os.chown(files.key, 0, 65533)  # root's, the broker's group may read it
+    os.chmod(files.key, 0o644)  # and, by mistake, everybody
+    old_key, ca = files.key.read_bytes(), files.ca_cert.read_bytes()
+    ensure(files, ("localhost", "broker.example"), renew=True)
+    after = files.key.stat()
+    assert files.key.read_bytes() != old_key and files.ca_cert.read_bytes() == ca
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (0, 65533, 0o640)
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    issuer = x509.load_pem_x509_certificate(ca)
+    cert.verify_directly_issued_by(issuer)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "broker.example" in names.get_values_for_type(x509.DNSName)
