@@ -95,6 +95,52 @@ def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} outlived up"
 
 
+def test_up_stops_everything_and_fails_when_a_service_dies(tmp_path: Path) -> None:
+    """A city whose ingest died is not running: `up` says so, stops the rest, and exits 1
+    (a supervisor restarting it, a script waiting on it, see a failure)."""
+    args = [
+        "--home", str(tmp_path / "home"), "--mqtt-port", str(free_port()),
+        "--mqtts-port", str(free_port()), "--influx-port", str(free_port()),
+        "--api-port", str(free_port()), "--metrics-port", str(free_port()),
+        "--rollups-port", str(free_port()), "--devices", "10", "--rate", "5",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "citysense.cli", "up", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(up.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_for(lambda: _token("".join(output)), 120, 0.2, "the banner's API token")
+        started = children(up.pid)
+        [ingest] = [pid for pid in started if " ingest " in _command(pid)]
+        os.kill(ingest, signal.SIGKILL)
+        code = up.wait(60)
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            up.wait(60)
+        reader.join(10)
+    said = "".join(output)
+    assert code == 1, said[-3000:]
+    assert "a service exited unexpectedly" in said
+    for pid in started:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} outlived up"
+
+
+def _command(pid: int) -> str:
+    try:
+        return " " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() + " "
+    except OSError:
+        return ""
+
+
 def _add_a_device(operator: Path, env: dict[str, str]) -> None:
     settings = dict(line.split("=", 1) for line in operator.read_text().splitlines() if "=" in line)
     settings = {k: v.strip("'") for k, v in settings.items()}
