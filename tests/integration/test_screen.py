@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from playwright.async_api import Route
 
 from api.live.hub import Event
 from api.main import create_app
@@ -211,6 +212,35 @@ async def test_a_stream_that_cannot_be_replayed_reloads_the_state(stack: Stack) 
         await city.until(f"citysense.app.stream.lastId >= {stack.hub_last_id}", 10)
         assert await city.value("citysense.app.devices.id") == registered()
         assert [e for e in city.errors if "/stream" not in e] == []
+
+
+async def test_alarms_not_read_back_yet_come_with_a_later_state(stack: Stack) -> None:
+    """An API started while InfluxDB was away has not read its stored alarms back: its state
+    says so and holds none (api.live.screen), and the page asks again until it has them,
+    without a reload by hand; they never come over the stream. The first state is made so in
+    the browser: the API itself retries the read back at once, and InfluxDB is shared."""
+    row = "#alarms li.alarm[data-device='WP-A1'][data-state='active']"
+    await asyncio.to_thread(
+        stack.publish_reading, "water_pipe", "WP-A1", pressure=300.0, leakDetected=True
+    )
+    await until(lambda: bool(stack.app.state.runtime.live.alarms.active), 5, "the leak's alarm")
+    asked: list[bool] = []
+
+    async def first_not_read_back(route: Route) -> None:
+        answer = await route.fetch()
+        body = await answer.json()
+        if not asked:
+            body |= {"alarms": [], "alarms_replayed": False}
+        asked.append(body["alarms_replayed"])
+        await route.fulfill(response=answer, json=body)
+
+    async with chromium() as browser, screen_tab(browser, stack.proxy.url) as city:
+        await city.page.route("**/screen/state", first_not_read_back)
+        await city.sign_in(TOKENS["city"])
+        assert await city.page.locator("#alarms li.alarm").count() == 0
+        await city.page.wait_for_selector(row, timeout=10_000)
+        assert asked == [False, True]
+        assert city.errors == []
 
 
 async def test_wall_mode_renders_dark_and_cycles_districts(stack: Stack) -> None:
