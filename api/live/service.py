@@ -72,6 +72,7 @@ LOST_CATCH_UP_S = 2.0
 # Alarms and transitions emitted between two looks at the alarm outbox (_emit_due): their
 # events, ~300 B each at most, fit in half the smallest outbox allowed (64 KB).
 EMIT_SLICE = 100
+JUDGE_SLICE = 2000  # devices whose newest reading is judged between two yields, after a start
 COLLIDED_SLICE = 200  # devices named in one query of the readings
 # Reads of the latest rows while the point names other rows after each (a replica's compaction
 # every few seconds would be needed to use them up): then the readings.
@@ -147,6 +148,7 @@ class Live:
         # before it read the readings (wire.latest); None when none are due.
         self._rows_due: str | None = None
         self._rows_task: asyncio.Task[None] | None = None
+        self._judge_task: asyncio.Task[None] | None = None
         # Called with every feed message once its readings are applied (the SensorThings MQTT
         # publisher); one that raises ends the feed's task, which the supervisor reports.
         self.listeners: list[Callable[[list[statefeed.Announced]], None]] = []
@@ -551,6 +553,27 @@ class Live:
         self.alarms.reconcile(newest, self.state.judged_silent, now)
         self.alarms.silent_at_start(self.state.silent(), now)
         self._emit_due()
+        self._judge_task = self.supervisor.start(self._judge_newest(), "citysense-judge-newest")
+
+    async def _judge_newest(self) -> None:
+        """Each device's newest reading judged against its profile's rules: a breach stored
+        while no API judged it (every replica down, a redeploy) is raised now, at its
+        reading's time, not at a later reading that may not come for hours; one with a
+        duration starts its wait there. Judged again, a reading whose alarm is active (read
+        back) or was cleared since changes nothing. After the start, a slice at a time: at
+        100,000 devices the pass is about a second of CPU, which no start should wait for."""
+        state = self.state
+        for start in range(0, len(state.registered), JUDGE_SLICE):
+            for index in range(start, min(start + JUDGE_SLICE, len(state.registered))):
+                device = state.registered[index]
+                if not self.contract.profiles[device.profile].alarms:
+                    continue
+                reading = state.reading_of(index)
+                if reading is not None:
+                    self.alarms.evaluate(
+                        device.device_id, device.profile, reading.time_ns, reading.values
+                    )
+            await asyncio.sleep(0)  # requests and live events between slices
 
     async def _try_replay_alarms(self) -> None:
         """The stored alarm events into the book. InfluxDB failing, the book judges nothing
@@ -931,7 +954,13 @@ class Live:
             self._feed.put_nowait(None)  # after them: the feed's task applies them, then ends
             if self._feed_task is not None:
                 await asyncio.wait([self._feed_task], timeout=FEED_DRAIN_MAX_S)
-        running = (self._task, self._writer_task, self._feed_task, self._rows_task)
+        running = (
+            self._task,
+            self._writer_task,
+            self._feed_task,
+            self._rows_task,
+            self._judge_task,
+        )
         tasks = [t for t in running if t is not None]
         for task in tasks:
             task.cancel()

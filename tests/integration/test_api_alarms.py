@@ -378,6 +378,38 @@ async def test_alarms_are_judged_once_replayed_and_then_against_the_state_as_it_
     assert unread.refused >= 1  # at start: read back by a later try
 
 
+async def test_a_breach_stored_while_no_api_ran_is_raised_at_the_next_start(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, topic_root: str
+) -> None:
+    """A leak reported while every API was down (a redeploy): the next start judges each
+    device's newest reading, so the leak is raised now, at the reading's time, not at a later
+    reading that may not come for hours; a breach with a duration starts its wait there."""
+    at = time.time_ns() - 15 * MIN
+    with InfluxClient(influx) as client:  # what ingest stored while no API ran
+        client.write(
+            line_protocol(
+                [
+                    Point("water_pipe", "WP-A1", "North", {"pressure": 300.0}, at - MIN),
+                    Point("water_pipe", "WP-A1", "North", {"leakDetected": True}, at),
+                    Point("water_pipe", "WP-A2", "North", {"pressure": 40.0}, at),
+                ]
+            )
+        )
+    settings = live_settings(servers, influx, tmp_path, topic_root)
+    later = settings.model_copy(update={"api_state_from_rows": False})  # these have no rows
+    async with stack_for(later, servers) as st:
+        book = st.app.state.runtime.live.alarms
+        await until(lambda: ("WP-A1", "leak_flag") in book.active, 10, "the leak raised")
+        leak = book.active[("WP-A1", "leak_flag")]
+        assert leak.start_ns == at and leak.value is True
+        assert ("WP-A2", "low_pressure") not in book.active  # 10 minutes below: not yet
+        assert book.pending[("WP-A2", "low_pressure")] == at
+        # Later readings of the pipe still below: raised once its ten minutes are up.
+        await st.feed(("water_pipe", "WP-A2", "North", at + 10 * MIN, {"pressure": 45.0}))
+        await until(lambda: ("WP-A2", "low_pressure") in book.active, 5, "low pressure")
+        assert book.active[("WP-A2", "low_pressure")].start_ns == at
+
+
 # --- who may see and acknowledge which alarm (access rights on) ---------------------------------
 
 # name: (scope, profiles, districts, may acknowledge)
