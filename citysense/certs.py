@@ -82,12 +82,19 @@ def ensure(files: TlsFiles, hosts: tuple[str, ...], *, renew: bool = False) -> T
     else:
         ca_key, ca_cert = _new_ca()
         _write_key(files.ca_key, ca_key)
-        replace_whole(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        replace_whole(
+            files.ca_cert,
+            ca_cert.public_bytes(serialization.Encoding.PEM),
+            mode=0o644,
+            keep_owner=True,
+        )
     if renew or not (files.cert.is_file() and files.key.is_file()):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _server_cert(key, ca_key, ca_cert, hosts)
         _write_key(files.key, key)
-        replace_whole(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        replace_whole(
+            files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644, keep_owner=True
+        )
     return files
 
 
@@ -170,8 +177,8 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # Owner-only from the start (never a moment when the key is readable by others), whole. A
-    # key renewed keeps the owner, group and group read an operator gave it for the broker's
-    # user (common.files keeps the first two), never any access for others.
+    # Whole, and never readable by others. A key renewed keeps the owner, group and group read
+    # an operator gave it for the broker's user; the group read only if the group was kept
+    # (common.files).
     mode = path.stat().st_mode & 0o740 if path.exists() else 0o600
-    replace_whole(path, data, mode=mode | 0o600)
+    replace_whole(path, data, mode=mode | 0o600, keep_owner=True)

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from citysense import dynsec
 from citysense.broker import ACCOUNTS
-from common.errors import BrokerError, BrokerRefused, ConfigError
+from common.errors import BrokerError, BrokerUnanswered, ConfigError
 from common.files import replace_whole
 from common.mqtturl import MqttUrl
 from common.settings import CommonSettings
@@ -72,7 +72,18 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "rotate":
         _known(settings, args.target)
         secret = dynsec.new_secret()
-        settings.control().run(dynsec.rotate_device(args.target, secret))
+        try:
+            settings.control().run(dynsec.rotate_device(args.target, secret))
+        except BrokerUnanswered:
+            # It may have taken effect: then only this secret opens the account.
+            _print_secrets([(args.target, secret)])
+            print(
+                f"citysense devices: the broker did not answer; the secret above is "
+                f"{args.target}'s if it took the change (its old one then fails), else rotate "
+                "again",
+                file=sys.stderr,
+            )
+            raise
         _print_secrets([(args.target, secret)])
         return 0
     settings.control().run(dynsec.revoke_device(_known(settings, args.target)))
@@ -122,9 +133,9 @@ def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
     control = settings.control()
     try:
         control.run(commands, answered)
-    except BrokerRefused:
-        raise  # every command answered: `answered` says which took effect
-    except BrokerError:
+    except BrokerUnanswered:
+        # Sent, not answered: the broker may have done them. (Refused, or never reached:
+        # `answered` says which took effect.)
         created |= _created_unanswered(control, commands[len(answered) :])
         raise
     finally:
@@ -153,13 +164,20 @@ def _created_unanswered(control: dynsec.Control, unanswered: list[dict[str, Any]
     except BrokerError as exc:
         print(
             f"citysense devices: the broker did not say whether it created {len(pending)} "
-            f"account(s) ({', '.join(pending[:10])}): {exc}. `citysense devices list` tells: "
+            f"account(s) ({_some(pending)}): {exc}. `citysense devices list` tells: "
             "an account `none` is finished by the same add run again, an `active` one was "
             "created with a secret nobody has, and needs `citysense devices rotate <id>`",
             file=sys.stderr,
         )
         return set()
     have = set(answer[0].get("data", {}).get("clients", []))
+    missing = [device_id for device_id in pending if device_id not in have]
+    if missing:
+        print(
+            f"citysense devices: {len(missing)} account(s) not created ({_some(missing)}): "
+            "the same add run again finishes them",
+            file=sys.stderr,
+        )
     # Accounts this run's commands made: a registered device with one is refused before
     # (_without_account, _register). One made by hand under a new device's id, outside
     # CitySense, would be taken for ours here; answered, createClient refuses that name.
@@ -226,7 +244,7 @@ def _register(settings: DevicesSettings, rows: list[dict[str, str]]) -> list[Dev
             raise ConfigError(message) from None
 
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    replace_whole(path, out.getvalue().encode(), mode=mode, check=check)
+    replace_whole(path, out.getvalue().encode(), mode=mode, check=check, keep_owner=True)
     return [loaded[0].devices[r["device_id"]] for r in rows]
 
 
@@ -259,6 +277,11 @@ def _state(account: dict[str, Any] | None) -> str:
     if account is None:
         return "none"
     return "disabled" if account.get("disabled") else "active"
+
+
+def _some(device_ids: list[str]) -> str:
+    more = len(device_ids) - 10
+    return ", ".join(device_ids[:10]) + (f" and {more} more" if more > 0 else "")
 
 
 def _print_secrets(pairs: list[tuple[str, str]]) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from common.errors import BrokerError, BrokerRefused, CitySenseError
+from common.errors import BrokerError, BrokerRefused, BrokerUnanswered, CitySenseError
 from common.files import replace_whole
 from common.mqtturl import MqttUrl
 
@@ -272,5 +272,7 @@ class _Session:
         self._client.publish(CONTROL_TOPIC, json.dumps({"commands": body}), qos=1)
         with self._arrived:
             if not self._arrived.wait_for(lambda: all(i in self._answers for i in ids), timeout):
-                raise BrokerError(f"the broker did not answer {len(ids)} commands in {timeout}s")
+                raise BrokerUnanswered(
+                    f"the broker did not answer {len(ids)} commands in {timeout}s"
+                )
             return [self._answers.pop(i) for i in ids]

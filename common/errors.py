@@ -13,7 +13,8 @@ into this tree, so callers decide on meaning (retry or not) rather than on libra
     │       │                              `dropped` were not
     │       └── InfluxNotFound       - 404, or a query or write of a database or policy not there
     └── BrokerError              - the MQTT broker refused us or could not be reached
-        └── BrokerRefused        - it answered, and said no (a login, a dynamic-security command)
+        ├── BrokerRefused        - it answered, and said no (a login, a dynamic-security command)
+        └── BrokerUnanswered     - commands sent, no answer in time: it may have done them
 """
 
 from __future__ import annotations
@@ -66,4 +67,8 @@ class BrokerError(CitySenseError):
 
 
 class BrokerRefused(BrokerError):
+    pass
+
+
+class BrokerUnanswered(BrokerError):
     pass

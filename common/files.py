@@ -9,7 +9,6 @@ written and fsynced, renamed over it, then the folder fsynced so the rename is o
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import logging
 import os
@@ -29,24 +28,24 @@ def replace_whole(
     *,
     mode: int = 0o600,
     check: Callable[[Path], None] | None = None,
+    keep_owner: bool = False,
 ) -> None:
-    """`path` holds `data` (created with `mode`; a file it replaces keeps its owner and group,
-    which an operator may have given to the program reading it: a broker's key, say). `check`,
-    given the written temporary file, may refuse it by raising: then `path` is left as it was,
-    and no temporary file stays."""
+    """`path` holds `data`, with `mode`. `keep_owner`: a file it replaces keeps its owner and
+    group, which an operator may have given to the program reading it (a broker's key, its
+    registry); the group's bits of `mode` only if the group was kept. `check`, given the
+    written temporary file, may refuse it by raising: then `path` is left as it was, and no
+    temporary file stays."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep(path)
-    try:
-        before: os.stat_result | None = path.stat()
-    except FileNotFoundError:
-        before = None
+    before = _stat(path) if keep_owner else None
     # A name of its own: two writers at once never write into one temporary file.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        os.fchmod(descriptor, mode)  # exactly `mode`: os.open's is cut by the umask
-        if before is not None:
-            _keep_owner(descriptor, before, path)
+        # Owner-only until its owner and group are settled: never readable by a group it was
+        # not meant for, not even for a moment.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        kept = before is None or _keep_owner(descriptor, before, path)
+        os.fchmod(descriptor, mode if kept else mode & ~0o070)  # not cut by the umask
         with os.fdopen(descriptor, "wb") as out:
             out.write(data)
             out.flush()
@@ -60,26 +59,40 @@ def replace_whole(
     sync_folder(path.parent)
 
 
-def _keep_owner(descriptor: int, before: os.stat_result, path: Path) -> None:
-    """The new file owned as the old one was, as far as this process may: root may give any
-    owner, another user only a group of its own. Said when it could not, not raised: the
-    content is what was asked for, and the old owner may not have mattered."""
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _keep_owner(descriptor: int, before: os.stat_result, path: Path) -> bool:
+    """The new file owned as the old one was, as far as this process may (root may give any
+    owner, another user only a group of its own); whether its group is the old one's. Said
+    when the owner could not be kept, not raised: the content is what was asked for."""
     now = os.fstat(descriptor)
     if (now.st_uid, now.st_gid) == (before.st_uid, before.st_gid):
-        return
+        return True
     try:
         os.fchown(descriptor, before.st_uid, before.st_gid)
+        return True
     except PermissionError:
-        with contextlib.suppress(PermissionError):  # the group at least; said below either way
-            os.fchown(descriptor, -1, before.st_gid)
-        logger.warning(
-            "%s replaced: it was owned by uid %d, gid %d, which this process (uid %d) cannot "
-            "give the new file; set them again if another program reads it",
-            path,
-            before.st_uid,
-            before.st_gid,
-            os.geteuid(),
-        )
+        pass
+    try:
+        os.fchown(descriptor, -1, before.st_gid)
+        group = True
+    except PermissionError:
+        group = False
+    logger.warning(
+        "%s replaced: it was owned by uid %d, gid %d, which this process (uid %d) cannot give "
+        "the new file%s; set them again if another program reads it",
+        path,
+        before.st_uid,
+        before.st_gid,
+        os.geteuid(),
+        "" if group else " (nor its group, whose access it then does not get)",
+    )
+    return group
 
 
 def _sweep(path: Path) -> None:

@@ -47,6 +47,9 @@ MEASUREMENT = "alarm_events"
 # Starts of one device and rule whose lives are counted: a signal is judged over the last day
 # (api.foresight), so at most two days' starts come again; twice that for margin.
 LIVES_KEPT = 4
+LIVES_SEARCH = (
+    64  # lives of one start tried to name a read-back alarm's (a signal flapping all day)
+)
 SILENT = AlarmRule(
     name="silent",
     field="_reporting",
@@ -278,6 +281,24 @@ class AlarmBook:
             gone = self.by_id.get(old)
             if gone is not None and gone.end_ns is not None:
                 del self.by_id[old]
+
+    def _is_signal(self, alarm: Alarm) -> bool:
+        """Whether `alarm` is a signal's (api.foresight): neither `silent` nor a profile rule."""
+        profile = self.contract.profiles.get(alarm.profile)
+        rules = profile.alarms if profile is not None else ()
+        return alarm.rule != SILENT.name and all(r.name != alarm.rule for r in rules)
+
+    def _lived(self, alarm: Alarm) -> None:
+        """A signal's alarm read back (replay): its life counted, as if this process had raised
+        it, so that a life of its start left behind with the history is not given again after a
+        restart. Its life is found by its id (at most LIVES_SEARCH tried)."""
+        for life in range(LIVES_SEARCH):
+            if alarm_id(alarm.device_id, alarm.rule, alarm.start_ns, life) == alarm.id:
+                starts = self._lives.setdefault((alarm.device_id, alarm.rule), {})
+                starts[alarm.start_ns] = max(starts.pop(alarm.start_ns, 0), life + 1)
+                while len(starts) > LIVES_KEPT:
+                    del starts[next(iter(starts))]
+                return
 
     def _life(self, device_id: str, rule: str, start_ns: int, signal: bool) -> int:
         """A life of this start none of the device's alarms of `rule` had: after those in
@@ -543,6 +564,8 @@ class AlarmBook:
             ):
                 alarm.acknowledged_as(before)
             self.by_id[aid] = alarm
+            if row.get("event") == "raised" and self._is_signal(alarm):
+                self._lived(alarm)
             key = (alarm.device_id, alarm.rule)
             if alarm.end_ns is None:
                 self.active[key] = alarm

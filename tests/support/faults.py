@@ -68,12 +68,10 @@ def stored(influx: InfluxConfig) -> dict[tuple[str, int], float]:
     return {(str(r["device_id"]), int(str(r["time"]))): float(str(r["pressure"])) for r in got}
 
 
-def assert_exactly(
-    influx: InfluxConfig, expected: dict[tuple[str, int], float], *, rows_owed: bool = False
-) -> None:
+def assert_exactly(influx: InfluxConfig, expected: dict[tuple[str, int], float]) -> None:
     """Every reading stored once, nothing else; each window's change mark; each device's
-    latest row (wire.latest) its newest reading, unless `rows_owed` allows a writer to have
-    said it stored readings without their rows (an owed mark: the next start reads them)."""
+    latest row (wire.latest) its newest reading, and no writer saying it stored readings
+    without their rows (an owed mark): no fault of the suite may cost a row."""
     got = stored(influx)
     missing = expected.keys() - got.keys()
     extra = got.keys() - expected.keys()
@@ -93,8 +91,6 @@ def assert_exactly(
     assert {int(str(r["time"])) for r in marks} == {window_of(t) for _, t in expected}
     # The fixture's own mark (readings seeded without rows: tests.support.influx) aside.
     owed = rows(influx, f"SELECT * FROM {qualified(layout.OWED)} WHERE writer != '{IMPORT}'")
-    if owed and rows_owed:
-        return
     assert not owed, f"rows owed by {sorted({str(r['writer']) for r in owed})}"
     assert newest_rows(influx) == newest_of(expected)
 

@@ -21,6 +21,7 @@ from device_profiles import (
     load_profiles,
     load_registry,
 )
+from wire.lineproto import parse_line
 
 PROFILES = load_profiles()
 CONTRACT = Contract.build(PROFILES, load_registry(DEFAULT_REGISTRY, PROFILES))
@@ -137,6 +138,37 @@ def test_a_signal_raised_again_after_its_first_life_was_let_go_has_an_id_of_its_
         assert again not in ids
         ids.add(again)
         book.judge(rule, LAMP.device_id, 0.0, False, day)
+
+
+def test_after_a_restart_a_signal_s_lives_let_go_are_not_given_again() -> None:
+    """The lives are counted from the events read back too: restarted, the API does not give
+    a signal raised again the same day an id of a life already let go of with the history."""
+    rule = AlarmRule(
+        name="lit_by_day", field="lit_by_day", op=AlarmOp.ABOVE, threshold=0.1,
+        severity=Severity.WARNING,
+    )  # fmt: skip
+    before = AlarmBook(CONTRACT, Hub(100), history=2)
+    day = 1_800_000_000 * S
+    ids = set()
+    for value in (0.5, 0.6):
+        before.judge(rule, LAMP.device_id, value, True, day)
+        ids.add(before.active[(LAMP.device_id, "lit_by_day")].id)
+        before.judge(rule, LAMP.device_id, 0.0, False, day)
+    for n in range(6):  # cleared alarms enough to push both lives out of any history of 2
+        before.evaluate(LAMP.device_id, "streetlight", n * S, {"tiltAngle": 10.0 * (n % 2 == 0)})
+    restarted = AlarmBook(CONTRACT, Hub(100), history=2)
+    restarted.replay(_stored(before.outbox.pending()))
+    assert len(ids) == 2 and not ids & set(restarted.by_id)
+    restarted.judge(rule, LAMP.device_id, 0.7, True, day)
+    assert restarted.active[(LAMP.device_id, "lit_by_day")].id not in ids
+
+
+def _stored(lines: list[str]) -> list[Series]:
+    """Outbox lines as InfluxDB answers them back: one series, a column per tag and field."""
+    points = [parse_line(text) for text in lines]
+    columns = sorted({key for p in points for key in (*p.tags, *p.fields)})
+    values = [(p.time_ns, *({**p.tags, **p.fields}.get(c) for c in columns)) for p in points]
+    return [Series("alarm_events", {}, ("time", *columns), tuple(values))]
 
 
 def test_reconcile_clears_a_silent_alarm_only_for_a_device_heard_from_since() -> None:

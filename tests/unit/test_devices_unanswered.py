@@ -7,6 +7,7 @@ answered, and a timeout cannot be had on cue from a real broker between two of i
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 from pathlib import Path
@@ -15,33 +16,40 @@ from typing import Any
 import pytest
 
 from citysense import devices
-from common.errors import BrokerError
-from tests.support.seeding import write_registry
+from common.errors import BrokerError, BrokerUnanswered
+from tests.support.seeding import REGISTRY, write_registry
 
 NEW = ["SL-900001", "SL-900002", "SL-900003"]
 
 
 class Broker:
-    """Answers the first `answers` commands, applies `applies` of them in all, then times out;
-    lists the clients it made unless `lists` is False."""
+    """Answers the first `answers` commands, applies `applies` of them in all, then times out
+    (or, `reached` False, cannot be reached at all); lists the clients it made unless `lists`
+    is False."""
 
-    def __init__(self, answers: int, applies: int, lists: bool = True) -> None:
-        self.answers, self.applies, self.lists = answers, applies, lists
+    def __init__(
+        self, answers: int, applies: int, lists: bool = True, reached: bool = True
+    ) -> None:
+        self.answers, self.applies, self.lists, self.reached = answers, applies, lists, reached
         self.clients: list[str] = []
+        self.asked: list[str] = []
 
     def run(
         self, commands: list[dict[str, Any]], answered: list[dict[str, Any]] | None = None
     ) -> list[dict[str, Any]]:
+        self.asked += [c["command"] for c in commands]
+        if not self.reached:
+            raise BrokerError("broker mqtts://citysense-admin:***@broker:8883 unreachable")
         if commands == [{"command": "listClients"}]:
             if not self.lists:
-                raise BrokerError("the broker did not answer 1 commands in 10.0s")
+                raise BrokerUnanswered("the broker did not answer 1 commands in 10.0s")
             return [{"command": "listClients", "data": {"clients": self.clients}}]
         for n, command in enumerate(commands[: self.applies]):
             if command["command"] == "createClient":
                 self.clients.append(command["username"])
             if n < self.answers and answered is not None:
                 answered.append({"command": command["command"]})
-        raise BrokerError(f"the broker did not answer {len(commands) - self.answers} commands")
+        raise BrokerUnanswered(f"the broker did not answer {len(commands) - self.answers} commands")
 
 
 def _import(
@@ -69,8 +77,18 @@ def test_accounts_made_after_the_broker_stopped_answering_are_shown(
 ) -> None:
     # The first device's two commands answered, the second's applied unanswered, the third's not.
     broker = Broker(answers=2, applies=4)
-    shown, _ = _import(tmp_path, broker, monkeypatch)
+    shown, said = _import(tmp_path, broker, monkeypatch)
     assert sorted(shown) == ["SL-900001", "SL-900002"] == broker.clients
+    assert "1 account(s) not created (SL-900003): the same add run again" in said
+
+
+def test_a_broker_never_reached_is_not_said_to_have_made_accounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = Broker(answers=0, applies=0, reached=False)
+    shown, said = _import(tmp_path, broker, monkeypatch)
+    assert shown == {} and said == ""
+    assert "listClients" not in broker.asked
 
 
 def test_when_the_broker_cannot_say_the_unknown_accounts_are_named(
@@ -80,3 +98,22 @@ def test_when_the_broker_cannot_say_the_unknown_accounts_are_named(
     assert sorted(shown) == ["SL-900001"]
     assert "did not say whether it created 2 account(s) (SL-900002, SL-900003)" in said
     assert "citysense devices rotate" in said
+
+
+def test_a_rotation_unanswered_still_shows_the_secret_it_may_have_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = write_registry(tmp_path / "registry.csv")
+    monkeypatch.setenv("CITYSENSE_REGISTRY", str(registry))
+    broker = Broker(answers=0, applies=1)
+    monkeypatch.setattr(devices.DevicesSettings, "control", lambda _self: broker)
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    device_id = REGISTRY[0][0]
+    with pytest.raises(BrokerUnanswered):
+        devices.main(argparse.Namespace(action="rotate", target=device_id))
+    [row] = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert row["device_id"] == device_id and len(row["secret"]) >= 20
+    assert broker.asked == ["setClientPassword"]
+    assert "the secret above is" in err.getvalue()

@@ -84,10 +84,42 @@ def test_a_replaced_file_keeps_the_owner_and_group_an_operator_gave_it(tmp_path:
     key = tmp_path / "server.key"
     key.write_bytes(b"old")
     os.chown(key, 65534, 65533)
-    files.replace_whole(key, b"new")
+    files.replace_whole(key, b"new", mode=0o640, keep_owner=True)
     after = key.stat()
     assert (after.st_uid, after.st_gid, key.read_bytes()) == (65534, 65533, b"new")
-    assert stat.S_IMODE(after.st_mode) == 0o600
+    assert stat.S_IMODE(after.st_mode) == 0o640
     fresh = tmp_path / "new.key"
-    files.replace_whole(fresh, b"x")
+    files.replace_whole(fresh, b"x", keep_owner=True)
     assert (fresh.stat().st_uid, fresh.stat().st_gid) == (os.geteuid(), os.getegid())
+    # Not asked: the writer's own, whoever held the file before (a tokens file, say).
+    files.replace_whole(key, b"newer")
+    assert (key.stat().st_uid, key.stat().st_gid) == (os.geteuid(), os.getegid())
+
+
+def test_a_group_that_cannot_be_kept_gets_no_access(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user who may not give the file its old group (not root, not a member): the group
+    bits asked are dropped, or the writer's own group would read a key meant for another."""
+    key = tmp_path / "server.key"
+    key.write_bytes(b"old")
+    before = key.stat()
+    modes: list[int] = []
+
+    def refused(descriptor: int, uid: int, gid: int) -> None:
+        modes.append(stat.S_IMODE(os.fstat(descriptor).st_mode))  # what the file is meanwhile
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fstat", lambda fd: _other_owner(os.stat(f"/proc/self/fd/{fd}")))
+    monkeypatch.setattr(os, "fchown", refused)
+    files.replace_whole(key, b"new", mode=0o640, keep_owner=True)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert modes == [0o600, 0o600]  # owner-only while its owner was being settled
+    assert key.read_bytes() == b"new" and before.st_ino != key.stat().st_ino
+
+
+def _other_owner(result: os.stat_result) -> os.stat_result:
+    """`result` as if the file were not the one the replaced file's owner made."""
+    fields = list(result)
+    fields[4], fields[5] = result.st_uid + 1, result.st_gid + 1
+    return os.stat_result(fields)
