@@ -30,25 +30,9 @@ pytestmark = pytest.mark.integration
 
 def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
     api_port, metrics_port, rollups_port = free_port(), free_port(), free_port()
-    args = [
-        "--home", str(tmp_path / "home"), "--mqtt-port", str(free_port()),
-        "--mqtts-port", str(free_port()),
-        "--influx-port", str(free_port()), "--api-port", str(api_port),
-        "--metrics-port", str(metrics_port), "--rollups-port", str(rollups_port),
-        "--devices", "60", "--rate", "30",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "citysense.cli", "up", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+    up, output, reader, env = _start_up(
+        tmp_path / "home", api_port, metrics_port, rollups_port, "--devices", "60", "--rate", "30"
     )
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(iter(up.stdout.readline, "")))  # type: ignore[union-attr]
-    reader.start()
     try:
         token = wait_for(lambda: _token("".join(output)), 120, 0.2, "the banner's API token")
         started = children(up.pid)
@@ -98,24 +82,8 @@ def test_up_runs_the_whole_city_and_stops_it(tmp_path: Path) -> None:
 def test_up_stops_everything_and_fails_when_a_service_dies(tmp_path: Path) -> None:
     """A city whose ingest died is not running: `up` says so, stops the rest, and exits 1
     (a supervisor restarting it, a script waiting on it, see a failure)."""
-    args = [
-        "--home", str(tmp_path / "home"), "--mqtt-port", str(free_port()),
-        "--mqtts-port", str(free_port()), "--influx-port", str(free_port()),
-        "--api-port", str(free_port()), "--metrics-port", str(free_port()),
-        "--rollups-port", str(free_port()), "--devices", "10", "--rate", "5",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "citysense.cli", "up", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
-    )
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(iter(up.stdout.readline, "")))  # type: ignore[union-attr]
-    reader.start()
+    ports = (free_port(), free_port(), free_port())
+    up, output, reader, _ = _start_up(tmp_path / "home", *ports, "--devices", "10", "--rate", "5")
     try:
         wait_for(lambda: _token("".join(output)), 120, 0.2, "the banner's API token")
         started = children(up.pid)
@@ -132,6 +100,31 @@ def test_up_stops_everything_and_fails_when_a_service_dies(tmp_path: Path) -> No
     assert "a service exited unexpectedly" in said
     for pid in started:
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} outlived up"
+
+
+def _start_up(
+    home: Path, api_port: int, metrics_port: int, rollups_port: int, *more: str
+) -> tuple[subprocess.Popen[str], list[str], threading.Thread, dict[str, str]]:
+    """`citysense up` as a newcomer runs it (no CITYSENSE_* setting), on free ports; the
+    process, what it prints (read as it comes), the reader, and its environment."""
+    args = [
+        "--home", str(home), "--mqtt-port", str(free_port()), "--mqtts-port", str(free_port()),
+        "--influx-port", str(free_port()), "--api-port", str(api_port),
+        "--metrics-port", str(metrics_port), "--rollups-port", str(rollups_port), *more,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "citysense.cli", "up", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(up.stdout.readline, "")))  # type: ignore[union-attr]
+    reader.start()
+    return up, output, reader, env
 
 
 def _command(pid: int) -> str:

@@ -27,6 +27,11 @@ PROFILES = load_profiles()
 CONTRACT = Contract.build(PROFILES, load_registry(DEFAULT_REGISTRY, PROFILES))
 LAMP = next(d for d in CONTRACT.registry.devices.values() if d.profile == "streetlight")
 S = 1_000_000_000
+# A signal's rule (api.foresight): its alarm starts at the day's start.
+LIT_BY_DAY = AlarmRule(
+    name="lit_by_day", field="lit_by_day", op=AlarmOp.ABOVE, threshold=0.1,
+    severity=Severity.WARNING,
+)  # fmt: skip
 
 
 def test_a_flapping_pole_keeps_only_the_newest_cleared_alarms() -> None:
@@ -97,13 +102,7 @@ def test_replay_keeps_an_alarm_s_newest_acknowledgement_within_its_life_only() -
 def test_a_signal_raised_again_the_same_day_is_an_alarm_of_its_own() -> None:
     """A signal's alarm starts at its day: raised, cleared and raised again that day, the two
     must not share an id (the second took the first's place, its events mixed with it)."""
-    rule = AlarmRule(
-        name="lit_by_day",
-        field="lit_by_day",
-        op=AlarmOp.ABOVE,
-        threshold=0.1,
-        severity=Severity.WARNING,
-    )
+    rule = LIT_BY_DAY
     book = AlarmBook(CONTRACT, Hub(100))
     day = 1_800_000_000 * S
     book.judge(rule, LAMP.device_id, 0.5, True, day)
@@ -119,10 +118,7 @@ def test_a_signal_raised_again_the_same_day_is_an_alarm_of_its_own() -> None:
 def test_a_signal_raised_again_after_its_first_life_was_let_go_has_an_id_of_its_own() -> None:
     """The earlier life left memory (more cleared alarms than `history` since): its id is
     still not given again, or a ticket or link holding it would name the new alarm."""
-    rule = AlarmRule(
-        name="lit_by_day", field="lit_by_day", op=AlarmOp.ABOVE, threshold=0.1,
-        severity=Severity.WARNING,
-    )  # fmt: skip
+    rule = LIT_BY_DAY
     book = AlarmBook(CONTRACT, Hub(100), history=2)
     day = 1_800_000_000 * S
     book.judge(rule, LAMP.device_id, 0.5, True, day)
@@ -143,10 +139,7 @@ def test_a_signal_raised_again_after_its_first_life_was_let_go_has_an_id_of_its_
 def test_after_a_restart_a_signal_s_lives_let_go_are_not_given_again() -> None:
     """The lives are counted from the events read back too: restarted, the API does not give
     a signal raised again the same day an id of a life already let go of with the history."""
-    rule = AlarmRule(
-        name="lit_by_day", field="lit_by_day", op=AlarmOp.ABOVE, threshold=0.1,
-        severity=Severity.WARNING,
-    )  # fmt: skip
+    rule = LIT_BY_DAY
     before = AlarmBook(CONTRACT, Hub(100), history=2)
     day = 1_800_000_000 * S
     ids = set()
