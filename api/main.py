@@ -189,6 +189,7 @@ def create_app(
         runtime.warmer.start()
         runtime.rollups.start()
         runtime.foresight.start()
+        runtime.live.serving()
         watching = None
         if runtime.tokens is not None:
             every = config.api_tokens_reload_every
