@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -74,7 +75,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def ensure(files: TlsFiles, hosts: tuple[str, ...], *, renew: bool = False) -> TlsFiles:
-    """The CA (reused when present) and a server certificate for `hosts` (kept unless `renew`)."""
+    """The CA (reused when present) and a server certificate for `hosts`: kept unless `renew`,
+    or unless it does not go with its key or the CA (a renewal stopped between the two files,
+    a CA made again), which a broker would refuse to start with."""
     files.folder.mkdir(parents=True, exist_ok=True)
     if files.ca_cert.is_file() and files.ca_key.is_file():
         ca_key = _load_key(files.ca_key)
@@ -88,7 +91,7 @@ def ensure(files: TlsFiles, hosts: tuple[str, ...], *, renew: bool = False) -> T
             mode=0o644,
             keep_owner=True,
         )
-    if renew or not (files.cert.is_file() and files.key.is_file()):
+    if renew or not _matching(files, ca_cert):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _server_cert(key, ca_key, ca_cert, hosts)
         _write_key(files.key, key)
@@ -96,6 +99,21 @@ def ensure(files: TlsFiles, hosts: tuple[str, ...], *, renew: bool = False) -> T
             files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644, keep_owner=True
         )
     return files
+
+
+def _matching(files: TlsFiles, ca_cert: x509.Certificate) -> bool:
+    """Whether the server certificate and key are there, go together, and the certificate is
+    the CA's."""
+    if not (files.cert.is_file() and files.key.is_file()):
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    ours = _load_key(files.key).public_key().public_bytes(serialization.Encoding.DER, spki)
+    return cert.public_key().public_bytes(serialization.Encoding.DER, spki) == ours
 
 
 def _new_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:

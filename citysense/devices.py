@@ -11,7 +11,9 @@ stored readings still need their district and place.
 The registry row is written before the broker account is created: an add stopped between the two
 (killed, broker unreachable) leaves a registered device without an account, and the same add run
 again finishes it (a new secret; the row is not written twice). So does adding a revoked device
-again. A device registered with an account is refused: `rotate` gives it a new secret.
+again. A device registered with an account is refused by `add` (`rotate` gives it a new secret)
+and skipped, named, by `import`, so that an import stopped part-way is finished by the same
+import run again.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "add":
         return _add(settings, [_row_from_args(args)])
     if args.action == "import":
-        return _add(settings, _rows_from_csv(Path(args.target)))
+        return _add(settings, _rows_from_csv(Path(args.target)), again=True)
     if args.action == "rotate":
         _known(settings, args.target)
         secret = dynsec.new_secret()
@@ -119,11 +121,22 @@ def _rows_from_csv(path: Path) -> list[dict[str, str]]:
         raise ConfigError(f"devices import: {path} is not a UTF-8 CSV file: {exc}") from exc
 
 
-def _add(settings: DevicesSettings, rows: list[dict[str, str]]) -> int:
+def _add(settings: DevicesSettings, rows: list[dict[str, str]], *, again: bool = False) -> int:
+    """`again` (an import): rows registered with an account already are skipped and named,
+    so that an import stopped part-way (killed, the broker gone) is finished by the same
+    import run again; a single add of such a device is refused."""
     clash = sorted({r["device_id"] for r in rows} & set(ACCOUNTS))
     if clash:
         raise ConfigError(f"{', '.join(clash)}: the name of a CitySense service account")
-    resumed = _without_account(settings, rows)
+    resumed, done = _registered_already(settings, rows)
+    if again and done:
+        rows = [r for r in rows if r["device_id"] not in done]
+        print(
+            f"citysense devices: {len(done)} device(s) registered with an account already, "
+            f"skipped ({_some(done)}); a secret not kept is not shown again: `citysense "
+            "devices rotate <id>` gives one a new secret",
+            file=sys.stderr,
+        )
     devices = _register(settings, [r for r in rows if r["device_id"] not in resumed])
     devices += [resumed[r["device_id"]] for r in rows if r["device_id"] in resumed]
     accounts = [dynsec.DeviceAccount(d.device_id, d.profile, dynsec.new_secret()) for d in devices]
@@ -184,30 +197,38 @@ def _created_unanswered(control: dynsec.Control, unanswered: list[dict[str, Any]
     return {device_id for device_id in pending if device_id in have}
 
 
-def _without_account(settings: DevicesSettings, rows: list[dict[str, str]]) -> dict[str, Device]:
-    """Rows already registered, as asked, whose device has no broker account: an add that wrote
-    the registry and stopped before the broker created the account (killed, broker down), or a
-    revoked device the operator adds again. Adding them again finishes the add."""
+def _registered_already(
+    settings: DevicesSettings, rows: list[dict[str, str]]
+) -> tuple[dict[str, Device], list[str]]:
+    """Rows already registered, as asked: (those whose device has no broker account, those
+    that have one). Without one: an add that wrote the registry and stopped before the broker
+    created the account (killed, broker down), or a revoked device the operator adds again;
+    adding them again finishes the add. A row that says otherwise than the registry is
+    refused."""
     if not settings.registry.exists():
-        return {}
+        return {}, []
     _, registry = settings.load_contract()
     registered = {r["device_id"]: registry.get(r["device_id"]) for r in rows}
     if not any(registered.values()):
-        return {}
+        return {}, []
     answer = settings.control().run([{"command": "listClients"}])
     accounts = set(answer[0].get("data", {}).get("clients", []))
     resumed: dict[str, Device] = {}
+    done: list[str] = []
     for row in rows:
         device = registered[row["device_id"]]
-        if device is None or device.device_id in accounts:
-            continue  # new, or registered with an account: _register decides
+        if device is None:
+            continue  # new: _register adds it
         if (device.profile, device.district) != (row["profile"], row["district"]):
             raise ConfigError(
                 f"{device.device_id}: registered as a {device.profile} in {device.district}, "
                 f"not a {row['profile']} in {row['district']}; correct the registry row first"
             )
-        resumed[device.device_id] = device
-    return resumed
+        if device.device_id in accounts:
+            done.append(device.device_id)
+        else:
+            resumed[device.device_id] = device
+    return resumed, done
 
 
 def _register(settings: DevicesSettings, rows: list[dict[str, str]]) -> list[Device]:

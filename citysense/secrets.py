@@ -45,10 +45,7 @@ def main(args: argparse.Namespace) -> int:
     ensure(TlsFiles(out), (*DEFAULT_HOSTS, *args.host))
     for name in written:
         print(f"wrote {out / name}")
-    token = _operator_token(out)
-    if token:
-        print(f"API operator token (shown once; its hash is in {out / 'api_tokens.yaml'}):")
-        print(token)
+    _operator_token(out)
     return 0
 
 
@@ -73,14 +70,18 @@ def generate(out: Path, hosts: tuple[str, ...] = ()) -> list[str]:
     return written
 
 
-def _operator_token(out: Path) -> str | None:
+def _operator_token(out: Path) -> None:
+    """A city-wide token for the operator, unless the tokens file is there: shown (flushed)
+    before its hash is written, so that a crash between the two leaves no hash of a token
+    nobody saw (the next run makes another), only a token that never worked."""
     path = out / "api_tokens.yaml"
     if path.exists():
-        return None
+        return
     token = "cst_" + secrets.token_urlsafe(32)
+    print(f"API operator token (shown once; its hash goes into {path}):")
+    print(token, flush=True)
     digest = hashlib.sha256(token.encode()).hexdigest()
     _write(path, f"tokens:\n  - {{name: operator, sha256: {digest}, scope: city}}\n")
-    return token
 
 
 def _keep(out: Path, name: str, value: str) -> list[str]:

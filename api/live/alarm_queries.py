@@ -90,11 +90,15 @@ async def acknowledge(
     """Acknowledge it, and return once its event is stored, at most `wait` seconds: an
     acknowledgement answered done survives the API's crash. Not stored by then, it stays
     queued (the alarm takes it once stored), but a crash would lose it: the caller is told to
-    ask again (a repeat is a new event, harmless: the newest wins; once the alarm has cleared,
-    a repeat is answered 409, saying who acknowledged it if one was stored)."""
+    ask again. A repeat of one stored (the same principal and note: its answer lost to a
+    crash, a cut connection) is answered as done, with no second event, cleared or not;
+    another is a new event (the newest wins), refused 409 once the alarm has cleared, saying
+    who acknowledged it if one was stored."""
     alarm = find(book, principal, alarm_id)
     if not principal.acknowledge:
         raise forbidden(f"token {principal.name!r} may not acknowledge alarms (read only)")
+    if (alarm.acknowledged_by, alarm.note) == (principal.name, note):
+        return alarm
     if alarm.end_ns is not None:
         # Asked again after a 503 while it cleared: whether one was stored since, said here.
         by = alarm.acknowledged_by

@@ -198,6 +198,30 @@ def test_an_import_the_broker_refuses_in_part_shows_the_secrets_of_the_accounts_
         assert check_broker(MqttUrl.parse(stack.mosquitto.tls_url(device_id, secret)), 5) is None
 
 
+def test_an_import_stopped_part_way_is_finished_by_the_same_import(
+    private_servers: LocalServers, topic_root: str, tmp_path: Path
+) -> None:
+    """Killed after the registry was written and the broker made the first chunk's accounts:
+    the same import run again gives the others theirs, skipping (and naming) those made."""
+    stack = private_servers
+    registry = write_registry(tmp_path / "registry.csv")
+    rows = "".join(f"WP-90000{n},water_pipe,Gongshu,30.3,120.1,{n} Pipe St\n" for n in range(3))
+    batch = tmp_path / "new.csv"
+    batch.write_text("device_id,profile,district,latitude,longitude,address\n" + rows)
+    with registry.open("a") as out:  # what the stopped import left: every row ...
+        out.write(rows)
+    admin = MqttUrl.parse(stack.mosquitto.tls_url("citysense-admin"))
+    made = dynsec.DeviceAccount("WP-900000", "water_pipe", dynsec.new_secret())
+    dynsec.Control(admin).run(dynsec.create_device(topic_root, made))  # ... one account
+    shown = devices(stack, registry, topic_root, "import", str(batch))
+    assert sorted(shown) == ["WP-900001", "WP-900002"]
+    for device_id, secret in shown.items():
+        assert check_broker(MqttUrl.parse(stack.mosquitto.tls_url(device_id, secret)), 5) is None
+    assert all(registry.read_text().count(f"WP-90000{n},") == 1 for n in range(3))
+    listed = devices(stack, registry, topic_root, "list")["output"]
+    assert all(f"WP-90000{n},water_pipe,Gongshu,active" in listed for n in range(3))
+
+
 def test_an_add_stopped_before_the_broker_account_is_finished_by_the_same_add(
     private_servers: LocalServers, topic_root: str, tmp_path: Path
 ) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from citysense.certs import TlsFiles, ensure
+from citysense.certs import TlsFiles, _write_key, ensure
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file another owner needs root")
@@ -29,3 +31,28 @@ def test_a_renewed_key_keeps_what_the_operator_gave_the_broker(tmp_path: Path) -
     cert.verify_directly_issued_by(issuer)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "broker.example" in names.get_values_for_type(x509.DNSName)
+
+
+def test_a_key_and_certificate_that_do_not_go_together_are_issued_again(tmp_path: Path) -> None:
+    """A renewal stopped between its two files (the new key, the old certificate): the next
+    set-up issues both again rather than keep a pair the broker refuses to start with. So
+    does a CA made again (its key lost): the old certificate is no longer its."""
+    files = ensure(TlsFiles(tmp_path / "tls"), ("localhost",))
+    kept = files.cert.read_bytes()
+    ensure(files, ("localhost",))
+    assert files.cert.read_bytes() == kept  # a pair: kept
+    _write_key(files.key, ec.generate_private_key(ec.SECP256R1()))  # then the crash
+    ensure(files, ("localhost",))
+    assert files.cert.read_bytes() != kept and _pair(files)
+    files.ca_key.unlink()
+    ensure(files, ("localhost",))
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    x509.load_pem_x509_certificate(files.cert.read_bytes()).verify_directly_issued_by(ca)
+    assert _pair(files)
+
+
+def _pair(files: TlsFiles) -> bool:
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+    return cert.public_key().public_bytes(der, spki) == key.public_key().public_bytes(der, spki)
