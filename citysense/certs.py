@@ -106,13 +106,15 @@ def _matching(files: TlsFiles, ca_cert: x509.Certificate) -> bool:
     the CA's."""
     if not (files.cert.is_file() and files.key.is_file()):
         return False
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
         cert.verify_directly_issued_by(ca_cert)
+        ours = _load_key(files.key).public_key().public_bytes(serialization.Encoding.DER, spki)
+    except ConfigError:
+        raise  # a key of another kind: said, not replaced
     except (ValueError, TypeError, InvalidSignature):
-        return False
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    ours = _load_key(files.key).public_key().public_bytes(serialization.Encoding.DER, spki)
+        return False  # unreadable (not PEM), or not the CA's: issued again
     return cert.public_key().public_bytes(serialization.Encoding.DER, spki) == ours
 
 

@@ -191,8 +191,8 @@ def _created_unanswered(control: dynsec.Control, unanswered: list[dict[str, Any]
             "the same add run again finishes them",
             file=sys.stderr,
         )
-    # Accounts this run's commands made: a registered device with one is refused before
-    # (_without_account, _register). One made by hand under a new device's id, outside
+    # Accounts this run's commands made: a registered device with one is skipped or refused
+    # before (_registered_already, _register). One made by hand under a new device's id, outside
     # CitySense, would be taken for ours here; answered, createClient refuses that name.
     return {device_id for device_id in pending if device_id in have}
 

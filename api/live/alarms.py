@@ -47,9 +47,8 @@ MEASUREMENT = "alarm_events"
 # Starts of one device and rule whose lives are counted: a signal is judged over the last day
 # (api.foresight), so at most two days' starts come again; twice that for margin.
 LIVES_KEPT = 4
-LIVES_SEARCH = (
-    64  # lives of one start tried to name a read-back alarm's (a signal flapping all day)
-)
+# Lives of one start tried to name an alarm read back (a signal flapping all day long).
+LIVES_SEARCH = 64
 SILENT = AlarmRule(
     name="silent",
     field="_reporting",
