@@ -548,11 +548,11 @@ class Worker:
         measurements = set(self.pipeline.measurements)
         readings = [r for line in data if (r := reading_of(line, measurements)) is not None]
         # Not announced (the API finds them by their marks): quiet marks (wire.changes).
-        marked = data + change_lines(changes_of(readings), quiet=True)
+        changes = change_lines(changes_of(readings), quiet=True)
         marks: list[str] = []
         keeper = self.latest_unspooled
         try:
-            done = keeper.write(writer, data, readings, marked[len(data) :], stored=marks)
+            done = keeper.write(writer, data, readings, changes, stored=marks)
             self._outage.clear()
             self._last_stored = time.time()
             bad = done.bad + self._rows_stored(keeper, done.rows, done.rest, writer)
@@ -560,7 +560,7 @@ class Worker:
             self._store_refused(bad, writer)
         except Stopped:
             return False  # the segments stay; written again next time (idempotent)
-        self._count_stored(marked, bad)
+        self._count_stored([*data, *changes], bad)
         if self.settings.state_feed:
             self.announcer.announce(list(done.kept), marks)
         for segment, _ in group:

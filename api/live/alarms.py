@@ -281,34 +281,43 @@ class AlarmBook:
             if gone is not None and gone.end_ns is not None:
                 del self.by_id[old]
 
-    def _is_signal(self, alarm: Alarm) -> bool:
-        """Whether `alarm` is a signal's (api.foresight): neither `silent` nor a profile rule."""
+    def _rule_of(self, alarm: Alarm) -> AlarmRule | None:
+        """The profile rule `alarm` was raised by; None for `silent` and a signal's."""
         profile = self.contract.profiles.get(alarm.profile)
         rules = profile.alarms if profile is not None else ()
-        return alarm.rule != SILENT.name and all(r.name != alarm.rule for r in rules)
+        return next((r for r in rules if r.name == alarm.rule), None)
+
+    def _is_signal(self, alarm: Alarm) -> bool:
+        """Whether `alarm` is a signal's (api.foresight): neither `silent` nor a profile rule."""
+        return alarm.rule != SILENT.name and self._rule_of(alarm) is None
+
+    def _next_life(self, key: tuple[str, str], start_ns: int, life: int) -> None:
+        """`life` is the next of `start_ns` for `key` (device, rule): its newest start."""
+        starts = self._lives.setdefault(key, {})
+        starts.pop(start_ns, None)
+        starts[start_ns] = life
+        while len(starts) > LIVES_KEPT:
+            del starts[next(iter(starts))]
 
     def _lived(self, alarm: Alarm) -> None:
         """A signal's alarm read back (replay): its life counted, as if this process had raised
         it, so that a life of its start left behind with the history is not given again after a
         restart. Its life is found by its id (at most LIVES_SEARCH tried)."""
+        key = (alarm.device_id, alarm.rule)
         for life in range(LIVES_SEARCH):
-            if alarm_id(alarm.device_id, alarm.rule, alarm.start_ns, life) == alarm.id:
-                starts = self._lives.setdefault((alarm.device_id, alarm.rule), {})
-                starts[alarm.start_ns] = max(starts.pop(alarm.start_ns, 0), life + 1)
-                while len(starts) > LIVES_KEPT:
-                    del starts[next(iter(starts))]
+            if alarm_id(*key, alarm.start_ns, life) == alarm.id:
+                known = self._lives.get(key, {}).get(alarm.start_ns, 0)
+                self._next_life(key, alarm.start_ns, max(known, life + 1))
                 return
 
     def _life(self, device_id: str, rule: str, start_ns: int, signal: bool) -> int:
         """A life of this start none of the device's alarms of `rule` had: after those in
         memory (replayed at start too) and, for a signal, those this process raised."""
-        starts = self._lives.setdefault((device_id, rule), {}) if signal else {}
-        life = starts.pop(start_ns, 0)
+        life = self._lives.get((device_id, rule), {}).get(start_ns, 0) if signal else 0
         while alarm_id(device_id, rule, start_ns, life) in self.by_id:
             life += 1
-        starts[start_ns] = life + 1  # the newest last
-        while len(starts) > LIVES_KEPT:
-            del starts[next(iter(starts))]
+        if signal:
+            self._next_life((device_id, rule), start_ns, life + 1)
         return life
 
     def _unique_ns(self) -> int:
@@ -494,9 +503,7 @@ class AlarmBook:
                 if latest is not None and latest.time_ns > alarm.start_ns:
                     self._clear(key, latest.time_ns, None)
                 continue
-            profile = self.contract.profiles.get(alarm.profile)
-            rules = profile.alarms if profile is not None else ()
-            rule = next((r for r in rules if r.name == rule_name), None)
+            rule = self._rule_of(alarm)
             latest = newest(device_id)
             if rule is None or latest is None or latest.time_ns < alarm.start_ns:
                 continue
