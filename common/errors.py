@@ -1,4 +1,4 @@
-"""Errors CitySense raises at its boundaries with InfluxDB and the MQTT broker.
+"""Errors CitySense raises at its boundaries with InfluxDB, the MQTT broker and its own files.
 
 Errors from the lower libraries (httpx, paho, socket) are translated once, where they happen,
 into this tree, so callers decide on meaning (retry or not) rather than on library types:
@@ -12,9 +12,11 @@ into this tree, so callers decide on meaning (retry or not) rather than on libra
     │       ├── InfluxPartialWrite   - 400 (1.x) or 422 (2.x) on /write; some lines stored,
     │       │                              `dropped` were not
     │       └── InfluxNotFound       - 404, or a query or write of a database or policy not there
-    └── BrokerError              - the MQTT broker refused us or could not be reached
-        ├── BrokerRefused        - it answered, and said no (a login, a dynamic-security command)
-        └── BrokerUnanswered     - commands sent, no answer in time: it may have done them
+    ├── BrokerError              - the MQTT broker refused us or could not be reached
+    │   ├── BrokerRefused        - it answered, and said no (a login, a dynamic-security command)
+    │   └── BrokerUnanswered     - commands sent, no answer in time: it may have done them
+    └── FileNotWritten           - a file we keep (registry, tokens, keys) could not be replaced
+                                   (a full disk, no permission): the old one is as it was
 """
 
 from __future__ import annotations
@@ -72,3 +74,8 @@ class BrokerRefused(BrokerError):
 
 class BrokerUnanswered(BrokerError):
     pass
+
+
+class FileNotWritten(CitySenseError):
+    """common.files.replace_whole could not write its file; the file it would have replaced, if
+    any, is unchanged and no temporary file is left."""

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common.errors import FileNotWritten
+
 STALE_S = 600.0
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,10 @@ def replace_whole(
     registry); the group's bits of `mode` only if the group was kept. `check`, given the
     written temporary file, may refuse it by raising: then `path` is left as it was, and no
     temporary file stays."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _not_written(path, exc) from exc
     _sweep(path)
     before = _stat(path) if keep_owner else None
     # A name of its own: two writers at once never write into one temporary file.
@@ -53,10 +58,18 @@ def replace_whole(
         if check is not None:
             check(temporary)
         os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise _not_written(path, exc) from exc
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     sync_folder(path.parent)
+
+
+def _not_written(path: Path, exc: OSError) -> FileNotWritten:
+    # The operator's one line (citysense.cli): which file, why, and that it is unharmed.
+    return FileNotWritten(f"{path} not written ({exc.strerror or exc}); it is as it was before")
 
 
 def _stat(path: Path) -> os.stat_result | None:

@@ -138,9 +138,12 @@ async def test_a_new_replica_starts_from_a_running_one_and_queries_nothing(
                 "SL-3": None,
                 "WP-1": rfc3339(now - 40 * S),
             }
+            numbers = live.coverage.dump()["publishers"]
             ingest.store([light("SL-3", "East", "on", now - 30 * S)])
             times = await until(lambda: if_found(client, "SL-3"), 10, "a live reading")
             assert times["SL-3"] == rfc3339(now - 30 * S)
+            # Its number is taken just after its readings are applied: then judged.
+            await until(lambda: live.coverage.dump()["publishers"] != numbers, 5, "its number")
             assert live.coverage.trusted  # the peer's numbers, then ours: no gap
         # A snapshot of its own for its next start, which starts from it.
         assert (tmp_path / "second" / FILE_NAME).is_file()

@@ -57,11 +57,17 @@ async def stack(
 
 async def test_rebuilt_from_influx_at_start_with_status(stack: Stack, now: int) -> None:
     a1 = await stack.device("SL-A1")
+    answered = time.time_ns()  # the API judged it at or before this
     assert a1["reading"] == {
         "time": rfc3339(now - S),
         "values": {"powerState": "on", "voltage": 230.0},
     }
-    assert a1["status"]["reporting"] == "on_time"
+    # Late once its reading is 3 s old (a 2 s interval): a start that slow on a loaded machine
+    # may show it so, never before.
+    if answered <= now - S + 3 * S:
+        assert a1["status"]["reporting"] == "on_time"
+    else:
+        assert a1["status"]["reporting"] in ("on_time", "late")
     assert a1["status"]["last_seen"] == rfc3339(now - S)
 
     async def retained_seen() -> bool:  # the status retained before the start, just after SUBACK
@@ -119,8 +125,10 @@ async def test_reporting_transitions_are_events(stack: Stack) -> None:
             if e.kind == "reporting" and e.device_id == "SL-A1"
         ]
 
-    await until(lambda: ("late", "silent") in transitions(), 10, "SL-A1 going silent")
-    assert transitions()[-2:] == [("on_time", "late"), ("late", "silent")]
+    # From the fresh reading on: a start slow enough let the seed's reading age already.
+    seen = len(transitions())
+    await until(lambda: ("late", "silent") in transitions()[seen:], 10, "SL-A1 going silent")
+    assert transitions()[seen:] == [("on_time", "late"), ("late", "silent")]
     silent = (await stack.client.get("/devices", params={"status": "silent"})).json()
     assert "SL-A1" in [i["device_id"] for i in silent["items"]]
     await stack.feed(("streetlight", "SL-A1", "North", time.time_ns(), {"powerState": "on"}))

@@ -18,6 +18,7 @@ from citysense.servers import LocalServers, free_port
 from citysense.up import local_token
 from common import __version__
 from common.influx import InfluxConfig
+from tests.support.disks import fill, tmpfs
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -122,6 +123,26 @@ def test_a_second_revoke_says_there_is_no_such_token(tmp_path: Path) -> None:
     done = citysense("tokens", "revoke", "--file", str(tmp_path / "t.yaml"), "--name", "x")
     assert done.returncode == 2
     assert done.stderr.strip() == f"citysense tokens: no token named 'x' in {tmp_path / 't.yaml'}"
+
+
+def test_a_full_disk_is_one_line_naming_the_file_which_stays_whole(tmp_path: Path) -> None:
+    """The tokens file's disk full (a real one, tmpfs): `tokens new` says which file and why in
+    one line, exits 1, shows no token (the file would not know it), and the file keeps every
+    token it had; no temporary is left behind."""
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        tokens = disk / "tokens.yaml"
+        new = ("tokens", "new", "--file", str(tokens), "--scope", "city", "--name")
+        assert citysense(*new, "ops").returncode == 0
+        before = tokens.read_bytes()
+        fill(disk)
+        done = citysense(*new, "app")
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr.splitlines() == [
+            f"citysense tokens: {tokens} not written (No space left on device); it is as it "
+            "was before"
+        ]
+        assert tokens.read_bytes() == before
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "tokens.yaml"]
 
 
 def test_up_refuses_ports_in_use_and_says_which(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -24,6 +23,7 @@ from common.influx import InfluxClient, InfluxConfig
 from device_profiles import load_profiles, load_registry
 from ingest.spool import frame
 from simulators.city import write_city
+from tests.support.disks import tmpfs
 from tests.support.faults import (
     PIPES,
     assert_exactly,
@@ -485,32 +485,17 @@ def test_12_sigkill_with_spooled_segments_and_a_stale_tmp(
     ingest.start()
     assert not stale.exists(), "the stale .tmp survived the restart"
     wait_stored(influx, len(expected), 60)
-    wait_for(lambda: not list(folder.glob("*.seg")), 30, what="the spool drained")
-    drained = ingest.metrics()
-    assert drained["unspooled_batches_total"] == len(segments)
-    assert drained["spool_bytes"] == 0
+    # Counted once the drained group's files are all removed (their bytes taken off first).
+    wait_for(
+        lambda: ingest.metrics()["unspooled_batches_total"] == len(segments),
+        30,
+        what="the spool drained",
+    )
+    assert not list(folder.glob("*.seg"))
+    assert ingest.metrics()["spool_bytes"] == 0
     assert ingest.terminate() == 0
     assert_exactly(influx, expected)
     assert not list(folder.glob("*.tmp"))
-
-
-@contextmanager
-def tmpfs(folder: Path, size: str) -> Iterator[Path]:
-    """A real filesystem of `size` (tmpfs) on `folder`, created if need be: writes past it fail
-    with ENOSPC, as a full disk's would; `mount -o remount,size=…` frees room. Mounting needs
-    root, as CI has."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a small tmpfs (root needed): {mounted.stderr.decode()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from common import files
+from common.errors import FileNotWritten
 
 
 def test_the_new_content_replaces_the_old_with_its_mode_and_no_temporary_stays(
@@ -30,6 +32,25 @@ def test_the_mode_asked_is_the_file_s_whatever_the_umask(tmp_path: Path) -> None
     finally:
         os.umask(before)
     assert stat.S_IMODE((tmp_path / "registry.csv").stat().st_mode) == 0o664
+
+
+def test_a_write_the_disk_refuses_is_one_error_naming_the_file_which_is_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk fails the write or its fsync (tmpfs at the write, ext4 often at the fsync):
+    either way the old file stays whole and the error says which file, for the operator's one
+    line (test_cli.py's full disk is the same end to end)."""
+    target = tmp_path / "tokens.yaml"
+    target.write_text("old\n")
+
+    def full(_: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(FileNotWritten, match=f"{target} not written .No space left on device"):
+        files.replace_whole(target, b"new\n")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens.yaml"]
 
 
 def test_temporaries_a_crash_left_are_swept_and_a_writer_s_at_work_kept(tmp_path: Path) -> None:
