@@ -169,6 +169,7 @@ def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiP
         print("restarting the API ...", flush=True)
         log = api.child.log
         before = _lines(log, "foresight round")
+        said = len(start_said(log))
         api.child.stop()
         api = start_api(stack, api_env(args))
         title = "API restarted, asked at once (its start-up work still running)"
@@ -176,6 +177,8 @@ def restart_api(stack: Stack, api: ApiProcess, args: argparse.Namespace) -> ApiP
             title = "API restarted again, asked once its start-up work was done"
         report.section(title)
         report.add("start -> serving, after the restart", ms(api.loaded))
+        for line in start_said(log)[said:]:  # what it started from, and how long each part took
+            report.add("  the API logged", line)
         if settled:
             started = time.perf_counter()
 
@@ -279,6 +282,17 @@ def keeper_log(stack: Stack, text: str) -> list[str]:
         f"{record['ts'][11:19]} UTC: {record['msg']}"
         for record in records
         if text in record.get("msg", "")
+    ]
+
+
+def start_said(log: Path | None) -> list[str]:
+    """The API's log lines, across its restarts, on what it loaded its latest state from."""
+    lines = log.read_bytes().splitlines() if log is not None and log.exists() else []
+    records = [orjson.loads(line) for line in lines if line.startswith(b"{")]
+    return [
+        f"{record['ts'][11:19]} UTC: {record['msg']}"
+        for record in records
+        if "latest state" in record.get("msg", "") or "latest rows" in record.get("msg", "")
     ]
 
 
