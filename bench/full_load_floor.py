@@ -33,6 +33,7 @@ from api.live.service import LOAD_SLICE
 from bench.api.constants import DATABASE
 from bench.api.figures import Report, machine
 from bench.api.history import load_history, write_registry
+from bench.api.memory import influx_quiet
 from citysense.children import cpu_seconds
 from citysense.servers import LocalServers
 from common.influx import AsyncInfluxClient, InfluxClient, InfluxConfig, quote_ident
@@ -103,11 +104,13 @@ def measure(
 
 
 def _stored_parts(config: InfluxConfig) -> list[tuple[Profile, str]]:
+    """(profile, district) of every query the API's full load sends here: one per profile and
+    district stored. The simulated city has devices of every profile in every district (18 parts
+    in bench.api_memory's log); at 100,000 devices no part is split (`api_load_series`)."""
     profiles = load_profiles()
     with InfluxClient(config) as client:
         ensure_schema(client, Retention(), profiles)
-    measured = {p.measurement: p for p in profiles.values()}  # profiles sharing one: once
-    return [(p, d.name) for p in measured.values() for d in DISTRICTS]
+    return [(p, d.name) for p in profiles.values() for d in DISTRICTS]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -128,6 +131,9 @@ def run(args: argparse.Namespace) -> None:
             report.section(f"The full load's {len(parts)} queries, nothing else")
             for n in range(args.rounds):
                 for name, shape in shapes.items():
+                    waited, quiet = influx_quiet(servers)  # not its roll-ups' pass, if any
+                    if not quiet:
+                        raise RuntimeError(f"InfluxDB still busy after {waited:.0f} s")
                     got = measure(servers, config, shape, parts)
                     if got.rows != len(devices):
                         raise RuntimeError(f"{name}: {got.rows:,} rows for {len(devices):,}")

@@ -9,6 +9,7 @@ written and fsynced, renamed over it, then the folder fsynced so the rename is o
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -45,6 +46,7 @@ def replace_whole(
     before = _stat(path) if keep_owner else None
     # A name of its own: two writers at once never write into one temporary file.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    checking = False
     try:
         # Owner-only until its owner and group are settled: never readable by a group it was
         # not meant for, not even for a moment.
@@ -56,15 +58,26 @@ def replace_whole(
             out.flush()
             os.fsync(out.fileno())
         if check is not None:
+            checking = True
             check(temporary)
+            checking = False
         os.replace(temporary, path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        _discard(temporary)
+        if checking:
+            raise  # the check's own trouble (a file it reads), not this file's writing
         raise _not_written(path, exc) from exc
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        _discard(temporary)
         raise
     sync_folder(path.parent)
+
+
+def _discard(temporary: Path) -> None:
+    # Never in the way of the error being raised: a read-only file system refuses even the
+    # removal of a name that is not there (EROFS, not ENOENT).
+    with contextlib.suppress(OSError):
+        temporary.unlink(missing_ok=True)
 
 
 def _not_written(path: Path, exc: OSError) -> FileNotWritten:

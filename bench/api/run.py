@@ -4,6 +4,7 @@ line is bench/api_bench.py's."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import threading
 import time
@@ -275,23 +276,29 @@ class LiveCity:
 
 def keeper_log(stack: Stack, text: str) -> list[str]:
     """The keeper's log lines holding `text`, each as `HH:MM:SS UTC: message`."""
-    path = stack.home / "rollups.log"
-    lines = path.read_bytes().splitlines() if path.exists() else []
-    records = [orjson.loads(line) for line in lines if line.startswith(b"{")]
     return [
         f"{record['ts'][11:19]} UTC: {record['msg']}"
-        for record in records
+        for record in _records(stack.home / "rollups.log")
         if text in record.get("msg", "")
     ]
 
 
+def _records(log: Path | None) -> list[dict[str, str]]:
+    """A running process's JSON log records; its last line may be half written: left out."""
+    lines = log.read_bytes().splitlines() if log is not None and log.exists() else []
+    records = []
+    for line in lines:
+        if line.startswith(b"{"):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                records.append(orjson.loads(line))
+    return records
+
+
 def start_said(log: Path | None) -> list[str]:
     """The API's log lines, across its restarts, on what it loaded its latest state from."""
-    lines = log.read_bytes().splitlines() if log is not None and log.exists() else []
-    records = [orjson.loads(line) for line in lines if line.startswith(b"{")]
     return [
         f"{record['ts'][11:19]} UTC: {record['msg']}"
-        for record in records
+        for record in _records(log)
         if "latest state" in record.get("msg", "") or "latest rows" in record.get("msg", "")
     ]
 

@@ -53,6 +53,37 @@ def test_a_write_the_disk_refuses_is_one_error_naming_the_file_which_is_as_it_wa
     assert [p.name for p in tmp_path.iterdir()] == ["tokens.yaml"]
 
 
+def test_a_read_only_file_system_is_one_error_though_the_cleanup_fails_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a read-only mount both the temporary's creation and its removal fail (EROFS, even for
+    a name that is not there): the error says the file was not written, not the removal's."""
+    target = tmp_path / "registry.csv"
+
+    def read_only(*_: object, **__: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(files.os, "open", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(FileNotWritten, match=r"not written \(Read-only file system\)"):
+        files.replace_whole(target, b"device_id\n")
+
+
+def test_a_check_s_own_os_error_is_its_own_not_the_file_s(tmp_path: Path) -> None:
+    """A check that cannot read what it needs (a profile file) is not blamed on the file being
+    written: its error is raised as it is, and the file stays as it was."""
+    target = tmp_path / "registry.csv"
+    target.write_text("device_id\n")
+
+    def check(_: Path) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", "profiles/variants.yaml")
+
+    with pytest.raises(PermissionError, match=r"variants\.yaml"):
+        files.replace_whole(target, b"device_id\nSL-1\n", check=check)
+    assert target.read_text() == "device_id\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["registry.csv"]
+
+
 def test_temporaries_a_crash_left_are_swept_and_a_writer_s_at_work_kept(tmp_path: Path) -> None:
     left = tmp_path / ".dynamic-security.json.0a1b2c3d.tmp"
     working = tmp_path / ".dynamic-security.json.4e5f6a7b.tmp"
