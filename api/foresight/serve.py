@@ -74,11 +74,11 @@ def _visible(principal: Principal, contract: Contract, point: StoredPointPublic)
     if device is not None:
         return principal.sees(device.profile, device.district)
     district = point.tags.get("district", "")
-    return (
-        principal.sees_devices
-        and principal.sees_district(district)
-        and (principal.sees_profile(point.tags.get("profile", "")) or "profile" not in point.tags)
-    )
+    profile = point.tags.get("profile")
+    # A point of no profile (a district's quality) is over every profile there, and names its
+    # worst devices: only for a token that reads every profile.
+    sees = principal.profiles is None if profile is None else principal.sees_profile(profile)
+    return principal.sees_devices and principal.sees_district(district) and sees
 
 
 async def signals(

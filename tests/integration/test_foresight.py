@@ -98,6 +98,18 @@ async def test_scopes_of_the_foresight_routes(api: httpx.AsyncClient) -> None:
     # A department sees none of another profile's signals.
     lights = await api.get("/signals", params={"profile": "water_pipe"}, headers=_auth("lights"))
     assert lights.status_code == 403
+
+    # A district's quality is over every profile there and names its worst devices: a token
+    # limited to some profiles does not see it (the lights department saw the pipes' ids).
+    async def district_quality() -> list[dict[str, Any]]:
+        items = (await api.get("/quality", headers=_auth("city"))).json()["items"]
+        return [p for p in items if "profile" not in p["tags"]]
+
+    (row,) = await until(district_quality, 30, "the district's quality")
+    assert set(row["values"]["worst"].split(",")) == {"WP-L1", "WP-L2"}
+    assert (await api.get("/quality", headers=_auth("lights"))).json()["items"] == []
+    water = (await api.get("/quality", headers=_auth("water-north"))).json()["items"]
+    assert water and all(p["tags"]["profile"] == "water_pipe" for p in water)
     # Open data gets forecasts of districts with enough meters only: North has none.
     forecasts = await api.get("/forecasts", headers=_auth("portal"))
     assert forecasts.status_code == 200 and forecasts.json()["items"] == []
