@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import paho.mqtt.client as mqtt
 
 from common.errors import ConfigError
+from common.urls import check_user_info
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
@@ -32,6 +33,7 @@ class MqttUrl:
 
     @classmethod
     def parse(cls, url: str) -> MqttUrl:
+        check_user_info(url, "MQTT URL")
         parts = urlsplit(url)
         if parts.scheme not in SCHEMES:
             raise ConfigError(

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.influx import InfluxConfig
 from common.mqtturl import MqttUrl
 from common.schema import Duration, Retention, seconds
+from common.urls import check_user_info
 from device_profiles import (
     DEFAULT_PROFILES,
     DEFAULT_REGISTRY,
@@ -68,6 +69,12 @@ class CommonSettings(BaseSettings):
             or value.endswith("/")
         ):
             raise ValueError("topic root is a plain topic prefix without wildcards, e.g. 'city'")
+        return value
+
+    @field_validator("influx_url")
+    @classmethod
+    def _influx_url(cls, value: str) -> str:
+        check_user_info(value, "InfluxDB URL")  # a ConfigError, which never quotes the URL
         return value
 
     @field_validator("mqtt_url")

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from common.schema import seconds
 from common.settings import CommonSettings
+from common.urls import check_user_info
 from device_profiles import parse_duration
 
 
@@ -210,6 +211,13 @@ class ApiSettings(CommonSettings):
     @classmethod
     def _interval(cls, value: str | float) -> float:
         return _setting_seconds(value)
+
+    @field_validator("api_state_peer")
+    @classmethod
+    def _peer(cls, value: str | None) -> str | None:
+        if value:
+            check_user_info(value, "the state peer's URL")
+        return value
 
     @field_validator("api_open_data_timezone", "api_foresight_timezone")
     @classmethod

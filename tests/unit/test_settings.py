@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from pydantic import ValidationError
 
@@ -51,6 +53,33 @@ def test_a_single_setting_s_problem_names_its_variable() -> None:
     with pytest.raises(ValidationError) as info:
         ApiSettings(api_port=-1)
     assert settings_problems(info.value).startswith("  CITYSENSE_API_PORT: ")
+
+
+SECRET = "s3cr/et9?x#y"  # a password holding the characters a URL parser ends a host at
+
+
+@pytest.mark.parametrize(
+    ("field", "name", "url"),
+    [
+        ("influx_url", "INFLUX_URL", f"http://ingest:{SECRET}@influxdb:8086"),
+        ("api_state_peer", "API_STATE_PEER", f"https://api:{SECRET}@replica-2:8000"),
+        ("mqtt_url", "MQTT_URL", f"mqtt://citysense-api:{SECRET}@broker:1883"),
+    ],
+)
+def test_a_url_whose_password_is_not_percent_encoded_is_refused_without_quoting_it(
+    field: str, name: str, url: str
+) -> None:
+    """Parsed as it is, the host would end inside the password: redaction then found no password
+    to mask (the URL was logged whole at start) and a bad-port error quoted a piece of it."""
+    with pytest.raises(ValidationError) as info:
+        ApiSettings(**{field: url})
+    problem = settings_problems(info.value)
+    assert problem.startswith(f"  CITYSENSE_{name}: ")
+    assert "percent-encode" in problem
+    for piece in ("s3cr", "et9", "x#y"):
+        assert piece not in problem
+    encoded = url.replace(SECRET, quote(SECRET, safe=""))
+    ApiSettings(**{field: encoded})  # percent-encoded, the same password is taken
 
 
 def test_ingest_s_slots_take_the_ports_from_its_own_on() -> None:
