@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,6 +49,11 @@ class Round:
     districts_quality: list[quality.DistrictQuality] = field(default_factory=list)
     backtest: dict[str, list[forecast.DayScore]] = field(default_factory=dict)
     ahead: dict[str, tuple[date, list[float], list[float]]] = field(default_factory=dict)
+    # Per district, how many meters the energy of each day, and the forecast, were summed from
+    # (`fewest`): what open data is gated on, not the meters registered (a district rolling
+    # out meters has many registered and few reporting).
+    day_meters: dict[str, dict[date, int]] = field(default_factory=dict)
+    ahead_meters: dict[str, int] = field(default_factory=dict)
 
 
 def rule_threshold(profile: Profile | None, signal: SignalName) -> float | None:
@@ -56,6 +61,13 @@ def rule_threshold(profile: Profile | None, signal: SignalName) -> float | None:
         if rule.signal is signal:
             return rule.threshold
     return None
+
+
+def fewest(meters: Sequence[int]) -> int:
+    """The fewest meters any hour's energy was summed from, over the hours that had any (an hour
+    no meter reported holds no one's energy): every published value built from these hours
+    aggregates at least that many households. 0 when no hour had any."""
+    return min((n for n in meters if n), default=0)
 
 
 def _series_rows(series: list[Series], field_name: str) -> list[tuple[str, int, Any]]:
@@ -182,13 +194,19 @@ class Foresight:
         )
         hours = (span.end_ns - span.start_ns) // (3600 * NS)
         energy = [0.0] * hours
+        meters = [0] * hours  # one hourly mean per meter and hour (queries.hourly_means)
         for _, t, v in _series_rows(series, "v"):
             index = (t - span.start_ns) // (3600 * NS)
             if v is not None and 0 <= index < hours:
                 energy[index] += float(v)  # kW averaged over an hour: kWh
+                meters[index] += 1
         if not any(energy):
             return  # no meter of the district reported in the span: nothing to forecast from
         first = datetime.fromtimestamp(span.start_ns / NS, self.zone).date()
+        result.day_meters[district] = {
+            first + timedelta(days=d): fewest(meters[d * forecast.HOURS : (d + 1) * forecast.HOURS])
+            for d in range(hours // forecast.HOURS)
+        }
         # Fitting is CPU work: off the event loop, so requests are answered meanwhile.
         scores = await asyncio.to_thread(
             forecast.backtest, energy, first, self.holidays, forecast.MIN_DAYS
@@ -199,6 +217,8 @@ class Foresight:
             model = await asyncio.to_thread(forecast.model_forecast, whole, first, self.holidays)
             tomorrow = date.fromordinal(first.toordinal() + len(whole) // forecast.HOURS)
             result.ahead[district] = (tomorrow, model, forecast.seasonal_naive(whole))
+            # Both forecasts are built from hours of `whole` (the naive one is a day of it).
+            result.ahead_meters[district] = fewest(meters[: len(whole)])
 
     async def _quality(self, result: Round, judged: Span, letters: Span) -> None:
         for name, profile in sorted(self.contract.profiles.items()):

@@ -1,7 +1,9 @@
 """Answers of /signals, /forecasts and /quality from foresight's stored measurements, within the
 asker's scope: departments see their profiles and districts, the city everything; open data only
-forecasts, which are per district, and only of districts with at least `min_devices` meters, so no
-forecast ever describes one household."""
+forecasts, which are per district, and only the points summed from at least `min_devices` meters
+in every hour they were built from (their `meters` field), so no forecast ever describes one
+household. Not the meters registered: a district rolling meters out has many registered and few
+reporting, and its forecast would have been one household's consumption."""
 
 from __future__ import annotations
 
@@ -123,13 +125,22 @@ async def forecasts(
     tags = {"district": _one(ask.district), "model": _one(ask.name)}
     items = await _points(influx, queries.FORECASTS, ask, tags)
     items += await _points(influx, queries.FORECAST_ERRORS, ask, {"district": _one(ask.district)})
-    allowed = {
-        d
-        for d in contract.districts
-        if principal.sees_district(d)
-        and (principal.sees_devices or len(contract.devices(METER, d)) >= min_devices)
-    }
-    return StoredListPublic(items=[p for p in items if p.tags.get("district") in allowed])
+    allowed = {d for d in contract.districts if principal.sees_district(d)}
+    return StoredListPublic(
+        items=[
+            p
+            for p in items
+            if p.tags.get("district") in allowed
+            and (principal.sees_devices or _summed_from(p) >= min_devices)
+        ]
+    )
+
+
+def _summed_from(point: StoredPointPublic) -> int:
+    """How many meters a forecast point was summed from at the fewest (store.forecast_lines); 0
+    for a point stored before it was recorded, which open data therefore never gets."""
+    meters = point.values.get("meters", 0)
+    return meters if isinstance(meters, int) and not isinstance(meters, bool) else 0
 
 
 def _one(value: str | None) -> list[str]:

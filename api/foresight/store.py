@@ -4,9 +4,10 @@ round computed again overwrites what it computed before instead of adding to it.
 
 - `signals`: tags signal, profile, district, device_id; fields value, and per signal its extras
   (night flow: minimum, baseline, leak; lamps: the day's figures);
-- `forecasts`: tags district, model (`daytype_ols`, `seasonal_naive`); field kwh per hour;
+- `forecasts`: tags district, model (`daytype_ols`, `seasonal_naive`); fields kwh per hour, and
+  meters: the fewest meters any hour it was built from summed (api.foresight.run.fewest);
 - `forecast_errors`: tags district; fields mape_model, mape_naive, peak_kwh, peak_hour per day
-  once it is over;
+  once it is over, and meters: the fewest meters any hour of that day summed;
 - `quality`: tags profile, district, device_id (empty for a district's own row); fields score and
   its parts, readings, expected, dead_letters.
 """
@@ -95,12 +96,14 @@ def lamp_lines(
     return out
 
 
-def forecast_lines(district: str, model: str, first_hour_ns: int, kwh: list[float]) -> list[str]:
+def forecast_lines(
+    district: str, model: str, first_hour_ns: int, kwh: list[float], meters: int
+) -> list[str]:
     return [
         line(
             FORECASTS,
             {"district": district, "model": model},
-            {"kwh": float(v)},
+            {"kwh": float(v), "meters": meters},
             first_hour_ns + h * 3600 * 10**9,
         )
         for h, v in enumerate(kwh)
@@ -115,6 +118,7 @@ def error_line(
     mape_model: float,
     mape_naive: float,
     actual: list[float],
+    meters: int,
 ) -> str:
     peak = max(range(len(actual)), key=actual.__getitem__)
     values: dict[str, FieldValue] = {
@@ -122,6 +126,7 @@ def error_line(
         "mape_naive": float(mape_naive),
         "peak_kwh": float(actual[peak]),
         "peak_hour": peak,
+        "meters": meters,
     }
     return line(FORECAST_ERRORS, {"district": district}, values, day_ns(day, zone))
 
@@ -154,6 +159,7 @@ def round_lines(result: Round, quality_ns: int) -> list[str]:
     for district, days in result.lamp_days.items():
         out += lamp_lines(days, result.drift.get(district, {}), district, result.zone)
     for district, scores in result.backtest.items():
+        day_meters = result.day_meters.get(district, {})
         for s in scores:
             out.append(
                 error_line(
@@ -163,11 +169,13 @@ def round_lines(result: Round, quality_ns: int) -> list[str]:
                     mape_model=s.mape_model,
                     mape_naive=s.mape_naive,
                     actual=s.actual,
+                    meters=day_meters.get(s.day, 0),
                 )
             )
     for district, (day, model, naive) in result.ahead.items():
         first = day_ns(day, result.zone)
-        out += forecast_lines(district, MODEL, first, model)
-        out += forecast_lines(district, NAIVE, first, naive)
+        meters = result.ahead_meters.get(district, 0)
+        out += forecast_lines(district, MODEL, first, model, meters)
+        out += forecast_lines(district, NAIVE, first, naive, meters)
     out += quality_lines(result.devices_quality, result.districts_quality, quality_ns)
     return out

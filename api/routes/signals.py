@@ -56,8 +56,9 @@ async def signals(
     summary="Day-ahead energy per district and hour, and the forecasts' error",
     description="Points of `forecasts` (tags district and model: `daytype_ols`, the model; "
     "`seasonal_naive`, the same hour a week before; field kwh per hour) and of "
-    "`forecast_errors` (per past day: mape_model, mape_naive, peak_kwh, peak_hour). Open-data "
-    "tokens get districts with at least the open-data minimum of meters only.",
+    "`forecast_errors` (per past day: mape_model, mape_naive, peak_kwh, peak_hour); each with "
+    "meters, the fewest meters any hour it was built from was summed from. Open-data tokens get "
+    "only the points of at least the open-data minimum of meters.",
     responses=documented(401, 403, 502, 503),
 )
 async def forecasts(

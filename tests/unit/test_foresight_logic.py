@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from api.foresight import forecast, lamps, nightflow, quality
+from api.foresight.run import fewest
 
 ZONE = ZoneInfo("Asia/Shanghai")
 FIRST = date(2026, 6, 1)
@@ -150,3 +151,11 @@ def test_a_day_without_energy_is_left_out_of_the_backtest() -> None:
     scores = forecast.backtest(series, FIRST, set(), forecast.MIN_DAYS)
     assert [s.day for s in scores] == [FIRST + timedelta(days=8), FIRST + timedelta(days=10)]
     assert forecast.backtest([0.0] * forecast.HOURS * 10, FIRST, set(), forecast.MIN_DAYS) == []
+
+
+def test_a_forecast_is_summed_from_the_fewest_meters_of_any_hour_that_had_any() -> None:
+    """Open data is gated on it (api.foresight.serve): an hour of one meter in a day of fifty
+    is one household's energy; an hour no meter reported holds no one's."""
+    assert fewest([50, 50, 1, 50]) == 1
+    assert fewest([0, 7, 0, 9]) == 7
+    assert fewest([0, 0]) == 0 and fewest([]) == 0
