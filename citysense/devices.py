@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import io
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,13 @@ def main(args: argparse.Namespace) -> int:
         return _add(settings, _rows_from_csv(Path(args.target)), again=True)
     if args.action == "rotate":
         _known(settings, args.target)
-        secret = dynsec.new_secret()
+        secret = _Secrets({args.target: dynsec.new_secret()})
         try:
-            settings.control().run(dynsec.rotate_device(args.target, secret))
+            settings.control().run(dynsec.rotate_device(args.target, secret.of(args.target)))
         except BrokerUnanswered:
             # It may have taken effect: then only this secret opens the account.
-            _print_secrets([(args.target, secret)])
+            secret.show([args.target])
+            secret.done()
             print(
                 f"citysense devices: the broker did not answer; the secret above is "
                 f"{args.target}'s if it took the change (its old one then fails), else rotate "
@@ -86,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             raise
-        _print_secrets([(args.target, secret)])
+        secret.show([args.target])
+        secret.done()
         return 0
     settings.control().run(dynsec.revoke_device(_known(settings, args.target)))
     print(f"revoked {args.target}: the broker refuses it from now on; its registry row is kept")
@@ -142,27 +145,61 @@ def _add(settings: DevicesSettings, rows: list[dict[str, str]], *, again: bool =
     accounts = [dynsec.DeviceAccount(d.device_id, d.profile, dynsec.new_secret()) for d in devices]
     commands = [c for a in accounts for c in dynsec.create_device(settings.topic_root, a)]
     answered: list[dict[str, Any]] = []
-    created: set[str] = set()
+    shown = _Secrets({a.device_id: a.password for a in accounts})
     control = settings.control()
     try:
-        control.run(commands, answered)
+        # The broker applies each command it can: an account it created has a secret only this
+        # run knows, shown as soon as its message is answered, whatever fails after it (then
+        # the error, exit 1). Shown at the end instead, an import of 100,000 devices killed
+        # part-way had made accounts whose secrets nobody saw, every one to rotate.
+        control.run(commands, answered, each=lambda sent, got: shown.show(_made(sent, got)))
     except BrokerUnanswered:
         # Sent, not answered: the broker may have done them. (Refused, or never reached:
         # `answered` says which took effect.)
-        created |= _created_unanswered(control, commands[len(answered) :])
+        shown.show(sorted(_created_unanswered(control, commands[len(answered) :])))
         raise
     finally:
-        # The broker applies each command it can: an account it created has a secret only
-        # this run knows, shown whatever failed beside or after it (then the error, exit 1).
-        created |= {
-            command["username"]
-            for command, answer in zip(commands, answered, strict=False)
-            if command["command"] == "createClient" and not answer.get("error")
-        }
-        shown = [(a.device_id, a.password) for a in accounts if a.device_id in created]
-        if shown:
-            _print_secrets(shown)
+        shown.done()
     return 0
+
+
+def _made(sent: Sequence[dict[str, Any]], answers: list[dict[str, Any]]) -> list[str]:
+    """The accounts the broker created of one message's commands, as it answered them."""
+    return [
+        command["username"]
+        for command, answer in zip(sent, answers, strict=True)
+        if command["command"] == "createClient" and not answer.get("error")
+    ]
+
+
+class _Secrets:
+    """New secrets printed as their accounts are made, each once (the broker keeps only its
+    hash), flushed at once: what is shown before the process is killed is on its output."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self._secrets = secrets
+        self._shown = 0
+
+    def of(self, device_id: str) -> str:
+        return self._secrets[device_id]
+
+    def show(self, device_ids: Iterable[str]) -> None:
+        rows = [(d, self._secrets[d]) for d in device_ids]
+        if not rows:
+            return
+        text = io.StringIO()
+        out = csv.writer(text, lineterminator="\n")
+        if not self._shown:
+            out.writerow(["device_id", "secret"])
+        out.writerows(rows)
+        sys.stdout.write(text.getvalue())  # in one piece, even with PYTHONUNBUFFERED
+        sys.stdout.flush()
+        self._shown += len(rows)
+
+    def done(self) -> None:
+        if self._shown:
+            note = f"# {self._shown} secret(s) shown once; CitySense keeps only their hash"
+            print(note, file=sys.stderr)
 
 
 def _created_unanswered(control: dynsec.Control, unanswered: list[dict[str, Any]]) -> set[str]:
@@ -303,11 +340,3 @@ def _state(account: dict[str, Any] | None) -> str:
 def _some(device_ids: list[str]) -> str:
     more = len(device_ids) - 10
     return ", ".join(device_ids[:10]) + (f" and {more} more" if more > 0 else "")
-
-
-def _print_secrets(pairs: list[tuple[str, str]]) -> None:
-    """Each new secret, once: the broker keeps only its hash."""
-    out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(["device_id", "secret"])
-    out.writerows(pairs)
-    print(f"# {len(pairs)} secret(s) shown once; CitySense keeps only their hash", file=sys.stderr)

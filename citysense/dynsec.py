@@ -20,7 +20,7 @@ import hashlib
 import json
 import secrets
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,10 +199,15 @@ class Control:
         self.timeout = timeout
 
     def run(
-        self, commands: Sequence[dict[str, Any]], answered: list[dict[str, Any]] | None = None
+        self,
+        commands: Sequence[dict[str, Any]],
+        answered: list[dict[str, Any]] | None = None,
+        each: Callable[[Sequence[dict[str, Any]], list[dict[str, Any]]], None] | None = None,
     ) -> list[dict[str, Any]]:
         """Send `commands` in order; their responses, or BrokerRefused naming each failed
-        command (the ones before it took effect)."""
+        command (the ones before it took effect). `answered` gathers the responses as they come,
+        and `each` is called with every message's commands and their responses once answered:
+        what the broker did is known even if a later message fails or the process is killed."""
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         self.url.configure(client)
         session = _Session(client)
@@ -215,10 +220,13 @@ class Control:
             session.wait_subscribed(self.timeout, self.url)
             answers: list[dict[str, Any]] = []
             for start in range(0, len(commands), COMMANDS_PER_MESSAGE):
-                got = session.send(commands[start : start + COMMANDS_PER_MESSAGE], self.timeout)
+                sent = commands[start : start + COMMANDS_PER_MESSAGE]
+                got = session.send(sent, self.timeout)
                 answers += got
                 if answered is not None:  # what the broker did, even if a later part fails
                     answered += got
+                if each is not None:
+                    each(sent, got)
         finally:
             client.disconnect()
             client.loop_stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ class Broker:
         self.asked: list[str] = []
 
     def run(
-        self, commands: list[dict[str, Any]], answered: list[dict[str, Any]] | None = None
+        self,
+        commands: list[dict[str, Any]],
+        answered: list[dict[str, Any]] | None = None,
+        each: Callable[[Sequence[dict[str, Any]], list[dict[str, Any]]], None] | None = None,
     ) -> list[dict[str, Any]]:
         self.asked += [c["command"] for c in commands]
         if not self.reached:
@@ -44,11 +48,16 @@ class Broker:
             if not self.lists:
                 raise BrokerUnanswered("the broker did not answer 1 commands in 10.0s")
             return [{"command": "listClients", "data": {"clients": self.clients}}]
+        got = []
         for n, command in enumerate(commands[: self.applies]):
             if command["command"] == "createClient":
                 self.clients.append(command["username"])
-            if n < self.answers and answered is not None:
-                answered.append({"command": command["command"]})
+            if n < self.answers:
+                got.append({"command": command["command"]})
+        if answered is not None:
+            answered += got
+        if each is not None and got:  # the commands answered, as one message of theirs
+            each(commands[: len(got)], got)
         raise BrokerUnanswered(f"the broker did not answer {len(commands) - self.answers} commands")
 
 
