@@ -31,7 +31,8 @@ def tmpfs(folder: Path, size: str) -> Iterator[Path]:
 
 
 def fill(folder: Path) -> Path:
-    """`folder`'s filesystem filled to its last byte by one file (returned)."""
+    """`folder`'s filesystem filled by one file (returned), to its last page: tmpfs gives out
+    space a page at a time, so no write of any size fits after it."""
     filler = folder / "filler"
     with filler.open("wb", buffering=0) as out:  # unbuffered: nothing left to fail at close
         try:
