@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,6 +200,12 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     )
     # Whole, and never readable by others. A key renewed keeps the owner, group and group read
     # an operator gave it for the broker's user; the group read only if the group was kept
-    # (common.files).
-    mode = path.stat().st_mode & 0o740 if path.exists() else 0o600
+    # (common.files). Others' read is kept only in a folder nobody else may enter: the compose
+    # stack's secrets (citysense.secrets), where a container's own user reads it.
+    kept = 0o744 if _private(path.parent) else 0o740
+    mode = path.stat().st_mode & kept if path.exists() else 0o600
     replace_whole(path, data, mode=mode | 0o600, keep_owner=True)
+
+
+def _private(folder: Path) -> bool:
+    return stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0

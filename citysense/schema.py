@@ -28,7 +28,11 @@ from common.influx import AsyncInfluxClient, InfluxClient, InfluxConfig, quote_i
 from common.schema import ensure_schema, withdraw_rows_whole
 from common.settings import CommonSettings, settings_problems
 
-GRANTS = {"ingest": "WRITE", "api": "ALL", "grafana": "READ"}
+# Ingest reads too: each worker reads its own latest rows back at start (ingest.latest), and
+# `citysense replay` the dead letters. With WRITE alone that read was refused, so no worker of
+# the compose stack kept rows, every write carried an owed mark, and every API start loaded
+# every device from the readings. (InfluxDB 1.x grants per database, not per measurement.)
+GRANTS = {"ingest": "ALL", "api": "ALL", "grafana": "READ"}
 # What `citysense secrets` generates; anything else could end the string literal below.
 _PASSWORD = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 

@@ -42,7 +42,12 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o700)
     written = generate(out, tuple(args.host))
-    ensure(TlsFiles(out), (*DEFAULT_HOSTS, *args.host))
+    tls = ensure(TlsFiles(out), (*DEFAULT_HOSTS, *args.host))
+    # The broker's container runs as its own user and gets the key bind-mounted as it is here:
+    # readable like every other secret of this folder, which only its owner may enter. (Left
+    # 0600, the broker could not open it and the stack never came up.) Its CA's key is never
+    # mounted, and stays 0600.
+    tls.key.chmod(0o644)
     for name in written:
         print(f"wrote {out / name}")
     _operator_token(out)
@@ -56,6 +61,7 @@ def generate(out: Path, hosts: tuple[str, ...] = ()) -> list[str]:
         written += _keep(out, f"mqtt_{name}_password", secrets.token_urlsafe(24))
     for name in INFLUX_ACCOUNTS:
         written += _keep(out, f"influx_{name}_password", secrets.token_urlsafe(24))
+    written += _keep(out, "grafana_admin_password", secrets.token_urlsafe(24))
     for name in ("ingest", "api"):
         password = _read(out, f"mqtt_{name}_password")
         written += _keep(

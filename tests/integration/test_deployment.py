@@ -24,6 +24,8 @@ from citysense.servers import free_port
 from tests.support.compose import ROOT, compose, mount_secrets, service
 from tests.support.mqtt import publish_v5
 from tests.support.polling import wait_for
+from wire import latest
+from wire.retention import qualified
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
@@ -82,6 +84,41 @@ def test_every_service_is_unprivileged_checked_and_keeps_its_secrets_out() -> No
     assert stack["services"]["simulator"]["profiles"] == ["demo"]
 
 
+def test_the_ingest_workers_share_one_subscription_and_are_all_scraped() -> None:
+    """Each message to one worker of the group (without a group, every worker stored every
+    message), each worker its own session, and Prometheus scraping every one of them."""
+    workers = {n: s for n, s in compose()["services"].items() if n.startswith("ingest-")}
+    assert len(workers) >= 2
+    groups = {s["environment"].get("CITYSENSE_SHARE_GROUP") for s in workers.values()}
+    ids = {s["environment"]["CITYSENSE_CLIENT_ID"] for s in workers.values()}
+    assert len(groups) == 1 and all(groups) and len(ids) == len(workers)
+    targets = orjson.loads((ROOT / "deploy/prometheus/targets/ingest.json").read_bytes())
+    assert sorted(t for group in targets for t in group["targets"]) == [
+        f"{name}:9101" for name in sorted(workers)
+    ]
+    for path in (ROOT / "deploy/prometheus/targets").glob("*.json"):
+        for group in orjson.loads(path.read_bytes()):
+            for target in group["targets"]:
+                assert target.split(":")[0] in compose()["services"], (path.name, target)
+
+
+def test_grafana_gets_every_value_its_provisioning_names_and_every_log_is_bounded() -> None:
+    """An environment variable the container lacks is an empty password to Grafana: InfluxDB
+    answered its panels 401 while its health said fine."""
+    grafana = compose()["services"]["grafana"]
+    mounted = {s if isinstance(s, str) else s["target"] for s in grafana["secrets"]}
+    text = (ROOT / "deploy/grafana/provisioning/datasources/citysense.yaml").read_text()
+    assert set(re.findall(r"\$([A-Z][A-Z_]*)", text)) <= set(grafana["environment"])
+    assert set(re.findall(r"\$__file\{/run/secrets/([^}]+)\}", text)) == mounted - {
+        "grafana_admin_password"
+    }
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"].endswith(
+        "/grafana_admin_password"
+    )
+    for name, spec in compose()["services"].items():
+        assert spec["logging"]["options"]["max-size"], name
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
     children: list[Child] = []
@@ -97,6 +134,9 @@ def test_the_stack_from_its_compose_services(stack: dict[str, object]) -> None:
     printed = run("secrets", "--out", str(secrets_dir), env={})
     token = printed.strip().splitlines()[-1]
     assert token.startswith("cst_") and oct(secrets_dir.stat().st_mode & 0o777) == "0o700"
+    # The broker's container user reads its key as mounted; the CA's key is never mounted.
+    modes = {f: oct(os.stat(secrets_dir / f).st_mode & 0o777) for f in ("server.key", "ca.key")}
+    assert modes == {"server.key": "0o644", "ca.key": "0o600"}
     mqtt, tls, influx, api = free_port(), free_port(), free_port(), free_port()
     rewrite = {
         "mosquitto:1883": f"127.0.0.1:{mqtt}",
@@ -198,6 +238,16 @@ def test_the_stack_from_its_compose_services(stack: dict[str, object]) -> None:
     )
     refused = httpx.post(f"{url}/write", params={"db": "citysense"}, content=b"x v=1", auth=grafana)
     assert refused.status_code == 403
+    # Ingest's account reads its own latest rows back, so the worker keeps them: refused that
+    # read (a WRITE grant), no worker of the stack kept rows and every API start loaded every
+    # device from the readings.
+    rows = {"db": "citysense", "q": f"SELECT * FROM {qualified(latest.MEASUREMENT)}"}
+    wait_for(
+        lambda: "SL-990001" in httpx.post(f"{url}/query", data=rows, auth=grafana).text,
+        30,
+        what="the device's latest row, kept by ingest",
+    )
+    assert "not read back" not in (tmp / "ingest.log").read_text()
     # The keeper kept the reading's windows, writing with the API's account.
     keeper_metrics = f"http://127.0.0.1:{keeper_port}/metrics"
     wait_for(

@@ -56,3 +56,21 @@ def _pair(files: TlsFiles) -> bool:
     cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
     key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
     return cert.public_key().public_bytes(der, spki) == key.public_key().public_bytes(der, spki)
+
+
+def test_a_key_in_a_folder_only_its_owner_enters_stays_readable_when_renewed(
+    tmp_path: Path,
+) -> None:
+    """The compose stack's secrets (citysense.secrets): the broker's container runs as its own
+    user and reads the key as mounted. Renewed, it must stay readable, or the broker cannot
+    start; elsewhere others' read is dropped (the test above)."""
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=0o700)
+    files = ensure(TlsFiles(folder), ("localhost",))
+    os.chmod(files.key, 0o644)
+    ensure(files, ("localhost",), renew=True)
+    assert stat.S_IMODE(files.key.stat().st_mode) == 0o644
+    assert stat.S_IMODE(files.ca_key.stat().st_mode) == 0o600
+    os.chmod(folder, 0o755)  # a folder others may enter: the key is no longer theirs to read
+    ensure(files, ("localhost",), renew=True)
+    assert stat.S_IMODE(files.key.stat().st_mode) == 0o640
