@@ -25,6 +25,7 @@ INFLUX_ACCOUNTS = ("admin", "ingest", "api", "grafana")
 MQTT_INTERNAL = "mqtt://citysense-{name}:{password}@mosquitto:1883"
 MQTT_TLS = "mqtts://citysense-{name}:{password}@mosquitto:8883?ca=/run/secrets/ca.crt"
 INFLUX_URL = "http://{name}:{password}@influxdb:8086"
+TOKENS_FOLDER = "tokens"  # the API's tokens file: its hashes only
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,9 +80,19 @@ def generate(out: Path, hosts: tuple[str, ...] = ()) -> list[str]:
 def _operator_token(out: Path) -> None:
     """A city-wide token for the operator, unless the tokens file is there: shown (flushed)
     before its hash is written, so that a crash between the two leaves no hash of a token
-    nobody saw (the next run makes another), only a token that never worked."""
-    path = out / "api_tokens.yaml"
+    nobody saw (the next run makes another), only a token that never worked. The file is in a
+    folder of its own, which the API's container mounts: `citysense tokens` replaces the file,
+    and a file mounted alone would stay the old one there. A file an older version left beside
+    the secrets is moved into it."""
+    folder = out / TOKENS_FOLDER
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o755)  # entered by the API's container user
+    path = folder / "api_tokens.yaml"
     if path.exists():
+        return
+    if (out / "api_tokens.yaml").exists():
+        (out / "api_tokens.yaml").replace(path)
+        print(f"moved {out / 'api_tokens.yaml'} to {path}")
         return
     token = "cst_" + secrets.token_urlsafe(32)
     print(f"API operator token (shown once; its hash goes into {path}):")

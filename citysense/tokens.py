@@ -1,8 +1,9 @@
 """`citysense tokens new|list|revoke`: the API's tokens file, edited in place.
 
 The file holds only SHA-256 hashes; a new token is printed once, here, and never stored. Writes
-go to a temporary file renamed over the old one (readable by its owner only), so a running API,
-which reads the file again when it changes, never sees half of it.
+go to a temporary file renamed over the old one, so a running API, which reads the file again
+when it changes, never sees half of it. The new file keeps the old one's owner and mode (the
+compose stack's is readable by the API's container user); a file made here is its owner's only.
 """
 
 from __future__ import annotations
@@ -96,4 +97,5 @@ def _write(path: Path, content: TokensFile) -> None:
             for e in content.tokens
         ]
     }
-    replace_whole(path, yaml.safe_dump(data, sort_keys=False).encode())
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    replace_whole(path, yaml.safe_dump(data, sort_keys=False).encode(), mode=mode, keep_owner=True)

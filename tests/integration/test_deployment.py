@@ -150,6 +150,7 @@ def test_the_stack_from_its_compose_services(stack: dict[str, object]) -> None:
     paths = {
         "/run/secrets": secrets_dir,
         "/etc/citysense/registry": registry.parent,
+        "/etc/citysense/tokens": secrets_dir / "tokens",
         "/var/lib/citysense": tmp,
     }
     # The broker: the compose service's command and environment; its ports here.
@@ -262,6 +263,31 @@ def test_the_stack_from_its_compose_services(stack: dict[str, object]) -> None:
         f"http://127.0.0.1:{api}/districts", headers={"Authorization": f"Bearer {token}"}
     )
     assert answer.status_code == 200 and "Xihu" in answer.text
+    # The operator revokes it on the host: the file is replaced, readable by the API's user as
+    # before, and the running API refuses the token within seconds.
+    tokens_file = secrets_dir / "tokens" / "api_tokens.yaml"
+    run("tokens", "revoke", "--name", "operator", "--file", str(tokens_file), env={})
+    assert oct(tokens_file.stat().st_mode & 0o777) == "0o644"
+    wait_for(
+        lambda: (
+            httpx.get(
+                f"http://127.0.0.1:{api}/districts", headers={"Authorization": f"Bearer {token}"}
+            ).status_code
+            == 401
+        ),
+        15,
+        what="the revoked token refused",
+    )
+
+
+def test_the_api_mounts_the_folder_of_its_tokens_file() -> None:
+    """`citysense tokens` replaces the file (a new one renamed over it): a file mounted alone
+    stays the old one in the container, and a revoked token went on working. A folder shows
+    each new version."""
+    api = compose()["services"]["api"]
+    folder = str(Path(api["environment"]["CITYSENSE_API_TOKENS"]).parent)
+    assert any(v.split(":")[1] == folder for v in api["volumes"]), api["volumes"]
+    assert not any("token" in str(s) for s in api.get("secrets", []))
 
 
 def lamp(power: float) -> bytes:
