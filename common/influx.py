@@ -115,8 +115,18 @@ _NOT_THERE = ("database not found", "retention policy not found")
 
 
 def check_response(response: httpx.Response, *, writing: bool) -> None:
-    """Translate an HTTP failure into the CitySense error tree; return quietly on 2xx."""
+    """Translate an HTTP failure into the CitySense error tree; return quietly on 2xx (a write:
+    on 204 alone)."""
     status = response.status_code
+    if writing and status != 204 and status < 300:
+        # InfluxDB 1.x, 2.x and 3.x answer a stored write 204 (No Content). Any other 2xx is
+        # not InfluxDB's (a proxy's or a gateway's page): taken as stored, its readings were
+        # acknowledged and lost with no record. An outage instead, retried, then spooled.
+        raise InfluxUnavailable(
+            f"InfluxDB's answer to a write is {status}, not 204: not InfluxDB's "
+            f"({_error_text(response)[:120]!r})",
+            status=status,
+        )
     if status < 300:
         return
     text = _error_text(response)

@@ -74,3 +74,21 @@ async def test_an_answer_asked_uncompressed_is_asked_so_and_others_keep_gzip() -
         await influx.aclose()
     assert asked[0] == "identity"
     assert "gzip" in asked[1]
+
+
+async def test_a_write_answered_otherwise_than_204_is_an_outage_not_stored() -> None:
+    """InfluxDB answers a stored write 204. A proxy's 200 page, taken as stored, lost the
+    readings it acknowledged with no record: an outage, which ingest retries and spools."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=PAGE))
+    influx = AsyncInfluxClient(InfluxConfig(), transport=transport)
+    try:
+        with pytest.raises(InfluxUnavailable, match="200, not 204"):
+            await influx.write(b"m v=1 1")
+    finally:
+        await influx.aclose()
+    with InfluxClient(InfluxConfig(), transport=transport) as client:
+        with pytest.raises(InfluxUnavailable, match="200, not 204"):
+            client.write(b"m v=1 1")
+        stored = httpx.MockTransport(lambda request: httpx.Response(204))
+        with InfluxClient(InfluxConfig(), transport=stored) as good:
+            good.write(b"m v=1 1")
