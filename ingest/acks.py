@@ -23,6 +23,16 @@ Each delivery is therefore held with a digest of its topic and payload:
   every such message was;
 - a new session (the broker kept nothing) voids every delivery held.
 
+A delivery held across a lost connection is not acknowledged on the next one until the broker
+shows it still has it. The broker, if it kept it, sends it again (DUP set) as soon as the
+session resumes (MQTT 5 §4.4); one restarted from a stale save may instead have given its id to
+a new message already on its way to us. Acknowledged as soon as it was stored, the held one's
+acknowledgement would then have acknowledged that new message before we read it: lost, if
+this worker stopped before storing it (found by a review; fault 8 stores the held messages only
+once the new ones were taken). So a delivery taken on an earlier connection and stored is kept
+as stored, its acknowledgement waiting: sent when the broker delivers it again, dropped when a
+new message takes its id. Such a record counts as stored, not held (`__len__`).
+
 A `Ticket` travels with its message's lines through the batch to the writer; `settle` acknowledges
 the tickets of a stored batch that still hold their ids. This object is the only acknowledgement
 state; the MQTT thread takes tickets, the writer thread settles them.
@@ -46,47 +56,84 @@ class Ticket:
     serial: int  # unique per delivery in this process: which of an id's deliveries this is
 
 
-_Held = tuple[int, int]  # serial, digest
+# serial, digest, the connection it was taken on (or last delivered again on), whether stored
+_Held = tuple[int, int, int, bool]
+Ack = Callable[[int, int], object]
 
 
 class Acks:
     def __init__(self) -> None:
         self._held: dict[int, _Held] = {}
         self._serial = 0
+        self._connection = 0  # counts the connections lost
+        self._stored = 0  # records stored whose acknowledgement waits for a delivery again
         self._lock = threading.Lock()
         self.voided = 0  # acknowledgements dropped: their id was reused, or the session lost
 
-    def take(self, mid: int, qos: int, topic: str, payload: bytes, dup: bool) -> Ticket | None:
-        """A ticket for a new delivery; None if it is a redelivery of one already held."""
+    def take(
+        self, mid: int, qos: int, topic: str, payload: bytes, dup: bool, *, ack: Ack
+    ) -> Ticket | None:
+        """A ticket for a new delivery; None if it is a redelivery of one already held (`ack`ed
+        at once if that one was stored meanwhile: see the module's doc)."""
         digest = hash((topic, payload))
         with self._lock:
             held = self._held.get(mid)
             if held is not None:
                 if held[1] == digest and dup:
+                    if held[3]:
+                        del self._held[mid]
+                        self._stored -= 1
+                        ack(mid, qos)
+                    elif held[2] != self._connection:
+                        self._held[mid] = (held[0], digest, self._connection, False)
                     return None
                 self.voided += 1
+                self._stored -= held[3]
             serial = self._serial = self._serial + 1
-            self._held[mid] = (serial, digest)
+            self._held[mid] = (serial, digest, self._connection, False)
             return Ticket(mid, qos, serial)
 
-    def settle(self, tickets: Iterable[Ticket], ack: Callable[[int, int], object]) -> int:
-        """Acknowledge the stored tickets that still hold their id; how many were acked."""
+    def settle(
+        self, tickets: Iterable[Ticket], ack: Ack, then: Callable[[], object] | None = None
+    ) -> int:
+        """Acknowledge the stored tickets that still hold their id, taken on this connection,
+        then call `then` (which sends them), both before a connection lost meanwhile can be
+        counted; how many were acked."""
         acked = 0
         with self._lock:
             for ticket in tickets:
                 held = self._held.get(ticket.mid)
                 if held is None or held[0] != ticket.serial:
                     continue  # voided when counted, by a reuse of the id or a lost session
+                if held[2] != self._connection:
+                    if not held[3]:
+                        self._held[ticket.mid] = (held[0], held[1], held[2], True)
+                        self._stored += 1
+                    continue  # until the broker delivers it again (the module's doc)
                 del self._held[ticket.mid]
                 ack(ticket.mid, ticket.qos)
                 acked += 1
+            if then is not None:
+                then()
         return acked
+
+    def connection_lost(self) -> None:
+        """What is held was taken on a connection now gone: see the module's doc."""
+        with self._lock:
+            self._connection += 1
 
     def new_session(self) -> None:
         """The broker has no session for us: every id held means nothing any more."""
         with self._lock:
             self.voided += len(self._held)
             self._held.clear()
+            self._stored = 0
+
+    @property
+    def stored_unconfirmed(self) -> int:
+        """Stored, their acknowledgement waiting for the broker to deliver them again."""
+        return self._stored
 
     def __len__(self) -> int:
-        return len(self._held)
+        """Deliveries held and not yet stored."""
+        return len(self._held) - self._stored

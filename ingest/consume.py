@@ -258,6 +258,7 @@ class Consumer:
         keepalive: int,
         on_received: Handler,
         on_session: Callable[[bool], None],
+        on_lost: Callable[[], None],
         clock: Callable[[], int],
         retire: bool = False,
     ) -> None:
@@ -268,6 +269,7 @@ class Consumer:
         self._subscription = subscription
         self._on_received = on_received
         self._on_session = on_session
+        self._on_lost = on_lost
         self._clock = clock
         self._receive_maximum = receive_maximum
         self._session_expiry = session_expiry
@@ -444,6 +446,7 @@ class Consumer:
         _props: Properties | None,
     ) -> None:
         self.subscribed.clear()
+        self._on_lost()  # before paho can reconnect: no acknowledgement of ours crosses over
         if reason.is_failure:
             log.warning("disconnected from broker: %s; reconnecting", reason)
 

@@ -124,6 +124,7 @@ class Worker:
             keepalive=settings.mqtt_keepalive,
             on_received=self._on_received,
             on_session=self._on_session,
+            on_lost=self.acks.connection_lost,
             clock=time.time_ns,
             retire=retire,
         )
@@ -165,6 +166,7 @@ class Worker:
         self.stats.gauges.update(
             buffered_lines=self.batcher.buffered_lines,
             unacked_messages=lambda: float(len(self.acks)),
+            acks_awaiting_redelivery=lambda: float(self.acks.stored_unconfirmed),
             acks_voided=lambda: float(self.acks.voided),
             held_bytes=lambda: float(self.budget.held),
             held_bytes_limit=lambda: float(self.budget.max_bytes),
@@ -332,6 +334,7 @@ class Worker:
 
     def _on_session(self, present: bool) -> None:
         self.stats.add(connections=1)
+        self.acks.connection_lost()  # the one before this (as on_lost, which paho also calls)
         if not present:
             self.acks.new_session()
 
@@ -350,7 +353,9 @@ class Worker:
             return  # draining: not acknowledged, so the broker redelivers it next time
         ticket = None
         if msg.qos:
-            ticket = self.acks.take(msg.mid, msg.qos, msg.topic, msg.payload, msg.dup)
+            ticket = self.acks.take(
+                msg.mid, msg.qos, msg.topic, msg.payload, msg.dup, ack=self.consumer.ack
+            )
             if ticket is None:  # the broker delivered again what we hold: acked once stored
                 self.stats.add(redelivered_skipped=1)
                 return
@@ -462,8 +467,7 @@ class Worker:
         return self.spool is not None and self.spool.append(lines)
 
     def _settle(self, batch: Batch, *, spooled: bool) -> None:
-        acked = self.acks.settle(batch.tickets, self.consumer.queue_ack)
-        self.consumer.send_acks()
+        acked = self.acks.settle(batch.tickets, self.consumer.queue_ack, self.consumer.send_acks)
         self.budget.release(batch.weight)
         self._writing_since = 0.0
         if spooled:

@@ -74,21 +74,27 @@ def test_an_idle_writer_wakes_for_the_first_message() -> None:
     assert batch is not None and batch.lines == ["x"]
 
 
+def no_ack(mid: int, qos: int) -> None:
+    raise AssertionError(f"acknowledged {mid} on taking a delivery")
+
+
 def test_redelivery_of_held_message_is_skipped_and_acked_once() -> None:
     acks = Acks()
-    ticket = acks.take(7, 1, "t", b"a", dup=False)
+    ticket = acks.take(7, 1, "t", b"a", False, ack=no_ack)
     assert ticket is not None
-    assert acks.take(7, 1, "t", b"a", dup=True) is None  # the broker resent it after a reconnect
+    assert (
+        acks.take(7, 1, "t", b"a", True, ack=no_ack) is None
+    )  # the broker resent it after a reconnect
     sent: list[tuple[int, int]] = []
     assert acks.settle([ticket], lambda mid, qos: sent.append((mid, qos))) == 1
     assert sent == [(7, 1)]
     # once acked, the id may be reused by the broker for a new message
-    assert acks.take(7, 1, "t", b"a", dup=False) is not None
+    assert acks.take(7, 1, "t", b"a", False, ack=no_ack) is not None
 
 
 def test_lost_session_voids_old_acks() -> None:
     acks = Acks()
-    ticket = acks.take(1, 1, "t", b"a", dup=False)
+    ticket = acks.take(1, 1, "t", b"a", False, ack=no_ack)
     assert ticket is not None
     acks.new_session()  # the broker forgot us: id 1 now means another message, or nothing
     sent: list[int] = []
@@ -101,8 +107,15 @@ def test_an_id_reused_by_a_broker_that_forgot_never_acks_an_unstored_message() -
     """A broker restarted from a stale save keeps our session but hands the ids we hold to new
     messages: A, B, C held as 1-3, then D, E, F arrive as 1-3 (issue 10, 1)."""
     acks = Acks()
-    old = [acks.take(m, 1, "t", payload, False) for m, payload in ((1, b"A"), (2, b"B"), (3, b"C"))]
-    new = [acks.take(m, 1, "t", payload, False) for m, payload in ((1, b"D"), (2, b"E"), (3, b"F"))]
+    old = [
+        acks.take(m, 1, "t", payload, False, ack=no_ack)
+        for m, payload in ((1, b"A"), (2, b"B"), (3, b"C"))
+    ]
+    acks.connection_lost()  # the broker killed, restarted from a save older than what we hold
+    new = [
+        acks.take(m, 1, "t", payload, False, ack=no_ack)
+        for m, payload in ((1, b"D"), (2, b"E"), (3, b"F"))
+    ]
     assert all(t is not None for t in old + new)  # D, E, F are new messages: processed
     sent: list[int] = []
     assert acks.settle([t for t in old if t], lambda mid, qos: sent.append(mid)) == 0
@@ -118,10 +131,11 @@ def test_a_new_message_identical_to_a_held_one_is_not_taken_for_its_redelivery()
     first send, tells them apart — and the held one's acknowledgement is voided, as for any
     reused id. Sent again (DUP set), the new one is the redelivery."""
     acks = Acks()
-    held = acks.take(1, 1, "t", b"on", dup=False)
-    again = acks.take(1, 1, "t", b"on", dup=False)
+    held = acks.take(1, 1, "t", b"on", False, ack=no_ack)
+    acks.connection_lost()
+    again = acks.take(1, 1, "t", b"on", False, ack=no_ack)
     assert held is not None and again is not None
-    assert acks.take(1, 1, "t", b"on", dup=True) is None
+    assert acks.take(1, 1, "t", b"on", True, ack=no_ack) is None
     sent: list[int] = []
     assert acks.settle([held], lambda mid, qos: sent.append(mid)) == 0
     assert acks.settle([again], lambda mid, qos: sent.append(mid)) == 1
@@ -295,3 +309,54 @@ def test_influxdb_2s_422_is_a_refusal_of_some_lines_found_and_given_up_not_retri
     assert bad[0].error.startswith("InfluxDB partial write: ")
     assert "field type conflict" in bad[0].error
     assert set(stored) == set(lines) - {lines[5]}
+
+
+def test_a_delivery_stored_after_its_connection_was_lost_is_acked_only_once_delivered_again() -> (
+    None
+):
+    """The broker, if it kept the delivery, sends it again as the session resumes: then, and
+    not before, is it acknowledged. Stored first or delivered again first, one ack either way;
+    nothing counts as held once stored."""
+    acks = Acks()
+    sent: list[int] = []
+    first, second = (acks.take(m, 1, "t", p, False, ack=no_ack) for m, p in ((1, b"A"), (2, b"B")))
+    assert first is not None and second is not None
+    acks.connection_lost()
+    assert acks.settle([first], lambda mid, qos: sent.append(mid)) == 0
+    assert sent == [] and len(acks) == 1 and acks.stored_unconfirmed == 1
+    assert acks.take(1, 1, "t", b"A", True, ack=lambda mid, qos: sent.append(mid)) is None
+    assert sent == [1] and acks.stored_unconfirmed == 0
+    # Delivered again before it is stored: acknowledged when stored, on this connection.
+    assert acks.take(2, 1, "t", b"B", True, ack=no_ack) is None
+    assert acks.settle([second], lambda mid, qos: sent.append(mid)) == 1
+    assert sent == [1, 2] and len(acks) == 0 and acks.voided == 0
+
+
+def test_a_held_id_given_to_a_new_message_after_a_lost_connection_is_never_acked_for_the_old() -> (
+    None
+):
+    """The broker restarted from a stale save gives the held id 7 to a new message, already on
+    its way while the held one is stored: acknowledging 7 then acknowledged the new message
+    before it was read (lost if the worker stopped before storing it). The held one's
+    acknowledgement waits instead, and the new message's take voids it."""
+    acks = Acks()
+    sent: list[int] = []
+    held = acks.take(7, 1, "t", b"old", False, ack=no_ack)
+    assert held is not None
+    acks.connection_lost()
+    assert acks.settle([held], lambda mid, qos: sent.append(mid)) == 0
+    new = acks.take(7, 1, "t", b"new", False, ack=no_ack)
+    assert new is not None and sent == [] and acks.voided == 1 and acks.stored_unconfirmed == 0
+    assert acks.settle([new], lambda mid, qos: sent.append(mid)) == 1
+    assert sent == [7] and len(acks) == 0
+
+
+def test_acknowledgements_are_sent_before_a_lost_connection_can_be_counted() -> None:
+    """`then` (the send) runs under the same lock as the count of lost connections: an ack
+    decided on one connection never goes out on the next."""
+    acks = Acks()
+    ticket = acks.take(3, 1, "t", b"x", False, ack=no_ack)
+    assert ticket is not None
+    order: list[str] = []
+    assert acks.settle([ticket], lambda mid, qos: order.append("ack"), lambda: order.append("sent"))
+    assert order == ["ack", "sent"]
