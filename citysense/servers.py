@@ -350,7 +350,10 @@ class LocalServers:
         host: str = "127.0.0.1",
         mqtt_port: int | None = None,
         influx_port: int | None = None,
+        influx_host: str | None = None,
     ) -> LocalServers:
+        """`influx_host` (default `host`): where InfluxDB listens, which these servers run
+        without authentication."""
         mosquitto = Mosquitto(
             "mosquitto",
             home / "mosquitto",
@@ -359,11 +362,12 @@ class LocalServers:
             root=root,
             ports_chosen=mqtt_port is None,
         )
+        influx_host = influx_host or host
         influxdb = InfluxDB(
             "influxdb",
             home / "influxdb",
-            host,
-            influx_port or free_port(host),
+            influx_host,
+            influx_port or free_port(influx_host),
             ports_chosen=influx_port is None,
         )
         return cls(mosquitto=mosquitto, influxdb=influxdb)

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listen",
         default="127.0.0.1",
-        help="address the broker, API and metrics listen on (default loopback)",
+        help="address the broker, API and metrics listen on (default loopback); InfluxDB, "
+        "which runs here without accounts, stays on loopback whatever this says",
     )
     parser.add_argument("--mqtt-port", type=int, default=1883)
     parser.add_argument("--mqtts-port", type=int, default=8883, help="MQTT over TLS, for devices")
@@ -67,6 +68,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--devices", type=int, default=600, help="simulated devices")
     parser.add_argument("--rate", type=float, default=50.0, help="simulated messages per second")
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def local_servers(args: argparse.Namespace, home: Path) -> LocalServers:
+    """The broker on `--listen`; InfluxDB, which runs here without accounts, on loopback only:
+    with `--listen 0.0.0.0` anyone on the network could have read, dropped or restored the
+    database (found by a review)."""
+    return LocalServers.create(
+        home,
+        host=args.listen,
+        mqtt_port=args.mqtt_port,
+        influx_port=args.influx_port,
+        influx_host=LOOPBACK,
+    )
 
 
 def _taken(host: str, ports: dict[str, int]) -> list[str]:
@@ -102,16 +119,15 @@ def main(args: argparse.Namespace) -> int:
         "ingest metrics": args.metrics_port,
         "rollups metrics": args.rollups_port,
     }
-    busy = _taken(args.listen, ports)
+    influx_port = ports.pop("influxdb")
+    busy = _taken(args.listen, ports) + _taken(LOOPBACK, {"influxdb": influx_port})
     if busy:
         raise ConfigError(
             f"already in use on {args.listen}: {', '.join(busy)} — is another `citysense up` "
             "running? Choose others with --mqtt-port, --influx-port, --api-port, --metrics-port, "
             "--rollups-port"
         )
-    servers = LocalServers.create(
-        home, host=args.listen, mqtt_port=args.mqtt_port, influx_port=args.influx_port
-    )
+    servers = local_servers(args, home)
     servers.mosquitto.tls_port = args.mqtts_port
     print(
         f"starting Mosquitto on :{args.mqtt_port} and InfluxDB on :{args.influx_port} "

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from pydantic import ValidationError
 
 from api.core.settings import ApiSettings
+from citysense import up
 from citysense.broker import BrokerSettings
 from citysense.servers import FREE_PORTS, free_port, port_range
 from common.settings import settings_problems
@@ -116,3 +119,13 @@ def test_free_ports_come_from_the_part_named_and_are_handed_out_once(
 def test_a_worker_killed_by_a_signal_is_a_failure_in_the_supervisor_s_status() -> None:
     assert max(exit_status(0), exit_status(-9)) == 137  # SIGKILL: not ranked below a clean 0
     assert (exit_status(0), exit_status(1), exit_status(-15)) == (0, 1, 143)
+
+
+def test_citysense_up_keeps_influxdb_on_loopback_whatever_it_listens_on(tmp_path: Path) -> None:
+    """InfluxDB runs without accounts under `citysense up`: `--listen 0.0.0.0` opens the broker
+    (which has them) to the network, never the database."""
+    parser = argparse.ArgumentParser()
+    up.add_arguments(parser)
+    servers = up.local_servers(parser.parse_args(["--listen", "0.0.0.0"]), tmp_path)
+    assert (servers.mosquitto.host, servers.influxdb.host) == ("0.0.0.0", "127.0.0.1")
+    assert servers.influxdb.url.startswith("http://127.0.0.1:")
