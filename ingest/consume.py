@@ -229,9 +229,11 @@ def decode_publish(
 def decode_at(
     command: int, data: bytes, at: int, end: int
 ) -> tuple[bytes, bytes, int, int, bool] | None:
-    """decode_publish of the packet body `data[at:end]`, without copying it out first."""
+    """decode_publish of the packet body `data[at:end]`, without copying it out first. A
+    retained message (sent only when a subscription is new) is left to paho, which reads its
+    flag."""
     qos = (command & 0x06) >> 1
-    if qos > 1 or end - at < 2:
+    if qos > 1 or end - at < 2 or command & 0x01:
         return None
     topic_end = at + 2 + ((data[at] << 8) | data[at + 1])
     pos = topic_end
@@ -469,5 +471,13 @@ class Consumer:
         payload = bytes(message.payload)
         self.last_message = time.monotonic()
         self._on_received(
-            Received(topic, payload, message.mid, message.qos, self._clock(), bool(message.dup))
+            Received(
+                topic,
+                payload,
+                message.mid,
+                message.qos,
+                self._clock(),
+                bool(message.dup),
+                bool(message.retain),
+            )
         )

@@ -180,10 +180,20 @@ class Pipeline:
         rejected: list[Rejected] = []
         for obj in objects:
             reading = obj if normalize is None else normalize(obj)
-            accepted_fast = None
-            if fast is not None:
-                accepted_fast = fast(reading, device_id, msg.received_ns)
-            if accepted_fast is not None and route is not None:
+            if msg.retain and reading.get(compiled.ts_field) is None:
+                # The broker's kept copy, sent because our subscription is new (the broker lost
+                # our session: a stale save, an expiry): stamped with its receive time, a
+                # week-old "on" would be stored as the lamp's newest reading.
+                result: Invalid | tuple[str, Enriched, list[Invalid]] = Invalid(
+                    Reason.MISSING_TIMESTAMP,
+                    f"a retained message without {compiled.ts_field!r}: published at any time "
+                    "before, its receive time is not when it was measured",
+                )
+            elif (
+                fast is not None
+                and (accepted_fast := fast(reading, device_id, msg.received_ns)) is not None
+                and route is not None
+            ):
                 result = self._compiled_reading(route, accepted_fast)
             else:
                 result = self._reading(compiled, device_id, device, reading, msg.received_ns)

@@ -25,6 +25,9 @@ class Received:
     received_ns: int
     # The broker's DUP flag: it says it sent this delivery before (ingest.acks).
     dup: bool = False
+    # The RETAIN flag: the broker's kept copy, sent because the subscription is new (a live
+    # message reaches a subscriber without it), so received now but published at any time.
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)

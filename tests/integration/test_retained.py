@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from citysense.servers import LocalServers
 from common.influx import InfluxConfig
 from common.mqtturl import MqttUrl
-from tests.support.influx import count
+from tests.support.influx import count, rows
 from tests.support.ingest import ingest_settings, running_worker
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
@@ -49,3 +49,26 @@ def test_retained_telemetry_is_stored_once_across_reconnects(
             publish(device, [(layout.telemetry("water_pipe", "WP-000001"), marker)])
             wait_for(lambda n=n: count(influx, "water_pipe") == n + 1, 30, what="the marker")
     assert count(influx, "streetlight") == 1
+
+
+def test_retained_telemetry_sent_to_a_new_session_is_stored_only_with_its_own_timestamp(
+    servers: LocalServers, influx: InfluxConfig, topic_root: str
+) -> None:
+    """The broker sends its retained copies to a subscription that is new: ingest's, when the
+    broker lost its session (a stale save, an expiry, a new client id). A copy without a
+    timestamp was published at any time before: stamped with its receive time it would be
+    stored as the device's newest reading; it is dead-lettered as missing_timestamp instead.
+    One with a timestamp is stored as it was."""
+    layout = TopicLayout(topic_root)
+    device = servers.mosquitto.url("citysense-simulator")
+    retain(device, layout.telemetry("streetlight", "SL-000001"), b'{"powerState": "on"}')
+    stamped = orjson.dumps({"ts": time.time_ns() // 1_000_000 - 60_000, "pressure": 101.5})
+    retain(device, layout.telemetry("water_pipe", "WP-000001"), stamped)
+    settings = ingest_settings(servers, influx, topic_root)  # a session the broker never had
+    with running_worker(settings):
+        wait_for(lambda: count(influx, "water_pipe") == 1, 30, what="the stamped retained copy")
+        letters = "SELECT * FROM dead_letters.dead_letters WHERE reason = 'missing_timestamp'"
+        wait_for(lambda: rows(influx, letters), 30, what="the unstamped copy, dead-lettered")
+    assert count(influx, "streetlight") == 0
+    (letter,) = rows(influx, letters)
+    assert letter["device_id"] == "SL-000001" and "retained" in str(letter["detail"])

@@ -176,3 +176,11 @@ def test_a_write_from_inside_paho_s_on_message_that_finds_the_connection_gone_re
     thread.join(5)
     assert not thread.is_alive(), "the network thread waits on itself"
     assert len(disconnected) == 1 and client._sock is None
+
+
+def test_a_retained_publish_is_left_to_paho_which_reads_its_flag() -> None:
+    """Sent only to a new subscription, a retained copy must reach ingest as one (ingest.pipeline
+    refuses it without a timestamp): the fast decoder drops the flag, so it declines it."""
+    body = b"\x00\x01t" + b"\x00" + b"{}"  # topic "t", no properties, the payload
+    assert decode_publish(0x30, body) == (b"t", b"{}", 0, 0, False)
+    assert decode_publish(0x31, body) is None
