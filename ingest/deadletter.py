@@ -5,11 +5,16 @@ How they are stored is the wire contract wire.deadletters; this stage gives each
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from ingest.stages import Rejected
 from wire.deadletters import DeadLetter, dead_letter_line
+
+log = logging.getLogger(__name__)
+
+CLOCK_STEP_NS = 1_000_000_000  # a clock stepped back by more than this is followed
 
 
 class DeadLetterEncoder:
@@ -22,9 +27,21 @@ class DeadLetterEncoder:
         self._lock = threading.Lock()
 
     def _unique_ns(self) -> int:
-        # Two dead letters with the same tags and timestamp would overwrite each other.
+        # Two dead letters with the same tags and timestamp would overwrite each other: each
+        # after the last. But a clock stepped back by more than CLOCK_STEP_NS is followed: kept
+        # after the last, every letter until the restart was stamped at the clock's old, wrong
+        # time (a day ahead after a bad boot), and `citysense replay`, which takes letters
+        # before now, skipped them. A letter then landing on an older one's nanosecond and tags
+        # is a chance of one in billions.
         with self._lock:
-            now = max(time.time_ns(), self._last_ns + 1)
+            clock = time.time_ns()
+            if clock < self._last_ns - CLOCK_STEP_NS:
+                log.warning(
+                    "the clock went back %.1f s: dead letters follow it",
+                    (self._last_ns - clock) / 1e9,
+                )
+                self._last_ns = clock - 1
+            now = max(clock, self._last_ns + 1)
             self._last_ns = now
             return now
 

@@ -13,25 +13,28 @@ class ReadingEncoder:
     """Lines for readings, escaping each series (measurement + tags) and field key only once.
 
     Both come from the validated contract and registry, so the caches are bounded by the number
-    of devices and fields; values are escaped every time.
+    of devices and fields; values are escaped every time. A device the registry does not know
+    (CITYSENSE_UNKNOWN_DEVICES=accept) is escaped every time, never kept: any number of ids
+    could come that way, and each kept one cost half a kilobyte for ever.
     """
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, str, str], str] = {}
         self._keys: dict[str, str] = {}
 
-    def series_of(self, reading: Enriched) -> str:
-        """The reading's measurement and tags as line protocol, escaped once per device."""
-        return self.series_for(reading.measurement, reading.device_id, reading.district)
+    def series_of(self, reading: Enriched, *, keep: bool = True) -> str:
+        """The reading's measurement and tags as line protocol, escaped once per device (every
+        time if not `keep`: a device the registry does not know)."""
+        return self.series_for(reading.measurement, reading.device_id, reading.district, keep)
 
-    def series_for(self, measurement: str, device_id: str, district: str) -> str:
+    def series_for(self, measurement: str, device_id: str, district: str, keep: bool = True) -> str:
         key = (measurement, device_id, district)
         known = self._series.get(key)
         if known is None:
             # Not line(...).split(" ")[0]: an escaped space in a district name is no separator.
-            known = self._series[key] = series(
-                measurement, {"device_id": device_id, "district": district}
-            )
+            known = series(measurement, {"device_id": device_id, "district": district})
+            if keep:
+                self._series[key] = known
         return known
 
     def fields_in_order(self, fields: Mapping[str, FieldValue], order: Iterable[str]) -> str:
@@ -53,8 +56,8 @@ class ReadingEncoder:
         """The line of a reading whose fields are already encoded (ingest.compiled)."""
         return f"{self.series_of(reading)} {encoded_fields} {reading.time_ns}"
 
-    def encode(self, reading: Enriched) -> str:
-        known = self.series_of(reading)
+    def encode(self, reading: Enriched, *, keep: bool = True) -> str:
+        known = self.series_of(reading, keep=keep)
         keys = self._keys
         parts = []
         for name, value in reading.fields.items():

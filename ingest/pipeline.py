@@ -256,7 +256,7 @@ class Pipeline:
         if isinstance(enriched, Invalid):
             return enriched
         try:
-            line = self._encoder.encode(enriched)
+            line = self._encoder.encode(enriched, keep=device is not None)
         except EncodeError as exc:
             return Invalid(Reason.INVALID_VALUE, str(exc))
         # Encoded in the profile's order for dedupe's digest; the line encoded, this cannot fail.

@@ -266,6 +266,18 @@ def test_unknown_device_policy() -> None:
     assert rejected == [Reason.BAD_DEVICE_ID]
 
 
+def test_unknown_devices_accepted_leave_nothing_kept_behind() -> None:
+    """Any number of ids can come from devices the registry does not know: their series are
+    escaped each time, not kept (each kept one was half a kilobyte for ever)."""
+    lenient = pipeline_for(registry(("WP-1", "water_pipe", "")), accept_unknown_devices=True)
+    for n in range(200):
+        lines, _ = run(lenient, f"city/water_pipe/NEW-{n}/telemetry", {"ts": NOW_MS, "pressure": 1})
+        assert lines[0].startswith(f"water_pipe,device_id=NEW-{n},district=unassigned ")
+    run(lenient, "city/water_pipe/WP-1/telemetry", {"ts": NOW_MS, "pressure": 1})
+    kept = lenient._encoder._series
+    assert all(device_id == "WP-1" for _, device_id, _ in kept) and len(kept) <= 1
+
+
 def test_a_replayed_letter_whose_reading_still_partly_fails_says_so() -> None:
     """Under the drop-field policy a reading passes without its bad field: a replay before the
     profile's fix stores it, and the letter must not read "stored" (done, not replayed again
