@@ -3,6 +3,11 @@
 Runs between decode and validate, for devices the registry marks with a variant. Nothing is
 validated here: a value that cannot be converted is passed on unchanged, so validation rejects it
 with the precise reason (wrong_type, invalid_value) rather than this stage guessing.
+
+What no mapping takes is passed on too, under its dotted path (`meter.thd_pct`), so that the
+profile's `unknown_fields` policy applies to it as to any field it does not declare: a firmware
+update that renames or adds a vendor field, or sends `"meter": null`, was dropped here without
+anybody learning of it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ def _convert(value: Any, factor: float, offset: float) -> Any:
 class Normalizer:
     def __init__(self, variant: Variant, profile: Profile) -> None:
         self._canonical = frozenset(profile.fields) | {profile.timestamp.field, "device_id"}
+        # Every mapped path, and every object on the way to one: what the vendor sends there is
+        # taken (or, an object, looked into), not left over.
+        self._taken = frozenset(variant.fields) | {variant.timestamp_field or ""}
+        self._parents = frozenset(
+            ".".join(path.split(".")[:n])
+            for path in variant.fields
+            for n in range(1, path.count(".") + 1)
+        )
         self._ts_field = profile.timestamp.field
         self._vendor_ts = variant.timestamp_field
         self._mappings = [
@@ -76,4 +89,17 @@ class Normalizer:
                     str(value).lower() if type(value) is bool else str(value), value
                 )
             out[mapping.to] = _convert(value, mapping.factor, mapping.offset)
+        for key, value in obj.items():
+            if key not in self._canonical:
+                self._left_over(key, value, out)
         return out
+
+    def _left_over(self, path: str, value: Any, out: dict[str, Any]) -> None:
+        """What no mapping took of `value` at `path`, into `out` under its dotted path."""
+        if path in self._taken:
+            return
+        if path in self._parents and isinstance(value, dict):
+            for key, inner in value.items():
+                self._left_over(f"{path}.{key}", inner, out)
+            return
+        out.setdefault(path, value)

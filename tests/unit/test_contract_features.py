@@ -252,6 +252,27 @@ def test_a_newer_registry_replaces_what_was_kept_per_topic() -> None:
     assert run(p, topic, {"ts": NOW_MS + 2000, "pressure": 300})[1] == [Reason.UNKNOWN_DEVICE]
 
 
+def test_a_vendor_field_no_mapping_takes_meets_the_unknown_fields_policy() -> None:
+    """A LUMIO firmware update adding `meter.thd_pct`, or sending `"env": null` where a mapping
+    looks inside: passed on under the dotted path, reported (the profile's `report`) and the
+    reading stored; under `reject`, dead-lettered. The normalizer dropped them silently."""
+    payload = {"time": NOW_MS, "lamp": {"state": 1}, "meter": {"p_w": 80, "thd_pct": 3}}
+    payload |= {"env": None, "fw": "4.2"}
+    reporting = pipeline_for(registry(("LUM-1", "streetlight", "lumio")))
+    lines, rejected = run(reporting, "city/streetlight/LUM-1/telemetry", payload)
+    assert rejected == [] and "powerConsumption=80.0" in lines[0] and "thd" not in lines[0]
+    assert {f for _, f, _ in reporting.unknown.counts()} == {"meter.thd_pct", "env", "fw"}
+
+    data = PROFILES["streetlight"].model_dump() | {"unknown_fields": "reject"}
+    strict_profiles = {**PROFILES, "streetlight": Profile.model_validate(data)}
+    strict = Pipeline(
+        strict_profiles, registry(("LUM-1", "streetlight", "lumio")), TopicLayout("city"),
+        Stats(), variants=load_variants(DEFAULT_PROFILES, strict_profiles),
+    )  # fmt: skip
+    lines, rejected = run(strict, "city/streetlight/LUM-1/telemetry", payload)
+    assert lines == [] and set(rejected) == {Reason.UNKNOWN_FIELD}
+
+
 def test_unknown_device_policy() -> None:
     strict = pipeline_for(registry())
     assert run(strict, "city/water_pipe/NEW-1/telemetry", {"ts": NOW_MS, "pressure": 1})[1] == [
