@@ -44,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
     out.chmod(0o700)
     written = generate(out, tuple(args.host))
     tls = ensure(TlsFiles(out), (*DEFAULT_HOSTS, *args.host))
+    written += _operator_env(out, args.host[0] if args.host else "localhost")
     # The broker's container runs as its own user and gets the key bind-mounted as it is here:
     # readable like every other secret of this folder, which only its owner may enter. (Left
     # 0600, the broker could not open it and the stack never came up.) Its CA's key is never
@@ -75,6 +76,23 @@ def generate(out: Path, hosts: tuple[str, ...] = ()) -> list[str]:
         password = _read(out, f"influx_{name}_password")
         written += _keep(out, f"{name}_influx_url", INFLUX_URL.format(name=name, password=password))
     return written
+
+
+def _operator_env(out: Path, host: str) -> list[str]:
+    """`operator.env`: what `citysense devices` needs on the host the stack runs on, where the
+    services' own URLs do not work (their broker is `mosquitto`, their CA under /run/secrets,
+    their registry mounted): the admin account over TLS at `host`, this folder's CA, and the
+    registry beside it (deploy/registry, mounted into the services as a folder)."""
+    password = _read(out, "mqtt_admin_password")
+    folder = out.resolve()
+    url = f"mqtts://citysense-admin:{password}@{host}:8883?ca={folder / 'ca.crt'}"
+    text = (
+        "# For `citysense devices` on this host: set -a; . deploy/secrets/operator.env; set +a\n"
+        f"CITYSENSE_MQTT_ADMIN_URL='{url}'\n"
+        f"CITYSENSE_REGISTRY='{folder.parent / 'registry' / 'registry.csv'}'\n"
+        "CITYSENSE_TOPIC_ROOT=city\n"
+    )
+    return _keep(out, "operator.env", text.rstrip("\n"))
 
 
 def _operator_token(out: Path) -> None:

@@ -79,8 +79,10 @@ def test_every_service_is_unprivileged_checked_and_keeps_its_secrets_out() -> No
             # Passwords only as the path of a mounted secret file, never as a value.
             assert "PASSWORD" not in key or str(value).startswith("/run/secrets"), (name, key)
             assert "://" not in str(value) or "@" not in str(value), (name, key)
-    published = {p.split(":")[-1] for s in stack["services"].values() for p in s.get("ports", [])}
-    assert published == {"8883", "8000", "3000"}  # TLS MQTT, the API, Grafana; nothing plain
+    ports = [p for s in stack["services"].values() for p in s.get("ports", [])]
+    assert {p.split(":")[-1] for p in ports} == {"8883", "8000", "3000"}  # MQTT TLS, API, Grafana
+    # Only TLS reaches the network: the API and Grafana speak plain HTTP, on loopback for a proxy.
+    assert sorted(p for p in ports if not p.startswith("127.0.0.1:")) == ["8883:8883"]
     assert stack["services"]["simulator"]["profiles"] == ["demo"]
 
 
@@ -220,9 +222,12 @@ def test_the_stack_from_its_compose_services(stack: dict[str, object]) -> None:
     keeper = start_citysense("rollups", log=tmp / "rollups.log", env={**os.environ, **keeper_env})
     children.append(keeper)
     keeper.wait_http(f"http://127.0.0.1:{keeper_port}/ready", 60)
-    # A device added by the operator with the admin URL `citysense secrets` wrote, over TLS.
-    admin = {"CITYSENSE_MQTT_ADMIN_URL": _rewritten(secrets_dir / "admin_mqtt_url", rewrite)}
-    added = run("devices", "add", *DEVICE, env={**admin, "CITYSENSE_REGISTRY": str(registry)})
+    # A device added by the operator on the host, with what `citysense secrets` wrote for it
+    # (operator.env: the admin account over TLS, this folder's CA, the registry beside it); the
+    # broker's port here instead of 8883.
+    operator = _operator_env(secrets_dir / "operator.env", {"localhost:8883": f"localhost:{tls}"})
+    assert operator["CITYSENSE_REGISTRY"] == str(registry)
+    added = run("devices", "add", *DEVICE, env=operator)
     secret = added.splitlines()[1].split(",")[1]
     device_url = f"mqtts://SL-990001:{secret}@localhost:{tls}?ca={secrets_dir / 'ca.crt'}"
     topic = TopicLayout("city").telemetry("streetlight", "SL-990001")
@@ -301,6 +306,16 @@ def _ok(url: str, status: int) -> bool:
         return httpx.get(url, timeout=1).status_code == status
     except httpx.HTTPError:
         return False
+
+
+def _operator_env(path: Path, rewrite: dict[str, str]) -> dict[str, str]:
+    """The variables of an operator.env (KEY='value' lines), with `rewrite` applied."""
+    found = {}
+    for line in _rewritten(path, rewrite).splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            found[key] = value.strip("'")
+    return found
 
 
 def _rewritten(path: Path, rewrite: dict[str, str]) -> str:
