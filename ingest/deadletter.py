@@ -45,7 +45,7 @@ class DeadLetterEncoder:
             self._last_ns = now
             return now
 
-    def encode(self, rejected: Rejected) -> str:
+    def encode(self, rejected: Rejected, received_ns: int = 0) -> str:
         letter = DeadLetter(
             reason=rejected.reason,
             profile=rejected.profile,
@@ -54,5 +54,6 @@ class DeadLetterEncoder:
             detail=rejected.detail,
             payload=rejected.payload,
             worker=self._worker,
+            received_ns=received_ns,
         )
         return dead_letter_line(letter, self._unique_ns(), self._max)

@@ -105,6 +105,12 @@ class Pipeline:
         return [p.measurement for p in self._profiles.values()]
 
     def process(self, msg: Received) -> Outcome:
+        outcome = self._processed(msg)
+        # Dead letters last, each with when the message was received (wire.deadletters).
+        outcome.lines.extend(self._dead.encode(r, msg.received_ns) for r in outcome.rejected)
+        return outcome
+
+    def _processed(self, msg: Received) -> Outcome:
         try:
             return self._process(msg)
         except Exception as exc:  # a bug of ours: keep the message as a dead letter, say why
@@ -275,5 +281,4 @@ class Pipeline:
         readings = len(lines)
         for item in rejected:
             self._stats.rejected(item.profile, item.reason)
-            lines.append(self._dead.encode(item))
         return Outcome(lines, readings, rejected, accepted or [])

@@ -183,7 +183,13 @@ class Replayer:
             return self._mark(row, "not replayable", dry_run)
         if row.get("reason") == Reason.WRITE_REJECTED:
             return self._rewrite(row, payload.decode(errors="replace"), dry_run)
-        received = Received(str(row.get("topic", "")), payload, 0, 0, int(row["time"]))
+        # A reading without a timestamp is stamped when the message was received, as it was
+        # then: stamped with the letter's own time, the part stored at the time (the drop-field
+        # policy, one letter per field) was added again, once a letter. Letters from before
+        # `received_ns` was kept: their own time, as before.
+        received_ns = row.get("received_ns")
+        at = int(received_ns) if isinstance(received_ns, int) and received_ns else int(row["time"])
+        received = Received(str(row.get("topic", "")), payload, 0, 0, at)
         outcome = self._pipeline.process(received)
         reasons = ",".join(sorted({r.reason.value for r in outcome.rejected}))
         if outcome.rejected and not outcome.readings:

@@ -4,8 +4,11 @@ Measurement `dead_letters`, in the same database and the same batch as the data,
 acknowledged to the broker only once stored, like everything else. Tags are low cardinality
 (`reason`, `profile`, `worker`); the topic, device id, detail and payload are fields. The payload
 is bounded and stored as JSON text (`payload_encoding=json`: UTF-8 as received) or base64
-(anything else), so no byte a device sends can break out of its field. `citysense replay` merges
-`replayed_at` and `replay_result` onto a dead letter it retried.
+(anything else), so no byte a device sends can break out of its field. `received_ns`, when known,
+is when ingest received the message: a replay stamps a reading without a timestamp with it, so
+that the part of it stored at the time (the drop-field policy) is written again, not added
+under the letter's own later time. `citysense replay` merges `replayed_at` and `replay_result`
+onto a dead letter it retried.
 
 Ingest writes them (ingest.deadletter), replay reads and marks them (ingest.replay), the API
 serves them (api.compute.dead_letters); all three speak of them through this module.
@@ -73,6 +76,7 @@ class DeadLetter:
     detail: str
     payload: bytes
     worker: str = ""
+    received_ns: int = 0  # when ingest received the message (0: not known)
 
 
 def dead_letter_line(letter: DeadLetter, time_ns: int, max_payload_bytes: int = 8192) -> str:
@@ -87,6 +91,8 @@ def dead_letter_line(letter: DeadLetter, time_ns: int, max_payload_bytes: int = 
         "payload_bytes": len(letter.payload),
         "truncated": len(letter.payload) > max_payload_bytes,
     }
+    if letter.received_ns:
+        values["received_ns"] = letter.received_ns
     tags = {"reason": letter.reason.value, "profile": letter.profile, "worker": letter.worker}
     return line(MEASUREMENT, tags, values, time_ns)
 

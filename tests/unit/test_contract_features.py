@@ -31,6 +31,7 @@ from ingest.stages import Received
 from ingest.stats import Stats
 from ingest.write import Writer
 from wire.deadletters import encode_payload
+from wire.lineproto import parse_line
 from wire.reasons import Reason
 from wire.topics import TopicLayout
 
@@ -297,6 +298,41 @@ def test_unknown_devices_accepted_leave_nothing_kept_behind() -> None:
     run(lenient, "city/water_pipe/WP-1/telemetry", {"ts": NOW_MS, "pressure": 1})
     kept = lenient._encoder._series
     assert all(device_id == "WP-1" for _, device_id, _ in kept) and len(kept) <= 1
+
+
+def test_a_replayed_reading_without_a_timestamp_lands_where_it_was_stored() -> None:
+    """Drop-field policy, no timestamp: the reading is stored at its receive time without the bad
+    field, which becomes a letter. Replayed, it is stamped with that receive time again (kept in
+    the letter), so the stored point is written over, not a second one added at the letter's
+    own later time (one more for every field dropped)."""
+    profiles = custom_profile(on_invalid_field="drop_field")
+    pipeline = pipeline_for(registry(("WP-1", "water_pipe", "")), profiles)
+    raw = orjson.dumps({"pressure": 300, "turbidity": -5})
+    outcome = pipeline.process(Received("city/water_pipe/WP-1/telemetry", raw, 1, 1, NOW_NS))
+    stored, letter_line = outcome.lines
+    assert stored.endswith(f" {NOW_NS}") and "turbidity" not in stored
+    letter = parse_line(letter_line)
+    assert letter.fields["received_ns"] == NOW_NS and letter.time_ns > NOW_NS
+
+    written: list[str] = []
+
+    def influx(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/write":
+            written.extend(request.content.decode().splitlines())
+            return httpx.Response(204)
+        return httpx.Response(200, json={"results": [{"statement_id": 0}]})
+
+    client = InfluxClient(InfluxConfig(), transport=httpx.MockTransport(influx))
+    writer = Writer(client, Stats(), threading.Event())
+    # `citysense replay` is a process of its own: its pipeline has seen nothing.
+    fresh = pipeline_for(registry(("WP-1", "water_pipe", "")), profiles)
+    latest = LatestRows("replay", profiles, lambda: fresh._registry.devices)
+    latest.resume(client)
+    replayer = Replayer(fresh, writer, latest)
+    row = {"time": letter.time_ns, **letter.tags, **letter.fields}
+    assert replayer.replay(row, dry_run=False).startswith("partly stored")
+    (again,) = [line for line in written if line.startswith("water_pipe,")]
+    assert again == stored
 
 
 def test_a_replayed_letter_whose_reading_still_partly_fails_says_so() -> None:
