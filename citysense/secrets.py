@@ -110,6 +110,8 @@ def _operator_token(out: Path) -> None:
         return
     if (out / "api_tokens.yaml").exists():
         (out / "api_tokens.yaml").replace(path)
+        # Readable by the API's container user (hashes only): `citysense tokens` wrote it 0600.
+        path.chmod(0o644)
         print(f"moved {out / 'api_tokens.yaml'} to {path}")
         return
     token = "cst_" + secrets.token_urlsafe(32)

@@ -80,18 +80,34 @@ class Acks:
             held = self._held.get(mid)
             if held is not None:
                 if held[1] == digest and dup:
-                    if held[3]:
-                        del self._held[mid]
-                        self._stored -= 1
-                        ack(mid, qos)
-                    elif held[2] != self._connection:
-                        self._held[mid] = (held[0], digest, self._connection, False)
+                    self._delivered_again(mid, qos, held, ack)
                     return None
                 self.voided += 1
                 self._stored -= held[3]
             serial = self._serial = self._serial + 1
             self._held[mid] = (serial, digest, self._connection, False)
             return Ticket(mid, qos, serial)
+
+    def again(self, mid: int, topic: str, payload: bytes, dup: bool, *, qos: int, ack: Ack) -> bool:
+        """Draining (nothing new is taken): whether this is a redelivery of one held, `ack`ed
+        at once if that one was stored (else it would stay unacknowledged when the process
+        ends, and be stored again by the next)."""
+        digest = hash((topic, payload))
+        with self._lock:
+            held = self._held.get(mid)
+            if held is None or held[1] != digest or not dup:
+                return False
+            self._delivered_again(mid, qos, held, ack)
+            return True
+
+    def _delivered_again(self, mid: int, qos: int, held: _Held, ack: Ack) -> None:
+        """Under the lock: the broker still has the delivery `held` (module's doc)."""
+        if held[3]:
+            del self._held[mid]
+            self._stored -= 1
+            ack(mid, qos)
+        elif held[2] != self._connection:
+            self._held[mid] = (held[0], held[1], self._connection, False)
 
     def settle(
         self, tickets: Iterable[Ticket], ack: Ack, then: Callable[[], object] | None = None
@@ -105,7 +121,9 @@ class Acks:
                 held = self._held.get(ticket.mid)
                 if held is None or held[0] != ticket.serial:
                     continue  # voided when counted, by a reuse of the id or a lost session
-                if held[2] != self._connection:
+                # QoS 2 is exempt: after a reconnect the broker sends its PUBREL again, not the
+                # message, so nothing would come to wait for; the PUBCOMP answers that PUBREL.
+                if held[2] != self._connection and ticket.qos == 1:
                     if not held[3]:
                         self._held[ticket.mid] = (held[0], held[1], held[2], True)
                         self._stored += 1
@@ -132,8 +150,11 @@ class Acks:
     @property
     def stored_unconfirmed(self) -> int:
         """Stored, their acknowledgement waiting for the broker to deliver them again."""
-        return self._stored
+        with self._lock:
+            return self._stored
 
     def __len__(self) -> int:
-        """Deliveries held and not yet stored."""
-        return len(self._held) - self._stored
+        """Deliveries held and not yet stored. Under the lock: the two counts change in two
+        steps, and read between them, the difference was -1 (a ValueError from len())."""
+        with self._lock:
+            return len(self._held) - self._stored

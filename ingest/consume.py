@@ -62,6 +62,10 @@ class _Client(mqtt.Client):
     """
 
     on_publish_fast: Publish | None = None
+    # Called (paho's thread, or whichever closes it) as a connection's socket is closed: every
+    # loss goes through here before paho reconnects, some without on_disconnect (a select()
+    # failing: paho's _loop returns, and loop_forever reconnects).
+    on_socket_closed: Callable[[], None] | None = None
     # What one recv() brought beyond what paho asked for, and how far paho has read of it.
     _buffer: bytes = b""
     _read_at: int = 0
@@ -96,6 +100,8 @@ class _Client(mqtt.Client):
     def _sock_close(self) -> None:
         """Whatever was buffered belongs to the connection being closed."""
         self._buffer, self._read_at = b"", 0
+        if self._sock is not None and self.on_socket_closed is not None:
+            self.on_socket_closed()
         super()._sock_close()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
@@ -271,7 +277,6 @@ class Consumer:
         self._subscription = subscription
         self._on_received = on_received
         self._on_session = on_session
-        self._on_lost = on_lost
         self._clock = clock
         self._receive_maximum = receive_maximum
         self._session_expiry = session_expiry
@@ -294,6 +299,8 @@ class Consumer:
         self._client.on_unsubscribe = self._unsubscribed
         self._client.on_message = self._message
         self._client.on_publish_fast = self._publish
+        # Before paho can reconnect: no acknowledgement of ours crosses to the next connection.
+        self._client.on_socket_closed = on_lost
 
     def will(self, topic: str, payload: bytes, delay: int) -> None:
         """What the broker publishes (QoS 0) if we go away without a clean DISCONNECT and do
@@ -448,7 +455,6 @@ class Consumer:
         _props: Properties | None,
     ) -> None:
         self.subscribed.clear()
-        self._on_lost()  # before paho can reconnect: no acknowledgement of ours crosses over
         if reason.is_failure:
             log.warning("disconnected from broker: %s; reconnecting", reason)
 

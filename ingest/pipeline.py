@@ -191,7 +191,7 @@ class Pipeline:
                 # our session: a stale save, an expiry): stamped with its receive time, a
                 # week-old "on" would be stored as the lamp's newest reading.
                 result: Invalid | tuple[str, Enriched, list[Invalid]] = Invalid(
-                    Reason.MISSING_TIMESTAMP,
+                    Reason.RETAINED_WITHOUT_TIMESTAMP,
                     f"a retained message without {compiled.ts_field!r}: published at any time "
                     "before, its receive time is not when it was measured",
                 )

@@ -45,8 +45,18 @@ from wire.retention import qualified
 log = logging.getLogger(__name__)
 
 PAGE = 2000
+AHEAD_NS = 86_400 * 10**9  # letters stamped up to this far ahead of now are replayed too
 # Replaying these would undo what they protect against, unless asked for by name.
-NOT_BY_DEFAULT = frozenset({Reason.DUPLICATE, Reason.TIMESTAMP_CONFLICT, Reason.WRITE_REJECTED})
+# A retained copy without a timestamp has no time it was measured at: replayed, it would be
+# stamped when it was received, which is what refusing it prevents (always refused again).
+NOT_BY_DEFAULT = frozenset(
+    {
+        Reason.DUPLICATE,
+        Reason.TIMESTAMP_CONFLICT,
+        Reason.WRITE_REJECTED,
+        Reason.RETAINED_WITHOUT_TIMESTAMP,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +199,8 @@ class Replayer:
         # `received_ns` was kept: their own time, as before.
         received_ns = row.get("received_ns")
         at = int(received_ns) if isinstance(received_ns, int) and received_ns else int(row["time"])
-        received = Received(str(row.get("topic", "")), payload, 0, 0, at)
+        retained = row.get("reason") == Reason.RETAINED_WITHOUT_TIMESTAMP
+        received = Received(str(row.get("topic", "")), payload, 0, 0, at, retain=retained)
         outcome = self._pipeline.process(received)
         reasons = ",".join(sorted({r.reason.value for r in outcome.rejected}))
         if outcome.rejected and not outcome.readings:
@@ -251,7 +262,9 @@ def main(args: argparse.Namespace) -> int:
         args.profile,
         args.device,
         now - int(args.since * 1e9),
-        now,
+        # Ahead of now too: letters stay after the last one when the clock is stepped back
+        # (ingest.deadletter), so a clock that ran fast leaves them stamped in its future.
+        now + AHEAD_NS,
         args.again,
         args.limit,
     )

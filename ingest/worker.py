@@ -350,7 +350,12 @@ class Worker:
 
     def _take(self, msg: Received) -> None:
         if not self._intake.is_set():
-            return  # draining: not acknowledged, so the broker redelivers it next time
+            # Draining: nothing new is taken (not acknowledged, the broker redelivers it next
+            # time); a delivery again of one held and stored is acknowledged now.
+            if msg.qos:
+                ack = self.consumer.ack
+                self.acks.again(msg.mid, msg.topic, msg.payload, msg.dup, qos=msg.qos, ack=ack)
+            return
         ticket = None
         if msg.qos:
             ticket = self.acks.take(

@@ -25,6 +25,9 @@ class Reason(StrEnum):
     BAD_DEVICE_ID = "bad_device_id"  # an unregistered id with characters no device id may hold
     # One reading
     MISSING_TIMESTAMP = "missing_timestamp"
+    # A retained copy (sent to a new subscription) without one: published at any time before,
+    # its receive time is not when it was measured.
+    RETAINED_WITHOUT_TIMESTAMP = "retained_without_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"

@@ -72,6 +72,7 @@ DEAD_LETTER_FIELDS = {
     "payload_encoding": "string",
     "payload_bytes": "integer",
     "truncated": "boolean",
+    "received_ns": "integer",
 }
 TAGS = ("time", "device_id", "district")
 

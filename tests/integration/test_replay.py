@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,21 +19,10 @@ from ingest.worker import Worker
 from tests.support.influx import count, rows
 from tests.support.mqtt import publish
 from tests.support.polling import wait_for
+from tests.support.replay import replay
 from wire.topics import TopicLayout
 
 pytestmark = pytest.mark.integration
-
-
-def replay(env: dict[str, str], *args: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-m", "citysense.cli", "replay", "--no-progress", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, object] = orjson.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def test_profile_fix_and_replay_recover_without_duplicates(

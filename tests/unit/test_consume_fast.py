@@ -184,3 +184,20 @@ def test_a_retained_publish_is_left_to_paho_which_reads_its_flag() -> None:
     body = b"\x00\x01t" + b"\x00" + b"{}"  # topic "t", no properties, the payload
     assert decode_publish(0x30, body) == (b"t", b"{}", 0, 0, False)
     assert decode_publish(0x31, body) is None
+
+
+def test_every_lost_connection_is_told_before_paho_can_reconnect() -> None:
+    """Ingest's acknowledgements must not cross to the next connection (ingest.acks): the
+    socket's close tells, on every path (a write into a closed peer here; paho's own loop and
+    its reconnect close the same way), once per connection."""
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="t", protocol=5, manual_ack=True)
+    lost: list[int] = []
+    client.on_socket_closed = lambda: lost.append(1)
+    ours, broker = socket.socketpair()
+    client._sock = ours
+    broker.close()
+    send_packets(client, pubacks([1]) * 10_000)
+    client.loop_write()
+    assert client._sock is None and lost == [1]
+    client._sock_close()  # paho's reconnect closes again: nothing more to tell
+    assert lost == [1]

@@ -1,11 +1,11 @@
 """Dead letters' timestamps (ingest.deadletter): strictly rising, so that none overwrites
-another, yet following a clock stepped back instead of staying at its old, wrong time."""
+another, even when the clock is stepped back."""
 
 from __future__ import annotations
 
 import pytest
 
-from ingest import deadletter
+from ingest import deadletter, replay
 from ingest.deadletter import DeadLetterEncoder
 from ingest.stages import Rejected
 from wire.lineproto import parse_line
@@ -25,16 +25,19 @@ def test_letters_of_one_nanosecond_get_rising_times(monkeypatch: pytest.MonkeyPa
     assert [_time_of(encoder) for _ in range(3)] == [5_000, 5_001, 5_002]
 
 
-def test_a_clock_stepped_back_is_followed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A day ahead at boot, then stepped back by NTP: the letters after the step are stamped
-    now, not after the day-ahead ones (`citysense replay` takes letters before now)."""
+def test_a_clock_stepped_back_never_makes_a_letter_overwrite_another(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A day ahead at boot, then stepped back: letters stay after the last one (following the
+    clock back, they fell among the times already used, and a letter of the same tags and
+    nanosecond overwrote another); the step is logged once. Replay looks a day ahead."""
     day = 86_400 * 10**9
-    clock = [100 * day + day]
+    clock = [101 * day]
     monkeypatch.setattr(deadletter.time, "time_ns", lambda: clock[0])
     encoder = DeadLetterEncoder()
     assert _time_of(encoder) == 101 * day
     clock[0] = 100 * day
-    assert _time_of(encoder) == 100 * day
-    assert _time_of(encoder) == 100 * day + 1
-    clock[0] = 100 * day - deadletter.CLOCK_STEP_NS // 2  # a small step back: still rising
-    assert _time_of(encoder) == 100 * day + 2
+    with caplog.at_level("WARNING", logger="ingest.deadletter"):
+        assert [_time_of(encoder) for _ in range(3)] == [101 * day + n for n in (1, 2, 3)]
+    assert [r.getMessage()[:23] for r in caplog.records] == ["the clock went back 864"]
+    assert day <= replay.AHEAD_NS
