@@ -339,12 +339,7 @@ def test_a_held_id_given_to_a_new_message_after_a_lost_connection_is_never_acked
     its way while the held one is stored: acknowledging 7 then acknowledged the new message
     before it was read (lost if the worker stopped before storing it). The held one's
     acknowledgement waits instead, and the new message's take voids it."""
-    acks = Acks()
-    sent: list[int] = []
-    held = acks.take(7, 1, "t", b"old", False, ack=no_ack)
-    assert held is not None
-    acks.connection_lost()
-    assert acks.settle([held], lambda mid, qos: sent.append(mid)) == 0
+    acks, sent = _stored_on_a_lost_connection(7, b"old")
     new = acks.take(7, 1, "t", b"new", False, ack=no_ack)
     assert new is not None and sent == [] and acks.voided == 1 and acks.stored_unconfirmed == 0
     assert acks.settle([new], lambda mid, qos: sent.append(mid)) == 1
@@ -379,15 +374,22 @@ def test_acknowledgements_are_sent_before_a_lost_connection_can_be_counted() -> 
     assert events == ["sent", "lost"]
 
 
+def _stored_on_a_lost_connection(mid: int, payload: bytes) -> tuple[Acks, list[int]]:
+    """Acks holding `mid`, taken on a connection since lost and stored: its acknowledgement
+    waiting (none sent: the list of those sent is returned, empty)."""
+    acks = Acks()
+    sent: list[int] = []
+    held = acks.take(mid, 1, "t", payload, False, ack=no_ack)
+    assert held is not None
+    acks.connection_lost()
+    assert acks.settle([held], lambda m, qos: sent.append(m)) == 0
+    return acks, sent
+
+
 def test_draining_acknowledges_a_stored_delivery_sent_again_and_takes_nothing_new() -> None:
     """Stopping, nothing new is taken; but a delivery held, stored on an earlier connection and
     sent again now is acknowledged (else unacknowledged at exit: stored again by the next)."""
-    acks = Acks()
-    sent: list[int] = []
-    held = acks.take(5, 1, "t", b"x", False, ack=no_ack)
-    assert held is not None
-    acks.connection_lost()
-    assert acks.settle([held], lambda mid, qos: sent.append(mid)) == 0
+    acks, sent = _stored_on_a_lost_connection(5, b"x")
     assert not acks.again(6, "t", b"y", True, qos=1, ack=no_ack)  # new: not taken
     assert not acks.again(5, "t", b"other", True, qos=1, ack=no_ack)  # another message
     assert acks.again(5, "t", b"x", True, qos=1, ack=lambda mid, qos: sent.append(mid))
