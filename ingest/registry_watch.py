@@ -46,7 +46,16 @@ class RegistryWatch:
     def check(self) -> bool:
         """Load the file if it changed since the last look; whether a new registry is in use."""
         now = _signature(self._path)
-        if now is None or now == self._seen:
+        if now is None:
+            if self._seen is not None:
+                # Gone (or unreadable): said, not taken for "unchanged" — a move or a deploy
+                # gone wrong would leave every device added later unknown, unnoticed. The
+                # registry in use is kept; the file's return is a change, and is loaded.
+                self._seen = None
+                self.broken = True
+                log.error("registry %s is gone or unreadable; keeping the old one", self._path)
+            return False
+        if now == self._seen:
             return False
         self._seen = now
         try:

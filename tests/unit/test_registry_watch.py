@@ -59,3 +59,28 @@ def test_a_change_saved_in_another_encoding_keeps_the_registry_and_the_thread(
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert not watch.check()  # before: UnicodeDecodeError ended the thread, and the worker
     assert watch.broken and used == []
+
+
+def test_a_registry_file_gone_is_said_once_and_its_return_is_loaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleted or moved away (a deploy gone wrong): the registry in use is kept, the watch says
+    it is broken and logs it once — before, a missing file read as unchanged, and every device
+    added afterwards would have been unknown, unnoticed. Back, it is loaded."""
+    path = tmp_path / "registry.csv"
+    path.write_text(HEADER + "SL-1,streetlight,North,30.1,120.1,a\n")
+    used: list[Registry] = []
+    watch = RegistryWatch(path, load_profiles(), {}, used.append)
+    path.unlink()
+    with caplog.at_level(logging.ERROR):
+        assert not watch.check()
+        assert not watch.check()
+    assert watch.broken and used == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"registry {path} is gone or unreadable; keeping the old one"
+    ]
+    path.write_text(
+        HEADER + "SL-1,streetlight,North,30.1,120.1,a\nSL-2,water_pipe,South,30,120,b\n"
+    )
+    assert watch.check() and not watch.broken
+    assert sorted(used[-1].devices) == ["SL-1", "SL-2"]
