@@ -77,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_config=None,  # our handlers (JSON), not uvicorn's
         access_log=False,  # api.observe writes the access log, with the token's name
+        timeout_graceful_shutdown=settings.api_shutdown_grace,
     )
     server = uvicorn.Server(config)
     server.run()

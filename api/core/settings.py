@@ -27,6 +27,10 @@ class ApiSettings(CommonSettings):
     # Loopback by default: exposing the API is a deliberate act of the operator.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    # Seconds requests still open at SIGTERM (a screen's /stream never ends by itself) get before
+    # they are cancelled and the app's own shutdown runs: its last alarm events, its snapshot.
+    # Without a bound uvicorn waited for them for ever, and the process was killed instead.
+    api_shutdown_grace: int = Field(default=3, ge=0, le=60)
     # How far back "latest reading" queries look. Bounding them keeps InfluxDB from scanning
     # every shard of a measurement; it matches the oldest reading ingest accepts (max_age).
     api_latest_lookback: float = Field(default=30 * 86400.0, ge=1.0)

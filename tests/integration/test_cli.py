@@ -4,10 +4,14 @@ created, listed and revoked — a revoked token refused by a running API within 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -83,25 +87,9 @@ def test_a_revoked_token_is_refused_by_a_running_api(
     assert token not in tokens.read_text()  # only its hash is kept
     listed = citysense("tokens", "list", "--file", str(tokens))
     assert listed.stdout.split() == ["ops", "city"]
-    port = free_port()
-    env = {
-        **os.environ,
-        "CITYSENSE_API_TOKENS": str(tokens),
-        "CITYSENSE_API_PORT": str(port),
-        "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-api"),
-        "CITYSENSE_INFLUX_URL": influx.url,
-        "CITYSENSE_INFLUX_DB": influx.database,
-        "CITYSENSE_API_TOKENS_RELOAD_EVERY": "0.2",
-    }
-    api = subprocess.Popen(
-        [sys.executable, "-m", "citysense.cli", "api"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "api.log").open("wb"),
-    )
+    api, base = _api(servers, influx, tmp_path, tokens, CITYSENSE_API_TOKENS_RELOAD_EVERY="0.2")
     try:
         headers = {"Authorization": f"Bearer {token}"}
-        base = f"http://127.0.0.1:{port}"
 
         def status() -> int:
             try:
@@ -117,6 +105,75 @@ def test_a_revoked_token_is_refused_by_a_running_api(
     finally:
         api.terminate()
         api.wait(15)
+
+
+def _api(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path, tokens: Path, **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`citysense api` as a process of its own, its log in tmp_path/api.log; its base URL."""
+    port = free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "citysense.cli", "api"],
+        env={
+            **os.environ,
+            "CITYSENSE_API_TOKENS": str(tokens),
+            "CITYSENSE_API_PORT": str(port),
+            "CITYSENSE_MQTT_URL": servers.mosquitto.url("citysense-api"),
+            "CITYSENSE_INFLUX_URL": influx.url,
+            "CITYSENSE_INFLUX_DB": influx.database,
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "api.log").open("wb"),
+    )
+    return api, f"http://127.0.0.1:{port}"
+
+
+def test_sigterm_with_a_stream_open_ends_the_api_cleanly_and_soon(
+    servers: LocalServers, influx: InfluxConfig, tmp_path: Path
+) -> None:
+    """An operations screen keeps /stream open, which never ends by itself: uvicorn waited for
+    it for ever, the app's shutdown (its last alarm events, its snapshot) never ran, and the
+    supervisor killed the process. Now the stream gets CITYSENSE_API_SHUTDOWN_GRACE seconds."""
+    tokens = tmp_path / "tokens.yaml"
+    created = citysense("tokens", "new", "--file", str(tokens), "--name", "ops", "--scope", "city")
+    token = created.stdout.split("token: ")[1].split()[0]
+    data = tmp_path / "api-data"
+    api, base = _api(servers, influx, tmp_path, tokens, CITYSENSE_API_DATA_DIR=str(data))
+    headers = {"Authorization": f"Bearer {token}"}
+    opened = threading.Event()
+
+    def screen() -> None:
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.stream("GET", f"{base}/stream", headers=headers, timeout=None) as answer,
+        ):
+            opened.set()
+            for _ in answer.iter_bytes():
+                pass
+
+    try:
+        wait_for(lambda: _answers(f"{base}/health"), 30, what="the API serving")
+        threading.Thread(target=screen, daemon=True).start()
+        assert opened.wait(10)
+        began = time.monotonic()
+        api.terminate()
+        # uvicorn raises the signal again once its shutdown is done: ended by SIGTERM, not
+        # killed (before, it waited for the stream until the supervisor's kill: a timeout here).
+        assert api.wait(15) == -signal.SIGTERM
+        assert time.monotonic() - began < 10
+    finally:
+        if api.poll() is None:
+            api.kill()
+            api.wait(5)
+    assert (data / "latest-state.snapshot").is_file()  # the app's own shutdown ran
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_a_second_revoke_says_there_is_no_such_token(tmp_path: Path) -> None:

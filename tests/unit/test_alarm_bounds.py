@@ -9,7 +9,7 @@ import pytest
 
 from api.core.contract import Contract
 from api.core.readings import Reading
-from api.live.alarms import AlarmBook, Outbox, Writer
+from api.live.alarms import LINE_OVERHEAD, AlarmBook, Outbox, Writer
 from api.live.hub import Event, Hub
 from api.live.state import LiveState
 from common.influx import InfluxConfig, Series
@@ -194,11 +194,11 @@ def test_an_active_alarm_is_never_let_go() -> None:
 
 
 def test_the_outbox_drops_its_oldest_past_its_bytes_and_counts_them() -> None:
-    outbox = Outbox(max_bytes=1000)
+    outbox = Outbox(max_bytes=10 * (100 + LINE_OVERHEAD))
     lines = [f"alarm_events,n={n} v=1i {n}".ljust(100) for n in range(50)]
     for text in lines:
         outbox.append(text)
-    assert outbox.bytes <= 1000
+    assert outbox.bytes <= outbox.max_bytes
     assert outbox.dropped == 40
     assert outbox.pending() == lines[40:]
     outbox.done(outbox.pending()[:5], "stored")
@@ -209,12 +209,12 @@ def test_the_outbox_drops_its_oldest_past_its_bytes_and_counts_them() -> None:
 async def test_a_watched_line_dropped_past_the_bound_is_told_so_and_numbers_follow_the_front() -> (
     None
 ):
-    outbox = Outbox(max_bytes=1000)
+    outbox = Outbox(max_bytes=2 * (400 + LINE_OVERHEAD) + 100)
     first = outbox.append("a" * 400)
     fate = outbox.watch(first)
     second = outbox.append("b" * 400)
     assert second == first + 1 and not fate.done()
-    third = outbox.append("c" * 400)  # past 1,000 bytes: the oldest, the watched one, dropped
+    third = outbox.append("c" * 400)  # past its bytes: the oldest, the watched one, dropped
     assert fate.result() == "dropped"
     with pytest.raises(ValueError, match="not pending"):
         outbox.watch(first)
@@ -226,8 +226,20 @@ async def test_a_watched_line_dropped_past_the_bound_is_told_so_and_numbers_foll
     assert outbox.append("d") == third + 1  # numbers go on from the front, nothing pending
 
 
+@pytest.mark.anyio
+async def test_the_outbox_counts_bytes_not_characters_and_gives_up_what_is_left() -> None:
+    """A note of Chinese characters is three bytes each (counted as one each, the bound held
+    2-4 times what it said); at stop, what is left is dropped, counted and told its fate."""
+    outbox = Outbox(max_bytes=10_000)
+    watched = outbox.watch(outbox.append("设备" * 500))  # 1,000 characters, 3,000 bytes
+    assert outbox.bytes == 3000 + LINE_OVERHEAD
+    outbox.append("x")
+    assert outbox.give_up() == 2 and outbox.dropped == 2
+    assert watched.result() == "dropped" and not outbox and outbox.bytes == 0
+
+
 def test_the_outbox_is_crowded_from_half_its_bytes() -> None:
-    outbox = Outbox(max_bytes=1000)
+    outbox = Outbox(max_bytes=2 * (500 + LINE_OVERHEAD))
     outbox.append("x" * 499)
     assert not outbox.crowded
     outbox.append("x")
