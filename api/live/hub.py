@@ -93,8 +93,6 @@ class Hub:
     ) -> Event:
         event = Event(kind, profile, district, device_id, data, next(self._seq))
         self._recent.append(event)
-        for listener in self.listeners:
-            listener(event)
         for subscription in list(self._subscriptions):
             if not subscription.accepts(event):
                 continue
@@ -103,4 +101,10 @@ class Hub:
             except asyncio.QueueFull:
                 subscription.overflowed = True
                 self._subscriptions.discard(subscription)
+        # Listeners after the clients: one that publishes (an alarm raised by this reading)
+        # publishes the next id, which must reach each client after this one. Called first, it
+        # reached them before: a client overflowing just then resumed from the later id, and
+        # never got this one (found by a review).
+        for listener in self.listeners:
+            listener(event)
         return event

@@ -52,3 +52,22 @@ async def test_a_resumed_stream_gets_the_missed_events_of_its_scope_only() -> No
     assert missed(hub, city, None) == []
     assert missed(hub, city, "not-a-number") == [RESET]
     assert missed(hub, city, "1") == [RESET]
+
+
+@pytest.mark.anyio
+async def test_an_event_a_listener_publishes_reaches_clients_after_the_one_that_caused_it() -> None:
+    """An alarm raised by a reading (the alarm book listens to the hub) gets the next id; a
+    client must get the reading first, or, overflowing just then, it resumes from the alarm's
+    id and never gets the reading (found by a review)."""
+    hub = Hub(queue_size=100, replay=100)
+    client = hub.subscribe(lambda _event: True)
+
+    def alarms(event: object) -> None:
+        if getattr(event, "kind", "") == "reading":
+            hub.publish("alarm", "streetlight", "North", "D1", {})
+
+    hub.listeners.append(alarms)
+    hub.publish("reading", "streetlight", "North", "D1", {"n": 1})
+    got = [client.queue.get_nowait() for _ in range(client.queue.qsize())]
+    assert [e.kind for e in got] == ["reading", "alarm"]
+    assert [e.seq for e in got] == sorted(e.seq for e in got)
