@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from citysense import dynsec
 from citysense.broker import ACCOUNTS
 from common.errors import BrokerError, BrokerUnanswered, ConfigError
-from common.files import replace_whole
+from common.files import mode_kept, replace_whole
 from common.mqtturl import MqttUrl
 from common.settings import CommonSettings
 from device_profiles import ContractError, Device, Registry, load_profiles, load_registry
@@ -74,13 +74,14 @@ def main(args: argparse.Namespace) -> int:
         return _add(settings, _rows_from_csv(Path(args.target)), again=True)
     if args.action == "rotate":
         _known(settings, args.target)
-        secret = _Secrets({args.target: dynsec.new_secret()})
+        secret = dynsec.new_secret()
+        shown = _Secrets({args.target: secret})
         try:
-            settings.control().run(dynsec.rotate_device(args.target, secret.of(args.target)))
+            settings.control().run(dynsec.rotate_device(args.target, secret))
         except BrokerUnanswered:
             # It may have taken effect: then only this secret opens the account.
-            secret.show([args.target])
-            secret.done()
+            shown.show([args.target])
+            shown.done()
             print(
                 f"citysense devices: the broker did not answer; the secret above is "
                 f"{args.target}'s if it took the change (its old one then fails), else rotate "
@@ -88,8 +89,8 @@ def main(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             raise
-        secret.show([args.target])
-        secret.done()
+        shown.show([args.target])
+        shown.done()
         return 0
     settings.control().run(dynsec.revoke_device(_known(settings, args.target)))
     print(f"revoked {args.target}: the broker refuses it from now on; its registry row is kept")
@@ -179,9 +180,6 @@ class _Secrets:
     def __init__(self, secrets: dict[str, str]) -> None:
         self._secrets = secrets
         self._shown = 0
-
-    def of(self, device_id: str) -> str:
-        return self._secrets[device_id]
 
     def show(self, device_ids: Iterable[str]) -> None:
         rows = [(d, self._secrets[d]) for d in device_ids]
@@ -301,7 +299,7 @@ def _register(settings: DevicesSettings, rows: list[dict[str, str]]) -> list[Dev
             message = f"not added ({adding}): the registry would be invalid:\n{problems}"
             raise ConfigError(message) from None
 
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    mode = mode_kept(path, 0o644)
     replace_whole(path, out.getvalue().encode(), mode=mode, check=check, keep_owner=True)
     return [loaded[0].devices[r["device_id"]] for r in rows]
 

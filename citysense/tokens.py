@@ -16,7 +16,7 @@ import yaml
 from api.core.settings import ApiSettings
 from api.core.tokens import TokenEntry, TokensFile, hash_token, new_token, read_tokens_file
 from common.errors import ConfigError
-from common.files import replace_whole
+from common.files import mode_kept, replace_whole
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,5 +97,5 @@ def _write(path: Path, content: TokensFile) -> None:
             for e in content.tokens
         ]
     }
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    mode = mode_kept(path, 0o600)
     replace_whole(path, yaml.safe_dump(data, sort_keys=False).encode(), mode=mode, keep_owner=True)

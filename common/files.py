@@ -25,6 +25,12 @@ STALE_S = 600.0
 logger = logging.getLogger(__name__)
 
 
+def mode_kept(path: Path, default: int) -> int:
+    """The permission bits `path` has, for a file replaced to keep them (with `replace_whole`'s
+    `keep_owner`); `default` for a file not there yet."""
+    return path.stat().st_mode & 0o777 if path.exists() else default
+
+
 def replace_whole(
     path: Path,
     data: bytes,

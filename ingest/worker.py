@@ -334,7 +334,10 @@ class Worker:
 
     def _on_session(self, present: bool) -> None:
         self.stats.add(connections=1)
-        self.acks.connection_lost()  # the one before this (as on_lost, which paho also calls)
+        # The socket's close counted the connection before this one already (on_lost); counted
+        # again here only so that a close paho might make without `_sock_close` (none known)
+        # still counts.
+        self.acks.connection_lost()
         if not present:
             self.acks.new_session()
 
